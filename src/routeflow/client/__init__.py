@@ -1,0 +1,1 @@
+"""rfclient: runs inside each VM, follows its kernel over netlink, tells rfserver."""

@@ -1,0 +1,1 @@
+"""lab: builds and checks emulated networks (Mininet, OVS userspace datapath, FRR)."""

@@ -1,0 +1,1 @@
+"""rflib: what every routeflow daemon shares (protocol, codec, IPC, store, addresses)."""

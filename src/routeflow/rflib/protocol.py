@@ -1,0 +1,250 @@
+"""RFProtocol: the messages exchanged by rfclient, rfserver and rfproxy.
+
+The original RouteFlow message set (PortRegister, PortConfig, DatapathPortRegister,
+DatapathDown, VirtualPlaneMap, DataPlaneMap, RouteMod, ControllerRegister) is kept
+by name and meaning. Two things differ on purpose:
+
+* Routes travel in batches (one RouteMod carries many routes), because a full
+  BGP table arriving one message per prefix is what made the original slow.
+* The server -> proxy direction speaks in forwarding terms, not VM terms:
+  ``NextHopMod`` (one OpenFlow group per next hop) and ``FibMod`` (prefix ->
+  next hop). A next-hop MAC change is then one message, not one per route.
+
+Every message is a frozen msgspec Struct tagged by its class name, so a frame
+decodes straight into the right type and unknown/ill-typed fields are rejected
+by msgspec with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Union
+
+import msgspec
+
+#: Bumped on any incompatible change; carried in every frame header (see codec).
+PROTOCOL_VERSION = 1
+
+
+class Mod(enum.IntEnum):
+    ADD = 0
+    DELETE = 1
+
+
+class PortOperation(enum.IntEnum):
+    """PortConfig operations, numbered as in the original RouteFlow."""
+
+    SEND_MAPPING_PACKET = 0
+    RESET = 1
+
+
+class RouteKind(enum.IntEnum):
+    """What a route in the VM kernel means for the switch."""
+
+    #: A prefix reached through one or more gateways (OSPF/BGP/static routes).
+    UNICAST = 0
+    #: The subnet of a VM interface: hosts on it are reached directly.
+    CONNECTED = 1
+    #: An address of the VM itself (/32): traffic for it goes to the VM.
+    LOCAL = 2
+
+
+class Message(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Base of every RFProtocol message; the tag is the class name."""
+
+
+# --- session --------------------------------------------------------------
+
+
+class ClientHello(Message):
+    """First message of an rfclient connection: who is speaking."""
+
+    vm_id: int
+    hostname: str = ""
+
+
+class ControllerRegister(Message):
+    """First message of an rfproxy connection (ct_id identifies the controller)."""
+
+    ct_id: int
+    ct_addr: str = ""
+    ct_port: int = 0
+    ct_role: str = "master"
+
+
+class Resync(Message):
+    """Brackets a full-state dump (phase 'begin' ... 'end').
+
+    Whatever the receiver held for ``scope`` before 'begin' and did not hear
+    again before 'end' is stale and gets removed: reconciliation, not flush.
+    """
+
+    phase: str  # "begin" | "end"
+    scope: int = 0  # vm_id (client) or dp_id (proxy); 0 = everything
+
+
+class Error(Message):
+    """Sent before closing a connection for a reason the peer should log."""
+
+    code: str
+    detail: str = ""
+
+
+# --- association ----------------------------------------------------------
+
+
+class PortRegister(Message):
+    vm_id: int
+    vm_port: int
+    hwaddress: str
+    ifname: str = ""
+
+
+class PortConfig(Message):
+    vm_id: int
+    vm_port: int
+    operation_id: PortOperation
+
+
+class DatapathPortRegister(Message):
+    ct_id: int
+    dp_id: int
+    dp_port: int
+    hwaddress: str = ""
+    name: str = ""
+
+
+class DatapathDown(Message):
+    ct_id: int
+    dp_id: int
+
+
+class VirtualPlaneMap(Message):
+    vm_id: int
+    vm_port: int
+    vs_id: int
+    vs_port: int
+
+
+class DataPlaneMap(Message):
+    """Tells the proxy that (dp_id, dp_port) <-> (vs_id, vs_port) is one router port.
+
+    ``hwaddress`` is the MAC of the VM interface: the switch admits frames sent
+    to it on ``dp_port`` into its FIB table, and rewrites routed frames leaving
+    ``dp_port`` to come from it.
+    """
+
+    ct_id: int
+    dp_id: int
+    dp_port: int
+    vs_id: int
+    vs_port: int
+    hwaddress: str
+
+
+class DataPlaneUnmap(Message):
+    ct_id: int
+    dp_id: int
+    dp_port: int
+
+
+# --- routes: rfclient -> rfserver (VM view) -------------------------------
+
+
+class NextHop(Message):
+    """A next hop as the VM kernel sees it: its interface and gateway."""
+
+    vm_port: int
+    gateway: str | None = None
+    weight: int = 1
+
+
+class Route(Message):
+    prefix: str
+    kind: RouteKind = RouteKind.UNICAST
+    nexthops: list[NextHop] = []
+
+
+class RouteMod(Message):
+    """A batch of route additions or deletions from the VM ``vm_id``."""
+
+    mod: Mod
+    vm_id: int
+    routes: list[Route]
+
+
+class Neighbour(Message):
+    vm_port: int
+    address: str
+    hwaddress: str | None = None  # None: not (or no longer) resolved
+
+
+class NeighbourMod(Message):
+    """A batch of ARP/neighbour changes from the VM ``vm_id``."""
+
+    mod: Mod
+    vm_id: int
+    neighbours: list[Neighbour]
+
+
+# --- forwarding: rfserver -> rfproxy (switch view) ------------------------
+
+
+class Bucket(Message):
+    """One way out of a next hop group: rewrite MACs, decrement TTL, output."""
+
+    dp_port: int
+    src_hwaddress: str
+    dst_hwaddress: str
+    weight: int = 1
+
+
+class NextHopMod(Message):
+    """Create, change or remove one next hop (an OpenFlow group) on ``dp_id``.
+
+    No buckets means unresolved: the group sends packets to the controller,
+    which relays them to the VM; the VM resolves the neighbour, and the next
+    NextHopMod turns the same group into a rewrite-and-output group.
+    One bucket is an indirect group; several are an ECMP select group.
+    """
+
+    mod: Mod
+    ct_id: int
+    dp_id: int
+    nexthop_id: int
+    buckets: list[Bucket] = []
+
+
+class FibEntry(Message):
+    prefix: str
+    kind: RouteKind
+    nexthop_id: int = 0  # UNICAST only
+    dp_port: int = 0  # CONNECTED / LOCAL: the router port it belongs to
+
+
+class FibMod(Message):
+    """A batch of FIB changes for one datapath."""
+
+    mod: Mod
+    ct_id: int
+    dp_id: int
+    entries: list[FibEntry]
+
+
+AnyMessage = Union[
+    ClientHello,
+    ControllerRegister,
+    Resync,
+    Error,
+    PortRegister,
+    PortConfig,
+    DatapathPortRegister,
+    DatapathDown,
+    VirtualPlaneMap,
+    DataPlaneMap,
+    DataPlaneUnmap,
+    RouteMod,
+    NeighbourMod,
+    NextHopMod,
+    FibMod,
+]

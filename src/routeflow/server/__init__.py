@@ -1,0 +1,1 @@
+"""rfserver: the association table and the route -> forwarding translation."""

@@ -1,0 +1,1 @@
+"""rfweb: REST, live page and metrics (see the rfweb issue)."""
