@@ -1,0 +1,192 @@
+"""The `routeflow` command: daemons, labs and tools under one name."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _passthrough(name: str, help_text: str):
+    @click.command(
+        name=name,
+        help=help_text,
+        context_settings={"ignore_unknown_options": True, "help_option_names": []},
+        add_help_option=False,
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def cmd(args):
+        if name == "server":
+            from routeflow.server.main import main
+        elif name == "proxy":
+            from routeflow.proxy.main import main
+        else:
+            from routeflow.client.daemon import main
+        sys.exit(main(list(args)))
+
+    return cmd
+
+
+@click.group()
+@click.version_option(package_name="routeflow")
+def main() -> None:
+    """routeflow: virtual IP routing services over OpenFlow networks."""
+
+
+main.add_command(_passthrough("server", "Run rfserver (see `routeflow server --help`)."))
+main.add_command(_passthrough("proxy", "Run rfproxy, the os-ken app (`routeflow proxy --help`)."))
+main.add_command(_passthrough("client", "Run rfclient inside a VM (`routeflow client --help`)."))
+
+
+@main.group()
+def lab() -> None:
+    """Build, run and check emulated networks (Mininet + OVS + FRR)."""
+
+
+def _load(path: str):
+    from routeflow.lab.model import LabError, load_lab, plan
+
+    try:
+        return plan(load_lab(path))
+    except LabError as exc:
+        console.print(f"[red]{exc}[/red]")
+        sys.exit(2)
+    except OSError as exc:
+        console.print(f"[red]{path}: {exc.strerror}[/red]")
+        sys.exit(2)
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        console.print("[red]labs need root (network namespaces, Open vSwitch)[/red]")
+        sys.exit(2)
+
+
+@lab.command("plan")
+@click.argument("file", type=click.Path(dir_okay=False))
+def lab_plan(file: str) -> None:
+    """Show what a lab file derives: VMs, addresses, the rfserver mapping."""
+    from routeflow.server.config import dump_config
+
+    plan = _load(file)
+    t = Table(title=f"lab {plan.name}: VMs")
+    for col in ("switch", "dpid", "vm_id", "port", "ifname", "address", "mac", "peer"):
+        t.add_column(col)
+    for vm in plan.vms:
+        for i in vm.interfaces:
+            t.add_row(vm.switch, f"{vm.dp_id:#x}", f"{vm.vm_id:#x}", str(i.port), i.ifname,
+                      i.address, i.mac, i.peer)
+    console.print(t)
+    console.print("[bold]rfserver mapping[/bold]")
+    console.print(dump_config(plan.config_entries()), markup=False)
+
+
+@lab.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+@click.option("--timeout", default=120.0, show_default=True, help="seconds per convergence stage")
+@click.option("--run-dir", default=None, help="where logs and state go")
+@click.option("--log-level", default="INFO", show_default=True)
+def lab_check(file: str, json_path: str | None, timeout: float, run_dir: str | None,
+              log_level: str) -> None:
+    """Bring a lab up, wait for convergence, pingall, check flows, tear down."""
+    from routeflow.lab import scenarios
+
+    plan = _load(file)
+    _require_root()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    run_dir = run_dir or scenarios.default_run_dir(plan.name)
+    console.print(f"lab [bold]{plan.name}[/bold]: {len(plan.vms)} switches, "
+                  f"{len(plan.hosts)} hosts, {len(plan.links)} links; logs in {run_dir}")
+    try:
+        result = scenarios.run_check(plan, run_dir, timeout=timeout, log_level=log_level)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; lab torn down[/yellow]")
+        sys.exit(130)
+    _print_result(result)
+    if json_path:
+        scenarios.write_json(result, json_path)
+    sys.exit(0 if result.ok else 1)
+
+
+def _print_result(result) -> None:
+    t = Table(title=f"lab check {result.lab}")
+    t.add_column("stage")
+    t.add_column("result")
+    t.add_column("seconds", justify="right")
+    t.add_column("detail")
+    for s in result.stages:
+        t.add_row(s["stage"], "[green]ok[/green]" if s["ok"] else "[red]FAIL[/red]",
+                  f"{s['seconds']:.2f}", s["detail"])
+    console.print(t)
+    if result.first_ping_s is not None:
+        console.print(f"first successful ping after {result.first_ping_s:.1f} s")
+    if result.full_pingall_s is not None:
+        console.print(f"100 % pingall after {result.full_pingall_s:.1f} s")
+    console.print("[green]PASS[/green]" if result.ok else "[red]FAIL[/red]")
+
+
+@lab.command("up")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--run-dir", default=None, help="where logs and state go")
+@click.option("--timeout", default=120.0, show_default=True)
+@click.option("--log-level", default="INFO", show_default=True)
+def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> None:
+    """Run a lab until Ctrl-C, showing convergence progress."""
+    from routeflow.lab import checks, scenarios
+    from routeflow.lab.runner import LabFailure, LabRun, Terminated
+
+    plan = _load(file)
+    _require_root()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    run_dir = run_dir or scenarios.default_run_dir(plan.name)
+    run = LabRun(plan, run_dir, log_level=log_level)
+    scenarios.install_signal_handlers()
+    t0 = time.monotonic()
+    try:
+        with console.status("starting OVS, rfserver, rfproxy, network, VMs...") as status:
+            run.start()
+            status.update("waiting for convergence...")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                active, want = checks.associations_active(run)
+                have, total = checks.routes_converged(run)
+                st = checks.server_status(run)
+                fib = sum(st.get("fib_entries", {}).values())
+                status.update(
+                    f"associations {active}/{want}, VM routes {have}/{total}, "
+                    f"FIB flows {fib} ({time.monotonic() - t0:.0f} s)"
+                )
+                if active == want and have == total:
+                    break
+                scenarios._fail_if_dead(run)
+                time.sleep(1)
+        good, total_pairs, failed = checks.pingall(run)
+        console.print(f"converged after {time.monotonic() - t0:.1f} s; "
+                      f"pingall {good}/{total_pairs}" + (f" (failing: {failed})" if failed else ""))
+        console.print(f"logs and state: {run_dir}")
+        console.print("hosts: " + ", ".join(f"{h.name} {h.ip}" for h in plan.hosts))
+        console.print("running; Ctrl-C to stop")
+        while True:
+            time.sleep(2)
+            scenarios._fail_if_dead(run)
+    except (KeyboardInterrupt, Terminated):
+        console.print("\nstopping...")
+    except LabFailure as exc:
+        console.print(f"[red]{exc}[/red]")
+        run.stop()
+        sys.exit(1)
+    finally:
+        run.stop()
+    console.print("lab stopped; nothing left running")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""What 'the lab works' means, measured against the real thing.
+
+Each check reads ground truth from outside routeflow: the VMs' kernels (ip
+route), the switches (ovs-ofctl dump-flows / dump-groups) and the hosts
+(ping). Our own counters are never the evidence.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+from routeflow.lab.runner import LabRun
+
+
+@dataclass
+class FlowCheck:
+    ok: bool
+    missing: dict[str, list[str]] = field(default_factory=dict)  # switch -> prefixes
+    extra: dict[str, list[str]] = field(default_factory=dict)
+    bad_rewrite: dict[str, list[str]] = field(default_factory=dict)
+    routes: int = 0
+
+
+def server_status(run: LabRun) -> dict:
+    try:
+        with open(run.status_path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def associations_active(run: LabRun) -> tuple[int, int]:
+    st = server_status(run)
+    want = sum(len(vm.interfaces) for vm in run.plan.vms)
+    active = sum(
+        1 for a in st.get("associations", []) if a["state"].startswith("active")
+    )
+    return active, want
+
+
+def kernel_routes(run: LabRun, switch: str) -> dict[str, str]:
+    """prefix -> 'connected' | gateway (first) from the VM's main table."""
+    out = run.vm_node(switch).cmd("ip -4 -o route show table main")
+    routes: dict[str, str] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if not parts or parts[0] in ("broadcast", "multicast", "unreachable", "blackhole"):
+            continue
+        dst = parts[0]
+        if dst == "default":
+            dst = "0.0.0.0/0"
+        elif "/" not in dst:
+            dst += "/32"
+        if not re.search(r"\bdev eth\d+", line):
+            continue
+        m = re.search(r"\bvia (\S+)", line)
+        routes[str(ipaddress.IPv4Network(dst, strict=False))] = m.group(1) if m else "connected"
+    return routes
+
+
+def kernel_neighbours(run: LabRun, switch: str) -> dict[str, str]:
+    out = run.vm_node(switch).cmd("ip -4 neigh show")
+    neigh = {}
+    for line in out.splitlines():
+        m = re.match(r"(\S+) dev eth\d+ lladdr (\S+) (\S+)", line)
+        if m and m.group(3) in ("REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT"):
+            neigh[m.group(1)] = m.group(2).lower()
+    return neigh
+
+
+def expected_prefixes(run: LabRun) -> dict[str, set[str]]:
+    """Every prefix a converged VM must know: all host and link subnets."""
+    subnets = {str(ipaddress.IPv4Interface(h.ip).network) for h in run.plan.hosts}
+    subnets |= {link.subnet for link in run.plan.links}
+    return {vm.switch: set(subnets) for vm in run.plan.vms}
+
+
+def routes_converged(run: LabRun) -> tuple[int, int]:
+    want = expected_prefixes(run)
+    have = total = 0
+    for switch, prefixes in want.items():
+        routes = kernel_routes(run, switch)
+        have += len(prefixes & set(routes))
+        total += len(prefixes)
+    return have, total
+
+
+def _dump(run: LabRun, switch: str, what: str) -> str:
+    return run.ovs.ofctl("-O", "OpenFlow13", what, run.bridges[switch])
+
+
+def fib_flows(run: LabRun, switch: str) -> dict[str, str]:
+    """prefix -> action text of each FIB (table 1) flow on the switch."""
+    flows = {}
+    for line in _dump(run, switch, "dump-flows").splitlines():
+        if "table=1," not in line or "priority=0" in line:
+            continue
+        m = re.search(r"nw_dst=(\S+?)[ ,]", line)
+        act = re.search(r"actions=(\S+)", line)
+        if m is None:
+            continue
+        dst = m.group(1)
+        if "/" not in dst:
+            dst += "/32"
+        flows[str(ipaddress.IPv4Network(dst, strict=False))] = act.group(1) if act else ""
+    return flows
+
+
+def groups(run: LabRun, switch: str) -> dict[int, str]:
+    out = {}
+    for line in _dump(run, switch, "dump-groups").splitlines():
+        m = re.search(r"group_id=(\d+),.*?bucket=(.*)$", line)
+        if m:
+            out[int(m.group(1))] = m.group(2)
+    return out
+
+
+def check_flows(run: LabRun) -> FlowCheck:
+    """Every kernel route has its flow on the right switch, and every flow a route.
+
+    Also checks the MAC rewrite of each gateway route: its group must set the
+    destination MAC to the gateway's MAC as the VM's neighbour table knows it.
+    """
+    result = FlowCheck(ok=True)
+    for vm in run.plan.vms:
+        routes = kernel_routes(run, vm.switch)
+        neigh = kernel_neighbours(run, vm.switch)
+        want = set(routes)
+        want |= {f"{iface.ip}/32" for iface in vm.interfaces}  # router addresses
+        want |= {f"{ip}/32" for ip in neigh}  # resolved neighbours
+        flows = fib_flows(run, vm.switch)
+        grp = groups(run, vm.switch)
+        result.routes += len(routes)
+        missing = sorted(want - set(flows))
+        extra = sorted(set(flows) - want)
+        if missing:
+            result.missing[vm.switch] = missing
+        if extra:
+            result.extra[vm.switch] = extra
+        bad = []
+        for prefix, gw in routes.items():
+            if gw == "connected" or prefix not in flows:
+                continue
+            m = re.match(r"group:(\d+)", flows[prefix])
+            mac = neigh.get(gw)
+            if m is None or mac is None:
+                bad.append(f"{prefix} via {gw}: {flows[prefix]}")
+                continue
+            bucket = grp.get(int(m.group(1)), "")
+            if f"set_field:{mac}->eth_dst" not in bucket:
+                bad.append(f"{prefix} via {gw} ({mac}): group {m.group(1)} is {bucket!r}")
+        if bad:
+            result.bad_rewrite[vm.switch] = bad
+    result.ok = not (result.missing or result.extra or result.bad_rewrite)
+    return result
+
+
+def ping(run: LabRun, src: str, dst_ip: str, count: int = 1, timeout: float = 1.0) -> bool:
+    out = run.host(src).cmd(f"ping -c {count} -W {timeout:g} -q {dst_ip}")
+    m = re.search(r"(\d+) received", out)
+    return bool(m and int(m.group(1)) > 0)
+
+
+def pingall(run: LabRun, count: int = 1) -> tuple[int, int, list[str]]:
+    """Every host pings every other host (both directions)."""
+    ok = total = 0
+    failed = []
+    for a in run.plan.hosts:
+        for b in run.plan.hosts:
+            if a is b:
+                continue
+            total += 1
+            if ping(run, a.name, b.address, count):
+                ok += 1
+            else:
+                failed.append(f"{a.name}->{b.name}")
+    return ok, total, failed
+
+
+def wait_until(pred, timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+def flow_packets(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
+    """prefix -> n_packets for FIB flows (for 'traffic went through the flow' checks)."""
+    out = {}
+    for line in _dump(run, switch, "dump-flows").splitlines():
+        if f"table={table}," not in line:
+            continue
+        m = re.search(r"nw_dst=(\S+?)[ ,]", line)
+        n = re.search(r"n_packets=(\d+)", line)
+        if m and n:
+            dst = m.group(1) if "/" in m.group(1) else m.group(1) + "/32"
+            out[str(ipaddress.IPv4Network(dst, strict=False))] = int(n.group(1))
+    return out

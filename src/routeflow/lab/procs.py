@@ -1,0 +1,97 @@
+"""Processes a lab started, stopped by the pid it recorded (never by name).
+
+Killing by name (as `mn -c` does) would also kill another lab's daemons, or
+the host's; a lab only ever signals pids it started itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger("routeflow.lab")
+
+
+@dataclass
+class Tracked:
+    name: str
+    pid: int
+    popen: subprocess.Popen | None = None
+    pidfile: str | None = None
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A zombie child of someone else still answers kill(0); check its state.
+        try:
+            with open(f"/proc/{self.pid}/stat") as fh:
+                return fh.read().split(") ", 1)[1][:1] != "Z"
+        except OSError:
+            return False
+
+
+class ProcessSet:
+    def __init__(self) -> None:
+        self.procs: list[Tracked] = []
+
+    def add_popen(self, name: str, popen: subprocess.Popen) -> Tracked:
+        t = Tracked(name, popen.pid, popen)
+        self.procs.append(t)
+        return t
+
+    def add_pidfile(self, name: str, pidfile: str, timeout: float = 10.0) -> Tracked:
+        """Record a self-daemonizing process by the pidfile it writes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(pidfile) as fh:
+                    pid = int(fh.read().strip())
+                break
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not write {pidfile} within {timeout:.0f} s")
+                time.sleep(0.05)
+        t = Tracked(name, pid, None, pidfile)
+        self.procs.append(t)
+        return t
+
+    def dead(self) -> list[Tracked]:
+        return [t for t in self.procs if not t.alive()]
+
+    def stop_one(self, t: Tracked, timeout: float = 5.0) -> None:
+        if t.alive():
+            try:
+                os.kill(t.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while t.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if t.alive():
+                log.warning("%s (pid %d) ignored SIGTERM; killing", t.name, t.pid)
+                try:
+                    os.kill(t.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if t.popen is not None:
+            try:
+                t.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.error("%s (pid %d) would not die", t.name, t.pid)
+        if t in self.procs:
+            self.procs.remove(t)
+
+    def stop_all(self) -> None:
+        """Stop in reverse start order: clients before the server they talk to."""
+        for t in list(reversed(self.procs)):
+            self.stop_one(t)

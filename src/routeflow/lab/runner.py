@@ -1,0 +1,340 @@
+"""Brings a lab plan to life and takes it down again.
+
+What runs, per lab (all under one run directory, all names prefixed with a
+random run id so labs never collide):
+
+* a private OVS (see ovs.py) with one userspace bridge per switch of the plan
+  and one virtual switch that holds the VM interfaces;
+* Mininet hosts; one Mininet node per VM (a network namespace) with eth1..ethN
+  wired to the virtual switch, running FRR (zebra + the routing daemon) and
+  rfclient;
+* rfserver and rfproxy as child processes.
+
+Teardown stops exactly what was started, by pid, and removes the bridges and
+namespaces; it runs on normal exit, on exceptions and on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from routeflow.lab import frr
+from routeflow.lab.model import LabPlan, VmPlan
+from routeflow.lab.ovs import OvsInstance
+from routeflow.lab.procs import ProcessSet
+from routeflow.proxy.app import DEFAULT_VS_DPID
+from routeflow.server.config import dump_config
+
+log = logging.getLogger("routeflow.lab")
+
+FRR_DIR = "/usr/lib/frr"
+
+
+class LabFailure(RuntimeError):
+    pass
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so teardown runs like on Ctrl-C."""
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class LabRun:
+    plan: LabPlan
+    run_dir: str
+    run_id: str = field(default_factory=lambda: secrets.token_hex(2))
+    python: str = sys.executable
+    log_level: str = "INFO"
+    start_proxy: bool = True
+
+    def __post_init__(self) -> None:
+        self.prefix = f"r{self.run_id}"
+        self.procs = ProcessSet()
+        self.ovs = OvsInstance(os.path.join(self.run_dir, "ovs"), self.procs)
+        self.net = None
+        self.nodes: dict[str, object] = {}  # plan name -> Mininet node
+        self.bridges: dict[str, str] = {}  # switch name -> bridge name
+        self.of_port = _free_tcp_port()
+        self.server_sock = os.path.join(self.run_dir, "rfserver.sock")
+        self.status_path = os.path.join(self.run_dir, "rfserver-status.json")
+        self.stages: list[Stage] = []
+        self.proxy = None
+        self.server = None
+        self._stopped = False
+
+    # --- naming -----------------------------------------------------------------
+
+    def bridge_name(self, index: int) -> str:
+        return f"{self.prefix}s{index + 1}"
+
+    @property
+    def vs_name(self) -> str:
+        return f"{self.prefix}vs"
+
+    def vm_dir(self, vm: VmPlan) -> str:
+        return os.path.join(self.run_dir, "vms", vm.switch)
+
+    # --- bring-up ---------------------------------------------------------------
+
+    def start(self) -> None:
+        os.makedirs(self.run_dir, exist_ok=True)
+        os.environ.update(self.ovs.env)  # Mininet's ovs-vsctl calls inherit it
+        t = time.monotonic()
+        self.ovs.start()
+        self._stage("ovs", t)
+        t = time.monotonic()
+        self.start_server()
+        if self.start_proxy:
+            self.start_proxy_process()
+        self._stage("rfserver+rfproxy", t)
+        t = time.monotonic()
+        self._build_network()
+        self._stage("network", t)
+        t = time.monotonic()
+        for vm in self.plan.vms:
+            self._start_vm(vm)
+        self._stage("vms (frr+rfclient)", t)
+
+    def _stage(self, name: str, since: float, ok: bool = True, detail: str = "") -> None:
+        self.stages.append(Stage(name, time.monotonic() - since, ok, detail))
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.ovs.env, "PYTHONUNBUFFERED": "1"}
+
+    def _daemon(self, name: str, argv: list[str]) -> subprocess.Popen:
+        logfile = open(os.path.join(self.run_dir, f"{name}.log"), "ab")  # noqa: SIM115
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            start_new_session=True,
+        )
+        logfile.close()
+        self.procs.add_popen(name, popen)
+        return popen
+
+    def start_server(self) -> None:
+        config_path = os.path.join(self.run_dir, "rfserver.csv")
+        with open(config_path, "w") as fh:
+            fh.write(dump_config(self.plan.config_entries()))
+        self.server = self._daemon(
+            "rfserver",
+            [
+                self.python, "-m", "routeflow.server",
+                "--config", config_path,
+                "--store", f"sqlite:{os.path.join(self.run_dir, 'rfserver.db')}",
+                "--listen", f"unix:{self.server_sock}",
+                "--status-file", self.status_path,
+                "--log-level", self.log_level,
+            ],
+        )
+        deadline = time.monotonic() + 15
+        while not os.path.exists(self.server_sock):
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise LabFailure(
+                    f"rfserver did not start; see {self.run_dir}/rfserver.log"
+                )
+            time.sleep(0.05)
+
+    def start_proxy_process(self) -> None:
+        self.proxy = self._daemon(
+            "rfproxy",
+            [
+                self.python, "-m", "routeflow.proxy",
+                "--server", f"unix:{self.server_sock}",
+                "--ofp-port", str(self.of_port),
+                "--vs-dpid", hex(DEFAULT_VS_DPID),
+                "--log-level", self.log_level,
+            ],
+        )
+
+    def stop_proxy_process(self) -> None:
+        for t in list(self.procs.procs):
+            if t.name == "rfproxy":
+                self.procs.stop_one(t)
+        self.proxy = None
+
+    def _build_network(self) -> None:
+        from mininet.link import Link
+        from mininet.net import Mininet
+        from mininet.node import Host, OVSSwitch
+
+        net = Mininet(controller=None, build=False, autoSetMacs=False, autoStaticArp=False)
+        self.net = net
+        plan = self.plan
+        for i, vm in enumerate(plan.vms):
+            br = self.bridge_name(i)
+            self.bridges[vm.switch] = br
+            self.nodes[vm.switch] = net.addSwitch(
+                br, cls=OVSSwitch, datapath="user", failMode="secure",
+                protocols="OpenFlow13", dpid=f"{vm.dp_id:016x}",
+            )
+        vs = net.addSwitch(
+            self.vs_name, cls=OVSSwitch, datapath="user", failMode="secure",
+            protocols="OpenFlow13", dpid=f"{DEFAULT_VS_DPID:016x}",
+        )
+        self.nodes["__vs__"] = vs
+        for i, h in enumerate(plan.hosts):
+            node = net.addHost(f"{self.prefix}h{i + 1}", ip=h.ip, mac=h.mac)
+            self.nodes[h.name] = node
+        for i, vm in enumerate(plan.vms):
+            self.nodes[f"vm:{vm.switch}"] = net.addHost(f"{self.prefix}v{i + 1}", ip=None)
+        # host <-> switch port
+        for h in plan.hosts:
+            net.addLink(
+                self.nodes[h.name], self.nodes[h.switch], port1=0, port2=h.dp_port, cls=Link
+            )
+        # switch <-> switch
+        for link in plan.links:
+            net.addLink(
+                self.nodes[link.a.switch], self.nodes[link.b.switch],
+                port1=link.a.port, port2=link.b.port, cls=Link,
+            )
+        # VM ethN <-> virtual switch
+        vs_port = 1
+        for vm in plan.vms:
+            node = self.nodes[f"vm:{vm.switch}"]
+            for iface in vm.interfaces:
+                net.addLink(
+                    node, vs, port1=iface.port, port2=vs_port,
+                    intfName1=iface.ifname, addr1=iface.mac, cls=Link,
+                )
+                vs_port += 1
+        net.build()
+        controller = f"tcp:127.0.0.1:{self.of_port}"
+        for sw in [*(self.nodes[vm.switch] for vm in plan.vms), vs]:
+            sw.start([])
+            self.ovs.vsctl("set-controller", sw.name, controller)
+            self.ovs.vsctl(
+                "--", "set", "controller", sw.name, "max_backoff=1000", "inactivity_probe=5000"
+            )
+        # veth checksum offload must be off with the userspace datapath, or TCP
+        # (BGP, BFD's echo aside) arrives with bad checksums.
+        for node in net.hosts:
+            for intf in node.intfList():
+                if intf.name != "lo":
+                    node.cmd(f"ethtool -K {intf.name} tx off >/dev/null 2>&1")
+        for sw in net.switches:
+            for intf in sw.intfList():
+                if intf.name != "lo":
+                    sw.cmd(f"ethtool -K {intf.name} tx off >/dev/null 2>&1")
+        for h in plan.hosts:
+            node = self.nodes[h.name]
+            node.cmd(f"ip route replace default via {h.gateway}")
+
+    def _start_vm(self, vm: VmPlan) -> None:
+        node = self.nodes[f"vm:{vm.switch}"]
+        for iface in vm.interfaces:
+            node.cmd(f"ip addr replace {iface.address} dev {iface.ifname}")
+            node.cmd(f"ip link set {iface.ifname} up")
+        node.cmd("ip link set lo up")
+        node.cmd("sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0")
+        node.cmd("sysctl -qw net.ipv4.conf.default.rp_filter=0")
+        d = self.vm_dir(vm)
+        os.makedirs(d, exist_ok=True)
+        shutil.chown(d, "frr", "frr")
+        os.chmod(d, 0o775)
+        conf = os.path.join(d, "frr.conf")
+        with open(conf, "w") as fh:
+            fh.write(frr.frr_config(self.plan, vm.switch))
+        os.chmod(conf, 0o644)
+        zebra_conf = os.path.join(d, "zebra.conf")
+        with open(zebra_conf, "w") as fh:
+            fh.write(f"hostname {vm.name}\n")
+        for daemon in frr.daemons_for(self.plan, vm.switch):
+            cfg = zebra_conf if daemon == "zebra" else conf
+            pidfile = os.path.join(d, f"{daemon}.pid")
+            out = node.cmd(
+                f"{FRR_DIR}/{daemon} -d -i {pidfile} -z {d}/zserv.api --vty_socket {d} "
+                f"-f {cfg} --log file:{d}/{daemon}.log 2>&1"
+            )
+            try:
+                self.procs.add_pidfile(f"{daemon}@{vm.switch}", pidfile)
+            except RuntimeError as exc:
+                raise LabFailure(f"{daemon} in VM {vm.name} did not start: {out.strip()}") from exc
+            if daemon == "zebra":
+                self._wait_for(os.path.join(d, "zserv.api"), f"zebra of {vm.name}")
+        logfile = open(os.path.join(d, "rfclient.log"), "ab")  # noqa: SIM115
+        popen = node.popen(
+            [
+                self.python, "-m", "routeflow.client",
+                "--vm-id", hex(vm.vm_id),
+                "--server", f"unix:{self.server_sock}",
+                "--log-level", self.log_level,
+            ],
+            stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+            env=self._env(),
+        )
+        logfile.close()
+        self.procs.add_popen(f"rfclient@{vm.switch}", popen)
+
+    def _wait_for(self, path: str, what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise LabFailure(f"{what} did not come up (no {path})")
+            time.sleep(0.05)
+
+    # --- access -----------------------------------------------------------------
+
+    def host(self, name: str):
+        return self.nodes[name]
+
+    def vm_node(self, switch: str):
+        return self.nodes[f"vm:{switch}"]
+
+    def vtysh(self, switch: str, command: str) -> str:
+        vm = self.plan.vm(switch)
+        r = subprocess.run(
+            ["vtysh", "--vty_socket", self.vm_dir(vm), "-c", command],
+            capture_output=True, text=True, timeout=20,
+        )
+        return r.stdout + r.stderr
+
+    # --- teardown ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            # Clients and routing daemons first (they live in namespaces the
+            # network teardown removes), then the network, then the rest.
+            for t in list(reversed(self.procs.procs)):
+                if "@" in t.name:
+                    self.procs.stop_one(t)
+            if self.net is not None:
+                try:
+                    self.net.stop()
+                except Exception:
+                    log.exception("mininet teardown failed")
+            self.procs.stop_all()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)

@@ -1,0 +1,172 @@
+"""`routeflow lab check` and `routeflow lab up`: stages, timings, verdicts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+
+from routeflow.lab import checks
+from routeflow.lab.model import LabPlan
+from routeflow.lab.runner import LabFailure, LabRun, Terminated
+
+log = logging.getLogger("routeflow.lab")
+
+
+@dataclass
+class CheckResult:
+    lab: str
+    ok: bool = True
+    stages: list[dict] = field(default_factory=list)
+    first_ping_s: float | None = None
+    full_pingall_s: float | None = None
+    run_dir: str = ""
+
+    def add(self, name: str, ok: bool, seconds: float, detail: str = "") -> None:
+        self.stages.append({"stage": name, "ok": ok, "seconds": round(seconds, 2), "detail": detail})
+        if not ok:
+            self.ok = False
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def converge(run: LabRun, result: CheckResult, t0: float, timeout: float) -> bool:
+    t = time.monotonic()
+    ok = checks.wait_until(lambda: _assoc_done(run), timeout)
+    active, want = checks.associations_active(run)
+    result.add("associations active", ok, time.monotonic() - t, f"{active}/{want}")
+    if not ok:
+        return False
+    t = time.monotonic()
+    ok = checks.wait_until(lambda: _routes_done(run), timeout)
+    have, total = checks.routes_converged(run)
+    result.add("routes in VM kernels", ok, time.monotonic() - t, f"{have}/{total} prefixes")
+    return ok
+
+
+def _assoc_done(run: LabRun) -> bool:
+    _fail_if_dead(run)
+    active, want = checks.associations_active(run)
+    return active == want
+
+
+def _routes_done(run: LabRun) -> bool:
+    _fail_if_dead(run)
+    have, total = checks.routes_converged(run)
+    return have == total
+
+
+def _fail_if_dead(run: LabRun) -> None:
+    dead = run.procs.dead()
+    if dead:
+        names = ", ".join(f"{t.name} (pid {t.pid})" for t in dead)
+        raise LabFailure(f"died: {names}; logs in {run.run_dir}")
+
+
+def pingall_until_full(run: LabRun, result: CheckResult, t0: float, timeout: float) -> bool:
+    hosts = run.plan.hosts
+    pairs = [(a, b) for a in hosts for b in hosts if a is not b]
+    pending = list(pairs)
+    t = time.monotonic()
+    deadline = t + timeout
+    while pending and time.monotonic() < deadline:
+        _fail_if_dead(run)
+        still = []
+        for a, b in pending:
+            if checks.ping(run, a.name, b.address):
+                if result.first_ping_s is None:
+                    result.first_ping_s = time.monotonic() - t0
+            else:
+                still.append((a, b))
+        pending = still
+        if pending:
+            time.sleep(0.5)
+    ok = not pending
+    if ok:
+        result.full_pingall_s = time.monotonic() - t0
+    detail = f"{len(pairs) - len(pending)}/{len(pairs)} pairs"
+    if pending:
+        detail += "; failing: " + ", ".join(f"{a.name}->{b.name}" for a, b in pending[:8])
+    result.add("pingall (until 100%)", ok, time.monotonic() - t, detail)
+    if ok:
+        # A fresh, single-shot round: must be 100 % now, not just eventually.
+        t = time.monotonic()
+        good, total, failed = checks.pingall(run)
+        result.add(
+            "pingall (one round)", good == total, time.monotonic() - t,
+            f"{good}/{total}" + (f"; failing: {', '.join(failed[:8])}" if failed else ""),
+        )
+    return ok
+
+
+def gateway_pings(run: LabRun, result: CheckResult) -> None:
+    t = time.monotonic()
+    failed = [h.name for h in run.plan.hosts if not checks.ping(run, h.name, h.gateway, count=2)]
+    n = len(run.plan.hosts)
+    result.add(
+        "hosts ping their gateway", not failed, time.monotonic() - t,
+        f"{n - len(failed)}/{n}" + (f"; failing: {', '.join(failed)}" if failed else ""),
+    )
+
+
+def flows_match_routes(run: LabRun, result: CheckResult, timeout: float = 15.0) -> None:
+    t = time.monotonic()
+    last = checks.FlowCheck(ok=False)
+
+    def ok() -> bool:
+        nonlocal last
+        last = checks.check_flows(run)
+        return last.ok
+
+    good = checks.wait_until(ok, timeout, 1.0)
+    detail = f"{last.routes} kernel routes"
+    for what in ("missing", "extra", "bad_rewrite"):
+        items = getattr(last, what)
+        if items:
+            detail += f"; {what}: " + "; ".join(f"{s}: {', '.join(v[:4])}" for s, v in items.items())
+    result.add("flows match kernel routes", good, time.monotonic() - t, detail)
+
+
+def run_check(
+    plan: LabPlan, run_dir: str, *, timeout: float = 120.0, log_level: str = "INFO"
+) -> CheckResult:
+    result = CheckResult(lab=plan.name, run_dir=run_dir)
+    t0 = time.monotonic()
+    run = LabRun(plan, run_dir, log_level=log_level)
+    install_signal_handlers()
+    try:
+        try:
+            run.start()
+        finally:
+            for s in run.stages:
+                result.add(f"start: {s.name}", s.ok, s.seconds, s.detail)
+        if converge(run, result, t0, timeout):
+            gateway_pings(run, result)
+            pingall_until_full(run, result, t0, timeout)
+            flows_match_routes(run, result)
+    except LabFailure as exc:
+        result.add("lab", False, time.monotonic() - t0, str(exc))
+    finally:
+        t = time.monotonic()
+        run.stop()
+        result.add("teardown", True, time.monotonic() - t)
+    return result
+
+
+def write_json(result: CheckResult, path: str) -> None:
+    with open(path, "w") as fh:
+        json.dump(asdict(result), fh, indent=2)
+
+
+def default_run_dir(name: str) -> str:
+    base = os.environ.get("ROUTEFLOW_RUN_DIR", "/tmp/routeflow")
+    return os.path.join(base, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")

@@ -1,0 +1,5 @@
+import sys
+
+from routeflow.proxy.main import main
+
+sys.exit(main())

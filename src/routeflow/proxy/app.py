@@ -1,0 +1,387 @@
+"""rfproxy: the os-ken application, a thin shell.
+
+Decisions live elsewhere: which flows and groups (openflow.py), where a
+punted frame goes (relay.py), what the forwarding state should be (rfserver).
+This shell keeps the desired state per datapath, so a switch that reconnects
+is re-programmed from it, and executes decisions as OpenFlow 1.3 messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from os_ken.ofproto import ofproto_v1_3
+
+from routeflow.proxy import openflow as of
+from routeflow.proxy.relay import Drop, Mapped, RelayTable, SendTo
+from routeflow.proxy.serverlink import ServerLink
+from routeflow.rflib import protocol as p
+
+log = logging.getLogger("routeflow.proxy")
+
+#: The original RouteFlow virtual switch datapath id: ASCII "rfvsrfvs".
+DEFAULT_VS_DPID = int.from_bytes(b"rfvsrfvs", "big")
+
+
+@dataclass
+class ProxySettings:
+    server: str = "unix:/run/routeflow/rfserver.sock"
+    ct_id: int = 1
+    vs_dpid: int = DEFAULT_VS_DPID
+
+
+#: Set by routeflow.proxy.main before os-ken instantiates the app.
+SETTINGS = ProxySettings()
+
+
+@dataclass
+class DatapathState:
+    """What routeflow wants on one switch, kept across switch reconnects."""
+
+    ports: dict[int, p.DatapathPortRegister] = field(default_factory=dict)
+    router_ports: dict[int, str] = field(default_factory=dict)  # dp_port -> router MAC
+    groups: dict[int, p.NextHopMod] = field(default_factory=dict)
+    fib: dict[str, p.FibEntry] = field(default_factory=dict)
+
+
+class RFProxy(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = SETTINGS
+        self._lock = threading.RLock()
+        self.datapaths: dict[int, object] = {}
+        self.state: dict[int, DatapathState] = {}
+        self.relay = RelayTable(self.settings.vs_dpid)
+        self.link = ServerLink(self.settings.server, self._hello, self._on_server_message)
+        self.link.start()
+        log.info(
+            "rfproxy ct_id=%d, virtual switch dpid=%#x, rfserver %s",
+            self.settings.ct_id,
+            self.settings.vs_dpid,
+            self.settings.server,
+        )
+
+    def close(self):
+        self.link.stop()
+
+    # --- rfserver session ---------------------------------------------------
+
+    def _hello(self) -> list[p.Message]:
+        ct = self.settings.ct_id
+        msgs: list[p.Message] = [p.ControllerRegister(ct_id=ct)]
+        with self._lock:
+            for dp_id in self.datapaths:
+                if dp_id == self.settings.vs_dpid:
+                    continue
+                msgs.extend(self.state.setdefault(dp_id, DatapathState()).ports.values())
+        return msgs
+
+    def _on_server_message(self, msg: p.Message) -> None:
+        with self._lock:
+            if isinstance(msg, p.DataPlaneMap):
+                self.relay.map(msg.dp_id, msg.dp_port, msg.vs_id, msg.vs_port)
+                st = self.state.setdefault(msg.dp_id, DatapathState())
+                st.router_ports[msg.dp_port] = msg.hwaddress
+                self._flows(msg.dp_id, of.router_port_flows(msg.dp_port, msg.hwaddress))
+                log.info(
+                    "router port dp %#x port %d <-> vs port %d (mac %s)",
+                    msg.dp_id, msg.dp_port, msg.vs_port, msg.hwaddress,
+                )
+            elif isinstance(msg, p.DataPlaneUnmap):
+                self.relay.unmap(msg.dp_id, msg.dp_port)
+                st = self.state.setdefault(msg.dp_id, DatapathState())
+                mac = st.router_ports.pop(msg.dp_port, None)
+                if mac is not None:
+                    self._flows(msg.dp_id, of.router_port_flows(msg.dp_port, mac), delete=True)
+            elif isinstance(msg, p.NextHopMod):
+                self._nexthop(msg)
+            elif isinstance(msg, p.FibMod):
+                self._fib(msg)
+            elif isinstance(msg, p.Error):
+                log.error("rfserver says %s: %s", msg.code, msg.detail)
+            else:
+                log.debug("ignoring %s from rfserver", type(msg).__name__)
+
+    def _nexthop(self, msg: p.NextHopMod) -> None:
+        st = self.state.setdefault(msg.dp_id, DatapathState())
+        existed = msg.nexthop_id in st.groups
+        if msg.mod == p.Mod.DELETE:
+            st.groups.pop(msg.nexthop_id, None)
+            if existed:
+                self._group(msg.dp_id, of.nexthop_group(msg), "delete")
+            return
+        st.groups[msg.nexthop_id] = msg
+        self._group(msg.dp_id, of.nexthop_group(msg), "modify" if existed else "add")
+
+    def _fib(self, msg: p.FibMod) -> None:
+        st = self.state.setdefault(msg.dp_id, DatapathState())
+        flows: list[of.FlowSpec] = []
+        stale: list[of.FlowSpec] = []
+        for entry in msg.entries:
+            old = st.fib.pop(entry.prefix, None)
+            if old is not None and (msg.mod == p.Mod.DELETE or _flow_keys(old) != _flow_keys(entry)):
+                stale.extend(of.fib_flows(old))
+            if msg.mod == p.Mod.ADD:
+                st.fib[entry.prefix] = entry
+                flows.extend(of.fib_flows(entry))
+        if stale:
+            self._flows(msg.dp_id, stale, delete=True)
+        if flows:
+            self._flows(msg.dp_id, flows)
+
+    # --- switches -----------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _switch_features(self, ev):
+        dp = ev.msg.datapath
+        with self._lock:
+            self.datapaths[dp.id] = dp
+            if dp.id == self.settings.vs_dpid:
+                log.info("virtual switch %#x connected", dp.id)
+                self._reset(dp)
+                self._flows(dp.id, of.virtual_switch_flows())
+                return
+            log.info("switch %#x connected", dp.id)
+            # TODO(reconcile): diff against the switch's flow and group stats
+            # instead of resetting; until then a reconnect re-installs all.
+            self._reset(dp)
+            self._flows(dp.id, of.base_flows())
+            st = self.state.setdefault(dp.id, DatapathState())
+            for dp_port, mac in st.router_ports.items():
+                self._flows(dp.id, of.router_port_flows(dp_port, mac))
+            for mod in st.groups.values():
+                self._group(dp.id, of.nexthop_group(mod), "add")
+            flows = [f for e in st.fib.values() for f in of.fib_flows(e)]
+            if flows:
+                self._flows(dp.id, flows)
+        parser = dp.ofproto_parser
+        dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def _port_desc(self, ev):
+        dp = ev.msg.datapath
+        if dp.id == self.settings.vs_dpid:
+            return
+        msgs = []
+        with self._lock:
+            st = self.state.setdefault(dp.id, DatapathState())
+            for port in ev.msg.body:
+                if port.port_no >= dp.ofproto.OFPP_MAX:
+                    continue
+                reg = p.DatapathPortRegister(
+                    ct_id=self.settings.ct_id,
+                    dp_id=dp.id,
+                    dp_port=port.port_no,
+                    hwaddress=port.hw_addr,
+                    name=port.name.decode(errors="replace")
+                    if isinstance(port.name, bytes)
+                    else str(port.name),
+                )
+                st.ports[port.port_no] = reg
+                msgs.append(reg)
+        log.info("switch %#x: %d ports registered", dp.id, len(msgs))
+        self.link.send_many(msgs)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        if dp.id == self.settings.vs_dpid or msg.reason != dp.ofproto.OFPPR_ADD:
+            return
+        port = msg.desc
+        reg = p.DatapathPortRegister(
+            ct_id=self.settings.ct_id, dp_id=dp.id, dp_port=port.port_no, hwaddress=port.hw_addr
+        )
+        with self._lock:
+            self.state.setdefault(dp.id, DatapathState()).ports[port.port_no] = reg
+        self.link.send(reg)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev):
+        dp = ev.datapath
+        if ev.state != DEAD_DISPATCHER or dp.id is None:
+            return
+        with self._lock:
+            if self.datapaths.get(dp.id) is not dp:
+                return
+            del self.datapaths[dp.id]
+            if dp.id == self.settings.vs_dpid:
+                log.warning("virtual switch %#x left", dp.id)
+                return
+            log.warning("switch %#x left", dp.id)
+            self.relay.unmap_datapath(dp.id)
+            # Forget what the server told us about it: on return the server
+            # re-associates and re-sends, as the association algorithm says.
+            self.state.pop(dp.id, None)
+        self.link.send(p.DatapathDown(ct_id=self.settings.ct_id, dp_id=dp.id))
+
+    # --- relay ---------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        try:
+            in_port = msg.match["in_port"]
+            frame = bytes(msg.data)
+        except (KeyError, TypeError):
+            return
+        with self._lock:
+            decision = self.relay.decide(dp.id, in_port, frame)
+            target = self.datapaths.get(decision.dp_id) if isinstance(decision, SendTo) else None
+        if isinstance(decision, SendTo):
+            if target is None:
+                return
+            parser = target.ofproto_parser
+            ofp = target.ofproto
+            target.send_msg(
+                parser.OFPPacketOut(
+                    datapath=target,
+                    buffer_id=ofp.OFP_NO_BUFFER,
+                    in_port=ofp.OFPP_CONTROLLER,
+                    actions=[parser.OFPActionOutput(decision.port)],
+                    data=frame,
+                )
+            )
+        elif isinstance(decision, Mapped):
+            log.info(
+                "mapping packet: vm %#x port %d is vs port %d",
+                decision.vm_id, decision.vm_port, decision.vs_port,
+            )
+            self.link.send(
+                p.VirtualPlaneMap(
+                    vm_id=decision.vm_id,
+                    vm_port=decision.vm_port,
+                    vs_id=decision.vs_id,
+                    vs_port=decision.vs_port,
+                )
+            )
+        elif isinstance(decision, Drop):
+            log.debug("dropped packet-in from %#x port %d: %s", dp.id, in_port, decision.reason)
+
+    # --- OpenFlow output -------------------------------------------------------
+
+    def _reset(self, dp) -> None:
+        ofp = dp.ofproto
+        parser = dp.ofproto_parser
+        dp.send_msg(
+            parser.OFPFlowMod(
+                datapath=dp,
+                table_id=ofp.OFPTT_ALL,
+                command=ofp.OFPFC_DELETE,
+                out_port=ofp.OFPP_ANY,
+                out_group=ofp.OFPG_ANY,
+                match=parser.OFPMatch(),
+            )
+        )
+        dp.send_msg(
+            parser.OFPGroupMod(dp, command=ofp.OFPGC_DELETE, group_id=ofp.OFPG_ALL)
+        )
+
+    def _flows(self, dp_id: int, flows: list[of.FlowSpec], delete: bool = False) -> None:
+        dp = self.datapaths.get(dp_id)
+        if dp is None:
+            return
+        for flow in flows:
+            dp.send_msg(_flow_mod(dp, flow, delete))
+
+    def _group(self, dp_id: int, group: of.GroupSpec, command: str) -> None:
+        dp = self.datapaths.get(dp_id)
+        if dp is None:
+            return
+        dp.send_msg(_group_mod(dp, group, command))
+
+
+def _flow_keys(entry: p.FibEntry) -> list[tuple]:
+    return [f.key for f in of.fib_flows(entry)]
+
+
+def _actions(dp, actions: tuple[of.Action, ...]) -> tuple[list, list]:
+    """Returns (apply actions, goto instructions)."""
+    parser = dp.ofproto_parser
+    ofp = dp.ofproto
+    apply: list = []
+    goto: list = []
+    for a in actions:
+        if isinstance(a, of.Output):
+            apply.append(parser.OFPActionOutput(a.port))
+        elif isinstance(a, of.ToController):
+            apply.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER))
+        elif isinstance(a, of.Group):
+            apply.append(parser.OFPActionGroup(a.group_id))
+        elif isinstance(a, of.SetEthSrc):
+            apply.append(parser.OFPActionSetField(eth_src=a.mac))
+        elif isinstance(a, of.SetEthDst):
+            apply.append(parser.OFPActionSetField(eth_dst=a.mac))
+        elif isinstance(a, of.DecTtl):
+            apply.append(parser.OFPActionDecNwTtl())
+        elif isinstance(a, of.Goto):
+            goto.append(parser.OFPInstructionGotoTable(a.table))
+    return apply, goto
+
+
+def _flow_mod(dp, flow: of.FlowSpec, delete: bool):
+    parser = dp.ofproto_parser
+    ofp = dp.ofproto
+    match = parser.OFPMatch(**dict(flow.match))
+    if delete:
+        return parser.OFPFlowMod(
+            datapath=dp,
+            table_id=flow.table,
+            command=ofp.OFPFC_DELETE_STRICT,
+            priority=flow.priority,
+            out_port=ofp.OFPP_ANY,
+            out_group=ofp.OFPG_ANY,
+            match=match,
+        )
+    apply, goto = _actions(dp, flow.actions)
+    inst = []
+    if apply:
+        inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, apply))
+    inst.extend(goto)
+    return parser.OFPFlowMod(
+        datapath=dp,
+        cookie=flow.cookie,
+        table_id=flow.table,
+        command=ofp.OFPFC_ADD,
+        priority=flow.priority,
+        buffer_id=ofp.OFP_NO_BUFFER,
+        match=match,
+        instructions=inst,
+    )
+
+
+def _group_mod(dp, group: of.GroupSpec, command: str):
+    parser = dp.ofproto_parser
+    ofp = dp.ofproto
+    cmd = {
+        "add": ofp.OFPGC_ADD,
+        "modify": ofp.OFPGC_MODIFY,
+        "delete": ofp.OFPGC_DELETE,
+    }[command]
+    gtype = ofp.OFPGT_SELECT if group.select else ofp.OFPGT_INDIRECT
+    buckets = []
+    if command != "delete":
+        for actions, weight in group.buckets:
+            apply, _ = _actions(dp, actions)
+            buckets.append(
+                parser.OFPBucket(
+                    weight=weight if group.select else 0,
+                    watch_port=ofp.OFPP_ANY,
+                    watch_group=ofp.OFPG_ANY,
+                    actions=apply,
+                )
+            )
+    return parser.OFPGroupMod(dp, cmd, gtype, group.group_id, buckets)

@@ -1,0 +1,58 @@
+"""Starts rfproxy: configures os-ken, then runs the RFProxy application."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="routeflow proxy", description=__doc__)
+    parser.add_argument("--server", default="unix:/run/routeflow/rfserver.sock",
+                        help="rfserver address: unix:PATH or tcp:HOST:PORT")
+    parser.add_argument("--ct-id", type=_int, default=1, help="this controller's id")
+    parser.add_argument("--vs-dpid", type=_int, default=None,
+                        help='virtual switch datapath id (default: ASCII "rfvsrfvs")')
+    parser.add_argument("--ofp-host", default="127.0.0.1",
+                        help="OpenFlow listen address (loopback unless exposed on purpose)")
+    parser.add_argument("--ofp-port", type=_int, default=6653, help="OpenFlow listen port")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    # os-ken reads its options from oslo.config's global CONF.
+    from os_ken import cfg
+
+    cfg.CONF(
+        args=["--ofp-listen-host", args.ofp_host, "--ofp-tcp-listen-port", str(args.ofp_port)],
+        project="os_ken",
+    )
+    from routeflow.proxy import app
+
+    app.SETTINGS = app.ProxySettings(
+        server=args.server,
+        ct_id=args.ct_id,
+        vs_dpid=args.vs_dpid if args.vs_dpid is not None else app.DEFAULT_VS_DPID,
+    )
+    from os_ken.base.app_manager import AppManager
+
+    try:
+        AppManager.run_apps(["routeflow.proxy.app"])
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Forwarding intents -> OpenFlow 1.3 flow and group specs (pure).
+
+The pipeline on every physical switch has two tables:
+
+* table 0, the classifier, admits into the FIB only frames addressed to the
+  router MAC of the port they arrived on, and sends to the controller (and so
+  to the VM) only what is for the router itself: ARP aimed at the router's
+  address or MAC, link-local multicast (OSPF hellos), and, via the FIB, packets
+  to the router's own addresses. Everything else is dropped. Transit ARP and
+  ICMP between hosts never reach a VM (RouteFlow 2012 punted them all).
+* table 1, the FIB, does longest-prefix match with one flow per prefix
+  (priority grows with prefix length); a route's action is one OpenFlow group
+  per next hop, so a next-hop MAC change is one group-mod.
+
+Specs are plain frozen dataclasses so this module imports no controller
+framework; the os-ken shell turns them into messages (see app.py). The same
+specs could drive another controller, as the ONOS port of RouteFlow did.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from routeflow.rflib.protocol import Bucket, FibEntry, NextHopMod, RouteKind
+
+TABLE_CLASSIFIER = 0
+TABLE_FIB = 1
+
+# Priorities: the classifier's punts beat admission; in the FIB, the router's
+# own addresses beat any route, and longer prefixes beat shorter ones.
+PRIO_MISS = 0
+PRIO_ADMIT = 200
+PRIO_PUNT = 300
+PRIO_PUNT_LOCAL_ARP = 310
+PRIO_ROUTE_BASE = 1000
+PRIO_LOCAL = 2000
+
+# Cookies mark our flows (high 16 bits "RF") and their kind, so reconciliation
+# and deletion can select exactly what routeflow installed.
+COOKIE_RF = 0x5246 << 48
+COOKIE_KIND_SHIFT = 40
+COOKIE_MASK_KIND = COOKIE_RF | (0xFF << COOKIE_KIND_SHIFT)
+
+
+class Kind:
+    BASE = 1
+    ROUTER_PORT = 2
+    LOCAL = 3
+    ROUTE = 4
+    VS = 5
+
+
+def cookie(kind: int, detail: int = 0) -> int:
+    return COOKIE_RF | (kind << COOKIE_KIND_SHIFT) | (detail & ((1 << COOKIE_KIND_SHIFT) - 1))
+
+
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+LINK_LOCAL_MCAST = ("224.0.0.0", "255.255.255.0")
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+
+
+@dataclass(frozen=True)
+class ToController:
+    pass
+
+
+@dataclass(frozen=True)
+class Goto:
+    table: int
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: int
+
+
+@dataclass(frozen=True)
+class SetEthSrc:
+    mac: str
+
+
+@dataclass(frozen=True)
+class SetEthDst:
+    mac: str
+
+
+@dataclass(frozen=True)
+class DecTtl:
+    pass
+
+
+Action = Output | ToController | Goto | Group | SetEthSrc | SetEthDst | DecTtl
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """A flow; (table, priority, match) is its identity on the switch."""
+
+    table: int
+    priority: int
+    match: tuple[tuple[str, object], ...]
+    actions: tuple[Action, ...] = ()  # empty: drop
+    cookie: int = 0
+
+    @property
+    def key(self) -> tuple:
+        return (self.table, self.priority, self.match)
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    group_id: int
+    select: bool  # ECMP select group, else indirect
+    buckets: tuple[tuple[tuple[Action, ...], int], ...] = field(default=())  # (actions, weight)
+
+
+def base_flows() -> list[FlowSpec]:
+    """Table-miss drop in both tables: an unprogrammed port forwards nothing."""
+    c = cookie(Kind.BASE)
+    return [
+        FlowSpec(TABLE_CLASSIFIER, PRIO_MISS, (), (), c),
+        FlowSpec(TABLE_FIB, PRIO_MISS, (), (), c),
+    ]
+
+
+def virtual_switch_flows() -> list[FlowSpec]:
+    """The virtual switch hands every frame to the controller, which relays it."""
+    return [FlowSpec(TABLE_CLASSIFIER, PRIO_MISS, (), (ToController(),), cookie(Kind.VS))]
+
+
+def router_port_flows(dp_port: int, mac: str) -> list[FlowSpec]:
+    """Classifier flows for one router port (a switch port mapped to a VM interface)."""
+    mac = mac.lower()
+    c = cookie(Kind.ROUTER_PORT, dp_port)
+    return [
+        FlowSpec(
+            TABLE_CLASSIFIER,
+            PRIO_PUNT,
+            (("in_port", dp_port), ("eth_type", ETH_TYPE_ARP), ("eth_dst", mac)),
+            (ToController(),),
+            c,
+        ),
+        FlowSpec(
+            TABLE_CLASSIFIER,
+            PRIO_PUNT,
+            (("in_port", dp_port), ("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", LINK_LOCAL_MCAST)),
+            (ToController(),),
+            c,
+        ),
+        FlowSpec(
+            TABLE_CLASSIFIER,
+            PRIO_ADMIT,
+            (("in_port", dp_port), ("eth_dst", mac)),
+            (Goto(TABLE_FIB),),
+            c,
+        ),
+    ]
+
+
+def _prefix_match(prefix: str) -> tuple[tuple[str, object], ...]:
+    net = ipaddress.IPv4Network(prefix, strict=False)
+    if net.prefixlen == 32:
+        dst: object = str(net.network_address)
+    else:
+        dst = (str(net.network_address), str(net.netmask))
+    return (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", dst))
+
+
+def route_priority(prefix: str) -> int:
+    return PRIO_ROUTE_BASE + ipaddress.IPv4Network(prefix, strict=False).prefixlen
+
+
+def fib_flows(entry: FibEntry) -> list[FlowSpec]:
+    """The flows one FIB entry needs (LOCAL also answers ARP for the address)."""
+    if entry.kind == RouteKind.LOCAL:
+        addr = str(ipaddress.IPv4Network(entry.prefix, strict=False).network_address)
+        c = cookie(Kind.LOCAL, entry.dp_port)
+        return [
+            FlowSpec(TABLE_FIB, PRIO_LOCAL, _prefix_match(entry.prefix), (ToController(),), c),
+            FlowSpec(
+                TABLE_CLASSIFIER,
+                PRIO_PUNT_LOCAL_ARP,
+                (("in_port", entry.dp_port), ("eth_type", ETH_TYPE_ARP), ("arp_tpa", addr)),
+                (ToController(),),
+                c,
+            ),
+        ]
+    c = cookie(Kind.ROUTE)
+    prio = route_priority(entry.prefix)
+    if entry.kind == RouteKind.CONNECTED:
+        # Hosts not yet resolved: the VM's kernel resolves and forwards them
+        # (slow path); each resolved host then gets its own /32 route.
+        return [FlowSpec(TABLE_FIB, prio, _prefix_match(entry.prefix), (ToController(),), c)]
+    return [FlowSpec(TABLE_FIB, prio, _prefix_match(entry.prefix), (Group(entry.nexthop_id),), c)]
+
+
+def bucket_actions(bucket: Bucket) -> tuple[Action, ...]:
+    return (
+        SetEthSrc(bucket.src_hwaddress.lower()),
+        SetEthDst(bucket.dst_hwaddress.lower()),
+        DecTtl(),
+        Output(bucket.dp_port),
+    )
+
+
+def nexthop_group(mod: NextHopMod) -> GroupSpec:
+    """One group per next hop; unresolved (no bucket) punts to the VM via the controller."""
+    if not mod.buckets:
+        return GroupSpec(mod.nexthop_id, False, (((ToController(),), 1),))
+    buckets = tuple((bucket_actions(b), max(1, b.weight)) for b in mod.buckets)
+    return GroupSpec(mod.nexthop_id, len(buckets) > 1, buckets)

@@ -1,0 +1,144 @@
+"""rfproxy's connection to rfserver, on threads.
+
+os-ken 4 runs its applications on native threads, not asyncio, so the proxy
+cannot use rflib.ipc; it drives the same sans-IO codec from a blocking socket
+on its own thread instead. That is the point of keeping the codec sans-IO.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from routeflow.rflib import codec
+from routeflow.rflib.ipc import UnixAddress, parse_address
+from routeflow.rflib.protocol import Message
+
+log = logging.getLogger("routeflow.proxy.link")
+
+
+class ServerLink:
+    """Keeps one RFProtocol session to rfserver alive, reconnecting with backoff.
+
+    ``on_connect()`` returns the messages that describe the proxy's current
+    state (controller register, ports of connected switches); they are sent
+    first on every (re)connect, so a restarted rfserver rebuilds its view.
+    ``on_message(msg)`` is called on the link thread for each received message.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        on_connect: Callable[[], Sequence[Message]],
+        on_message: Callable[[Message], None],
+        *,
+        min_backoff: float = 0.1,
+        max_backoff: float = 3.0,
+    ) -> None:
+        self.address = parse_address(address)
+        self._on_connect = on_connect
+        self._on_message = on_message
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._sock: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self.reconnects = 0
+        self._thread = threading.Thread(target=self._run, name="rf-server-link", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def send(self, msg: Message) -> bool:
+        return self.send_many([msg])
+
+    def send_many(self, msgs: Sequence[Message]) -> bool:
+        """Send now if connected; otherwise drop (the next connect resends full state)."""
+        if not msgs:
+            return True
+        data = codec.encode_many(msgs)
+        with self._send_lock:
+            sock = self._sock
+            if sock is None:
+                return False
+            try:
+                sock.sendall(data)
+                return True
+            except OSError as exc:
+                log.warning("send to rfserver failed: %s", exc)
+                return False
+
+    def _connect(self) -> socket.socket:
+        a = self.address
+        if isinstance(a, UnixAddress):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(a.path)
+        else:
+            sock = socket.create_connection((a.host, a.port), timeout=5)
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _run(self) -> None:
+        backoff = self._min_backoff
+        while not self._stop.is_set():
+            try:
+                sock = self._connect()
+            except OSError as exc:
+                log.debug("rfserver not reachable at %s: %s", self.address, exc)
+                time.sleep(backoff * (0.5 + random.random()))
+                backoff = min(self._max_backoff, backoff * 2)
+                continue
+            backoff = self._min_backoff
+            log.info("connected to rfserver at %s", self.address)
+            with self._send_lock:
+                self._sock = sock
+                try:
+                    sock.sendall(codec.encode_many(self._on_connect()))
+                except OSError as exc:
+                    log.warning("initial send failed: %s", exc)
+            self.connected.set()
+            try:
+                self._read_loop(sock)
+            finally:
+                self.connected.clear()
+                with self._send_lock:
+                    self._sock = None
+                sock.close()
+                if not self._stop.is_set():
+                    self.reconnects += 1
+                    log.warning("lost rfserver connection; reconnecting")
+
+    def _read_loop(self, sock: socket.socket) -> None:
+        decoder = codec.FrameDecoder()
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(262144)
+            except OSError:
+                return
+            if not data:
+                return
+            try:
+                msgs = decoder.feed(data)
+            except codec.ProtocolError as exc:
+                log.error("bad frame from rfserver (%s); closing", exc)
+                return
+            for msg in msgs:
+                try:
+                    self._on_message(msg)
+                except Exception:
+                    log.exception("handling %s failed", type(msg).__name__)

@@ -1,0 +1,5 @@
+import sys
+
+from routeflow.server.main import main
+
+sys.exit(main())

@@ -1,0 +1,359 @@
+"""VM routes and neighbours -> switch next hops and FIB entries (pure).
+
+Input is what rfclients report (routes, neighbours, in VM terms) and which VM
+ports are bound to which switch ports (from the association table); output is
+NextHopMod / FibMod messages for the proxies. The translation keeps what it
+has installed, so every change produces exactly the diff, in a safe order:
+new next hops first, then FIB changes, then next hops nobody uses any more.
+
+Cost model (the lesson from Faucet's BGP path): per route, O(1) work plus a
+refcount on its next hop; a neighbour MAC change touches only the next hops
+that contain that neighbour, never the routes behind them.
+
+Routes reach the switch only while their ports are bound; routes learned
+before association are kept and installed when the binding arrives (the
+original silently lost them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from routeflow.rflib.protocol import (
+    Bucket,
+    FibEntry,
+    FibMod,
+    Message,
+    Mod,
+    Neighbour,
+    NextHopMod,
+    Route,
+    RouteKind,
+)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """An associated VM port: where it is on the switch and its MAC."""
+
+    ct_id: int
+    dp_id: int
+    dp_port: int
+    hwaddress: str
+
+
+# (ct_id, dp_id, vm_id, ((vm_port, gateway, weight), ...)) identifies a next hop.
+NextHopKey = tuple[int, int, int, tuple[tuple[int, str, int], ...]]
+
+
+@dataclass
+class _NextHop:
+    nexthop_id: int
+    refs: int
+    buckets: tuple[Bucket, ...]
+
+
+@dataclass(frozen=True)
+class _Installed:
+    ct_id: int
+    dp_id: int
+    entry: FibEntry
+    nh_key: NextHopKey | None
+
+
+@dataclass
+class _Batch:
+    """Messages of one change, ordered so no flow points at a missing group."""
+
+    nh_adds: list[NextHopMod] = field(default_factory=list)
+    fib_del: dict[tuple[int, int], list[FibEntry]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    fib_add: dict[tuple[int, int], list[FibEntry]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    nh_dels: list[NextHopMod] = field(default_factory=list)
+
+    def messages(self) -> list[Message]:
+        out: list[Message] = list(self.nh_adds)
+        for (ct, dp), entries in self.fib_del.items():
+            out.append(FibMod(mod=Mod.DELETE, ct_id=ct, dp_id=dp, entries=entries))
+        for (ct, dp), entries in self.fib_add.items():
+            out.append(FibMod(mod=Mod.ADD, ct_id=ct, dp_id=dp, entries=entries))
+        out.extend(self.nh_dels)
+        return out
+
+
+class RoutingTable:
+    def __init__(self) -> None:
+        self.routes: dict[int, dict[str, Route]] = defaultdict(dict)
+        # vm_id -> ip -> (vm_port, mac)
+        self.neighbours: dict[int, dict[str, tuple[int, str]]] = defaultdict(dict)
+        self.bindings: dict[tuple[int, int], Binding] = {}
+        self._installed: dict[tuple[int, str], _Installed] = {}
+        self._nexthops: dict[NextHopKey, _NextHop] = {}
+        self._members: dict[tuple[int, int, str], set[NextHopKey]] = defaultdict(set)
+        self._next_id: dict[tuple[int, int], int] = defaultdict(lambda: 1)
+        self._free_ids: dict[tuple[int, int], list[int]] = defaultdict(list)
+
+    # --- inputs ----------------------------------------------------------------
+
+    def add_routes(self, vm_id: int, routes: list[Route]) -> list[Message]:
+        batch = _Batch()
+        table = self.routes[vm_id]
+        for route in routes:
+            prefix = _normalise(route.prefix)
+            table[prefix] = route
+            self._refresh(batch, vm_id, prefix)
+        return batch.messages()
+
+    def delete_routes(self, vm_id: int, prefixes: list[str]) -> list[Message]:
+        batch = _Batch()
+        table = self.routes[vm_id]
+        for raw in prefixes:
+            prefix = _normalise(raw)
+            table.pop(prefix, None)
+            self._refresh(batch, vm_id, prefix)
+        return batch.messages()
+
+    def set_neighbours(self, vm_id: int, neighbours: list[Neighbour]) -> list[Message]:
+        """Add/replace neighbours; hwaddress None means unresolved (removed)."""
+        batch = _Batch()
+        table = self.neighbours[vm_id]
+        for n in neighbours:
+            if n.hwaddress:
+                table[n.address] = (n.vm_port, n.hwaddress.lower())
+            else:
+                table.pop(n.address, None)
+            self._neighbour_changed(batch, vm_id, n.vm_port, n.address)
+        return batch.messages()
+
+    def delete_neighbours(self, vm_id: int, neighbours: list[Neighbour]) -> list[Message]:
+        return self.set_neighbours(
+            vm_id, [Neighbour(vm_port=n.vm_port, address=n.address) for n in neighbours]
+        )
+
+    def replace_vm(
+        self, vm_id: int, routes: list[Route], neighbours: list[Neighbour]
+    ) -> list[Message]:
+        """A client's full state after (re)connect: converge to it, removing the rest."""
+        batch = _Batch()
+        old_prefixes = set(self.routes[vm_id]) | {f"{ip}/32" for ip in self.neighbours[vm_id]}
+        old_neigh = dict(self.neighbours[vm_id])
+        self.routes[vm_id] = {_normalise(r.prefix): r for r in routes}
+        self.neighbours[vm_id] = {
+            n.address: (n.vm_port, n.hwaddress.lower()) for n in neighbours if n.hwaddress
+        }
+        for ip, (port, _mac) in old_neigh.items():
+            if self.neighbours[vm_id].get(ip) != old_neigh[ip]:
+                self._neighbour_changed(batch, vm_id, port, ip)
+        for ip, (port, _mac) in self.neighbours[vm_id].items():
+            if old_neigh.get(ip) != self.neighbours[vm_id][ip]:
+                self._neighbour_changed(batch, vm_id, port, ip)
+        for prefix in old_prefixes | set(self.routes[vm_id]):
+            self._refresh(batch, vm_id, prefix)
+        return batch.messages()
+
+    def forget_vm(self, vm_id: int) -> list[Message]:
+        return self.replace_vm(vm_id, [], [])
+
+    def bind(self, vm_id: int, vm_port: int, binding: Binding | None) -> list[Message]:
+        """A VM port got (or lost) its switch port: (re)install what depends on it."""
+        key = (vm_id, vm_port)
+        if self.bindings.get(key) == binding:
+            return []
+        if binding is None:
+            self.bindings.pop(key, None)
+        else:
+            self.bindings[key] = binding
+        batch = _Batch()
+        prefixes = set(self.routes[vm_id]) | {f"{ip}/32" for ip in self.neighbours[vm_id]}
+        prefixes |= {p for (v, p) in self._installed if v == vm_id}
+        for prefix in sorted(prefixes):
+            self._refresh(batch, vm_id, prefix)
+        for (v, port, gw), keys in list(self._members.items()):
+            if v == vm_id and port == vm_port:
+                for nh_key in list(keys):
+                    self._update_buckets(batch, nh_key)
+        return batch.messages()
+
+    # --- queries ---------------------------------------------------------------
+
+    def dump(self, ct_id: int, dp_id: int | None = None) -> list[Message]:
+        """Everything installed for a controller (or one of its datapaths), as ADDs."""
+        out: list[Message] = []
+        for key, nh in sorted(self._nexthops.items(), key=lambda kv: kv[1].nexthop_id):
+            if key[0] == ct_id and (dp_id is None or key[1] == dp_id):
+                out.append(
+                    NextHopMod(
+                        mod=Mod.ADD,
+                        ct_id=key[0],
+                        dp_id=key[1],
+                        nexthop_id=nh.nexthop_id,
+                        buckets=list(nh.buckets),
+                    )
+                )
+        by_dp: dict[tuple[int, int], list[FibEntry]] = defaultdict(list)
+        for inst in self._installed.values():
+            if inst.ct_id == ct_id and (dp_id is None or inst.dp_id == dp_id):
+                by_dp[(inst.ct_id, inst.dp_id)].append(inst.entry)
+        for (ct, dp), entries in sorted(by_dp.items()):
+            out.append(FibMod(mod=Mod.ADD, ct_id=ct, dp_id=dp, entries=entries))
+        return out
+
+    def installed(self) -> list[tuple[int, int, FibEntry]]:
+        return [(i.ct_id, i.dp_id, i.entry) for i in self._installed.values()]
+
+    def nexthop_count(self) -> int:
+        return len(self._nexthops)
+
+    # --- internals ---------------------------------------------------------------
+
+    def _desired(self, vm_id: int, prefix: str) -> _Installed | None:
+        route = self.routes[vm_id].get(prefix)
+        if route is None:
+            # A resolved neighbour becomes a host route through itself.
+            if not prefix.endswith("/32"):
+                return None
+            ip = prefix[:-3]
+            neigh = self.neighbours[vm_id].get(ip)
+            if neigh is None:
+                return None
+            route = Route(prefix=prefix, kind=RouteKind.UNICAST, nexthops=[])
+            members = ((neigh[0], ip, 1),)
+        else:
+            members = tuple(
+                sorted((nh.vm_port, nh.gateway or "", max(1, nh.weight)) for nh in route.nexthops)
+            )
+        if route.kind in (RouteKind.LOCAL, RouteKind.CONNECTED):
+            if not members:
+                return None
+            b = self.bindings.get((vm_id, members[0][0]))
+            if b is None:
+                return None
+            entry = FibEntry(prefix=prefix, kind=route.kind, dp_port=b.dp_port)
+            return _Installed(b.ct_id, b.dp_id, entry, None)
+        bound = [(m, self.bindings.get((vm_id, m[0]))) for m in members if m[1]]
+        bound = [(m, b) for m, b in bound if b is not None]
+        if not bound:
+            return None
+        first = bound[0][1]
+        same_dp = tuple(m for m, b in bound if (b.ct_id, b.dp_id) == (first.ct_id, first.dp_id))
+        nh_key: NextHopKey = (first.ct_id, first.dp_id, vm_id, same_dp)
+        entry = FibEntry(prefix=prefix, kind=RouteKind.UNICAST)  # nexthop_id set on install
+        return _Installed(first.ct_id, first.dp_id, entry, nh_key)
+
+    def _refresh(self, batch: _Batch, vm_id: int, prefix: str) -> None:
+        key = (vm_id, prefix)
+        old = self._installed.get(key)
+        new = self._desired(vm_id, prefix)
+        if new is not None and new.nh_key is not None:
+            if old is not None and old.nh_key == new.nh_key:
+                nh_id = self._nexthops[new.nh_key].nexthop_id
+            else:
+                nh_id = self._acquire(batch, new.nh_key)
+            new = _Installed(
+                new.ct_id,
+                new.dp_id,
+                FibEntry(prefix=prefix, kind=RouteKind.UNICAST, nexthop_id=nh_id),
+                new.nh_key,
+            )
+        if old == new:
+            return
+        if old is not None and (new is None or (old.ct_id, old.dp_id) != (new.ct_id, new.dp_id)):
+            batch.fib_del[(old.ct_id, old.dp_id)].append(old.entry)
+        if new is not None:
+            batch.fib_add[(new.ct_id, new.dp_id)].append(new.entry)
+            self._installed[key] = new
+        else:
+            self._installed.pop(key, None)
+        if old is not None and old.nh_key is not None and (new is None or new.nh_key != old.nh_key):
+            self._release(batch, old.nh_key)
+
+    def _buckets(self, nh_key: NextHopKey) -> tuple[Bucket, ...]:
+        _ct, _dp, vm_id, members = nh_key
+        out = []
+        for vm_port, gw, weight in members:
+            b = self.bindings.get((vm_id, vm_port))
+            neigh = self.neighbours[vm_id].get(gw)
+            if b is None or neigh is None or neigh[0] != vm_port:
+                continue
+            out.append(
+                Bucket(
+                    dp_port=b.dp_port,
+                    src_hwaddress=b.hwaddress.lower(),
+                    dst_hwaddress=neigh[1],
+                    weight=weight,
+                )
+            )
+        return tuple(out)
+
+    def _acquire(self, batch: _Batch, nh_key: NextHopKey) -> int:
+        nh = self._nexthops.get(nh_key)
+        if nh is not None:
+            nh.refs += 1
+            return nh.nexthop_id
+        dp = (nh_key[0], nh_key[1])
+        free = self._free_ids[dp]
+        if free:
+            nh_id = free.pop()
+        else:
+            nh_id = self._next_id[dp]
+            self._next_id[dp] = nh_id + 1
+        buckets = self._buckets(nh_key)
+        self._nexthops[nh_key] = _NextHop(nh_id, 1, buckets)
+        for vm_port, gw, _w in nh_key[3]:
+            self._members[(nh_key[2], vm_port, gw)].add(nh_key)
+        batch.nh_adds.append(
+            NextHopMod(
+                mod=Mod.ADD, ct_id=dp[0], dp_id=dp[1], nexthop_id=nh_id, buckets=list(buckets)
+            )
+        )
+        return nh_id
+
+    def _release(self, batch: _Batch, nh_key: NextHopKey) -> None:
+        nh = self._nexthops[nh_key]
+        nh.refs -= 1
+        if nh.refs > 0:
+            return
+        del self._nexthops[nh_key]
+        for vm_port, gw, _w in nh_key[3]:
+            members = self._members.get((nh_key[2], vm_port, gw))
+            if members is not None:
+                members.discard(nh_key)
+                if not members:
+                    del self._members[(nh_key[2], vm_port, gw)]
+        dp = (nh_key[0], nh_key[1])
+        self._free_ids[dp].append(nh.nexthop_id)
+        batch.nh_dels.append(
+            NextHopMod(mod=Mod.DELETE, ct_id=dp[0], dp_id=dp[1], nexthop_id=nh.nexthop_id)
+        )
+
+    def _update_buckets(self, batch: _Batch, nh_key: NextHopKey) -> None:
+        nh = self._nexthops.get(nh_key)
+        if nh is None:
+            return
+        buckets = self._buckets(nh_key)
+        if buckets == nh.buckets:
+            return
+        nh.buckets = buckets
+        batch.nh_adds.append(
+            NextHopMod(
+                mod=Mod.ADD,
+                ct_id=nh_key[0],
+                dp_id=nh_key[1],
+                nexthop_id=nh.nexthop_id,
+                buckets=list(buckets),
+            )
+        )
+
+    def _neighbour_changed(self, batch: _Batch, vm_id: int, vm_port: int, ip: str) -> None:
+        for nh_key in list(self._members.get((vm_id, vm_port, ip), ())):
+            self._update_buckets(batch, nh_key)
+        self._refresh(batch, vm_id, f"{ip}/32")
+
+
+def _normalise(prefix: str) -> str:
+    return str(ipaddress.IPv4Network(prefix, strict=False))

@@ -1,0 +1,308 @@
+"""rfserver: the asyncio shell around the association table and the routing table.
+
+It only moves messages: peers' messages become events for the pure cores,
+and the cores' actions become messages to peers and writes to the state store.
+A killed server restarts from the store with its associations intact; peers
+reconnect and resend their full state, and the diff (not a flush) reaches the
+switches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from routeflow.rflib import ipc
+from routeflow.rflib import protocol as p
+from routeflow.rflib.store import StateStore
+from routeflow.rflib.types import AssociationEntry, ConfigEntry, EntryState
+from routeflow.server.association import (
+    AssociationTable,
+    ClientDown,
+    EntryChanged,
+    Notice,
+)
+from routeflow.server.routing import Binding, RoutingTable
+
+log = logging.getLogger("routeflow.server")
+
+
+def _binding(entry: AssociationEntry | None) -> Binding | None:
+    if entry is None or entry.state not in (EntryState.ASSOCIATED, EntryState.ACTIVE):
+        return None
+    return Binding(entry.ct_id, entry.dp_id, entry.dp_port, entry.hwaddress or "")
+
+
+@dataclass
+class _ClientResync:
+    routes: list[p.Route] = field(default_factory=list)
+    neighbours: list[p.Neighbour] = field(default_factory=list)
+
+
+class RFServer:
+    def __init__(
+        self,
+        config: list[ConfigEntry],
+        store: StateStore,
+        *,
+        status_path: str | None = None,
+        client_grace: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.status_path = status_path
+        self.client_grace = client_grace
+        persisted = store.load_associations()
+        self.table, actions = AssociationTable.resume(config, persisted)
+        store.replace_config(config)
+        self.routing = RoutingTable()
+        for entry in self.table.entries():
+            b = _binding(entry)
+            if b is not None:
+                self.routing.bind(entry.vm_id, entry.vm_port, b)
+        self.clients: dict[int, ipc.Connection] = {}
+        self.proxies: dict[int, ipc.Connection] = {}
+        self._grace_timers: dict[int, asyncio.TimerHandle] = {}
+        self._pending = actions
+        self.counters: dict[str, int] = defaultdict(int)
+        self.started = time.time()
+        if persisted:
+            log.info("resumed %d association rows from the state store", len(persisted))
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def serve(self, address: str, ready: asyncio.Event | None = None) -> None:
+        server = await ipc.serve(address, self._handle)
+        log.info("rfserver listening on %s", address)
+        await self._apply(self._pending)
+        self._pending = []
+        self._write_status()
+        if ready is not None:
+            ready.set()
+        async with server:
+            await server.serve_forever()
+
+    # --- sessions --------------------------------------------------------------
+
+    async def _handle(self, conn: ipc.Connection) -> None:
+        first = await conn.recv()
+        if isinstance(first, p.ClientHello):
+            await self._client_session(conn, first.vm_id)
+        elif isinstance(first, p.ControllerRegister):
+            await self._proxy_session(conn, first)
+        elif first is not None:
+            log.warning("%s: first message was %s, not a hello", conn.peer, type(first).__name__)
+            await conn.send(p.Error(code="no-hello", detail="send ClientHello or ControllerRegister"))
+
+    async def _client_session(self, conn: ipc.Connection, vm_id: int) -> None:
+        timer = self._grace_timers.pop(vm_id, None)
+        if timer is not None:
+            timer.cancel()
+        old = self.clients.get(vm_id)
+        if old is not None:
+            log.warning("vm %#x connected again; dropping its previous session", vm_id)
+            await old.close()
+        self.clients[vm_id] = conn
+        log.info("rfclient vm %#x connected from %s", vm_id, conn.peer)
+        resync: _ClientResync | None = None
+        try:
+            async for msg in conn:
+                self.counters[f"rx_{type(msg).__name__}"] += 1
+                if isinstance(msg, p.Resync):
+                    if msg.phase == "begin":
+                        resync = _ClientResync()
+                    elif msg.phase == "end" and resync is not None:
+                        log.info(
+                            "vm %#x resync: %d routes, %d neighbours",
+                            vm_id, len(resync.routes), len(resync.neighbours),
+                        )
+                        await self._apply(
+                            self.routing.replace_vm(vm_id, resync.routes, resync.neighbours)
+                        )
+                        resync = None
+                elif isinstance(msg, p.PortRegister):
+                    if msg.vm_id != vm_id:
+                        log.warning("vm %#x registered a port of vm %#x; ignored", vm_id, msg.vm_id)
+                        continue
+                    await self._apply(self.table.handle(msg))
+                elif isinstance(msg, p.RouteMod):
+                    if resync is not None and msg.mod == p.Mod.ADD:
+                        resync.routes.extend(msg.routes)
+                    elif msg.mod == p.Mod.ADD:
+                        await self._apply(self.routing.add_routes(vm_id, msg.routes))
+                    else:
+                        prefixes = [r.prefix for r in msg.routes]
+                        await self._apply(self.routing.delete_routes(vm_id, prefixes))
+                elif isinstance(msg, p.NeighbourMod):
+                    if resync is not None and msg.mod == p.Mod.ADD:
+                        resync.neighbours.extend(msg.neighbours)
+                    elif msg.mod == p.Mod.ADD:
+                        await self._apply(self.routing.set_neighbours(vm_id, msg.neighbours))
+                    else:
+                        await self._apply(self.routing.delete_neighbours(vm_id, msg.neighbours))
+                else:
+                    log.warning("vm %#x sent unexpected %s", vm_id, type(msg).__name__)
+        finally:
+            if self.clients.get(vm_id) is conn:
+                del self.clients[vm_id]
+                log.warning(
+                    "rfclient vm %#x disconnected; keeping its routes for %.0f s",
+                    vm_id, self.client_grace,
+                )
+                loop = asyncio.get_running_loop()
+                self._grace_timers[vm_id] = loop.call_later(
+                    self.client_grace, lambda: asyncio.ensure_future(self._client_gone(vm_id))
+                )
+
+    async def _client_gone(self, vm_id: int) -> None:
+        self._grace_timers.pop(vm_id, None)
+        if vm_id in self.clients:
+            return
+        log.warning("vm %#x did not come back; withdrawing its routes and ports", vm_id)
+        await self._apply(self.routing.forget_vm(vm_id))
+        await self._apply(self.table.handle(ClientDown(vm_id)))
+
+    async def _proxy_session(self, conn: ipc.Connection, hello: p.ControllerRegister) -> None:
+        ct_id = hello.ct_id
+        old = self.proxies.get(ct_id)
+        if old is not None:
+            log.warning("controller %d connected again; dropping its previous session", ct_id)
+            await old.close()
+        self.proxies[ct_id] = conn
+        log.info("rfproxy ct_id %d connected from %s", ct_id, conn.peer)
+        # A (re)started proxy knows nothing: give it the full desired state.
+        dump: list[p.Message] = []
+        for entry in self.table.entries():
+            if entry.state == EntryState.ACTIVE and entry.ct_id == ct_id:
+                dump.append(
+                    p.DataPlaneMap(
+                        ct_id=ct_id,
+                        dp_id=entry.dp_id,
+                        dp_port=entry.dp_port,
+                        vs_id=entry.vs_id,
+                        vs_port=entry.vs_port,
+                        hwaddress=entry.hwaddress or "",
+                    )
+                )
+        dump.extend(self.routing.dump(ct_id))
+        await conn.send_many(dump)
+        try:
+            async for msg in conn:
+                self.counters[f"rx_{type(msg).__name__}"] += 1
+                if isinstance(msg, p.DatapathPortRegister | p.DatapathDown | p.VirtualPlaneMap):
+                    if getattr(msg, "ct_id", ct_id) != ct_id:
+                        log.warning("controller %d spoke for controller %d; ignored", ct_id, msg.ct_id)
+                        continue
+                    if isinstance(msg, p.DatapathDown):
+                        log.warning("switch %#x left controller %d", msg.dp_id, ct_id)
+                    await self._apply(self.table.handle(msg))
+                else:
+                    log.warning("controller %d sent unexpected %s", ct_id, type(msg).__name__)
+        finally:
+            if self.proxies.get(ct_id) is conn:
+                del self.proxies[ct_id]
+                log.warning("rfproxy ct_id %d disconnected", ct_id)
+
+    # --- actions ---------------------------------------------------------------
+
+    async def _apply(self, actions: list) -> None:
+        """Execute core actions in order: store writes, routing follow-ups, sends."""
+        out: dict[tuple[str, int], list[p.Message]] = defaultdict(list)
+        queue = list(actions)
+        changed = False
+        while queue:
+            action = queue.pop(0)
+            if isinstance(action, EntryChanged):
+                changed = True
+                if action.before is not None:
+                    self.store.delete_association(action.before)
+                if action.after is not None:
+                    self.store.put_association(action.after)
+                before, after = action.before, action.after
+                for entry in (before, after):
+                    if entry is not None and entry.vm_key is not None:
+                        key = entry.vm_key
+                        current = self.table.by_vm_port(*key)
+                        queue.extend(self.routing.bind(key[0], key[1], _binding(current)))
+                if after is not None and after.state == EntryState.ACTIVE:
+                    log.info(
+                        "association active: vm %#x port %d <-> dp %#x port %d",
+                        after.vm_id, after.vm_port, after.dp_id, after.dp_port,
+                    )
+            elif isinstance(action, Notice):
+                log.info("%s: %s", action.code.value, action.detail)
+            elif isinstance(action, p.PortConfig):
+                out[("vm", action.vm_id)].append(action)
+            elif isinstance(action, p.DataPlaneMap | p.DataPlaneUnmap | p.NextHopMod | p.FibMod):
+                out[("ct", action.ct_id)].append(action)
+            else:
+                log.error("unknown action %r", action)
+        for (kind, ident), msgs in out.items():
+            conn = (self.clients if kind == "vm" else self.proxies).get(ident)
+            if conn is None:
+                continue  # delivered as part of the full state on (re)connect
+            try:
+                await conn.send_many(msgs)
+            except (ConnectionError, OSError) as exc:
+                log.warning("sending to %s %#x failed: %s", kind, ident, exc)
+        if changed or out:
+            self._write_status()
+
+    # --- status ----------------------------------------------------------------
+
+    def status(self) -> dict:
+        entries = self.table.entries()
+        states: dict[str, int] = defaultdict(int)
+        for e in entries:
+            states[e.state.value] += 1
+        fib: dict[str, int] = defaultdict(int)
+        for _ct, dp, _e in self.routing.installed():
+            fib[f"{dp:#x}"] += 1
+        return {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "clients": sorted(f"{v:#x}" for v in self.clients),
+            "controllers": sorted(self.proxies),
+            "associations": [
+                {
+                    "vm_id": e.vm_id,
+                    "vm_port": e.vm_port,
+                    "ct_id": e.ct_id,
+                    "dp_id": e.dp_id,
+                    "dp_port": e.dp_port,
+                    "vs_id": e.vs_id,
+                    "vs_port": e.vs_port,
+                    "hwaddress": e.hwaddress,
+                    "state": e.state.value,
+                }
+                for e in entries
+            ],
+            "states": dict(states),
+            "routes": {f"{vm:#x}": len(r) for vm, r in self.routing.routes.items()},
+            "fib_entries": dict(fib),
+            "nexthops": self.routing.nexthop_count(),
+        }
+
+    def _write_status(self) -> None:
+        if not self.status_path:
+            return
+        tmp = self.status_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(self.status(), fh, indent=1)
+        os.replace(tmp, self.status_path)
+
+
+async def run_server(
+    config: list[ConfigEntry],
+    store: StateStore,
+    listen: str,
+    *,
+    status_path: str | None = None,
+    client_grace: float = 30.0,
+) -> None:
+    server = RFServer(config, store, status_path=status_path, client_grace=client_grace)
+    await server.serve(listen)
