@@ -18,8 +18,6 @@ by msgspec with a message that names the field.
 from __future__ import annotations
 
 import enum
-from typing import Union
-
 import msgspec
 
 #: Bumped on any incompatible change; carried in every frame header (see codec).
@@ -231,20 +229,20 @@ class FibMod(Message):
     entries: list[FibEntry]
 
 
-AnyMessage = Union[
-    ClientHello,
-    ControllerRegister,
-    Resync,
-    Error,
-    PortRegister,
-    PortConfig,
-    DatapathPortRegister,
-    DatapathDown,
-    VirtualPlaneMap,
-    DataPlaneMap,
-    DataPlaneUnmap,
-    RouteMod,
-    NeighbourMod,
-    NextHopMod,
-    FibMod,
-]
+AnyMessage = (
+    ClientHello
+    | ControllerRegister
+    | Resync
+    | Error
+    | PortRegister
+    | PortConfig
+    | DatapathPortRegister
+    | DatapathDown
+    | VirtualPlaneMap
+    | DataPlaneMap
+    | DataPlaneUnmap
+    | RouteMod
+    | NeighbourMod
+    | NextHopMod
+    | FibMod
+)

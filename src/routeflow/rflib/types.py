@@ -25,7 +25,7 @@ class ConfigEntry(msgspec.Struct, frozen=True, kw_only=True, order=True):
         return (self.ct_id, self.dp_id, self.dp_port)
 
 
-class EntryState(str, enum.Enum):
+class EntryState(enum.StrEnum):
     """The four states of the RouteFlow association wiki, derived from which fields are set."""
 
     IDLE_CLIENT_PORT = "idle client port"
