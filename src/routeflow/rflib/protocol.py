@@ -18,6 +18,7 @@ by msgspec with a message that names the field.
 from __future__ import annotations
 
 import enum
+
 import msgspec
 
 #: Bumped on any incompatible change; carried in every frame header (see codec).
