@@ -60,6 +60,7 @@ class OvsInstance:
                     "-vconsole:off",
                 ],
                 stdin=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 start_new_session=True,
             ),
         )
@@ -76,6 +77,7 @@ class OvsInstance:
                     "-vconsole:off",
                 ],
                 stdin=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 env={**os.environ, **self.env},
                 start_new_session=True,
             ),

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # os-ken reads its options from oslo.config's global CONF.
     from os_ken import cfg
+    from os_ken.base import app_manager  # noqa: F401  (imports the controller: ofp-* options)
 
     cfg.CONF(
         args=["--ofp-listen-host", args.ofp_host, "--ofp-tcp-listen-port", str(args.ofp_port)],

@@ -1,0 +1,1007 @@
+"""Lab files: the topology an operator writes by hand, and the plan every other piece derives from.
+
+A lab file names switches, links and hosts and nothing else; ports, addresses, MACs, VM ids,
+router ids and routes are derived here, deterministically, so that the lab runner, the
+controller configuration and the tests all agree without anybody keeping tables in sync by hand.
+Everything in this module is pure apart from reading the file in :func:`load_lab`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from routeflow.rflib.types import ConfigEntry
+
+__all__ = [
+    "DEFAULT_LINK_POOL",
+    "BgpNeighbor",
+    "Controller",
+    "Host",
+    "HostPlan",
+    "Interface",
+    "Lab",
+    "LabError",
+    "LabPlan",
+    "Link",
+    "LinkEnd",
+    "LinkPlan",
+    "OspfOptions",
+    "Routing",
+    "StaticRoute",
+    "Switch",
+    "VmPlan",
+    "host_mac",
+    "load_lab",
+    "parse_lab",
+    "plan",
+    "vm_mac",
+]
+
+Routing = Literal["ospf", "bgp", "static"]
+
+DEFAULT_LINK_POOL = "10.0.0.0/16"
+LINK_PREFIX = 30  # /30 per pooled link: two usable addresses, one per end
+MAX_UINT64 = 2**64 - 1
+MAX_ASN = 2**32 - 1
+LAB_NAME_RE = re.compile(r"^[a-z0-9_-]{1,24}$")
+# Node names end up in Linux interface names ("<node>-eth<port>", 15 chars at most) and in
+# namespace names, so they are kept short and shell-safe.
+NODE_NAME_MAX = 8
+NODE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+class LabError(ValueError):
+    """Every problem found in one lab file, so an operator can fix them in one pass."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+# --------------------------------------------------------------------------------------------
+# The file as written (decoded by msgspec, so wrong types are reported with msgspec's path)
+# --------------------------------------------------------------------------------------------
+
+
+class OspfOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Lab-wide OSPF timers; short defaults so that labs converge in seconds, not minutes."""
+
+    hello: int = 1
+    dead: int = 4
+
+
+class _ControllerSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    ct_id: int
+    name: str | None = None
+
+
+class _SwitchSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    dpid: int
+    routing: Routing | None = None
+    ct_id: int | None = None
+    vm_id: int | None = None
+    router_id: str | None = None
+    asn: int | None = None
+
+
+class _LinkSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    ends: list[str]
+    subnet: str | None = None
+    addresses: list[str] | None = None
+
+
+class _HostSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    switch: str
+    ip: str
+    gateway: str | None = None
+
+
+class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    switches: list[_SwitchSpec]
+    links: list[list[str] | _LinkSpec] = msgspec.field(default_factory=list)
+    hosts: list[_HostSpec] = msgspec.field(default_factory=list)
+    routing: Routing = "ospf"
+    ospf: OspfOptions = msgspec.field(default_factory=OspfOptions)
+    controllers: list[_ControllerSpec] | None = None
+    link_pool: str = DEFAULT_LINK_POOL
+
+
+# --------------------------------------------------------------------------------------------
+# The validated lab: every default resolved, every address allocated
+# --------------------------------------------------------------------------------------------
+
+
+class Controller(msgspec.Struct, frozen=True, kw_only=True):
+    """A controller instance; switches are spread over controllers by ct_id."""
+
+    ct_id: int
+    name: str
+
+
+class Switch(msgspec.Struct, frozen=True, kw_only=True):
+    """A switch with its defaults resolved (routing, ct_id, vm_id, router_id, asn)."""
+
+    name: str
+    index: int  # position in the lab file; fixes tie-breaks and default ids
+    dpid: int
+    routing: Routing
+    ct_id: int
+    vm_id: int
+    router_id: str
+    asn: int
+
+
+class Link(msgspec.Struct, frozen=True, kw_only=True):
+    """A switch-to-switch link with its subnet and both end addresses decided."""
+
+    index: int
+    a: str
+    b: str
+    subnet: str  # "10.0.0.0/30"
+    addresses: tuple[str, str]  # plain IPs of end a and end b
+
+
+class Host(msgspec.Struct, frozen=True, kw_only=True):
+    """A host hanging off one switch port, alone in its subnet."""
+
+    name: str
+    switch: str
+    ip: str  # "172.31.1.100/24"
+    gateway: str  # "172.31.1.1"
+
+
+class Lab(msgspec.Struct, frozen=True, kw_only=True):
+    """A lab file that passed validation; plan() can derive from it without failing."""
+
+    name: str
+    source: str
+    routing: Routing
+    ospf: OspfOptions
+    controllers: tuple[Controller, ...]
+    switches: tuple[Switch, ...]
+    links: tuple[Link, ...]
+    hosts: tuple[Host, ...]
+    link_pool: str
+
+    def switch(self, name: str) -> Switch:
+        for sw in self.switches:
+            if sw.name == name:
+                return sw
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, which PyYAML would otherwise silently drop."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        except TypeError:
+            pass  # unhashable key: construct_mapping reports it
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_lab(path: str | Path) -> Lab:
+    """Read and validate a lab file; errors name the file as given."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LabError(str(path), [f"cannot read lab file: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise LabError(str(path), [f"not UTF-8 text: {exc}"]) from exc
+    return parse_lab(text, str(path))
+
+
+def parse_lab(text: str, source: str = "<string>") -> Lab:
+    """Decode and validate lab YAML; raises LabError listing every problem found."""
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # _Loader derives from SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        if mark is not None:
+            loc = f"line {mark.line + 1}, column {mark.column + 1}"
+            raise LabError(source, [f"{loc}: invalid YAML: {problem}"]) from None
+        raise LabError(source, [f"invalid YAML: {problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise LabError(source, [f"invalid YAML: {exc}"]) from None
+    if raw is None:
+        raise LabError(source, ["empty lab file"])
+    if not isinstance(raw, dict):
+        raise LabError(source, [f"expected a mapping at the top level, got {_kind(raw)}"])
+    try:
+        spec = msgspec.convert(raw, _LabSpec)
+    except msgspec.ValidationError as exc:
+        raise LabError(source, [_msgspec_problem(str(exc))]) from None
+    return _Validator(spec, source).run()
+
+
+def _kind(value: object) -> str:
+    return {list: "a list", str: "a string", int: "an integer", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+_MSGSPEC_AT = re.compile(r"^(?P<msg>.*?) - at `(?P<path>[^`]*)`$", re.DOTALL)
+
+
+def _msgspec_problem(message: str) -> str:
+    """Rewrite "Expected `int`, got `str` - at `$.x`" as "$.x: Expected int, got str"."""
+    m = _MSGSPEC_AT.match(message)
+    path, msg = (m["path"], m["msg"]) if m else ("$", message)
+    msg = re.sub(r"field `([^`]*)`", r"field '\1'", msg).replace("`", "")
+    return f"{path}: {msg}"
+
+
+def _usable(net: ipaddress.IPv4Network) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    """First and last address that may sit on an interface (prefix <= 30 assumed)."""
+    return net.network_address + 1, net.broadcast_address - 1
+
+
+class _Validator:
+    """Walks the decoded spec once, resolving defaults and collecting every problem."""
+
+    def __init__(self, spec: _LabSpec, source: str) -> None:
+        self.spec = spec
+        self.source = source
+        self.errors: list[str] = []
+        self.names: dict[str, str] = {}  # node name -> path of its definition
+        self.subnets: list[tuple[ipaddress.IPv4Network, str]] = []  # (subnet, owner path)
+
+    def err(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def run(self) -> Lab:
+        spec = self.spec
+        if not LAB_NAME_RE.match(spec.name):
+            self.err("name", f"{spec.name!r} must be 1-24 characters of [a-z0-9_-]")
+        self.check_ospf(spec.ospf)
+        controllers = self.controllers()
+        switches = self.switches(controllers)
+        by_name = {sw.name: sw for sw in switches}
+        pending = self.links(by_name)
+        hosts = self.hosts(by_name)
+        links = self.allocate(pending)
+        self.check_connected(switches, pending)
+        if self.errors:
+            raise LabError(self.source, self.errors)
+        return Lab(
+            name=spec.name,
+            source=self.source,
+            routing=spec.routing,
+            ospf=spec.ospf,
+            controllers=tuple(controllers),
+            switches=tuple(switches),
+            links=tuple(links),
+            hosts=tuple(hosts),
+            link_pool=spec.link_pool,
+        )
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def check_ospf(self, ospf: OspfOptions) -> None:
+        if not 1 <= ospf.hello <= 65535:
+            self.err("ospf.hello", f"{ospf.hello} is out of range 1-65535")
+        if not 1 <= ospf.dead <= 65535:
+            self.err("ospf.dead", f"{ospf.dead} is out of range 1-65535")
+        elif ospf.dead <= ospf.hello:
+            self.err("ospf.dead", f"{ospf.dead} must be greater than ospf.hello ({ospf.hello})")
+
+    def controllers(self) -> list[Controller]:
+        specs = self.spec.controllers
+        if specs is None:
+            return [Controller(ct_id=1, name="ct1")]
+        if not specs:
+            self.err("controllers", "at least one controller is required (or omit the key)")
+            return [Controller(ct_id=1, name="ct1")]
+        out: list[Controller] = []
+        seen: dict[int, int] = {}
+        for i, c in enumerate(specs):
+            if not 0 <= c.ct_id <= MAX_UINT64:
+                self.err(f"controllers[{i}].ct_id", f"{c.ct_id} is out of range")
+            if c.ct_id in seen:
+                self.err(
+                    f"controllers[{i}].ct_id",
+                    f"duplicate ct_id {c.ct_id} (also controllers[{seen[c.ct_id]}])",
+                )
+            seen.setdefault(c.ct_id, i)
+            out.append(Controller(ct_id=c.ct_id, name=c.name or f"ct{c.ct_id}"))
+        return out
+
+    def claim_name(self, name: str, path: str) -> None:
+        if len(name) > NODE_NAME_MAX or not NODE_NAME_RE.match(name):
+            self.err(
+                f"{path}.name",
+                f"{name!r} must start with a letter and be at most {NODE_NAME_MAX} "
+                "characters of [A-Za-z0-9_-]",
+            )
+        if name in self.names:
+            self.err(f"{path}.name", f"duplicate name {name!r} (also {self.names[name]})")
+        else:
+            self.names[name] = path
+
+    def switches(self, controllers: list[Controller]) -> list[Switch]:
+        specs = self.spec.switches
+        if not specs:
+            self.err("switches", "at least one switch is required")
+        ct_ids = {c.ct_id for c in controllers}
+        out: list[Switch] = []
+        dpids: dict[int, int] = {}
+        vm_ids: dict[int, int] = {}
+        mac_ids: dict[int, int] = {}
+        for i, s in enumerate(specs):
+            path = f"switches[{i}]"
+            self.claim_name(s.name, path)
+            if not 0 <= s.dpid <= MAX_UINT64:
+                self.err(f"{path}.dpid", f"{s.dpid} is out of range (64-bit unsigned)")
+            if s.dpid in dpids:
+                self.err(
+                    f"{path}.dpid", f"duplicate dpid {s.dpid} (also switches[{dpids[s.dpid]}])"
+                )
+            dpids.setdefault(s.dpid, i)
+            ct_id = controllers[0].ct_id if s.ct_id is None else s.ct_id
+            if ct_id not in ct_ids:
+                self.err(f"{path}.ct_id", f"unknown controller ct_id {ct_id}")
+            vm_id = s.dpid if s.vm_id is None else s.vm_id
+            # A defaulted vm_id clashes only if the dpid does, and that is reported above.
+            hint = "" if s.vm_id is not None else ", from the dpid"
+            if s.vm_id is not None and not 0 <= vm_id <= MAX_UINT64:
+                self.err(f"{path}.vm_id", f"{vm_id} is out of range (64-bit unsigned)")
+            if vm_id in vm_ids:
+                if s.vm_id is not None or vm_ids[vm_id] != dpids[s.dpid]:
+                    self.err(
+                        f"{path}.vm_id",
+                        f"duplicate vm_id {vm_id}{hint} (also switches[{vm_ids[vm_id]}])",
+                    )
+            elif vm_id & 0xFFFFFF in mac_ids:
+                self.err(
+                    f"{path}.vm_id",
+                    f"vm_id {vm_id:#x}{hint} has the same low 24 bits as switches"
+                    f"[{mac_ids[vm_id & 0xFFFFFF]}] (they make up the VM's MAC addresses)",
+                )
+            vm_ids.setdefault(vm_id, i)
+            mac_ids.setdefault(vm_id & 0xFFFFFF, i)
+            router_id = self.router_id(s, i)
+            asn = 65000 + i + 1 if s.asn is None else s.asn
+            if not 1 <= asn <= MAX_ASN:
+                self.err(f"{path}.asn", f"{asn} is out of range 1-{MAX_ASN}")
+            out.append(
+                Switch(
+                    name=s.name,
+                    index=i,
+                    dpid=s.dpid,
+                    routing=s.routing or self.spec.routing,
+                    ct_id=ct_id,
+                    vm_id=vm_id,
+                    router_id=router_id,
+                    asn=asn,
+                )
+            )
+        self.unique(out, "router_id", lambda sw: sw.router_id)
+        self.unique([sw for sw in out if sw.routing == "bgp"], "asn", lambda sw: sw.asn)
+        return out
+
+    def router_id(self, s: _SwitchSpec, i: int) -> str:
+        if s.router_id is None:
+            return str(ipaddress.IPv4Address(0x0AFF0000 + ((i + 1) & 0xFFFF)))
+        try:
+            rid = ipaddress.IPv4Address(s.router_id)
+        except ValueError:
+            self.err(f"switches[{i}].router_id", f"{s.router_id!r} is not an IPv4 address")
+            return s.router_id
+        if rid.is_unspecified:
+            self.err(f"switches[{i}].router_id", "0.0.0.0 is not a valid router id")
+        return str(rid)
+
+    def unique(self, switches: list[Switch], field: str, key: Any) -> None:
+        seen: dict[Any, int] = {}
+        for sw in switches:
+            value = key(sw)
+            if value in seen:
+                self.err(
+                    f"switches[{sw.index}].{field}",
+                    f"duplicate {field} {value} (also switches[{seen[value]}])",
+                )
+            seen.setdefault(value, sw.index)
+
+    def claim_subnet(self, net: ipaddress.IPv4Network, path: str, owner: str, what: str) -> bool:
+        """Record net as owned by owner unless it overlaps a subnet claimed earlier."""
+        for other, prev in self.subnets:
+            if net.overlaps(other):
+                self.err(path, f"{what} overlaps {prev} subnet {other}")
+                return False
+        self.subnets.append((net, owner))
+        return True
+
+    def links(self, by_name: dict[str, Switch]) -> list[_PendingLink]:
+        out: list[_PendingLink] = []
+        for i, raw in enumerate(self.spec.links):
+            path = f"links[{i}]"
+            spec = raw if isinstance(raw, _LinkSpec) else _LinkSpec(ends=raw)
+            epath = path if isinstance(raw, list) else f"{path}.ends"
+            if len(spec.ends) != 2:
+                self.err(epath, f"a link has exactly two ends, got {len(spec.ends)}")
+                continue
+            a, b = spec.ends
+            ok = True
+            for end in (a, b):
+                if end not in by_name:
+                    self.err(path, f"unknown switch {end!r}")
+                    ok = False
+            if a == b:
+                self.err(path, f"self-link on switch {a!r}")
+                ok = False
+            subnet, addresses = self.link_addresses(spec, path)
+            if ok:
+                out.append(_PendingLink(i, a, b, subnet, addresses))
+        return out
+
+    def link_addresses(
+        self, spec: _LinkSpec, path: str
+    ) -> tuple[ipaddress.IPv4Network | None, tuple[str, str] | None]:
+        if spec.subnet is None:
+            if spec.addresses is not None:
+                self.err(f"{path}.addresses", "needs an explicit subnet")
+            return None, None
+        try:
+            net = ipaddress.IPv4Network(spec.subnet, strict=True)
+        except ValueError as exc:
+            self.err(f"{path}.subnet", f"{spec.subnet!r} is not a valid IPv4 subnet ({exc})")
+            return None, None
+        if "/" not in spec.subnet:
+            self.err(f"{path}.subnet", f"{spec.subnet!r} needs a prefix length, e.g. /30")
+            return None, None
+        if net.prefixlen > LINK_PREFIX:
+            self.err(
+                f"{path}.subnet",
+                f"{net} is too small for a link (needs /{LINK_PREFIX} or larger)",
+            )
+            return None, None
+        if not self.claim_subnet(net, f"{path}.subnet", path, str(net)):
+            return None, None
+        first, last = _usable(net)
+        if spec.addresses is None:
+            return net, (str(first), str(first + 1))
+        if len(spec.addresses) != 2:
+            self.err(f"{path}.addresses", f"needs two addresses, got {len(spec.addresses)}")
+            return net, None
+        ips: list[str] = []
+        for j, text in enumerate(spec.addresses):
+            try:
+                addr = ipaddress.IPv4Address(text)
+            except ValueError:
+                self.err(f"{path}.addresses[{j}]", f"{text!r} is not an IPv4 address")
+                continue
+            if not first <= addr <= last:
+                self.err(f"{path}.addresses[{j}]", f"{addr} is not a usable address of {net}")
+                continue
+            ips.append(str(addr))
+        if len(ips) != 2:
+            return net, None
+        if ips[0] == ips[1]:
+            self.err(f"{path}.addresses", f"both ends have address {ips[0]}")
+            return net, None
+        return net, (ips[0], ips[1])
+
+    def hosts(self, by_name: dict[str, Switch]) -> list[Host]:
+        out: list[Host] = []
+        for i, h in enumerate(self.spec.hosts):
+            path = f"hosts[{i}]"
+            self.claim_name(h.name, path)
+            ok = True
+            if h.switch not in by_name:
+                hint = " (that is a host)" if h.switch in self.names else ""
+                self.err(f"{path}.switch", f"unknown switch {h.switch!r}{hint}")
+                ok = False
+            iface = self.host_ip(h, path)
+            if iface is None:
+                continue
+            gateway = self.host_gateway(h, iface, path)
+            if gateway is None:
+                continue
+            if self.claim_subnet(iface.network, f"{path}.ip", path, h.ip) and ok:
+                out.append(Host(name=h.name, switch=h.switch, ip=str(iface), gateway=gateway))
+        return out
+
+    def host_ip(self, h: _HostSpec, path: str) -> ipaddress.IPv4Interface | None:
+        try:
+            iface = ipaddress.IPv4Interface(h.ip)
+        except ValueError:
+            self.err(f"{path}.ip", f"{h.ip!r} is not an IPv4 address with prefix (a.b.c.d/len)")
+            return None
+        if "/" not in h.ip:
+            self.err(f"{path}.ip", f"{h.ip!r} needs a prefix length, e.g. {h.ip}/24")
+            return None
+        if iface.network.prefixlen > LINK_PREFIX:
+            self.err(
+                f"{path}.ip",
+                f"{h.ip} leaves no room for a gateway (needs /{LINK_PREFIX} or larger)",
+            )
+            return None
+        first, last = _usable(iface.network)
+        if not first <= iface.ip <= last:
+            self.err(f"{path}.ip", f"{h.ip} is not a usable address of {iface.network}")
+            return None
+        return iface
+
+    def host_gateway(self, h: _HostSpec, iface: ipaddress.IPv4Interface, path: str) -> str | None:
+        first, last = _usable(iface.network)
+        if h.gateway is None:
+            if iface.ip == first:
+                self.err(
+                    f"{path}.ip",
+                    f"{h.ip} is the subnet's default gateway {first}; "
+                    "pick another address or set gateway",
+                )
+                return None
+            return str(first)
+        try:
+            gw = ipaddress.IPv4Address(h.gateway)
+        except ValueError:
+            self.err(f"{path}.gateway", f"{h.gateway!r} is not an IPv4 address")
+            return None
+        if not first <= gw <= last:
+            self.err(f"{path}.gateway", f"{gw} is not a usable address of {iface.network}")
+            return None
+        if gw == iface.ip:
+            self.err(f"{path}.gateway", f"{gw} is the host's own address")
+            return None
+        return str(gw)
+
+    def allocate(self, pending: list[_PendingLink]) -> list[Link]:
+        """Give every link without a subnet the next free /30 of the pool."""
+        try:
+            pool = ipaddress.IPv4Network(self.spec.link_pool, strict=True)
+        except ValueError as exc:
+            self.err("link_pool", f"{self.spec.link_pool!r} is not a valid IPv4 subnet ({exc})")
+            return []
+        if pool.prefixlen > LINK_PREFIX:
+            self.err("link_pool", f"{pool} is smaller than one /{LINK_PREFIX}")
+            return []
+        taken = [net for net, _ in self.subnets]
+        free: Iterator[ipaddress.IPv4Network] = (
+            net
+            for net in pool.subnets(new_prefix=LINK_PREFIX)
+            if not any(net.overlaps(t) for t in taken)
+        )
+        out: list[Link] = []
+        exhausted = False
+        for p in pending:
+            subnet, addresses = p.subnet, p.addresses
+            if subnet is None:
+                if exhausted:
+                    continue
+                subnet = next(free, None)
+                if subnet is None:
+                    exhausted = True
+                    self.err(
+                        "link_pool",
+                        f"{pool} is exhausted: no free /{LINK_PREFIX} left for links[{p.index}]",
+                    )
+                    continue
+                first = subnet.network_address + 1
+                addresses = (str(first), str(first + 1))
+            if addresses is None:
+                continue  # an error was already reported
+            out.append(Link(index=p.index, a=p.a, b=p.b, subnet=str(subnet), addresses=addresses))
+        return out
+
+    def check_connected(self, switches: list[Switch], pending: list[_PendingLink]) -> None:
+        if len(switches) < 2 or self.errors:
+            return
+        adj: dict[str, set[str]] = {sw.name: set() for sw in switches}
+        for p in pending:
+            adj[p.a].add(p.b)
+            adj[p.b].add(p.a)
+        start = switches[0].name
+        seen = {start}
+        queue = deque([start])
+        while queue:
+            for nxt in adj[queue.popleft()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    queue.append(nxt)
+        missing = [sw.name for sw in switches if sw.name not in seen]
+        if missing:
+            self.err("links", f"switches unreachable from {start!r}: {', '.join(missing)}")
+
+
+class _PendingLink:
+    """A link whose ends checked out; its subnet may still come from the pool."""
+
+    __slots__ = ("a", "addresses", "b", "index", "subnet")
+
+    def __init__(
+        self,
+        index: int,
+        a: str,
+        b: str,
+        subnet: ipaddress.IPv4Network | None,
+        addresses: tuple[str, str] | None,
+    ) -> None:
+        self.index, self.a, self.b = index, a, b
+        self.subnet, self.addresses = subnet, addresses
+
+
+# --------------------------------------------------------------------------------------------
+# The plan: what the lab runner builds and what the controller is told
+# --------------------------------------------------------------------------------------------
+
+
+def vm_mac(vm_id: int, port: int) -> str:
+    """Locally administered MAC of VM interface eth<port>: 02:<vm_id low 24 bits>:<port>."""
+    return _mac(0x02, vm_id, port)
+
+
+def host_mac(vm_id: int, port: int) -> str:
+    """MAC of the host on switch port <port>; a different prefix keeps it apart from the VM's."""
+    return _mac(0x06, vm_id, port)
+
+
+def _mac(prefix: int, vm_id: int, port: int) -> str:
+    octets = (
+        prefix,
+        (vm_id >> 16) & 0xFF,
+        (vm_id >> 8) & 0xFF,
+        vm_id & 0xFF,
+        (port >> 8) & 0xFF,
+        port & 0xFF,
+    )
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+class Interface(msgspec.Struct, frozen=True, kw_only=True):
+    """One VM interface; eth<N> mirrors switch port N, so vm_port == dp_port == port."""
+
+    port: int
+    ifname: str  # "eth<port>"
+    address: str  # "172.31.1.1/24"
+    mac: str
+    kind: Literal["host", "link"]
+    peer: str  # host name, or the switch at the other end of the link
+    peer_port: int | None = None  # switch port at the other end (links only)
+    link: int | None = None  # index into LabPlan.links / the lab file's links (links only)
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/", 1)[0]
+
+    @property
+    def subnet(self) -> str:
+        return str(ipaddress.IPv4Interface(self.address).network)
+
+
+class BgpNeighbor(msgspec.Struct, frozen=True, kw_only=True):
+    """An eBGP session over one link, addressed to the peer's end of it."""
+
+    address: str
+    remote_as: int
+    switch: str
+    port: int  # our port towards the peer
+
+
+class StaticRoute(msgspec.Struct, frozen=True, kw_only=True):
+    """A route a static-routed VM needs: first hop of a shortest path towards prefix."""
+
+    prefix: str
+    next_hop: str
+    port: int  # our port towards next_hop
+    hops: int  # links to cross until a switch attached to prefix is reached
+
+
+class VmPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """The VM mirroring one switch, with everything needed to build and configure it."""
+
+    switch: str
+    name: str  # "vm-<switch>"
+    vm_id: int
+    ct_id: int
+    dp_id: int
+    routing: Routing
+    router_id: str
+    asn: int
+    interfaces: tuple[Interface, ...]  # ordered by port
+    bgp_neighbors: tuple[BgpNeighbor, ...] = ()  # only when routing == "bgp"
+    static_routes: tuple[StaticRoute, ...] = ()  # only when routing == "static"
+
+    def interface(self, port: int) -> Interface:
+        for iface in self.interfaces:
+            if iface.port == port:
+                return iface
+        raise KeyError(port)
+
+    @property
+    def host_ports(self) -> tuple[Interface, ...]:
+        return tuple(i for i in self.interfaces if i.kind == "host")
+
+    @property
+    def link_ports(self) -> tuple[Interface, ...]:
+        return tuple(i for i in self.interfaces if i.kind == "link")
+
+
+class HostPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """A host and where it plugs in."""
+
+    name: str
+    switch: str
+    dp_port: int
+    ip: str  # "172.31.1.100/24"
+    gateway: str  # "172.31.1.1"
+    mac: str
+
+    @property
+    def address(self) -> str:
+        return self.ip.split("/", 1)[0]
+
+    @property
+    def subnet(self) -> str:
+        return str(ipaddress.IPv4Interface(self.ip).network)
+
+
+class LinkEnd(msgspec.Struct, frozen=True, kw_only=True):
+    """One end of a link: a switch port and the VM address behind it."""
+
+    switch: str
+    port: int
+    address: str  # "10.0.0.1/30"
+
+
+class LinkPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """A link with both ends placed."""
+
+    index: int
+    subnet: str
+    a: LinkEnd
+    b: LinkEnd
+
+
+class LabPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything derived from a lab; frozen so that all consumers see the same numbers."""
+
+    name: str
+    source: str
+    ospf: OspfOptions
+    controllers: tuple[Controller, ...]
+    vms: tuple[VmPlan, ...]  # in lab-file switch order
+    hosts: tuple[HostPlan, ...]  # in lab-file order
+    links: tuple[LinkPlan, ...]  # in lab-file order
+
+    def vm(self, switch: str) -> VmPlan:
+        for vm in self.vms:
+            if vm.switch == switch:
+                return vm
+        raise KeyError(switch)
+
+    def host(self, name: str) -> HostPlan:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def config_entries(self) -> list[ConfigEntry]:
+        """The VM-port to switch-port mapping the RouteFlow server needs, one per port."""
+        return [
+            ConfigEntry(
+                vm_id=vm.vm_id,
+                vm_port=iface.port,
+                ct_id=vm.ct_id,
+                dp_id=vm.dp_id,
+                dp_port=iface.port,
+            )
+            for vm in self.vms
+            for iface in vm.interfaces
+        ]
+
+    def neighbors(self, switch: str) -> list[tuple[int, str, int]]:
+        """(port, peer switch, peer port) for every link port of switch, by port."""
+        return [
+            (i.port, i.peer, i.peer_port)
+            for i in self.vm(switch).link_ports
+            if i.peer_port is not None
+        ]
+
+    def all_host_pairs(self) -> list[tuple[HostPlan, HostPlan]]:
+        """Every unordered pair of distinct hosts, in lab order: what a full ping test covers."""
+        hosts = self.hosts
+        return [(a, b) for i, a in enumerate(hosts) for b in hosts[i + 1 :]]
+
+
+def plan(lab: Lab) -> LabPlan:
+    """Derive ports, addresses, MACs and routes. Pure and total for any validated Lab."""
+    ifaces: dict[str, list[Interface]] = {sw.name: [] for sw in lab.switches}
+    vm_ids = {sw.name: sw.vm_id for sw in lab.switches}
+
+    def next_port(switch: str) -> int:
+        return len(ifaces[switch]) + 1
+
+    hosts: list[HostPlan] = []
+    for h in lab.hosts:
+        port = next_port(h.switch)
+        prefixlen = h.ip.split("/", 1)[1]
+        ifaces[h.switch].append(
+            Interface(
+                port=port,
+                ifname=f"eth{port}",
+                address=f"{h.gateway}/{prefixlen}",
+                mac=vm_mac(vm_ids[h.switch], port),
+                kind="host",
+                peer=h.name,
+            )
+        )
+        hosts.append(
+            HostPlan(
+                name=h.name,
+                switch=h.switch,
+                dp_port=port,
+                ip=h.ip,
+                gateway=h.gateway,
+                mac=host_mac(vm_ids[h.switch], port),
+            )
+        )
+
+    links: list[LinkPlan] = []
+    for ln in lab.links:
+        prefixlen = ln.subnet.split("/", 1)[1]
+        pa = next_port(ln.a)
+        pb = next_port(ln.b)  # a != b: validation rejects self-links
+        ends = (
+            LinkEnd(switch=ln.a, port=pa, address=f"{ln.addresses[0]}/{prefixlen}"),
+            LinkEnd(switch=ln.b, port=pb, address=f"{ln.addresses[1]}/{prefixlen}"),
+        )
+        for me, other in (ends, ends[::-1]):
+            ifaces[me.switch].append(
+                Interface(
+                    port=me.port,
+                    ifname=f"eth{me.port}",
+                    address=me.address,
+                    mac=vm_mac(vm_ids[me.switch], me.port),
+                    kind="link",
+                    peer=other.switch,
+                    peer_port=other.port,
+                    link=ln.index,
+                )
+            )
+        links.append(LinkPlan(index=ln.index, subnet=ln.subnet, a=ends[0], b=ends[1]))
+
+    routing = {sw.name: sw.routing for sw in lab.switches}
+    asns = {sw.name: sw.asn for sw in lab.switches}
+    routes = _static_routes(lab, ifaces)
+    vms: list[VmPlan] = []
+    for sw in lab.switches:
+        mine = tuple(ifaces[sw.name])
+        neighbors: tuple[BgpNeighbor, ...] = ()
+        if sw.routing == "bgp":
+            neighbors = tuple(
+                BgpNeighbor(
+                    address=_peer_address(ifaces, i),
+                    remote_as=asns[i.peer],
+                    switch=i.peer,
+                    port=i.port,
+                )
+                for i in mine
+                if i.kind == "link" and routing[i.peer] == "bgp"
+            )
+        vms.append(
+            VmPlan(
+                switch=sw.name,
+                name=f"vm-{sw.name}",
+                vm_id=sw.vm_id,
+                ct_id=sw.ct_id,
+                dp_id=sw.dpid,
+                routing=sw.routing,
+                router_id=sw.router_id,
+                asn=sw.asn,
+                interfaces=mine,
+                bgp_neighbors=neighbors,
+                static_routes=routes[sw.name] if sw.routing == "static" else (),
+            )
+        )
+    return LabPlan(
+        name=lab.name,
+        source=lab.source,
+        ospf=lab.ospf,
+        controllers=lab.controllers,
+        vms=tuple(vms),
+        hosts=tuple(hosts),
+        links=tuple(links),
+    )
+
+
+def _peer_address(ifaces: dict[str, list[Interface]], iface: Interface) -> str:
+    assert iface.peer_port is not None
+    return ifaces[iface.peer][iface.peer_port - 1].ip
+
+
+def _static_routes(
+    lab: Lab, ifaces: dict[str, list[Interface]]
+) -> dict[str, tuple[StaticRoute, ...]]:
+    """Hop-count shortest paths to every subnet a switch is not attached to.
+
+    Among equally short first hops the neighbour listed first in the lab file wins (then the
+    lowest port, for parallel links), so the routes never depend on dict or set ordering.
+    """
+    order = {sw.name: sw.index for sw in lab.switches}
+    adj: dict[str, set[str]] = {sw.name: set() for sw in lab.switches}
+    for ln in lab.links:
+        adj[ln.a].add(ln.b)
+        adj[ln.b].add(ln.a)
+    dist = {sw.name: _bfs(sw.name, adj) for sw in lab.switches}
+
+    # Destination subnets and the switches directly attached to them.
+    dests: list[tuple[str, tuple[str, ...]]] = [
+        (str(ipaddress.IPv4Interface(h.ip).network), (h.switch,)) for h in lab.hosts
+    ]
+    dests += [(ln.subnet, (ln.a, ln.b)) for ln in lab.links]
+
+    out: dict[str, tuple[StaticRoute, ...]] = {}
+    for sw in lab.switches:
+        candidates = sorted(
+            (i for i in ifaces[sw.name] if i.kind == "link"),
+            key=lambda i: (order[i.peer], i.port),
+        )
+        routes: list[StaticRoute] = []
+        for prefix, attached in dests:
+            if sw.name in attached:
+                continue
+            reach = [dist[sw.name][t] for t in attached if t in dist[sw.name]]
+            if not reach:
+                continue  # unreachable; validation rejects disconnected labs anyway
+            d = min(reach)
+            for i in candidates:
+                if min((dist[i.peer].get(t, d) for t in attached), default=d) == d - 1:
+                    routes.append(
+                        StaticRoute(
+                            prefix=prefix,
+                            next_hop=_peer_address(ifaces, i),
+                            port=i.port,
+                            hops=d,
+                        )
+                    )
+                    break
+        out[sw.name] = tuple(routes)
+    return out
+
+
+def _bfs(start: str, adj: dict[str, set[str]]) -> dict[str, int]:
+    dist = {start: 0}
+    queue = deque([start])
+    while queue:
+        here = queue.popleft()
+        for nxt in adj[here]:
+            if nxt not in dist:
+                dist[nxt] = dist[here] + 1
+                queue.append(nxt)
+    return dist

@@ -1,0 +1,175 @@
+"""FRR configuration generated from lab plans."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from routeflow.lab.frr import daemons_for, frr_config
+from routeflow.lab.model import LabPlan, load_lab, parse_lab, plan
+
+LABS = Path(__file__).resolve().parents[3] / "labs"
+
+
+def rftest2(routing: str = "ospf") -> LabPlan:
+    text = (LABS / "rftest2.yaml").read_text()
+    return plan(parse_lab(text.replace("routing: ospf", f"routing: {routing}", 1)))
+
+
+def block(config: str, header: str) -> list[str]:
+    """The lines of the stanza starting with header, up to the closing "!"."""
+    lines = config.splitlines()
+    start = lines.index(header)
+    end = lines.index("!", start)
+    return lines[start + 1 : end]
+
+
+def test_ospf_config_rftest2() -> None:
+    conf = frr_config(rftest2(), "A")
+    assert "hostname vm-A" in conf.splitlines()
+    assert "frr defaults traditional" in conf.splitlines()
+    assert block(conf, "router ospf") == [
+        " ospf router-id 10.255.0.1",
+        " network 172.31.1.0/24 area 0",
+        " network 10.0.0.0/24 area 0",
+        " network 30.0.0.0/24 area 0",
+        " network 50.0.0.0/24 area 0",
+    ]
+    # host port: advertised but passive (FRR 8.4's replacement for passive-interface)
+    assert block(conf, "interface eth1") == [" ip ospf passive"]
+    for port in (2, 3, 4):
+        assert block(conf, f"interface eth{port}") == [
+            " ip ospf network point-to-point",
+            " ip ospf hello-interval 1",
+            " ip ospf dead-interval 4",
+        ]
+    assert "!   eth2 10.0.0.1/24: link to B port 2" in conf.splitlines()
+
+
+def test_no_exit_lines() -> None:
+    """A daemon lacking a stanza's node would take "exit" as leaving configure mode."""
+    for routing in ["ospf", "bgp", "static"]:
+        p = rftest2(routing)
+        for vm in p.vms:
+            assert "exit" not in frr_config(p, vm.switch).replace("exit-address-family", "")
+
+
+def test_no_addresses_in_frr_config() -> None:
+    for routing in ["ospf", "bgp", "static"]:
+        p = rftest2(routing)
+        for vm in p.vms:
+            assert "ip address" not in frr_config(p, vm.switch)
+
+
+def test_ospf_timers_follow_the_lab() -> None:
+    text = (LABS / "ring12.yaml").read_text().replace("{hello: 1, dead: 4}", "{hello: 2, dead: 7}")
+    p = plan(parse_lab(text))
+    conf = frr_config(p, "s1")
+    assert " ip ospf hello-interval 2" in conf.splitlines()
+    assert " ip ospf dead-interval 7" in conf.splitlines()
+    assert conf.count("ip ospf network point-to-point") == 3  # s2, s12 and the chord to s7
+
+
+def test_ospf_link_towards_non_ospf_peer_is_passive() -> None:
+    text = (
+        (LABS / "rftest2.yaml")
+        .read_text()
+        .replace("{name: B, dpid: 6}", "{name: B, dpid: 6, routing: static}")
+    )
+    p = plan(parse_lab(text))
+    conf = frr_config(p, "A")
+    assert block(conf, "interface eth2") == [" ip ospf passive"]
+    assert " network 10.0.0.0/24 area 0" in block(conf, "router ospf")
+    assert daemons_for(p, "B") == ["zebra", "staticd"]
+
+
+def test_bgp_config_rftest2() -> None:
+    conf = frr_config(rftest2("bgp"), "A")
+    bgp = block(conf, "router bgp 65001")
+    assert bgp[:2] == [" bgp router-id 10.255.0.1", " no bgp ebgp-requires-policy"]
+    for address, asn in [("10.0.0.2", 65002), ("30.0.0.3", 65003), ("50.0.0.4", 65004)]:
+        assert f" neighbor {address} remote-as {asn}" in bgp
+        assert f" neighbor {address} timers 3 9" in bgp
+        assert f" neighbor {address} timers connect 1" in bgp
+        assert f"  neighbor {address} activate" in bgp
+    af = bgp.index(" address-family ipv4 unicast")
+    assert bgp[af + 1] == "  redistribute connected"
+    assert bgp[-1] == " exit-address-family"
+    assert "router ospf" not in conf
+
+
+def test_static_config_rftest2() -> None:
+    conf = frr_config(rftest2("static"), "A")
+    routes = [line for line in conf.splitlines() if line.startswith("ip route ")]
+    assert "ip route 172.31.4.0/24 50.0.0.4" in routes
+    assert "ip route 172.31.2.0/24 10.0.0.2" in routes
+    assert "ip route 172.31.3.0/24 30.0.0.3" in routes
+    assert len(routes) == 5  # 3 host subnets + B-D and D-C links
+    assert "router " not in conf
+
+
+def test_daemons_for() -> None:
+    assert daemons_for(rftest2("ospf"), "A") == ["zebra", "ospfd"]
+    assert daemons_for(rftest2("bgp"), "A") == ["zebra", "bgpd"]
+    assert daemons_for(rftest2("static"), "A") == ["zebra", "staticd"]
+
+
+def test_single_switch_lab() -> None:
+    p = plan(load_lab(LABS / "rftest1.yaml"))
+    conf = frr_config(p, "s1")
+    assert block(conf, "interface eth1") == block(conf, "interface eth2") == [" ip ospf passive"]
+    assert block(conf, "router ospf") == [
+        " ospf router-id 10.255.0.1",
+        " network 172.31.1.0/24 area 0",
+        " network 172.31.2.0/24 area 0",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("vtysh") is None, reason="FRR's vtysh is not installed")
+@pytest.mark.parametrize("routing", ["ospf", "bgp", "static"])
+def test_frr_accepts_the_config(routing: str, tmp_path: Path) -> None:
+    """vtysh --dryrun parses the file with the real FRR grammar, without touching daemons."""
+    p = rftest2(routing)
+    for vm in p.vms:
+        path = tmp_path / f"{vm.name}.conf"
+        path.write_text(frr_config(p, vm.switch))
+        result = subprocess.run(
+            ["vtysh", "--dryrun", "-f", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+FRR_DIR = Path("/usr/lib/frr")
+
+
+@pytest.mark.skipif(
+    not (FRR_DIR / "ospfd").exists() or os.geteuid() != 0,
+    reason="needs FRR's daemons, which check configs only as root",
+)
+@pytest.mark.parametrize("routing", ["ospf", "bgp", "static"])
+def test_routing_daemon_accepts_every_line(routing: str, tmp_path: Path) -> None:
+    """The runner hands frr.conf to the routing daemon itself, which must know every command."""
+    p = rftest2(routing)
+    for vm in p.vms:
+        path = tmp_path / f"{vm.name}.conf"
+        path.write_text(frr_config(p, vm.switch))
+        daemon = daemons_for(p, vm.switch)[1]
+        result = subprocess.run(
+            [str(FRR_DIR / daemon), "-C", "-f", str(path), "-i", str(tmp_path / "pid")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert "No such command" not in output
+        assert "deprecated" not in output
