@@ -16,6 +16,7 @@ namespaces; it runs on normal exit, on exceptions and on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -113,10 +114,29 @@ class LabRun:
         t = time.monotonic()
         self._build_network()
         self._stage("network", t)
+        self.write_manifest()
         t = time.monotonic()
         for vm in self.plan.vms:
             self._start_vm(vm)
         self._stage("vms (frr+rfclient)", t)
+        self.write_manifest()
+
+    def write_manifest(self) -> None:
+        """What this run started, for tests and for cleaning up after a crash."""
+        manifest = {
+            "prefix": self.prefix,
+            "run_dir": self.run_dir,
+            "lab_pid": os.getpid(),
+            "bridges": sorted(self.bridges.values()) + [self.vs_name],
+            "node_pids": {
+                name: getattr(node, "pid", None)
+                for name, node in self.nodes.items()
+                if getattr(node, "pid", None)
+            },
+            "processes": {t.name: t.pid for t in self.procs.procs},
+        }
+        with open(os.path.join(self.run_dir, "manifest.json"), "w") as fh:
+            json.dump(manifest, fh, indent=1)
 
     def _stage(self, name: str, since: float, ok: bool = True, detail: str = "") -> None:
         self.stages.append(Stage(name, time.monotonic() - since, ok, detail))

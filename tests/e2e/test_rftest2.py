@@ -1,0 +1,67 @@
+"""rftest2 and a larger ring: OSPF across switches, pingall on installed flows."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import lab_plan
+
+from routeflow.lab import checks, scenarios
+from routeflow.lab.runner import LabRun
+
+
+def _vm_rx_packets(run: LabRun) -> int:
+    """Packets the VMs' kernels received on their router interfaces (ground truth)."""
+    total = 0
+    for vm in run.plan.vms:
+        out = run.vm_node(vm.switch).cmd("cat /proc/net/dev")
+        for line in out.splitlines():
+            m = re.match(r"\s*(eth\d+):\s*\d+\s+(\d+)", line)
+            if m:
+                total += int(m.group(2))
+    return total
+
+
+def test_rftest2_check_and_transit_stays_on_the_switches(run_dir):
+    plan = lab_plan("rftest2")
+    result = scenarios.CheckResult(lab=plan.name)
+    run = LabRun(plan, run_dir)
+    try:
+        run.start()
+        import time
+
+        t0 = time.monotonic()
+        assert scenarios.converge(run, result, t0, 120), result.stages
+        assert scenarios.pingall_until_full(run, result, t0, 120), result.stages
+        scenarios.flows_match_routes(run, result)
+        assert result.ok, result.stages
+        print(f"rftest2: 100 % pingall {result.full_pingall_s:.1f} s after bring-up started")
+
+        # 300 transit pings h1 -> h4 (two switches, one VM hop each way).
+        h1 = plan.host("h1")
+        h4 = plan.host("h4")
+        before_rx = _vm_rx_packets(run)
+        before_flows = checks.flow_packets(run, "A")
+        out = run.host("h1").cmd(f"ping -c 300 -i 0.01 -q -W 1 {h4.address}")
+        received = int(re.search(r"(\d+) received", out).group(1))
+        assert received >= 295, out
+        grown_rx = _vm_rx_packets(run) - before_rx
+        after_flows = checks.flow_packets(run, "A")
+        # Route flows counted the transit packets...
+        subnet = "172.31.4.0/24"
+        assert after_flows.get(subnet, 0) - before_flows.get(subnet, 0) >= 295
+        # ...while the VMs only saw their own control traffic (OSPF hellos: a few
+        # per second per interface), not 2 x 300 echo packets.
+        assert grown_rx < 100, f"VMs received {grown_rx} packets during 300 transit pings"
+        assert h1  # for the failure message context
+    finally:
+        run.stop()
+
+
+@pytest.mark.timeout(600)
+def test_ring12_converges_and_takes_shortest_paths(run_dir):
+    plan = lab_plan("ring12")
+    result = scenarios.run_check(plan, run_dir, timeout=180)
+    assert result.ok, [s for s in result.stages if not s["ok"]]
+    print(f"ring12: 100 % pingall {result.full_pingall_s:.1f} s after bring-up started")
