@@ -1,0 +1,5 @@
+"""Entry point: ``python -m routeflow.client``."""
+
+from routeflow.client.daemon import main
+
+raise SystemExit(main())

@@ -1,0 +1,535 @@
+"""The I/O shell around KernelView: netlink in, raw frames and ARP pokes out.
+
+Why raw netlink sockets (parsed by pyroute2's marshal) rather than an IPRoute
+object: with pyroute2 0.9.7 the synchronous IPRoute runs an asyncio loop per
+call, reports a receive-buffer overflow only as an error queued behind the
+data, cannot be woken up to stop, never flags an interrupted dump
+(NLM_F_DUMP_INTR) and knows no nexthop objects (RTM_*NEXTHOP, RTA_NH_ID).
+All of those matter here: an overflow must trigger a full resync, and FRR 8
+installs routes through nexthop objects. So one socket is subscribed to the
+multicast groups and read by a dedicated thread, and a second one performs
+dumps; pyroute2 still does all the message decoding.
+
+Order on start and after an overflow: subscribe first, then dump links,
+nexthops, routes and neighbours, so nothing can slip between dump and
+subscription. Notifications queued during the dump are older than some of
+what it returned, and are replayed after it; that is harmless because each
+carries the full state of its object (and KernelView drops routes on links
+that the dump shows down). After an overflow the queue is emptied before the
+dump, because the kernel reports ENOBUFS again only once the queue was empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pyroute2.netlink import (
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    nla_base_string,
+    nlmsg,
+)
+from pyroute2.netlink.rtnl import (
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_GETROUTE,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_LINK,
+    RTMGRP_NEIGH,
+)
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from routeflow.client.kernel import KernelView
+from routeflow.rflib.mapping import encode_mapping_frame
+from routeflow.rflib.protocol import Message
+
+__all__ = [
+    "NetlinkWatcher",
+    "RtnlMarshal",
+    "enter_netns",
+    "get_hwaddr",
+    "nhmsg",
+    "poke",
+    "rtmsg_nh",
+    "send_mapping_packet",
+]
+
+log = logging.getLogger("routeflow.client")
+
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_NO_ENOBUFS = 5
+SO_RCVBUFFORCE = 33
+NLM_F_DUMP_INTR = 0x10
+RTNLGRP_NEXTHOP = 32
+RTM_NEWNEXTHOP = 104
+RTM_DELNEXTHOP = 105
+RTM_GETNEXTHOP = 106
+SIOCGIFHWADDR = 0x8927
+CLONE_NEWNET = 0x40000000
+
+#: Room for a big BGP burst while the thread is busy folding the previous one.
+DEFAULT_RCVBUF = 32 * 1024 * 1024
+_RECV_SIZE = 1 << 20
+#: Datagrams read before the view is updated and the daemon woken up.
+_READ_BATCH = 512
+
+
+# --- message classes pyroute2 0.9.7 lacks ---------------------------------------
+
+
+class rtmsg_nh(rtmsg):
+    """rtmsg that also decodes the attributes after RTA_EXPIRES, RTA_NH_ID among them."""
+
+    __slots__ = ()
+    nla_map = (
+        *rtmsg.nla_map,
+        ("RTA_PAD", "hex"),
+        ("RTA_UID", "uint32"),
+        ("RTA_TTL_PROPAGATE", "uint8"),
+        ("RTA_IP_PROTO", "uint8"),
+        ("RTA_SPORT", "be16"),
+        ("RTA_DPORT", "be16"),
+        ("RTA_NH_ID", "uint32"),
+    )
+
+
+class nhmsg(nlmsg):
+    """Nexthop object messages (linux/nexthop.h); NHA_GROUP decodes to [{id, weight}]."""
+
+    __slots__ = ()
+    prefix = "NHA_"
+    fields = (
+        ("family", "B"),
+        ("scope", "B"),
+        ("protocol", "B"),
+        ("resvd", "B"),
+        ("flags", "I"),
+    )
+    nla_map = (
+        (0, "NHA_UNSPEC", "none"),
+        (1, "NHA_ID", "uint32"),
+        (2, "NHA_GROUP", "nh_group"),
+        (3, "NHA_GROUP_TYPE", "uint16"),
+        (4, "NHA_BLACKHOLE", "flag"),
+        (5, "NHA_OIF", "uint32"),
+        (6, "NHA_GATEWAY", "target"),  # IPv4 or IPv6 after the message family
+        (7, "NHA_ENCAP_TYPE", "uint16"),
+        (8, "NHA_ENCAP", "hex"),
+        (9, "NHA_GROUPS", "flag"),
+        (10, "NHA_MASTER", "uint32"),
+        (11, "NHA_FDB", "flag"),
+    )
+
+    class nh_group(nla_base_string):
+        """struct nexthop_grp[]: id u32, weight-1 as u8 + (newer kernels) high byte u16."""
+
+        __slots__ = ()
+        _entry = struct.Struct("=IBBH")
+
+        def encode(self) -> None:
+            data = b""
+            for member in self.value:
+                raw = int(member.get("weight", 1)) - 1
+                data += self._entry.pack(int(member["id"]), raw & 0xFF, 0, raw >> 8)
+            self["value"] = data
+            nla_base_string.encode(self)
+
+        def decode(self) -> None:
+            nla_base_string.decode(self)
+            data = self["value"]
+            size = self._entry.size
+            members = []
+            for off in range(0, len(data) - len(data) % size, size):
+                nhid, low, _resvd, high = self._entry.unpack_from(data, off)
+                members.append({"id": nhid, "weight": ((high << 8) | low) + 1})
+            self.value = members
+
+
+class RtnlMarshal(MarshalRtnl):
+    """pyroute2's rtnetlink marshal plus nexthop objects and RTA_NH_ID."""
+
+    msg_map = {
+        **MarshalRtnl.msg_map,
+        24: rtmsg_nh,  # RTM_NEWROUTE
+        25: rtmsg_nh,  # RTM_DELROUTE
+        RTM_NEWNEXTHOP: nhmsg,
+        RTM_DELNEXTHOP: nhmsg,
+    }
+
+    def fix_message(self, msg: Any) -> None:
+        kind = msg["header"]["type"]
+        if kind == RTM_NEWNEXTHOP:
+            msg["event"] = "RTM_NEWNEXTHOP"
+        elif kind == RTM_DELNEXTHOP:
+            msg["event"] = "RTM_DELNEXTHOP"
+        else:
+            super().fix_message(msg)
+
+
+# --- sockets ------------------------------------------------------------------------
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling thread (only it) into the network namespace ``name``."""
+    path = name if "/" in name else f"/run/netns/{name}"
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _netlink_socket() -> socket.socket:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+
+
+def open_event_socket(rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
+    """A netlink socket subscribed to links, IPv4 routes, neighbours and nexthops."""
+    sock = _netlink_socket()
+    try:
+        try:  # root may exceed net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        # Overflow must be reported (ENOBUFS), never silently swallowed.
+        sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 0)
+        sock.bind((0, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE))
+        try:
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
+        except OSError as err:
+            log.warning("kernel has no nexthop objects notifications: %s", err)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class DumpInterrupted(Exception):
+    pass
+
+
+class Dumper:
+    """Netlink dumps on their own socket, retried while the kernel flags them inconsistent."""
+
+    #: (message type, request body) per dump, in the order the view wants them.
+    REQUESTS = (
+        ("links", RTM_GETLINK, struct.pack("=BxHiII", 0, 0, 0, 0, 0)),
+        ("nexthops", RTM_GETNEXTHOP, struct.pack("=BBBBI", 0, 0, 0, 0, 0)),
+        ("routes", RTM_GETROUTE, struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)),
+        ("neighbours", RTM_GETNEIGH, struct.pack("=BxxxiHBB", socket.AF_INET, 0, 0, 0, 0)),
+    )
+
+    def __init__(self, marshal: RtnlMarshal):
+        self.marshal = marshal
+        self.seq = int(time.monotonic()) & 0xFFFF
+        self._buf = bytearray(_RECV_SIZE)
+
+    def dump_all(self, attempts: int = 5) -> list[Any]:
+        with _netlink_socket() as sock:
+            sock.settimeout(10.0)  # a dump never pauses that long; do not hang forever
+            sock.bind((0, 0))
+            out: list[Any] = []
+            for name, kind, body in self.REQUESTS:
+                out += self._dump(sock, name, kind, body, attempts)
+            return out
+
+    def _dump(
+        self, sock: socket.socket, name: str, kind: int, body: bytes, attempts: int
+    ) -> list[Any]:
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._dump_once(sock, kind, body)
+            except DumpInterrupted:
+                log.debug("%s dump interrupted (attempt %d), retrying", name, attempt)
+            except OSError as err:
+                if kind == RTM_GETNEXTHOP and err.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                    return []  # kernel older than 5.3: no nexthop objects
+                raise
+        raise OSError(errno.EAGAIN, f"{name} dump kept being interrupted")
+
+    def _dump_once(self, sock: socket.socket, kind: int, body: bytes) -> list[Any]:
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        seq = self.seq
+        header = struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+        sock.send(header + body)
+        out: list[Any] = []
+        interrupted = False
+        while True:
+            n = sock.recv_into(self._buf)
+            for msg in self.marshal.parse(bytes(self._buf[:n])):
+                hdr = msg["header"]
+                if hdr.get("sequence_number") != seq:
+                    continue
+                if hdr.get("flags", 0) & NLM_F_DUMP_INTR:
+                    interrupted = True
+                if hdr.get("type") == NLMSG_DONE:
+                    if interrupted:
+                        raise DumpInterrupted()
+                    return out
+                if hdr.get("type") == NLMSG_ERROR or hdr.get("error") is not None:
+                    err = hdr.get("error")
+                    if err is None:
+                        continue
+                    code = getattr(err, "code", None) or getattr(err, "errno", None) or errno.EIO
+                    raise OSError(code, f"netlink dump failed: {err}")
+                out.append(msg)
+
+
+# --- the watcher ----------------------------------------------------------------------
+
+
+class NetlinkWatcher:
+    """Keeps a KernelView in step with the kernel from a dedicated thread.
+
+    The asyncio side never touches netlink: it is woken through ``on_change``
+    (called from the watcher thread; use ``loop.call_soon_threadsafe``) and
+    then takes ``drain()`` (or ``snapshot()`` on connect), all under one lock.
+    ``netns`` moves the watcher thread into that namespace (for tests; the
+    daemon runs inside its VM's namespace already).
+    """
+
+    def __init__(
+        self,
+        vm_id: int,
+        *,
+        on_change: Callable[[], None] | None = None,
+        rcvbuf: int = DEFAULT_RCVBUF,
+        reconcile_delay: float = 1.0,
+        netns: str | None = None,
+    ):
+        self.view = KernelView(vm_id)
+        self.on_change = on_change
+        self.rcvbuf = rcvbuf
+        self.reconcile_delay = reconcile_delay
+        self.netns = netns
+        self.overflows = 0
+        self.resyncs = 0
+        #: Set if the watcher thread died: the view no longer follows the kernel.
+        self.failed = False
+        self._lock = threading.Lock()
+        self._marshal = RtnlMarshal()
+        self._dumper = Dumper(self._marshal)
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # --- API for the daemon (any thread) ------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Subscribe, load the current state, and follow changes; raises if that fails."""
+        if self._thread is not None:
+            raise RuntimeError("watcher already started")
+        self._thread = threading.Thread(target=self._run, name="rfclient-netlink", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("netlink watcher did not load the kernel state in time")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def drain(self) -> list[Message]:
+        with self._lock:
+            return self.view.drain()
+
+    def snapshot(self) -> tuple[list[Message], dict[str, int]]:
+        """Full state (pending deltas dropped) and its counts, taken atomically."""
+        with self._lock:
+            return self.view.snapshot(), self.view.counts()
+
+    def unresolved_gateways(self) -> set[tuple[int, str]]:
+        with self._lock:
+            return self.view.unresolved_gateways()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return self.view.counts()
+
+    # --- the thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        sock = None
+        try:
+            if self.netns:
+                enter_netns(self.netns)
+            sock = open_event_socket(self.rcvbuf)
+            self._resync("start")
+        except BaseException as err:
+            self._error = err
+            self._ready.set()
+            if sock is not None:
+                sock.close()
+            return
+        self._ready.set()
+        try:
+            self._loop(sock)
+        except BaseException:
+            self.failed = True
+            log.exception("netlink watcher failed; the kernel is no longer followed")
+            self._notify()
+        finally:
+            sock.close()
+
+    def _loop(self, sock: socket.socket) -> None:
+        buf = bytearray(_RECV_SIZE)
+        resync_at: float | None = None  # a full dump is due at that time
+        reason = ""
+        while not self._stopping:
+            timeout = None
+            if resync_at is not None:
+                timeout = max(0.0, resync_at - time.monotonic())
+            readable, _, _ = select.select([sock, self._wake_r], [], [], timeout)
+            if self._stopping:
+                return
+            if sock in readable:
+                msgs: list[Any] = []
+                try:
+                    for _ in range(_READ_BATCH):
+                        n = sock.recv_into(buf)
+                        msgs.extend(self._marshal.parse(bytes(buf[:n])))
+                except BlockingIOError:
+                    pass
+                except OSError as err:
+                    # ENOBUFS: notifications were lost. Anything else is unexpected;
+                    # either way only a full reload can tell what the kernel holds.
+                    if err.errno == errno.ENOBUFS:
+                        self.overflows += 1
+                        log.warning(
+                            "netlink receive buffer overflowed (%d so far): "
+                            "reloading the whole kernel state",
+                            self.overflows,
+                        )
+                    else:
+                        log.warning("netlink receive failed (%s): reloading the kernel state", err)
+                    # The kernel reports an overflow only once until the queue has been
+                    # emptied: discard what is queued (the dump supersedes it) so the
+                    # next overflow, during or after the dump, is reported too.
+                    _discard_queued(sock, buf)
+                    resync_at, reason = time.monotonic(), "overflow"
+                    msgs = []
+                if msgs:
+                    with self._lock:
+                        self.view.feed_many(msgs)
+                        changed = self.view.has_changes()
+                        hint = self.view.take_reconcile_hint()
+                    if hint and resync_at is None:
+                        resync_at, reason = time.monotonic() + self.reconcile_delay, "reconcile"
+                    if changed:
+                        self._notify()
+            if resync_at is not None and time.monotonic() >= resync_at:
+                try:
+                    self._resync(reason)
+                    resync_at = None
+                except OSError as err:
+                    log.warning("reloading the kernel state failed (%s); retrying in 1 s", err)
+                    resync_at = time.monotonic() + 1.0
+
+    def _resync(self, reason: str) -> None:
+        msgs = self._dumper.dump_all()
+        with self._lock:
+            self.view.reset(msgs)
+            changed = self.view.has_changes()
+            counts = self.view.counts()
+        self.resyncs += 1
+        level = logging.DEBUG if reason == "reconcile" else logging.INFO
+        log.log(
+            level,
+            "kernel state loaded (%s): %d ports, %d routes (%d pending), %d neighbours",
+            reason,
+            counts["ports"],
+            counts["routes"],
+            counts["pending"],
+            counts["neighbours"],
+        )
+        if changed:
+            self._notify()
+
+    def _notify(self) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change()
+        except Exception:  # e.g. the event loop is already closed during shutdown
+            log.debug("on_change callback failed", exc_info=True)
+
+
+def _discard_queued(sock: socket.socket, buf: bytearray, limit: int = 1_000_000) -> None:
+    for _ in range(limit):
+        try:
+            sock.recv_into(buf)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            if err.errno != errno.ENOBUFS:
+                raise
+
+
+# --- frames out --------------------------------------------------------------------
+
+
+def get_hwaddr(ifname: str) -> str:
+    """MAC of ``ifname`` in the current network namespace (OSError ENODEV if none)."""
+    if not ifname or len(ifname) > 15 or "/" in ifname:
+        raise OSError(errno.ENODEV, f"no such interface: {ifname!r}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        info = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, struct.pack("256s", ifname.encode()))
+    return ":".join(f"{b:02x}" for b in info[18:24])
+
+
+def send_mapping_packet(ifname: str, vm_id: int, vm_port: int) -> None:
+    """Broadcast the mapping frame (see rflib.mapping) out of ``ifname``."""
+    frame = encode_mapping_frame(get_hwaddr(ifname), vm_id, vm_port)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((ifname, 0))
+        s.send(frame)
+
+
+def poke(gateway: str, ifname: str | None = None, port: int = 9) -> bool:
+    """Send one UDP datagram (discard port) to ``gateway`` so the kernel ARPs for it.
+
+    OSPF on point-to-point links only multicasts, so a next hop can stay
+    unresolved forever unless some unicast traffic makes the kernel ask.
+    Returns False if the kernel refused (no route, link down...).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        try:
+            if ifname:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            s.sendto(b"", (gateway, port))
+        except OSError as err:
+            log.debug("poke %s via %s failed: %s", gateway, ifname or "any", err)
+            return False
+    return True
