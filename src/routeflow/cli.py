@@ -81,8 +81,16 @@ def lab_plan(file: str) -> None:
         t.add_column(col)
     for vm in plan.vms:
         for i in vm.interfaces:
-            t.add_row(vm.switch, f"{vm.dp_id:#x}", f"{vm.vm_id:#x}", str(i.port), i.ifname,
-                      i.address, i.mac, i.peer)
+            t.add_row(
+                vm.switch,
+                f"{vm.dp_id:#x}",
+                f"{vm.vm_id:#x}",
+                str(i.port),
+                i.ifname,
+                i.address,
+                i.mac,
+                i.peer,
+            )
     console.print(t)
     console.print("[bold]rfserver mapping[/bold]")
     console.print(dump_config(plan.config_entries()), markup=False)
@@ -94,8 +102,9 @@ def lab_plan(file: str) -> None:
 @click.option("--timeout", default=120.0, show_default=True, help="seconds per convergence stage")
 @click.option("--run-dir", default=None, help="where logs and state go")
 @click.option("--log-level", default="INFO", show_default=True)
-def lab_check(file: str, json_path: str | None, timeout: float, run_dir: str | None,
-              log_level: str) -> None:
+def lab_check(
+    file: str, json_path: str | None, timeout: float, run_dir: str | None, log_level: str
+) -> None:
     """Bring a lab up, wait for convergence, pingall, check flows, tear down."""
     from routeflow.lab import scenarios
 
@@ -103,8 +112,10 @@ def lab_check(file: str, json_path: str | None, timeout: float, run_dir: str | N
     _require_root()
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     run_dir = run_dir or scenarios.default_run_dir(plan.name)
-    console.print(f"lab [bold]{plan.name}[/bold]: {len(plan.vms)} switches, "
-                  f"{len(plan.hosts)} hosts, {len(plan.links)} links; logs in {run_dir}")
+    console.print(
+        f"lab [bold]{plan.name}[/bold]: {len(plan.vms)} switches, "
+        f"{len(plan.hosts)} hosts, {len(plan.links)} links; logs in {run_dir}"
+    )
     try:
         result = scenarios.run_check(plan, run_dir, timeout=timeout, log_level=log_level)
     except KeyboardInterrupt:
@@ -123,8 +134,12 @@ def _print_result(result) -> None:
     t.add_column("seconds", justify="right")
     t.add_column("detail")
     for s in result.stages:
-        t.add_row(s["stage"], "[green]ok[/green]" if s["ok"] else "[red]FAIL[/red]",
-                  f"{s['seconds']:.2f}", s["detail"])
+        t.add_row(
+            s["stage"],
+            "[green]ok[/green]" if s["ok"] else "[red]FAIL[/red]",
+            f"{s['seconds']:.2f}",
+            s["detail"],
+        )
     console.print(t)
     if result.first_ping_s is not None:
         console.print(f"first successful ping after {result.first_ping_s:.1f} s")
@@ -169,8 +184,10 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
                 scenarios._fail_if_dead(run)
                 time.sleep(1)
         good, total_pairs, failed = checks.pingall(run)
-        console.print(f"converged after {time.monotonic() - t0:.1f} s; "
-                      f"pingall {good}/{total_pairs}" + (f" (failing: {failed})" if failed else ""))
+        console.print(
+            f"converged after {time.monotonic() - t0:.1f} s; "
+            f"pingall {good}/{total_pairs}" + (f" (failing: {failed})" if failed else "")
+        )
         console.print(f"logs and state: {run_dir}")
         console.print("hosts: " + ", ".join(f"{h.name} {h.ip}" for h in plan.hosts))
         console.print("running; Ctrl-C to stop")

@@ -23,8 +23,10 @@ def test_lab_check_rftest1_passes(run_dir):
     names = [s["stage"] for s in result.stages]
     assert "flows match kernel routes" in names and "pingall (one round)" in names
     assert result.first_ping_s is not None
-    print(f"rftest1: first ping after {result.first_ping_s:.1f} s, "
-          f"full pingall after {result.full_pingall_s:.1f} s")
+    print(
+        f"rftest1: first ping after {result.first_ping_s:.1f} s, "
+        f"full pingall after {result.full_pingall_s:.1f} s"
+    )
 
 
 def test_ping_works_only_through_routeflow_flows(run_dir):
@@ -77,9 +79,19 @@ def _leftovers(manifest: dict) -> list[str]:
 
 def test_sigterm_leaves_nothing_behind(run_dir):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "routeflow.cli", "lab", "up", os.path.join(LABS, "rftest1.yaml"),
-         "--run-dir", run_dir],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "routeflow.cli",
+            "lab",
+            "up",
+            os.path.join(LABS, "rftest1.yaml"),
+            "--run-dir",
+            run_dir,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         manifest_path = os.path.join(run_dir, "manifest.json")
@@ -87,7 +99,8 @@ def test_sigterm_leaves_nothing_behind(run_dir):
         manifest = None
         while time.monotonic() < deadline:
             if os.path.exists(manifest_path):
-                manifest = json.load(open(manifest_path))
+                with open(manifest_path) as fh:
+                    manifest = json.load(fh)
                 if any("rfclient" in k for k in manifest["processes"]):
                     break
             assert proc.poll() is None, proc.stdout.read()

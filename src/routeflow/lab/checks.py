@@ -36,9 +36,7 @@ def server_status(run: LabRun) -> dict:
 def associations_active(run: LabRun) -> tuple[int, int]:
     st = server_status(run)
     want = sum(len(vm.interfaces) for vm in run.plan.vms)
-    active = sum(
-        1 for a in st.get("associations", []) if a["state"].startswith("active")
-    )
+    active = sum(1 for a in st.get("associations", []) if a["state"].startswith("active"))
     return active, want
 
 

@@ -52,7 +52,8 @@ class OvsInstance:
             "ovsdb-server",
             subprocess.Popen(
                 [
-                    "ovsdb-server", db,
+                    "ovsdb-server",
+                    db,
                     f"--remote=punix:{r}/db.sock",
                     f"--pidfile={r}/ovsdb-server.pid",
                     f"--unixctl={r}/ovsdb-server.ctl",
@@ -70,7 +71,8 @@ class OvsInstance:
             "ovs-vswitchd",
             subprocess.Popen(
                 [
-                    "ovs-vswitchd", f"unix:{r}/db.sock",
+                    "ovs-vswitchd",
+                    f"unix:{r}/db.sock",
                     f"--pidfile={r}/ovs-vswitchd.pid",
                     f"--unixctl={r}/ovs-vswitchd.ctl",
                     f"--log-file={r}/ovs-vswitchd.log",

@@ -6,6 +6,7 @@ the host's; a lab only ever signals pids it started itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -59,7 +60,9 @@ class ProcessSet:
                 break
             except (OSError, ValueError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not write {pidfile} within {timeout:.0f} s")
+                    raise RuntimeError(
+                        f"{name} did not write {pidfile} within {timeout:.0f} s"
+                    ) from None
                 time.sleep(0.05)
         t = Tracked(name, pid, None, pidfile)
         self.procs.append(t)
@@ -70,19 +73,15 @@ class ProcessSet:
 
     def stop_one(self, t: Tracked, timeout: float = 5.0) -> None:
         if t.alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(t.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + timeout
             while t.alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if t.alive():
                 log.warning("%s (pid %d) ignored SIGTERM; killing", t.name, t.pid)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(t.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         if t.popen is not None:
             try:
                 t.popen.wait(timeout=timeout)

@@ -127,7 +127,7 @@ class LabRun:
             "prefix": self.prefix,
             "run_dir": self.run_dir,
             "lab_pid": os.getpid(),
-            "bridges": sorted(self.bridges.values()) + [self.vs_name],
+            "bridges": [*sorted(self.bridges.values()), self.vs_name],
             "node_pids": {
                 name: getattr(node, "pid", None)
                 for name, node in self.nodes.items()
@@ -165,31 +165,42 @@ class LabRun:
         self.server = self._daemon(
             "rfserver",
             [
-                self.python, "-m", "routeflow.server",
-                "--config", config_path,
-                "--store", f"sqlite:{os.path.join(self.run_dir, 'rfserver.db')}",
-                "--listen", f"unix:{self.server_sock}",
-                "--status-file", self.status_path,
-                "--log-level", self.log_level,
+                self.python,
+                "-m",
+                "routeflow.server",
+                "--config",
+                config_path,
+                "--store",
+                f"sqlite:{os.path.join(self.run_dir, 'rfserver.db')}",
+                "--listen",
+                f"unix:{self.server_sock}",
+                "--status-file",
+                self.status_path,
+                "--log-level",
+                self.log_level,
             ],
         )
         deadline = time.monotonic() + 15
         while not os.path.exists(self.server_sock):
             if self.server.poll() is not None or time.monotonic() > deadline:
-                raise LabFailure(
-                    f"rfserver did not start; see {self.run_dir}/rfserver.log"
-                )
+                raise LabFailure(f"rfserver did not start; see {self.run_dir}/rfserver.log")
             time.sleep(0.05)
 
     def start_proxy_process(self) -> None:
         self.proxy = self._daemon(
             "rfproxy",
             [
-                self.python, "-m", "routeflow.proxy",
-                "--server", f"unix:{self.server_sock}",
-                "--ofp-port", str(self.of_port),
-                "--vs-dpid", hex(DEFAULT_VS_DPID),
-                "--log-level", self.log_level,
+                self.python,
+                "-m",
+                "routeflow.proxy",
+                "--server",
+                f"unix:{self.server_sock}",
+                "--ofp-port",
+                str(self.of_port),
+                "--vs-dpid",
+                hex(DEFAULT_VS_DPID),
+                "--log-level",
+                self.log_level,
             ],
         )
 
@@ -202,7 +213,7 @@ class LabRun:
     def _build_network(self) -> None:
         from mininet.link import Link
         from mininet.net import Mininet
-        from mininet.node import Host, OVSSwitch
+        from mininet.node import OVSSwitch
 
         net = Mininet(controller=None, build=False, autoSetMacs=False, autoStaticArp=False)
         self.net = net
@@ -211,12 +222,20 @@ class LabRun:
             br = self.bridge_name(i)
             self.bridges[vm.switch] = br
             self.nodes[vm.switch] = net.addSwitch(
-                br, cls=OVSSwitch, datapath="user", failMode="secure",
-                protocols="OpenFlow13", dpid=f"{vm.dp_id:016x}",
+                br,
+                cls=OVSSwitch,
+                datapath="user",
+                failMode="secure",
+                protocols="OpenFlow13",
+                dpid=f"{vm.dp_id:016x}",
             )
         vs = net.addSwitch(
-            self.vs_name, cls=OVSSwitch, datapath="user", failMode="secure",
-            protocols="OpenFlow13", dpid=f"{DEFAULT_VS_DPID:016x}",
+            self.vs_name,
+            cls=OVSSwitch,
+            datapath="user",
+            failMode="secure",
+            protocols="OpenFlow13",
+            dpid=f"{DEFAULT_VS_DPID:016x}",
         )
         self.nodes["__vs__"] = vs
         for i, h in enumerate(plan.hosts):
@@ -232,8 +251,11 @@ class LabRun:
         # switch <-> switch
         for link in plan.links:
             net.addLink(
-                self.nodes[link.a.switch], self.nodes[link.b.switch],
-                port1=link.a.port, port2=link.b.port, cls=Link,
+                self.nodes[link.a.switch],
+                self.nodes[link.b.switch],
+                port1=link.a.port,
+                port2=link.b.port,
+                cls=Link,
             )
         # VM ethN <-> virtual switch
         vs_port = 1
@@ -241,8 +263,13 @@ class LabRun:
             node = self.nodes[f"vm:{vm.switch}"]
             for iface in vm.interfaces:
                 net.addLink(
-                    node, vs, port1=iface.port, port2=vs_port,
-                    intfName1=iface.ifname, addr1=iface.mac, cls=Link,
+                    node,
+                    vs,
+                    port1=iface.port,
+                    port2=vs_port,
+                    intfName1=iface.ifname,
+                    addr1=iface.mac,
+                    cls=Link,
                 )
                 vs_port += 1
         net.build()
@@ -302,12 +329,19 @@ class LabRun:
         logfile = open(os.path.join(d, "rfclient.log"), "ab")  # noqa: SIM115
         popen = node.popen(
             [
-                self.python, "-m", "routeflow.client",
-                "--vm-id", hex(vm.vm_id),
-                "--server", f"unix:{self.server_sock}",
-                "--log-level", self.log_level,
+                self.python,
+                "-m",
+                "routeflow.client",
+                "--vm-id",
+                hex(vm.vm_id),
+                "--server",
+                f"unix:{self.server_sock}",
+                "--log-level",
+                self.log_level,
             ],
-            stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
             env=self._env(),
         )
         logfile.close()
@@ -332,7 +366,9 @@ class LabRun:
         vm = self.plan.vm(switch)
         r = subprocess.run(
             ["vtysh", "--vty_socket", self.vm_dir(vm), "-c", command],
-            capture_output=True, text=True, timeout=20,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         return r.stdout + r.stderr
 

@@ -26,7 +26,9 @@ class CheckResult:
     run_dir: str = ""
 
     def add(self, name: str, ok: bool, seconds: float, detail: str = "") -> None:
-        self.stages.append({"stage": name, "ok": ok, "seconds": round(seconds, 2), "detail": detail})
+        self.stages.append(
+            {"stage": name, "ok": ok, "seconds": round(seconds, 2), "detail": detail}
+        )
         if not ok:
             self.ok = False
 
@@ -102,7 +104,9 @@ def pingall_until_full(run: LabRun, result: CheckResult, t0: float, timeout: flo
         t = time.monotonic()
         good, total, failed = checks.pingall(run)
         result.add(
-            "pingall (one round)", good == total, time.monotonic() - t,
+            "pingall (one round)",
+            good == total,
+            time.monotonic() - t,
             f"{good}/{total}" + (f"; failing: {', '.join(failed[:8])}" if failed else ""),
         )
     return ok
@@ -113,7 +117,9 @@ def gateway_pings(run: LabRun, result: CheckResult) -> None:
     failed = [h.name for h in run.plan.hosts if not checks.ping(run, h.name, h.gateway, count=2)]
     n = len(run.plan.hosts)
     result.add(
-        "hosts ping their gateway", not failed, time.monotonic() - t,
+        "hosts ping their gateway",
+        not failed,
+        time.monotonic() - t,
         f"{n - len(failed)}/{n}" + (f"; failing: {', '.join(failed)}" if failed else ""),
     )
 
@@ -132,7 +138,9 @@ def flows_match_routes(run: LabRun, result: CheckResult, timeout: float = 15.0) 
     for what in ("missing", "extra", "bad_rewrite"):
         items = getattr(last, what)
         if items:
-            detail += f"; {what}: " + "; ".join(f"{s}: {', '.join(v[:4])}" for s, v in items.items())
+            detail += f"; {what}: " + "; ".join(
+                f"{s}: {', '.join(v[:4])}" for s, v in items.items()
+            )
     result.add("flows match kernel routes", good, time.monotonic() - t, detail)
 
 

@@ -97,7 +97,10 @@ class RFProxy(app_manager.OSKenApp):
                 self._flows(msg.dp_id, of.router_port_flows(msg.dp_port, msg.hwaddress))
                 log.info(
                     "router port dp %#x port %d <-> vs port %d (mac %s)",
-                    msg.dp_id, msg.dp_port, msg.vs_port, msg.hwaddress,
+                    msg.dp_id,
+                    msg.dp_port,
+                    msg.vs_port,
+                    msg.hwaddress,
                 )
             elif isinstance(msg, p.DataPlaneUnmap):
                 self.relay.unmap(msg.dp_id, msg.dp_port)
@@ -131,7 +134,9 @@ class RFProxy(app_manager.OSKenApp):
         stale: list[of.FlowSpec] = []
         for entry in msg.entries:
             old = st.fib.pop(entry.prefix, None)
-            if old is not None and (msg.mod == p.Mod.DELETE or _flow_keys(old) != _flow_keys(entry)):
+            if old is not None and (
+                msg.mod == p.Mod.DELETE or _flow_keys(old) != _flow_keys(entry)
+            ):
                 stale.extend(of.fib_flows(old))
             if msg.mod == p.Mod.ADD:
                 st.fib[entry.prefix] = entry
@@ -258,7 +263,9 @@ class RFProxy(app_manager.OSKenApp):
         elif isinstance(decision, Mapped):
             log.info(
                 "mapping packet: vm %#x port %d is vs port %d",
-                decision.vm_id, decision.vm_port, decision.vs_port,
+                decision.vm_id,
+                decision.vm_port,
+                decision.vs_port,
             )
             self.link.send(
                 p.VirtualPlaneMap(
@@ -286,9 +293,7 @@ class RFProxy(app_manager.OSKenApp):
                 match=parser.OFPMatch(),
             )
         )
-        dp.send_msg(
-            parser.OFPGroupMod(dp, command=ofp.OFPGC_DELETE, group_id=ofp.OFPG_ALL)
-        )
+        dp.send_msg(parser.OFPGroupMod(dp, command=ofp.OFPGC_DELETE, group_id=ofp.OFPG_ALL))
 
     def _flows(self, dp_id: int, flows: list[of.FlowSpec], delete: bool = False) -> None:
         dp = self.datapaths.get(dp_id)

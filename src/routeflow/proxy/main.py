@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -16,13 +17,23 @@ def _int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="routeflow proxy", description=__doc__)
-    parser.add_argument("--server", default="unix:/run/routeflow/rfserver.sock",
-                        help="rfserver address: unix:PATH or tcp:HOST:PORT")
+    parser.add_argument(
+        "--server",
+        default="unix:/run/routeflow/rfserver.sock",
+        help="rfserver address: unix:PATH or tcp:HOST:PORT",
+    )
     parser.add_argument("--ct-id", type=_int, default=1, help="this controller's id")
-    parser.add_argument("--vs-dpid", type=_int, default=None,
-                        help='virtual switch datapath id (default: ASCII "rfvsrfvs")')
-    parser.add_argument("--ofp-host", default="127.0.0.1",
-                        help="OpenFlow listen address (loopback unless exposed on purpose)")
+    parser.add_argument(
+        "--vs-dpid",
+        type=_int,
+        default=None,
+        help='virtual switch datapath id (default: ASCII "rfvsrfvs")',
+    )
+    parser.add_argument(
+        "--ofp-host",
+        default="127.0.0.1",
+        help="OpenFlow listen address (loopback unless exposed on purpose)",
+    )
     parser.add_argument("--ofp-port", type=_int, default=6653, help="OpenFlow listen port")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -48,10 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     from os_ken.base.app_manager import AppManager
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         AppManager.run_apps(["routeflow.proxy.app"])
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -7,6 +7,7 @@ on its own thread instead. That is the point of keeping the codec sans-IO.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
@@ -58,10 +59,8 @@ class ServerLink:
         self._stop.set()
         sock = self._sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def send(self, msg: Message) -> bool:
         return self.send_many([msg])

@@ -59,9 +59,7 @@ def encode_mapping_frame(src_mac: str, vm_id: int, vm_port: int) -> bytes:
 def decode_mapping_payload(payload: bytes) -> tuple[int, int]:
     """(vm_id, vm_port) from the bytes after the ethertype; padding is ignored."""
     if len(payload) < PAYLOAD_SIZE:
-        raise ValueError(
-            f"mapping payload too short: {len(payload)} bytes, need {PAYLOAD_SIZE}"
-        )
+        raise ValueError(f"mapping payload too short: {len(payload)} bytes, need {PAYLOAD_SIZE}")
     vm_id, vm_port = _PAYLOAD.unpack_from(payload)
     return vm_id, vm_port
 

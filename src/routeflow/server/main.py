@@ -15,14 +15,26 @@ from routeflow.server.service import RFServer
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="routeflow server", description=__doc__)
-    parser.add_argument("--config", required=True, help="mapping CSV: vm_id,vm_port,ct_id,dp_id,dp_port")
-    parser.add_argument("--store", default="sqlite:/var/lib/routeflow/state.db",
-                        help="state store: sqlite:PATH or memory:")
-    parser.add_argument("--listen", default="unix:/run/routeflow/rfserver.sock",
-                        help="RFProtocol address: unix:PATH or tcp:HOST:PORT (loopback by default)")
+    parser.add_argument(
+        "--config", required=True, help="mapping CSV: vm_id,vm_port,ct_id,dp_id,dp_port"
+    )
+    parser.add_argument(
+        "--store",
+        default="sqlite:/var/lib/routeflow/state.db",
+        help="state store: sqlite:PATH or memory:",
+    )
+    parser.add_argument(
+        "--listen",
+        default="unix:/run/routeflow/rfserver.sock",
+        help="RFProtocol address: unix:PATH or tcp:HOST:PORT (loopback by default)",
+    )
     parser.add_argument("--status-file", default=None, help="write a JSON status snapshot here")
-    parser.add_argument("--client-grace", type=float, default=30.0,
-                        help="seconds a disconnected rfclient keeps its routes on the switches")
+    parser.add_argument(
+        "--client-grace",
+        type=float,
+        default=30.0,
+        help="seconds a disconnected rfclient keeps its routes on the switches",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -40,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     async def run() -> None:
-        server = RFServer(config, store, status_path=args.status_file,
-                          client_grace=args.client_grace)
+        server = RFServer(
+            config, store, status_path=args.status_file, client_grace=args.client_grace
+        )
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(server.serve(args.listen))
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -173,7 +173,7 @@ class RoutingTable:
         prefixes |= {p for (v, p) in self._installed if v == vm_id}
         for prefix in sorted(prefixes):
             self._refresh(batch, vm_id, prefix)
-        for (v, port, gw), keys in list(self._members.items()):
+        for (v, port, _gw), keys in list(self._members.items()):
             if v == vm_id and port == vm_port:
                 for nh_key in list(keys):
                     self._update_buckets(batch, nh_key)

@@ -96,7 +96,9 @@ class RFServer:
             await self._proxy_session(conn, first)
         elif first is not None:
             log.warning("%s: first message was %s, not a hello", conn.peer, type(first).__name__)
-            await conn.send(p.Error(code="no-hello", detail="send ClientHello or ControllerRegister"))
+            await conn.send(
+                p.Error(code="no-hello", detail="send ClientHello or ControllerRegister")
+            )
 
     async def _client_session(self, conn: ipc.Connection, vm_id: int) -> None:
         timer = self._grace_timers.pop(vm_id, None)
@@ -118,7 +120,9 @@ class RFServer:
                     elif msg.phase == "end" and resync is not None:
                         log.info(
                             "vm %#x resync: %d routes, %d neighbours",
-                            vm_id, len(resync.routes), len(resync.neighbours),
+                            vm_id,
+                            len(resync.routes),
+                            len(resync.neighbours),
                         )
                         await self._apply(
                             self.routing.replace_vm(vm_id, resync.routes, resync.neighbours)
@@ -151,7 +155,8 @@ class RFServer:
                 del self.clients[vm_id]
                 log.warning(
                     "rfclient vm %#x disconnected; keeping its routes for %.0f s",
-                    vm_id, self.client_grace,
+                    vm_id,
+                    self.client_grace,
                 )
                 loop = asyncio.get_running_loop()
                 self._grace_timers[vm_id] = loop.call_later(
@@ -195,7 +200,9 @@ class RFServer:
                 self.counters[f"rx_{type(msg).__name__}"] += 1
                 if isinstance(msg, p.DatapathPortRegister | p.DatapathDown | p.VirtualPlaneMap):
                     if getattr(msg, "ct_id", ct_id) != ct_id:
-                        log.warning("controller %d spoke for controller %d; ignored", ct_id, msg.ct_id)
+                        log.warning(
+                            "controller %d spoke for controller %d; ignored", ct_id, msg.ct_id
+                        )
                         continue
                     if isinstance(msg, p.DatapathDown):
                         log.warning("switch %#x left controller %d", msg.dp_id, ct_id)
@@ -231,7 +238,10 @@ class RFServer:
                 if after is not None and after.state == EntryState.ACTIVE:
                     log.info(
                         "association active: vm %#x port %d <-> dp %#x port %d",
-                        after.vm_id, after.vm_port, after.dp_id, after.dp_port,
+                        after.vm_id,
+                        after.vm_port,
+                        after.dp_id,
+                        after.dp_port,
                     )
             elif isinstance(action, Notice):
                 log.info("%s: %s", action.code.value, action.detail)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from routeflow.proxy import openflow as of
-from routeflow.rflib.protocol import Bucket, FibEntry, NextHopMod, RouteKind, Mod
+from routeflow.rflib.protocol import Bucket, FibEntry, Mod, NextHopMod, RouteKind
 
 MAC = "02:00:00:00:00:01"
 
@@ -35,8 +35,11 @@ def test_local_address_answers_arp_only_on_its_port():
     flows = of.fib_flows(FibEntry(prefix="172.31.1.1/32", kind=RouteKind.LOCAL, dp_port=4))
     arp = [f for f in flows if f.table == of.TABLE_CLASSIFIER]
     assert len(arp) == 1
-    assert dict(arp[0].match) == {"in_port": 4, "eth_type": of.ETH_TYPE_ARP,
-                                  "arp_tpa": "172.31.1.1"}
+    assert dict(arp[0].match) == {
+        "in_port": 4,
+        "eth_type": of.ETH_TYPE_ARP,
+        "arp_tpa": "172.31.1.1",
+    }
 
 
 def test_groups_indirect_select_and_unresolved():
@@ -44,10 +47,15 @@ def test_groups_indirect_select_and_unresolved():
     b2 = Bucket(dp_port=2, src_hwaddress=MAC, dst_hwaddress="aa:bb:cc:dd:ee:00", weight=2)
     one = of.nexthop_group(NextHopMod(mod=Mod.ADD, ct_id=1, dp_id=1, nexthop_id=7, buckets=[b1]))
     assert not one.select
-    assert one.buckets[0][0] == (of.SetEthSrc(MAC), of.SetEthDst("aa:bb:cc:dd:ee:ff"),
-                                 of.DecTtl(), of.Output(1))
-    two = of.nexthop_group(NextHopMod(mod=Mod.ADD, ct_id=1, dp_id=1, nexthop_id=8,
-                                      buckets=[b1, b2]))
+    assert one.buckets[0][0] == (
+        of.SetEthSrc(MAC),
+        of.SetEthDst("aa:bb:cc:dd:ee:ff"),
+        of.DecTtl(),
+        of.Output(1),
+    )
+    two = of.nexthop_group(
+        NextHopMod(mod=Mod.ADD, ct_id=1, dp_id=1, nexthop_id=8, buckets=[b1, b2])
+    )
     assert two.select and [w for _a, w in two.buckets] == [1, 2]
     none = of.nexthop_group(NextHopMod(mod=Mod.ADD, ct_id=1, dp_id=1, nexthop_id=9))
     assert none.buckets == (((of.ToController(),), 1),)

@@ -32,11 +32,15 @@ def bound_table() -> RoutingTable:
 
 
 def via(prefix: str, port: int, gw: str) -> Route:
-    return Route(prefix=prefix, kind=RouteKind.UNICAST, nexthops=[NextHop(vm_port=port, gateway=gw)])
+    return Route(
+        prefix=prefix, kind=RouteKind.UNICAST, nexthops=[NextHop(vm_port=port, gateway=gw)]
+    )
 
 
 def fib_of(msgs) -> list[tuple[Mod, str, int]]:
-    return [(m.mod, e.prefix, e.nexthop_id) for m in msgs if isinstance(m, FibMod) for e in m.entries]
+    return [
+        (m.mod, e.prefix, e.nexthop_id) for m in msgs if isinstance(m, FibMod) for e in m.entries
+    ]
 
 
 def test_route_before_binding_is_kept_and_installed_on_bind():
@@ -67,12 +71,17 @@ def test_neighbour_resolution_is_one_group_mod_for_all_routes():
 
 def test_ecmp_uses_all_next_hops():
     t = bound_table()
-    t.set_neighbours(VM, [
-        Neighbour(vm_port=1, address="10.0.0.2", hwaddress=GW_MAC),
-        Neighbour(vm_port=2, address="10.0.1.2", hwaddress="aa:bb:cc:dd:ee:02"),
-    ])
-    r = Route(prefix="192.0.2.0/24", nexthops=[
-        NextHop(vm_port=1, gateway="10.0.0.2"), NextHop(vm_port=2, gateway="10.0.1.2")])
+    t.set_neighbours(
+        VM,
+        [
+            Neighbour(vm_port=1, address="10.0.0.2", hwaddress=GW_MAC),
+            Neighbour(vm_port=2, address="10.0.1.2", hwaddress="aa:bb:cc:dd:ee:02"),
+        ],
+    )
+    r = Route(
+        prefix="192.0.2.0/24",
+        nexthops=[NextHop(vm_port=1, gateway="10.0.0.2"), NextHop(vm_port=2, gateway="10.0.1.2")],
+    )
     msgs = t.add_routes(VM, [r])
     nh = [m for m in msgs if isinstance(m, NextHopMod)]
     assert len(nh) == 1 and len(nh[0].buckets) == 2
@@ -89,10 +98,13 @@ def test_delete_route_releases_group_after_flow():
 
 def test_local_and_connected_follow_their_port():
     t = bound_table()
-    msgs = t.add_routes(VM, [
-        Route(prefix="172.31.1.1/32", kind=RouteKind.LOCAL, nexthops=[NextHop(vm_port=1)]),
-        Route(prefix="172.31.1.0/24", kind=RouteKind.CONNECTED, nexthops=[NextHop(vm_port=1)]),
-    ])
+    msgs = t.add_routes(
+        VM,
+        [
+            Route(prefix="172.31.1.1/32", kind=RouteKind.LOCAL, nexthops=[NextHop(vm_port=1)]),
+            Route(prefix="172.31.1.0/24", kind=RouteKind.CONNECTED, nexthops=[NextHop(vm_port=1)]),
+        ],
+    )
     entries = [e for m in msgs for e in m.entries]
     assert {(e.prefix, e.kind, e.dp_port) for e in entries} == {
         ("172.31.1.1/32", RouteKind.LOCAL, 1),
@@ -176,10 +188,18 @@ def test_switch_state_always_equals_a_fresh_computation(sequence):
         fresh.bind(*key, b)
     f_fib: dict = {}
     f_groups: dict = {}
-    _replay(fresh.replace_vm(VM, list(t.routes[VM].values()), [
-        Neighbour(vm_port=port, address=ip, hwaddress=mac)
-        for ip, (port, mac) in t.neighbours[VM].items()
-    ]), f_fib, f_groups)
+    _replay(
+        fresh.replace_vm(
+            VM,
+            list(t.routes[VM].values()),
+            [
+                Neighbour(vm_port=port, address=ip, hwaddress=mac)
+                for ip, (port, mac) in t.neighbours[VM].items()
+            ],
+        ),
+        f_fib,
+        f_groups,
+    )
     assert set(fib) == set(f_fib)
     assert sorted(map(repr, (groups[fib[p]] for p in fib if fib[p]))) == sorted(
         map(repr, (f_groups[f_fib[p]] for p in f_fib if f_fib[p]))
