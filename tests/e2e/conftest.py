@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 
 import pytest
@@ -32,5 +33,11 @@ def _need_root_and_tools():
 
 
 @pytest.fixture
-def run_dir(tmp_path):
-    return str(tmp_path / "run")
+def run_dir(request):
+    """A run directory FRR (user frr) can reach; pytest's tmp_path is private (0700)."""
+    base = "/tmp/routeflow-tests"
+    os.makedirs(base, mode=0o755, exist_ok=True)
+    os.chmod(base, 0o755)
+    path = os.path.join(base, f"{request.node.name[:40]}-{os.getpid()}-{secrets.token_hex(2)}")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

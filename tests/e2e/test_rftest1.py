@@ -46,9 +46,10 @@ def test_ping_works_only_through_routeflow_flows(run_dir):
             lambda: checks.associations_active(run)[0] == checks.associations_active(run)[1], 60
         )
         assert checks.wait_until(lambda: checks.ping(run, h1.name, h2.address), 60)
-        # The ping crossed the switch through routeflow's FIB flows: the /32
-        # host routes of both hosts counted packets.
-        counts = checks.flow_packets(run, "s1")
+        # Once the VM has resolved both hosts, pings cross the switch through
+        # routeflow's /32 host routes, and those flows count them.
+        assert checks.ping(run, h1.name, h2.address, count=5)
+        counts = checks.settled_flow_packets(run, "s1")
         assert counts.get(f"{h2.address}/32", 0) > 0, counts
         assert counts.get(f"{h1.address}/32", 0) > 0, counts
         check = checks.check_flows(run)

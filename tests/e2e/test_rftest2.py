@@ -42,12 +42,12 @@ def test_rftest2_check_and_transit_stays_on_the_switches(run_dir):
         h1 = plan.host("h1")
         h4 = plan.host("h4")
         before_rx = _vm_rx_packets(run)
-        before_flows = checks.flow_packets(run, "A")
+        before_flows = checks.settled_flow_packets(run, "A")
         out = run.host("h1").cmd(f"ping -c 300 -i 0.01 -q -W 1 {h4.address}")
         received = int(re.search(r"(\d+) received", out).group(1))
         assert received >= 295, out
         grown_rx = _vm_rx_packets(run) - before_rx
-        after_flows = checks.flow_packets(run, "A")
+        after_flows = checks.settled_flow_packets(run, "A")
         # Route flows counted the transit packets...
         subnet = "172.31.4.0/24"
         assert after_flows.get(subnet, 0) - before_flows.get(subnet, 0) >= 295
@@ -59,9 +59,24 @@ def test_rftest2_check_and_transit_stays_on_the_switches(run_dir):
         run.stop()
 
 
+def _shortest_path_check(run: LabRun, result: scenarios.CheckResult) -> None:
+    """h1 (s1) -> h7 (s7): OSPF must use the s1-s7 chord, not either way round the ring."""
+    h7 = run.plan.host("h7")
+    subnet = "172.31.7.0/24"
+    ring = [f"s{i}" for i in range(2, 13) if i != 7]
+    before = {sw: checks.settled_flow_packets(run, sw).get(subnet, 0) for sw in ["s1", *ring]}
+    out = run.host("h1").cmd(f"ping -c 50 -i 0.02 -q -W 1 {h7.address}")
+    received = int(re.search(r"(\d+) received", out).group(1))
+    after = {sw: checks.settled_flow_packets(run, sw).get(subnet, 0) for sw in ["s1", *ring]}
+    grown = {sw: after[sw] - before[sw] for sw in before}
+    ok = received >= 48 and grown["s1"] >= 48 and all(grown[sw] == 0 for sw in ring)
+    result.add("h1->h7 takes the s1-s7 chord", ok, 0.0, f"received {received}/50, {grown}")
+
+
 @pytest.mark.timeout(600)
 def test_ring12_converges_and_takes_shortest_paths(run_dir):
     plan = lab_plan("ring12")
-    result = scenarios.run_check(plan, run_dir, timeout=180)
+    result = scenarios.run_check(plan, run_dir, timeout=180, extra_checks=_shortest_path_check)
     assert result.ok, [s for s in result.stages if not s["ok"]]
+    assert any(s["stage"].startswith("h1->h7") for s in result.stages)
     print(f"ring12: 100 % pingall {result.full_pingall_s:.1f} s after bring-up started")

@@ -201,3 +201,16 @@ def flow_packets(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
             dst = m.group(1) if "/" in m.group(1) else m.group(1) + "/32"
             out[str(ipaddress.IPv4Network(dst, strict=False))] = int(n.group(1))
     return out
+
+
+def settled_flow_packets(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
+    """flow_packets once OVS has caught up: its counters lag traffic by a revalidator pass."""
+    last = flow_packets(run, switch, table)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        time.sleep(0.7)
+        now = flow_packets(run, switch, table)
+        if now == last:
+            return now
+        last = now
+    return last

@@ -102,6 +102,8 @@ class LabRun:
 
     def start(self) -> None:
         os.makedirs(self.run_dir, exist_ok=True)
+        os.chmod(self.run_dir, 0o755)
+        self._check_frr_can_reach_run_dir()
         os.environ.update(self.ovs.env)  # Mininet's ovs-vsctl calls inherit it
         t = time.monotonic()
         self.ovs.start()
@@ -137,6 +139,18 @@ class LabRun:
         }
         with open(os.path.join(self.run_dir, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=1)
+
+    def _check_frr_can_reach_run_dir(self) -> None:
+        # FRR daemons drop privileges to user frr; they write pid files and
+        # sockets in the run directory, so every parent must be traversable.
+        r = subprocess.run(
+            ["runuser", "-u", "frr", "--", "test", "-x", self.run_dir], capture_output=True
+        )
+        if r.returncode != 0:
+            raise LabFailure(
+                f"run directory {self.run_dir} is not reachable by user frr "
+                "(a parent directory is not world-executable); use --run-dir elsewhere"
+            )
 
     def _stage(self, name: str, since: float, ok: bool = True, detail: str = "") -> None:
         self.stages.append(Stage(name, time.monotonic() - since, ok, detail))

@@ -114,7 +114,11 @@ def pingall_until_full(run: LabRun, result: CheckResult, t0: float, timeout: flo
 
 def gateway_pings(run: LabRun, result: CheckResult) -> None:
     t = time.monotonic()
-    failed = [h.name for h in run.plan.hosts if not checks.ping(run, h.name, h.gateway, count=2)]
+    failed = [
+        h.name
+        for h in run.plan.hosts
+        if not (checks.ping(run, h.name, h.gateway) or checks.ping(run, h.name, h.gateway))
+    ]
     n = len(run.plan.hosts)
     result.add(
         "hosts ping their gateway",
@@ -145,8 +149,14 @@ def flows_match_routes(run: LabRun, result: CheckResult, timeout: float = 15.0) 
 
 
 def run_check(
-    plan: LabPlan, run_dir: str, *, timeout: float = 120.0, log_level: str = "INFO"
+    plan: LabPlan,
+    run_dir: str,
+    *,
+    timeout: float = 120.0,
+    log_level: str = "INFO",
+    extra_checks=None,
 ) -> CheckResult:
+    """The whole `lab check`; ``extra_checks(run, result)`` runs before teardown."""
     result = CheckResult(lab=plan.name, run_dir=run_dir)
     t0 = time.monotonic()
     run = LabRun(plan, run_dir, log_level=log_level)
@@ -161,6 +171,8 @@ def run_check(
             gateway_pings(run, result)
             pingall_until_full(run, result, t0, timeout)
             flows_match_routes(run, result)
+            if extra_checks is not None and result.ok:
+                extra_checks(run, result)
     except LabFailure as exc:
         result.add("lab", False, time.monotonic() - t0, str(exc))
     finally:
