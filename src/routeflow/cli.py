@@ -171,12 +171,15 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
             status.update("waiting for convergence...")
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
+                sw, sw_want = checks.switches_registered(run)
                 active, want = checks.associations_active(run)
+                adj, adj_want = checks.ospf_adjacencies(run)
                 have, total = checks.routes_converged(run)
                 st = checks.server_status(run)
                 fib = sum(st.get("fib_entries", {}).values())
                 status.update(
-                    f"associations {active}/{want}, VM routes {have}/{total}, "
+                    f"switches {sw}/{sw_want}, associations {active}/{want}, "
+                    f"OSPF adjacencies {adj}/{adj_want}, VM routes {have}/{total}, "
                     f"FIB flows {fib} ({time.monotonic() - t0:.0f} s)"
                 )
                 if active == want and have == total:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import LABS, lab_plan
 
 from routeflow.lab import checks
@@ -78,7 +79,8 @@ def _leftovers(manifest: dict) -> list[str]:
     return found
 
 
-def test_sigterm_leaves_nothing_behind(run_dir):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_leaves_nothing_behind(run_dir, sig):
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -108,7 +110,7 @@ def test_sigterm_leaves_nothing_behind(run_dir):
             time.sleep(0.5)
         assert manifest is not None, "lab never came up"
         time.sleep(2)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out
         assert "nothing left running" in out

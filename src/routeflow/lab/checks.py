@@ -214,3 +214,20 @@ def settled_flow_packets(run: LabRun, switch: str, table: int = 1) -> dict[str, 
             return now
         last = now
     return last
+
+
+def switches_registered(run: LabRun) -> tuple[int, int]:
+    """Switches whose ports rfserver has heard of (via rfproxy), of all in the lab."""
+    st = server_status(run)
+    seen = {a["dp_id"] for a in st.get("associations", []) if a.get("dp_id") is not None}
+    return len(seen & {vm.dp_id for vm in run.plan.vms}), len(run.plan.vms)
+
+
+def ospf_adjacencies(run: LabRun) -> tuple[int, int]:
+    """Full OSPF adjacencies (counted from both ends), as FRR itself reports them."""
+    ospf = {vm.switch for vm in run.plan.vms if vm.routing == "ospf"}
+    want = 2 * sum(1 for link in run.plan.links if {link.a.switch, link.b.switch} <= ospf)
+    full = 0
+    for switch in sorted(ospf):
+        full += len(re.findall(r"\bFull/", run.vtysh(switch, "show ip ospf neighbor")))
+    return full, want
