@@ -20,6 +20,7 @@ from os_ken.controller.handler import (
     MAIN_DISPATCHER,
     set_ev_cls,
 )
+from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
 from routeflow.proxy import openflow as of
@@ -38,6 +39,7 @@ class ProxySettings:
     server: str = "unix:/run/routeflow/rfserver.sock"
     ct_id: int = 1
     vs_dpid: int = DEFAULT_VS_DPID
+    stats_interval: float = 5.0  # 0 disables flow statistics polling
 
 
 #: Set by routeflow.proxy.main before os-ken instantiates the app.
@@ -66,6 +68,9 @@ class RFProxy(app_manager.OSKenApp):
         self.relay = RelayTable(self.settings.vs_dpid)
         self.link = ServerLink(self.settings.server, self._hello, self._on_server_message)
         self.link.start()
+        self._stats_parts: dict[int, list] = {}
+        if self.settings.stats_interval > 0:
+            self._stats_thread = hub.spawn(self._poll_stats)
         log.info(
             "rfproxy ct_id=%d, virtual switch dpid=%#x, rfserver %s",
             self.settings.ct_id,
@@ -232,6 +237,53 @@ class RFProxy(app_manager.OSKenApp):
             self.state.pop(dp.id, None)
         self.link.send(p.DatapathDown(ct_id=self.settings.ct_id, dp_id=dp.id))
 
+    # --- statistics ------------------------------------------------------------
+
+    def _poll_stats(self) -> None:
+        """Ask every physical switch for its flows; replies become DatapathStats."""
+        while not self.link._stop.is_set():
+            hub.sleep(self.settings.stats_interval)
+            with self._lock:
+                dps = [dp for i, dp in self.datapaths.items() if i != self.settings.vs_dpid]
+            for dp in dps:
+                parser = dp.ofproto_parser
+                try:
+                    dp.send_msg(parser.OFPFlowStatsRequest(dp))
+                except Exception:  # a switch leaving mid-request is not our problem
+                    log.debug("flow stats request to %#x failed", dp.id)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        parts = self._stats_parts.setdefault(dp.id, [])
+        parts.extend(msg.body)
+        if msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
+            return
+        del self._stats_parts[dp.id]
+        flows = [
+            p.FlowStat(
+                table=st.table_id,
+                priority=st.priority,
+                cookie=st.cookie,
+                match=_format_match(st.match),
+                actions=_format_instructions(st.instructions),
+                packets=st.packet_count,
+                bytes=st.byte_count,
+            )
+            for st in parts
+        ]
+        self.link.send(
+            p.DatapathStats(
+                ct_id=self.settings.ct_id,
+                dp_id=dp.id,
+                flows=flows,
+                relayed_to_vm=self.relay.relayed_to_vm,
+                relayed_to_dp=self.relay.relayed_to_dp,
+                relay_dropped=self.relay.dropped,
+            )
+        )
+
     # --- relay ---------------------------------------------------------------
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -307,6 +359,35 @@ class RFProxy(app_manager.OSKenApp):
         if dp is None:
             return
         dp.send_msg(_group_mod(dp, group, command))
+
+
+def _format_match(match) -> str:
+    parts = []
+    for key, value in match.items():
+        if isinstance(value, tuple):
+            value = "/".join(str(v) for v in value)
+        parts.append(f"{key}={value}")
+    return ",".join(parts)
+
+
+def _format_instructions(instructions) -> str:
+    out = []
+    for inst in instructions:
+        if hasattr(inst, "table_id") and not hasattr(inst, "actions"):
+            out.append(f"goto_table:{inst.table_id}")
+            continue
+        for a in getattr(inst, "actions", []):
+            name = type(a).__name__.removeprefix("OFPAction")
+            if name == "Output":
+                port = "CONTROLLER" if a.port == 0xFFFFFFFD else str(a.port)
+                out.append(f"output:{port}")
+            elif name == "Group":
+                out.append(f"group:{a.group_id}")
+            elif name == "SetField":
+                out.append(f"set_field:{a.value}->{a.key}")
+            else:
+                out.append(name.lower())
+    return ",".join(out) or "drop"
 
 
 def _flow_keys(entry: p.FibEntry) -> list[tuple]:

@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         help="OpenFlow listen address (loopback unless exposed on purpose)",
     )
     parser.add_argument("--ofp-port", type=_int, default=6653, help="OpenFlow listen port")
+    parser.add_argument(
+        "--stats-interval",
+        type=float,
+        default=5.0,
+        help="seconds between flow statistics polls (0: off)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         server=args.server,
         ct_id=args.ct_id,
         vs_dpid=args.vs_dpid if args.vs_dpid is not None else app.DEFAULT_VS_DPID,
+        stats_interval=args.stats_interval,
     )
     from os_ken.base.app_manager import AppManager
 

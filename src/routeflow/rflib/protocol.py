@@ -230,6 +230,32 @@ class FibMod(Message):
     entries: list[FibEntry]
 
 
+# --- statistics: rfproxy -> rfserver ----------------------------------------
+
+
+class FlowStat(Message):
+    """One flow as the switch reports it (ground truth for counters and audits)."""
+
+    table: int
+    priority: int
+    cookie: int
+    match: str
+    actions: str
+    packets: int
+    bytes: int
+
+
+class DatapathStats(Message):
+    """Periodic snapshot of one switch's flows and of the proxy's relay counters."""
+
+    ct_id: int
+    dp_id: int
+    flows: list[FlowStat]
+    relayed_to_vm: int = 0
+    relayed_to_dp: int = 0
+    relay_dropped: int = 0
+
+
 AnyMessage = (
     ClientHello
     | ControllerRegister
@@ -246,4 +272,5 @@ AnyMessage = (
     | NeighbourMod
     | NextHopMod
     | FibMod
+    | DatapathStats
 )

@@ -10,6 +10,7 @@ switches.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -69,9 +70,18 @@ class RFServer:
         self._grace_timers: dict[int, asyncio.TimerHandle] = {}
         self._pending = actions
         self.counters: dict[str, int] = defaultdict(int)
+        #: Recent notable events (time, kind, text), newest last, for operators.
+        self.events: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=500)
+        #: Latest DatapathStats per (ct_id, dp_id), with the time it arrived.
+        self.stats: dict[tuple[int, int], tuple[float, p.DatapathStats]] = {}
         self.started = time.time()
         if persisted:
             log.info("resumed %d association rows from the state store", len(persisted))
+
+    def event(self, kind: str, text: str, level: int = logging.INFO) -> None:
+        """Log a notable event and keep it for the status API."""
+        log.log(level, "%s", text)
+        self.events.append((time.time(), kind, text))
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -109,7 +119,7 @@ class RFServer:
             log.warning("vm %#x connected again; dropping its previous session", vm_id)
             await old.close()
         self.clients[vm_id] = conn
-        log.info("rfclient vm %#x connected from %s", vm_id, conn.peer)
+        self.event("client", f"rfclient vm {vm_id:#x} connected from {conn.peer}")
         resync: _ClientResync | None = None
         try:
             async for msg in conn:
@@ -167,7 +177,11 @@ class RFServer:
         self._grace_timers.pop(vm_id, None)
         if vm_id in self.clients:
             return
-        log.warning("vm %#x did not come back; withdrawing its routes and ports", vm_id)
+        self.event(
+            "client",
+            f"vm {vm_id:#x} did not come back; withdrawing its routes and ports",
+            logging.WARNING,
+        )
         await self._apply(self.routing.forget_vm(vm_id))
         await self._apply(self.table.handle(ClientDown(vm_id)))
 
@@ -178,7 +192,7 @@ class RFServer:
             log.warning("controller %d connected again; dropping its previous session", ct_id)
             await old.close()
         self.proxies[ct_id] = conn
-        log.info("rfproxy ct_id %d connected from %s", ct_id, conn.peer)
+        self.event("controller", f"rfproxy ct_id {ct_id} connected from {conn.peer}")
         # A (re)started proxy knows nothing: give it the full desired state.
         dump: list[p.Message] = []
         for entry in self.table.entries():
@@ -198,6 +212,11 @@ class RFServer:
         try:
             async for msg in conn:
                 self.counters[f"rx_{type(msg).__name__}"] += 1
+                if isinstance(msg, p.DatapathStats):
+                    if msg.ct_id == ct_id:
+                        self.stats[(ct_id, msg.dp_id)] = (time.time(), msg)
+                        self._write_status()
+                    continue
                 if isinstance(msg, p.DatapathPortRegister | p.DatapathDown | p.VirtualPlaneMap):
                     if getattr(msg, "ct_id", ct_id) != ct_id:
                         log.warning(
@@ -205,14 +224,19 @@ class RFServer:
                         )
                         continue
                     if isinstance(msg, p.DatapathDown):
-                        log.warning("switch %#x left controller %d", msg.dp_id, ct_id)
+                        self.event(
+                            "switch",
+                            f"switch {msg.dp_id:#x} left controller {ct_id}",
+                            logging.WARNING,
+                        )
+                        self.stats.pop((ct_id, msg.dp_id), None)
                     await self._apply(self.table.handle(msg))
                 else:
                     log.warning("controller %d sent unexpected %s", ct_id, type(msg).__name__)
         finally:
             if self.proxies.get(ct_id) is conn:
                 del self.proxies[ct_id]
-                log.warning("rfproxy ct_id %d disconnected", ct_id)
+                self.event("controller", f"rfproxy ct_id {ct_id} disconnected", logging.WARNING)
 
     # --- actions ---------------------------------------------------------------
 
@@ -295,6 +319,16 @@ class RFServer:
             "routes": {f"{vm:#x}": len(r) for vm, r in self.routing.routes.items()},
             "fib_entries": dict(fib),
             "nexthops": self.routing.nexthop_count(),
+            "switch_stats": {
+                f"{dp:#x}": {
+                    "age_s": round(time.time() - at, 1),
+                    "flows": len(st.flows),
+                    "packets": sum(f.packets for f in st.flows),
+                    "relayed_to_vm": st.relayed_to_vm,
+                    "relayed_to_dp": st.relayed_to_dp,
+                }
+                for (_ct, dp), (at, st) in sorted(self.stats.items())
+            },
         }
 
     def _write_status(self) -> None:
