@@ -163,10 +163,11 @@ class RFServer:
         finally:
             if self.clients.get(vm_id) is conn:
                 del self.clients[vm_id]
-                log.warning(
-                    "rfclient vm %#x disconnected; keeping its routes for %.0f s",
-                    vm_id,
-                    self.client_grace,
+                self.event(
+                    "client",
+                    f"rfclient vm {vm_id:#x} disconnected; keeping its routes for "
+                    f"{self.client_grace:.0f} s",
+                    logging.WARNING,
                 )
                 loop = asyncio.get_running_loop()
                 self._grace_timers[vm_id] = loop.call_later(
@@ -260,12 +261,10 @@ class RFServer:
                         current = self.table.by_vm_port(*key)
                         queue.extend(self.routing.bind(key[0], key[1], _binding(current)))
                 if after is not None and after.state == EntryState.ACTIVE:
-                    log.info(
-                        "association active: vm %#x port %d <-> dp %#x port %d",
-                        after.vm_id,
-                        after.vm_port,
-                        after.dp_id,
-                        after.dp_port,
+                    self.event(
+                        "association",
+                        f"association active: vm {after.vm_id:#x} port {after.vm_port} "
+                        f"<-> dp {after.dp_id:#x} port {after.dp_port}",
                     )
             elif isinstance(action, Notice):
                 log.info("%s: %s", action.code.value, action.detail)
