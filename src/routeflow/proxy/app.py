@@ -24,6 +24,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
 from routeflow.proxy import openflow as of
+from routeflow.proxy import reconcile
 from routeflow.proxy.relay import Drop, Mapped, RelayTable, SendTo
 from routeflow.proxy.serverlink import ServerLink
 from routeflow.rflib import protocol as p
@@ -66,6 +67,10 @@ class RFProxy(app_manager.OSKenApp):
         self.datapaths: dict[int, object] = {}
         self.state: dict[int, DatapathState] = {}
         self.relay = RelayTable(self.settings.vs_dpid)
+        # Until rfserver has sent its full state (Resync end), desired state is
+        # only recorded, never pushed: a half-known state must not be enforced.
+        self.synced = False
+        self._reconcile_jobs: dict[int, dict] = {}
         self.link = ServerLink(self.settings.server, self._hello, self._on_server_message)
         self.link.start()
         self._stats_parts: dict[int, list] = {}
@@ -87,6 +92,7 @@ class RFProxy(app_manager.OSKenApp):
         ct = self.settings.ct_id
         msgs: list[p.Message] = [p.ControllerRegister(ct_id=ct)]
         with self._lock:
+            self.synced = False
             for dp_id in self.datapaths:
                 if dp_id == self.settings.vs_dpid:
                     continue
@@ -117,10 +123,32 @@ class RFProxy(app_manager.OSKenApp):
                 self._nexthop(msg)
             elif isinstance(msg, p.FibMod):
                 self._fib(msg)
+            elif isinstance(msg, p.Resync):
+                self._server_resync(msg)
             elif isinstance(msg, p.Error):
                 log.error("rfserver says %s: %s", msg.code, msg.detail)
             else:
                 log.debug("ignoring %s from rfserver", type(msg).__name__)
+
+    def _server_resync(self, msg: p.Resync) -> None:
+        if msg.phase == "begin":
+            self.synced = False
+            for st in self.state.values():
+                st.router_ports.clear()
+                st.groups.clear()
+                st.fib.clear()
+            return
+        if msg.phase != "end":
+            return
+        # Relay mappings the full state no longer mentions are stale.
+        for dp_id, dp_port, _vs, _vp in self.relay.mappings():
+            if dp_port not in self.state.get(dp_id, DatapathState()).router_ports:
+                self.relay.unmap(dp_id, dp_port)
+        self.synced = True
+        log.info("in sync with rfserver; reconciling %d switches", len(self.datapaths))
+        for dp_id, dp in self.datapaths.items():
+            if dp_id != self.settings.vs_dpid:
+                self._start_reconcile(dp)
 
     def _nexthop(self, msg: p.NextHopMod) -> None:
         st = self.state.setdefault(msg.dp_id, DatapathState())
@@ -160,24 +188,124 @@ class RFProxy(app_manager.OSKenApp):
             self.datapaths[dp.id] = dp
             if dp.id == self.settings.vs_dpid:
                 log.info("virtual switch %#x connected", dp.id)
-                self._reset(dp)
                 self._flows(dp.id, of.virtual_switch_flows())
-                return
-            log.info("switch %#x connected", dp.id)
-            # TODO(reconcile): diff against the switch's flow and group stats
-            # instead of resetting; until then a reconnect re-installs all.
-            self._reset(dp)
-            self._flows(dp.id, of.base_flows())
-            st = self.state.setdefault(dp.id, DatapathState())
-            for dp_port, mac in st.router_ports.items():
-                self._flows(dp.id, of.router_port_flows(dp_port, mac))
-            for mod in st.groups.values():
-                self._group(dp.id, of.nexthop_group(mod), "add")
-            flows = [f for e in st.fib.values() for f in of.fib_flows(e)]
-            if flows:
-                self._flows(dp.id, flows)
+            else:
+                log.info("switch %#x connected", dp.id)
+                self.state.setdefault(dp.id, DatapathState())
+                if self.synced:
+                    self._start_reconcile(dp)
         parser = dp.ofproto_parser
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+
+    # --- reconciliation ---------------------------------------------------------
+
+    def _start_reconcile(self, dp) -> None:
+        """Read the switch's flows and groups; the replies drive _finish_reconcile."""
+        parser = dp.ofproto_parser
+        flows = parser.OFPFlowStatsRequest(dp)
+        groups = parser.OFPGroupDescStatsRequest(dp, 0)
+        dp.set_xid(flows)
+        dp.set_xid(groups)
+        self._reconcile_jobs[dp.id] = {
+            "flow_xid": flows.xid,
+            "group_xid": groups.xid,
+            "flows": None,
+            "groups": None,
+            "parts_f": [],
+            "parts_g": [],
+        }
+        dp.send_msg(flows)
+        dp.send_msg(groups)
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    def _group_desc(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        with self._lock:
+            job = self._reconcile_jobs.get(dp.id)
+            if job is None or msg.xid != job["group_xid"]:
+                return
+            job["parts_g"].extend(msg.body)
+            if msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
+                return
+            job["groups"] = job["parts_g"]
+            self._maybe_finish_reconcile(dp, job)
+
+    def _maybe_finish_reconcile(self, dp, job) -> None:
+        if job["flows"] is None or job["groups"] is None:
+            return
+        del self._reconcile_jobs[dp.id]
+        st = self.state.setdefault(dp.id, DatapathState())
+        desired_flows: dict[reconcile.FlowKey, tuple[str, of.FlowSpec]] = {}
+        specs = list(of.base_flows())
+        for dp_port, mac in st.router_ports.items():
+            specs.extend(of.router_port_flows(dp_port, mac))
+        for entry in st.fib.values():
+            specs.extend(of.fib_flows(entry))
+        for spec in specs:
+            fm = _flow_mod(dp, spec, False)
+            key = (spec.table, spec.priority, _format_match(fm.match))
+            desired_flows[key] = (_format_instructions(fm.instructions), spec)
+        actual_flows = {
+            (f.table_id, f.priority, _format_match(f.match)): (
+                _format_instructions(f.instructions),
+                f.cookie,
+            )
+            for f in job["flows"]
+        }
+        fdiff = reconcile.diff_flows(
+            {k: v[0] for k, v in desired_flows.items()},
+            actual_flows,
+            lambda c: c & 0xFFFF << 48 == of.COOKIE_RF,
+        )
+        desired_groups = {
+            gid: (_format_group(_group_mod(dp, of.nexthop_group(mod), "add")), mod)
+            for gid, mod in st.groups.items()
+        }
+        actual_groups = {g.group_id: _format_group(g) for g in job["groups"]}
+        gdiff = reconcile.diff_groups({k: v[0] for k, v in desired_groups.items()}, actual_groups)
+        # Order: groups first (flows may point at them), stale flows, then
+        # stale groups (nothing points at them any more).
+        for gid in gdiff.add:
+            dp.send_msg(_group_mod(dp, of.nexthop_group(desired_groups[gid][1]), "add"))
+        for gid in gdiff.modify:
+            dp.send_msg(_group_mod(dp, of.nexthop_group(desired_groups[gid][1]), "modify"))
+        for key in fdiff.add:
+            dp.send_msg(_flow_mod(dp, desired_flows[key][1], False))
+        actual_by_key = {(f.table_id, f.priority, _format_match(f.match)): f for f in job["flows"]}
+        for key in fdiff.delete:
+            f = actual_by_key[key]
+            parser = dp.ofproto_parser
+            ofp = dp.ofproto
+            dp.send_msg(
+                parser.OFPFlowMod(
+                    datapath=dp,
+                    table_id=f.table_id,
+                    command=ofp.OFPFC_DELETE_STRICT,
+                    priority=f.priority,
+                    out_port=ofp.OFPP_ANY,
+                    out_group=ofp.OFPG_ANY,
+                    match=f.match,
+                )
+            )
+        for gid in gdiff.delete:
+            dp.send_msg(
+                dp.ofproto_parser.OFPGroupMod(
+                    dp, dp.ofproto.OFPGC_DELETE, dp.ofproto.OFPGT_INDIRECT, gid, []
+                )
+            )
+        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+        log.info(
+            "reconciled switch %#x: flows +%d -%d =%d, groups +%d ~%d -%d =%d",
+            dp.id,
+            len(fdiff.add),
+            len(fdiff.delete),
+            fdiff.unchanged,
+            len(gdiff.add),
+            len(gdiff.modify),
+            len(gdiff.delete),
+            gdiff.unchanged,
+        )
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev):
@@ -232,10 +360,22 @@ class RFProxy(app_manager.OSKenApp):
                 return
             log.warning("switch %#x left", dp.id)
             self.relay.unmap_datapath(dp.id)
+            self._reconcile_jobs.pop(dp.id, None)
             # Forget what the server told us about it: on return the server
             # re-associates and re-sends, as the association algorithm says.
             self.state.pop(dp.id, None)
         self.link.send(p.DatapathDown(ct_id=self.settings.ct_id, dp_id=dp.id))
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev):
+        msg = ev.msg
+        log.warning(
+            "switch %#x rejected a message: type=%d code=%d (xid %s)",
+            msg.datapath.id or 0,
+            msg.type,
+            msg.code,
+            msg.xid,
+        )
 
     # --- statistics ------------------------------------------------------------
 
@@ -256,6 +396,14 @@ class RFProxy(app_manager.OSKenApp):
     def _flow_stats(self, ev):
         msg = ev.msg
         dp = msg.datapath
+        with self._lock:
+            job = self._reconcile_jobs.get(dp.id)
+            if job is not None and msg.xid == job["flow_xid"]:
+                job["parts_f"].extend(msg.body)
+                if not msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
+                    job["flows"] = job["parts_f"]
+                    self._maybe_finish_reconcile(dp, job)
+                return
         parts = self._stats_parts.setdefault(dp.id, [])
         parts.extend(msg.body)
         if msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
@@ -332,31 +480,16 @@ class RFProxy(app_manager.OSKenApp):
 
     # --- OpenFlow output -------------------------------------------------------
 
-    def _reset(self, dp) -> None:
-        ofp = dp.ofproto
-        parser = dp.ofproto_parser
-        dp.send_msg(
-            parser.OFPFlowMod(
-                datapath=dp,
-                table_id=ofp.OFPTT_ALL,
-                command=ofp.OFPFC_DELETE,
-                out_port=ofp.OFPP_ANY,
-                out_group=ofp.OFPG_ANY,
-                match=parser.OFPMatch(),
-            )
-        )
-        dp.send_msg(parser.OFPGroupMod(dp, command=ofp.OFPGC_DELETE, group_id=ofp.OFPG_ALL))
-
     def _flows(self, dp_id: int, flows: list[of.FlowSpec], delete: bool = False) -> None:
         dp = self.datapaths.get(dp_id)
-        if dp is None:
+        if dp is None or (not self.synced and dp_id != self.settings.vs_dpid):
             return
         for flow in flows:
             dp.send_msg(_flow_mod(dp, flow, delete))
 
     def _group(self, dp_id: int, group: of.GroupSpec, command: str) -> None:
         dp = self.datapaths.get(dp_id)
-        if dp is None:
+        if dp is None or not self.synced:
             return
         dp.send_msg(_group_mod(dp, group, command))
 
@@ -366,8 +499,8 @@ def _format_match(match) -> str:
     for key, value in match.items():
         if isinstance(value, tuple):
             value = "/".join(str(v) for v in value)
-        parts.append(f"{key}={value}")
-    return ",".join(parts)
+        parts.append(f"{key}={str(value).lower()}")
+    return ",".join(sorted(parts))
 
 
 def _format_instructions(instructions) -> str:
@@ -388,6 +521,13 @@ def _format_instructions(instructions) -> str:
             else:
                 out.append(name.lower())
     return ",".join(out) or "drop"
+
+
+def _format_group(group) -> str:
+    """A group (mod or desc stats entry) as comparable text: type and buckets."""
+    kind = {0: "all", 1: "select", 2: "indirect", 3: "ff"}.get(group.type, str(group.type))
+    buckets = ";".join(f"w={b.weight}:" + _format_instructions([b]) for b in group.buckets)
+    return f"{kind}[{buckets}]"
 
 
 def _flow_keys(entry: p.FibEntry) -> list[tuple]:

@@ -11,6 +11,7 @@ import sys
 from routeflow.rflib.store import open_store
 from routeflow.server.config import ConfigError, load_config
 from routeflow.server.service import RFServer
+from routeflow.web.options import WebError, add_web_arguments, web_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,11 +36,24 @@ def main(argv: list[str] | None = None) -> int:
         default=30.0,
         help="seconds a disconnected rfclient keeps its routes on the switches",
     )
+    parser.add_argument(
+        "--resync-wait",
+        type=float,
+        default=10.0,
+        help="seconds a restarted server waits for VMs to resend their routes "
+        "before giving a controller its full state",
+    )
     parser.add_argument("--log-level", default="INFO")
+    add_web_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    try:
+        web = web_options(args)
+    except WebError as exc:
+        print(f"rfserver: {exc}", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config)
     except (ConfigError, OSError) as exc:
@@ -53,16 +67,30 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         server = RFServer(
-            config, store, status_path=args.status_file, client_grace=args.client_grace
+            config,
+            store,
+            status_path=args.status_file,
+            client_grace=args.client_grace,
+            resync_wait=args.resync_wait,
+            config_path=args.config,
         )
         loop = asyncio.get_running_loop()
+        web_service = None
+        if web is not None:  # before serve(): the web port is open once the socket is
+            from routeflow.web.service import start_web
+
+            web_service = start_web(server, web)
         task = asyncio.ensure_future(server.serve(args.listen))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(signal.SIGHUP, server.reload_config)
         try:
             await task
         except asyncio.CancelledError:
             logging.getLogger("routeflow.server").info("rfserver stopping")
+        finally:
+            if web_service is not None:
+                await web_service.stop()
 
     try:
         asyncio.run(run())

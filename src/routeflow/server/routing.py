@@ -87,7 +87,16 @@ class _Batch:
 
 
 class RoutingTable:
-    def __init__(self) -> None:
+    def __init__(self, id_hints: dict[NextHopKey, int] | None = None) -> None:
+        """``id_hints``: next-hop ids a previous run gave out (from the state store).
+
+        Reusing them means a restarted server describes the switch exactly as
+        it already is, so reconciliation changes nothing instead of renumbering
+        every group.
+        """
+        self._hints: dict[NextHopKey, int] = dict(id_hints or {})
+        self._used_ids: dict[tuple[int, int], set[int]] = defaultdict(set)
+        self._alloc_changes: dict[NextHopKey, int | None] = {}
         self.routes: dict[int, dict[str, Route]] = defaultdict(dict)
         # vm_id -> ip -> (vm_port, mac)
         self.neighbours: dict[int, dict[str, tuple[int, str]]] = defaultdict(dict)
@@ -296,12 +305,7 @@ class RoutingTable:
             nh.refs += 1
             return nh.nexthop_id
         dp = (nh_key[0], nh_key[1])
-        free = self._free_ids[dp]
-        if free:
-            nh_id = free.pop()
-        else:
-            nh_id = self._next_id[dp]
-            self._next_id[dp] = nh_id + 1
+        nh_id = self._allocate_id(dp, nh_key)
         buckets = self._buckets(nh_key)
         self._nexthops[nh_key] = _NextHop(nh_id, 1, buckets)
         for vm_port, gw, _w in nh_key[3]:
@@ -327,9 +331,43 @@ class RoutingTable:
                     del self._members[(nh_key[2], vm_port, gw)]
         dp = (nh_key[0], nh_key[1])
         self._free_ids[dp].append(nh.nexthop_id)
+        self._used_ids[dp].discard(nh.nexthop_id)
+        self._alloc_changes[nh_key] = None
         batch.nh_dels.append(
             NextHopMod(mod=Mod.DELETE, ct_id=dp[0], dp_id=dp[1], nexthop_id=nh.nexthop_id)
         )
+
+    def _allocate_id(self, dp: tuple[int, int], nh_key: NextHopKey) -> int:
+        used = self._used_ids[dp]
+        hint = self._hints.get(nh_key)
+        if hint is not None and hint not in used:
+            nh_id = hint
+        else:
+            free = self._free_ids[dp]
+            while free and free[-1] in used:
+                free.pop()
+            if free:
+                nh_id = free.pop()
+            else:
+                nh_id = self._next_id[dp]
+                while nh_id in used or nh_id in self._hinted_ids(dp):
+                    nh_id += 1
+                self._next_id[dp] = nh_id + 1
+        used.add(nh_id)
+        self._alloc_changes[nh_key] = nh_id
+        return nh_id
+
+    def _hinted_ids(self, dp: tuple[int, int]) -> set[int]:
+        # Ids promised to other next hops of a previous run stay reserved, so
+        # their owners get them back when their routes return.
+        if not self._hints:
+            return set()
+        return {i for k, i in self._hints.items() if (k[0], k[1]) == dp and k not in self._nexthops}
+
+    def take_allocation_changes(self) -> dict[NextHopKey, int | None]:
+        """Next-hop ids given out (or freed: None) since the last call, to persist."""
+        changes, self._alloc_changes = self._alloc_changes, {}
+        return changes
 
     def _update_buckets(self, batch: _Batch, nh_key: NextHopKey) -> None:
         nh = self._nexthops.get(nh_key)

@@ -25,10 +25,32 @@ from routeflow.rflib.types import AssociationEntry, ConfigEntry, EntryState
 from routeflow.server.association import (
     AssociationTable,
     ClientDown,
+    ConfigReplaced,
     EntryChanged,
     Notice,
 )
-from routeflow.server.routing import Binding, RoutingTable
+from routeflow.server.config import ConfigError, load_config
+from routeflow.server.routing import Binding, NextHopKey, RoutingTable
+
+NEXTHOP_PREFIX = "nexthop/"
+
+
+def _nexthop_store_key(key: NextHopKey) -> str:
+    ct, dp, vm, members = key
+    return NEXTHOP_PREFIX + json.dumps([ct, dp, vm, [list(m) for m in members]])
+
+
+def _load_nexthop_ids(store: StateStore) -> dict[NextHopKey, int]:
+    hints: dict[NextHopKey, int] = {}
+    for name, value in store.kv_items(NEXTHOP_PREFIX):
+        try:
+            ct, dp, vm, members = json.loads(name[len(NEXTHOP_PREFIX) :])
+            key = (ct, dp, vm, tuple((int(p), str(g), int(w)) for p, g, w in members))
+            hints[key] = int(value)
+        except (ValueError, TypeError):
+            log.warning("ignoring unreadable next-hop id record %r", name)
+    return hints
+
 
 log = logging.getLogger("routeflow.server")
 
@@ -53,14 +75,20 @@ class RFServer:
         *,
         status_path: str | None = None,
         client_grace: float = 30.0,
+        resync_wait: float = 10.0,
+        config_path: str | None = None,
     ) -> None:
         self.store = store
+        self.config_path = config_path
+        self.resync_wait = resync_wait
+        self._resynced_vms: set[int] = set()
+        self._background: set[asyncio.Future] = set()
         self.status_path = status_path
         self.client_grace = client_grace
         persisted = store.load_associations()
         self.table, actions = AssociationTable.resume(config, persisted)
         store.replace_config(config)
-        self.routing = RoutingTable()
+        self.routing = RoutingTable(id_hints=_load_nexthop_ids(store))
         for entry in self.table.entries():
             b = _binding(entry)
             if b is not None:
@@ -75,6 +103,11 @@ class RFServer:
         #: Latest DatapathStats per (ct_id, dp_id), with the time it arrived.
         self.stats: dict[tuple[int, int], tuple[float, p.DatapathStats]] = {}
         self.started = time.time()
+        #: For the web view (routeflow.web): what each port said about itself, and
+        #: how many sessions each peer opened (("client" | "controller", id) -> n).
+        self.vm_ports: dict[tuple[int, int], p.PortRegister] = {}
+        self.dp_ports: dict[tuple[int, int, int], p.DatapathPortRegister] = {}
+        self.sessions: dict[tuple[str, int], int] = defaultdict(int)
         if persisted:
             log.info("resumed %d association rows from the state store", len(persisted))
 
@@ -119,6 +152,7 @@ class RFServer:
             log.warning("vm %#x connected again; dropping its previous session", vm_id)
             await old.close()
         self.clients[vm_id] = conn
+        self.sessions[("client", vm_id)] += 1
         self.event("client", f"rfclient vm {vm_id:#x} connected from {conn.peer}")
         resync: _ClientResync | None = None
         try:
@@ -138,10 +172,12 @@ class RFServer:
                             self.routing.replace_vm(vm_id, resync.routes, resync.neighbours)
                         )
                         resync = None
+                        self._resynced_vms.add(vm_id)
                 elif isinstance(msg, p.PortRegister):
                     if msg.vm_id != vm_id:
                         log.warning("vm %#x registered a port of vm %#x; ignored", vm_id, msg.vm_id)
                         continue
+                    self.vm_ports[(vm_id, msg.vm_port)] = msg
                     await self._apply(self.table.handle(msg))
                 elif isinstance(msg, p.RouteMod):
                     if resync is not None and msg.mod == p.Mod.ADD:
@@ -193,23 +229,9 @@ class RFServer:
             log.warning("controller %d connected again; dropping its previous session", ct_id)
             await old.close()
         self.proxies[ct_id] = conn
+        self.sessions[("controller", ct_id)] += 1
+        dump_task = asyncio.ensure_future(self._send_full_state(ct_id, conn))
         self.event("controller", f"rfproxy ct_id {ct_id} connected from {conn.peer}")
-        # A (re)started proxy knows nothing: give it the full desired state.
-        dump: list[p.Message] = []
-        for entry in self.table.entries():
-            if entry.state == EntryState.ACTIVE and entry.ct_id == ct_id:
-                dump.append(
-                    p.DataPlaneMap(
-                        ct_id=ct_id,
-                        dp_id=entry.dp_id,
-                        dp_port=entry.dp_port,
-                        vs_id=entry.vs_id,
-                        vs_port=entry.vs_port,
-                        hwaddress=entry.hwaddress or "",
-                    )
-                )
-        dump.extend(self.routing.dump(ct_id))
-        await conn.send_many(dump)
         try:
             async for msg in conn:
                 self.counters[f"rx_{type(msg).__name__}"] += 1
@@ -224,7 +246,11 @@ class RFServer:
                             "controller %d spoke for controller %d; ignored", ct_id, msg.ct_id
                         )
                         continue
+                    if isinstance(msg, p.DatapathPortRegister):
+                        self.dp_ports[(ct_id, msg.dp_id, msg.dp_port)] = msg
                     if isinstance(msg, p.DatapathDown):
+                        for key in [k for k in self.dp_ports if k[:2] == (ct_id, msg.dp_id)]:
+                            del self.dp_ports[key]
                         self.event(
                             "switch",
                             f"switch {msg.dp_id:#x} left controller {ct_id}",
@@ -235,9 +261,78 @@ class RFServer:
                 else:
                     log.warning("controller %d sent unexpected %s", ct_id, type(msg).__name__)
         finally:
+            dump_task.cancel()
             if self.proxies.get(ct_id) is conn:
                 del self.proxies[ct_id]
                 self.event("controller", f"rfproxy ct_id {ct_id} disconnected", logging.WARNING)
+
+    async def _send_full_state(self, ct_id: int, conn: ipc.Connection) -> None:
+        """Give a (re)connected proxy the whole desired state, bracketed by Resync.
+
+        The proxy reconciles its switches against it, so the state must be
+        complete: after a server restart, wait (bounded) until the VMs behind
+        this controller have resent their routes, or the proxy would remove
+        flows of routes we simply had not heard again yet.
+        """
+        deadline = time.monotonic() + self.resync_wait
+        while True:
+            waiting = {
+                e.vm_id
+                for e in self.table.entries()
+                if e.ct_id == ct_id and e.vm_id is not None and e.dp_id is not None
+            } - self._resynced_vms
+            if not waiting or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        if waiting:
+            self.event(
+                "controller",
+                f"sending controller {ct_id} its state without VMs "
+                + ", ".join(f"{v:#x}" for v in sorted(waiting))
+                + f" (no resync within {self.resync_wait:.0f} s)",
+                logging.WARNING,
+            )
+        dump: list[p.Message] = [p.Resync(phase="begin")]
+        for entry in self.table.entries():
+            if entry.state == EntryState.ACTIVE and entry.ct_id == ct_id:
+                dump.append(
+                    p.DataPlaneMap(
+                        ct_id=ct_id,
+                        dp_id=entry.dp_id,
+                        dp_port=entry.dp_port,
+                        vs_id=entry.vs_id,
+                        vs_port=entry.vs_port,
+                        hwaddress=entry.hwaddress or "",
+                    )
+                )
+        dump.extend(self.routing.dump(ct_id))
+        dump.append(p.Resync(phase="end"))
+        await conn.send_many(dump)
+        self.event("controller", f"controller {ct_id} has the full state ({len(dump)} messages)")
+
+    def reload_config(self, path: str | None = None) -> list[str]:
+        """Re-read the mapping CSV; on any error keep the running config and say why."""
+        path = path or self.config_path
+        if path is None:
+            return ["no config file to reload"]
+        try:
+            config = load_config(path)
+            actions = self.table.handle(ConfigReplaced(tuple(config)))
+        except ConfigError as exc:
+            self.event(
+                "config", f"config reload refused, keeping the old one: {exc}", logging.ERROR
+            )
+            return list(exc.errors)
+        except ValueError as exc:
+            self.event(
+                "config", f"config reload refused, keeping the old one: {exc}", logging.ERROR
+            )
+            return [str(exc)]
+        self.store.replace_config(config)
+        self.event("config", f"config reloaded from {path}: {len(config)} mappings")
+        self._background.add(task := asyncio.ensure_future(self._apply(actions)))
+        task.add_done_callback(self._background.discard)
+        return []
 
     # --- actions ---------------------------------------------------------------
 
@@ -274,6 +369,12 @@ class RFServer:
                 out[("ct", action.ct_id)].append(action)
             else:
                 log.error("unknown action %r", action)
+        for key, nh_id in self.routing.take_allocation_changes().items():
+            name = _nexthop_store_key(key)
+            if nh_id is None:
+                self.store.kv_delete(name)
+            else:
+                self.store.kv_put(name, str(nh_id).encode())
         for (kind, ident), msgs in out.items():
             conn = (self.clients if kind == "vm" else self.proxies).get(ident)
             if conn is None:
@@ -282,6 +383,9 @@ class RFServer:
                 await conn.send_many(msgs)
             except (ConnectionError, OSError) as exc:
                 log.warning("sending to %s %#x failed: %s", kind, ident, exc)
+            else:
+                for m in msgs:
+                    self.counters[f"tx_{type(m).__name__}"] += 1
         if changed or out:
             self._write_status()
 

@@ -205,3 +205,21 @@ def test_switch_state_always_equals_a_fresh_computation(sequence):
         map(repr, (f_groups[f_fib[p]] for p in f_fib if f_fib[p]))
     )
     assert len(groups) == t.nexthop_count()
+
+
+def test_restart_with_id_hints_reproduces_the_same_groups():
+    """A restarted server must describe the switch as it already is (no renumbering)."""
+    first = bound_table()
+    routes = [via(f"10.{i}.0.0/16", 1 + i % 2, f"172.31.{1 + i % 2}.{2 + i % 3}") for i in range(9)]
+    first.add_routes(VM, routes)
+    first.delete_routes(VM, ["10.0.0.0/16", "10.4.0.0/16"])  # free some ids
+    hints = {k: v for k, v in first.take_allocation_changes().items() if v is not None}
+    before = {e.prefix: e.nexthop_id for _c, _d, e in first.installed()}
+
+    second = RoutingTable(id_hints=hints)
+    # Routes arrive in another order after the restart.
+    second.add_routes(VM, list(reversed([r for r in routes if r.prefix in before])))
+    second.bind(VM, 2, Binding(CT, DP, 2, MAC2))
+    second.bind(VM, 1, Binding(CT, DP, 1, MAC1))
+    after = {e.prefix: e.nexthop_id for _c, _d, e in second.installed()}
+    assert after == before
