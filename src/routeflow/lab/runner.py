@@ -16,6 +16,7 @@ namespaces; it runs on normal exit, on exceptions and on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from routeflow.lab.ovs import OvsInstance
 from routeflow.lab.procs import ProcessSet
 from routeflow.proxy.app import DEFAULT_VS_DPID
 from routeflow.server.config import dump_config
+from routeflow.web.topology import write_topology
 
 log = logging.getLogger("routeflow.lab")
 
@@ -70,6 +72,8 @@ class LabRun:
     python: str = sys.executable
     log_level: str = "INFO"
     start_proxy: bool = True
+    #: rfproxy's flow statistics poll in seconds (short, so rfweb's counters move).
+    stats_interval: float = 2.0
 
     def __post_init__(self) -> None:
         self.prefix = f"r{self.run_id}"
@@ -81,6 +85,9 @@ class LabRun:
         self.of_port = _free_tcp_port()
         self.server_sock = os.path.join(self.run_dir, "rfserver.sock")
         self.status_path = os.path.join(self.run_dir, "rfserver-status.json")
+        self.web_port = _free_tcp_port()
+        self.web_url = f"http://127.0.0.1:{self.web_port}"  # rfweb of this lab's rfserver
+        self.topology_path = os.path.join(self.run_dir, "topology.json")
         self.stages: list[Stage] = []
         self.proxy = None
         self.server = None
@@ -136,6 +143,7 @@ class LabRun:
                 if getattr(node, "pid", None)
             },
             "processes": {t.name: t.pid for t in self.procs.procs},
+            "web_url": self.web_url,
         }
         with open(os.path.join(self.run_dir, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=1)
@@ -173,9 +181,12 @@ class LabRun:
         return popen
 
     def start_server(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.server_sock)  # left by a killed server; wait for the new one
         config_path = os.path.join(self.run_dir, "rfserver.csv")
         with open(config_path, "w") as fh:
             fh.write(dump_config(self.plan.config_entries()))
+        write_topology(self.plan, self.topology_path)
         self.server = self._daemon(
             "rfserver",
             [
@@ -190,6 +201,10 @@ class LabRun:
                 f"unix:{self.server_sock}",
                 "--status-file",
                 self.status_path,
+                "--web",
+                f"127.0.0.1:{self.web_port}",
+                "--topology",
+                self.topology_path,
                 "--log-level",
                 self.log_level,
             ],
@@ -213,6 +228,8 @@ class LabRun:
                 str(self.of_port),
                 "--vs-dpid",
                 hex(DEFAULT_VS_DPID),
+                "--stats-interval",
+                str(self.stats_interval),
                 "--log-level",
                 self.log_level,
             ],
@@ -328,19 +345,30 @@ class LabRun:
         with open(zebra_conf, "w") as fh:
             fh.write(f"hostname {vm.name}\n")
         for daemon in frr.daemons_for(self.plan, vm.switch):
-            cfg = zebra_conf if daemon == "zebra" else conf
-            pidfile = os.path.join(d, f"{daemon}.pid")
-            out = node.cmd(
-                f"{FRR_DIR}/{daemon} -d -i {pidfile} -z {d}/zserv.api --vty_socket {d} "
-                f"-f {cfg} --log file:{d}/{daemon}.log 2>&1"
-            )
-            try:
-                self.procs.add_pidfile(f"{daemon}@{vm.switch}", pidfile)
-            except RuntimeError as exc:
-                raise LabFailure(f"{daemon} in VM {vm.name} did not start: {out.strip()}") from exc
-            if daemon == "zebra":
-                self._wait_for(os.path.join(d, "zserv.api"), f"zebra of {vm.name}")
-        logfile = open(os.path.join(d, "rfclient.log"), "ab")  # noqa: SIM115
+            self.start_frr_daemon(vm, daemon)
+        self.start_client(vm)
+
+    def start_frr_daemon(self, vm: VmPlan, daemon: str) -> None:
+        node = self.nodes[f"vm:{vm.switch}"]
+        d = self.vm_dir(vm)
+        cfg = os.path.join(d, "zebra.conf" if daemon == "zebra" else "frr.conf")
+        pidfile = os.path.join(d, f"{daemon}.pid")
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(pidfile)  # a stale one would name a dead (or reused) pid
+        out = node.cmd(
+            f"{FRR_DIR}/{daemon} -d -i {pidfile} -z {d}/zserv.api --vty_socket {d} "
+            f"-f {cfg} --log file:{d}/{daemon}.log 2>&1"
+        )
+        try:
+            self.procs.add_pidfile(f"{daemon}@{vm.switch}", pidfile)
+        except RuntimeError as exc:
+            raise LabFailure(f"{daemon} in VM {vm.name} did not start: {out.strip()}") from exc
+        if daemon == "zebra":
+            self._wait_for(os.path.join(d, "zserv.api"), f"zebra of {vm.name}")
+
+    def start_client(self, vm: VmPlan) -> None:
+        node = self.nodes[f"vm:{vm.switch}"]
+        logfile = open(os.path.join(self.vm_dir(vm), "rfclient.log"), "ab")  # noqa: SIM115
         popen = node.popen(
             [
                 self.python,
@@ -360,6 +388,21 @@ class LabRun:
         )
         logfile.close()
         self.procs.add_popen(f"rfclient@{vm.switch}", popen)
+        self.write_manifest()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one process this lab started (by its recorded pid) and forget it."""
+        for t in list(self.procs.procs):
+            if t.name == name:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(t.pid, sig)
+                self.procs.stop_one(t)  # reaps it (and escalates if sig was ignored)
+                if name == "rfproxy":
+                    self.proxy = None
+                elif name == "rfserver":
+                    self.server = None
+                return
+        raise KeyError(f"no running process named {name!r}")
 
     def _wait_for(self, path: str, what: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

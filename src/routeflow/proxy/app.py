@@ -23,8 +23,9 @@ from os_ken.controller.handler import (
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
+from routeflow.proxy import fibwriter, reconcile
 from routeflow.proxy import openflow as of
-from routeflow.proxy import reconcile
+from routeflow.proxy.flowpipe import FlowPipe
 from routeflow.proxy.relay import Drop, Mapped, RelayTable, SendTo
 from routeflow.proxy.serverlink import ServerLink
 from routeflow.rflib import protocol as p
@@ -42,6 +43,9 @@ class ProxySettings:
     vs_dpid: int = DEFAULT_VS_DPID
     stats_interval: float = 5.0  # 0 disables flow statistics polling
 
+
+#: Above this many FIB entries on a switch, flow statistics cover table 0 only.
+STATS_FIB_LIMIT = 10_000
 
 #: Set by routeflow.proxy.main before os-ken instantiates the app.
 SETTINGS = ProxySettings()
@@ -71,6 +75,8 @@ class RFProxy(app_manager.OSKenApp):
         # only recorded, never pushed: a half-known state must not be enforced.
         self.synced = False
         self._reconcile_jobs: dict[int, dict] = {}
+        #: Per physical switch: barrier-paced, bounded writing of FIB flow-mods.
+        self._pipes: dict[int, FlowPipe] = {}
         self.link = ServerLink(self.settings.server, self._hello, self._on_server_message)
         self.link.start()
         self._stats_parts: dict[int, list] = {}
@@ -100,6 +106,9 @@ class RFProxy(app_manager.OSKenApp):
         return msgs
 
     def _on_server_message(self, msg: p.Message) -> None:
+        if isinstance(msg, p.FibMod):
+            self._fib(msg)  # takes the lock per chunk; may wait for the switch without it
+            return
         with self._lock:
             if isinstance(msg, p.DataPlaneMap):
                 self.relay.map(msg.dp_id, msg.dp_port, msg.vs_id, msg.vs_port)
@@ -151,6 +160,9 @@ class RFProxy(app_manager.OSKenApp):
                 self._start_reconcile(dp)
 
     def _nexthop(self, msg: p.NextHopMod) -> None:
+        log.debug(
+            "NextHopMod %s dp %#x id %d: %s", msg.mod.name, msg.dp_id, msg.nexthop_id, msg.buckets
+        )
         st = self.state.setdefault(msg.dp_id, DatapathState())
         existed = msg.nexthop_id in st.groups
         if msg.mod == p.Mod.DELETE:
@@ -162,28 +174,42 @@ class RFProxy(app_manager.OSKenApp):
         self._group(msg.dp_id, of.nexthop_group(msg), "modify" if existed else "add")
 
     def _fib(self, msg: p.FibMod) -> None:
-        st = self.state.setdefault(msg.dp_id, DatapathState())
-        flows: list[of.FlowSpec] = []
-        stale: list[of.FlowSpec] = []
-        for entry in msg.entries:
-            old = st.fib.pop(entry.prefix, None)
-            if old is not None and (
-                msg.mod == p.Mod.DELETE or _flow_keys(old) != _flow_keys(entry)
-            ):
-                stale.extend(of.fib_flows(old))
-            if msg.mod == p.Mod.ADD:
-                st.fib[entry.prefix] = entry
-                flows.extend(of.fib_flows(entry))
-        if stale:
-            self._flows(msg.dp_id, stale, delete=True)
-        if flows:
-            self._flows(msg.dp_id, flows)
+        """Apply a FibMod: the desired FIB follows it, the switch gets it through its pipe.
+
+        Called without the lock: fibwriter takes it per chunk, and writing a
+        chunk may wait for the switch (back-pressure) while relay goes on.
+        """
+        log.debug(
+            "FibMod %s dp %#x: %s",
+            msg.mod.name,
+            msg.dp_id,
+            ", ".join(e.prefix for e in msg.entries[:10]),
+        )
+        with self._lock:
+            dp = self.datapaths.get(msg.dp_id)
+            pipe = self._pipes.get(msg.dp_id) if self.synced else None
+
+        def fib() -> dict[str, p.FibEntry]:
+            return self.state.setdefault(msg.dp_id, DatapathState()).fib
+
+        def slow(spec: of.FlowSpec, delete: bool) -> bytes | None:
+            return None if pipe is None else _serialize(dp, _flow_mod(dp, spec, delete))
+
+        for data, count in fibwriter.fib_chunks(fib, msg, slow, lock=self._lock):
+            if pipe is not None:
+                pipe.put(data, count)
+        if pipe is not None:
+            pipe.flush()
 
     # --- switches -----------------------------------------------------------
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _switch_features(self, ev):
         dp = ev.msg.datapath
+        # os-ken 4 runs each application's event loop on its own thread: its
+        # own features handler (which sets dp.id) may not have run yet.
+        if dp.id is None:
+            dp.id = ev.msg.datapath_id
         with self._lock:
             self.datapaths[dp.id] = dp
             if dp.id == self.settings.vs_dpid:
@@ -191,6 +217,10 @@ class RFProxy(app_manager.OSKenApp):
                 self._flows(dp.id, of.virtual_switch_flows())
             else:
                 log.info("switch %#x connected", dp.id)
+                old_pipe = self._pipes.pop(dp.id, None)
+                if old_pipe is not None:
+                    old_pipe.close()
+                self._pipes[dp.id] = FlowPipe(dp.send, name=f"switch {dp.id:#x}")
                 self.state.setdefault(dp.id, DatapathState())
                 if self.synced:
                     self._start_reconcile(dp)
@@ -361,10 +391,19 @@ class RFProxy(app_manager.OSKenApp):
             log.warning("switch %#x left", dp.id)
             self.relay.unmap_datapath(dp.id)
             self._reconcile_jobs.pop(dp.id, None)
+            pipe = self._pipes.pop(dp.id, None)
+            if pipe is not None:
+                pipe.close()
             # Forget what the server told us about it: on return the server
             # re-associates and re-sends, as the association algorithm says.
             self.state.pop(dp.id, None)
         self.link.send(p.DatapathDown(ct_id=self.settings.ct_id, dp_id=dp.id))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev):
+        pipe = self._pipes.get(ev.msg.datapath.id)
+        if pipe is not None:
+            pipe.barrier_reply(ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev):
@@ -387,8 +426,12 @@ class RFProxy(app_manager.OSKenApp):
                 dps = [dp for i, dp in self.datapaths.items() if i != self.settings.vs_dpid]
             for dp in dps:
                 parser = dp.ofproto_parser
+                # Per-flow statistics of a full table would be a million
+                # objects every poll: past STATS_FIB_LIMIT routes, table 0 only.
+                with self._lock:
+                    big = len(self.state.get(dp.id, DatapathState()).fib) > STATS_FIB_LIMIT
                 try:
-                    dp.send_msg(parser.OFPFlowStatsRequest(dp))
+                    dp.send_msg(parser.OFPFlowStatsRequest(dp, table_id=0 if big else 0xFF))
                 except Exception:  # a switch leaving mid-request is not our problem
                     log.debug("flow stats request to %#x failed", dp.id)
 
@@ -492,6 +535,12 @@ class RFProxy(app_manager.OSKenApp):
         if dp is None or not self.synced:
             return
         dp.send_msg(_group_mod(dp, group, command))
+
+
+def _serialize(dp, msg) -> bytes:
+    dp.set_xid(msg)
+    msg.serialize()
+    return bytes(msg.buf)
 
 
 def _format_match(match) -> str:

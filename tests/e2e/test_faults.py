@@ -1,0 +1,267 @@
+"""Faults on a running rftest2: each case measures what it cost the data plane.
+
+One lab serves the whole module (bring-up is the expensive part); every case
+starts by checking the lab is healthy and ends by leaving it healthy.
+Evidence comes from outside routeflow: ping sequence numbers, ovs-ofctl, the
+VM kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import pytest
+from conftest import lab_plan
+
+from routeflow.lab import checks, scenarios
+from routeflow.lab.faults import ContinuousPing
+from routeflow.lab.runner import LabRun
+
+RESULTS = os.environ.get("ROUTEFLOW_FAULT_RESULTS", "/tmp/routeflow-fault-results.json")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    base = "/tmp/routeflow-tests"
+    os.makedirs(base, mode=0o755, exist_ok=True)
+    run = LabRun(
+        lab_plan("rftest2"),
+        os.path.join(base, f"faults-{os.getpid()}"),
+        log_level=os.environ.get("ROUTEFLOW_LOG_LEVEL", "INFO"),
+    )
+    try:
+        run.start()
+        result = scenarios.CheckResult(lab="rftest2")
+        t0 = time.monotonic()
+        assert scenarios.converge(run, result, t0, 120), result.stages
+        assert scenarios.pingall_until_full(run, result, t0, 120), result.stages
+        yield run
+    finally:
+        run.stop()
+
+
+def record(case: str, **numbers) -> None:
+    try:
+        with open(RESULTS) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        data = {}
+    data[case] = numbers
+    with open(RESULTS, "w") as fh:
+        json.dump(data, fh, indent=1)
+    print(f"{case}: {numbers}")
+
+
+def healthy(run: LabRun, timeout: float = 60) -> None:
+    """Pingall passes, flows match routes, and routing has settled.
+
+    Settled means no FIB flow changed in the last few seconds: right after
+    bring-up OSPF still re-runs SPF, and a route it re-installs would be
+    mistaken for a flow the fault flushed.
+    """
+    assert checks.wait_until(lambda: checks.pingall(run)[0] == checks.pingall(run)[1], timeout)
+    assert checks.wait_until(lambda: checks.check_flows(run).ok, 30), checks.check_flows(run)
+    assert checks.wait_until(
+        lambda: min((a for ages in all_ages(run).values() for a in ages.values()), default=99) > 5,
+        60,
+    ), "FIB never settled"
+
+
+def flow_ages(run: LabRun, switch: str) -> dict[str, float]:
+    """FIB prefix -> seconds the flow has existed (re-installed flows restart at 0)."""
+    out = run.ovs.ofctl("-O", "OpenFlow13", "dump-flows", run.bridges[switch], "table=1")
+    ages = {}
+    for line in out.splitlines():
+        m = re.search(r"duration=([\d.]+)s.*?nw_dst=(\S+?)[ ,]", line)
+        if m:
+            ages[m.group(2)] = float(m.group(1))
+    return ages
+
+
+def not_reinstalled(run: LabRun, before: dict[str, dict[str, float]], since: float) -> list[str]:
+    """Flows present before that were deleted or re-added (younger than `since` seconds)."""
+    bad = []
+    for switch, ages in before.items():
+        now = flow_ages(run, switch)
+        for prefix in ages:
+            if prefix not in now or now[prefix] < since:
+                bad.append(f"{switch}:{prefix}")
+    return bad
+
+
+def all_ages(run: LabRun) -> dict[str, dict[str, float]]:
+    return {vm.switch: flow_ages(run, vm.switch) for vm in run.plan.vms}
+
+
+def test_rfproxy_sigkill_keeps_forwarding_and_reconciles(lab):
+    run = lab
+    healthy(run)
+    h4 = run.plan.host("h4")
+    before = all_ages(run)
+    bridge = run.bridges["A"]
+    # Damage the switch behind the controller's back: a stale flow with our
+    # cookie appears and a route flow vanishes. Reconciliation must fix both.
+    run.ovs.ofctl(
+        "-O",
+        "OpenFlow13",
+        "add-flow",
+        bridge,
+        "table=1,priority=1024,cookie=0x5246040000000000,ip,nw_dst=198.18.0.0/24,actions=drop",
+    )
+    run.ovs.ofctl(
+        "-O",
+        "OpenFlow13",
+        "--strict",
+        "del-flows",
+        bridge,
+        "table=1,priority=1024,ip,nw_dst=172.31.2.0/24",
+    )
+    ping = ContinuousPing(run.host("h1"), h4.address)
+    time.sleep(1)
+    t_kill = time.monotonic()
+    # SIGKILL and an immediate restart, as a supervisor (systemd) would do.
+    # The relay of OSPF hellos is down meanwhile: an outage longer than the
+    # dead interval (4 s here) would drop adjacencies, by OSPF's own rules.
+    run.kill("rfproxy")
+    run.start_proxy_process()
+    assert checks.wait_until(
+        lambda: (
+            "198.18.0.0" not in run.ovs.ofctl("-O", "OpenFlow13", "dump-flows", bridge)
+            and "172.31.2.0/24" in run.ovs.ofctl("-O", "OpenFlow13", "dump-flows", bridge)
+        ),
+        30,
+    ), "reconciliation did not remove the stale flow and restore the missing one"
+    time.sleep(1)
+    result = ping.stop()
+    elapsed = time.monotonic() - t_kill
+    before["A"].pop("172.31.2.0/24", None)  # the one we deleted by hand
+    flushed = not_reinstalled(run, before, since=elapsed)
+    record(
+        "rfproxy SIGKILL + restart",
+        sent=result.sent,
+        lost=result.lost,
+        outage_s=result.outage_s,
+        flows_reinstalled=len(flushed),
+    )
+    assert result.lost == 0, result
+    assert flushed == [], f"flows re-installed or lost: {flushed}"
+    healthy(run)
+
+
+def test_rfserver_sigkill_loses_nothing(lab):
+    run = lab
+    healthy(run)
+    h4 = run.plan.host("h4")
+    assoc_before = checks.server_status(run)["associations"]
+    before = all_ages(run)
+    ping = ContinuousPing(run.host("h1"), h4.address)
+    time.sleep(1)
+    t_kill = time.monotonic()
+    run.kill("rfserver")
+    # A route learned while rfserver is down must arrive after its restart.
+    gw = run.plan.vm("B").interface(2).ip  # B's address on the A-B link
+    run.vm_node("A").cmd(f"ip route add 198.51.100.0/24 via {gw}")
+    time.sleep(2)
+    run.start_server()
+    assert checks.wait_until(lambda: "198.51.100.0/24" in checks.fib_flows(run, "A"), 40), (
+        "route learned during the outage never reached the switch"
+    )
+    time.sleep(1)
+    result = ping.stop()
+    elapsed = time.monotonic() - t_kill
+    flushed = not_reinstalled(run, before, since=elapsed)
+    assoc_after = checks.server_status(run)["associations"]
+    record(
+        "rfserver SIGKILL + restart",
+        sent=result.sent,
+        lost=result.lost,
+        outage_s=result.outage_s,
+        flows_reinstalled=len(flushed),
+        associations_lost=len(assoc_before) - len(assoc_after),
+    )
+    assert result.lost == 0, result
+    assert flushed == [], flushed
+    key = ("vm_id", "vm_port", "dp_id", "dp_port", "state")
+    assert sorted(tuple(a[k] for k in key) for a in assoc_after) == sorted(
+        tuple(a[k] for k in key) for a in assoc_before
+    )
+    run.vm_node("A").cmd("ip route del 198.51.100.0/24")
+    assert checks.wait_until(lambda: "198.51.100.0/24" not in checks.fib_flows(run, "A"), 20)
+    healthy(run)
+
+
+def test_rfclient_restart_resyncs_and_removes_what_vanished(lab):
+    run = lab
+    healthy(run)
+    gw = run.plan.vm("B").interface(2).ip
+    node = run.vm_node("A")
+    node.cmd(f"ip route add 198.51.100.0/24 via {gw}")
+    assert checks.wait_until(lambda: "198.51.100.0/24" in checks.fib_flows(run, "A"), 20)
+    before = all_ages(run)
+    before["A"].pop("198.51.100.0/24")
+    ping = ContinuousPing(run.host("h1"), run.plan.host("h4").address)
+    t_kill = time.monotonic()
+    run.kill("rfclient@A")
+    node.cmd("ip route del 198.51.100.0/24")  # withdrawn while the client is down
+    time.sleep(2)
+    run.start_client(run.plan.vm("A"))
+    gone = checks.wait_until(lambda: "198.51.100.0/24" not in checks.fib_flows(run, "A"), 30)
+    result = ping.stop()
+    flushed = not_reinstalled(run, before, since=time.monotonic() - t_kill)
+    record(
+        "rfclient SIGKILL + restart",
+        sent=result.sent,
+        lost=result.lost,
+        outage_s=result.outage_s,
+        flows_reinstalled=len(flushed),
+        stale_removed=gone,
+    )
+    assert gone, "route withdrawn while rfclient was down is still on the switch"
+    assert result.lost == 0, result
+    assert flushed == [], flushed
+    healthy(run)
+
+
+def test_switch_leaves_and_rejoins(lab):
+    run = lab
+    healthy(run)
+    bridge = run.bridges["D"]
+    dp_id = run.plan.vm("D").dp_id
+    controller = f"tcp:127.0.0.1:{run.of_port}"
+    run.ovs.vsctl("del-controller", bridge)
+
+    def d_states() -> set[str]:
+        return {
+            a["state"]
+            for a in checks.server_status(run)["associations"]
+            if a["vm_id"] == run.plan.vm("D").vm_id
+        }
+
+    assert checks.wait_until(lambda: d_states() == {"idle client port"}, 20), d_states()
+    assert not any(a["dp_id"] == dp_id for a in checks.server_status(run)["associations"])
+    t = time.monotonic()
+    run.ovs.vsctl("set-controller", bridge, controller)
+    assert checks.wait_until(lambda: d_states() == {"active client-datapath association"}, 30), (
+        d_states()
+    )
+    healthy(run)
+    record("switch leaves and rejoins", restored_s=round(time.monotonic() - t, 2))
+
+
+def test_frr_daemon_restart(lab):
+    run = lab
+    healthy(run)
+    vm = run.plan.vm("B")
+    run.kill("ospfd@B", sig=15)
+    # B's OSPF routes leave its kernel, then come back with the daemon.
+    assert checks.wait_until(
+        lambda: not any(gw != "connected" for gw in checks.kernel_routes(run, "B").values()), 20
+    )
+    assert checks.wait_until(lambda: checks.check_flows(run).ok, 20), checks.check_flows(run)
+    t = time.monotonic()
+    run.start_frr_daemon(vm, "ospfd")
+    healthy(run, timeout=90)
+    record("FRR ospfd restart", recovered_s=round(time.monotonic() - t, 2))
