@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 
 import pytest
@@ -41,6 +42,8 @@ def lab():
         yield run
     finally:
         run.stop()
+        if not os.environ.get("ROUTEFLOW_KEEP_RUNS"):
+            shutil.rmtree(run.run_dir, ignore_errors=True)
 
 
 def record(case: str, **numbers) -> None:
@@ -265,3 +268,51 @@ def test_frr_daemon_restart(lab):
     run.start_frr_daemon(vm, "ospfd")
     healthy(run, timeout=90)
     record("FRR ospfd restart", recovered_s=round(time.monotonic() - t, 2))
+
+
+def test_link_down_and_up_reroutes(lab):
+    """Cut A-D (h1->h4's direct path): port status reaches the VMs, OSPF reroutes."""
+    run = lab
+    healthy(run)
+    port_a_d = next(i.port for i in run.plan.vm("A").interfaces if i.peer == "D")
+    ping = ContinuousPing(run.host("h1"), run.plan.host("h4").address, interval=0.02)
+    time.sleep(1)
+    run.set_link("A", "D", up=False)
+    # The VM interfaces follow the switch ports...
+    assert checks.wait_until(
+        lambda: "state DOWN" in run.vm_node("A").cmd(f"ip -o link show eth{port_a_d}"), 10
+    ), run.vm_node("A").cmd(f"ip -o link show eth{port_a_d}")
+    # ...and traffic takes the other way round.
+    assert checks.wait_until(lambda: checks.ping(run, "h1", run.plan.host("h4").address), 20)
+    time.sleep(2)
+    down = ping.stop()
+    assert checks.wait_until(lambda: checks.check_flows(run).ok, 20), checks.check_flows(run)
+
+    ping = ContinuousPing(run.host("h1"), run.plan.host("h4").address, interval=0.02)
+    time.sleep(1)
+    run.set_link("A", "D", up=True)
+    assert checks.wait_until(
+        lambda: "state UP" in run.vm_node("A").cmd(f"ip -o link show eth{port_a_d}"), 10
+    )
+    # Back on the direct link once OSPF re-forms the adjacency.
+    assert checks.wait_until(
+        lambda: (
+            checks.kernel_routes(run, "A").get("172.31.4.0/24")
+            == run.plan.vm("D")
+            .interface(next(i.port for i in run.plan.vm("D").interfaces if i.peer == "A"))
+            .ip
+        ),
+        30,
+    )
+    time.sleep(2)
+    up = ping.stop()
+    record(
+        "link A-D down, then up",
+        down_lost=down.lost,
+        down_outage_s=round(down.outage_s, 2),
+        up_lost=up.lost,
+        up_outage_s=round(up.outage_s, 2),
+    )
+    assert down.outage_s < 3.0, down
+    assert up.lost <= 5, up
+    healthy(run)

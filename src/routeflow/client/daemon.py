@@ -23,6 +23,7 @@ from routeflow.client.netlink import (
     get_hwaddr,
     poke,
     send_mapping_packet,
+    set_link_state,
 )
 from routeflow.rflib import ipc
 from routeflow.rflib.protocol import (
@@ -178,8 +179,26 @@ class ClientDaemon:
             task.add_done_callback(self._tasks.discard)
         elif msg.operation_id == PortOperation.RESET:
             log.info("rfserver reset the association of port %d", msg.vm_port)
+        elif msg.operation_id in (PortOperation.LINK_DOWN, PortOperation.LINK_UP):
+            up = msg.operation_id == PortOperation.LINK_UP
+            task = asyncio.create_task(self._set_link(msg.vm_port, up))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         else:
             log.warning("unknown PortConfig operation %s", msg.operation_id)
+
+    async def _set_link(self, vm_port: int, up: bool) -> None:
+        """Mirror the switch port's link state on the VM interface."""
+        ifname = f"eth{vm_port}"
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._io, set_link_state, ifname, up)
+        except (OSError, ValueError) as err:
+            log.warning("cannot set %s %s: %s", ifname, "up" if up else "down", err)
+            return
+        log.info(
+            "switch port link %s: %s set %s", "up" if up else "down", ifname, "up" if up else "down"
+        )
 
     async def _send_mapping(self, vm_port: int) -> None:
         ifname = f"eth{vm_port}"

@@ -54,6 +54,7 @@ from pyroute2.netlink.rtnl import (
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from routeflow.client import fastnl
 from routeflow.client.kernel import KernelView
 from routeflow.rflib.mapping import encode_mapping_frame
 from routeflow.rflib.protocol import Message
@@ -85,8 +86,14 @@ SIOCGIFHWADDR = 0x8927
 CLONE_NEWNET = 0x40000000
 
 #: Room for a big BGP burst while the thread is busy folding the previous one.
-DEFAULT_RCVBUF = 32 * 1024 * 1024
+#: A route notification costs the kernel about 830 bytes of this budget (it
+#: doubles the number given), so this holds about 600k of them: a full table
+#: installed at kernel speed (about 300k routes/s) while this side folds
+#: about 200k/s. It is a limit, not an allocation; an overflow still only
+#: costs a reload (see below).
+DEFAULT_RCVBUF = 256 * 1024 * 1024
 _RECV_SIZE = 1 << 20
+_NLHDR = struct.Struct("=IHHII")
 #: Datagrams read before the view is updated and the daemon woken up.
 _READ_BATCH = 512
 
@@ -246,54 +253,93 @@ class Dumper:
         self._buf = bytearray(_RECV_SIZE)
 
     def dump_all(self, attempts: int = 5) -> list[Any]:
+        """Every link, nexthop object, IPv4 route and neighbour, decoded (tests, tools)."""
+        out: list[Any] = []
+        self.load(out.extend, attempts)
+        return out
+
+    def load_view(self, vm_id: int, attempts: int = 5) -> KernelView:
+        """A fresh KernelView of the whole kernel state, fed as the dumps arrive.
+
+        Nothing is buffered, so a full table costs its KernelView and not
+        also a million decoded messages. Any interrupted dump restarts the
+        whole load, so the view is always one consistent picture.
+        """
+        for attempt in range(1, attempts + 1):
+            view = KernelView(vm_id)
+            try:
+                self.load(view.feed_many, 1)
+                return view
+            except DumpInterrupted:
+                log.debug("kernel state changed during the dump (attempt %d), again", attempt)
+        raise OSError(errno.EAGAIN, "dumps kept being interrupted")
+
+    def load(self, sink: Callable[[list[Any]], None], attempts: int = 5) -> None:
         with _netlink_socket() as sock:
             sock.settimeout(10.0)  # a dump never pauses that long; do not hang forever
             sock.bind((0, 0))
-            out: list[Any] = []
             for name, kind, body in self.REQUESTS:
-                out += self._dump(sock, name, kind, body, attempts)
-            return out
+                self._dump(sock, name, kind, body, attempts, sink)
 
     def _dump(
-        self, sock: socket.socket, name: str, kind: int, body: bytes, attempts: int
-    ) -> list[Any]:
+        self,
+        sock: socket.socket,
+        name: str,
+        kind: int,
+        body: bytes,
+        attempts: int,
+        sink: Callable[[list[Any]], None],
+    ) -> None:
         for attempt in range(1, attempts + 1):
             try:
-                return self._dump_once(sock, kind, body)
+                self._dump_once(sock, kind, body, sink)
+                return
             except DumpInterrupted:
+                if attempt == attempts:
+                    raise
                 log.debug("%s dump interrupted (attempt %d), retrying", name, attempt)
             except OSError as err:
                 if kind == RTM_GETNEXTHOP and err.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-                    return []  # kernel older than 5.3: no nexthop objects
+                    return  # kernel older than 5.3: no nexthop objects
                 raise
-        raise OSError(errno.EAGAIN, f"{name} dump kept being interrupted")
 
-    def _dump_once(self, sock: socket.socket, kind: int, body: bytes) -> list[Any]:
+    def _dump_once(
+        self, sock: socket.socket, kind: int, body: bytes, sink: Callable[[list[Any]], None]
+    ) -> None:
+        """One dump; messages go to ``sink`` per received buffer (fastnl-decoded)."""
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         seq = self.seq
         header = struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
         sock.send(header + body)
-        out: list[Any] = []
         interrupted = False
+        buf = self._buf
         while True:
-            n = sock.recv_into(self._buf)
-            for msg in self.marshal.parse(bytes(self._buf[:n])):
-                hdr = msg["header"]
-                if hdr.get("sequence_number") != seq:
-                    continue
-                if hdr.get("flags", 0) & NLM_F_DUMP_INTR:
-                    interrupted = True
-                if hdr.get("type") == NLMSG_DONE:
-                    if interrupted:
-                        raise DumpInterrupted()
-                    return out
-                if hdr.get("type") == NLMSG_ERROR or hdr.get("error") is not None:
-                    err = hdr.get("error")
-                    if err is None:
-                        continue
-                    code = getattr(err, "code", None) or getattr(err, "errno", None) or errno.EIO
-                    raise OSError(code, f"netlink dump failed: {err}")
-                out.append(msg)
+            n = sock.recv_into(buf)
+            off = 0
+            batch: list[Any] = []
+            while off + 16 <= n:
+                length, mtype, flags, mseq, _pid = _NLHDR.unpack_from(buf, off)
+                if length < 16 or off + length > n:
+                    raise OSError(errno.EIO, "truncated netlink message in a dump")
+                if mseq == seq:
+                    if flags & NLM_F_DUMP_INTR:
+                        interrupted = True
+                    if mtype == NLMSG_DONE:
+                        sink(batch)
+                        if interrupted:
+                            raise DumpInterrupted()
+                        return
+                    if mtype == NLMSG_ERROR:
+                        code = -struct.unpack_from("=i", buf, off + 16)[0]
+                        if code:
+                            raise OSError(code, f"netlink dump failed: {os.strerror(code)}")
+                    else:
+                        batch += fastnl.parse(memoryview(buf)[off : off + length], self._parse_slow)
+                off += (length + 3) & ~3
+            sink(batch)
+
+    def _parse_slow(self, data: bytes) -> list[Any]:
+        return list(self.marshal.parse(data))
 
 
 # --- the watcher ----------------------------------------------------------------------
@@ -418,7 +464,7 @@ class NetlinkWatcher:
                 try:
                     for _ in range(_READ_BATCH):
                         n = sock.recv_into(buf)
-                        msgs.extend(self._marshal.parse(bytes(buf[:n])))
+                        msgs += fastnl.parse(buf, self._parse_slow, n)
                 except BlockingIOError:
                     pass
                 except OSError as err:
@@ -456,10 +502,13 @@ class NetlinkWatcher:
                     log.warning("reloading the kernel state failed (%s); retrying in 1 s", err)
                     resync_at = time.monotonic() + 1.0
 
+    def _parse_slow(self, data: bytes) -> list[Any]:
+        return list(self._marshal.parse(data))
+
     def _resync(self, reason: str) -> None:
-        msgs = self._dumper.dump_all()
+        fresh = self._dumper.load_view(self.view.vm_id)
         with self._lock:
-            self.view.reset(msgs)
+            self.view.adopt(fresh)
             changed = self.view.has_changes()
             counts = self.view.counts()
         self.resyncs += 1
@@ -533,3 +582,14 @@ def poke(gateway: str, ifname: str | None = None, port: int = 9) -> bool:
             log.debug("poke %s via %s failed: %s", gateway, ifname or "any", err)
             return False
     return True
+
+
+def set_link_state(ifname: str, up: bool) -> None:
+    """Set a VM interface administratively up or down (current namespace)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=ifname)
+        if not index:
+            raise ValueError(f"no interface {ifname}")
+        ipr.link("set", index=index[0], state="up" if up else "down")

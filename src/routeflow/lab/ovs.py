@@ -38,7 +38,8 @@ class OvsInstance:
         self.procs = procs
         self.env = ovs_env(rundir)
 
-    def start(self) -> None:
+    def start(self, popen=None) -> None:
+        """Start both daemons; ``popen`` runs ovs-vswitchd (e.g. in a namespace)."""
         for tool in ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl"):
             if shutil.which(tool) is None:
                 raise OvsError(f"{tool} not found: install openvswitch-switch (make setup)")
@@ -67,9 +68,10 @@ class OvsInstance:
         )
         self._wait_for(f"{r}/db.sock", "ovsdb-server")
         self.vsctl("--no-wait", "init")
+        popen = popen or (lambda argv, **kw: subprocess.Popen(argv, start_new_session=True, **kw))
         self.procs.add_popen(
             "ovs-vswitchd",
-            subprocess.Popen(
+            popen(
                 [
                     "ovs-vswitchd",
                     f"unix:{r}/db.sock",
@@ -79,9 +81,9 @@ class OvsInstance:
                     "-vconsole:off",
                 ],
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env={**os.environ, **self.env},
-                start_new_session=True,
             ),
         )
         self._wait_for(f"{r}/ovs-vswitchd.ctl", "ovs-vswitchd")

@@ -50,6 +50,10 @@ class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so teardown runs like on Ctrl-C."""
 
 
+def _popen_session(argv: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(argv, start_new_session=True, **kwargs)
+
+
 def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,12 +99,9 @@ class LabRun:
 
     # --- naming -----------------------------------------------------------------
 
-    def bridge_name(self, index: int) -> str:
-        return f"{self.prefix}s{index + 1}"
-
     @property
     def vs_name(self) -> str:
-        return f"{self.prefix}vs"
+        return "br-rfvs"
 
     def vm_dir(self, vm: VmPlan) -> str:
         return os.path.join(self.run_dir, "vms", vm.switch)
@@ -111,19 +112,20 @@ class LabRun:
         os.makedirs(self.run_dir, exist_ok=True)
         os.chmod(self.run_dir, 0o755)
         self._check_frr_can_reach_run_dir()
-        os.environ.update(self.ovs.env)  # Mininet's ovs-vsctl calls inherit it
+        os.environ.update(self.ovs.env)  # ovs-vsctl/ovs-ofctl find the private OVS
         t = time.monotonic()
-        self.ovs.start()
+        self._build_network()
+        self._stage("network", t)
+        self.write_manifest()
+        t = time.monotonic()
+        self.ovs.start(popen=self._in_ovs_namespace)
+        self._create_bridges()
         self._stage("ovs", t)
         t = time.monotonic()
         self.start_server()
         if self.start_proxy:
             self.start_proxy_process()
         self._stage("rfserver+rfproxy", t)
-        t = time.monotonic()
-        self._build_network()
-        self._stage("network", t)
-        self.write_manifest()
         t = time.monotonic()
         for vm in self.plan.vms:
             self._start_vm(vm)
@@ -166,15 +168,14 @@ class LabRun:
     def _env(self) -> dict[str, str]:
         return {**os.environ, **self.ovs.env, "PYTHONUNBUFFERED": "1"}
 
-    def _daemon(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _daemon(self, name: str, argv: list[str], popen=None) -> subprocess.Popen:
         logfile = open(os.path.join(self.run_dir, f"{name}.log"), "ab")  # noqa: SIM115
-        popen = subprocess.Popen(
+        popen = (popen or _popen_session)(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=logfile,
             stderr=subprocess.STDOUT,
             env=self._env(),
-            start_new_session=True,
         )
         logfile.close()
         self.procs.add_popen(name, popen)
@@ -218,7 +219,8 @@ class LabRun:
     def start_proxy_process(self) -> None:
         self.proxy = self._daemon(
             "rfproxy",
-            [
+            popen=self._in_ovs_namespace,
+            argv=[
                 self.python,
                 "-m",
                 "routeflow.proxy",
@@ -241,89 +243,114 @@ class LabRun:
                 self.procs.stop_one(t)
         self.proxy = None
 
+    def _in_ovs_namespace(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        return self.nodes["__ovs__"].popen(argv, **kwargs)
+
     def _build_network(self) -> None:
+        """Hosts, VMs and one 'OVS namespace' holding every switch-side interface.
+
+        ovs-vswitchd (userspace datapath) and rfproxy run inside that namespace:
+        the datapath's own devices, the bridges' and all ports' names are then
+        private to this lab, so concurrent labs never collide and the host's
+        root namespace is never touched.
+        """
         from mininet.link import Link
         from mininet.net import Mininet
-        from mininet.node import OVSSwitch
 
         net = Mininet(controller=None, build=False, autoSetMacs=False, autoStaticArp=False)
         self.net = net
         plan = self.plan
-        for i, vm in enumerate(plan.vms):
-            br = self.bridge_name(i)
-            self.bridges[vm.switch] = br
-            self.nodes[vm.switch] = net.addSwitch(
-                br,
-                cls=OVSSwitch,
-                datapath="user",
-                failMode="secure",
-                protocols="OpenFlow13",
-                dpid=f"{vm.dp_id:016x}",
-            )
-        vs = net.addSwitch(
-            self.vs_name,
-            cls=OVSSwitch,
-            datapath="user",
-            failMode="secure",
-            protocols="OpenFlow13",
-            dpid=f"{DEFAULT_VS_DPID:016x}",
-        )
-        self.nodes["__vs__"] = vs
+        ovsns = net.addHost(f"{self.prefix}o", ip=None)
+        self.nodes["__ovs__"] = ovsns
+        self._ports: dict[str, list[tuple[str, int]]] = {vm.switch: [] for vm in plan.vms}
+        self._ports["__vs__"] = []
+        for vm in plan.vms:
+            self.bridges[vm.switch] = f"br-{vm.switch}"
         for i, h in enumerate(plan.hosts):
-            node = net.addHost(f"{self.prefix}h{i + 1}", ip=h.ip, mac=h.mac)
-            self.nodes[h.name] = node
+            self.nodes[h.name] = net.addHost(f"{self.prefix}h{i + 1}", ip=h.ip, mac=h.mac)
         for i, vm in enumerate(plan.vms):
             self.nodes[f"vm:{vm.switch}"] = net.addHost(f"{self.prefix}v{i + 1}", ip=None)
-        # host <-> switch port
         for h in plan.hosts:
-            net.addLink(
-                self.nodes[h.name], self.nodes[h.switch], port1=0, port2=h.dp_port, cls=Link
-            )
-        # switch <-> switch
+            name = self.port_name(h.switch, h.dp_port)
+            net.addLink(self.nodes[h.name], ovsns, intfName2=name, cls=Link)
+            self._ports[h.switch].append((name, h.dp_port))
         for link in plan.links:
-            net.addLink(
-                self.nodes[link.a.switch],
-                self.nodes[link.b.switch],
-                port1=link.a.port,
-                port2=link.b.port,
-                cls=Link,
-            )
-        # VM ethN <-> virtual switch
+            a = self.port_name(link.a.switch, link.a.port)
+            b = self.port_name(link.b.switch, link.b.port)
+            net.addLink(ovsns, ovsns, intfName1=a, intfName2=b, cls=Link)
+            self._ports[link.a.switch].append((a, link.a.port))
+            self._ports[link.b.switch].append((b, link.b.port))
         vs_port = 1
         for vm in plan.vms:
             node = self.nodes[f"vm:{vm.switch}"]
             for iface in vm.interfaces:
+                name = f"vs-eth{vs_port}"
                 net.addLink(
-                    node,
-                    vs,
-                    port1=iface.port,
-                    port2=vs_port,
-                    intfName1=iface.ifname,
-                    addr1=iface.mac,
-                    cls=Link,
+                    node, ovsns, intfName1=iface.ifname, addr1=iface.mac, intfName2=name, cls=Link
                 )
+                self._ports["__vs__"].append((name, vs_port))
                 vs_port += 1
         net.build()
-        controller = f"tcp:127.0.0.1:{self.of_port}"
-        for sw in [*(self.nodes[vm.switch] for vm in plan.vms), vs]:
-            sw.start([])
-            self.ovs.vsctl("set-controller", sw.name, controller)
-            self.ovs.vsctl(
-                "--", "set", "controller", sw.name, "max_backoff=1000", "inactivity_probe=5000"
-            )
         # veth checksum offload must be off with the userspace datapath, or TCP
-        # (BGP, BFD's echo aside) arrives with bad checksums.
+        # (BGP) arrives with bad checksums.
         for node in net.hosts:
-            for intf in node.intfList():
-                if intf.name != "lo":
-                    node.cmd(f"ethtool -K {intf.name} tx off >/dev/null 2>&1")
-        for sw in net.switches:
-            for intf in sw.intfList():
-                if intf.name != "lo":
-                    sw.cmd(f"ethtool -K {intf.name} tx off >/dev/null 2>&1")
+            names = [i.name for i in node.intfList() if i.name != "lo"]
+            if names:
+                node.cmd("; ".join(f"ethtool -K {n} tx off >/dev/null 2>&1" for n in names))
         for h in plan.hosts:
-            node = self.nodes[h.name]
-            node.cmd(f"ip route replace default via {h.gateway}")
+            self.nodes[h.name].cmd(f"ip route replace default via {h.gateway}")
+
+    @staticmethod
+    def port_name(switch: str, port: int) -> str:
+        return f"{switch}-eth{port}"
+
+    def _create_bridges(self) -> None:
+        controller = f"tcp:127.0.0.1:{self.of_port}"
+        bridges = [(vm.switch, self.bridges[vm.switch], vm.dp_id) for vm in self.plan.vms]
+        bridges.append(("__vs__", self.vs_name, DEFAULT_VS_DPID))
+        for key, br, dpid in bridges:
+            args = [
+                "--",
+                "add-br",
+                br,
+                "--",
+                "set",
+                "bridge",
+                br,
+                "datapath_type=netdev",
+                "fail-mode=secure",
+                "protocols=OpenFlow13",
+                f"other-config:datapath-id={dpid:016x}",
+                "other-config:disable-in-band=true",
+            ]
+            for name, port in self._ports[key]:
+                args += [
+                    "--",
+                    "add-port",
+                    br,
+                    name,
+                    "--",
+                    "set",
+                    "interface",
+                    name,
+                    f"ofport_request={port}",
+                ]
+            args += ["--", "set-controller", br, controller]
+            self.ovs.vsctl(*args)
+            self.ovs.vsctl("set", "controller", br, "max_backoff=1000", "inactivity_probe=5000")
+
+    def set_link(self, a: str, b: str, up: bool) -> None:
+        """Cut or restore the link between switches a and b (both ends' carrier)."""
+        ovsns = self.nodes["__ovs__"]
+        for link in self.plan.links:
+            if {link.a.switch, link.b.switch} == {a, b}:
+                state = "up" if up else "down"
+                ovsns.cmd(
+                    f"ip link set {self.port_name(link.a.switch, link.a.port)} {state}; "
+                    f"ip link set {self.port_name(link.b.switch, link.b.port)} {state}"
+                )
+                return
+        raise KeyError(f"no link between {a} and {b}")
 
     def _start_vm(self, vm: VmPlan) -> None:
         node = self.nodes[f"vm:{vm.switch}"]
@@ -440,7 +467,7 @@ class LabRun:
             # Clients and routing daemons first (they live in namespaces the
             # network teardown removes), then the network, then the rest.
             for t in list(reversed(self.procs.procs)):
-                if "@" in t.name:
+                if "@" in t.name or t.name in ("rfproxy", "ovs-vswitchd"):
                     self.procs.stop_one(t)
             if self.net is not None:
                 try:

@@ -59,6 +59,7 @@ class DatapathState:
     router_ports: dict[int, str] = field(default_factory=dict)  # dp_port -> router MAC
     groups: dict[int, p.NextHopMod] = field(default_factory=dict)
     fib: dict[str, p.FibEntry] = field(default_factory=dict)
+    link_up: dict[int, bool] = field(default_factory=dict)  # dp_port -> link state
 
 
 class RFProxy(app_manager.OSKenApp):
@@ -359,6 +360,14 @@ class RFProxy(app_manager.OSKenApp):
                 )
                 st.ports[port.port_no] = reg
                 msgs.append(reg)
+                up = _port_is_up(dp.ofproto, port)
+                if not up or st.link_up.get(port.port_no) is False:
+                    msgs.append(
+                        p.DatapathPortStatus(
+                            ct_id=self.settings.ct_id, dp_id=dp.id, dp_port=port.port_no, up=up
+                        )
+                    )
+                st.link_up[port.port_no] = up
         log.info("switch %#x: %d ports registered", dp.id, len(msgs))
         self.link.send_many(msgs)
 
@@ -366,15 +375,35 @@ class RFProxy(app_manager.OSKenApp):
     def _port_status(self, ev):
         msg = ev.msg
         dp = msg.datapath
-        if dp.id == self.settings.vs_dpid or msg.reason != dp.ofproto.OFPPR_ADD:
+        if dp.id is None or dp.id == self.settings.vs_dpid:
             return
+        ofp = dp.ofproto
         port = msg.desc
-        reg = p.DatapathPortRegister(
-            ct_id=self.settings.ct_id, dp_id=dp.id, dp_port=port.port_no, hwaddress=port.hw_addr
-        )
+        if port.port_no >= ofp.OFPP_MAX:
+            return
+        out: list[p.Message] = []
         with self._lock:
-            self.state.setdefault(dp.id, DatapathState()).ports[port.port_no] = reg
-        self.link.send(reg)
+            st = self.state.setdefault(dp.id, DatapathState())
+            if msg.reason == ofp.OFPPR_ADD:
+                reg = p.DatapathPortRegister(
+                    ct_id=self.settings.ct_id,
+                    dp_id=dp.id,
+                    dp_port=port.port_no,
+                    hwaddress=port.hw_addr,
+                    name=_port_name(port),
+                )
+                st.ports[port.port_no] = reg
+                out.append(reg)
+            up = msg.reason != ofp.OFPPR_DELETE and _port_is_up(ofp, port)
+            if st.link_up.get(port.port_no) != up:
+                st.link_up[port.port_no] = up
+                out.append(
+                    p.DatapathPortStatus(
+                        ct_id=self.settings.ct_id, dp_id=dp.id, dp_port=port.port_no, up=up
+                    )
+                )
+                log.info("switch %#x port %d link %s", dp.id, port.port_no, "up" if up else "down")
+        self.link.send_many(out)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def _state_change(self, ev):
@@ -541,6 +570,15 @@ def _serialize(dp, msg) -> bytes:
     dp.set_xid(msg)
     msg.serialize()
     return bytes(msg.buf)
+
+
+def _port_is_up(ofp, port) -> bool:
+    return not (port.state & ofp.OFPPS_LINK_DOWN) and not (port.config & ofp.OFPPC_PORT_DOWN)
+
+
+def _port_name(port) -> str:
+    name = port.name
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
 
 def _format_match(match) -> str:

@@ -35,6 +35,10 @@ class PortOperation(enum.IntEnum):
 
     SEND_MAPPING_PACKET = 0
     RESET = 1
+    #: The switch port behind this VM port lost (or regained) its link: the VM
+    #: interface follows, so routing reacts at once instead of after timers.
+    LINK_DOWN = 2
+    LINK_UP = 3
 
 
 class RouteKind(enum.IntEnum):
@@ -111,6 +115,15 @@ class DatapathPortRegister(Message):
     dp_port: int
     hwaddress: str = ""
     name: str = ""
+
+
+class DatapathPortStatus(Message):
+    """A switch port's link went down or came up (OFPT_PORT_STATUS)."""
+
+    ct_id: int
+    dp_id: int
+    dp_port: int
+    up: bool
 
 
 class DatapathDown(Message):
@@ -265,6 +278,7 @@ AnyMessage = (
     | PortConfig
     | DatapathPortRegister
     | DatapathDown
+    | DatapathPortStatus
     | VirtualPlaneMap
     | DataPlaneMap
     | DataPlaneUnmap

@@ -82,6 +82,8 @@ class RFServer:
         self.config_path = config_path
         self.resync_wait = resync_wait
         self._resynced_vms: set[int] = set()
+        #: Switch ports whose link is down, as (ct_id, dp_id, dp_port).
+        self.links_down: set[tuple[int, int, int]] = set()
         self._background: set[asyncio.Future] = set()
         self.status_path = status_path
         self.client_grace = client_grace
@@ -173,6 +175,7 @@ class RFServer:
                         )
                         resync = None
                         self._resynced_vms.add(vm_id)
+                        await self._apply(self._link_states_for(vm_id))
                 elif isinstance(msg, p.PortRegister):
                     if msg.vm_id != vm_id:
                         log.warning("vm %#x registered a port of vm %#x; ignored", vm_id, msg.vm_id)
@@ -239,6 +242,10 @@ class RFServer:
                     if msg.ct_id == ct_id:
                         self.stats[(ct_id, msg.dp_id)] = (time.time(), msg)
                         self._write_status()
+                    continue
+                if isinstance(msg, p.DatapathPortStatus):
+                    if msg.ct_id == ct_id:
+                        await self._apply(self._port_status(msg))
                     continue
                 if isinstance(msg, p.DatapathPortRegister | p.DatapathDown | p.VirtualPlaneMap):
                     if getattr(msg, "ct_id", ct_id) != ct_id:
@@ -309,6 +316,40 @@ class RFServer:
         dump.append(p.Resync(phase="end"))
         await conn.send_many(dump)
         self.event("controller", f"controller {ct_id} has the full state ({len(dump)} messages)")
+
+    def _port_status(self, msg: p.DatapathPortStatus) -> list:
+        key = (msg.ct_id, msg.dp_id, msg.dp_port)
+        was_down = key in self.links_down
+        if msg.up:
+            self.links_down.discard(key)
+        else:
+            self.links_down.add(key)
+        if was_down != (not msg.up):
+            self.event(
+                "link",
+                f"switch {msg.dp_id:#x} port {msg.dp_port} link {'up' if msg.up else 'down'}",
+                logging.INFO if msg.up else logging.WARNING,
+            )
+        entry = self.table.by_dp_port(*key)
+        if entry is None or entry.vm_id is None:
+            return []
+        op = p.PortOperation.LINK_UP if msg.up else p.PortOperation.LINK_DOWN
+        return [p.PortConfig(vm_id=entry.vm_id, vm_port=entry.vm_port, operation_id=op)]
+
+    def _link_states_for(self, vm_id: int) -> list:
+        """A (re)connected VM learns which of its ports' links are down."""
+        out = []
+        for ct, dp, port in sorted(self.links_down):
+            entry = self.table.by_dp_port(ct, dp, port)
+            if entry is not None and entry.vm_id == vm_id:
+                out.append(
+                    p.PortConfig(
+                        vm_id=vm_id,
+                        vm_port=entry.vm_port,
+                        operation_id=p.PortOperation.LINK_DOWN,
+                    )
+                )
+        return out
 
     def reload_config(self, path: str | None = None) -> list[str]:
         """Re-read the mapping CSV; on any error keep the running config and say why."""
@@ -397,8 +438,8 @@ class RFServer:
         for e in entries:
             states[e.state.value] += 1
         fib: dict[str, int] = defaultdict(int)
-        for _ct, dp, _e in self.routing.installed():
-            fib[f"{dp:#x}"] += 1
+        for (_ct, dp), n in self.routing.fib_counts().items():
+            fib[f"{dp:#x}"] += n  # counted as it changes: a full table must not be walked here
         return {
             "pid": os.getpid(),
             "time": time.time(),
