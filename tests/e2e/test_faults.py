@@ -316,3 +316,41 @@ def test_link_down_and_up_reroutes(lab):
     assert down.outage_s < 3.0, down
     assert up.lost <= 5, up
     healthy(run)
+
+
+FUZZ_SENDER = r"""
+import random, socket, sys
+random.seed(int(sys.argv[3]))
+iface, router_mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", ""))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((iface, 0))
+src = s.getsockname()[4]
+for i in range(int(sys.argv[4])):
+    dst = random.choice([router_mac, b"\xff" * 6])
+    ethertype = random.choice([0x0806, 0x0800, 0x0A0A, random.randrange(0x10000)])
+    body = bytes(random.randrange(256) for _ in range(random.randrange(0, 120)))
+    if ethertype == 0x0800 and body and random.random() < 0.5:
+        body = bytes([0x45]) + body[1:]  # looks like IPv4, rest is junk
+    s.send(dst + src + ethertype.to_bytes(2, "big") + body)
+"""
+
+
+def test_malformed_frames_from_a_host_never_hurt_rfproxy(lab):
+    run = lab
+    healthy(run)
+    h1 = run.plan.host("h1")
+    router_mac = run.plan.vm("A").interface(h1.dp_port).mac
+    node = run.host("h1")
+    intf = node.defaultIntf().name
+    script = os.path.join(run.run_dir, "fuzz_sender.py")
+    with open(script, "w") as fh:
+        fh.write(FUZZ_SENDER)
+    out = node.cmd(f"{run.python} {script} {intf} {router_mac} 7 2000; echo rc=$?")
+    assert "rc=0" in out, out
+    time.sleep(1)
+    assert run.proxy is not None and run.proxy.poll() is None, "rfproxy died"
+    with open(os.path.join(run.run_dir, "rfproxy.log")) as fh:
+        log_text = fh.read()
+    record("2000 malformed frames from a host", proxy_handler_errors=log_text.count("; continuing"))
+    assert "; continuing" not in log_text, "a handler raised on malformed input"
+    healthy(run)

@@ -25,8 +25,11 @@ from routeflow.client.netlink import (
     send_mapping_packet,
     set_link_state,
 )
-from routeflow.rflib import ipc
+from routeflow.rflib import auth, ipc
+from routeflow.rflib.tuning import tune_gc
 from routeflow.rflib.protocol import (
+    AuthChallenge,
+    AuthResponse,
     ClientHello,
     Error,
     PortConfig,
@@ -63,8 +66,10 @@ class ClientDaemon:
         batch_delay: float = 0.02,
         netns: str | None = None,
         hostname: str | None = None,
+        secret: bytes | None = None,
     ):
         self.vm_id = vm_id
+        self.secret = secret
         self.address = ipc.parse_address(server_address)
         self.poke_interval = poke_interval
         self.batch_delay = batch_delay
@@ -120,10 +125,20 @@ class ClientDaemon:
     async def _session(self, conn: ipc.Connection) -> None:
         assert self.watcher is not None
         self._wake.clear()  # the snapshot covers everything up to now
+        hello = ClientHello(vm_id=self.vm_id, hostname=self.hostname)
+        if self.secret is not None:
+            await conn.send(hello)
+            challenge = await conn.recv()
+            if not isinstance(challenge, AuthChallenge):
+                raise ConnectionError(f"expected an authentication challenge, got {challenge!r}")
+            await conn.send(
+                AuthResponse(mac=auth.answer(self.secret, challenge.nonce, auth.identity(hello)))
+            )
+            hello = None
         snapshot, counts = self.watcher.snapshot()
         await conn.send_many(
             [
-                ClientHello(vm_id=self.vm_id, hostname=self.hostname),
+                *([hello] if hello is not None else []),
                 Resync(phase="begin", scope=self.vm_id),
                 *snapshot,
                 Resync(phase="end", scope=self.vm_id),
@@ -166,6 +181,8 @@ class ClientDaemon:
                 self._on_port_config(msg)
             elif isinstance(msg, Error):
                 log.warning("rfserver reports %s: %s", msg.code, msg.detail)
+            elif isinstance(msg, AuthChallenge):
+                log.error("rfserver requires authentication: start rfclient with --secret-file")
             else:
                 log.debug("ignoring %s from rfserver", type(msg).__name__)
 
@@ -249,9 +266,12 @@ async def run_client(
     *,
     poke_interval: float = 1.0,
     netns: str | None = None,
+    secret: bytes | None = None,
 ) -> None:
     """Run rfclient until SIGTERM/SIGINT (or cancellation)."""
-    daemon = ClientDaemon(vm_id, server_address, poke_interval=poke_interval, netns=netns)
+    daemon = ClientDaemon(
+        vm_id, server_address, poke_interval=poke_interval, netns=netns, secret=secret
+    )
     loop = asyncio.get_running_loop()
     installed = []
 
@@ -314,6 +334,9 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between ARP pokes of unresolved gateways (0: off)",
     )
     parser.add_argument(
+        "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
@@ -328,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    tune_gc()  # a full table is millions of objects (see rflib.tuning)
     try:
         if args.vm_id is not None:
             vm_id = parse_vm_id(args.vm_id)
@@ -336,11 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise ValueError("give --vm-id, or --mgmt-if to take the VM id from its MAC")
         ipc.parse_address(args.server)
-    except ValueError as err:
+        secret = auth.load_secret(args.secret_file) if args.secret_file else None
+    except (ValueError, auth.AuthError) as err:
         print(f"rfclient: error: {err}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_client(vm_id, args.server, poke_interval=args.poke_interval))
+        asyncio.run(run_client(vm_id, args.server, poke_interval=args.poke_interval, secret=secret))
     except KeyboardInterrupt:
         pass
     except (OSError, RuntimeError) as err:  # netlink unavailable, or the watcher died

@@ -34,6 +34,7 @@ from routeflow.lab.model import LabPlan, VmPlan
 from routeflow.lab.ovs import OvsInstance
 from routeflow.lab.procs import ProcessSet
 from routeflow.proxy.app import DEFAULT_VS_DPID
+from routeflow.rflib.auth import write_secret
 from routeflow.server.config import dump_config
 from routeflow.web.topology import write_topology
 
@@ -88,6 +89,7 @@ class LabRun:
         self.bridges: dict[str, str] = {}  # switch name -> bridge name
         self.of_port = _free_tcp_port()
         self.server_sock = os.path.join(self.run_dir, "rfserver.sock")
+        self.secret_file = os.path.join(self.run_dir, "rfprotocol.secret")
         self.status_path = os.path.join(self.run_dir, "rfserver-status.json")
         self.web_port = _free_tcp_port()
         self.web_url = f"http://127.0.0.1:{self.web_port}"  # rfweb of this lab's rfserver
@@ -112,6 +114,7 @@ class LabRun:
         os.makedirs(self.run_dir, exist_ok=True)
         os.chmod(self.run_dir, 0o755)
         self._check_frr_can_reach_run_dir()
+        write_secret(self.secret_file)  # every lab speaks authenticated RFProtocol
         os.environ.update(self.ovs.env)  # ovs-vsctl/ovs-ofctl find the private OVS
         t = time.monotonic()
         self._build_network()
@@ -202,6 +205,8 @@ class LabRun:
                 f"unix:{self.server_sock}",
                 "--status-file",
                 self.status_path,
+                "--secret-file",
+                self.secret_file,
                 "--web",
                 f"127.0.0.1:{self.web_port}",
                 "--topology",
@@ -232,6 +237,8 @@ class LabRun:
                 hex(DEFAULT_VS_DPID),
                 "--stats-interval",
                 str(self.stats_interval),
+                "--secret-file",
+                self.secret_file,
                 "--log-level",
                 self.log_level,
             ],
@@ -405,6 +412,8 @@ class LabRun:
                 hex(vm.vm_id),
                 "--server",
                 f"unix:{self.server_sock}",
+                "--secret-file",
+                self.secret_file,
                 "--log-level",
                 self.log_level,
             ],

@@ -8,6 +8,7 @@ is re-programmed from it, and executes decisions as OpenFlow 1.3 messages.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class ProxySettings:
     ct_id: int = 1
     vs_dpid: int = DEFAULT_VS_DPID
     stats_interval: float = 5.0  # 0 disables flow statistics polling
+    secret: bytes | None = None
 
 
 #: Above this many FIB entries on a switch, flow statistics cover table 0 only.
@@ -62,6 +64,24 @@ class DatapathState:
     link_up: dict[int, bool] = field(default_factory=dict)  # dp_port -> link state
 
 
+def _guarded(handler):
+    """Keep os-ken's event loop alive whatever a handler raises.
+
+    With os-ken 4's native threads hub, ``hub.TaskExit`` is ``Exception``, so
+    its event loop re-raises any handler exception and the application thread
+    ends silently: one malformed packet-in would leave a deaf controller.
+    """
+
+    @functools.wraps(handler)
+    def wrapper(self, ev):
+        try:
+            return handler(self, ev)
+        except Exception:
+            log.exception("%s failed on %s; continuing", handler.__name__, type(ev).__name__)
+
+    return wrapper
+
+
 class RFProxy(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
@@ -78,7 +98,12 @@ class RFProxy(app_manager.OSKenApp):
         self._reconcile_jobs: dict[int, dict] = {}
         #: Per physical switch: barrier-paced, bounded writing of FIB flow-mods.
         self._pipes: dict[int, FlowPipe] = {}
-        self.link = ServerLink(self.settings.server, self._hello, self._on_server_message)
+        self.link = ServerLink(
+            self.settings.server,
+            self._hello,
+            self._on_server_message,
+            secret=self.settings.secret,
+        )
         self.link.start()
         self._stats_parts: dict[int, list] = {}
         if self.settings.stats_interval > 0:
@@ -135,6 +160,8 @@ class RFProxy(app_manager.OSKenApp):
                 self._fib(msg)
             elif isinstance(msg, p.Resync):
                 self._server_resync(msg)
+            elif isinstance(msg, p.AuthChallenge):
+                log.error("rfserver requires authentication: start rfproxy with --secret-file")
             elif isinstance(msg, p.Error):
                 log.error("rfserver says %s: %s", msg.code, msg.detail)
             else:
@@ -205,6 +232,7 @@ class RFProxy(app_manager.OSKenApp):
     # --- switches -----------------------------------------------------------
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @_guarded
     def _switch_features(self, ev):
         dp = ev.msg.datapath
         # os-ken 4 runs each application's event loop on its own thread: its
@@ -249,6 +277,7 @@ class RFProxy(app_manager.OSKenApp):
         dp.send_msg(groups)
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    @_guarded
     def _group_desc(self, ev):
         msg = ev.msg
         dp = msg.datapath
@@ -339,6 +368,7 @@ class RFProxy(app_manager.OSKenApp):
         )
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    @_guarded
     def _port_desc(self, ev):
         dp = ev.msg.datapath
         if dp.id == self.settings.vs_dpid:
@@ -372,6 +402,7 @@ class RFProxy(app_manager.OSKenApp):
         self.link.send_many(msgs)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    @_guarded
     def _port_status(self, ev):
         msg = ev.msg
         dp = msg.datapath
@@ -406,6 +437,7 @@ class RFProxy(app_manager.OSKenApp):
         self.link.send_many(out)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    @_guarded
     def _state_change(self, ev):
         dp = ev.datapath
         if ev.state != DEAD_DISPATCHER or dp.id is None:
@@ -429,12 +461,14 @@ class RFProxy(app_manager.OSKenApp):
         self.link.send(p.DatapathDown(ct_id=self.settings.ct_id, dp_id=dp.id))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    @_guarded
     def _barrier_reply(self, ev):
         pipe = self._pipes.get(ev.msg.datapath.id)
         if pipe is not None:
             pipe.barrier_reply(ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    @_guarded
     def _error(self, ev):
         msg = ev.msg
         log.warning(
@@ -465,6 +499,7 @@ class RFProxy(app_manager.OSKenApp):
                     log.debug("flow stats request to %#x failed", dp.id)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @_guarded
     def _flow_stats(self, ev):
         msg = ev.msg
         dp = msg.datapath
@@ -507,6 +542,7 @@ class RFProxy(app_manager.OSKenApp):
     # --- relay ---------------------------------------------------------------
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @_guarded
     def _packet_in(self, ev):
         msg = ev.msg
         dp = msg.datapath

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         default=5.0,
         help="seconds between flow statistics polls (0: off)",
     )
+    parser.add_argument(
+        "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
@@ -48,6 +51,18 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    from routeflow.rflib.tuning import tune_gc
+
+    tune_gc()  # a full table is millions of objects (see rflib.tuning)
+    secret = None
+    if args.secret_file:
+        from routeflow.rflib.auth import AuthError, load_secret
+
+        try:
+            secret = load_secret(args.secret_file)
+        except AuthError as exc:
+            print(f"rfproxy: {exc}", file=sys.stderr)
+            return 2
     # os-ken reads its options from oslo.config's global CONF.
     from os_ken import cfg
     from os_ken.base import app_manager  # noqa: F401  (imports the controller: ofp-* options)
@@ -63,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         ct_id=args.ct_id,
         vs_dpid=args.vs_dpid if args.vs_dpid is not None else app.DEFAULT_VS_DPID,
         stats_interval=args.stats_interval,
+        secret=secret,
     )
     from os_ken.base.app_manager import AppManager
 

@@ -15,9 +15,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from routeflow.rflib import codec
+from routeflow.rflib import auth, codec
 from routeflow.rflib.ipc import UnixAddress, parse_address
-from routeflow.rflib.protocol import Message
+from routeflow.rflib.protocol import AuthChallenge, AuthResponse, Message
 
 log = logging.getLogger("routeflow.proxy.link")
 
@@ -39,7 +39,9 @@ class ServerLink:
         *,
         min_backoff: float = 0.1,
         max_backoff: float = 3.0,
+        secret: bytes | None = None,
     ) -> None:
+        self.secret = secret
         self.address = parse_address(address)
         self._on_connect = on_connect
         self._on_message = on_message
@@ -104,15 +106,24 @@ class ServerLink:
                 continue
             backoff = self._min_backoff
             log.info("connected to rfserver at %s", self.address)
-            with self._send_lock:
-                self._sock = sock
-                try:
-                    sock.sendall(codec.encode_many(self._on_connect()))
-                except OSError as exc:
-                    log.warning("initial send failed: %s", exc)
+            decoder = codec.FrameDecoder()
+            try:
+                hello = self._on_connect()
+                if self.secret is not None:
+                    self._authenticate(sock, decoder, hello[0])
+                    hello = hello[1:]
+                with self._send_lock:
+                    self._sock = sock
+                    sock.sendall(codec.encode_many(hello))
+            except (OSError, codec.ProtocolError, ConnectionError) as exc:
+                log.warning("rfserver session setup failed: %s", exc)
+                sock.close()
+                time.sleep(backoff)
+                backoff = min(self._max_backoff, backoff * 2)
+                continue
             self.connected.set()
             try:
-                self._read_loop(sock)
+                self._read_loop(sock, decoder)
             finally:
                 self.connected.clear()
                 with self._send_lock:
@@ -122,8 +133,28 @@ class ServerLink:
                     self.reconnects += 1
                     log.warning("lost rfserver connection; reconnecting")
 
-    def _read_loop(self, sock: socket.socket) -> None:
-        decoder = codec.FrameDecoder()
+    def _authenticate(self, sock: socket.socket, decoder, hello: Message) -> None:
+        """Send the hello, answer the server's challenge (see rflib.auth)."""
+        sock.sendall(codec.encode(hello))
+        sock.settimeout(10)
+        try:
+            msgs: list = []
+            while not msgs:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("rfserver closed the connection during authentication")
+                msgs = decoder.feed(data)
+        finally:
+            sock.settimeout(None)
+        challenge = msgs[0]
+        if not isinstance(challenge, AuthChallenge):
+            raise ConnectionError(f"expected an authentication challenge, got {challenge!r}")
+        mac = auth.answer(self.secret, challenge.nonce, auth.identity(hello))
+        sock.sendall(codec.encode(AuthResponse(mac=mac)))
+        for msg in msgs[1:]:
+            self._on_message(msg)
+
+    def _read_loop(self, sock: socket.socket, decoder) -> None:
         while not self._stop.is_set():
             try:
                 data = sock.recv(262144)

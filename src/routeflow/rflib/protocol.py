@@ -86,6 +86,16 @@ class Resync(Message):
     scope: int = 0  # vm_id (client) or dp_id (proxy); 0 = everything
 
 
+class AuthChallenge(Message):
+    """Server -> peer after its hello: prove you know the shared secret (see rflib.auth)."""
+
+    nonce: str
+
+
+class AuthResponse(Message):
+    mac: str
+
+
 class Error(Message):
     """Sent before closing a connection for a reason the peer should log."""
 
@@ -274,6 +284,8 @@ AnyMessage = (
     | ControllerRegister
     | Resync
     | Error
+    | AuthChallenge
+    | AuthResponse
     | PortRegister
     | PortConfig
     | DatapathPortRegister

@@ -8,7 +8,9 @@ import logging
 import signal
 import sys
 
+from routeflow.rflib.auth import AuthError, load_secret
 from routeflow.rflib.store import open_store
+from routeflow.rflib.tuning import tune_gc
 from routeflow.server.config import ConfigError, load_config
 from routeflow.server.service import RFServer
 from routeflow.web.options import WebError, add_web_arguments, web_options
@@ -43,12 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds a restarted server waits for VMs to resend their routes "
         "before giving a controller its full state",
     )
+    parser.add_argument(
+        "--secret-file",
+        default=None,
+        help="shared secret (mode 0600): peers must prove they know it (HMAC challenge)",
+    )
     parser.add_argument("--log-level", default="INFO")
     add_web_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    tune_gc()  # a full table is millions of objects (see rflib.tuning)
     try:
         web = web_options(args)
     except WebError as exc:
@@ -59,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         print(f"rfserver: bad config: {exc}", file=sys.stderr)
         return 2
+    secret = None
+    if args.secret_file:
+        try:
+            secret = load_secret(args.secret_file)
+        except AuthError as exc:
+            print(f"rfserver: {exc}", file=sys.stderr)
+            return 2
     try:
         store = open_store(args.store)
     except (ValueError, OSError, RuntimeError) as exc:
@@ -73,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             client_grace=args.client_grace,
             resync_wait=args.resync_wait,
             config_path=args.config,
+            secret=secret,
         )
         loop = asyncio.get_running_loop()
         web_service = None

@@ -10,6 +10,12 @@ Cost model (the lesson from Faucet's BGP path): per route, O(1) work plus a
 refcount on its next hop; a neighbour MAC change touches only the next hops
 that contain that neighbour, never the routes behind them.
 
+A full table is a million routes through a handful of next hops, so memory per
+route is kept to dictionary entries: routes sharing next hops share their
+nexthops list (and what they install is one shared, interned record per next
+hop), and how a route of a given kind and set of next hops is installed is
+worked out once per such shape (``_Plan``) rather than once per route.
+
 Routes reach the switch only while their ports are bound; routes learned
 before association are kept and installed when the binding arrives (the
 original silently lost them).
@@ -18,8 +24,10 @@ original silently lost them).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from routeflow.rflib.protocol import (
     Bucket,
@@ -28,10 +36,13 @@ from routeflow.rflib.protocol import (
     Message,
     Mod,
     Neighbour,
+    NextHop,
     NextHopMod,
     Route,
     RouteKind,
 )
+
+_UNICAST = RouteKind.UNICAST
 
 
 @dataclass(frozen=True)
@@ -55,12 +66,36 @@ class _NextHop:
     buckets: tuple[Bucket, ...]
 
 
-@dataclass(frozen=True)
-class _Installed:
+class _Installed(NamedTuple):
+    """What one prefix has on a switch; equal for every route through the same next hop."""
+
     ct_id: int
     dp_id: int
-    entry: FibEntry
+    kind: RouteKind
+    nexthop_id: int  # UNICAST
+    dp_port: int  # CONNECTED / LOCAL
     nh_key: NextHopKey | None
+
+    def entry(self, prefix: str) -> FibEntry:
+        return FibEntry(
+            prefix=prefix, kind=self.kind, nexthop_id=self.nexthop_id, dp_port=self.dp_port
+        )
+
+
+class _Plan:
+    """How routes of one shape (vm, kind, next hops) are installed, worked out once.
+
+    ``installed`` holds the interned _Installed per next-hop id, so routes
+    through one next hop share one record. Plans depend only on bindings:
+    they are dropped whenever a binding changes.
+    """
+
+    __slots__ = ("desired", "installed", "nexthops")
+
+    def __init__(self, desired: _Installed | None, nexthops: list[NextHop]) -> None:
+        self.desired = desired
+        self.nexthops = nexthops  # shared by every stored Route of this shape
+        self.installed: dict[int, _Installed] = {}
 
 
 @dataclass
@@ -101,7 +136,10 @@ class RoutingTable:
         # vm_id -> ip -> (vm_port, mac)
         self.neighbours: dict[int, dict[str, tuple[int, str]]] = defaultdict(dict)
         self.bindings: dict[tuple[int, int], Binding] = {}
-        self._installed: dict[tuple[int, str], _Installed] = {}
+        # vm_id -> prefix -> what the prefix has on the switch
+        self._installed: dict[int, dict[str, _Installed]] = defaultdict(dict)
+        self._fib_count: dict[tuple[int, int], int] = defaultdict(int)
+        self._plans: dict[tuple, _Plan] = {}
         self._nexthops: dict[NextHopKey, _NextHop] = {}
         self._members: dict[tuple[int, int, str], set[NextHopKey]] = defaultdict(set)
         self._next_id: dict[tuple[int, int], int] = defaultdict(lambda: 1)
@@ -112,18 +150,52 @@ class RoutingTable:
     def add_routes(self, vm_id: int, routes: list[Route]) -> list[Message]:
         batch = _Batch()
         table = self.routes[vm_id]
+        installed = self._installed[vm_id]
+        plans = self._plans
+        fib_add = batch.fib_add
+        fib_count = self._fib_count
         for route in routes:
             prefix = _normalise(route.prefix)
-            table[prefix] = route
+            shape = (vm_id, route.kind, tuple(route.nexthops))
+            plan = plans.get(shape)
+            if plan is None:
+                plan = plans[shape] = self._plan(vm_id, route.kind, route.nexthops)
+            table[prefix] = Route(prefix=prefix, kind=route.kind, nexthops=plan.nexthops)
+            desired = plan.desired
+            if desired is not None and desired.nh_key is not None:
+                old = installed.get(prefix)
+                if old is None:
+                    # The bulk of a full table: a new prefix through a next hop.
+                    nh_id = self._acquire(batch, desired.nh_key)
+                    new = plan.installed.get(nh_id)
+                    if new is None:
+                        new = plan.installed[nh_id] = desired._replace(nexthop_id=nh_id)
+                    installed[prefix] = new
+                    dp = (new.ct_id, new.dp_id)
+                    fib_count[dp] += 1
+                    fib_add[dp].append(FibEntry(prefix=prefix, kind=_UNICAST, nexthop_id=nh_id))
+                    continue
+                if old.nh_key == desired.nh_key and old.kind == _UNICAST:
+                    continue  # the same route again: nothing changes on the switch
             self._refresh(batch, vm_id, prefix)
         return batch.messages()
 
     def delete_routes(self, vm_id: int, prefixes: list[str]) -> list[Message]:
         batch = _Batch()
         table = self.routes[vm_id]
+        installed = self._installed[vm_id]
         for raw in prefixes:
             prefix = _normalise(raw)
             table.pop(prefix, None)
+            old = installed.get(prefix)
+            if old is not None and old.nh_key is not None and not prefix.endswith("/32"):
+                # Gone for good: only a /32 can fall back to a neighbour host route.
+                del installed[prefix]
+                dp = (old.ct_id, old.dp_id)
+                self._fib_count[dp] -= 1
+                batch.fib_del[dp].append(old.entry(prefix))
+                self._release(batch, old.nh_key)
+                continue
             self._refresh(batch, vm_id, prefix)
         return batch.messages()
 
@@ -177,9 +249,10 @@ class RoutingTable:
             self.bindings.pop(key, None)
         else:
             self.bindings[key] = binding
+        self._plans.clear()
         batch = _Batch()
         prefixes = set(self.routes[vm_id]) | {f"{ip}/32" for ip in self.neighbours[vm_id]}
-        prefixes |= {p for (v, p) in self._installed if v == vm_id}
+        prefixes |= set(self._installed[vm_id])
         for prefix in sorted(prefixes):
             self._refresh(batch, vm_id, prefix)
         for (v, port, _gw), keys in list(self._members.items()):
@@ -205,15 +278,24 @@ class RoutingTable:
                     )
                 )
         by_dp: dict[tuple[int, int], list[FibEntry]] = defaultdict(list)
-        for inst in self._installed.values():
-            if inst.ct_id == ct_id and (dp_id is None or inst.dp_id == dp_id):
-                by_dp[(inst.ct_id, inst.dp_id)].append(inst.entry)
+        for installed in self._installed.values():
+            for prefix, inst in installed.items():
+                if inst.ct_id == ct_id and (dp_id is None or inst.dp_id == dp_id):
+                    by_dp[(inst.ct_id, inst.dp_id)].append(inst.entry(prefix))
         for (ct, dp), entries in sorted(by_dp.items()):
             out.append(FibMod(mod=Mod.ADD, ct_id=ct, dp_id=dp, entries=entries))
         return out
 
     def installed(self) -> list[tuple[int, int, FibEntry]]:
-        return [(i.ct_id, i.dp_id, i.entry) for i in self._installed.values()]
+        return [
+            (i.ct_id, i.dp_id, i.entry(prefix))
+            for installed in self._installed.values()
+            for prefix, i in installed.items()
+        ]
+
+    def fib_counts(self) -> dict[tuple[int, int], int]:
+        """(ct_id, dp_id) -> FIB entries installed there; O(switches), not O(routes)."""
+        return {dp: n for dp, n in self._fib_count.items() if n}
 
     def nexthop_count(self) -> int:
         return len(self._nexthops)
@@ -230,20 +312,19 @@ class RoutingTable:
             neigh = self.neighbours[vm_id].get(ip)
             if neigh is None:
                 return None
-            route = Route(prefix=prefix, kind=RouteKind.UNICAST, nexthops=[])
-            members = ((neigh[0], ip, 1),)
-        else:
-            members = tuple(
-                sorted((nh.vm_port, nh.gateway or "", max(1, nh.weight)) for nh in route.nexthops)
-            )
-        if route.kind in (RouteKind.LOCAL, RouteKind.CONNECTED):
+            return self._desired_members(vm_id, RouteKind.UNICAST, ((neigh[0], ip, 1),))
+        return self._desired_members(vm_id, route.kind, _members(route.nexthops))
+
+    def _desired_members(
+        self, vm_id: int, kind: RouteKind, members: tuple[tuple[int, str, int], ...]
+    ) -> _Installed | None:
+        if kind in (RouteKind.LOCAL, RouteKind.CONNECTED):
             if not members:
                 return None
             b = self.bindings.get((vm_id, members[0][0]))
             if b is None:
                 return None
-            entry = FibEntry(prefix=prefix, kind=route.kind, dp_port=b.dp_port)
-            return _Installed(b.ct_id, b.dp_id, entry, None)
+            return _Installed(b.ct_id, b.dp_id, kind, 0, b.dp_port, None)
         bound = [(m, self.bindings.get((vm_id, m[0]))) for m in members if m[1]]
         bound = [(m, b) for m, b in bound if b is not None]
         if not bound:
@@ -251,33 +332,34 @@ class RoutingTable:
         first = bound[0][1]
         same_dp = tuple(m for m, b in bound if (b.ct_id, b.dp_id) == (first.ct_id, first.dp_id))
         nh_key: NextHopKey = (first.ct_id, first.dp_id, vm_id, same_dp)
-        entry = FibEntry(prefix=prefix, kind=RouteKind.UNICAST)  # nexthop_id set on install
-        return _Installed(first.ct_id, first.dp_id, entry, nh_key)
+        return _Installed(first.ct_id, first.dp_id, RouteKind.UNICAST, 0, 0, nh_key)
+
+    def _plan(self, vm_id: int, kind: RouteKind, nexthops: list[NextHop]) -> _Plan:
+        """_desired for any route of this shape (its prefix plays no part)."""
+        return _Plan(self._desired_members(vm_id, kind, _members(nexthops)), list(nexthops))
 
     def _refresh(self, batch: _Batch, vm_id: int, prefix: str) -> None:
-        key = (vm_id, prefix)
-        old = self._installed.get(key)
+        installed = self._installed[vm_id]
+        old = installed.get(prefix)
         new = self._desired(vm_id, prefix)
         if new is not None and new.nh_key is not None:
             if old is not None and old.nh_key == new.nh_key:
                 nh_id = self._nexthops[new.nh_key].nexthop_id
             else:
                 nh_id = self._acquire(batch, new.nh_key)
-            new = _Installed(
-                new.ct_id,
-                new.dp_id,
-                FibEntry(prefix=prefix, kind=RouteKind.UNICAST, nexthop_id=nh_id),
-                new.nh_key,
-            )
+            new = new._replace(nexthop_id=nh_id)
         if old == new:
             return
         if old is not None and (new is None or (old.ct_id, old.dp_id) != (new.ct_id, new.dp_id)):
-            batch.fib_del[(old.ct_id, old.dp_id)].append(old.entry)
+            batch.fib_del[(old.ct_id, old.dp_id)].append(old.entry(prefix))
+            self._fib_count[(old.ct_id, old.dp_id)] -= 1
         if new is not None:
-            batch.fib_add[(new.ct_id, new.dp_id)].append(new.entry)
-            self._installed[key] = new
+            batch.fib_add[(new.ct_id, new.dp_id)].append(new.entry(prefix))
+            installed[prefix] = new
+            if old is None or (old.ct_id, old.dp_id) != (new.ct_id, new.dp_id):
+                self._fib_count[(new.ct_id, new.dp_id)] += 1
         else:
-            self._installed.pop(key, None)
+            installed.pop(prefix, None)
         if old is not None and old.nh_key is not None and (new is None or new.nh_key != old.nh_key):
             self._release(batch, old.nh_key)
 
@@ -393,5 +475,28 @@ class RoutingTable:
         self._refresh(batch, vm_id, f"{ip}/32")
 
 
+def _members(nexthops: list[NextHop]) -> tuple[tuple[int, str, int], ...]:
+    return tuple(sorted((nh.vm_port, nh.gateway or "", max(1, nh.weight)) for nh in nexthops))
+
+
+_PLEN = {str(n): n for n in range(33)}
+_HOST_BITS = tuple((1 << (32 - n)) - 1 for n in range(33))
+
+
 def _normalise(prefix: str) -> str:
+    """The canonical ``a.b.c.d/len`` of an IPv4 prefix (host bits cleared)."""
+    addr, sep, plen_text = prefix.partition("/")
+    plen = _PLEN.get(plen_text)
+    if sep and plen is not None:
+        # Fast path: already canonical, as rfclient sends it.
+        try:
+            packed = socket.inet_pton(socket.AF_INET, addr)
+        except OSError:
+            packed = b""
+        if (
+            packed
+            and not int.from_bytes(packed, "big") & _HOST_BITS[plen]
+            and socket.inet_ntoa(packed) == addr
+        ):
+            return prefix
     return str(ipaddress.IPv4Network(prefix, strict=False))

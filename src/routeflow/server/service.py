@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from routeflow.rflib import ipc
+from routeflow.rflib import auth, ipc
 from routeflow.rflib import protocol as p
 from routeflow.rflib.store import StateStore
 from routeflow.rflib.types import AssociationEntry, ConfigEntry, EntryState
@@ -77,7 +78,9 @@ class RFServer:
         client_grace: float = 30.0,
         resync_wait: float = 10.0,
         config_path: str | None = None,
+        secret: bytes | None = None,
     ) -> None:
+        self.secret = secret
         self.store = store
         self.config_path = config_path
         self.resync_wait = resync_wait
@@ -135,6 +138,9 @@ class RFServer:
 
     async def _handle(self, conn: ipc.Connection) -> None:
         first = await conn.recv()
+        is_hello = isinstance(first, p.ClientHello | p.ControllerRegister)
+        if is_hello and self.secret is not None and not await self._authenticate(conn, first):
+            return
         if isinstance(first, p.ClientHello):
             await self._client_session(conn, first.vm_id)
         elif isinstance(first, p.ControllerRegister):
@@ -144,6 +150,28 @@ class RFServer:
             await conn.send(
                 p.Error(code="no-hello", detail="send ClientHello or ControllerRegister")
             )
+
+    async def _authenticate(self, conn: ipc.Connection, hello: p.Message) -> bool:
+        who = auth.identity(hello)
+        nonce = auth.new_nonce()
+        await conn.send(p.AuthChallenge(nonce=nonce))
+        try:
+            reply = await asyncio.wait_for(conn.recv(), timeout=5.0)
+        except TimeoutError:
+            reply = None
+        if isinstance(reply, p.AuthResponse) and auth.check(self.secret, nonce, who, reply.mac):
+            return True
+        why = (
+            "no answer"
+            if reply is None
+            else ("wrong secret" if isinstance(reply, p.AuthResponse) else type(reply).__name__)
+        )
+        self.counters["auth_failures"] += 1
+        self.event("auth", f"refused {who} from {conn.peer}: {why}", logging.WARNING)
+        self._write_status()
+        with contextlib.suppress(ConnectionError, OSError):
+            await conn.send(p.Error(code="auth-failed", detail="authentication failed"))
+        return False
 
     async def _client_session(self, conn: ipc.Connection, vm_id: int) -> None:
         timer = self._grace_timers.pop(vm_id, None)
@@ -371,6 +399,7 @@ class RFServer:
             return [str(exc)]
         self.store.replace_config(config)
         self.event("config", f"config reloaded from {path}: {len(config)} mappings")
+        self._write_status()
         self._background.add(task := asyncio.ensure_future(self._apply(actions)))
         task.add_done_callback(self._background.discard)
         return []
@@ -442,6 +471,8 @@ class RFServer:
             fib[f"{dp:#x}"] += n  # counted as it changes: a full table must not be walked here
         return {
             "pid": os.getpid(),
+            "config_entries": len(self.table.config),
+            "auth_failures": self.counters.get("auth_failures", 0),
             "time": time.time(),
             "clients": sorted(f"{v:#x}" for v in self.clients),
             "controllers": sorted(self.proxies),

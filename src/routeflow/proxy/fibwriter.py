@@ -1,0 +1,118 @@
+"""FibMod -> encoded flow-mods, in chunks, updating the proxy's desired FIB as it goes.
+
+Route entries (prefix -> next-hop group), which are nearly all of a big table,
+are packed with the precomputed layouts of fastof.py; connected and local
+entries go through ``slow(spec, delete)`` (os-ken's encoder). Entries are
+handled strictly in order: for each, the flows it no longer needs are deleted
+and its flows are (re)added, so one FibMod naming a prefix twice ends as the
+last mention says.
+
+``fib_chunks`` yields ``(bytes, message count)`` per ``chunk`` entries and
+takes ``lock`` only while it computes a chunk: the caller writes the bytes
+(and may block on a slow switch) without holding the lock, so packet relay
+and switch events are never stuck behind a full table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from routeflow.proxy import fastof
+from routeflow.proxy import openflow as of
+from routeflow.rflib.protocol import FibEntry, FibMod, Mod, RouteKind
+
+__all__ = ["CHUNK", "fib_chunks"]
+
+CHUNK = 4096
+_UNICAST = RouteKind.UNICAST
+_ADD_SIZE = fastof.FLOW_ADD_SIZE
+_DEL_SIZE = fastof.FLOW_DELETE_SIZE
+#: xid of route flow-mods: errors for them name their chunk.
+XID_BASE = 0xE0000000
+
+SlowEncoder = Callable[[of.FlowSpec, bool], bytes | None]
+
+
+def fib_chunks(
+    fib: Callable[[], dict[str, FibEntry]],
+    msg: FibMod,
+    slow: SlowEncoder,
+    *,
+    lock: Any = None,
+    chunk: int = CHUNK,
+) -> Iterator[tuple[bytes, int]]:
+    """Apply ``msg`` to the FIB returned by ``fib()`` and yield the flow-mods it takes.
+
+    ``slow`` may return None (no switch to encode for): the state is still
+    updated and the chunk then yields nothing for those flows.
+    """
+    entries = msg.entries
+    delete = msg.mod == Mod.DELETE
+    guard = lock if lock is not None else contextlib.nullcontext()
+    pack_add = fastof.pack_route_add
+    pack_del = fastof.pack_route_delete
+    parse = fastof.parse_prefix
+    for n, start in enumerate(range(0, len(entries), chunk)):
+        part = entries[start : start + chunk]
+        xid = XID_BASE + (n & 0x0FFFFFFF)
+        # Packed flow-mods are at most _ADD_SIZE each, one per entry.
+        buf = bytearray(len(part) * _ADD_SIZE)
+        off = seg = 0
+        count = 0
+        parts: list[bytes] = []  # set when a slow-path message must keep its place
+        with guard:
+            table = fib()
+            pop = table.pop
+            for entry in part:
+                old = pop(entry.prefix, None)
+                if delete:
+                    if old is None:
+                        continue
+                    if old.kind == _UNICAST:
+                        net, plen = parse(old.prefix)
+                        pack_del(buf, off, xid, net, plen)
+                        off += _DEL_SIZE
+                        count += 1
+                        continue
+                    slow_flows: list[of.FlowSpec] = []
+                    stale = of.fib_flows(old)
+                else:
+                    table[entry.prefix] = entry
+                    if entry.kind == _UNICAST and (old is None or old.kind == _UNICAST):
+                        # Same (table, priority, match) as any earlier route flow
+                        # of this prefix: an ADD replaces it in place.
+                        net, plen = parse(entry.prefix)
+                        pack_add(buf, off, xid, net, plen, entry.nexthop_id)
+                        off += _ADD_SIZE
+                        count += 1
+                        continue
+                    slow_flows = of.fib_flows(entry)
+                    keep = {f.key for f in slow_flows}
+                    stale = (
+                        [] if old is None else [f for f in of.fib_flows(old) if f.key not in keep]
+                    )
+                if off > seg:
+                    parts.append(bytes(buf[seg:off]))
+                    seg = off
+                count += _slow_all(slow, slow_flows, False, parts)
+                count += _slow_all(slow, stale, True, parts)
+        if parts:
+            if off > seg:
+                parts.append(bytes(buf[seg:off]))
+            data = b"".join(parts)
+        else:
+            data = bytes(buf[:off])
+        if count and data:
+            yield data, count
+
+
+def _slow_all(slow: SlowEncoder, flows: list[of.FlowSpec], delete: bool, out: list[bytes]) -> int:
+    n = 0
+    for flow in flows:
+        data = slow(flow, delete)
+        if data is not None:
+            out.append(data)
+            n += 1
+    return n
