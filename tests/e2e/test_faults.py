@@ -354,3 +354,76 @@ def test_malformed_frames_from_a_host_never_hurt_rfproxy(lab):
     record("2000 malformed frames from a host", proxy_handler_errors=log_text.count("; continuing"))
     assert "; continuing" not in log_text, "a handler raised on malformed input"
     healthy(run)
+
+
+def _silent_failure(run: LabRun, a: str, b: str, drop: bool) -> None:
+    """Black-hole the a-b link in both directions while its ports stay up."""
+    for link in run.plan.links:
+        if {link.a.switch, link.b.switch} == {a, b}:
+            for end in (link.a, link.b):
+                match = f"table=0,priority=65000,in_port={end.port}"
+                if drop:
+                    run.ovs.ofctl(
+                        "-O",
+                        "OpenFlow13",
+                        "add-flow",
+                        run.bridges[end.switch],
+                        f"{match},actions=drop",
+                    )
+                else:
+                    run.ovs.ofctl(
+                        "-O",
+                        "OpenFlow13",
+                        "--strict",
+                        "del-flows",
+                        run.bridges[end.switch],
+                        match,
+                    )
+            return
+    raise KeyError((a, b))
+
+
+def _measure_silent_failure(run: LabRun) -> float:
+    healthy(run)
+    ping = ContinuousPing(run.host("h1"), run.plan.host("h4").address, interval=0.02)
+    time.sleep(1)
+    _silent_failure(run, "A", "D", drop=True)
+    time.sleep(8)  # well past the OSPF dead interval (4 s)
+    result = ping.stop()
+    _silent_failure(run, "A", "D", drop=False)
+    healthy(run, timeout=90)
+    return result.outage_s
+
+
+def test_silent_link_failure_without_bfd_waits_for_ospf_dead_interval(lab):
+    outage = _measure_silent_failure(lab)
+    record("silent A-D failure, OSPF only (dead 4 s)", outage_s=round(outage, 2))
+    assert outage < 8.0
+
+
+def test_silent_link_failure_with_bfd_under_a_second(tmp_path):
+    import msgspec
+
+    from routeflow.lab.model import load_lab, plan
+
+    base = "/tmp/routeflow-tests"
+    lab_file = load_lab(os.path.join(os.path.dirname(__file__), "..", "..", "labs", "rftest2.yaml"))
+    lab_file = msgspec.structs.replace(
+        lab_file, ospf=msgspec.structs.replace(lab_file.ospf, bfd=True)
+    )
+    run = LabRun(plan(lab_file), os.path.join(base, f"bfd-{os.getpid()}"))
+    try:
+        run.start()
+        result = scenarios.CheckResult(lab="rftest2+bfd")
+        t0 = time.monotonic()
+        assert scenarios.converge(run, result, t0, 120), result.stages
+        assert checks.wait_until(
+            lambda: run.vtysh("A", "show bfd peers").count("Status: up") >= 3, 30
+        ), run.vtysh("A", "show bfd peers")
+        outage = _measure_silent_failure(run)
+        record("silent A-D failure, OSPF + BFD (100 ms x 3)", outage_s=round(outage, 2))
+        assert outage < 1.0, f"outage {outage:.2f} s with BFD"
+    finally:
+        run.stop()
+        if not os.environ.get("ROUTEFLOW_KEEP_RUNS"):
+            shutil.rmtree(run.run_dir, ignore_errors=True)

@@ -79,8 +79,12 @@ def _leftovers(manifest: dict) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_leaves_nothing_behind(run_dir, sig):
+@pytest.mark.parametrize(
+    ("sig", "lab"),
+    [(signal.SIGTERM, "rftest2"), (signal.SIGINT, "rftest1")],
+    ids=["SIGTERM-rftest2", "SIGINT-rftest1"],
+)
+def test_signal_leaves_nothing_behind(run_dir, sig, lab):
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -88,7 +92,7 @@ def test_signal_leaves_nothing_behind(run_dir, sig):
             "routeflow.cli",
             "lab",
             "up",
-            os.path.join(LABS, "rftest1.yaml"),
+            os.path.join(LABS, f"{lab}.yaml"),
             "--run-dir",
             run_dir,
         ],

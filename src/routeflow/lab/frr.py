@@ -24,8 +24,28 @@ BGP_CONNECT_RETRY = 1
 
 
 def daemons_for(plan: LabPlan, switch: str) -> list[str]:
-    """FRR daemons the switch's VM must run, zebra first."""
-    return list(_DAEMONS[plan.vm(switch).routing])
+    """FRR daemons the switch's VM must run, zebra first (bfdd before its clients)."""
+    daemons = list(_DAEMONS[plan.vm(switch).routing])
+    if plan.vm(switch).routing == "ospf" and plan.ospf.bfd:
+        daemons.insert(1, "bfdd")
+    return daemons
+
+
+BFD_PROFILE = "rf-fast"
+
+
+def bfd_config(plan: LabPlan) -> str:
+    """bfdd's own file: the timer profile OSPF's sessions use."""
+    return "\n".join(
+        [
+            "bfd",
+            f" profile {BFD_PROFILE}",
+            f"  transmit-interval {plan.ospf.bfd_interval}",
+            f"  receive-interval {plan.ospf.bfd_interval}",
+            f"  detect-multiplier {plan.ospf.bfd_multiplier}",
+            "",
+        ]
+    )
 
 
 def frr_config(plan: LabPlan, switch: str) -> str:
@@ -77,6 +97,8 @@ def _ospf(plan: LabPlan, vm: VmPlan) -> list[str]:
                 f" ip ospf hello-interval {plan.ospf.hello}",
                 f" ip ospf dead-interval {plan.ospf.dead}",
             ]
+            if plan.ospf.bfd:
+                lines += [" ip ospf bfd", f" ip ospf bfd profile {BFD_PROFILE}"]
         else:
             # Host ports, and links to VMs not running OSPF: advertised, but no hellos.
             # (FRR 8.4 deprecates "passive-interface" under "router ospf" for this.)

@@ -51,6 +51,7 @@ DEFAULT_LINK_POOL = "10.0.0.0/16"
 LINK_PREFIX = 30  # /30 per pooled link: two usable addresses, one per end
 MAX_UINT64 = 2**64 - 1
 MAX_ASN = 2**32 - 1
+MAX_ANNOUNCE = 4_000_000
 LAB_NAME_RE = re.compile(r"^[a-z0-9_-]{1,24}$")
 # Node names end up in Linux interface names ("<node>-eth<port>", 15 chars at most) and in
 # namespace names, so they are kept short and shell-safe.
@@ -77,6 +78,11 @@ class OspfOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     hello: int = 1
     dead: int = 4
+    #: BFD on every OSPF link: failures the switch cannot see (the link stays
+    #: up, packets vanish) are detected in bfd_interval x bfd_multiplier ms.
+    bfd: bool = False
+    bfd_interval: int = 100
+    bfd_multiplier: int = 3
 
 
 class _ControllerSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -107,11 +113,29 @@ class _HostSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     gateway: str | None = None
 
 
+class _AnnounceSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    count: int
+    start: str = "100.64.0.0"
+    prefixlen: int = 24
+
+
+class _SpeakerSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An external BGP speaker (ExaBGP) on a switch port, peering with that switch's VM."""
+
+    name: str
+    switch: str
+    ip: str
+    asn: int
+    gateway: str | None = None
+    announce: _AnnounceSpec | None = None
+
+
 class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     switches: list[_SwitchSpec]
     links: list[list[str] | _LinkSpec] = msgspec.field(default_factory=list)
     hosts: list[_HostSpec] = msgspec.field(default_factory=list)
+    speakers: list[_SpeakerSpec] = msgspec.field(default_factory=list)
     routing: Routing = "ospf"
     ospf: OspfOptions = msgspec.field(default_factory=OspfOptions)
     controllers: list[_ControllerSpec] | None = None
@@ -162,6 +186,35 @@ class Host(msgspec.Struct, frozen=True, kw_only=True):
     gateway: str  # "172.31.1.1"
 
 
+class Announce(msgspec.Struct, frozen=True, kw_only=True):
+    """``count`` consecutive /``prefixlen`` prefixes from ``start``."""
+
+    count: int
+    start: str  # network address of the first prefix
+    prefixlen: int
+
+    def prefixes(self) -> list[str]:
+        step = 1 << (32 - self.prefixlen)
+        first = int(ipaddress.IPv4Address(self.start))
+        return [
+            f"{ipaddress.IPv4Address(first + i * step)}/{self.prefixlen}" for i in range(self.count)
+        ]
+
+    def prefix(self, index: int) -> str:
+        step = 1 << (32 - self.prefixlen)
+        addr = ipaddress.IPv4Address(int(ipaddress.IPv4Address(self.start)) + index * step)
+        return f"{addr}/{self.prefixlen}"
+
+
+class Speaker(msgspec.Struct, frozen=True, kw_only=True):
+    """A BGP speaker: a host (same name) that also peers with its switch's VM."""
+
+    name: str
+    switch: str
+    asn: int
+    announce: Announce
+
+
 class Lab(msgspec.Struct, frozen=True, kw_only=True):
     """A lab file that passed validation; plan() can derive from it without failing."""
 
@@ -172,8 +225,9 @@ class Lab(msgspec.Struct, frozen=True, kw_only=True):
     controllers: tuple[Controller, ...]
     switches: tuple[Switch, ...]
     links: tuple[Link, ...]
-    hosts: tuple[Host, ...]
+    hosts: tuple[Host, ...]  # speakers are hosts too, after the declared ones
     link_pool: str
+    speakers: tuple[Speaker, ...] = ()
 
     def switch(self, name: str) -> Switch:
         for sw in self.switches:
@@ -294,6 +348,7 @@ class _Validator:
         by_name = {sw.name: sw for sw in switches}
         pending = self.links(by_name)
         hosts = self.hosts(by_name)
+        speakers = self.speakers(by_name, hosts)
         links = self.allocate(pending)
         self.check_connected(switches, pending)
         if self.errors:
@@ -308,6 +363,7 @@ class _Validator:
             links=tuple(links),
             hosts=tuple(hosts),
             link_pool=spec.link_pool,
+            speakers=tuple(speakers),
         )
 
     # -- pieces -------------------------------------------------------------------------------
@@ -319,6 +375,10 @@ class _Validator:
             self.err("ospf.dead", f"{ospf.dead} is out of range 1-65535")
         elif ospf.dead <= ospf.hello:
             self.err("ospf.dead", f"{ospf.dead} must be greater than ospf.hello ({ospf.hello})")
+        if not 10 <= ospf.bfd_interval <= 60000:
+            self.err("ospf.bfd_interval", f"{ospf.bfd_interval} ms is out of range 10-60000")
+        if not 2 <= ospf.bfd_multiplier <= 255:
+            self.err("ospf.bfd_multiplier", f"{ospf.bfd_multiplier} is out of range 2-255")
 
     def controllers(self) -> list[Controller]:
         specs = self.spec.controllers
@@ -535,6 +595,81 @@ class _Validator:
             if self.claim_subnet(iface.network, f"{path}.ip", path, h.ip) and ok:
                 out.append(Host(name=h.name, switch=h.switch, ip=str(iface), gateway=gateway))
         return out
+
+    def speakers(self, by_name: dict[str, Switch], hosts: list[Host]) -> list[Speaker]:
+        """Each speaker is validated as a host (appended to ``hosts``) plus its BGP side."""
+        out: list[Speaker] = []
+        for i, sp in enumerate(self.spec.speakers):
+            path = f"speakers[{i}]"
+            before = len(self.errors)
+            as_host = self._one_host(
+                _HostSpec(name=sp.name, switch=sp.switch, ip=sp.ip, gateway=sp.gateway), path
+            )
+            sw = by_name.get(sp.switch)
+            if sw is not None and sw.routing != "bgp":
+                self.err(
+                    f"{path}.switch",
+                    f"switch {sp.switch!r} routes with {sw.routing}; a speaker needs routing: bgp",
+                )
+            if not 1 <= sp.asn <= MAX_ASN:
+                self.err(f"{path}.asn", f"{sp.asn} is out of range 1-{MAX_ASN}")
+            elif sw is not None and sp.asn == sw.asn:
+                self.err(f"{path}.asn", f"{sp.asn} is the VM's own AS: the session must be eBGP")
+            announce = self.announce(sp.announce, f"{path}.announce")
+            if as_host is not None and announce is not None and len(self.errors) == before:
+                hosts.append(as_host)
+                out.append(Speaker(name=sp.name, switch=sp.switch, asn=sp.asn, announce=announce))
+        return out
+
+    def announce(self, spec: _AnnounceSpec | None, path: str) -> Announce | None:
+        if spec is None:
+            return Announce(count=0, start="100.64.0.0", prefixlen=24)
+        ok = True
+        if not 8 <= spec.prefixlen <= 32:
+            self.err(f"{path}.prefixlen", f"{spec.prefixlen} is out of range 8-32")
+            return None
+        if not 0 <= spec.count <= MAX_ANNOUNCE:
+            self.err(f"{path}.count", f"{spec.count} is out of range 0-{MAX_ANNOUNCE}")
+            ok = False
+        try:
+            start = ipaddress.IPv4Network(f"{spec.start}/{spec.prefixlen}", strict=True)
+        except ValueError as exc:
+            self.err(f"{path}.start", f"{spec.start!r} does not start a /{spec.prefixlen} ({exc})")
+            return None
+        if not ok:
+            return None
+        step = 1 << (32 - spec.prefixlen)
+        first = int(start.network_address)
+        end = first + spec.count * step  # exclusive
+        if end > int(ipaddress.IPv4Address("224.0.0.0")):
+            self.err(f"{path}.count", f"{spec.count} prefixes from {start} reach past 224.0.0.0")
+            return None
+        for net, owner in self.subnets:
+            lo, hi = int(net.network_address), int(net.broadcast_address)
+            if spec.count and lo < end and first <= hi:
+                self.err(path, f"announced prefixes overlap {owner} subnet {net}")
+                return None
+        return Announce(
+            count=spec.count, start=str(start.network_address), prefixlen=spec.prefixlen
+        )
+
+    def _one_host(self, h: _HostSpec, path: str) -> Host | None:
+        """Validate one host-like entry (as hosts() does); None if it has problems."""
+        self.claim_name(h.name, path)
+        ok = True
+        if h.switch not in self.names or not self.names[h.switch].startswith("switches"):
+            hint = " (that is a host)" if h.switch in self.names else ""
+            self.err(f"{path}.switch", f"unknown switch {h.switch!r}{hint}")
+            ok = False
+        iface = self.host_ip(h, path)
+        if iface is None:
+            return None
+        gateway = self.host_gateway(h, iface, path)
+        if gateway is None:
+            return None
+        if self.claim_subnet(iface.network, f"{path}.ip", path, h.ip) and ok:
+            return Host(name=h.name, switch=h.switch, ip=str(iface), gateway=gateway)
+        return None
 
     def host_ip(self, h: _HostSpec, path: str) -> ipaddress.IPv4Interface | None:
         try:

@@ -281,10 +281,11 @@ class LabRun:
             name = self.port_name(h.switch, h.dp_port)
             net.addLink(self.nodes[h.name], ovsns, intfName2=name, cls=Link)
             self._ports[h.switch].append((name, h.dp_port))
+        switch_links = []
         for link in plan.links:
             a = self.port_name(link.a.switch, link.a.port)
             b = self.port_name(link.b.switch, link.b.port)
-            net.addLink(ovsns, ovsns, intfName1=a, intfName2=b, cls=Link)
+            switch_links.append((a, b))
             self._ports[link.a.switch].append((a, link.a.port))
             self._ports[link.b.switch].append((b, link.b.port))
         vs_port = 1
@@ -298,6 +299,18 @@ class LabRun:
                 self._ports["__vs__"].append((name, vs_port))
                 vs_port += 1
         net.build()
+        # Switch-to-switch links have both ends in the OVS namespace. Mininet's
+        # teardown cannot delete such links (KeyError in delIntf), so they are
+        # made here; they vanish with the namespace.
+        if switch_links:
+            ovsns.cmd(
+                "; ".join(
+                    f"ip link add {a} type veth peer name {b} && ip link set {a} up "
+                    f"&& ip link set {b} up && ethtool -K {a} tx off >/dev/null 2>&1; "
+                    f"ethtool -K {b} tx off >/dev/null 2>&1"
+                    for a, b in switch_links
+                )
+            )
         # veth checksum offload must be off with the userspace datapath, or TCP
         # (BGP) arrives with bad checksums.
         for node in net.hosts:
@@ -375,6 +388,8 @@ class LabRun:
         with open(conf, "w") as fh:
             fh.write(frr.frr_config(self.plan, vm.switch))
         os.chmod(conf, 0o644)
+        with open(os.path.join(d, "bfdd.conf"), "w") as fh:
+            fh.write(frr.bfd_config(self.plan))
         zebra_conf = os.path.join(d, "zebra.conf")
         with open(zebra_conf, "w") as fh:
             fh.write(f"hostname {vm.name}\n")
@@ -385,7 +400,7 @@ class LabRun:
     def start_frr_daemon(self, vm: VmPlan, daemon: str) -> None:
         node = self.nodes[f"vm:{vm.switch}"]
         d = self.vm_dir(vm)
-        cfg = os.path.join(d, "zebra.conf" if daemon == "zebra" else "frr.conf")
+        cfg = os.path.join(d, {"zebra": "zebra.conf", "bfdd": "bfdd.conf"}.get(daemon, "frr.conf"))
         pidfile = os.path.join(d, f"{daemon}.pid")
         with contextlib.suppress(FileNotFoundError):
             os.remove(pidfile)  # a stale one would name a dead (or reused) pid
@@ -482,7 +497,10 @@ class LabRun:
                 try:
                     self.net.stop()
                 except Exception:
-                    log.exception("mininet teardown failed")
+                    log.exception("mininet teardown failed; terminating its nodes by pid")
+                    for node in self.net.hosts:
+                        with contextlib.suppress(Exception):
+                            node.terminate()
             self.procs.stop_all()
         finally:
             for s, h in old.items():

@@ -103,19 +103,32 @@ class _Batch:
     """Messages of one change, ordered so no flow points at a missing group."""
 
     nh_adds: list[NextHopMod] = field(default_factory=list)
-    fib_del: dict[tuple[int, int], list[FibEntry]] = field(
-        default_factory=lambda: defaultdict(list)
+    # Keyed by prefix: a prefix touched several times in one batch is sent
+    # once, in its final state (an add then a withdraw must not leave the add).
+    fib_del: dict[tuple[int, int], dict[str, FibEntry]] = field(
+        default_factory=lambda: defaultdict(dict)
     )
-    fib_add: dict[tuple[int, int], list[FibEntry]] = field(
-        default_factory=lambda: defaultdict(list)
+    fib_add: dict[tuple[int, int], dict[str, FibEntry]] = field(
+        default_factory=lambda: defaultdict(dict)
     )
     nh_dels: list[NextHopMod] = field(default_factory=list)
+    #: Next-hop ids released in this batch. They become reusable only after the
+    #: batch is emitted: reusing one within the batch would put its ADD before
+    #: the DELETE of its previous owner, and the DELETE would remove the group
+    #: (and with it, on the switch, every flow using it).
+    freed: list[tuple[tuple[int, int], int]] = field(default_factory=list)
 
     def messages(self) -> list[Message]:
         out: list[Message] = list(self.nh_adds)
-        for (ct, dp), entries in self.fib_del.items():
+        for (ct, dp), by_prefix in self.fib_del.items():
+            entries = list(by_prefix.values())
+            if not entries:
+                continue
             out.append(FibMod(mod=Mod.DELETE, ct_id=ct, dp_id=dp, entries=entries))
-        for (ct, dp), entries in self.fib_add.items():
+        for (ct, dp), by_prefix in self.fib_add.items():
+            entries = list(by_prefix.values())
+            if not entries:
+                continue
             out.append(FibMod(mod=Mod.ADD, ct_id=ct, dp_id=dp, entries=entries))
         out.extend(self.nh_dels)
         return out
@@ -173,12 +186,12 @@ class RoutingTable:
                     installed[prefix] = new
                     dp = (new.ct_id, new.dp_id)
                     fib_count[dp] += 1
-                    fib_add[dp].append(FibEntry(prefix=prefix, kind=_UNICAST, nexthop_id=nh_id))
+                    fib_add[dp][prefix] = FibEntry(prefix=prefix, kind=_UNICAST, nexthop_id=nh_id)
                     continue
                 if old.nh_key == desired.nh_key and old.kind == _UNICAST:
                     continue  # the same route again: nothing changes on the switch
             self._refresh(batch, vm_id, prefix)
-        return batch.messages()
+        return self._finish(batch)
 
     def delete_routes(self, vm_id: int, prefixes: list[str]) -> list[Message]:
         batch = _Batch()
@@ -193,11 +206,12 @@ class RoutingTable:
                 del installed[prefix]
                 dp = (old.ct_id, old.dp_id)
                 self._fib_count[dp] -= 1
-                batch.fib_del[dp].append(old.entry(prefix))
+                batch.fib_add[dp].pop(prefix, None)
+                batch.fib_del[dp][prefix] = old.entry(prefix)
                 self._release(batch, old.nh_key)
                 continue
             self._refresh(batch, vm_id, prefix)
-        return batch.messages()
+        return self._finish(batch)
 
     def set_neighbours(self, vm_id: int, neighbours: list[Neighbour]) -> list[Message]:
         """Add/replace neighbours; hwaddress None means unresolved (removed)."""
@@ -209,7 +223,7 @@ class RoutingTable:
             else:
                 table.pop(n.address, None)
             self._neighbour_changed(batch, vm_id, n.vm_port, n.address)
-        return batch.messages()
+        return self._finish(batch)
 
     def delete_neighbours(self, vm_id: int, neighbours: list[Neighbour]) -> list[Message]:
         return self.set_neighbours(
@@ -235,7 +249,7 @@ class RoutingTable:
                 self._neighbour_changed(batch, vm_id, port, ip)
         for prefix in old_prefixes | set(self.routes[vm_id]):
             self._refresh(batch, vm_id, prefix)
-        return batch.messages()
+        return self._finish(batch)
 
     def forget_vm(self, vm_id: int) -> list[Message]:
         return self.replace_vm(vm_id, [], [])
@@ -259,7 +273,7 @@ class RoutingTable:
             if v == vm_id and port == vm_port:
                 for nh_key in list(keys):
                     self._update_buckets(batch, nh_key)
-        return batch.messages()
+        return self._finish(batch)
 
     # --- queries ---------------------------------------------------------------
 
@@ -351,10 +365,14 @@ class RoutingTable:
         if old == new:
             return
         if old is not None and (new is None or (old.ct_id, old.dp_id) != (new.ct_id, new.dp_id)):
-            batch.fib_del[(old.ct_id, old.dp_id)].append(old.entry(prefix))
+            old_dp = (old.ct_id, old.dp_id)
+            batch.fib_add[old_dp].pop(prefix, None)
+            batch.fib_del[old_dp][prefix] = old.entry(prefix)
             self._fib_count[(old.ct_id, old.dp_id)] -= 1
         if new is not None:
-            batch.fib_add[(new.ct_id, new.dp_id)].append(new.entry(prefix))
+            new_dp = (new.ct_id, new.dp_id)
+            batch.fib_del[new_dp].pop(prefix, None)
+            batch.fib_add[new_dp][prefix] = new.entry(prefix)
             installed[prefix] = new
             if old is None or (old.ct_id, old.dp_id) != (new.ct_id, new.dp_id):
                 self._fib_count[(new.ct_id, new.dp_id)] += 1
@@ -412,12 +430,17 @@ class RoutingTable:
                 if not members:
                     del self._members[(nh_key[2], vm_port, gw)]
         dp = (nh_key[0], nh_key[1])
-        self._free_ids[dp].append(nh.nexthop_id)
-        self._used_ids[dp].discard(nh.nexthop_id)
+        batch.freed.append((dp, nh.nexthop_id))
         self._alloc_changes[nh_key] = None
         batch.nh_dels.append(
             NextHopMod(mod=Mod.DELETE, ct_id=dp[0], dp_id=dp[1], nexthop_id=nh.nexthop_id)
         )
+
+    def _finish(self, batch: _Batch) -> list[Message]:
+        for dp, nh_id in batch.freed:
+            self._used_ids[dp].discard(nh_id)
+            self._free_ids[dp].append(nh_id)
+        return batch.messages()
 
     def _allocate_id(self, dp: tuple[int, int], nh_key: NextHopKey) -> int:
         used = self._used_ids[dp]

@@ -154,6 +154,11 @@ gateways = st.sampled_from([(1, "172.31.1.2"), (1, "172.31.1.3"), (2, "172.31.2.
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("add"), prefixes, gateways),
+        st.tuples(
+            st.just("batch"),
+            st.just(""),
+            st.lists(st.tuples(prefixes, gateways), min_size=2, max_size=6),
+        ),
         st.tuples(st.just("del"), prefixes, gateways),
         st.tuples(st.just("neigh"), st.just(""), gateways),
         st.tuples(st.just("unbind"), st.just(""), st.sampled_from([1, 2])),
@@ -172,6 +177,10 @@ def test_switch_state_always_equals_a_fresh_computation(sequence):
     for op, prefix, arg in sequence:
         if op == "add":
             msgs = t.add_routes(VM, [via(prefix, *arg)])
+        elif op == "batch":
+            # Many routes changing next hop at once (an SPF run): ids freed and
+            # taken within one batch must never collide.
+            msgs = t.add_routes(VM, [via(pfx, *gw) for pfx, gw in arg])
         elif op == "del":
             msgs = t.delete_routes(VM, [prefix])
         elif op == "neigh":
