@@ -25,8 +25,7 @@ from routeflow.client.netlink import (
     send_mapping_packet,
     set_link_state,
 )
-from routeflow.rflib import auth, ipc
-from routeflow.rflib.tuning import tune_gc
+from routeflow.rflib import auth, ipc, tls
 from routeflow.rflib.protocol import (
     AuthChallenge,
     AuthResponse,
@@ -36,6 +35,7 @@ from routeflow.rflib.protocol import (
     PortOperation,
     Resync,
 )
+from routeflow.rflib.tuning import tune_gc
 
 __all__ = ["ClientDaemon", "main", "parse_vm_id", "run_client", "vm_id_from_interface"]
 
@@ -67,9 +67,11 @@ class ClientDaemon:
         netns: str | None = None,
         hostname: str | None = None,
         secret: bytes | None = None,
+        ssl=None,
     ):
         self.vm_id = vm_id
         self.secret = secret
+        self.ssl = ssl
         self.address = ipc.parse_address(server_address)
         self.poke_interval = poke_interval
         self.batch_delay = batch_delay
@@ -79,7 +81,7 @@ class ClientDaemon:
         self.mapping_packets_sent = 0
         self.watcher_failed = False
         self._wake = asyncio.Event()
-        self._client = ipc.ReconnectingClient(self.address, self._session)
+        self._client = ipc.ReconnectingClient(self.address, self._session, ssl=self.ssl)
         self._tasks: set[asyncio.Task[None]] = set()
         self._io: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -267,10 +269,11 @@ async def run_client(
     poke_interval: float = 1.0,
     netns: str | None = None,
     secret: bytes | None = None,
+    ssl=None,
 ) -> None:
     """Run rfclient until SIGTERM/SIGINT (or cancellation)."""
     daemon = ClientDaemon(
-        vm_id, server_address, poke_interval=poke_interval, netns=netns, secret=secret
+        vm_id, server_address, poke_interval=poke_interval, netns=netns, secret=secret, ssl=ssl
     )
     loop = asyncio.get_running_loop()
     installed = []
@@ -336,6 +339,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"
     )
+    tls.add_arguments(parser)
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -361,11 +365,20 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("give --vm-id, or --mgmt-if to take the VM id from its MAC")
         ipc.parse_address(args.server)
         secret = auth.load_secret(args.secret_file) if args.secret_file else None
+        ssl_context = tls.from_args(args, server=False)
     except (ValueError, auth.AuthError) as err:
         print(f"rfclient: error: {err}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_client(vm_id, args.server, poke_interval=args.poke_interval, secret=secret))
+        asyncio.run(
+            run_client(
+                vm_id,
+                args.server,
+                poke_interval=args.poke_interval,
+                secret=secret,
+                ssl=ssl_context,
+            )
+        )
     except KeyboardInterrupt:
         pass
     except (OSError, RuntimeError) as err:  # netlink unavailable, or the watcher died

@@ -44,6 +44,7 @@ class ProxySettings:
     vs_dpid: int = DEFAULT_VS_DPID
     stats_interval: float = 5.0  # 0 disables flow statistics polling
     secret: bytes | None = None
+    ssl_context: object = None
 
 
 #: Above this many FIB entries on a switch, flow statistics cover table 0 only.
@@ -103,6 +104,7 @@ class RFProxy(app_manager.OSKenApp):
             self._hello,
             self._on_server_message,
             secret=self.settings.secret,
+            ssl_context=self.settings.ssl_context,
         )
         self.link.start()
         self._stats_parts: dict[int, list] = {}

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import sys
 
+from routeflow.rflib import tls
+
 
 def _int(text: str) -> int:
     try:
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"
     )
+    tls.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
@@ -54,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from routeflow.rflib.tuning import tune_gc
 
     tune_gc()  # a full table is millions of objects (see rflib.tuning)
+    try:
+        ssl_context = tls.from_args(args, server=False)
+    except ValueError as exc:
+        print(f"rfproxy: {exc}", file=sys.stderr)
+        return 2
     secret = None
     if args.secret_file:
         from routeflow.rflib.auth import AuthError, load_secret
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         vs_dpid=args.vs_dpid if args.vs_dpid is not None else app.DEFAULT_VS_DPID,
         stats_interval=args.stats_interval,
         secret=secret,
+        ssl_context=ssl_context,
     )
     from os_ken.base.app_manager import AppManager
 

@@ -40,8 +40,10 @@ class ServerLink:
         min_backoff: float = 0.1,
         max_backoff: float = 3.0,
         secret: bytes | None = None,
+        ssl_context=None,
     ) -> None:
         self.secret = secret
+        self.ssl_context = ssl_context
         self.address = parse_address(address)
         self._on_connect = on_connect
         self._on_message = on_message
@@ -92,6 +94,12 @@ class ServerLink:
             sock = socket.create_connection((a.host, a.port), timeout=5)
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname="rfserver")
+            except OSError:
+                sock.close()
+                raise
         return sock
 
     def _run(self) -> None:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import random
+import ssl as ssl_module
 import stat
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -252,6 +253,7 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
+    ssl: ssl_module.SSLContext | None = None,
 ) -> asyncio.AbstractServer:
     """Listen on ``address`` and run ``await handler(conn)`` for each connection.
 
@@ -271,10 +273,10 @@ async def serve(
 
     if isinstance(addr, UnixAddress):
         _remove_stale_socket(addr.path)
-        server = await asyncio.start_unix_server(on_connect, path=addr.path)
+        server = await asyncio.start_unix_server(on_connect, path=addr.path, ssl=ssl)
     else:
         server = await asyncio.start_server(
-            on_connect, host=addr.host, port=addr.port, reuse_address=True
+            on_connect, host=addr.host, port=addr.port, reuse_address=True, ssl=ssl
         )
     log.info("listening on %s", server_address(server))
     if ready is not None:
@@ -298,12 +300,14 @@ async def open_connection(
     *,
     timeout: float | None = 10.0,
     max_frame: int = DEFAULT_MAX_FRAME,
+    ssl: ssl_module.SSLContext | None = None,
 ) -> Connection:
     addr = parse_address(address)
+    name = "rfserver" if ssl is not None else None  # SNI only; see rflib.tls
     if isinstance(addr, UnixAddress):
-        opening = asyncio.open_unix_connection(addr.path)
+        opening = asyncio.open_unix_connection(addr.path, ssl=ssl, server_hostname=name)
     else:
-        opening = asyncio.open_connection(addr.host, addr.port)
+        opening = asyncio.open_connection(addr.host, addr.port, ssl=ssl, server_hostname=name)
     reader, writer = await asyncio.wait_for(opening, timeout)
     return Connection(reader, writer, peer=str(addr), max_frame=max_frame)
 
@@ -330,7 +334,9 @@ class ReconnectingClient:
         max_backoff: float = 5.0,
         connect_timeout: float = 10.0,
         max_frame: int = DEFAULT_MAX_FRAME,
+        ssl: ssl_module.SSLContext | None = None,
     ):
+        self.ssl = ssl
         if not 0 < min_backoff <= max_backoff:
             raise ValueError("need 0 < min_backoff <= max_backoff")
         self.address = parse_address(address)
@@ -357,9 +363,12 @@ class ReconnectingClient:
         while not self._stop.is_set():
             try:
                 conn = await open_connection(
-                    self.address, timeout=self.connect_timeout, max_frame=self.max_frame
+                    self.address,
+                    timeout=self.connect_timeout,
+                    max_frame=self.max_frame,
+                    ssl=self.ssl,
                 )
-            except OSError as err:  # includes refused, missing socket file, timeout
+            except OSError as err:  # refused, missing socket, timeout, TLS failures (SSLError)
                 failures += 1
                 level = logging.INFO if failures == 1 else logging.DEBUG
                 log.log(level, "%s: cannot connect (will retry): %s", self.address, err)

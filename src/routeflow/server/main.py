@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from routeflow.rflib import tls
 from routeflow.rflib.auth import AuthError, load_secret
 from routeflow.rflib.store import open_store
 from routeflow.rflib.tuning import tune_gc
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds a restarted server waits for VMs to resend their routes "
         "before giving a controller its full state",
     )
+    tls.add_arguments(parser)
     parser.add_argument(
         "--secret-file",
         default=None,
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
     except (ConfigError, OSError) as exc:
         print(f"rfserver: bad config: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ssl_context = tls.from_args(args, server=True)
+    except ValueError as exc:
+        print(f"rfserver: {exc}", file=sys.stderr)
         return 2
     secret = None
     if args.secret_file:
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             config_path=args.config,
             secret=secret,
         )
+        server.ssl_context = ssl_context
         loop = asyncio.get_running_loop()
         web_service = None
         if web is not None:  # before serve(): the web port is open once the socket is

@@ -81,6 +81,7 @@ class RFServer:
         secret: bytes | None = None,
     ) -> None:
         self.secret = secret
+        self.ssl_context = None  # set by main for --tls-*
         self.store = store
         self.config_path = config_path
         self.resync_wait = resync_wait
@@ -124,7 +125,7 @@ class RFServer:
     # --- lifecycle -------------------------------------------------------------
 
     async def serve(self, address: str, ready: asyncio.Event | None = None) -> None:
-        server = await ipc.serve(address, self._handle)
+        server = await ipc.serve(address, self._handle, ssl=self.ssl_context)
         log.info("rfserver listening on %s", address)
         await self._apply(self._pending)
         self._pending = []
