@@ -184,7 +184,9 @@ class FrameDecoder:
                     break
                 try:
                     out.append(_decoder.decode(view[pos + HEADER_SIZE : stop]))
-                except msgspec.DecodeError as exc:
+                except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+                    # msgspec reports invalid UTF-8 in a str field as a plain
+                    # UnicodeDecodeError (found by the atheris fuzzer).
                     err = ProtocolError("undecodable", f"undecodable message: {exc}")
                     break
                 pos = stop

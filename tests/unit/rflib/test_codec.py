@@ -436,3 +436,14 @@ def test_codec_module_exports():
 if __name__ == "__main__":
     write_corpus()
     print(f"wrote {len(build_corpus())} files to {CORPUS}")
+
+
+def test_invalid_utf8_in_a_string_field_is_a_protocol_error():
+    """Found by atheris: msgspec raised UnicodeDecodeError, which escaped the decoder."""
+    body = msgspec.msgpack.encode({"type": "ClientHello", "vm_id": 5, "hostname": "x"})
+    body = body.replace(b"\xa1x", b"\xa1\xa4")  # fixstr of length 1 holding a bad byte
+    header = codec.MAGIC + bytes([protocol.PROTOCOL_VERSION, 0]) + len(body).to_bytes(4, "big")
+    frame = header + body
+    with pytest.raises(codec.ProtocolError) as exc:
+        codec.FrameDecoder().feed(frame)
+    assert exc.value.reason == "undecodable"
