@@ -24,6 +24,7 @@ def test_codec_survives_coverage_guided_fuzzing(tmp_path):
             "-runs=300000",
             "-max_len=4096",
             "-timeout=10",
+            f"-artifact_prefix={tmp_path}/",  # crash files go here, not into the cwd
             str(work),
         ],
         capture_output=True,
@@ -31,5 +32,6 @@ def test_codec_survives_coverage_guided_fuzzing(tmp_path):
         timeout=300,
     )
     tail = (r.stdout + r.stderr)[-2000:]
-    assert r.returncode == 0, tail
+    crashes = sorted(p.name for p in tmp_path.glob("crash-*"))
+    assert r.returncode == 0, f"{crashes}: {tail}"
     assert "Done 300000 runs" in tail, tail
