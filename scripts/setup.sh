@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch frr mininet iproute2 iputils-ping ethtool
               python3-venv python3-dev traceroute tcpdump procps)
+# rfweb: chromium for the page test, tshark for the RFProtocol dissector test,
+# node/npm to vendor cytoscape (Debian's, unless this machine has its own npm).
+APT_PACKAGES+=(chromium fonts-dejavu-core tshark)
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: run as root (apt-get, network namespaces, Open vSwitch)" >&2
@@ -19,6 +23,9 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether non-root users may capture: no (tests capture as root).
+    echo "wireshark-common wireshark-common/install-setuid boolean false" \
+        | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -38,6 +45,20 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
     echo "$want" > "$stamp"
 fi
+# rfweb's page draws with cytoscape from the npm registry, vendored into the
+# package (gitignored): no CDN at run time, no build step beyond this copy.
+FRONTEND=src/routeflow/web/frontend
+VENDOR=src/routeflow/web/static/vendor
+lock_sum="$(sha256sum "$FRONTEND/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$FRONTEND/node_modules/.routeflow-setup" 2>/dev/null)" != "$lock_sum" ]; then
+    echo "setup: npm ci in $FRONTEND"
+    (cd "$FRONTEND" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+    echo "$lock_sum" > "$FRONTEND/node_modules/.routeflow-setup"
+fi
+mkdir -p "$VENDOR"
+cmp -s "$FRONTEND/node_modules/cytoscape/dist/cytoscape.min.js" "$VENDOR/cytoscape.min.js" \
+    || cp "$FRONTEND/node_modules/cytoscape/dist/cytoscape.min.js" "$VENDOR/cytoscape.min.js"
+
 .venv/bin/python -c "import mininet.net, os_ken, pyroute2, msgspec" \
     || { echo "setup: the virtualenv is broken; remove .venv and retry" >&2; exit 1; }
 echo "setup: ok"

@@ -165,6 +165,7 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
     run = LabRun(plan, run_dir, log_level=log_level)
     scenarios.install_signal_handlers()
     t0 = time.monotonic()
+    console.print(f"web interface: {run.web_url}", markup=False)
     try:
         with console.status("starting OVS, rfserver, rfproxy, network, VMs...") as status:
             run.start()
@@ -192,6 +193,7 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
             f"pingall {good}/{total_pairs}" + (f" (failing: {failed})" if failed else "")
         )
         console.print(f"logs and state: {run_dir}")
+        console.print(f"web: {run.web_url}  (`routeflow status --run-dir {run_dir}`)", markup=False)
         console.print("hosts: " + ", ".join(f"{h.name} {h.ip}" for h in plan.hosts))
         console.print("running; Ctrl-C to stop")
         while True:
@@ -206,6 +208,49 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
     finally:
         run.stop()
     console.print("lab stopped; nothing left running")
+
+
+@main.command("status")
+@click.option("--url", default=None, help="rfweb base URL [$ROUTEFLOW_URL, http://127.0.0.1:6680]")
+@click.option("--run-dir", default=None, help="a lab run directory: use its rfserver's URL")
+@click.option("--token", default=None, envvar="ROUTEFLOW_TOKEN", help="bearer token, if any")
+@click.option("--json", "as_json", is_flag=True, help="print the raw API documents")
+@click.option(
+    "--events", default=10, show_default=True, type=click.IntRange(1, 1000), help="recent events"
+)
+def status(
+    url: str | None, run_dir: str | None, token: str | None, as_json: bool, events: int
+) -> None:
+    """Show a running rfserver: associations, routes, flows, controllers, events."""
+    from routeflow.web.status import main as status_main
+
+    sys.exit(status_main(url, run_dir, token, as_json, events, console))
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks against the real thing (kernel, Open vSwitch)."""
+
+
+@bench.command("fib")
+@click.option("--routes", type=click.IntRange(1, 4_000_000), default=100_000, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+@click.option("--prefixlen", type=click.IntRange(8, 32), default=24, show_default=True)
+@click.option("--frr/--no-frr", default=False, show_default=True, help="run zebra in the VM too")
+@click.option("--raw/--no-raw", default=True, show_default=True, help="measure ovs-ofctl --bundle")
+@click.option("--run-dir", default=None, help="where logs and state go")
+@click.option("--log-level", default="WARNING", show_default=True)
+@click.option("--profile", "profile_dir", default=None, help="py-spy the daemons into this dir")
+def bench_fib(routes, json_path, prefixlen, frr, raw, run_dir, log_level, profile_dir) -> None:
+    """Kernel routes -> switch flows: routes/s against ovs-ofctl --bundle, RSS, next-hop change."""
+    from routeflow.bench.fib import main_fib
+
+    _require_root()
+    sys.exit(
+        main_fib(
+            routes, json_path, prefixlen, frr, raw, run_dir, log_level, console, profile_dir
+        )
+    )
 
 
 if __name__ == "__main__":

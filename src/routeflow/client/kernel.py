@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from routeflow.client.fastnl import note_dict
 from routeflow.rflib.protocol import (
     Message,
     Mod,
@@ -131,6 +132,17 @@ class _KRoute:
     nhid: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The outcome shared by all simple route messages of one shape (see KernelView)."""
+
+    cands: dict  # {route key: _KRoute}; never mutated (stored dicts are replaced, not edited)
+    kroute: _KRoute
+    impossible: bool
+    kind: RouteKind | None  # None: the route cannot be used by the switch
+    nexthops: list[NextHop]
+
+
 #: A kernel route within its prefix: (table, tos, priority).
 _RouteKey = tuple[int, int, int]
 _NeighKey = tuple[int, str]  # (ifindex, ip) on the kernel side, (vm_port, ip) on ours
@@ -196,6 +208,12 @@ class KernelView:
         self._neigh_dirty: dict[_NeighKey, Neighbour | None] = {}
         self._gw_refs: Counter[tuple[int, str]] = Counter()
         self._reconcile_hint = False
+        # Fast path of a full table: what a simple route message of one shape
+        # (key, table, type, oif, gateway, nhid) becomes. Shared by every
+        # prefix of that shape, so a million routes through one gateway hold
+        # one candidates dict, one _KRoute and one nexthops list between them.
+        # Cleared whenever links or nexthop objects change.
+        self._shapes: dict[tuple, _Shape] = {}
 
     # --- reading ---------------------------------------------------------------
 
@@ -315,11 +333,19 @@ class KernelView:
     # --- input -----------------------------------------------------------------
 
     def feed_many(self, messages: Iterable[Any]) -> None:
+        on_note = self._on_note
+        feed = self.feed
         for msg in messages:
-            self.feed(msg)
+            if msg.__class__ is tuple:
+                on_note(*msg)
+            else:
+                feed(msg)
 
     def feed(self, msg: Any) -> None:
-        """Apply one netlink message; anything not understood is ignored."""
+        """Apply one netlink message (or fastnl note); anything not understood is ignored."""
+        if msg.__class__ is tuple:
+            self._on_note(*msg)
+            return
         event = msg.get("event")
         if event == "RTM_NEWROUTE":
             self._on_route(msg, deleted=False)
@@ -346,6 +372,11 @@ class KernelView:
         """
         fresh = KernelView(self.vm_id)
         fresh.feed_many(messages)
+        self.adopt(fresh)
+
+    def adopt(self, fresh: KernelView) -> None:
+        """Take ``fresh``'s kernel side (a new dump), keeping what was reported: see reset."""
+        self._shapes = fresh._shapes
         self._links = fresh._links
         self._nhs = fresh._nhs
         self._nh_parents = fresh._nh_parents
@@ -388,6 +419,7 @@ class KernelView:
             if old is None:
                 return
             del self._links[ifindex]
+            self._shapes.clear()
             self._link_gone(ifindex, unregister=True)
             self._link_changed(ifindex)
             self._refresh_port(vm_port_of(old.ifname))
@@ -406,6 +438,7 @@ class KernelView:
         if new == old:
             return
         self._links[ifindex] = new
+        self._shapes.clear()
         if old is not None and old.up and not new.up:
             self._link_gone(ifindex, unregister=False)
         elif old is not None and old.carrier and not new.carrier:
@@ -508,6 +541,7 @@ class KernelView:
             for mid, _w in old.group:
                 self._nh_parents.get(mid, set()).discard(nhid)
         self._nhs[nhid] = obj
+        self._shapes.clear()
         if obj.group:
             for mid, _w in obj.group:
                 self._nh_parents.setdefault(mid, set()).add(nhid)
@@ -516,6 +550,7 @@ class KernelView:
 
     def _remove_nexthop(self, nhid: int) -> None:
         obj = self._nhs.pop(nhid, None)
+        self._shapes.clear()
         if obj is not None and obj.group:
             for mid, _w in obj.group:
                 self._nh_parents.get(mid, set()).discard(nhid)
@@ -552,6 +587,8 @@ class KernelView:
     # --- routes ----------------------------------------------------------------
 
     def _on_route(self, msg: Any, deleted: bool) -> None:
+        if not deleted and self._on_simple_route(msg):
+            return
         if msg.get("family") != AF_INET:
             return  # IPv6: not yet (see module doc)
         table = _get(msg, "RTA_TABLE", None) or _get(msg, "table", 0)
@@ -584,6 +621,93 @@ class KernelView:
             else:
                 cands[key] = kr
         self._store_prefix(prefix, cands)
+
+    def _on_simple_route(self, msg: Any) -> bool:
+        """A pyroute2 message that fits the fast path (see _on_note); False if not."""
+        get = msg.get
+        if get("family") != AF_INET or get("RTA_MULTIPATH") or get("RTA_VIA"):
+            return False
+        dst = get("RTA_DST")
+        prefix = f"{'0.0.0.0' if dst is None else dst}/{get('dst_len') or 0}"
+        if prefix in self._kroutes:
+            return False
+        tos = get("tos")
+        shape_key = (
+            get("RTA_TABLE") or get("table") or 0,
+            0 if tos is None else tos,
+            get("RTA_PRIORITY") or 0,
+            get("type"),
+            get("flags"),
+            get("RTA_OIF"),
+            get("RTA_GATEWAY"),
+            get("RTA_NH_ID"),
+        )
+        shape = self._shapes.get(shape_key) or self._make_shape(shape_key, prefix)
+        if shape is None:
+            return False
+        self._add_simple(prefix, shape)
+        return True
+
+    def _on_note(self, prefix: str, shape_key: tuple, deleted: bool) -> None:
+        """A simple route message as fastnl decodes it: the bulk of a full table.
+
+        A new prefix by a single hop or a nexthop object, or the removal of
+        one, does what the general path would at a fraction of its cost (see
+        _Shape); anything else takes the general path.
+        """
+        shape = self._shapes.get(shape_key)
+        if not deleted:
+            if prefix not in self._kroutes:
+                if shape is None:
+                    shape = self._make_shape(shape_key, prefix)
+                if shape is not None:
+                    self._add_simple(prefix, shape)
+                    return
+        elif shape is not None and self._kroutes.get(prefix) is shape.cands:
+            self._del_simple(prefix, shape)
+            return
+        self._on_route(note_dict((prefix, shape_key, deleted)), deleted)
+
+    def _make_shape(self, shape_key: tuple, prefix: str) -> _Shape | None:
+        table, tos, prio, rtype, flags, oif, gw, nhid = shape_key
+        if table not in (RT_TABLE_MAIN, RT_TABLE_LOCAL) or (flags or 0) & RTM_F_CLONED:
+            return None
+        if rtype != (RTN_UNICAST if table == RT_TABLE_MAIN else RTN_LOCAL):
+            return None
+        hops = () if oif is None else (_Hop(int(oif), str(gw) if gw else None, 1),)
+        kr = _KRoute(table, rtype, hops, None if nhid is None else int(nhid))
+        resolved = self._resolve(prefix, kr)
+        shape = _Shape(
+            cands={(table, tos, prio): kr},
+            kroute=kr,
+            impossible=self._impossible(kr),
+            kind=None if resolved is None else resolved.kind,
+            nexthops=[] if resolved is None else resolved.nexthops,
+        )
+        self._shapes[shape_key] = shape
+        return shape
+
+    def _add_simple(self, prefix: str, shape: _Shape) -> None:
+        if shape.impossible:
+            return  # a replayed notification of a route the kernel flushed
+        self._kroutes[prefix] = shape.cands
+        kr = shape.kroute
+        if kr.nhid is not None:
+            self._by_nhid.setdefault(kr.nhid, set()).add(prefix)
+        else:
+            by_oif = self._by_oif
+            for hop in kr.hops:
+                by_oif.setdefault(hop.oif, set()).add(prefix)
+        kind = shape.kind
+        self._set_route(
+            prefix,
+            None if kind is None else Route(prefix=prefix, kind=kind, nexthops=shape.nexthops),
+        )
+
+    def _del_simple(self, prefix: str, shape: _Shape) -> None:
+        del self._kroutes[prefix]
+        self._index(prefix, shape.kroute, add=False)
+        self._set_route(prefix, None)
 
     def _impossible(self, kr: _KRoute) -> bool:
         """A main-table route whose every hop is on a link known to be down."""

@@ -8,7 +8,9 @@ data, cannot be woken up to stop, never flags an interrupted dump
 All of those matter here: an overflow must trigger a full resync, and FRR 8
 installs routes through nexthop objects. So one socket is subscribed to the
 multicast groups and read by a dedicated thread, and a second one performs
-dumps; pyroute2 still does all the message decoding.
+dumps. Route messages are decoded by fastnl.py (a full table is a million of
+them); pyroute2 decodes everything else. A reload streams the dump into a
+fresh KernelView rather than holding every decoded message at once.
 
 Order on start and after an overflow: subscribe first, then dump links,
 nexthops, routes and neighbours, so nothing can slip between dump and

@@ -21,6 +21,7 @@ _DAEMONS: dict[Routing, list[str]] = {
 BGP_KEEPALIVE = 3
 BGP_HOLDTIME = 9
 BGP_CONNECT_RETRY = 1
+SPEAKER_OUT = "rf-speaker-out"
 
 
 def daemons_for(plan: LabPlan, switch: str) -> list[str]:
@@ -120,15 +121,23 @@ def _bgp(vm: VmPlan) -> list[str]:
         " no bgp ebgp-requires-policy",
     ]
     for n in vm.bgp_neighbors:
+        who = f"speaker-{n.switch}" if n.peer == "speaker" else f"vm-{n.switch}"
         lines += [
             f" neighbor {n.address} remote-as {n.remote_as}",
-            f" neighbor {n.address} description vm-{n.switch}",
+            f" neighbor {n.address} description {who}",
             f" neighbor {n.address} timers {BGP_KEEPALIVE} {BGP_HOLDTIME}",
             f" neighbor {n.address} timers connect {BGP_CONNECT_RETRY}",
         ]
     lines += [" !", " address-family ipv4 unicast", "  redistribute connected"]
-    lines += [f"  neighbor {n.address} activate" for n in vm.bgp_neighbors]
-    return [*lines, " exit-address-family", "!"]
+    for n in vm.bgp_neighbors:
+        lines.append(f"  neighbor {n.address} activate")
+        if n.peer == "speaker":
+            # An external feed (a full table, say) is only learned, never echoed back.
+            lines.append(f"  neighbor {n.address} route-map {SPEAKER_OUT} out")
+    lines += [" exit-address-family", "!"]
+    if any(n.peer == "speaker" for n in vm.bgp_neighbors):
+        lines += [f"route-map {SPEAKER_OUT} deny 10", "!"]
+    return lines
 
 
 def _static(vm: VmPlan) -> list[str]:

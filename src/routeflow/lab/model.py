@@ -22,6 +22,7 @@ from routeflow.rflib.types import ConfigEntry
 
 __all__ = [
     "DEFAULT_LINK_POOL",
+    "Announce",
     "BgpNeighbor",
     "Controller",
     "Host",
@@ -35,6 +36,8 @@ __all__ = [
     "LinkPlan",
     "OspfOptions",
     "Routing",
+    "Speaker",
+    "SpeakerPlan",
     "StaticRoute",
     "Switch",
     "VmPlan",
@@ -844,8 +847,26 @@ class BgpNeighbor(msgspec.Struct, frozen=True, kw_only=True):
 
     address: str
     remote_as: int
-    switch: str
+    switch: str  # the peer switch (or the speaker's name when peer == "speaker")
     port: int  # our port towards the peer
+    peer: Literal["vm", "speaker"] = "vm"
+
+
+class SpeakerPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """An external BGP speaker: the host ``name`` (see LabPlan.hosts) plus its BGP side."""
+
+    name: str
+    switch: str
+    dp_port: int
+    ip: str  # "192.0.2.2/30"
+    gateway: str  # the VM's address on that port, its BGP neighbor
+    asn: int
+    vm_asn: int
+    announce: Announce
+
+    @property
+    def address(self) -> str:
+        return self.ip.split("/", 1)[0]
 
 
 class StaticRoute(msgspec.Struct, frozen=True, kw_only=True):
@@ -931,8 +952,9 @@ class LabPlan(msgspec.Struct, frozen=True, kw_only=True):
     ospf: OspfOptions
     controllers: tuple[Controller, ...]
     vms: tuple[VmPlan, ...]  # in lab-file switch order
-    hosts: tuple[HostPlan, ...]  # in lab-file order
+    hosts: tuple[HostPlan, ...]  # in lab-file order (speakers last)
     links: tuple[LinkPlan, ...]  # in lab-file order
+    speakers: tuple[SpeakerPlan, ...] = ()
 
     def vm(self, switch: str) -> VmPlan:
         for vm in self.vms:
@@ -1049,6 +1071,18 @@ def plan(lab: Lab) -> LabPlan:
                 for i in mine
                 if i.kind == "link" and routing[i.peer] == "bgp"
             )
+            neighbors += tuple(
+                BgpNeighbor(
+                    address=h.address,
+                    remote_as=sp.asn,
+                    switch=sp.name,
+                    port=h.dp_port,
+                    peer="speaker",
+                )
+                for sp in lab.speakers
+                for h in hosts
+                if sp.switch == sw.name and h.name == sp.name
+            )
         vms.append(
             VmPlan(
                 switch=sw.name,
@@ -1072,6 +1106,21 @@ def plan(lab: Lab) -> LabPlan:
         vms=tuple(vms),
         hosts=tuple(hosts),
         links=tuple(links),
+        speakers=tuple(
+            SpeakerPlan(
+                name=sp.name,
+                switch=sp.switch,
+                dp_port=h.dp_port,
+                ip=h.ip,
+                gateway=h.gateway,
+                asn=sp.asn,
+                vm_asn=asns[sp.switch],
+                announce=sp.announce,
+            )
+            for sp in lab.speakers
+            for h in hosts
+            if h.name == sp.name
+        ),
     )
 
 

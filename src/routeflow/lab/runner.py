@@ -87,7 +87,10 @@ class LabRun:
         self.net = None
         self.nodes: dict[str, object] = {}  # plan name -> Mininet node
         self.bridges: dict[str, str] = {}  # switch name -> bridge name
-        self.of_port = _free_tcp_port()
+        # One rfproxy per controller of the plan, each on its own OpenFlow port
+        # (in the lab's private namespace, so fixed numbers cannot collide).
+        self.of_ports = {ct.ct_id: 6653 + i for i, ct in enumerate(self.plan.controllers)}
+        self.of_port = next(iter(self.of_ports.values()))
         self.server_sock = os.path.join(self.run_dir, "rfserver.sock")
         self.secret_file = os.path.join(self.run_dir, "rfprotocol.secret")
         self.status_path = os.path.join(self.run_dir, "rfserver-status.json")
@@ -133,6 +136,13 @@ class LabRun:
         for vm in self.plan.vms:
             self._start_vm(vm)
         self._stage("vms (frr+rfclient)", t)
+        if self.plan.speakers:
+            from routeflow.lab import exabgp
+
+            t = time.monotonic()
+            for sp in self.plan.speakers:
+                exabgp.start(self, sp)
+            self._stage("bgp speakers (exabgp)", t)
         self.write_manifest()
 
     def write_manifest(self) -> None:
@@ -221,9 +231,19 @@ class LabRun:
                 raise LabFailure(f"rfserver did not start; see {self.run_dir}/rfserver.log")
             time.sleep(0.05)
 
-    def start_proxy_process(self) -> None:
-        self.proxy = self._daemon(
-            "rfproxy",
+    def proxy_name(self, ct_id: int) -> str:
+        return "rfproxy" if len(self.of_ports) == 1 else f"rfproxy-ct{ct_id}"
+
+    def start_proxy_process(self, ct_id: int | None = None) -> None:
+        """Start the rfproxy of one controller (default: of every controller)."""
+        for ct in [ct_id] if ct_id is not None else list(self.of_ports):
+            popen = self._start_proxy(ct)
+            if self.proxy is None or ct == next(iter(self.of_ports)):
+                self.proxy = popen
+
+    def _start_proxy(self, ct_id: int) -> subprocess.Popen:
+        return self._daemon(
+            self.proxy_name(ct_id),
             popen=self._in_ovs_namespace,
             argv=[
                 self.python,
@@ -231,8 +251,10 @@ class LabRun:
                 "routeflow.proxy",
                 "--server",
                 f"unix:{self.server_sock}",
+                "--ct-id",
+                str(ct_id),
                 "--ofp-port",
-                str(self.of_port),
+                str(self.of_ports[ct_id]),
                 "--vs-dpid",
                 hex(DEFAULT_VS_DPID),
                 "--stats-interval",
@@ -246,7 +268,7 @@ class LabRun:
 
     def stop_proxy_process(self) -> None:
         for t in list(self.procs.procs):
-            if t.name == "rfproxy":
+            if t.name.startswith("rfproxy"):
                 self.procs.stop_one(t)
         self.proxy = None
 
@@ -325,10 +347,19 @@ class LabRun:
         return f"{switch}-eth{port}"
 
     def _create_bridges(self) -> None:
-        controller = f"tcp:127.0.0.1:{self.of_port}"
-        bridges = [(vm.switch, self.bridges[vm.switch], vm.dp_id) for vm in self.plan.vms]
-        bridges.append(("__vs__", self.vs_name, DEFAULT_VS_DPID))
-        for key, br, dpid in bridges:
+        def target(ct_id: int) -> str:
+            return f"tcp:127.0.0.1:{self.of_ports[ct_id]}"
+
+        bridges = [
+            (vm.switch, self.bridges[vm.switch], vm.dp_id, [target(vm.ct_id)])
+            for vm in self.plan.vms
+        ]
+        # The virtual switch holds every VM port: it talks to every controller,
+        # and each relays only the ports of its own switches.
+        bridges.append(
+            ("__vs__", self.vs_name, DEFAULT_VS_DPID, [target(ct) for ct in self.of_ports])
+        )
+        for key, br, dpid, controllers in bridges:
             args = [
                 "--",
                 "add-br",
@@ -355,9 +386,12 @@ class LabRun:
                     name,
                     f"ofport_request={port}",
                 ]
-            args += ["--", "set-controller", br, controller]
+            args += ["--", "set-controller", br, *controllers]
             self.ovs.vsctl(*args)
-            self.ovs.vsctl("set", "controller", br, "max_backoff=1000", "inactivity_probe=5000")
+            for ctl in self.ovs.vsctl("get", "bridge", br, "controller").strip("[]\n").split(","):
+                self.ovs.vsctl(
+                    "set", "controller", ctl.strip(), "max_backoff=1000", "inactivity_probe=5000"
+                )
 
     def set_link(self, a: str, b: str, up: bool) -> None:
         """Cut or restore the link between switches a and b (both ends' carrier)."""
@@ -491,7 +525,7 @@ class LabRun:
             # Clients and routing daemons first (they live in namespaces the
             # network teardown removes), then the network, then the rest.
             for t in list(reversed(self.procs.procs)):
-                if "@" in t.name or t.name in ("rfproxy", "ovs-vswitchd"):
+                if "@" in t.name or t.name.startswith("rfproxy") or t.name == "ovs-vswitchd":
                     self.procs.stop_one(t)
             if self.net is not None:
                 try:

@@ -9,7 +9,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 
-from routeflow.lab import checks
+from routeflow.lab import checks, speakers
 from routeflow.lab.model import LabPlan
 from routeflow.lab.runner import LabFailure, LabRun, Terminated
 
@@ -168,9 +168,13 @@ def run_check(
             for s in run.stages:
                 result.add(f"start: {s.name}", s.ok, s.seconds, s.detail)
         if converge(run, result, t0, timeout):
+            if plan.speakers:
+                speakers.wait_announced(run, result, timeout)
             gateway_pings(run, result)
             pingall_until_full(run, result, t0, timeout)
             flows_match_routes(run, result)
+            if plan.speakers:
+                speakers.reach_and_withdraw(run, result, timeout)
             if extra_checks is not None and result.ok:
                 extra_checks(run, result)
     except LabFailure as exc:

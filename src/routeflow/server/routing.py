@@ -121,15 +121,9 @@ class _Batch:
     def messages(self) -> list[Message]:
         out: list[Message] = list(self.nh_adds)
         for (ct, dp), by_prefix in self.fib_del.items():
-            entries = list(by_prefix.values())
-            if not entries:
-                continue
-            out.append(FibMod(mod=Mod.DELETE, ct_id=ct, dp_id=dp, entries=entries))
+            out += _fib_mods(Mod.DELETE, ct, dp, list(by_prefix.values()))
         for (ct, dp), by_prefix in self.fib_add.items():
-            entries = list(by_prefix.values())
-            if not entries:
-                continue
-            out.append(FibMod(mod=Mod.ADD, ct_id=ct, dp_id=dp, entries=entries))
+            out += _fib_mods(Mod.ADD, ct, dp, list(by_prefix.values()))
         out.extend(self.nh_dels)
         return out
 
@@ -297,7 +291,7 @@ class RoutingTable:
                 if inst.ct_id == ct_id and (dp_id is None or inst.dp_id == dp_id):
                     by_dp[(inst.ct_id, inst.dp_id)].append(inst.entry(prefix))
         for (ct, dp), entries in sorted(by_dp.items()):
-            out.append(FibMod(mod=Mod.ADD, ct_id=ct, dp_id=dp, entries=entries))
+            out += _fib_mods(Mod.ADD, ct, dp, entries)
         return out
 
     def installed(self) -> list[tuple[int, int, FibEntry]]:
@@ -496,6 +490,18 @@ class RoutingTable:
         for nh_key in list(self._members.get((vm_id, vm_port, ip), ())):
             self._update_buckets(batch, nh_key)
         self._refresh(batch, vm_id, f"{ip}/32")
+
+
+#: Most entries per FibMod: a full table (a client's resync, a proxy's full
+#: state) stays in frames far below the codec's limit (about 35 bytes each).
+FIB_CHUNK = 10_000
+
+
+def _fib_mods(mod: Mod, ct: int, dp: int, entries: list[FibEntry]) -> list[Message]:
+    return [
+        FibMod(mod=mod, ct_id=ct, dp_id=dp, entries=entries[i : i + FIB_CHUNK])
+        for i in range(0, len(entries), FIB_CHUNK)
+    ]
 
 
 def _members(nexthops: list[NextHop]) -> tuple[tuple[int, str, int], ...]:

@@ -507,9 +507,34 @@ class RFServer:
             },
         }
 
+    #: A full table arrives as a hundred batches a second: the status file is
+    #: rewritten at most this often, and always once more after the last change.
+    STATUS_MIN_INTERVAL = 0.2
+    _status_at = 0.0
+    _status_timer: asyncio.TimerHandle | None = None
+
     def _write_status(self) -> None:
         if not self.status_path:
             return
+        wait = self._status_at + self.STATUS_MIN_INTERVAL - time.monotonic()
+        if wait > 0:
+            if self._status_timer is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    pass
+                else:
+                    self._status_timer = loop.call_later(wait, self._write_status_now)
+                    return
+            else:
+                return
+        self._write_status_now()
+
+    def _write_status_now(self) -> None:
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+            self._status_timer = None
+        self._status_at = time.monotonic()
         tmp = self.status_path + ".tmp"
         with open(tmp, "w") as fh:
             json.dump(self.status(), fh, indent=1)

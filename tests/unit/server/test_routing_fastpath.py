@@ -133,3 +133,22 @@ def test_normalise():
     assert _normalise("10.1.2.3/24") == "10.1.2.0/24"
     assert _normalise("10.1.2.3") == "10.1.2.3/32"
     assert _normalise("10.1.2.3/32") == "10.1.2.3/32"
+
+
+def test_a_full_table_is_sent_in_bounded_fibmods():
+    from routeflow.rflib import codec
+    from routeflow.rflib.protocol import FibMod
+    from routeflow.server.routing import FIB_CHUNK
+
+    n = FIB_CHUNK * 2 + 5
+    routes = [
+        Route(prefix=f"{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24",
+              nexthops=[NextHop(vm_port=1, gateway="172.31.1.2")])
+        for i in range(n)
+    ]  # fmt: skip
+    t = RoutingTable()
+    t.bind(VM, 1, Binding(CT, 0x99, 1, "02:00:00:00:00:01"))
+    for msgs in (t.replace_vm(VM, routes, []), t.dump(CT)):
+        mods = [m for m in msgs if isinstance(m, FibMod)]
+        assert [len(m.entries) for m in mods] == [FIB_CHUNK, FIB_CHUNK, 5]
+        assert all(len(codec.encode(m)) < codec.DEFAULT_MAX_FRAME // 4 for m in mods)

@@ -1,0 +1,1 @@
+"""Benchmarks that measure routeflow against the real thing (kernel, Open vSwitch)."""

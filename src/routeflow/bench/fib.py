@@ -1,0 +1,624 @@
+"""`routeflow bench fib`: how fast a VM's routes become flows on its switch.
+
+One switch, one VM (rfclient, optionally FRR), rfserver and rfproxy, as in
+rftest1. The benchmark:
+
+1. brings the lab up and waits for the associations and the connected routes;
+2. loads N distinct prefixes into the VM kernel through one gateway (a
+   netlink batch, see nlroutes.py) and times until the switch holds all N
+   route flows, counted by Open vSwitch itself (``dump-tables`` while loading,
+   ``dump-aggregate`` of the flows pointing at the gateway's group at the end);
+3. changes the gateway's MAC in the VM (``ip neigh replace``) and times until
+   the switch's group carries the new MAC, checking that the N flows did not
+   change (one group-mod, not N flow-mods);
+4. withdraws the N routes and times until the switch is back to its baseline;
+5. measures the raw baseline: the same N flows written straight to a fresh
+   bridge of the same Open vSwitch with ``ovs-ofctl --bundle add-flows``
+   (after ours, so that neither runs next to a bridge holding N flows);
+6. reads the peak RSS (VmHWM) and CPU time of rfserver, rfproxy and rfclient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from routeflow.bench import nlroutes
+from routeflow.lab import checks
+from routeflow.lab.model import LabPlan, parse_lab, plan
+from routeflow.lab.runner import LabFailure, LabRun
+from routeflow.proxy import openflow as of
+
+__all__ = ["FibBenchResult", "bench_plan", "run_fib_bench"]
+
+BENCH_LAB = """
+name: benchfib
+routing: static
+switches:
+  - {name: s1, dpid: 0x99}
+hosts:
+  - {name: h1, switch: s1, ip: 172.31.1.100/24}
+  - {name: h2, switch: s1, ip: 172.31.2.100/24}
+"""
+SWITCH = "s1"
+GATEWAY_HOST = "h2"  # the routes' next hop: a real host behind the switch
+RELAY_HOST = "h1"  # pings its gateway while the routes load
+NEW_MAC = "06:00:00:be:ef:01"
+DAEMONS = ("rfserver", "rfproxy", f"rfclient@{SWITCH}")
+ROUTE_COOKIE = of.cookie(of.Kind.ROUTE)
+
+
+@dataclass
+class FibBenchResult:
+    routes: int
+    prefixlen: int = 24
+    ok: bool = True
+    problems: list[str] = field(default_factory=list)
+    #: Raw baseline: ovs-ofctl --bundle add-flows of the same N flows.
+    raw_s: float | None = None
+    raw_rate: float | None = None
+    #: Ours: from the start of the kernel load until OVS holds all N flows.
+    ours_s: float | None = None
+    ours_rate: float | None = None
+    kernel_load_s: float | None = None  # the netlink batch alone (part of ours_s)
+    first_flow_s: float | None = None  # first route flow seen on the switch
+    ratio: float | None = None  # ours_rate / raw_rate
+    nexthop_change_s: float | None = None
+    nexthop_flows_unchanged: bool | None = None
+    withdraw_s: float | None = None
+    withdraw_rate: float | None = None
+    kernel_unload_s: float | None = None  # the netlink batch of deletions alone
+    #: Peak resident memory (VmHWM) per daemon, MB, and their sum.
+    rss_peak_mb: dict[str, float] = field(default_factory=dict)
+    rss_peak_total_mb: float | None = None
+    #: CPU seconds each daemon spent while the N routes were loaded.
+    cpu_load_s: dict[str, float] = field(default_factory=dict)
+    cpu_withdraw_s: dict[str, float] = field(default_factory=dict)
+    progress: list[tuple[float, int]] = field(default_factory=list)  # (s, route flows)
+    #: A host pinging its gateway (through the packet relay) while the routes load.
+    relay_ping: dict[str, float] = field(default_factory=dict)
+    run_dir: str = ""
+    command: str = ""
+
+    def fail(self, problem: str) -> None:
+        self.ok = False
+        self.problems.append(problem)
+
+
+def bench_plan() -> LabPlan:
+    return plan(parse_lab(BENCH_LAB, "<bench fib>"))
+
+
+class _BenchRun(LabRun):
+    """The lab of the benchmark: FRR only on request, no flow statistics polling."""
+
+    frr: bool = False
+
+    def start_frr_daemon(self, vm, daemon):  # type: ignore[override]
+        if self.frr:
+            super().start_frr_daemon(vm, daemon)
+
+
+# --- reading Open vSwitch -----------------------------------------------------------
+
+
+def _ofctl(run: LabRun, *args: str) -> str:
+    return run.ovs.ofctl("-O", "OpenFlow13", *args)
+
+
+_TABLE_ACTIVE = re.compile(r"table (\d+):\s*\n\s*active=(\d+)")
+
+
+def table_active(run: LabRun, bridge: str, table: int = of.TABLE_FIB) -> int:
+    """Flows in one table, as OVS counts them (cheap: no flow walk)."""
+    for m in _TABLE_ACTIVE.finditer(_ofctl(run, "dump-tables", bridge)):
+        if int(m.group(1)) == table:
+            return int(m.group(2))
+    raise LabFailure(f"no table {table} in dump-tables of {bridge}")
+
+
+def aggregate_count(run: LabRun, bridge: str, match: str) -> int:
+    out = _ofctl(run, "dump-aggregate", bridge, match)
+    m = re.search(r"flow_count=(\d+)", out)
+    if m is None:
+        raise LabFailure(f"unexpected dump-aggregate output: {out!r}")
+    return int(m.group(1))
+
+
+def _group_of_gateway(run: LabRun, bridge: str, mac: str) -> tuple[int | None, str]:
+    out = _ofctl(run, "dump-groups", bridge)
+    for line in out.splitlines():
+        m = re.search(r"group_id=(\d+)", line)
+        if m and f"set_field:{mac}->eth_dst" in line:
+            return int(m.group(1)), out
+    return None, out
+
+
+# --- reading our daemons from outside --------------------------------------------------
+
+
+def _pid(run: LabRun, name: str) -> int | None:
+    for t in run.procs.procs:
+        if t.name == name:
+            return t.pid
+    return None
+
+
+def _status_kb(pid: int, key: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _cpu_s(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_all(run: LabRun) -> dict[str, float]:
+    out = {name: _cpu_s(_pid(run, name)) for name in DAEMONS}
+    out["ovs-vswitchd"] = _cpu_s(_pid(run, "ovs-vswitchd"))
+    return out
+
+
+# --- the phases ------------------------------------------------------------------------
+
+
+def _raw_baseline(run: LabRun, result: FibBenchResult, net_ints: list[int], src_mac: str) -> None:
+    """ovs-ofctl --bundle add-flows of the N route flows on a fresh bridge."""
+    n = result.routes
+    bridge = f"{run.prefix}raw"
+    path = os.path.join(run.run_dir, "raw-flows.txt")
+    mask = (0xFFFFFFFF << (32 - result.prefixlen)) & 0xFFFFFFFF
+    prio = of.PRIO_ROUTE_BASE + result.prefixlen
+    with open(path, "w") as fh:
+        head = f"table={of.TABLE_FIB},priority={prio},cookie={ROUTE_COOKIE:#x},ip,nw_dst="
+        tail = f"/{_dotted(mask)},actions=group:1\n"
+        fh.writelines(f"{head}{_dotted(net)}{tail}" for net in net_ints)
+    run.ovs.vsctl(
+        "add-br",
+        bridge,
+        "--",
+        "set",
+        "bridge",
+        bridge,
+        "datapath_type=netdev",
+        "protocols=OpenFlow13",
+        "fail_mode=secure",
+    )
+    try:
+        _ofctl(
+            run,
+            "add-group",
+            bridge,
+            f"group_id=1,type=indirect,bucket=actions=set_field:{src_mac}->eth_src,"
+            f"set_field:{NEW_MAC}->eth_dst,dec_ttl,output:1",
+        )
+        t = time.monotonic()
+        r = subprocess.run(
+            ["ovs-ofctl", "-O", "OpenFlow13", "--bundle", "add-flows", bridge, path],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **run.ovs.env},
+            timeout=max(120, n / 2000),
+        )
+        elapsed = time.monotonic() - t
+        if r.returncode != 0:
+            result.fail(f"raw baseline: ovs-ofctl failed: {r.stderr.strip()[:300]}")
+            return
+        have = table_active(run, bridge)
+        if have != n:
+            result.fail(f"raw baseline: bridge holds {have} flows, not {n}")
+        result.raw_s = round(elapsed, 3)
+        result.raw_rate = round(n / elapsed, 1)
+    finally:
+        # No del-br: removing a million flows takes OVS longer than adding
+        # them. The lab's teardown stops this OVS anyway.
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+def _dotted(value: int) -> str:
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+def _vm_python(run: LabRun, *args: str) -> subprocess.Popen:
+    node = run.vm_node(SWITCH)
+    return node.popen(
+        [run.python, "-m", "routeflow.bench.nlroutes", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_count(
+    run: LabRun,
+    bridge: str,
+    target: int,
+    timeout: float,
+    *,
+    t0: float,
+    base: int,
+    loader: subprocess.Popen | None = None,
+    progress: list[tuple[float, int]] | None = None,
+    interval: float = 0.05,
+) -> tuple[float | None, float | None, float | None]:
+    """Poll table 1 until it holds ``target`` flows: (done at, loader done at, first change at)."""
+    deadline = time.monotonic() + timeout
+    loader_done = first = None
+    last = None
+    while time.monotonic() < deadline:
+        if loader is not None and loader_done is None and loader.poll() is not None:
+            loader_done = time.monotonic() - t0
+        now = table_active(run, bridge)
+        at = time.monotonic() - t0
+        if first is None and now != base:
+            first = at
+        if progress is not None and now != last:
+            progress.append((round(at, 3), now - base))
+            last = now
+        if now == target:
+            if loader is not None and loader_done is None:
+                loader.wait()
+                loader_done = time.monotonic() - t0
+            return at, loader_done, first
+        dead = run.procs.dead()
+        if dead:
+            raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
+        time.sleep(interval)
+    return None, loader_done, first
+
+
+def run_fib_bench(
+    routes: int,
+    run_dir: str,
+    *,
+    prefixlen: int = 24,
+    frr: bool = False,
+    log_level: str = "WARNING",
+    raw: bool = True,
+    timeout: float | None = None,
+    progress=None,
+    profile_dir: str | None = None,
+) -> FibBenchResult:
+    """The whole benchmark; ``progress(text)`` is told what is happening."""
+    say = progress or (lambda _text: None)
+    result = FibBenchResult(routes=routes, prefixlen=prefixlen, run_dir=run_dir)
+    result.command = " ".join(sys.argv) if sys.argv else ""
+    net_ints = list(nlroutes.prefixes(routes, prefixlen=prefixlen))
+    limit = timeout if timeout is not None else max(60.0, routes / 5000)
+    lab = bench_plan()
+    run = _BenchRun(lab, run_dir, log_level=log_level, stats_interval=0)
+    run.frr = frr
+    gw = lab.host(GATEWAY_HOST)
+    vm = lab.vm(SWITCH)
+    gw_port = next(i for i in vm.interfaces if i.peer == GATEWAY_HOST)
+    relay_ping: subprocess.Popen | None = None
+    profilers: list[subprocess.Popen] = []
+    try:
+        say("starting the lab")
+        run.start()
+        bridge = run.bridges[SWITCH]
+        if not checks.wait_until(lambda: _assoc_done(run), 60, 0.2):
+            raise LabFailure("associations did not become active")
+        node = run.vm_node(SWITCH)
+        neigh = f"ip neigh replace {gw.address} dev {gw_port.ifname} nud permanent lladdr"
+        node.cmd(f"{neigh} {gw.mac}")
+        want = {f"{i.ip}/32" for i in vm.interfaces} | {i.subnet for i in vm.interfaces}
+        if not checks.wait_until(lambda: want <= set(checks.fib_flows(run, SWITCH)), 30, 0.2):
+            raise LabFailure(f"the connected routes never reached the switch: {want}")
+        # Control traffic keeps flowing while the table loads: a host pings its
+        # gateway (the VM), a path through rfproxy's packet relay. Started now,
+        # so that the host's own /32 flow is part of the baseline.
+        relay_host = lab.host(RELAY_HOST)
+        relay_ping = run.host(RELAY_HOST).popen(
+            ["ping", "-n", "-i", "0.05", "-W", "1", relay_host.gateway],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        host_route = f"{relay_host.address}/32"
+        if not checks.wait_until(lambda: host_route in checks.fib_flows(run, SWITCH), 30, 0.2):
+            raise LabFailure(f"{RELAY_HOST}'s host route never reached the switch")
+        time.sleep(0.5)
+        base = table_active(run, bridge)
+
+        say(f"loading {routes} routes into the VM kernel and waiting for the switch")
+        profilers = _start_profilers(run, profile_dir) if profile_dir else []
+        gw_group, _ = _group_of_gateway(run, bridge, gw.mac)
+        base_via = (
+            aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={gw_group}")
+            if gw_group is not None
+            else 0
+        )
+        cpu0 = _cpu_all(run)
+        t0 = time.monotonic()
+        loader = _vm_python(
+            run,
+            "add",
+            "--count",
+            str(routes),
+            "--via",
+            gw.address,
+            "--dev",
+            gw_port.ifname,
+            "--prefixlen",
+            str(prefixlen),
+        )
+        done, loaded, first = _wait_count(
+            run,
+            bridge,
+            base + routes,
+            limit,
+            t0=t0,
+            base=base,
+            loader=loader,
+            progress=result.progress,
+        )
+        out = loader.communicate()[0]
+        cpu1 = _cpu_all(run)
+        _stop_profilers(profilers)
+        profilers = []
+        relay_ping.send_signal(signal.SIGINT)
+        result.relay_ping = _ping_summary(relay_ping.communicate(timeout=10)[0])
+        result.cpu_load_s = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1}
+        if loader.returncode != 0:
+            result.fail(f"loading routes failed: {out.strip()[-300:]}")
+        result.kernel_load_s = None if loaded is None else round(loaded, 3)
+        result.first_flow_s = None if first is None else round(first, 3)
+        if done is None:
+            have = table_active(run, bridge) - base
+            result.fail(f"the switch holds {have} of {routes} route flows after {limit:.0f} s")
+            return result
+        result.ours_s = round(done, 3)
+        result.ours_rate = round(routes / done, 1)
+
+        group, groups_text = _group_of_gateway(run, bridge, gw.mac)
+        if group is None:
+            result.fail(f"no group rewrites to the gateway MAC {gw.mac}: {groups_text[:300]}")
+            return result
+        via_group = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={group}")
+        if via_group != routes + base_via:
+            result.fail(
+                f"{via_group - base_via} route flows point at the gateway's group {group}, "
+                f"not {routes}"
+            )
+
+        say("changing the gateway's MAC in the VM")
+        t0 = time.monotonic()
+        node.cmd(f"{neigh} {NEW_MAC}")
+        changed = None
+        while time.monotonic() - t0 < 30:
+            g, _ = _group_of_gateway(run, bridge, NEW_MAC)
+            if g is not None:
+                changed = time.monotonic() - t0
+                break
+            time.sleep(0.002)
+        if changed is None or g != group:
+            result.fail(f"the gateway's group did not take the new MAC (group {g})")
+        else:
+            result.nexthop_change_s = round(changed, 4)
+            after = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={group}")
+            result.nexthop_flows_unchanged = after == via_group and table_active(run, bridge) == (
+                base + routes
+            )
+            if not result.nexthop_flows_unchanged:
+                result.fail("the flows changed with the next hop's MAC")
+
+        say(f"withdrawing the {routes} routes")
+        cpu0 = _cpu_all(run)
+        t0 = time.monotonic()
+        loader = _vm_python(run, "del", "--count", str(routes), "--prefixlen", str(prefixlen))
+        done, unloaded, _first = _wait_count(
+            run, bridge, base, limit, t0=t0, base=base + routes, loader=loader
+        )
+        loader.communicate()
+        cpu1 = _cpu_all(run)
+        result.cpu_withdraw_s = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1}
+        result.kernel_unload_s = None if unloaded is None else round(unloaded, 3)
+        if done is None:
+            result.fail(f"{table_active(run, bridge) - base} route flows left after withdrawal")
+        else:
+            result.withdraw_s = round(done, 3)
+            result.withdraw_rate = round(routes / done, 1)
+        if raw:
+            say(f"raw baseline: ovs-ofctl --bundle add-flows of {routes} flows")
+            _raw_baseline(run, result, net_ints, gw_port.mac)
+            if result.ours_rate and result.raw_rate:
+                result.ratio = round(result.ours_rate / result.raw_rate, 3)
+    except LabFailure as exc:
+        result.fail(str(exc))
+    finally:
+        _stop_profilers(profilers)
+        if relay_ping is not None and relay_ping.poll() is None:
+            relay_ping.kill()
+            relay_ping.wait()
+        for name in DAEMONS:
+            pid = _pid(run, name)
+            hwm = _status_kb(pid, "VmHWM") if pid else None
+            if hwm is not None:
+                result.rss_peak_mb[name.split("@")[0]] = round(hwm / 1024, 1)
+        if result.rss_peak_mb:
+            result.rss_peak_total_mb = round(sum(result.rss_peak_mb.values()), 1)
+        say("tearing down")
+        run.stop()
+    return result
+
+
+def _ping_summary(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
+    if m:
+        out["sent"], out["received"] = float(m.group(1)), float(m.group(2))
+    m = re.search(r"= [\d.]+/([\d.]+)/([\d.]+)/", text)
+    if m:
+        out["avg_ms"], out["max_ms"] = float(m.group(1)), float(m.group(2))
+    return out
+
+
+def _start_profilers(run: LabRun, out_dir: str) -> list[subprocess.Popen]:
+    """py-spy on each daemon (collapsed stacks), for the load phase only."""
+    os.makedirs(out_dir, exist_ok=True)
+    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    procs = []
+    for name in DAEMONS:
+        pid = _pid(run, name)
+        if pid is None:
+            continue
+        out = os.path.join(out_dir, f"{name.split('@')[0]}.txt")
+        procs.append(
+            subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--threads",
+                    "--nonblocking",
+                    "--output",
+                    out,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    time.sleep(1.0)  # attached before the load starts
+    return procs
+
+
+def _stop_profilers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _assoc_done(run: LabRun) -> bool:
+    dead = run.procs.dead()
+    if dead:
+        raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
+    active, want = checks.associations_active(run)
+    return active == want
+
+
+def write_json(result: FibBenchResult, path: str) -> None:
+    with open(path, "w") as fh:
+        json.dump(asdict(result), fh, indent=1)
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def print_result(result: FibBenchResult, console) -> None:
+    from rich.table import Table
+
+    n = result.routes
+    t = Table(title=f"bench fib: {n:,} /{result.prefixlen} routes, one switch, one VM")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("raw: ovs-ofctl --bundle add-flows", f"{_fmt(result.raw_s, ' s', 3)}")
+    t.add_row("raw rate", f"{_fmt(result.raw_rate, ' flows/s', 0)}")
+    t.add_row("routeflow: kernel -> switch, all flows", f"{_fmt(result.ours_s, ' s', 3)}")
+    t.add_row("routeflow rate", f"{_fmt(result.ours_rate, ' routes/s', 0)}")
+    t.add_row("ratio routeflow / raw", _fmt(result.ratio, "", 3))
+    t.add_row("  of which the kernel load (netlink batch)", _fmt(result.kernel_load_s, " s", 3))
+    t.add_row("  first route flow on the switch after", _fmt(result.first_flow_s, " s", 3))
+    rp = result.relay_ping
+    if rp:
+        t.add_row(
+            "relay during the load: host -> gateway pings",
+            f"{rp.get('received', 0):.0f}/{rp.get('sent', 0):.0f}, "
+            f"avg {rp.get('avg_ms', 0):.1f} ms, max {rp.get('max_ms', 0):.1f} ms",
+        )
+    t.add_row("next-hop MAC change for all routes", _fmt(result.nexthop_change_s, " s", 4))
+    t.add_row("  route flows untouched by it", str(result.nexthop_flows_unchanged))
+    t.add_row("withdraw all routes", _fmt(result.withdraw_s, " s", 3))
+    t.add_row("withdraw rate", _fmt(result.withdraw_rate, " routes/s", 0))
+    t.add_row("  of which the kernel unload", _fmt(result.kernel_unload_s, " s", 3))
+    for name, mb in sorted(result.rss_peak_mb.items()):
+        t.add_row(f"peak RSS {name}", _fmt(mb, " MB", 1))
+    t.add_row("peak RSS, all daemons", _fmt(result.rss_peak_total_mb, " MB", 1))
+    for name, cpu in sorted(result.cpu_load_s.items()):
+        per = f" ({cpu / n * 1e6:,.1f} us/route)" if n else ""
+        t.add_row(f"CPU while loading: {name}", f"{cpu:.2f} s{per}")
+    for name, cpu in sorted(result.cpu_withdraw_s.items()):
+        t.add_row(f"CPU while withdrawing: {name}", f"{cpu:.2f} s")
+    console.print(t)
+    for problem in result.problems:
+        console.print(f"[red]{problem}[/red]", markup=True)
+    console.print(f"logs: {result.run_dir}", markup=False)
+    console.print("[green]OK[/green]" if result.ok else "[red]FAIL[/red]")
+
+
+def main_fib(
+    routes: int,
+    json_path: str | None,
+    prefixlen: int,
+    frr: bool,
+    raw: bool,
+    run_dir: str | None,
+    log_level: str,
+    console,
+    profile_dir: str | None = None,
+) -> int:
+    import logging
+
+    from routeflow.lab.runner import Terminated
+    from routeflow.lab.scenarios import default_run_dir, install_signal_handlers
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    from mininet.log import setLogLevel
+
+    setLogLevel("error")  # Mininet warnings would garble the progress line
+    run_dir = run_dir or default_run_dir(f"bench-fib-{routes}")
+    install_signal_handlers()
+    try:
+        with console.status("bench fib") as status:
+            result = run_fib_bench(
+                routes,
+                run_dir,
+                prefixlen=prefixlen,
+                frr=frr,
+                raw=raw,
+                log_level=log_level,
+                progress=lambda text: status.update(f"bench fib: {text}"),
+                profile_dir=profile_dir,
+            )
+    except (KeyboardInterrupt, Terminated):
+        console.print("[yellow]interrupted; lab torn down[/yellow]")
+        return 130
+    print_result(result, console)
+    if json_path:
+        write_json(result, json_path)
+    return 0 if result.ok else 1

@@ -1,0 +1,174 @@
+"""`lab check` stages for labs with external BGP speakers (ExaBGP).
+
+Ground truth only: FRR's own view of the session, the switch's flows and
+groups as Open vSwitch reports them, and pings from real hosts.
+
+* the speaker's BGP session with its switch's VM is Established;
+* the switch holds one FIB flow per announced prefix, all pointing at the
+  group that rewrites to the speaker's MAC (counted per aligned block of the
+  announced range with ``dump-aggregate``, so a million routes cost a few
+  requests, not a dump);
+* every other host behind the speakers' switches reaches an address inside a
+  sample of the announced prefixes (the speaker owns them on ``lo``);
+* stopping the speaker withdraws the routes: the flows go away.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import TYPE_CHECKING
+
+from routeflow.lab import checks, exabgp
+from routeflow.lab.model import SpeakerPlan
+from routeflow.proxy import openflow as of
+
+if TYPE_CHECKING:
+    from routeflow.lab.runner import LabRun
+    from routeflow.lab.scenarios import CheckResult
+
+__all__ = ["announced_flows", "reach_and_withdraw", "session_state", "wait_announced"]
+
+
+def session_state(run: LabRun, sp: SpeakerPlan) -> str:
+    """FRR's state of the VM's session with the speaker ('Established', 'Active'...)."""
+    out = run.vtysh(sp.switch, f"show bgp neighbors {sp.address} json")
+    try:
+        data = json.loads(out[out.index("{") :])
+    except ValueError:
+        return "unknown"
+    return str(data.get(sp.address, {}).get("bgpState", "unknown"))
+
+
+def _group_to(run: LabRun, sp: SpeakerPlan) -> int | None:
+    """The group rewriting to the speaker's MAC on its switch (None if there is none)."""
+    mac = run.plan.host(sp.name).mac
+    for gid, bucket in checks.groups(run, sp.switch).items():
+        if f"set_field:{mac}->eth_dst" in bucket:
+            return gid
+    return None
+
+
+def announced_flows(run: LabRun, sp: SpeakerPlan) -> int:
+    """FIB flows on the speaker's switch for its announced prefixes that use its group."""
+    group = _group_to(run, sp)
+    if group is None:
+        return 0
+    bridge = run.bridges[sp.switch]
+    total = 0
+    for block, _n in exabgp.blocks(sp.announce):
+        out = run.ovs.ofctl(
+            "-O",
+            "OpenFlow13",
+            "dump-aggregate",
+            bridge,
+            f"table={of.TABLE_FIB},out_group={group},ip,nw_dst={block}",
+        )
+        m = re.search(r"flow_count=(\d+)", out)
+        total += int(m.group(1)) if m else 0
+    return total
+
+
+def _all_flows_in_range(run: LabRun, sp: SpeakerPlan) -> int:
+    """FIB flows for the announced prefixes, whatever they point at."""
+    bridge = run.bridges[sp.switch]
+    total = 0
+    for block, _n in exabgp.blocks(sp.announce):
+        out = run.ovs.ofctl(
+            "-O", "OpenFlow13", "dump-aggregate", bridge, f"table={of.TABLE_FIB},ip,nw_dst={block}"
+        )
+        m = re.search(r"flow_count=(\d+)", out)
+        total += int(m.group(1)) if m else 0
+    return total
+
+
+def _fail_if_dead(run: LabRun) -> None:
+    from routeflow.lab.scenarios import _fail_if_dead
+
+    _fail_if_dead(run)
+
+
+def wait_announced(run: LabRun, result: CheckResult, timeout: float) -> bool:
+    """Sessions up, then every announced prefix as a flow on the switch."""
+    ok = True
+    for sp in run.plan.speakers:
+        t = time.monotonic()
+        up = checks.wait_until(
+            lambda sp=sp: _fail_if_dead(run) or session_state(run, sp) == "Established",
+            timeout,
+        )
+        result.add(
+            f"bgp session {sp.name} (AS {sp.asn}) <-> vm-{sp.switch} (AS {sp.vm_asn})",
+            up,
+            time.monotonic() - t,
+            session_state(run, sp),
+        )
+        if not up:
+            ok = False
+            continue
+        want = sp.announce.count
+        t = time.monotonic()
+        have = 0
+
+        def done(sp=sp, want=want) -> bool:
+            nonlocal have
+            _fail_if_dead(run)
+            have = announced_flows(run, sp)
+            return have == want
+
+        # A full table takes ExaBGP itself minutes: allow about 2k routes/s.
+        good = checks.wait_until(done, max(timeout, want / 2000), 0.2)
+        rate = ""
+        started = exabgp.STARTED.get((run.run_dir, sp.name))
+        if good and started is not None:
+            since = time.monotonic() - started
+            rate = f", {since:.1f} s after the speaker started ({want / since:,.0f} routes/s)"
+        result.add(
+            f"announced prefixes of {sp.name} are flows on {sp.switch}",
+            good,
+            time.monotonic() - t,
+            f"{have}/{want} flows to the speaker's group{rate}",
+        )
+        ok = ok and good
+    return ok
+
+
+def reach_and_withdraw(run: LabRun, result: CheckResult, timeout: float) -> None:
+    """Hosts reach addresses inside announced prefixes; a stopped speaker takes them away."""
+    for sp in run.plan.speakers:
+        targets = exabgp.sample_addresses(sp.announce)
+        sources = [h for h in run.plan.hosts if h.name not in {s.name for s in run.plan.speakers}]
+        t = time.monotonic()
+        failed = []
+        for h in sources:
+            for addr in targets:
+                if not checks.wait_until(lambda h=h, a=addr: checks.ping(run, h.name, a), 10, 0.5):
+                    failed.append(f"{h.name}->{addr}")
+        total = len(sources) * len(targets)
+        result.add(
+            f"hosts reach prefixes announced by {sp.name}",
+            not failed and total > 0,
+            time.monotonic() - t,
+            f"{total - len(failed)}/{total} pings"
+            + (f"; failing: {', '.join(failed[:6])}" if failed else f" ({', '.join(targets)})"),
+        )
+    for sp in run.plan.speakers:
+        if not sp.announce.count:
+            continue
+        t = time.monotonic()
+        exabgp.stop(run, sp)
+        left = sp.announce.count
+
+        def gone(sp=sp) -> bool:
+            nonlocal left
+            left = _all_flows_in_range(run, sp)
+            return left == 0
+
+        good = checks.wait_until(gone, max(timeout, sp.announce.count / 2000), 1.0)
+        result.add(
+            f"speaker {sp.name} stopped: its routes are withdrawn from {sp.switch}",
+            good,
+            time.monotonic() - t,
+            f"{left} flows left for the announced prefixes",
+        )

@@ -1,0 +1,169 @@
+"""Prometheus metrics for rfserver, collected from the live server at scrape time.
+
+Nothing is counted twice: the collector reads the same server state the REST
+API shows (see views.py), so a scrape costs a walk over the tables and no
+bookkeeping happens on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+
+from routeflow.web import views
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class RouteflowCollector:
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def describe(self) -> list[Metric]:
+        return []  # collected lazily: nothing to announce at registration
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.server
+
+        routes = GaugeMetricFamily(
+            "routeflow_routes", "Routes the VM reported (its kernel's view)", labels=["vm_id"]
+        )
+        for vm, table in sorted(s.routing.routes.items()):
+            routes.add_metric([f"{vm:#x}"], len(table))
+        yield routes
+
+        fib: dict[tuple[int, int], int] = defaultdict(int)
+        for ct, dp, _e in s.routing.installed():
+            fib[(ct, dp)] += 1
+        fib_g = GaugeMetricFamily(
+            "routeflow_fib_entries",
+            "FIB flows rfserver has asked a switch to hold",
+            labels=["ct_id", "dp_id"],
+        )
+        for (ct, dp), n in sorted(fib.items()):
+            fib_g.add_metric([str(ct), f"{dp:#x}"], n)
+        yield fib_g
+
+        yield GaugeMetricFamily(
+            "routeflow_nexthops",
+            "Next hops (OpenFlow groups) installed over all switches",
+            value=s.routing.nexthop_count(),
+        )
+
+        assoc = GaugeMetricFamily(
+            "routeflow_associations",
+            "Rows of the association table by state (down: configured, nothing registered)",
+            labels=["state"],
+        )
+        for state, n in views.state_counts(s).items():
+            assoc.add_metric([state], n)
+        yield assoc
+
+        rx, tx = views.message_counts(s)
+        rx_c = CounterMetricFamily(
+            "routeflow_messages_received", "RFProtocol messages received", labels=["type"]
+        )
+        for kind, n in rx.items():
+            rx_c.add_metric([kind], n)
+        yield rx_c
+        tx_c = CounterMetricFamily(
+            "routeflow_messages_sent",
+            "RFProtocol messages sent (RouteMod-derived FibMod/NextHopMod, PortConfig, ...)",
+            labels=["type"],
+        )
+        for kind, n in tx.items():
+            tx_c.add_metric([kind], n)
+        yield tx_c
+
+        conns = GaugeMetricFamily(
+            "routeflow_ipc_connections", "Connected IPC peers", labels=["kind"]
+        )
+        conns.add_metric(["client"], len(s.clients))
+        conns.add_metric(["controller"], len(s.proxies))
+        yield conns
+
+        sessions: dict[str, int] = {"client": 0, "controller": 0}
+        reconnects: dict[str, int] = {"client": 0, "controller": 0}
+        for (kind, _ident), n in (getattr(s, "sessions", {}) or {}).items():
+            if kind in sessions:
+                sessions[kind] += n
+                reconnects[kind] += max(0, n - 1)
+        sess_c = CounterMetricFamily(
+            "routeflow_ipc_sessions", "IPC sessions accepted", labels=["kind"]
+        )
+        reco_c = CounterMetricFamily(
+            "routeflow_ipc_reconnects",
+            "IPC sessions from a peer that had connected before",
+            labels=["kind"],
+        )
+        for kind in sessions:
+            sess_c.add_metric([kind], sessions[kind])
+            reco_c.add_metric([kind], reconnects[kind])
+        yield sess_c
+        yield reco_c
+
+        flows = GaugeMetricFamily(
+            "routeflow_switch_flows", "Flows a switch reported", labels=["dp_id"]
+        )
+        pkts = CounterMetricFamily(
+            "routeflow_switch_flow_packets",
+            "Packets matched by a switch's flows (sum over its flows, as last reported)",
+            labels=["dp_id", "table"],
+        )
+        byts = CounterMetricFamily(
+            "routeflow_switch_flow_bytes",
+            "Bytes matched by a switch's flows (sum over its flows, as last reported)",
+            labels=["dp_id", "table"],
+        )
+        age = GaugeMetricFamily(
+            "routeflow_switch_stats_timestamp_seconds",
+            "When the switch's latest flow statistics arrived (unix time)",
+            labels=["dp_id"],
+        )
+        for (_ct, dp), (at, st) in sorted(s.stats.items()):
+            dp_h = f"{dp:#x}"
+            flows.add_metric([dp_h], len(st.flows))
+            per_table_p: dict[int, int] = defaultdict(int)
+            per_table_b: dict[int, int] = defaultdict(int)
+            for f in st.flows:
+                per_table_p[f.table] += f.packets
+                per_table_b[f.table] += f.bytes
+            for table in sorted(per_table_p):
+                pkts.add_metric([dp_h, str(table)], per_table_p[table])
+                byts.add_metric([dp_h, str(table)], per_table_b[table])
+            age.add_metric([dp_h], at)
+        yield flows
+        yield pkts
+        yield byts
+        yield age
+
+        relay = CounterMetricFamily(
+            "routeflow_relayed_packets",
+            "Packets rfproxy relayed between VMs and switches",
+            labels=["ct_id", "direction"],
+        )
+        for ct, counts in views.relay_counts(s).items():
+            for direction, n in counts.items():
+                relay.add_metric([str(ct), direction], n)
+        yield relay
+
+        yield GaugeMetricFamily(
+            "routeflow_server_start_time_seconds",
+            "When rfserver started (unix time)",
+            value=s.started,
+        )
+
+
+def make_registry(server) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RouteflowCollector(server))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,137 @@
+"""FibMods through the chunked writer leave a switch holding exactly the desired FIB flows.
+
+The bytes are decoded with os-ken's own parser and applied to a model switch
+(ADD replaces a flow with the same table, priority and match; DELETE_STRICT
+removes it), which must end up equal to the flows of the proxy's FIB state.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+from routeflow.proxy import openflow as of
+from routeflow.proxy.app import _flow_mod, _format_instructions, _format_match
+from routeflow.proxy.fibwriter import fib_chunks
+from routeflow.rflib.protocol import FibEntry, FibMod, Mod, RouteKind
+
+
+class _Datapath:
+    ofproto = ofproto_v1_3
+    ofproto_parser = ofproto_v1_3_parser
+
+
+DP = _Datapath()
+
+
+def slow(spec: of.FlowSpec, delete: bool) -> bytes:
+    msg = _flow_mod(DP, spec, delete)
+    msg.set_xid(1)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def apply(switch: dict, data: bytes) -> int:
+    off = n = 0
+    while off < len(data):
+        _v, kind, length, xid = struct.unpack_from("!BBHI", data, off)
+        assert kind == 14  # flow-mods only
+        fm = ofproto_v1_3_parser.OFPFlowMod.parser(
+            DP, 4, kind, length, xid, data[off : off + length]
+        )
+        key = (fm.table_id, fm.priority, _format_match(fm.match))
+        if fm.command == ofproto_v1_3.OFPFC_ADD:
+            switch[key] = _format_instructions(fm.instructions)
+        else:
+            assert fm.command == ofproto_v1_3.OFPFC_DELETE_STRICT
+            switch.pop(key, None)
+        off += length
+        n += 1
+    return n
+
+
+def desired(fib: dict[str, FibEntry]) -> dict:
+    out = {}
+    for entry in fib.values():
+        for spec in of.fib_flows(entry):
+            fm = _flow_mod(DP, spec, False)
+            out[(spec.table, spec.priority, _format_match(fm.match))] = _format_instructions(
+                fm.instructions
+            )
+    return out
+
+
+prefixes = st.sampled_from(
+    ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "0.0.0.0/0", "192.0.2.0/25"]
+)
+entries = st.builds(
+    lambda prefix, kind, nh, port: FibEntry(
+        prefix=prefix,
+        kind=kind,
+        nexthop_id=nh if kind == RouteKind.UNICAST else 0,
+        dp_port=port if kind != RouteKind.UNICAST else 0,
+    ),
+    prefixes,
+    st.sampled_from(list(RouteKind)),
+    st.integers(1, 3),
+    st.integers(1, 2),
+)
+mods = st.builds(
+    lambda mod, es: FibMod(mod=mod, ct_id=1, dp_id=1, entries=es),
+    st.sampled_from([Mod.ADD, Mod.ADD, Mod.DELETE]),
+    st.lists(entries, max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(mods, max_size=8), st.integers(1, 4))
+def test_switch_ends_with_exactly_the_desired_flows(sequence, chunk):
+    fib: dict[str, FibEntry] = {}
+    switch: dict = {}
+    lock = threading.RLock()
+    for msg in sequence:
+        for data, count in fib_chunks(lambda: fib, msg, slow, lock=lock, chunk=chunk):
+            assert apply(switch, data) == count
+    assert switch == desired(fib)
+
+
+def test_routes_take_the_fast_path_and_state_follows():
+    fib: dict[str, FibEntry] = {}
+    calls = []
+
+    def counting_slow(spec, delete):
+        calls.append(spec)
+        return slow(spec, delete)
+
+    add = FibMod(
+        mod=Mod.ADD,
+        ct_id=1,
+        dp_id=1,
+        entries=[
+            FibEntry(prefix=f"100.{i >> 8}.{i & 255}.0/24", kind=RouteKind.UNICAST, nexthop_id=1)
+            for i in range(10_000)
+        ],
+    )
+    out = list(fib_chunks(lambda: fib, add, counting_slow))
+    assert sum(n for _d, n in out) == 10_000 and len(out) == 3 and not calls
+    assert sum(len(d) for d, _n in out) == 10_000 * 88
+    assert len(fib) == 10_000
+    delete = FibMod(mod=Mod.DELETE, ct_id=1, dp_id=1, entries=add.entries[:5000])
+    out = list(fib_chunks(lambda: fib, delete, counting_slow))
+    assert sum(n for _d, n in out) == 5000 and len(fib) == 5000 and not calls
+
+
+def test_without_a_switch_the_state_is_still_kept():
+    fib: dict[str, FibEntry] = {}
+    msg = FibMod(
+        mod=Mod.ADD,
+        ct_id=1,
+        dp_id=1,
+        entries=[FibEntry(prefix="172.31.1.0/24", kind=RouteKind.CONNECTED, dp_port=1)],
+    )
+    assert list(fib_chunks(lambda: fib, msg, lambda spec, delete: None)) == []
+    assert list(fib) == ["172.31.1.0/24"]
