@@ -117,7 +117,13 @@ def lab_check(
         f"{len(plan.hosts)} hosts, {len(plan.links)} links; logs in {run_dir}"
     )
     try:
-        result = scenarios.run_check(plan, run_dir, timeout=timeout, log_level=log_level)
+        def progress(stage: dict) -> None:
+            mark = "[green]ok[/green]" if stage["ok"] else "[red]FAIL[/red]"
+            console.print(f"  {mark} {stage['stage']} ({stage['seconds']:.1f} s)")
+
+        result = scenarios.run_check(
+            plan, run_dir, timeout=timeout, log_level=log_level, on_stage=progress
+        )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; lab torn down[/yellow]")
         sys.exit(130)

@@ -24,13 +24,16 @@ class CheckResult:
     first_ping_s: float | None = None
     full_pingall_s: float | None = None
     run_dir: str = ""
+    #: Called with each stage as it completes (live progress in the CLI).
+    on_stage: object = field(default=None, repr=False, compare=False)
 
     def add(self, name: str, ok: bool, seconds: float, detail: str = "") -> None:
-        self.stages.append(
-            {"stage": name, "ok": ok, "seconds": round(seconds, 2), "detail": detail}
-        )
+        stage = {"stage": name, "ok": ok, "seconds": round(seconds, 2), "detail": detail}
+        self.stages.append(stage)
         if not ok:
             self.ok = False
+        if callable(self.on_stage):
+            self.on_stage(stage)
 
 
 def _raise_terminated(signum, frame):
@@ -155,9 +158,10 @@ def run_check(
     timeout: float = 120.0,
     log_level: str = "INFO",
     extra_checks=None,
+    on_stage=None,
 ) -> CheckResult:
     """The whole `lab check`; ``extra_checks(run, result)`` runs before teardown."""
-    result = CheckResult(lab=plan.name, run_dir=run_dir)
+    result = CheckResult(lab=plan.name, run_dir=run_dir, on_stage=on_stage)
     t0 = time.monotonic()
     run = LabRun(plan, run_dir, log_level=log_level)
     install_signal_handlers()
@@ -188,7 +192,9 @@ def run_check(
 
 def write_json(result: CheckResult, path: str) -> None:
     with open(path, "w") as fh:
-        json.dump(asdict(result), fh, indent=2)
+        data = asdict(result)
+        data.pop("on_stage", None)
+        json.dump(data, fh, indent=2)
 
 
 def default_run_dir(name: str) -> str:
