@@ -181,6 +181,8 @@ class RoutingTable:
                     dp = (new.ct_id, new.dp_id)
                     fib_count[dp] += 1
                     fib_add[dp][prefix] = FibEntry(prefix=prefix, kind=_UNICAST, nexthop_id=nh_id)
+                    if batch.fib_del:  # withdrawn earlier in this batch: the ADD supersedes it
+                        batch.fib_del[dp].pop(prefix, None)
                     continue
                 if old.nh_key == desired.nh_key and old.kind == _UNICAST:
                     continue  # the same route again: nothing changes on the switch
