@@ -364,9 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise ValueError("give --vm-id, or --mgmt-if to take the VM id from its MAC")
         ipc.parse_address(args.server)
-        secret = auth.load_secret(args.secret_file) if args.secret_file else None
-        ssl_context = tls.from_args(args, server=False)
-    except (ValueError, auth.AuthError) as err:
+        secret, ssl_context = auth.peer_credentials(args, server=False)
+    except ValueError as err:
         print(f"rfclient: error: {err}", file=sys.stderr)
         return 2
     try:

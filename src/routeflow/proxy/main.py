@@ -57,20 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     from routeflow.rflib.tuning import tune_gc
 
     tune_gc()  # a full table is millions of objects (see rflib.tuning)
+    from routeflow.rflib.auth import peer_credentials
+
     try:
-        ssl_context = tls.from_args(args, server=False)
+        secret, ssl_context = peer_credentials(args, server=False)
     except ValueError as exc:
         print(f"rfproxy: {exc}", file=sys.stderr)
         return 2
-    secret = None
-    if args.secret_file:
-        from routeflow.rflib.auth import AuthError, load_secret
-
-        try:
-            secret = load_secret(args.secret_file)
-        except AuthError as exc:
-            print(f"rfproxy: {exc}", file=sys.stderr)
-            return 2
     # os-ken reads its options from oslo.config's global CONF.
     from os_ken import cfg
     from os_ken.base import app_manager  # noqa: F401  (imports the controller: ofp-* options)

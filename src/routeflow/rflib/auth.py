@@ -74,3 +74,20 @@ def answer(secret: bytes, nonce: str, who: str) -> str:
 
 def check(secret: bytes, nonce: str, who: str, mac: str) -> bool:
     return hmac.compare_digest(answer(secret, nonce, who), mac)
+
+
+def peer_credentials(args, server: bool):
+    """(secret, TLS context) from a daemon's --secret-file and --tls-* options.
+
+    Raises ValueError with a one-line reason; every daemon reports it the
+    same way and exits 2.
+    """
+    from routeflow.rflib import tls
+
+    secret = None
+    if args.secret_file:
+        try:
+            secret = load_secret(args.secret_file)
+        except AuthError as exc:
+            raise ValueError(str(exc)) from None
+    return secret, tls.from_args(args, server=server)

@@ -9,7 +9,7 @@ import signal
 import sys
 
 from routeflow.rflib import tls
-from routeflow.rflib.auth import AuthError, load_secret
+from routeflow.rflib.auth import peer_credentials
 from routeflow.rflib.store import open_store
 from routeflow.rflib.tuning import tune_gc
 from routeflow.server.config import ConfigError, load_config
@@ -70,17 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rfserver: bad config: {exc}", file=sys.stderr)
         return 2
     try:
-        ssl_context = tls.from_args(args, server=True)
+        secret, ssl_context = peer_credentials(args, server=True)
     except ValueError as exc:
         print(f"rfserver: {exc}", file=sys.stderr)
         return 2
-    secret = None
-    if args.secret_file:
-        try:
-            secret = load_secret(args.secret_file)
-        except AuthError as exc:
-            print(f"rfserver: {exc}", file=sys.stderr)
-            return 2
     try:
         store = open_store(args.store)
     except (ValueError, OSError, RuntimeError) as exc:
