@@ -181,8 +181,7 @@ class RoutingTable:
                     dp = (new.ct_id, new.dp_id)
                     fib_count[dp] += 1
                     fib_add[dp][prefix] = FibEntry(prefix=prefix, kind=_UNICAST, nexthop_id=nh_id)
-                    if batch.fib_del:  # withdrawn earlier in this batch: the ADD supersedes it
-                        batch.fib_del[dp].pop(prefix, None)
+                    _discard(batch.fib_del, dp, prefix)  # an earlier withdraw in this batch
                     continue
                 if old.nh_key == desired.nh_key and old.kind == _UNICAST:
                     continue  # the same route again: nothing changes on the switch
@@ -202,7 +201,7 @@ class RoutingTable:
                 del installed[prefix]
                 dp = (old.ct_id, old.dp_id)
                 self._fib_count[dp] -= 1
-                batch.fib_add[dp].pop(prefix, None)
+                _discard(batch.fib_add, dp, prefix)
                 batch.fib_del[dp][prefix] = old.entry(prefix)
                 self._release(batch, old.nh_key)
                 continue
@@ -362,12 +361,12 @@ class RoutingTable:
             return
         if old is not None and (new is None or (old.ct_id, old.dp_id) != (new.ct_id, new.dp_id)):
             old_dp = (old.ct_id, old.dp_id)
-            batch.fib_add[old_dp].pop(prefix, None)
+            _discard(batch.fib_add, old_dp, prefix)
             batch.fib_del[old_dp][prefix] = old.entry(prefix)
             self._fib_count[(old.ct_id, old.dp_id)] -= 1
         if new is not None:
             new_dp = (new.ct_id, new.dp_id)
-            batch.fib_del[new_dp].pop(prefix, None)
+            _discard(batch.fib_del, new_dp, prefix)
             batch.fib_add[new_dp][prefix] = new.entry(prefix)
             installed[prefix] = new
             if old is None or (old.ct_id, old.dp_id) != (new.ct_id, new.dp_id):
@@ -512,6 +511,14 @@ def _members(nexthops: list[NextHop]) -> tuple[tuple[int, str, int], ...]:
 
 _PLEN = {str(n): n for n in range(33)}
 _HOST_BITS = tuple((1 << (32 - n)) - 1 for n in range(33))
+
+
+def _discard(by_dp: dict, dp: tuple[int, int], prefix: str) -> None:
+    """Forget a prefix in a batch's per-switch FIB changes without creating an entry
+    for the switch (an empty one would still reorder the messages of the batch)."""
+    entries = by_dp.get(dp)
+    if entries:
+        entries.pop(prefix, None)
 
 
 def _normalise(prefix: str) -> str:
