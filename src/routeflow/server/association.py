@@ -57,6 +57,7 @@ __all__ = [
     "Event",
     "Notice",
     "NoticeCode",
+    "data_plane_map",
 ]
 
 VmKey = tuple[int, int]
@@ -217,7 +218,8 @@ def _unmap(row: AssociationEntry) -> DataPlaneUnmap:
     return DataPlaneUnmap(ct_id=row.ct_id, dp_id=row.dp_id, dp_port=row.dp_port)
 
 
-def _map(row: AssociationEntry) -> DataPlaneMap:
+def data_plane_map(row: AssociationEntry) -> DataPlaneMap:
+    """The DataPlaneMap that tells a controller about an active entry."""
     assert row.ct_id is not None and row.dp_id is not None and row.dp_port is not None
     assert row.vs_id is not None and row.vs_port is not None and row.hwaddress is not None
     return DataPlaneMap(
@@ -468,7 +470,7 @@ class AssociationTable:
             )
         active = replace(row, vs_id=ev.vs_id, vs_port=ev.vs_port)
         self._replace(row, active)
-        actions += [_map(active), EntryChanged(row, active)]
+        actions += [data_plane_map(active), EntryChanged(row, active)]
         return actions + notices
 
     def _datapath_down(self, ev: DatapathDown) -> list[Action]:

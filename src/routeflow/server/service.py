@@ -29,6 +29,7 @@ from routeflow.server.association import (
     ConfigReplaced,
     EntryChanged,
     Notice,
+    data_plane_map,
 )
 from routeflow.server.config import ConfigError, load_config
 from routeflow.server.routing import Binding, NextHopKey, RoutingTable
@@ -329,18 +330,11 @@ class RFServer:
                 logging.WARNING,
             )
         dump: list[p.Message] = [p.Resync(phase="begin")]
-        for entry in self.table.entries():
-            if entry.state == EntryState.ACTIVE and entry.ct_id == ct_id:
-                dump.append(
-                    p.DataPlaneMap(
-                        ct_id=ct_id,
-                        dp_id=entry.dp_id,
-                        dp_port=entry.dp_port,
-                        vs_id=entry.vs_id,
-                        vs_port=entry.vs_port,
-                        hwaddress=entry.hwaddress or "",
-                    )
-                )
+        dump.extend(
+            data_plane_map(entry)
+            for entry in self.table.entries()
+            if entry.state == EntryState.ACTIVE and entry.ct_id == ct_id
+        )
         dump.extend(self.routing.dump(ct_id))
         dump.append(p.Resync(phase="end"))
         await conn.send_many(dump)
@@ -388,16 +382,11 @@ class RFServer:
         try:
             config = load_config(path)
             actions = self.table.handle(ConfigReplaced(tuple(config)))
-        except ConfigError as exc:
+        except (ConfigError, ValueError) as exc:  # bad file, or duplicate mappings
             self.event(
                 "config", f"config reload refused, keeping the old one: {exc}", logging.ERROR
             )
-            return list(exc.errors)
-        except ValueError as exc:
-            self.event(
-                "config", f"config reload refused, keeping the old one: {exc}", logging.ERROR
-            )
-            return [str(exc)]
+            return list(exc.errors) if isinstance(exc, ConfigError) else [str(exc)]
         self.store.replace_config(config)
         self.event("config", f"config reloaded from {path}: {len(config)} mappings")
         self._write_status()
