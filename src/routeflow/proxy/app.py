@@ -308,16 +308,10 @@ class RFProxy(app_manager.OSKenApp):
             fm = _flow_mod(dp, spec, False)
             key = (spec.table, spec.priority, _format_match(fm.match))
             desired_flows[key] = (_format_instructions(fm.instructions), spec)
-        actual_flows = {
-            (f.table_id, f.priority, _format_match(f.match)): (
-                _format_instructions(f.instructions),
-                f.cookie,
-            )
-            for f in job["flows"]
-        }
+        actual_by_key = {(f.table_id, f.priority, _format_match(f.match)): f for f in job["flows"]}
         fdiff = reconcile.diff_flows(
             {k: v[0] for k, v in desired_flows.items()},
-            actual_flows,
+            {k: (_format_instructions(f.instructions), f.cookie) for k, f in actual_by_key.items()},
             lambda c: c & 0xFFFF << 48 == of.COOKIE_RF,
         )
         desired_groups = {
@@ -334,28 +328,11 @@ class RFProxy(app_manager.OSKenApp):
             dp.send_msg(_group_mod(dp, of.nexthop_group(desired_groups[gid][1]), "modify"))
         for key in fdiff.add:
             dp.send_msg(_flow_mod(dp, desired_flows[key][1], False))
-        actual_by_key = {(f.table_id, f.priority, _format_match(f.match)): f for f in job["flows"]}
         for key in fdiff.delete:
             f = actual_by_key[key]
-            parser = dp.ofproto_parser
-            ofp = dp.ofproto
-            dp.send_msg(
-                parser.OFPFlowMod(
-                    datapath=dp,
-                    table_id=f.table_id,
-                    command=ofp.OFPFC_DELETE_STRICT,
-                    priority=f.priority,
-                    out_port=ofp.OFPP_ANY,
-                    out_group=ofp.OFPG_ANY,
-                    match=f.match,
-                )
-            )
+            dp.send_msg(_delete_strict(dp, f.table_id, f.priority, f.match))
         for gid in gdiff.delete:
-            dp.send_msg(
-                dp.ofproto_parser.OFPGroupMod(
-                    dp, dp.ofproto.OFPGC_DELETE, dp.ofproto.OFPGT_INDIRECT, gid, []
-                )
-            )
+            dp.send_msg(_group_mod(dp, of.GroupSpec(gid, select=False), "delete"))
         dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
         log.info(
             "reconciled switch %#x: flows +%d -%d =%d, groups +%d ~%d -%d =%d",
@@ -381,27 +358,41 @@ class RFProxy(app_manager.OSKenApp):
             for port in ev.msg.body:
                 if port.port_no >= dp.ofproto.OFPP_MAX:
                     continue
-                reg = p.DatapathPortRegister(
-                    ct_id=self.settings.ct_id,
-                    dp_id=dp.id,
-                    dp_port=port.port_no,
-                    hwaddress=port.hw_addr,
-                    name=port.name.decode(errors="replace")
-                    if isinstance(port.name, bytes)
-                    else str(port.name),
+                msgs.append(self._register_port(dp.id, st, port))
+                msgs += self._link_state(
+                    dp.id, st, port.port_no, _port_is_up(dp.ofproto, port), initial=True
                 )
-                st.ports[port.port_no] = reg
-                msgs.append(reg)
-                up = _port_is_up(dp.ofproto, port)
-                if not up or st.link_up.get(port.port_no) is False:
-                    msgs.append(
-                        p.DatapathPortStatus(
-                            ct_id=self.settings.ct_id, dp_id=dp.id, dp_port=port.port_no, up=up
-                        )
-                    )
-                st.link_up[port.port_no] = up
         log.info("switch %#x: %d ports registered", dp.id, len(msgs))
         self.link.send_many(msgs)
+
+    def _register_port(self, dp_id: int, st: DatapathState, port) -> p.DatapathPortRegister:
+        reg = p.DatapathPortRegister(
+            ct_id=self.settings.ct_id,
+            dp_id=dp_id,
+            dp_port=port.port_no,
+            hwaddress=port.hw_addr,
+            name=_port_name(port),
+        )
+        st.ports[port.port_no] = reg
+        return reg
+
+    def _link_state(
+        self, dp_id: int, st: DatapathState, dp_port: int, up: bool, initial: bool = False
+    ) -> list[p.Message]:
+        """Record a port's link state; a message for rfserver if it should hear of it.
+
+        ``initial`` (the port description at connect): rfserver takes ports to be
+        up, so only a port that is down, or was known down, is reported.
+        Otherwise (port status events): any change is reported.
+        """
+        before = st.link_up.get(dp_port)
+        st.link_up[dp_port] = up
+        report = (not up or before is False) if initial else before != up
+        if not report:
+            return []
+        return [
+            p.DatapathPortStatus(ct_id=self.settings.ct_id, dp_id=dp_id, dp_port=dp_port, up=up)
+        ]
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     @_guarded
@@ -418,24 +409,12 @@ class RFProxy(app_manager.OSKenApp):
         with self._lock:
             st = self.state.setdefault(dp.id, DatapathState())
             if msg.reason == ofp.OFPPR_ADD:
-                reg = p.DatapathPortRegister(
-                    ct_id=self.settings.ct_id,
-                    dp_id=dp.id,
-                    dp_port=port.port_no,
-                    hwaddress=port.hw_addr,
-                    name=_port_name(port),
-                )
-                st.ports[port.port_no] = reg
-                out.append(reg)
+                out.append(self._register_port(dp.id, st, port))
             up = msg.reason != ofp.OFPPR_DELETE and _port_is_up(ofp, port)
-            if st.link_up.get(port.port_no) != up:
-                st.link_up[port.port_no] = up
-                out.append(
-                    p.DatapathPortStatus(
-                        ct_id=self.settings.ct_id, dp_id=dp.id, dp_port=port.port_no, up=up
-                    )
-                )
+            changed = self._link_state(dp.id, st, port.port_no, up)
+            if changed:
                 log.info("switch %#x port %d link %s", dp.id, port.port_no, "up" if up else "down")
+            out += changed
         self.link.send_many(out)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
@@ -688,15 +667,7 @@ def _flow_mod(dp, flow: of.FlowSpec, delete: bool):
     ofp = dp.ofproto
     match = parser.OFPMatch(**dict(flow.match))
     if delete:
-        return parser.OFPFlowMod(
-            datapath=dp,
-            table_id=flow.table,
-            command=ofp.OFPFC_DELETE_STRICT,
-            priority=flow.priority,
-            out_port=ofp.OFPP_ANY,
-            out_group=ofp.OFPG_ANY,
-            match=match,
-        )
+        return _delete_strict(dp, flow.table, flow.priority, match)
     apply, goto = _actions(dp, flow.actions)
     inst = []
     if apply:
@@ -711,6 +682,19 @@ def _flow_mod(dp, flow: of.FlowSpec, delete: bool):
         buffer_id=ofp.OFP_NO_BUFFER,
         match=match,
         instructions=inst,
+    )
+
+
+def _delete_strict(dp, table: int, priority: int, match):
+    ofp = dp.ofproto
+    return dp.ofproto_parser.OFPFlowMod(
+        datapath=dp,
+        table_id=table,
+        command=ofp.OFPFC_DELETE_STRICT,
+        priority=priority,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        match=match,
     )
 
 
