@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 
@@ -73,22 +72,11 @@ def healthy(run: LabRun, timeout: float = 60) -> None:
     ), "FIB never settled"
 
 
-def flow_ages(run: LabRun, switch: str) -> dict[str, float]:
-    """FIB prefix -> seconds the flow has existed (re-installed flows restart at 0)."""
-    out = run.ovs.ofctl("-O", "OpenFlow13", "dump-flows", run.bridges[switch], "table=1")
-    ages = {}
-    for line in out.splitlines():
-        m = re.search(r"duration=([\d.]+)s.*?nw_dst=(\S+?)[ ,]", line)
-        if m:
-            ages[m.group(2)] = float(m.group(1))
-    return ages
-
-
 def not_reinstalled(run: LabRun, before: dict[str, dict[str, float]], since: float) -> list[str]:
     """Flows present before that were deleted or re-added (younger than `since` seconds)."""
     bad = []
     for switch, ages in before.items():
-        now = flow_ages(run, switch)
+        now = checks.flow_ages(run, switch)
         for prefix in ages:
             if prefix not in now or now[prefix] < since:
                 bad.append(f"{switch}:{prefix}")
@@ -96,7 +84,7 @@ def not_reinstalled(run: LabRun, before: dict[str, dict[str, float]], since: flo
 
 
 def all_ages(run: LabRun) -> dict[str, dict[str, float]]:
-    return {vm.switch: flow_ages(run, vm.switch) for vm in run.plan.vms}
+    return {vm.switch: checks.flow_ages(run, vm.switch) for vm in run.plan.vms}
 
 
 def test_rfproxy_sigkill_keeps_forwarding_and_reconciles(lab):
@@ -358,29 +346,14 @@ def test_malformed_frames_from_a_host_never_hurt_rfproxy(lab):
 
 def _silent_failure(run: LabRun, a: str, b: str, drop: bool) -> None:
     """Black-hole the a-b link in both directions while its ports stay up."""
-    for link in run.plan.links:
-        if {link.a.switch, link.b.switch} == {a, b}:
-            for end in (link.a, link.b):
-                match = f"table=0,priority=65000,in_port={end.port}"
-                if drop:
-                    run.ovs.ofctl(
-                        "-O",
-                        "OpenFlow13",
-                        "add-flow",
-                        run.bridges[end.switch],
-                        f"{match},actions=drop",
-                    )
-                else:
-                    run.ovs.ofctl(
-                        "-O",
-                        "OpenFlow13",
-                        "--strict",
-                        "del-flows",
-                        run.bridges[end.switch],
-                        match,
-                    )
-            return
-    raise KeyError((a, b))
+    link = run.link_between(a, b)
+    for end in (link.a, link.b):
+        match = f"table=0,priority=65000,in_port={end.port}"
+        bridge = run.bridges[end.switch]
+        if drop:
+            run.ovs.ofctl("-O", "OpenFlow13", "add-flow", bridge, f"{match},actions=drop")
+        else:
+            run.ovs.ofctl("-O", "OpenFlow13", "--strict", "del-flows", bridge, match)
 
 
 def _measure_silent_failure(run: LabRun) -> float:

@@ -91,21 +91,40 @@ def _dump(run: LabRun, switch: str, what: str) -> str:
     return run.ovs.ofctl("-O", "OpenFlow13", what, run.bridges[switch])
 
 
-def fib_flows(run: LabRun, switch: str) -> dict[str, str]:
-    """prefix -> action text of each FIB (table 1) flow on the switch."""
-    flows = {}
+def prefix_flows(run: LabRun, switch: str, table: int = 1) -> dict[str, str]:
+    """prefix -> the `dump-flows` line of each flow of ``table`` that matches nw_dst."""
+    out = {}
     for line in _dump(run, switch, "dump-flows").splitlines():
-        if "table=1," not in line or "priority=0" in line:
+        if f"table={table}," not in line:
             continue
         m = re.search(r"nw_dst=(\S+?)[ ,]", line)
-        act = re.search(r"actions=(\S+)", line)
-        if m is None:
-            continue
-        dst = m.group(1)
-        if "/" not in dst:
-            dst += "/32"
-        flows[str(ipaddress.IPv4Network(dst, strict=False))] = act.group(1) if act else ""
-    return flows
+        if m:
+            dst = m.group(1) if "/" in m.group(1) else m.group(1) + "/32"
+            out[str(ipaddress.IPv4Network(dst, strict=False))] = line
+    return out
+
+
+def _field(line: str, pattern: str) -> str | None:
+    m = re.search(pattern, line)
+    return m.group(1) if m else None
+
+
+def fib_flows(run: LabRun, switch: str) -> dict[str, str]:
+    """prefix -> action text of each FIB (table 1) flow on the switch."""
+    return {
+        prefix: _field(line, r"actions=(\S+)") or ""
+        for prefix, line in prefix_flows(run, switch).items()
+        if "priority=0" not in line
+    }
+
+
+def flow_ages(run: LabRun, switch: str) -> dict[str, float]:
+    """FIB prefix -> seconds the flow has existed (a re-installed flow restarts at 0)."""
+    return {
+        prefix: float(age)
+        for prefix, line in prefix_flows(run, switch).items()
+        if (age := _field(line, r"duration=([\d.]+)s")) is not None
+    }
 
 
 def groups(run: LabRun, switch: str) -> dict[int, str]:
@@ -191,16 +210,11 @@ def wait_until(pred, timeout: float, interval: float = 0.5) -> bool:
 
 def flow_packets(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
     """prefix -> n_packets for FIB flows (for 'traffic went through the flow' checks)."""
-    out = {}
-    for line in _dump(run, switch, "dump-flows").splitlines():
-        if f"table={table}," not in line:
-            continue
-        m = re.search(r"nw_dst=(\S+?)[ ,]", line)
-        n = re.search(r"n_packets=(\d+)", line)
-        if m and n:
-            dst = m.group(1) if "/" in m.group(1) else m.group(1) + "/32"
-            out[str(ipaddress.IPv4Network(dst, strict=False))] = int(n.group(1))
-    return out
+    return {
+        prefix: int(n)
+        for prefix, line in prefix_flows(run, switch, table).items()
+        if (n := _field(line, r"n_packets=(\d+)")) is not None
+    }
 
 
 def settled_flow_packets(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
