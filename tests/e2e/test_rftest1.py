@@ -13,6 +13,7 @@ import pytest
 from conftest import LABS, lab_plan
 
 from routeflow.lab import checks
+from routeflow.lab.procs import Tracked
 from routeflow.lab.runner import LabRun
 from routeflow.lab.scenarios import run_check
 
@@ -68,14 +69,7 @@ def _leftovers(manifest: dict) -> list[str]:
     if manifest["prefix"] in links:
         found.append("interfaces named " + manifest["prefix"])
     pids = list(manifest["processes"].values()) + list(manifest["node_pids"].values())
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().split(") ", 1)[1][:1] != "Z":
-                    found.append(f"pid {pid}")
-        except (ProcessLookupError, FileNotFoundError):
-            pass
+    found += [f"pid {pid}" for pid in pids if Tracked("leftover?", pid).alive()]
     return found
 
 

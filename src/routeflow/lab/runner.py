@@ -393,18 +393,21 @@ class LabRun:
                     "set", "controller", ctl.strip(), "max_backoff=1000", "inactivity_probe=5000"
                 )
 
-    def set_link(self, a: str, b: str, up: bool) -> None:
-        """Cut or restore the link between switches a and b (both ends' carrier)."""
-        ovsns = self.nodes["__ovs__"]
+    def link_between(self, a: str, b: str):
+        """The plan's link joining switches a and b (the first, if parallel)."""
         for link in self.plan.links:
             if {link.a.switch, link.b.switch} == {a, b}:
-                state = "up" if up else "down"
-                ovsns.cmd(
-                    f"ip link set {self.port_name(link.a.switch, link.a.port)} {state}; "
-                    f"ip link set {self.port_name(link.b.switch, link.b.port)} {state}"
-                )
-                return
+                return link
         raise KeyError(f"no link between {a} and {b}")
+
+    def set_link(self, a: str, b: str, up: bool) -> None:
+        """Cut or restore the link between switches a and b (both ends' carrier)."""
+        link = self.link_between(a, b)
+        state = "up" if up else "down"
+        self.nodes["__ovs__"].cmd(
+            f"ip link set {self.port_name(link.a.switch, link.a.port)} {state}; "
+            f"ip link set {self.port_name(link.b.switch, link.b.port)} {state}"
+        )
 
     def _start_vm(self, vm: VmPlan) -> None:
         node = self.nodes[f"vm:{vm.switch}"]
