@@ -193,18 +193,20 @@ class ClientDaemon:
             log.warning("PortConfig for vm %#x, but this is vm %#x; ignored", msg.vm_id, self.vm_id)
             return
         if msg.operation_id == PortOperation.SEND_MAPPING_PACKET:
-            task = asyncio.create_task(self._send_mapping(msg.vm_port))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._send_mapping(msg.vm_port))
         elif msg.operation_id == PortOperation.RESET:
             log.info("rfserver reset the association of port %d", msg.vm_port)
         elif msg.operation_id in (PortOperation.LINK_DOWN, PortOperation.LINK_UP):
             up = msg.operation_id == PortOperation.LINK_UP
-            task = asyncio.create_task(self._set_link(msg.vm_port, up))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._set_link(msg.vm_port, up))
         else:
             log.warning("unknown PortConfig operation %s", msg.operation_id)
+
+    def _spawn(self, coro) -> None:
+        """Run a side task of the session; it is cancelled when the daemon stops."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _set_link(self, vm_port: int, up: bool) -> None:
         """Mirror the switch port's link state on the VM interface."""
