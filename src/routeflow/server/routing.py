@@ -137,6 +137,10 @@ class RoutingTable:
         every group.
         """
         self._hints: dict[NextHopKey, int] = dict(id_hints or {})
+        #: (ct, dp) -> hinted id -> the next hop it was promised to.
+        self._hint_owner: dict[tuple[int, int], dict[int, NextHopKey]] = defaultdict(dict)
+        for key, nh_id in self._hints.items():
+            self._hint_owner[(key[0], key[1])][nh_id] = key
         self._used_ids: dict[tuple[int, int], set[int]] = defaultdict(set)
         self._alloc_changes: dict[NextHopKey, int | None] = {}
         self.routes: dict[int, dict[str, Route]] = defaultdict(dict)
@@ -450,19 +454,21 @@ class RoutingTable:
                 nh_id = free.pop()
             else:
                 nh_id = self._next_id[dp]
-                while nh_id in used or nh_id in self._hinted_ids(dp):
+                while nh_id in used or self._reserved(dp, nh_id):
                     nh_id += 1
                 self._next_id[dp] = nh_id + 1
         used.add(nh_id)
         self._alloc_changes[nh_key] = nh_id
         return nh_id
 
-    def _hinted_ids(self, dp: tuple[int, int]) -> set[int]:
-        # Ids promised to other next hops of a previous run stay reserved, so
-        # their owners get them back when their routes return.
-        if not self._hints:
-            return set()
-        return {i for k, i in self._hints.items() if (k[0], k[1]) == dp and k not in self._nexthops}
+    def _reserved(self, dp: tuple[int, int], nh_id: int) -> bool:
+        """Whether the id was promised (by a previous run) to a next hop not back yet.
+
+        Such ids stay reserved, so their owners get them back when their routes
+        return.
+        """
+        owner = self._hint_owner[dp].get(nh_id) if self._hints else None
+        return owner is not None and owner not in self._nexthops
 
     def take_allocation_changes(self) -> dict[NextHopKey, int | None]:
         """Next-hop ids given out (or freed: None) since the last call, to persist."""
