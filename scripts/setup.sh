@@ -10,6 +10,10 @@ APT_PACKAGES=(openvswitch-switch frr mininet iproute2 iputils-ping ethtool
 # node/npm to vendor cytoscape (Debian's, unless this machine has its own npm).
 APT_PACKAGES+=(chromium fonts-dejavu-core tshark)
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
+# The etcd state store backend and its tests (src/routeflow/lab/etcd.py starts
+# private members on free loopback ports; a system etcd on 2379, which the
+# Debian package may start, is neither used nor touched).
+APT_PACKAGES+=(etcd-server etcd-client)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: run as root (apt-get, network namespaces, Open vSwitch)" >&2

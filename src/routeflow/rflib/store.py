@@ -7,6 +7,12 @@ lives behind a small interface with an embedded SQLite backend (one file, WAL,
 no daemon to run), and the same interface can later front a replicated store
 (etcd) without touching the server.
 
+etcd is the replicated backend (``routeflow.rflib.etcdstore``, opened with
+``etcd://host:port,host:port/prefix``): the same interface on an etcd
+cluster, plus what a standby rfserver needs on top of it: watches that report
+every change under the prefix, and fenced writes that stop as soon as another
+rfserver holds the leader key (``routeflow.rflib.election``).
+
 Association rows are stored as columns, not blobs, so the file can be
 inspected with the ``sqlite3`` shell when debugging a deployment. Identifiers
 are unsigned 64-bit (datapath ids use all 64 bits), which SQLite's signed
@@ -31,6 +37,7 @@ __all__ = [
     "MemoryStore",
     "SQLiteStore",
     "StateStore",
+    "StoreClosedError",
     "open_store",
 ]
 
@@ -493,8 +500,13 @@ class SQLiteStore(StateStore):
 
 
 def open_store(url: str) -> StateStore:
-    """``sqlite:/path/to/state.db`` or ``memory:``."""
+    """``sqlite:/path/to/state.db``, ``memory:``, or ``etcd://host:port[,host:port...][/prefix]``.
+
+    The etcd prefix defaults to ``/routeflow/default/`` and always ends in a slash.
+    """
     scheme, sep, rest = url.partition(":")
+    if sep and scheme == "etcd":
+        return _open_etcd(url, rest)
     if sep and scheme == "sqlite":
         if not rest:
             raise ValueError(f"bad store URL {url!r}: expected sqlite:/path/to/state.db")
@@ -503,4 +515,22 @@ def open_store(url: str) -> StateStore:
         if rest:
             raise ValueError(f"bad store URL {url!r}: 'memory:' takes no path")
         return MemoryStore()
-    raise ValueError(f"unsupported store URL {url!r}: expected 'sqlite:/path/file.db' or 'memory:'")
+    raise ValueError(
+        f"unsupported store URL {url!r}: expected 'sqlite:/path/file.db', 'memory:' "
+        f"or 'etcd://host:port[,host:port...][/prefix]'"
+    )
+
+
+def _open_etcd(url: str, rest: str) -> StateStore:
+    from routeflow.rflib.etcdstore import DEFAULT_PREFIX, EtcdStore, _parse_endpoint
+
+    if not rest.startswith("//"):
+        raise ValueError(f"bad store URL {url!r}: expected etcd://host:port[,host:port...]")
+    hosts, slash, path = rest[2:].partition("/")
+    endpoints = hosts.split(",")
+    for endpoint in endpoints:
+        _parse_endpoint(endpoint)  # ValueError on a malformed one, before any traffic
+    prefix = f"/{path}" if slash and path else DEFAULT_PREFIX
+    if not prefix.endswith("/"):
+        prefix += "/"
+    return EtcdStore(endpoints, prefix)

@@ -55,6 +55,8 @@ def store(request, tmp_path):
 
 
 # --- the shared suite -----------------------------------------------------
+# tests/component/rflib/test_etcdstore.py runs every test of this section (the
+# ones taking the ``store`` fixture) against a real etcd as well.
 
 
 def test_empty(store):
@@ -219,9 +221,7 @@ def test_kv_prefix_listing(store):
     for key, value in items.items():
         store.kv_put(key, value)
     assert store.kv_items("vm/1/") == [("vm/1/name", b"rfvm1"), ("vm/1/port/1", b"up")]
-    assert [k for k, _ in store.kv_items("vm/")] == sorted(
-        k for k in items if k.startswith("vm/")
-    )
+    assert [k for k, _ in store.kv_items("vm/")] == sorted(k for k in items if k.startswith("vm/"))
     assert store.kv_items("") == sorted(items.items())
     assert store.kv_items("zzz") == []
     assert store.kv_items("%") == []  # no LIKE/GLOB surprises
@@ -389,8 +389,36 @@ def test_open_store(tmp_path):
     assert (tmp_path / "a.db").exists()
 
 
+def test_open_store_etcd_url_without_traffic():
+    """The etcd backend is imported lazily and connects only when used."""
+    from routeflow.rflib.etcdstore import DEFAULT_PREFIX, EtcdStore
+
+    s = open_store("etcd://127.0.0.1:1,[::1]:2/lab/a")
+    assert isinstance(s, EtcdStore)
+    assert s.endpoints == ["127.0.0.1:1", "[::1]:2"]
+    assert s.prefix == "/lab/a/"
+    s.close()
+    for url in ("etcd://127.0.0.1:1", "etcd://127.0.0.1:1/"):
+        with open_store(url) as s:
+            assert s.prefix == DEFAULT_PREFIX
+
+
 @pytest.mark.parametrize(
-    "url", ["", "memory", "memory:/x", "sqlite:", "etcd://127.0.0.1:2379", "/tmp/state.db"]
+    "url",
+    [
+        "",
+        "memory",
+        "memory:/x",
+        "sqlite:",
+        "/tmp/state.db",
+        "etcd:",
+        "etcd:127.0.0.1:2379",
+        "etcd://",
+        "etcd:///prefix",
+        "etcd://127.0.0.1",
+        "etcd://127.0.0.1:port",
+        "etcd://127.0.0.1:1,",
+    ],
 )
 def test_open_store_errors(url):
     with pytest.raises(ValueError):

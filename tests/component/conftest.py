@@ -1,0 +1,60 @@
+"""Component fixtures: real etcd clusters on loopback (never ports 2379/2380), always stopped."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from routeflow.lab.etcd import ETCD, EtcdCluster
+from routeflow.rflib.etcdstore import EtcdStore
+
+
+def _need_etcd() -> None:
+    if not os.access(ETCD, os.X_OK):
+        pytest.fail(f"{ETCD} is missing: run `make setup` (Debian package etcd-server)")
+
+
+@pytest.fixture(scope="session")
+def etcd1(tmp_path_factory):
+    """One single-member cluster for the whole session; tests use their own prefix."""
+    _need_etcd()
+    cluster = EtcdCluster(str(tmp_path_factory.mktemp("etcd1")), members=1)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def etcd3(tmp_path_factory):
+    """A fresh three-member cluster: the tests using it kill members."""
+    _need_etcd()
+    cluster = EtcdCluster(str(tmp_path_factory.mktemp("etcd3")), members=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/routeflow-test/{uuid.uuid4().hex}/"
+
+
+@pytest.fixture
+def open_stores():
+    """Make EtcdStores that are closed after the test."""
+    stores: list[EtcdStore] = []
+
+    def make(endpoints, prefix, **kwargs) -> EtcdStore:
+        s = EtcdStore(endpoints, prefix, **kwargs)
+        stores.append(s)
+        return s
+
+    yield make
+    for s in stores:
+        s.close()
