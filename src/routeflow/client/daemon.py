@@ -72,7 +72,7 @@ class ClientDaemon:
         self.vm_id = vm_id
         self.secret = secret
         self.ssl = ssl
-        self.address = ipc.parse_address(server_address)
+        self.addresses = ipc.parse_addresses(server_address)
         self.poke_interval = poke_interval
         self.batch_delay = batch_delay
         self.netns = netns
@@ -81,7 +81,7 @@ class ClientDaemon:
         self.mapping_packets_sent = 0
         self.watcher_failed = False
         self._wake = asyncio.Event()
-        self._client = ipc.ReconnectingClient(self.address, self._session, ssl=self.ssl)
+        self._client = ipc.ReconnectingClient(self.addresses, self._session, ssl=self.ssl)
         self._tasks: set[asyncio.Task[None]] = set()
         self._io: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -106,7 +106,11 @@ class ClientDaemon:
         self.watcher = watcher
         try:
             await asyncio.to_thread(watcher.start)
-            log.info("rfclient vm %#x: watching the kernel, server %s", self.vm_id, self.address)
+            log.info(
+                "rfclient vm %#x: watching the kernel, server %s",
+                self.vm_id,
+                ",".join(map(str, self.addresses)),
+            )
             poker = asyncio.create_task(self._housekeeping())
             try:
                 await self._client.run()
@@ -331,7 +335,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--vm-id", help="VM id (decimal or 0x hex); default: from --mgmt-if")
     parser.add_argument("--mgmt-if", help="interface whose MAC is the VM id when --vm-id is absent")
-    parser.add_argument("--server", default=DEFAULT_SERVER, help=f"default: {DEFAULT_SERVER}")
+    parser.add_argument(
+        "--server",
+        default=DEFAULT_SERVER,
+        help="rfserver address(es), comma-separated: a leader and its standby are "
+        f"tried in turn (default: {DEFAULT_SERVER})",
+    )
     parser.add_argument(
         "--poke-interval",
         type=float,
@@ -365,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             vm_id = vm_id_from_interface(args.mgmt_if)
         else:
             raise ValueError("give --vm-id, or --mgmt-if to take the VM id from its MAC")
-        ipc.parse_address(args.server)
+        ipc.parse_addresses(args.server)
         secret, ssl_context = auth.peer_credentials(args, server=False)
     except ValueError as err:
         print(f"rfclient: error: {err}", file=sys.stderr)

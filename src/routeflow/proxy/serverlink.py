@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from routeflow.rflib import auth, codec
-from routeflow.rflib.ipc import UnixAddress, parse_address
+from routeflow.rflib.ipc import Address, UnixAddress, parse_addresses
 from routeflow.rflib.protocol import AuthChallenge, AuthResponse, Message
 
 log = logging.getLogger("routeflow.proxy.link")
@@ -44,11 +44,15 @@ class ServerLink:
     ) -> None:
         self.secret = secret
         self.ssl_context = ssl_context
-        self.address = parse_address(address)
+        #: Tried in turn (a leader rfserver and its standby); the one that
+        #: answered last is tried first after a disconnect.
+        self.addresses = parse_addresses(address)
+        self._current = 0
         self._on_connect = on_connect
         self._on_message = on_message
         self._min_backoff = min_backoff
-        self._max_backoff = max_backoff
+        # With a standby to find, retry often: a takeover should not wait on our backoff.
+        self._max_backoff = max_backoff if len(self.addresses) == 1 else min(max_backoff, 1.0)
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._stop = threading.Event()
@@ -85,8 +89,28 @@ class ServerLink:
                 log.warning("send to rfserver failed: %s", exc)
                 return False
 
-    def _connect(self) -> socket.socket:
-        a = self.address
+    @property
+    def address(self) -> Address:
+        return self.addresses[self._current]
+
+    def _connect_any(self) -> socket.socket:
+        """One round over the addresses; raises the last error if none answers."""
+        n = len(self.addresses)
+        error: OSError | None = None
+        for step in range(n):
+            index = (self._current + step) % n
+            try:
+                sock = self._connect(self.addresses[index])
+            except OSError as exc:
+                log.debug("rfserver not reachable at %s: %s", self.addresses[index], exc)
+                error = exc
+                continue
+            self._current = index
+            return sock
+        assert error is not None
+        raise error
+
+    def _connect(self, a: Address) -> socket.socket:
         if isinstance(a, UnixAddress):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(a.path)
@@ -106,9 +130,8 @@ class ServerLink:
         backoff = self._min_backoff
         while not self._stop.is_set():
             try:
-                sock = self._connect()
-            except OSError as exc:
-                log.debug("rfserver not reachable at %s: %s", self.address, exc)
+                sock = self._connect_any()
+            except OSError:
                 time.sleep(backoff * (0.5 + random.random()))
                 backoff = min(self._max_backoff, backoff * 2)
                 continue

@@ -23,7 +23,7 @@ import random
 import ssl as ssl_module
 import stat
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from routeflow.rflib.codec import (
@@ -43,6 +43,7 @@ __all__ = [
     "UnixAddress",
     "open_connection",
     "parse_address",
+    "parse_addresses",
     "serve",
     "server_address",
 ]
@@ -83,9 +84,7 @@ def parse_address(text: str | Address) -> Address:
         raise TypeError(f"address must be a string, not {type(text).__name__}")
     scheme, sep, rest = text.partition(":")
     if not sep or scheme not in ("unix", "tcp"):
-        raise ValueError(
-            f"bad address {text!r}: expected 'unix:/path/to.sock' or 'tcp:HOST:PORT'"
-        )
+        raise ValueError(f"bad address {text!r}: expected 'unix:/path/to.sock' or 'tcp:HOST:PORT'")
     if scheme == "unix":
         if not rest:
             raise ValueError(f"bad address {text!r}: empty unix socket path")
@@ -115,6 +114,25 @@ def parse_address(text: str | Address) -> Address:
     if port > 65535:
         raise ValueError(f"bad address {text!r}: port {port} out of range 0-65535")
     return TcpAddress(host, port)
+
+
+def parse_addresses(text: str | Address | Sequence[str | Address]) -> list[Address]:
+    """One address or several, comma-separated (a standby rfserver's address after the
+    leader's): peers try them in order and stay with the first that answers."""
+    if isinstance(text, str):
+        parts = [part.strip() for part in text.split(",")]
+        if any(not part for part in parts):
+            raise ValueError(f"bad address list {text!r}: empty entry")
+    elif isinstance(text, UnixAddress | TcpAddress):
+        parts = [text]
+    else:
+        parts = list(text)
+        if not parts:
+            raise ValueError("empty address list")
+    addresses = [parse_address(part) for part in parts]
+    if len(set(addresses)) != len(addresses):
+        raise ValueError(f"address list {text!r} names an address twice")
+    return addresses
 
 
 def _format_sockaddr(sockaddr: object) -> str | None:
@@ -318,6 +336,9 @@ Session = Callable[[Connection], Awaitable[None]]
 class ReconnectingClient:
     """Keeps a session running against ``address`` until ``stop()``.
 
+    ``address`` may name several servers (a leader and its standbys): each
+    connect round tries them in turn, starting with the one that answered last.
+
     Each connection gets a fresh call of ``session(conn)``; when it returns or
     fails (EOF, network error, ProtocolError, or a bug in the session, which
     is logged with its traceback), the client waits a jittered exponential
@@ -327,7 +348,7 @@ class ReconnectingClient:
 
     def __init__(
         self,
-        address: str | Address,
+        address: str | Address | Sequence[str | Address],
         session: Session,
         *,
         min_backoff: float = 0.1,
@@ -339,14 +360,19 @@ class ReconnectingClient:
         self.ssl = ssl
         if not 0 < min_backoff <= max_backoff:
             raise ValueError("need 0 < min_backoff <= max_backoff")
-        self.address = parse_address(address)
+        #: Tried in turn until one answers (a leader and its standby); the
+        #: one that answered last is tried first on the next reconnect.
+        self.addresses = parse_addresses(address)
+        self._current = 0
         self.session = session
         self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
+        # With a standby to find, retry often: a takeover should not wait on our backoff.
+        self.max_backoff = max_backoff if len(self.addresses) == 1 else min(max_backoff, 1.0)
         self.connect_timeout = connect_timeout
         self.max_frame = max_frame
         self.reconnects = 0
         self.connects = 0
+        self._failures = 0
         self._stop = asyncio.Event()
 
     @property
@@ -357,24 +383,45 @@ class ReconnectingClient:
         """Make ``run()`` return: the current session is cancelled, no reconnect."""
         self._stop.set()
 
-    async def run(self) -> None:
-        backoff = self.min_backoff
-        failures = 0  # in a row: only the first one of a streak is worth an INFO line
-        while not self._stop.is_set():
+    @property
+    def address(self) -> Address:
+        """The address in use (or tried next)."""
+        return self.addresses[self._current]
+
+    async def _connect_any(self) -> Connection | None:
+        """One round over the addresses, starting with the last that answered."""
+        n = len(self.addresses)
+        for step in range(n):
+            index = (self._current + step) % n
+            address = self.addresses[index]
             try:
                 conn = await open_connection(
-                    self.address,
+                    address,
                     timeout=self.connect_timeout,
                     max_frame=self.max_frame,
                     ssl=self.ssl,
                 )
             except OSError as err:  # refused, missing socket, timeout, TLS failures (SSLError)
-                failures += 1
-                level = logging.INFO if failures == 1 else logging.DEBUG
-                log.log(level, "%s: cannot connect (will retry): %s", self.address, err)
-            else:
+                self._failures += 1
+                level = logging.INFO if self._failures == 1 else logging.DEBUG
+                log.log(level, "%s: cannot connect (will retry): %s", address, err)
+                if self._stop.is_set():
+                    return None
+                continue
+            if index != self._current and n > 1:
+                log.info("%s answers; following it", address)
+            self._current = index
+            return conn
+        return None
+
+    async def run(self) -> None:
+        backoff = self.min_backoff
+        self._failures = 0  # in a row: only the first one of a streak is worth an INFO line
+        while not self._stop.is_set():
+            conn = await self._connect_any()
+            if conn is not None:
                 backoff = self.min_backoff
-                failures = 0
+                self._failures = 0
                 self.connects += 1
                 if self.connects > 1:
                     self.reconnects += 1

@@ -22,6 +22,7 @@ from routeflow.rflib.ipc import (
     UnixAddress,
     open_connection,
     parse_address,
+    parse_addresses,
     serve,
     server_address,
 )
@@ -411,6 +412,45 @@ def test_reconnects_after_server_restart(address, caplog):
         assert await hub.hellos.get() == HELLO
         assert client.reconnects == 2
 
+        client.stop()
+        await task
+        await hub.stop(server)
+
+    run(scenario())
+
+
+def test_parse_addresses():
+    assert parse_addresses("unix:/a.sock, tcp:127.0.0.1:7") == [
+        UnixAddress("/a.sock"),
+        TcpAddress("127.0.0.1", 7),
+    ]
+    assert parse_addresses("tcp:[::1]:9") == [TcpAddress("::1", 9)]
+    for bad, why in [
+        ("unix:/a.sock,", "empty entry"),
+        ("unix:/a.sock,unix:/a.sock", "twice"),
+        ("unix:/a.sock,udp:x:1", "expected"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            parse_addresses(bad)
+
+
+def test_client_follows_whichever_server_answers(sock_dir):
+    """A leader and a standby: the client stays with the live one and moves on when it dies."""
+    first, second = f"unix:{sock_dir}/a.sock", f"unix:{sock_dir}/b.sock"
+
+    async def scenario():
+        hub = Hub()
+        server = await serve(second, hub.handler)  # the standby answers first: a is not up
+        client = ReconnectingClient(
+            f"{first},{second}", hello_session, min_backoff=0.01, max_backoff=0.02
+        )
+        task = asyncio.create_task(client.run())
+        assert await hub.hellos.get() == HELLO
+        assert str(client.address) == second
+        await hub.stop(server)
+        server = await serve(first, hub.handler)  # the other one takes over
+        assert await hub.hellos.get() == HELLO
+        assert str(client.address) == first and client.reconnects == 1
         client.stop()
         await task
         await hub.stop(server)
