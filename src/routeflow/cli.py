@@ -92,6 +92,26 @@ def lab_plan(file: str) -> None:
                 i.peer,
             )
     console.print(t)
+    t = Table(title=f"lab {plan.name}: controllers")
+    for col in ("ct_id", "name", "rfproxy replicas", "switches"):
+        t.add_column(col)
+    for ct in plan.controllers:
+        t.add_row(
+            str(ct.ct_id),
+            ct.name,
+            ", ".join(ct.replica_names),
+            ", ".join(vm.switch for vm in plan.vms if vm.ct_id == ct.ct_id),
+        )
+    console.print(t)
+    control = plan.control
+    if control.store == "etcd":
+        console.print(
+            f"control plane: {control.servers} rfserver(s) sharing a {control.etcd_members}-member "
+            f"etcd cluster on loopback; leader lease {control.lease_ttl} s",
+            markup=False,
+        )
+    else:
+        console.print("control plane: one rfserver, embedded SQLite store", markup=False)
     console.print("[bold]rfserver mapping[/bold]")
     console.print(dump_config(plan.config_entries()), markup=False)
 
@@ -117,6 +137,7 @@ def lab_check(
         f"{len(plan.hosts)} hosts, {len(plan.links)} links; logs in {run_dir}"
     )
     try:
+
         def progress(stage: dict) -> None:
             mark = "[green]ok[/green]" if stage["ok"] else "[red]FAIL[/red]"
             console.print(f"  {mark} {stage['stage']} ({stage['seconds']:.1f} s)")
@@ -253,9 +274,7 @@ def bench_fib(routes, json_path, prefixlen, frr, raw, run_dir, log_level, profil
 
     _require_root()
     sys.exit(
-        main_fib(
-            routes, json_path, prefixlen, frr, raw, run_dir, log_level, console, profile_dir
-        )
+        main_fib(routes, json_path, prefixlen, frr, raw, run_dir, log_level, console, profile_dir)
     )
 
 

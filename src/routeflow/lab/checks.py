@@ -230,6 +230,31 @@ def settled_flow_packets(run: LabRun, switch: str, table: int = 1) -> dict[str, 
     return last
 
 
+def controller_roles(run: LabRun) -> dict[str, dict[str, str]]:
+    """switch -> rfproxy replica -> the OpenFlow role OVS gives its connection.
+
+    Read from Open vSwitch itself (the Controller table's role column):
+    "master", "slave" or "other"; "" for a replica that is not connected.
+    """
+    by_port = {port: name for (_ct, name), port in run.replica_ports.items()}
+    rows = json.loads(
+        run.ovs.vsctl(
+            "--format=json", "--columns=_uuid,target,role,is_connected", "list", "controller"
+        )
+    )["data"]
+    ctl = {}
+    for uuid, target, role, connected in rows:
+        port = int(str(target).rsplit(":", 1)[-1])
+        role = role if isinstance(role, str) else ""
+        ctl[uuid[1]] = (by_port.get(port, str(target)), role if connected is True else "")
+    out: dict[str, dict[str, str]] = {}
+    for switch, bridge in run.bridges.items():
+        text = run.ovs.vsctl("--format=json", "get", "bridge", bridge, "controller")
+        uuids = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text)
+        out[switch] = dict(ctl[u] for u in uuids if u in ctl)
+    return out
+
+
 def switches_registered(run: LabRun) -> tuple[int, int]:
     """Switches whose ports rfserver has heard of (via rfproxy), of all in the lab."""
     st = server_status(run)

@@ -88,9 +88,23 @@ class OspfOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     bfd_multiplier: int = 3
 
 
+class ControlPlane(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How rfserver runs: one process on an SQLite file (the default), or
+    several sharing an etcd cluster, one leading and the others standing by."""
+
+    servers: int = 1
+    store: Literal["sqlite", "etcd"] = "sqlite"
+    #: Members of the lab's own etcd cluster (on loopback), when store is etcd.
+    etcd_members: int = 3
+    #: Seconds a dead leader's lease outlives it: the bulk of the takeover time.
+    lease_ttl: int = 3
+
+
 class _ControllerSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ct_id: int
     name: str | None = None
+    #: rfproxy processes serving this ct_id (one OpenFlow master, the others slaves).
+    replicas: int = 1
 
 
 class _SwitchSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -142,6 +156,7 @@ class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     routing: Routing = "ospf"
     ospf: OspfOptions = msgspec.field(default_factory=OspfOptions)
     controllers: list[_ControllerSpec] | None = None
+    control: ControlPlane = msgspec.field(default_factory=ControlPlane)
     link_pool: str = DEFAULT_LINK_POOL
 
 
@@ -150,11 +165,28 @@ class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 # --------------------------------------------------------------------------------------------
 
 
+#: Most rfproxy replicas one controller may have in a lab.
+MAX_REPLICAS = 4
+
+
 class Controller(msgspec.Struct, frozen=True, kw_only=True):
-    """A controller instance; switches are spread over controllers by ct_id."""
+    """A controller instance; switches are spread over controllers by ct_id.
+
+    It runs as ``replicas`` rfproxy processes, named ``ct<ct_id>a``,
+    ``ct<ct_id>b``, ... (just ``ct<ct_id>`` when there is one): every switch of
+    the controller connects to all of them, and rfserver makes one the
+    OpenFlow master (normally the first, "a") and the others slaves.
+    """
 
     ct_id: int
     name: str
+    replicas: int = 1
+
+    @property
+    def replica_names(self) -> tuple[str, ...]:
+        if self.replicas == 1:
+            return (f"ct{self.ct_id}",)
+        return tuple(f"ct{self.ct_id}{chr(ord('a') + i)}" for i in range(self.replicas))
 
 
 class Switch(msgspec.Struct, frozen=True, kw_only=True):
@@ -228,6 +260,7 @@ class Lab(msgspec.Struct, frozen=True, kw_only=True):
     controllers: tuple[Controller, ...]
     switches: tuple[Switch, ...]
     links: tuple[Link, ...]
+    control: ControlPlane
     hosts: tuple[Host, ...]  # speakers are hosts too, after the declared ones
     link_pool: str
     speakers: tuple[Speaker, ...] = ()
@@ -346,6 +379,7 @@ class _Validator:
         if not LAB_NAME_RE.match(spec.name):
             self.err("name", f"{spec.name!r} must be 1-24 characters of [a-z0-9_-]")
         self.check_ospf(spec.ospf)
+        self.check_control(spec.control)
         controllers = self.controllers()
         switches = self.switches(controllers)
         by_name = {sw.name: sw for sw in switches}
@@ -362,6 +396,7 @@ class _Validator:
             routing=spec.routing,
             ospf=spec.ospf,
             controllers=tuple(controllers),
+            control=spec.control,
             switches=tuple(switches),
             links=tuple(links),
             hosts=tuple(hosts),
@@ -383,6 +418,22 @@ class _Validator:
         if not 2 <= ospf.bfd_multiplier <= 255:
             self.err("ospf.bfd_multiplier", f"{ospf.bfd_multiplier} is out of range 2-255")
 
+    def check_control(self, control: ControlPlane) -> None:
+        if not 1 <= control.servers <= 3:
+            self.err("control.servers", f"{control.servers} is out of range 1-3")
+        elif control.servers > 1 and control.store != "etcd":
+            self.err(
+                "control.servers",
+                f"{control.servers} rfservers need a shared store: set control.store: etcd",
+            )
+        if control.etcd_members not in (1, 3, 5):
+            self.err(
+                "control.etcd_members",
+                f"{control.etcd_members}: use 1, 3 or 5 (an odd cluster keeps a majority)",
+            )
+        if not 1 <= control.lease_ttl <= 60:
+            self.err("control.lease_ttl", f"{control.lease_ttl} s is out of range 1-60")
+
     def controllers(self) -> list[Controller]:
         specs = self.spec.controllers
         if specs is None:
@@ -401,7 +452,13 @@ class _Validator:
                     f"duplicate ct_id {c.ct_id} (also controllers[{seen[c.ct_id]}])",
                 )
             seen.setdefault(c.ct_id, i)
-            out.append(Controller(ct_id=c.ct_id, name=c.name or f"ct{c.ct_id}"))
+            replicas = c.replicas
+            if not 1 <= replicas <= MAX_REPLICAS:
+                self.err(
+                    f"controllers[{i}].replicas", f"{replicas} is out of range 1-{MAX_REPLICAS}"
+                )
+                replicas = 1
+            out.append(Controller(ct_id=c.ct_id, name=c.name or f"ct{c.ct_id}", replicas=replicas))
         return out
 
     def claim_name(self, name: str, path: str) -> None:
@@ -955,6 +1012,7 @@ class LabPlan(msgspec.Struct, frozen=True, kw_only=True):
     hosts: tuple[HostPlan, ...]  # in lab-file order (speakers last)
     links: tuple[LinkPlan, ...]  # in lab-file order
     speakers: tuple[SpeakerPlan, ...] = ()
+    control: ControlPlane = ControlPlane()
 
     def vm(self, switch: str) -> VmPlan:
         for vm in self.vms:
@@ -1103,6 +1161,7 @@ def plan(lab: Lab) -> LabPlan:
         source=lab.source,
         ospf=lab.ospf,
         controllers=lab.controllers,
+        control=lab.control,
         vms=tuple(vms),
         hosts=tuple(hosts),
         links=tuple(links),

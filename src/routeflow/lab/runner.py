@@ -87,15 +87,35 @@ class LabRun:
         self.net = None
         self.nodes: dict[str, object] = {}  # plan name -> Mininet node
         self.bridges: dict[str, str] = {}  # switch name -> bridge name
-        # One rfproxy per controller of the plan, each on its own OpenFlow port
-        # (in the lab's private namespace, so fixed numbers cannot collide).
-        self.of_ports = {ct.ct_id: 6653 + i for i, ct in enumerate(self.plan.controllers)}
+        # One rfproxy per replica of each controller of the plan, each on its own
+        # OpenFlow port (in the lab's private namespace, so fixed numbers cannot
+        # collide). of_ports: ct_id -> port of its first replica.
+        self.replica_ports: dict[tuple[int, str], int] = {}
+        for ct in self.plan.controllers:
+            for name in ct.replica_names:
+                self.replica_ports[(ct.ct_id, name)] = 6653 + len(self.replica_ports)
+        self.of_ports = {
+            ct.ct_id: self.replica_ports[(ct.ct_id, ct.replica_names[0])]
+            for ct in self.plan.controllers
+        }
         self.of_port = next(iter(self.of_ports.values()))
-        self.server_sock = os.path.join(self.run_dir, "rfserver.sock")
+        # One rfserver, or several sharing the lab's etcd cluster (one leads,
+        # the others stand by); each has its own socket, status file and web port.
+        control = self.plan.control
+        self.server_names = (
+            ["rfserver"]
+            if control.servers == 1
+            else [f"rfserver-{chr(ord('a') + i)}" for i in range(control.servers)]
+        )
+        self.server_socks = {n: os.path.join(self.run_dir, f"{n}.sock") for n in self.server_names}
+        self.status_paths = {
+            n: os.path.join(self.run_dir, f"{n}-status.json") for n in self.server_names
+        }
+        self.web_ports = {n: _free_tcp_port() for n in self.server_names}
+        self.server_sock = self.server_socks[self.server_names[0]]
+        self.web_port = self.web_ports[self.server_names[0]]
+        self.etcd = None  # lab.etcd.EtcdCluster when control.store is etcd
         self.secret_file = os.path.join(self.run_dir, "rfprotocol.secret")
-        self.status_path = os.path.join(self.run_dir, "rfserver-status.json")
-        self.web_port = _free_tcp_port()
-        self.web_url = f"http://127.0.0.1:{self.web_port}"  # rfweb of this lab's rfserver
         self.topology_path = os.path.join(self.run_dir, "topology.json")
         self.stages: list[Stage] = []
         self.proxy = None
@@ -129,6 +149,7 @@ class LabRun:
         self._stage("ovs", t)
         t = time.monotonic()
         self.start_server()
+        self.write_manifest()  # the etcd members' pids
         if self.start_proxy:
             self.start_proxy_process()
         self._stage("rfserver+rfproxy", t)
@@ -159,7 +180,13 @@ class LabRun:
             },
             "processes": {t.name: t.pid for t in self.procs.procs},
             "web_url": self.web_url,
+            "web_urls": {n: f"http://127.0.0.1:{p}" for n, p in self.web_ports.items()},
         }
+        if self.etcd is not None:
+            manifest["etcd"] = {
+                "endpoints": self.etcd.endpoints,
+                "pids": [self.etcd.pid(i) for i in range(self.plan.control.etcd_members)],
+            }
         with open(os.path.join(self.run_dir, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=1)
 
@@ -194,67 +221,184 @@ class LabRun:
         self.procs.add_popen(name, popen)
         return popen
 
-    def start_server(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.server_sock)  # left by a killed server; wait for the new one
+    @property
+    def server_addresses(self) -> str:
+        """What clients and proxies are given: every rfserver, leader or standby."""
+        return ",".join(f"unix:{self.server_socks[n]}" for n in self.server_names)
+
+    def leader(self) -> str | None:
+        """The rfserver serving now (from the status files), or None."""
+        if len(self.server_names) == 1:
+            return self.server_names[0]
+        best, best_time = None, 0.0
+        for name in self.server_names:
+            try:
+                with open(self.status_paths[name]) as fh:
+                    status = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            if status.get("role") != "leader" or not self._server_alive(name, status):
+                continue
+            if status.get("leader_since", 0.0) >= best_time:
+                best, best_time = name, status.get("leader_since", 0.0)
+        return best
+
+    def _server_alive(self, name: str, status: dict) -> bool:
+        return any(t.name == name and t.pid == status.get("pid") for t in self.procs.procs)
+
+    @property
+    def status_path(self) -> str:
+        """The leading rfserver's status file."""
+        return self.status_paths[self.leader() or self.server_names[0]]
+
+    @property
+    def web_url(self) -> str:
+        """rfweb of the leading rfserver."""
+        return f"http://127.0.0.1:{self.web_ports[self.leader() or self.server_names[0]]}"
+
+    def start_server(self, name: str | None = None) -> None:
+        """Start every rfserver of the lab (or the one named), and wait until it is up."""
         config_path = os.path.join(self.run_dir, "rfserver.csv")
         with open(config_path, "w") as fh:
             fh.write(dump_config(self.plan.config_entries()))
         write_topology(self.plan, self.topology_path)
-        self.server = self._daemon(
-            "rfserver",
+        control = self.plan.control
+        if control.store == "etcd" and self.etcd is None:
+            from routeflow.lab.etcd import EtcdCluster
+
+            t = time.monotonic()
+            self.etcd = EtcdCluster(
+                os.path.join(self.run_dir, "etcd"),
+                members=control.etcd_members,
+                name=self.prefix,
+            )
+            try:
+                self.etcd.start()
+            except RuntimeError as exc:
+                raise LabFailure(f"etcd did not start: {exc}") from exc
+            self._stage(f"etcd ({control.etcd_members} members)", t)
+        for n in [name] if name else self.server_names:
+            self._start_one_server(n, config_path)
+
+    def _start_one_server(self, name: str, config_path: str) -> None:
+        sock, status = self.server_socks[name], self.status_paths[name]
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(sock)  # left by a killed server; wait for the new one
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(status)
+        if self.etcd is not None:
+            store = [
+                "--store",
+                self.etcd.url(f"/routeflow/{self.prefix}/"),
+                "--name",
+                name,
+                "--lease-ttl",
+                str(self.plan.control.lease_ttl),
+            ]
+        else:
+            store = ["--store", f"sqlite:{os.path.join(self.run_dir, 'rfserver.db')}"]
+        popen = self._daemon(
+            name,
             [
                 self.python,
                 "-m",
                 "routeflow.server",
                 "--config",
                 config_path,
-                "--store",
-                f"sqlite:{os.path.join(self.run_dir, 'rfserver.db')}",
+                *store,
                 "--listen",
-                f"unix:{self.server_sock}",
+                f"unix:{sock}",
                 "--status-file",
-                self.status_path,
+                status,
                 "--secret-file",
                 self.secret_file,
                 "--web",
-                f"127.0.0.1:{self.web_port}",
+                f"127.0.0.1:{self.web_ports[name]}",
                 "--topology",
                 self.topology_path,
                 "--log-level",
                 self.log_level,
             ],
         )
+        if name == self.server_names[0] or self.server is None:
+            self.server = popen
+        # Up means serving (the socket exists) or standing by (its status says so).
         deadline = time.monotonic() + 15
-        while not os.path.exists(self.server_sock):
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise LabFailure(f"rfserver did not start; see {self.run_dir}/rfserver.log")
+        while not os.path.exists(sock) and not self._standing_by(status):
+            if popen.poll() is not None or time.monotonic() > deadline:
+                raise LabFailure(f"{name} did not start; see {self.run_dir}/{name}.log")
             time.sleep(0.05)
 
-    def proxy_name(self, ct_id: int) -> str:
+    @staticmethod
+    def _standing_by(status_path: str) -> bool:
+        try:
+            with open(status_path) as fh:
+                return json.load(fh).get("role") == "standby"
+        except (OSError, ValueError):
+            return False
+
+    def replicas(self, ct_id: int) -> tuple[str, ...]:
+        """Replica names of a controller (see model.Controller.replica_names)."""
+        return next(ct.replica_names for ct in self.plan.controllers if ct.ct_id == ct_id)
+
+    def proxy_name(self, ct_id: int, replica: str | None = None) -> str:
+        """Process (and log file) name of one rfproxy; default: the controller's first."""
+        names = self.replicas(ct_id)
+        if len(names) > 1:
+            return f"rfproxy-{replica or names[0]}"
         return "rfproxy" if len(self.of_ports) == 1 else f"rfproxy-ct{ct_id}"
 
-    def start_proxy_process(self, ct_id: int | None = None) -> None:
-        """Start the rfproxy of one controller (default: of every controller)."""
-        for ct in [ct_id] if ct_id is not None else list(self.of_ports):
-            popen = self._start_proxy(ct)
-            if self.proxy is None or ct == next(iter(self.of_ports)):
-                self.proxy = popen
+    def start_proxy_process(self, ct_id: int | None = None, replica: str | None = None) -> None:
+        """Start the rfproxy of one controller (default: of every controller).
 
-    def _start_proxy(self, ct_id: int) -> subprocess.Popen:
+        All its replicas, or just ``replica``. When a controller's replicas
+        start together, the first is started alone until rfserver has made it
+        master, so that the first replica ("a") is master after bring-up.
+        """
+        for ct in [ct_id] if ct_id is not None else list(self.of_ports):
+            names = [replica] if replica is not None else list(self.replicas(ct))
+            for i, name in enumerate(names):
+                popen = self._start_proxy(ct, name)
+                if self.proxy is None or (ct == next(iter(self.of_ports)) and i == 0):
+                    self.proxy = popen
+                if i == 0 and len(names) > 1:
+                    self._wait_for_master(ct, name)
+
+    def _wait_for_master(self, ct_id: int, replica: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(self.status_path) as fh:
+                    roles = json.load(fh).get("controller_roles", {})
+            except (OSError, ValueError):
+                roles = {}
+            if roles.get(str(ct_id), {}).get("master") == replica:
+                return
+            if time.monotonic() > deadline:
+                log_file = f"{self.run_dir}/{self.proxy_name(ct_id, replica)}.log"
+                raise LabFailure(
+                    f"rfproxy replica {replica} of controller {ct_id} did not become master "
+                    f"within {timeout:.0f} s; see {log_file}"
+                )
+            time.sleep(0.1)
+
+    def _start_proxy(self, ct_id: int, replica: str | None = None) -> subprocess.Popen:
+        replica = replica or self.replicas(ct_id)[0]
         return self._daemon(
-            self.proxy_name(ct_id),
+            self.proxy_name(ct_id, replica),
             popen=self._in_ovs_namespace,
             argv=[
                 self.python,
                 "-m",
                 "routeflow.proxy",
                 "--server",
-                f"unix:{self.server_sock}",
+                self.server_addresses,
                 "--ct-id",
                 str(ct_id),
+                "--replica",
+                replica,
                 "--ofp-port",
-                str(self.of_ports[ct_id]),
+                str(self.replica_ports[(ct_id, replica)]),
                 "--vs-dpid",
                 hex(DEFAULT_VS_DPID),
                 "--stats-interval",
@@ -346,18 +490,29 @@ class LabRun:
     def port_name(switch: str, port: int) -> str:
         return f"{switch}-eth{port}"
 
-    def _create_bridges(self) -> None:
-        def target(ct_id: int) -> str:
-            return f"tcp:127.0.0.1:{self.of_ports[ct_id]}"
+    def controller_targets(self, ct_id: int) -> list[str]:
+        """OVS controller targets of a controller: one per replica."""
+        return [
+            f"tcp:127.0.0.1:{port}" for (ct, _r), port in self.replica_ports.items() if ct == ct_id
+        ]
 
+    def _create_bridges(self) -> None:
+        # A switch connects to every replica of its controller; OpenFlow roles
+        # (requested by the replicas, decided by rfserver) say which one programs it.
         bridges = [
-            (vm.switch, self.bridges[vm.switch], vm.dp_id, [target(vm.ct_id)])
+            (vm.switch, self.bridges[vm.switch], vm.dp_id, self.controller_targets(vm.ct_id))
             for vm in self.plan.vms
         ]
-        # The virtual switch holds every VM port: it talks to every controller,
-        # and each relays only the ports of its own switches.
+        # The virtual switch holds every VM port: it talks to every controller
+        # (every replica, all equal there), and each master relays only the
+        # ports of its own switches.
         bridges.append(
-            ("__vs__", self.vs_name, DEFAULT_VS_DPID, [target(ct) for ct in self.of_ports])
+            (
+                "__vs__",
+                self.vs_name,
+                DEFAULT_VS_DPID,
+                [t for ct in self.of_ports for t in self.controller_targets(ct)],
+            )
         )
         for key, br, dpid, controllers in bridges:
             args = [
@@ -463,7 +618,7 @@ class LabRun:
                 "--vm-id",
                 hex(vm.vm_id),
                 "--server",
-                f"unix:{self.server_sock}",
+                self.server_addresses,
                 "--secret-file",
                 self.secret_file,
                 "--log-level",
@@ -485,9 +640,9 @@ class LabRun:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(t.pid, sig)
                 self.procs.stop_one(t)  # reaps it (and escalates if sig was ignored)
-                if name == "rfproxy":
+                if name == "rfproxy" or (self.proxy is not None and self.proxy.pid == t.pid):
                     self.proxy = None
-                elif name == "rfserver":
+                elif self.server is not None and self.server.pid == t.pid:
                     self.server = None
                 return
         raise KeyError(f"no running process named {name!r}")
@@ -539,6 +694,8 @@ class LabRun:
                         with contextlib.suppress(Exception):
                             node.terminate()
             self.procs.stop_all()
+            if self.etcd is not None:  # after the rfservers that use it
+                self.etcd.stop()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

@@ -33,6 +33,8 @@ from routeflow.rflib import protocol as p
 
 log = logging.getLogger("routeflow.proxy")
 
+MASTER = "master"
+
 #: The original RouteFlow virtual switch datapath id: ASCII "rfvsrfvs".
 DEFAULT_VS_DPID = int.from_bytes(b"rfvsrfvs", "big")
 
@@ -41,6 +43,8 @@ DEFAULT_VS_DPID = int.from_bytes(b"rfvsrfvs", "big")
 class ProxySettings:
     server: str = "unix:/run/routeflow/rfserver.sock"
     ct_id: int = 1
+    #: This process among the replicas of ct_id (default "ct<ct_id>"); see ControllerRole.
+    replica: str = ""
     vs_dpid: int = DEFAULT_VS_DPID
     stats_interval: float = 5.0  # 0 disables flow statistics polling
     secret: bytes | None = None
@@ -96,6 +100,11 @@ class RFProxy(app_manager.OSKenApp):
         # Until rfserver has sent its full state (Resync end), desired state is
         # only recorded, never pushed: a half-known state must not be enforced.
         self.synced = False
+        #: The OpenFlow role rfserver gave this replica ("" until it says):
+        #: only a master writes to the switches of its controller and relays.
+        self.role = ""
+        self.generation = 0
+        self.replica = self.settings.replica or f"ct{self.settings.ct_id}"
         self._reconcile_jobs: dict[int, dict] = {}
         #: Per physical switch: barrier-paced, bounded writing of FIB flow-mods.
         self._pipes: dict[int, FlowPipe] = {}
@@ -111,8 +120,9 @@ class RFProxy(app_manager.OSKenApp):
         if self.settings.stats_interval > 0:
             self._stats_thread = hub.spawn(self._poll_stats)
         log.info(
-            "rfproxy ct_id=%d, virtual switch dpid=%#x, rfserver %s",
+            "rfproxy ct_id=%d replica %s, virtual switch dpid=%#x, rfserver %s",
             self.settings.ct_id,
+            self.replica,
             self.settings.vs_dpid,
             self.settings.server,
         )
@@ -124,8 +134,12 @@ class RFProxy(app_manager.OSKenApp):
 
     def _hello(self) -> list[p.Message]:
         ct = self.settings.ct_id
-        msgs: list[p.Message] = [p.ControllerRegister(ct_id=ct)]
         with self._lock:
+            # The role is kept across rfserver sessions: an unreachable (or
+            # restarting) rfserver changes nothing on the switches.
+            msgs: list[p.Message] = [
+                p.ControllerRegister(ct_id=ct, replica=self.replica, ct_role=self.role)
+            ]
             self.synced = False
             for dp_id in self.datapaths:
                 if dp_id == self.settings.vs_dpid:
@@ -136,6 +150,9 @@ class RFProxy(app_manager.OSKenApp):
     def _on_server_message(self, msg: p.Message) -> None:
         if isinstance(msg, p.FibMod):
             self._fib(msg)  # takes the lock per chunk; may wait for the switch without it
+            return
+        if isinstance(msg, p.ControllerRole):
+            self._set_role(msg)
             return
         with self._lock:
             if isinstance(msg, p.DataPlaneMap):
@@ -169,6 +186,64 @@ class RFProxy(app_manager.OSKenApp):
             else:
                 log.debug("ignoring %s from rfserver", type(msg).__name__)
 
+    def _set_role(self, msg: p.ControllerRole) -> None:
+        """rfserver made this replica master or slave: tell the switches, then act on it."""
+        if msg.ct_id != self.settings.ct_id:
+            log.error(
+                "rfserver sent a role for controller %d; this is controller %d: ignored",
+                msg.ct_id,
+                self.settings.ct_id,
+            )
+            return
+        reports: list[p.Message] = []
+        with self._lock:
+            before = self.role
+            self.role = msg.role
+            self.generation = msg.generation
+            if msg.role != MASTER:
+                # Never write again; a full state (Resync) comes with mastership.
+                self.synced = False
+                self._reconcile_jobs.clear()
+            dps = [(i, dp) for i, dp in self.datapaths.items() if i != self.settings.vs_dpid]
+            for _dp_id, dp in dps:
+                self._send_role(dp)
+            if msg.role == MASTER and before != MASTER:
+                # rfserver ignored this replica's reports while it was not
+                # master: tell it what the switches look like now.
+                for dp_id, _dp in dps:
+                    st = self.state.setdefault(dp_id, DatapathState())
+                    reports.extend(st.ports.values())
+                    reports.extend(
+                        p.DatapathPortStatus(
+                            ct_id=self.settings.ct_id, dp_id=dp_id, dp_port=port, up=up
+                        )
+                        for port, up in sorted(st.link_up.items())
+                    )
+        log_fn = log.warning if before and before != msg.role else log.info
+        log_fn(
+            "replica %s of controller %d: role %s (was %s), generation %d; %d switches told",
+            self.replica,
+            msg.ct_id,
+            msg.role,
+            before or "none",
+            msg.generation,
+            len(dps),
+        )
+        self.link.send_many(reports)
+
+    def _send_role(self, dp) -> None:
+        """OFPT_ROLE_REQUEST with this replica's role; OVS demotes the previous master."""
+        ofp = dp.ofproto
+        role = ofp.OFPCR_ROLE_MASTER if self.role == MASTER else ofp.OFPCR_ROLE_SLAVE
+        try:
+            dp.send_msg(dp.ofproto_parser.OFPRoleRequest(dp, role, self.generation))
+        except Exception:  # a switch leaving mid-request is handled by its DEAD event
+            log.warning("role request to switch %#x failed", dp.id or 0)
+
+    @property
+    def is_master(self) -> bool:
+        return self.role == MASTER
+
     def _server_resync(self, msg: p.Resync) -> None:
         if msg.phase == "begin":
             self.synced = False
@@ -178,6 +253,9 @@ class RFProxy(app_manager.OSKenApp):
                 st.fib.clear()
             return
         if msg.phase != "end":
+            return
+        if not self.is_master:
+            log.warning("full state from rfserver while not master (%r): ignored", self.role)
             return
         # Relay mappings the full state no longer mentions are stale.
         for dp_id, dp_port, _vs, _vp in self.relay.mappings():
@@ -248,12 +326,14 @@ class RFProxy(app_manager.OSKenApp):
                 self._flows(dp.id, of.virtual_switch_flows())
             else:
                 log.info("switch %#x connected", dp.id)
+                if self.role:
+                    self._send_role(dp)  # before anything else reaches the switch
                 old_pipe = self._pipes.pop(dp.id, None)
                 if old_pipe is not None:
                     old_pipe.close()
                 self._pipes[dp.id] = FlowPipe(dp.send, name=f"switch {dp.id:#x}")
                 self.state.setdefault(dp.id, DatapathState())
-                if self.synced:
+                if self.synced and self.is_master:
                     self._start_reconcile(dp)
         parser = dp.ofproto_parser
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
@@ -362,8 +442,10 @@ class RFProxy(app_manager.OSKenApp):
                 msgs += self._link_state(
                     dp.id, st, port.port_no, _port_is_up(dp.ofproto, port), initial=True
                 )
+            report = self.is_master  # a new master reports them all (_set_role)
         log.info("switch %#x: %d ports registered", dp.id, len(msgs))
-        self.link.send_many(msgs)
+        if report:
+            self.link.send_many(msgs)
 
     def _register_port(self, dp_id: int, st: DatapathState, port) -> p.DatapathPortRegister:
         reg = p.DatapathPortRegister(
@@ -415,7 +497,9 @@ class RFProxy(app_manager.OSKenApp):
             if changed:
                 log.info("switch %#x port %d link %s", dp.id, port.port_no, "up" if up else "down")
             out += changed
-        self.link.send_many(out)
+            report = self.is_master
+        if report:
+            self.link.send_many(out)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     @_guarded
@@ -439,7 +523,9 @@ class RFProxy(app_manager.OSKenApp):
             # Forget what the server told us about it: on return the server
             # re-associates and re-sends, as the association algorithm says.
             self.state.pop(dp.id, None)
-        self.link.send(p.DatapathDown(ct_id=self.settings.ct_id, dp_id=dp.id))
+            report = self.is_master
+        if report:
+            self.link.send(p.DatapathDown(ct_id=self.settings.ct_id, dp_id=dp.id))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @_guarded
@@ -448,10 +534,53 @@ class RFProxy(app_manager.OSKenApp):
         if pipe is not None:
             pipe.barrier_reply(ev.msg.xid)
 
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    @_guarded
+    def _role_reply(self, ev):
+        msg = ev.msg
+        ofp = msg.datapath.ofproto
+        role = {
+            ofp.OFPCR_ROLE_MASTER: "master",
+            ofp.OFPCR_ROLE_SLAVE: "slave",
+            ofp.OFPCR_ROLE_EQUAL: "equal",
+            ofp.OFPCR_ROLE_NOCHANGE: "nochange",
+        }.get(msg.role, str(msg.role))
+        log.info(
+            "switch %#x: replica %s is %s (generation %d)",
+            msg.datapath.id or 0,
+            self.replica,
+            role,
+            msg.generation_id,
+        )
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @_guarded
     def _error(self, ev):
         msg = ev.msg
+        ofp = msg.datapath.ofproto
+        if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
+            why = {
+                ofp.OFPRRFC_STALE: "stale generation (a newer master exists)",
+                ofp.OFPRRFC_UNSUP: "roles not supported",
+                ofp.OFPRRFC_BAD_ROLE: "bad role",
+            }.get(msg.code, f"code {msg.code}")
+            log.error(
+                "switch %#x refused role %s (generation %d) of replica %s: %s",
+                msg.datapath.id or 0,
+                self.role,
+                self.generation,
+                self.replica,
+                why,
+            )
+            return
+        if msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE:
+            log.warning(
+                "switch %#x refused a write: replica %s is slave there (xid %s)",
+                msg.datapath.id or 0,
+                self.replica,
+                msg.xid,
+            )
+            return
         log.warning(
             "switch %#x rejected a message: type=%d code=%d (xid %s)",
             msg.datapath.id or 0,
@@ -467,6 +596,8 @@ class RFProxy(app_manager.OSKenApp):
         while not self.link._stop.is_set():
             hub.sleep(self.settings.stats_interval)
             with self._lock:
+                if not self.is_master:
+                    continue  # rfserver only hears the master
                 dps = [dp for i, dp in self.datapaths.items() if i != self.settings.vs_dpid]
             for dp in dps:
                 parser = dp.ofproto_parser
@@ -533,6 +664,10 @@ class RFProxy(app_manager.OSKenApp):
         except (KeyError, TypeError):
             return
         with self._lock:
+            if not self.is_master:
+                # The virtual switch hands its frames to every replica: only
+                # the master relays (and a slave's switches send it nothing).
+                return
             decision = self.relay.decide(dp.id, in_port, frame)
             target = self.datapaths.get(decision.dp_id) if isinstance(decision, SendTo) else None
         if isinstance(decision, SendTo):

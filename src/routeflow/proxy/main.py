@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import re
 import sys
 
 from routeflow.rflib import tls
@@ -17,14 +18,30 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def _replica(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a replica name is 1-64 characters of [A-Za-z0-9_.-]"
+        )
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="routeflow proxy", description=__doc__)
     parser.add_argument(
         "--server",
         default="unix:/run/routeflow/rfserver.sock",
-        help="rfserver address: unix:PATH or tcp:HOST:PORT",
+        help="rfserver address: unix:PATH or tcp:HOST:PORT; several, comma-separated, "
+        "for a leader and its standby (tried in turn)",
     )
     parser.add_argument("--ct-id", type=_int, default=1, help="this controller's id")
+    parser.add_argument(
+        "--replica",
+        type=_replica,
+        default=None,
+        help="this process among the replicas of its controller (default: ct<ct-id>); "
+        "rfserver makes one replica OpenFlow master, the others slaves",
+    )
     parser.add_argument(
         "--vs-dpid",
         type=_int,
@@ -58,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_gc()  # a full table is millions of objects (see rflib.tuning)
     from routeflow.rflib.auth import peer_credentials
+    from routeflow.rflib.ipc import parse_addresses
 
     try:
+        parse_addresses(args.server)
         secret, ssl_context = peer_credentials(args, server=False)
     except ValueError as exc:
         print(f"rfproxy: {exc}", file=sys.stderr)
@@ -77,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     app.SETTINGS = app.ProxySettings(
         server=args.server,
         ct_id=args.ct_id,
+        replica=args.replica or f"ct{args.ct_id}",
         vs_dpid=args.vs_dpid if args.vs_dpid is not None else app.DEFAULT_VS_DPID,
         stats_interval=args.stats_interval,
         secret=secret,

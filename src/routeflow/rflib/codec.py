@@ -59,9 +59,7 @@ class ProtocolError(Exception):
     a caller can still act on them before closing the connection.
     """
 
-    def __init__(
-        self, reason: str, message: str = "", messages: list[AnyMessage] | None = None
-    ):
+    def __init__(self, reason: str, message: str = "", messages: list[AnyMessage] | None = None):
         super().__init__(message or reason)
         self.reason = reason
         self.messages: list[AnyMessage] = messages if messages is not None else []

@@ -18,6 +18,7 @@ by msgspec with a message that names the field.
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 import msgspec
 
@@ -67,12 +68,33 @@ class ClientHello(Message):
 
 
 class ControllerRegister(Message):
-    """First message of an rfproxy connection (ct_id identifies the controller)."""
+    """First message of an rfproxy connection (ct_id identifies the controller).
+
+    A controller (ct_id) may be served by several rfproxy processes, its
+    replicas: ``replica`` names this one (empty: the only one, "ct<ct_id>").
+    ``ct_role`` is the OpenFlow role the replica holds right now ("master",
+    "slave", or "" when it has none yet): after an rfserver restart the master
+    keeps its role, so the switches see no churn. rfserver decides (ControllerRole).
+    """
 
     ct_id: int
     ct_addr: str = ""
     ct_port: int = 0
-    ct_role: str = "master"
+    ct_role: str = ""
+    replica: str = ""
+
+
+class ControllerRole(Message):
+    """rfserver -> rfproxy: the OpenFlow role this replica must hold for ``ct_id``.
+
+    The master programs the switches of ct_id; a slave keeps its switch
+    connections but never writes to them. ``generation`` orders the masters
+    (OpenFlow 1.3 role request generation_id): it grows with every promotion.
+    """
+
+    ct_id: int
+    role: Literal["master", "slave"]
+    generation: int
 
 
 class Resync(Message):
@@ -282,6 +304,7 @@ class DatapathStats(Message):
 AnyMessage = (
     ClientHello
     | ControllerRegister
+    | ControllerRole
     | Resync
     | Error
     | AuthChallenge

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 
 from routeflow.rflib import tls
@@ -20,12 +22,27 @@ from routeflow.web.options import WebError, add_web_arguments, web_options
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="routeflow server", description=__doc__)
     parser.add_argument(
-        "--config", required=True, help="mapping CSV: vm_id,vm_port,ct_id,dp_id,dp_port"
+        "--config",
+        default=None,
+        help="mapping CSV: vm_id,vm_port,ct_id,dp_id,dp_port (required unless the etcd "
+        "store already holds a config)",
     )
     parser.add_argument(
         "--store",
         default="sqlite:/var/lib/routeflow/state.db",
-        help="state store: sqlite:PATH or memory:",
+        help="state store: sqlite:PATH, memory:, or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] "
+        "(etcd: several rfservers share it; one leads, the others stand by)",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="this rfserver's identity in the leader election (default: HOST:PID)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=2,
+        help="seconds the leader lease outlives a dead leader (etcd store only)",
     )
     parser.add_argument(
         "--listen",
@@ -46,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds a restarted server waits for VMs to resend their routes "
         "before giving a controller its full state",
     )
+    parser.add_argument(
+        "--role-hold",
+        type=float,
+        default=5.0,
+        help="seconds a controller's slave replicas wait for its old master to come back "
+        "(after an rfserver restart) before one of them is promoted",
+    )
     tls.add_arguments(parser)
     parser.add_argument(
         "--secret-file",
@@ -65,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rfserver: {exc}", file=sys.stderr)
         return 2
     try:
-        config = load_config(args.config)
+        config = load_config(args.config) if args.config else None
     except (ConfigError, OSError) as exc:
         print(f"rfserver: bad config: {exc}", file=sys.stderr)
         return 2
@@ -74,46 +98,85 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"rfserver: {exc}", file=sys.stderr)
         return 2
+    if args.lease_ttl < 1:
+        print("rfserver: --lease-ttl must be at least 1 second", file=sys.stderr)
+        return 2
     try:
         store = open_store(args.store)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"rfserver: cannot open state store {args.store}: {exc}", file=sys.stderr)
         return 2
+    shared = hasattr(store, "fence")  # a replicated store: run the leader election
+    if config is None and not shared:
+        print("rfserver: --config is required", file=sys.stderr)
+        store.close()
+        return 2
 
-    async def run() -> None:
+    def make_server() -> RFServer:
+        entries = config
+        if entries is None:  # etcd without --config: the operator's config lives there
+            entries = store.load_config()
+            if not entries:
+                raise ValueError(f"no --config given and the store {args.store} holds none")
         server = RFServer(
-            config,
+            entries,
             store,
             status_path=args.status_file,
             client_grace=args.client_grace,
             resync_wait=args.resync_wait,
+            role_hold=args.role_hold,
             config_path=args.config,
             secret=secret,
         )
         server.ssl_context = ssl_context
-        loop = asyncio.get_running_loop()
+        return server
+
+    async def serve(server: RFServer) -> None:
         web_service = None
         if web is not None:  # before serve(): the web port is open once the socket is
             from routeflow.web.service import start_web
 
             web_service = start_web(server, web)
-        task = asyncio.ensure_future(server.serve(args.listen))
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, server.reload_config)
+        try:
+            await server.serve(args.listen)
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            if web_service is not None:
+                await web_service.stop()
+
+    async def run() -> None:
+        if shared:
+            from routeflow.server.standby import run_with_standby
+
+            body = run_with_standby(
+                store=store,
+                identity=args.name or f"{socket.gethostname()}:{os.getpid()}",
+                ttl=args.lease_ttl,
+                status_path=args.status_file,
+                make_server=make_server,
+                serve=serve,
+            )
+        else:
+            body = serve(make_server())
+        task = asyncio.ensure_future(body)
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        loop.add_signal_handler(signal.SIGHUP, server.reload_config)
         try:
             await task
         except asyncio.CancelledError:
             logging.getLogger("routeflow.server").info("rfserver stopping")
-        finally:
-            if web_service is not None:
-                await web_service.stop()
 
     try:
         asyncio.run(run())
     except ValueError as exc:  # config and persisted table cannot be reconciled
         print(f"rfserver: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # the store became unusable (etcd unreachable, fenced)
+        print(f"rfserver: state store failure: {exc}", file=sys.stderr)
+        return 3
     finally:
         store.close()
     return 0

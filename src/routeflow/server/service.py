@@ -32,9 +32,12 @@ from routeflow.server.association import (
     data_plane_map,
 )
 from routeflow.server.config import ConfigError, load_config
+from routeflow.server.roles import MASTER, Assign, Generation, Hold, RoleArbiter
 from routeflow.server.routing import Binding, NextHopKey, RoutingTable
 
 NEXTHOP_PREFIX = "nexthop/"
+#: Per controller: the OpenFlow role generation of its latest master (see server.roles).
+ROLE_GENERATION_PREFIX = "role-generation/"
 
 
 def _nexthop_store_key(key: NextHopKey) -> str:
@@ -52,6 +55,16 @@ def _load_nexthop_ids(store: StateStore) -> dict[NextHopKey, int]:
         except (ValueError, TypeError):
             log.warning("ignoring unreadable next-hop id record %r", name)
     return hints
+
+
+def _load_role_generations(store: StateStore) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for name, value in store.kv_items(ROLE_GENERATION_PREFIX):
+        try:
+            out[int(name[len(ROLE_GENERATION_PREFIX) :])] = int(value)
+        except ValueError:
+            log.warning("ignoring unreadable role generation record %r", name)
+    return out
 
 
 log = logging.getLogger("routeflow.server")
@@ -80,6 +93,7 @@ class RFServer:
         resync_wait: float = 10.0,
         config_path: str | None = None,
         secret: bytes | None = None,
+        role_hold: float = 5.0,
     ) -> None:
         self.secret = secret
         self.ssl_context = None  # set by main for --tls-*
@@ -101,7 +115,12 @@ class RFServer:
             if b is not None:
                 self.routing.bind(entry.vm_id, entry.vm_port, b)
         self.clients: dict[int, ipc.Connection] = {}
+        #: ct_id -> the session that programs its switches: its master replica's.
         self.proxies: dict[int, ipc.Connection] = {}
+        #: ct_id -> replica name -> session, masters and slaves (see server.roles).
+        self.replicas: dict[int, dict[str, ipc.Connection]] = {}
+        self.roles = RoleArbiter(_load_role_generations(store), hold=role_hold)
+        self._dump_tasks: dict[tuple[int, str], asyncio.Future] = {}
         self._grace_timers: dict[int, asyncio.TimerHandle] = {}
         self._pending = actions
         self.counters: dict[str, int] = defaultdict(int)
@@ -110,6 +129,8 @@ class RFServer:
         #: Latest DatapathStats per (ct_id, dp_id), with the time it arrived.
         self.stats: dict[tuple[int, int], tuple[float, p.DatapathStats]] = {}
         self.started = time.time()
+        #: Leader-election facts for the status (role, identity), set by standby.py.
+        self.ha: dict = {}
         #: For the web view (routeflow.web): what each port said about itself, and
         #: how many sessions each peer opened (("client" | "controller", id) -> n).
         self.vm_ports: dict[tuple[int, int], p.PortRegister] = {}
@@ -135,6 +156,22 @@ class RFServer:
             ready.set()
         async with server:
             await server.serve_forever()
+
+    async def close_sessions(self) -> None:
+        """Drop every peer (we are no longer the leader): they reconnect to whoever is."""
+        for timer in self._grace_timers.values():
+            timer.cancel()
+        self._grace_timers.clear()
+        for task in list(self._background):
+            task.cancel()
+        conns = {*self.clients.values(), *self.proxies.values()}
+        conns.update(c for peers in self.replicas.values() for c in peers.values())
+        for conn in conns:
+            with contextlib.suppress(ConnectionError, OSError):
+                await conn.close()
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+            self._status_timer = None
 
     # --- sessions --------------------------------------------------------------
 
@@ -257,17 +294,33 @@ class RFServer:
 
     async def _proxy_session(self, conn: ipc.Connection, hello: p.ControllerRegister) -> None:
         ct_id = hello.ct_id
-        old = self.proxies.get(ct_id)
+        name = hello.replica or f"ct{ct_id}"
+        peers = self.replicas.setdefault(ct_id, {})
+        old = peers.get(name)
+        peers[name] = conn  # before closing the old one: its end must not look like a death
         if old is not None:
-            log.warning("controller %d connected again; dropping its previous session", ct_id)
+            log.warning(
+                "controller %d replica %s connected again; dropping its previous session",
+                ct_id,
+                name,
+            )
             await old.close()
-        self.proxies[ct_id] = conn
         self.sessions[("controller", ct_id)] += 1
-        dump_task = asyncio.ensure_future(self._send_full_state(ct_id, conn))
-        self.event("controller", f"rfproxy ct_id {ct_id} connected from {conn.peer}")
+        self.event(
+            "controller",
+            f"rfproxy ct_id {ct_id} replica {name} connected from {conn.peer}"
+            f" (holds {hello.ct_role or 'no role'})",
+        )
+        await self._apply_roles(self.roles.connect(ct_id, name, hello.ct_role))
         try:
             async for msg in conn:
                 self.counters[f"rx_{type(msg).__name__}"] += 1
+                if self.proxies.get(ct_id) is not conn:
+                    # A slave's (or a not yet elected replica's) view of the
+                    # switches: the master's reports are the ones that count.
+                    self.counters["rx_ignored_not_master"] += 1
+                    log.debug("ct %d replica %s (not master): ignored %s", ct_id, name, msg)
+                    continue
                 if isinstance(msg, p.DatapathStats):
                     if msg.ct_id == ct_id:
                         self.stats[(ct_id, msg.dp_id)] = (time.time(), msg)
@@ -298,10 +351,78 @@ class RFServer:
                 else:
                     log.warning("controller %d sent unexpected %s", ct_id, type(msg).__name__)
         finally:
-            dump_task.cancel()
-            if self.proxies.get(ct_id) is conn:
-                del self.proxies[ct_id]
-                self.event("controller", f"rfproxy ct_id {ct_id} disconnected", logging.WARNING)
+            if peers.get(name) is conn:
+                del peers[name]
+                task = self._dump_tasks.pop((ct_id, name), None)
+                if task is not None:
+                    task.cancel()
+                if self.proxies.get(ct_id) is conn:
+                    del self.proxies[ct_id]
+                self.event(
+                    "controller",
+                    f"rfproxy ct_id {ct_id} replica {name} disconnected",
+                    logging.WARNING,
+                )
+                await self._apply_roles(self.roles.disconnect(ct_id, name))
+
+    async def _apply_roles(self, actions: list) -> None:
+        """Execute the role arbiter's decisions (see server.roles)."""
+        for action in actions:
+            if isinstance(action, Generation):
+                self.store.kv_put(
+                    f"{ROLE_GENERATION_PREFIX}{action.ct_id}", str(action.generation).encode()
+                )
+            elif isinstance(action, Hold):
+                self.event(
+                    "controller",
+                    f"controller ct {action.ct_id}: no master; waiting {action.seconds:g} s "
+                    "for the previous master to come back",
+                )
+                asyncio.get_running_loop().call_later(
+                    action.seconds, self._hold_over, action.ct_id, action.token
+                )
+            elif isinstance(action, Assign):
+                await self._assign(action)
+        self._write_status()
+
+    def _hold_over(self, ct_id: int, token: int) -> None:
+        actions = self.roles.expire(ct_id, token)
+        if actions:
+            self._background.add(task := asyncio.ensure_future(self._apply_roles(actions)))
+            task.add_done_callback(self._background.discard)
+
+    async def _assign(self, a: Assign) -> None:
+        conn = self.replicas.get(a.ct_id, {}).get(a.replica)
+        if conn is None:
+            return
+        key = (a.ct_id, a.replica)
+        old_task = self._dump_tasks.pop(key, None)
+        if old_task is not None:
+            old_task.cancel()
+        if a.role == MASTER:
+            self.proxies[a.ct_id] = conn
+            how = "promoted to master" if a.promoted else "is master"
+            self.event(
+                "controller",
+                f"controller ct {a.ct_id}: replica {a.replica} {how} (generation {a.generation})",
+                logging.WARNING if a.promoted and a.generation > 1 else logging.INFO,
+            )
+        else:
+            if self.proxies.get(a.ct_id) is conn:
+                del self.proxies[a.ct_id]
+            self.event(
+                "controller",
+                f"controller ct {a.ct_id}: replica {a.replica} is slave "
+                f"(generation {a.generation})",
+            )
+        try:
+            await conn.send(p.ControllerRole(ct_id=a.ct_id, role=a.role, generation=a.generation))
+        except (ConnectionError, OSError) as exc:
+            log.warning("sending its role to ct %d replica %s failed: %s", a.ct_id, a.replica, exc)
+            return
+        self.counters["tx_ControllerRole"] += 1
+        if a.role == MASTER:
+            self._dump_tasks[key] = asyncio.ensure_future(self._send_full_state(a.ct_id, conn))
 
     async def _send_full_state(self, ct_id: int, conn: ipc.Connection) -> None:
         """Give a (re)connected proxy the whole desired state, bracketed by Resync.
@@ -461,11 +582,21 @@ class RFServer:
             fib[f"{dp:#x}"] += n  # counted as it changes: a full table must not be walked here
         return {
             "pid": os.getpid(),
+            "role": "leader" if self.ha else "single",
+            **self.ha,
             "config_entries": len(self.table.config),
             "auth_failures": self.counters.get("auth_failures", 0),
             "time": time.time(),
             "clients": sorted(f"{v:#x}" for v in self.clients),
             "controllers": sorted(self.proxies),
+            "controller_roles": {
+                str(ct): {
+                    "master": self.roles.master(ct),
+                    "generation": self.roles.generation(ct),
+                    "replicas": self.roles.replicas(ct),
+                }
+                for ct in self.roles.controllers()
+            },
             "associations": [
                 {
                     "vm_id": e.vm_id,

@@ -28,13 +28,26 @@ class StatusError(RuntimeError):
 
 
 def url_from_run_dir(run_dir: str) -> str:
-    """The rfweb URL a lab run recorded in its manifest."""
+    """The rfweb URL of a lab run's serving rfserver, from the run's manifest.
+
+    A lab with a standby rfserver records every server's URL; only the leader
+    serves rfweb, so the first that answers is the one.
+    """
     path = os.path.join(run_dir, "manifest.json")
     try:
         with open(path) as fh:
-            url = json.load(fh).get("web_url")
+            manifest = json.load(fh)
     except (OSError, ValueError) as exc:
         raise StatusError(f"cannot read {path}: {exc}") from exc
+    url = manifest.get("web_url")
+    candidates = list((manifest.get("web_urls") or {}).values())
+    if len(candidates) > 1:
+        for candidate in candidates:
+            try:
+                fetch(candidate, "/api/summary", timeout=1.0)
+            except StatusError:
+                continue
+            return candidate
     if not url:
         raise StatusError(f"{path} has no web_url (a lab started without rfweb?)")
     return url

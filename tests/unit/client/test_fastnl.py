@@ -15,6 +15,7 @@ from routeflow.client.netlink import RtnlMarshal
 
 _marshal = RtnlMarshal()
 
+
 def effective(msg) -> tuple:
     """What KernelView takes from a route message (as its general path reads it)."""
     if msg.__class__ is tuple:

@@ -597,3 +597,21 @@ def test_defaulted_vm_id_clash_says_where_it_came_from() -> None:
     assert problems(text) == [
         "switches[1].vm_id: duplicate vm_id 6, from the dpid (also switches[0])"
     ]
+
+
+def test_controller_replicas() -> None:
+    text = edited(controllers=[{"ct_id": 1, "replicas": 2}, {"ct_id": 2}])
+    p = plan(parse_lab(text))
+    assert [(ct.ct_id, ct.replicas) for ct in p.controllers] == [(1, 2), (2, 1)]
+    assert [ct.replica_names for ct in p.controllers] == [("ct1a", "ct1b"), ("ct2",)]
+    roles = plan(load_lab(LABS / "rftest2-roles.yaml"))
+    assert roles.controllers[0].replica_names == ("ct1a", "ct1b")
+    assert {vm.ct_id for vm in roles.vms} == {1}
+
+
+def test_controller_replicas_out_of_range() -> None:
+    text = edited(controllers=[{"ct_id": 1, "replicas": 0}, {"ct_id": 2, "replicas": 5}])
+    assert problems(text) == [
+        "controllers[0].replicas: 0 is out of range 1-4",
+        "controllers[1].replicas: 5 is out of range 1-4",
+    ]

@@ -45,6 +45,8 @@ def _strategy(t: mi.Type) -> st.SearchStrategy:
             return st.booleans()
         case mi.EnumType():
             return st.sampled_from(list(t.cls))
+        case mi.LiteralType():
+            return st.sampled_from(list(t.values))
         case mi.UnionType():
             return st.one_of([_strategy(member) for member in t.types])
         case mi.ListType():
@@ -369,10 +371,17 @@ def build_corpus() -> dict[str, bytes]:
                 dp_id=1,
                 nexthop_id=7,
                 buckets=[
-                    protocol.Bucket(dp_port=1, src_hwaddress="02:00:00:00:00:01",
-                                    dst_hwaddress="02:00:00:00:00:02"),
-                    protocol.Bucket(dp_port=2, src_hwaddress="02:00:00:00:00:01",
-                                    dst_hwaddress="02:00:00:00:00:03", weight=2),
+                    protocol.Bucket(
+                        dp_port=1,
+                        src_hwaddress="02:00:00:00:00:01",
+                        dst_hwaddress="02:00:00:00:00:02",
+                    ),
+                    protocol.Bucket(
+                        dp_port=2,
+                        src_hwaddress="02:00:00:00:00:01",
+                        dst_hwaddress="02:00:00:00:00:03",
+                        weight=2,
+                    ),
                 ],
             )
         ),
@@ -398,8 +407,11 @@ def write_corpus(directory: Path = CORPUS) -> None:
 
 
 def test_corpus_is_current():
-    stale = [n for n, d in build_corpus().items() if not (CORPUS / n).is_file()
-             or (CORPUS / n).read_bytes() != d]
+    stale = [
+        n
+        for n, d in build_corpus().items()
+        if not (CORPUS / n).is_file() or (CORPUS / n).read_bytes() != d
+    ]
     assert not stale, f"regenerate with: python {__file__}  (stale: {stale})"
 
 
@@ -427,6 +439,26 @@ def test_corpus_file(path: Path):
             assert error is not None and error.reason == kind.removeprefix("err-")
         else:
             assert error is not None or all(isinstance(m, MESSAGE_TYPES) for m in out)
+
+
+def test_controller_role_round_trip_and_validation():
+    msg = protocol.ControllerRole(ct_id=1, role="slave", generation=3)
+    assert FrameDecoder().feed(encode(msg)) == [msg]
+    body = msgspec.msgpack.encode(
+        {"type": "ControllerRole", "ct_id": 1, "role": "boss", "generation": 3}
+    )
+    with pytest.raises(ProtocolError) as exc:
+        FrameDecoder().feed(frame_body(body))
+    assert exc.value.reason == "undecodable"
+    assert "role" in str(exc.value)
+
+
+def test_controller_register_defaults_keep_old_peers_working():
+    # An old rfproxy's hello: no replica, and ct_role "master" as it always sent.
+    body = msgspec.msgpack.encode({"type": "ControllerRegister", "ct_id": 2, "ct_role": "master"})
+    (hello,) = FrameDecoder().feed(frame_body(body))
+    assert hello == protocol.ControllerRegister(ct_id=2, ct_role="master")
+    assert hello.replica == ""
 
 
 def test_codec_module_exports():

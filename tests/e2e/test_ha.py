@@ -1,0 +1,246 @@
+"""No single point of failure in the control plane: rftest2-ha (2 rfservers on a
+3-member etcd cluster).
+
+Evidence comes from outside the daemons where it can: ping sequence numbers,
+ovs-ofctl flow ages, the VMs' kernels, the etcd processes we started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+
+import pytest
+from conftest import lab_plan
+from faultkit import all_ages, healthy, not_reinstalled, record
+
+from routeflow.lab import checks, scenarios
+from routeflow.lab.faults import ContinuousPing
+from routeflow.lab.runner import LabRun
+
+
+@pytest.fixture(scope="module")
+def lab():
+    base = "/tmp/routeflow-tests"
+    os.makedirs(base, mode=0o755, exist_ok=True)
+    run = LabRun(
+        lab_plan("rftest2-ha"),
+        os.path.join(base, f"ha-{os.getpid()}"),
+        log_level=os.environ.get("ROUTEFLOW_LOG_LEVEL", "INFO"),
+    )
+    try:
+        run.start()
+        result = scenarios.CheckResult(lab="rftest2-ha")
+        t0 = time.monotonic()
+        assert scenarios.converge(run, result, t0, 120), result.stages
+        assert scenarios.pingall_until_full(run, result, t0, 120), result.stages
+        yield run
+    finally:
+        run.stop()
+        if not os.environ.get("ROUTEFLOW_KEEP_RUNS"):
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+
+
+def status_of(run: LabRun, name: str) -> dict:
+    try:
+        with open(run.status_paths[name]) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def association_rows(status: dict) -> set[tuple]:
+    return {
+        (a["vm_id"], a["vm_port"], a["ct_id"], a["dp_id"], a["dp_port"], a["state"])
+        for a in status.get("associations", [])
+    }
+
+
+def control_plane_whole(run: LabRun) -> bool:
+    """The leader sees every VM and controller, and every association is active."""
+    st = checks.server_status(run)
+    active, want = checks.associations_active(run)
+    return (
+        active == want
+        and len(st.get("clients", [])) == len(run.plan.vms)
+        and len(st.get("controllers", [])) == len(run.plan.controllers)
+    )
+
+
+def route_reaches_switch(run: LabRun, prefix: str, timeout: float = 20) -> bool:
+    gw = run.plan.vm("B").interface(2).ip
+    run.vm_node("A").cmd(f"ip route replace {prefix} via {gw}")
+    return checks.wait_until(lambda: prefix in checks.fib_flows(run, "A"), timeout, 0.2)
+
+
+def route_leaves_switch(run: LabRun, prefix: str, timeout: float = 20) -> bool:
+    run.vm_node("A").cmd(f"ip route del {prefix}")
+    return checks.wait_until(lambda: prefix not in checks.fib_flows(run, "A"), timeout, 0.2)
+
+
+def etcd_raft_leader(run: LabRun) -> int:
+    """Index of the etcd member that is raft leader (asked over etcd's HTTP gateway)."""
+    for i, endpoint in enumerate(run.etcd.endpoints):
+        if not run.etcd.alive(i):
+            continue
+        req = urllib.request.Request(
+            f"http://{endpoint}/v3/maintenance/status", data=b"{}", method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            st = json.load(resp)
+        if st.get("leader") == st.get("header", {}).get("member_id"):
+            return i
+    raise AssertionError("no etcd member says it leads")
+
+
+def test_one_leader_one_standby(lab):
+    run = lab
+    healthy(run)
+    leader = run.leader()
+    assert leader is not None
+    (standby,) = [n for n in run.server_names if n != leader]
+    st = status_of(run, standby)
+    assert st.get("role") == "standby", st
+    assert st.get("leader") == leader, st
+    # The standby watches the store: it has every association row the leader wrote.
+    assert checks.wait_until(
+        lambda: (
+            status_of(run, standby).get("mirrored_associations")
+            == len(checks.server_status(run)["associations"])
+        ),
+        10,
+    ), (status_of(run, standby), len(checks.server_status(run)["associations"]))
+
+
+def test_leader_sigkill_standby_takes_over(lab):
+    run = lab
+    healthy(run)
+    old = run.leader()
+    (new,) = [n for n in run.server_names if n != old]
+    rows_before = association_rows(checks.server_status(run))
+    roles_before = checks.server_status(run)["controller_roles"]
+    of_roles_before = checks.controller_roles(run)
+    before = all_ages(run)
+    ping = ContinuousPing(run.host("h1"), run.plan.host("h4").address)
+    time.sleep(1)
+    t_kill = time.monotonic()
+    run.kill(old)
+    assert checks.wait_until(lambda: run.leader() == new, 20, 0.05), status_of(run, new)
+    takeover_s = time.monotonic() - t_kill
+    assert checks.wait_until(lambda: control_plane_whole(run), 30, 0.1), checks.server_status(run)
+    whole_s = time.monotonic() - t_kill
+    # The new leader programs the network: a route added now reaches the switch.
+    t_route = time.monotonic()
+    assert route_reaches_switch(run, "198.51.100.0/24"), "new leader did not program a route"
+    route_s = time.monotonic() - t_route
+    time.sleep(1)
+    result = ping.stop()
+    flushed = not_reinstalled(run, before, since=time.monotonic() - t_kill)
+    rows_after = association_rows(checks.server_status(run))
+    record(
+        "rfserver leader SIGKILL, standby takes over (etcd)",
+        lease_ttl_s=run.plan.control.lease_ttl,
+        takeover_s=round(takeover_s, 2),
+        control_plane_whole_s=round(whole_s, 2),
+        new_route_after_takeover_s=round(route_s, 2),
+        sent=result.sent,
+        lost=result.lost,
+        outage_s=result.outage_s,
+        flows_reinstalled=len(flushed),
+        associations_lost=len(rows_before - rows_after),
+    )
+    assert rows_after == rows_before, rows_before ^ rows_after
+    # The controller replicas keep their OpenFlow roles and generation: no churn.
+    assert checks.wait_until(
+        lambda: checks.server_status(run).get("controller_roles") == roles_before, 10
+    ), (checks.server_status(run).get("controller_roles"), roles_before)
+    assert checks.controller_roles(run) == of_roles_before
+    assert flushed == [], flushed
+    assert result.lost <= 2, result  # the data plane never depended on rfserver
+    assert takeover_s < run.plan.control.lease_ttl + 4, takeover_s
+    assert route_leaves_switch(run, "198.51.100.0/24")
+    # A supervisor restarts the killed one: it comes back as the standby.
+    run.start_server(old)
+    assert checks.wait_until(
+        lambda: (
+            status_of(run, old).get("role") == "standby"
+            and status_of(run, old).get("leader") == new
+        ),
+        20,
+    ), status_of(run, old)
+    assert run.leader() == new
+    healthy(run)
+
+
+def test_master_controller_dies_under_the_new_leader(lab):
+    """After an rfserver takeover, the leader still fails controllers over by roles."""
+    run = lab
+    healthy(run)
+    roles = checks.server_status(run)["controller_roles"]["1"]
+    master = roles["master"]
+    (slave,) = [r for r in run.plan.controllers[0].replica_names if r != master]
+    before = all_ages(run)
+    ping = ContinuousPing(run.host("h1"), run.plan.host("h4").address)
+    time.sleep(1)
+    t_kill = time.monotonic()
+    run.kill(run.proxy_name(1, master))
+    assert checks.wait_until(
+        lambda: all(r.get(slave) == "master" for r in checks.controller_roles(run).values()),
+        15,
+        0.1,
+    ), checks.controller_roles(run)
+    promoted_s = time.monotonic() - t_kill
+    assert route_reaches_switch(run, "198.51.100.0/24"), "the promoted replica does not program"
+    assert route_leaves_switch(run, "198.51.100.0/24")
+    result = ping.stop()
+    flushed = not_reinstalled(run, before, since=time.monotonic() - t_kill)
+    record(
+        "rfproxy master replica SIGKILL under the new rfserver leader",
+        ovs_shows_promotion_s=round(promoted_s, 2),
+        sent=result.sent,
+        lost=result.lost,
+        flows_reinstalled=len(flushed),
+    )
+    assert flushed == [], flushed
+    assert result.lost <= 2, result
+    run.start_proxy_process(1, master)  # back, as a slave now
+    assert checks.wait_until(
+        lambda: all(r.get(master) == "slave" for r in checks.controller_roles(run).values()),
+        20,
+    ), checks.controller_roles(run)
+
+
+def test_etcd_member_loss_keeps_the_control_plane(lab):
+    run = lab
+    healthy(run)
+    leader = run.leader()
+    victim = etcd_raft_leader(run)  # the hardest member to lose: raft must elect anew
+    before = all_ages(run)
+    t_kill = time.monotonic()
+    run.etcd.kill_member(victim)
+    try:
+        # Writes go through: a new route is programmed (a next-hop id is stored
+        # in etcd on the way), and the rfserver keeps its lease.
+        t_route = time.monotonic()
+        assert route_reaches_switch(run, "198.51.100.0/24", 30), "no route with 2 of 3 members"
+        route_s = time.monotonic() - t_route
+        time.sleep(2 * run.plan.control.lease_ttl + 1)  # longer than a lease would last
+        assert run.leader() == leader, "leadership changed after losing one etcd member"
+        assert control_plane_whole(run)
+        assert route_leaves_switch(run, "198.51.100.0/24", 30)
+        flushed = not_reinstalled(run, before, since=time.monotonic() - t_kill)
+        record(
+            "etcd raft leader SIGKILL (1 of 3 members)",
+            route_programmed_s=round(route_s, 2),
+            leader_kept=True,
+            flows_reinstalled=len(flushed),
+        )
+        assert flushed == [], flushed
+        pings = checks.pingall(run)
+        assert pings[0] == pings[1], pings
+    finally:
+        run.etcd.restart_member(victim)
+    assert checks.wait_until(lambda: run.etcd.alive(victim), 10)
