@@ -178,6 +178,20 @@ def test_standby_takes_over_with_every_association(etcd1, prefix, servers):
     assert rows(b.status()) == before
 
 
+def test_sigterm_resigns_and_the_standby_leads_at_once(etcd1, prefix, servers):
+    url = etcd1.url(prefix)
+    a = servers("a", url)
+    a.wait_role("leader")
+    b = servers("b", url)
+    b.wait_role("standby")
+    t0 = time.monotonic()
+    a.stop()  # SIGTERM: resign, do not make the standby wait for the lease
+    b.wait_role("leader", timeout=TTL)
+    handover = time.monotonic() - t0
+    print(f"handover after SIGTERM: {handover:.2f} s (lease ttl {TTL} s)")
+    assert handover < TTL, handover
+
+
 def test_deposed_leader_stops_serving_and_stands_by(etcd1, prefix, servers):
     url = etcd1.url(prefix)
     a = servers("a", url)
