@@ -16,28 +16,26 @@ def _need_etcd() -> None:
         pytest.fail(f"{ETCD} is missing: run `make setup` (Debian package etcd-server)")
 
 
-@pytest.fixture(scope="session")
-def etcd1(tmp_path_factory):
-    """One single-member cluster for the whole session; tests use their own prefix."""
+def _cluster(tmp_path_factory, members: int):
     _need_etcd()
-    cluster = EtcdCluster(str(tmp_path_factory.mktemp("etcd1")), members=1)
+    cluster = EtcdCluster(str(tmp_path_factory.mktemp(f"etcd{members}")), members=members)
     cluster.start()
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd1(tmp_path_factory):
+    """One single-member cluster for the whole session; tests use their own prefix."""
+    yield from _cluster(tmp_path_factory, 1)
 
 
 @pytest.fixture
 def etcd3(tmp_path_factory):
     """A fresh three-member cluster: the tests using it kill members."""
-    _need_etcd()
-    cluster = EtcdCluster(str(tmp_path_factory.mktemp("etcd3")), members=3)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _cluster(tmp_path_factory, 3)
 
 
 @pytest.fixture

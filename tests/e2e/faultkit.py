@@ -8,11 +8,38 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
+from collections.abc import Iterator
 
-from routeflow.lab import checks
+from conftest import lab_plan
+
+from routeflow.lab import checks, scenarios
 from routeflow.lab.runner import LabRun
 
 RESULTS = os.environ.get("ROUTEFLOW_FAULT_RESULTS", "/tmp/routeflow-fault-results.json")
+
+
+def converged_lab(name: str, tag: str) -> Iterator[LabRun]:
+    """A module fixture's body: lab ``name`` up, converged and pinging; always torn down."""
+    base = "/tmp/routeflow-tests"
+    os.makedirs(base, mode=0o755, exist_ok=True)
+    run = LabRun(
+        lab_plan(name),
+        os.path.join(base, f"{tag}-{os.getpid()}"),
+        log_level=os.environ.get("ROUTEFLOW_LOG_LEVEL", "INFO"),
+    )
+    try:
+        run.start()
+        result = scenarios.CheckResult(lab=name)
+        t0 = time.monotonic()
+        assert scenarios.converge(run, result, t0, 120), result.stages
+        assert scenarios.pingall_until_full(run, result, t0, 120), result.stages
+        yield run
+    finally:
+        run.stop()
+        if not os.environ.get("ROUTEFLOW_KEEP_RUNS"):
+            shutil.rmtree(run.run_dir, ignore_errors=True)
 
 
 def record(case: str, **numbers) -> None:

@@ -13,8 +13,7 @@ import shutil
 import time
 
 import pytest
-from conftest import lab_plan
-from faultkit import all_ages, healthy, not_reinstalled, record
+from faultkit import all_ages, converged_lab, healthy, not_reinstalled, record
 
 from routeflow.lab import checks, scenarios
 from routeflow.lab.faults import ContinuousPing
@@ -23,24 +22,7 @@ from routeflow.lab.runner import LabRun
 
 @pytest.fixture(scope="module")
 def lab():
-    base = "/tmp/routeflow-tests"
-    os.makedirs(base, mode=0o755, exist_ok=True)
-    run = LabRun(
-        lab_plan("rftest2"),
-        os.path.join(base, f"faults-{os.getpid()}"),
-        log_level=os.environ.get("ROUTEFLOW_LOG_LEVEL", "INFO"),
-    )
-    try:
-        run.start()
-        result = scenarios.CheckResult(lab="rftest2")
-        t0 = time.monotonic()
-        assert scenarios.converge(run, result, t0, 120), result.stages
-        assert scenarios.pingall_until_full(run, result, t0, 120), result.stages
-        yield run
-    finally:
-        run.stop()
-        if not os.environ.get("ROUTEFLOW_KEEP_RUNS"):
-            shutil.rmtree(run.run_dir, ignore_errors=True)
+    yield from converged_lab("rftest2", "faults")
 
 
 def test_rfproxy_sigkill_keeps_forwarding_and_reconciles(lab):

@@ -8,40 +8,19 @@ ovs-ofctl flow ages, the VMs' kernels, the etcd processes we started.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-import urllib.request
 
 import pytest
-from conftest import lab_plan
-from faultkit import all_ages, healthy, not_reinstalled, record
+from faultkit import all_ages, converged_lab, healthy, not_reinstalled, record
 
-from routeflow.lab import checks, scenarios
+from routeflow.lab import checks
 from routeflow.lab.faults import ContinuousPing
 from routeflow.lab.runner import LabRun
 
 
 @pytest.fixture(scope="module")
 def lab():
-    base = "/tmp/routeflow-tests"
-    os.makedirs(base, mode=0o755, exist_ok=True)
-    run = LabRun(
-        lab_plan("rftest2-ha"),
-        os.path.join(base, f"ha-{os.getpid()}"),
-        log_level=os.environ.get("ROUTEFLOW_LOG_LEVEL", "INFO"),
-    )
-    try:
-        run.start()
-        result = scenarios.CheckResult(lab="rftest2-ha")
-        t0 = time.monotonic()
-        assert scenarios.converge(run, result, t0, 120), result.stages
-        assert scenarios.pingall_until_full(run, result, t0, 120), result.stages
-        yield run
-    finally:
-        run.stop()
-        if not os.environ.get("ROUTEFLOW_KEEP_RUNS"):
-            shutil.rmtree(run.run_dir, ignore_errors=True)
+    yield from converged_lab("rftest2-ha", "ha")
 
 
 def status_of(run: LabRun, name: str) -> dict:
@@ -79,21 +58,6 @@ def route_reaches_switch(run: LabRun, prefix: str, timeout: float = 20) -> bool:
 def route_leaves_switch(run: LabRun, prefix: str, timeout: float = 20) -> bool:
     run.vm_node("A").cmd(f"ip route del {prefix}")
     return checks.wait_until(lambda: prefix not in checks.fib_flows(run, "A"), timeout, 0.2)
-
-
-def etcd_raft_leader(run: LabRun) -> int:
-    """Index of the etcd member that is raft leader (asked over etcd's HTTP gateway)."""
-    for i, endpoint in enumerate(run.etcd.endpoints):
-        if not run.etcd.alive(i):
-            continue
-        req = urllib.request.Request(
-            f"http://{endpoint}/v3/maintenance/status", data=b"{}", method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=2) as resp:
-            st = json.load(resp)
-        if st.get("leader") == st.get("header", {}).get("member_id"):
-            return i
-    raise AssertionError("no etcd member says it leads")
 
 
 def test_one_leader_one_standby(lab):
@@ -217,7 +181,8 @@ def test_etcd_member_loss_keeps_the_control_plane(lab):
     run = lab
     healthy(run)
     leader = run.leader()
-    victim = etcd_raft_leader(run)  # the hardest member to lose: raft must elect anew
+    victim = run.etcd.leader()  # the hardest member to lose: raft must elect anew
+    assert victim is not None, "no etcd member says it leads"
     before = all_ages(run)
     t_kill = time.monotonic()
     run.etcd.kill_member(victim)

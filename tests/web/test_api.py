@@ -113,6 +113,9 @@ def test_controllers_and_events(client):
     (ct,) = client.get("/api/controllers").json()
     assert ct["ct_id"] == 1 and ct["connected"] and ct["sessions"] == 1
     assert ct["switches"] == ["0x5", "0x6"] and ct["last_stats_time"] is not None
+    # One replica (an old-style register names none): it is the OpenFlow master.
+    assert ct["master"] == "ct1" and ct["replicas"] == {"ct1": "master"}, ct
+    assert ct["generation"] >= 1, ct
     events = client.get("/api/events").json()
     kinds = {e["kind"] for e in events}
     assert {"client", "controller", "association"} <= kinds

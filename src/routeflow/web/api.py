@@ -155,6 +155,12 @@ class ControllerOut(BaseModel):
     sessions: int
     switches: list[str]
     last_stats_time: float | None
+    #: The rfproxy replica rfserver made OpenFlow master (None: none connected).
+    master: str | None = None
+    #: Connected replicas and their roles ("master" | "slave" | "" not yet told).
+    replicas: dict[str, str] = {}
+    #: OpenFlow role generation id of the current master.
+    generation: int = 0
 
 
 class EventOut(BaseModel):

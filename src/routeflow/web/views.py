@@ -378,6 +378,9 @@ def controllers(server) -> list[dict[str, Any]]:
                 "sessions": sessions.get(("controller", ct), 0),
                 "switches": [hexid(dp) for dp, c in sorted(dps.items()) if c == ct],
                 "last_stats_time": max(last) if last else None,
+                "master": server.roles.master(ct),
+                "replicas": server.roles.replicas(ct),
+                "generation": server.roles.generation(ct),
             }
         )
     return out

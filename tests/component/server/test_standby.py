@@ -101,6 +101,15 @@ def servers(tmp_path):
         s.stop()
 
 
+def leader_and_standby(url: str, servers) -> tuple[HAServer, HAServer]:
+    """Start "a", wait until it leads, then "b", until it stands by."""
+    a = servers("a", url)
+    a.wait_role("leader")
+    b = servers("b", url)
+    b.wait_role("standby")
+    return a, b
+
+
 async def associate(address: str) -> list[ipc.Connection]:
     """A controller and a client bring both mapped ports to 'associated'."""
     ct = await ipc.open_connection(address)
@@ -139,11 +148,7 @@ def wait_for(pred, timeout: float) -> bool:
 
 
 def test_standby_takes_over_with_every_association(etcd1, prefix, servers):
-    url = etcd1.url(prefix)
-    a = servers("a", url)
-    a.wait_role("leader")
-    b = servers("b", url)
-    b.wait_role("standby")
+    a, b = leader_and_standby(etcd1.url(prefix), servers)
     assert b.status()["leader"] == "a"
     assert not os.path.exists(b.sock), "a standby must not listen"
 
@@ -179,11 +184,7 @@ def test_standby_takes_over_with_every_association(etcd1, prefix, servers):
 
 
 def test_sigterm_resigns_and_the_standby_leads_at_once(etcd1, prefix, servers):
-    url = etcd1.url(prefix)
-    a = servers("a", url)
-    a.wait_role("leader")
-    b = servers("b", url)
-    b.wait_role("standby")
+    a, b = leader_and_standby(etcd1.url(prefix), servers)
     t0 = time.monotonic()
     a.stop()  # SIGTERM: resign, do not make the standby wait for the lease
     b.wait_role("leader", timeout=TTL)
