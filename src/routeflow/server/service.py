@@ -15,13 +15,14 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from routeflow.rflib import auth, ipc
 from routeflow.rflib import protocol as p
-from routeflow.rflib.store import StateStore
+from routeflow.rflib.store import StateStore, StoreClosedError
 from routeflow.rflib.types import AssociationEntry, ConfigEntry, EntryState
 from routeflow.server.association import (
     AssociationTable,
@@ -131,6 +132,9 @@ class RFServer:
         self.started = time.time()
         #: Leader-election facts for the status (role, identity), set by standby.py.
         self.ha: dict = {}
+        #: Set when the store refuses our writes for good (another rfserver
+        #: leads: etcd fencing, or the store was closed): stop serving.
+        self.deposed = asyncio.Event()
         #: For the web view (routeflow.web): what each port said about itself, and
         #: how many sessions each peer opened (("client" | "controller", id) -> n).
         self.vm_ports: dict[tuple[int, int], p.PortRegister] = {}
@@ -156,6 +160,30 @@ class RFServer:
             ready.set()
         async with server:
             await server.serve_forever()
+
+    def _persist(self, what: str, write, *args) -> bool:
+        """One store write; a failure is an event, never a dead session.
+
+        A refused write (fenced: another rfserver leads) deposes this server;
+        an unreachable store leaves the change live but unpersisted, which
+        the operator must hear about (the next leader would not know it).
+        """
+        try:
+            write(*args)
+            return True
+        except StoreClosedError as exc:
+            self.counters["store_refused"] += 1
+            if not self.deposed.is_set():
+                self.event("store", f"state store refused {what}: {exc}", logging.ERROR)
+                self.deposed.set()
+        except (RuntimeError, OSError, sqlite3.Error) as exc:
+            self.counters["store_errors"] += 1
+            self.event(
+                "store",
+                f"state store write failed ({what}): {exc}; the change is live but not persisted",
+                logging.ERROR,
+            )
+        return False
 
     async def close_sessions(self) -> None:
         """Drop every peer (we are no longer the leader): they reconnect to whoever is."""
@@ -369,8 +397,11 @@ class RFServer:
         """Execute the role arbiter's decisions (see server.roles)."""
         for action in actions:
             if isinstance(action, Generation):
-                self.store.kv_put(
-                    f"{ROLE_GENERATION_PREFIX}{action.ct_id}", str(action.generation).encode()
+                self._persist(
+                    f"role generation of controller {action.ct_id}",
+                    self.store.kv_put,
+                    f"{ROLE_GENERATION_PREFIX}{action.ct_id}",
+                    str(action.generation).encode(),
                 )
             elif isinstance(action, Hold):
                 self.event(
@@ -508,7 +539,7 @@ class RFServer:
                 "config", f"config reload refused, keeping the old one: {exc}", logging.ERROR
             )
             return list(exc.errors) if isinstance(exc, ConfigError) else [str(exc)]
-        self.store.replace_config(config)
+        self._persist("the reloaded config", self.store.replace_config, config)
         self.event("config", f"config reloaded from {path}: {len(config)} mappings")
         self._write_status()
         self._background.add(task := asyncio.ensure_future(self._apply(actions)))
@@ -527,9 +558,9 @@ class RFServer:
             if isinstance(action, EntryChanged):
                 changed = True
                 if action.before is not None:
-                    self.store.delete_association(action.before)
+                    self._persist("an association", self.store.delete_association, action.before)
                 if action.after is not None:
-                    self.store.put_association(action.after)
+                    self._persist("an association", self.store.put_association, action.after)
                 before, after = action.before, action.after
                 for entry in (before, after):
                     if entry is not None and entry.vm_key is not None:
@@ -553,9 +584,9 @@ class RFServer:
         for key, nh_id in self.routing.take_allocation_changes().items():
             name = _nexthop_store_key(key)
             if nh_id is None:
-                self.store.kv_delete(name)
+                self._persist("a next-hop id", self.store.kv_delete, name)
             else:
-                self.store.kv_put(name, str(nh_id).encode())
+                self._persist("a next-hop id", self.store.kv_put, name, str(nh_id).encode())
         for (kind, ident), msgs in out.items():
             conn = (self.clients if kind == "vm" else self.proxies).get(ident)
             if conn is None:

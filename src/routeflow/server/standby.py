@@ -138,7 +138,15 @@ async def run_with_standby(
             await _wait_for_lease(view, election)
             took = time.monotonic()
             store.fence(election.key, election.fence_value)
-            server = make_server()
+            try:
+                server = make_server()  # reads the table from etcd
+            except RuntimeError as exc:  # etcd unreachable since we won: try again later
+                log.error("%s won the lease but cannot load the state: %s", identity, exc)
+                with contextlib.suppress(Exception):
+                    await election.resign()
+                store.fence(None, None)
+                await asyncio.sleep(1.0)
+                continue
             server.ha = {
                 "role": "leader",
                 "identity": identity,
@@ -153,18 +161,21 @@ async def run_with_standby(
             )
             serving = asyncio.ensure_future(serve(server))
             holding = asyncio.ensure_future(election.hold())
+            fenced = asyncio.ensure_future(server.deposed.wait())
+            tasks = (serving, holding, fenced)
             try:
-                done, _ = await asyncio.wait(
-                    {serving, holding}, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (serving, holding):
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(serving, holding, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
                 await server.close_sessions()
             if serving in done and serving.exception() is not None:
                 raise serving.exception()
-            log.error("%s lost the leader lease: closed every session, back to standby", identity)
+            why = "the store refused its writes" if fenced in done else "it lost the leader lease"
+            log.error("%s stops serving (%s): sessions closed, back to standby", identity, why)
+            with contextlib.suppress(Exception):  # etcd may be unreachable right now
+                await election.resign()
             store.fence(None, None)
     finally:
         with contextlib.suppress(Exception):

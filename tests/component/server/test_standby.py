@@ -241,3 +241,30 @@ def _accepts(path: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_losing_the_etcd_majority_leaves_no_leader_then_one(etcd3, prefix, servers):
+    """2 of 3 members down: nobody may lead (no split brain); back up: one leads."""
+    a, b = leader_and_standby(etcd3.url(prefix), servers)
+    survivor = etcd3.leader()
+    assert survivor is not None
+    for i in range(3):
+        if i != survivor:
+            etcd3.kill_member(i)
+    t0 = time.monotonic()
+    # The leader cannot refresh its lease: it stops serving within about the TTL.
+    assert wait_for(lambda: not _accepts(a.sock), TTL + 4), a.log.read_text()[-2000:]
+    stepped_down = time.monotonic() - t0
+    time.sleep(TTL)
+    assert not _accepts(a.sock) and not _accepts(b.sock), "someone serves without a majority"
+    print(f"leader stopped serving {stepped_down:.2f} s after losing the etcd majority")
+    for i in range(3):
+        if i != survivor:
+            etcd3.restart_member(i)
+    t1 = time.monotonic()
+    assert wait_for(lambda: _accepts(a.sock) or _accepts(b.sock), 20), (
+        a.log.read_text()[-2000:],
+        b.log.read_text()[-2000:],
+    )
+    print(f"a leader serves again {time.monotonic() - t1:.2f} s after the majority is back")
+    assert [_accepts(a.sock), _accepts(b.sock)].count(True) == 1
