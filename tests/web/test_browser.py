@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 @pytest.fixture
 def run_dir(request):
-    """Like tests/e2e: reachable by user frr; keeps only the screenshots afterwards."""
+    """Like tests/e2e: reachable by user frr; removed afterwards unless ROUTEFLOW_KEEP_RUNS."""
     if os.geteuid() != 0:
         pytest.skip("end-to-end labs need root")
     for tool in ("ovs-vswitchd", "mnexec", "vtysh", CHROMIUM):
@@ -47,14 +47,9 @@ def run_dir(request):
     os.chmod(base, 0o755)
     path = os.path.join(base, f"{request.node.name[:40]}-{os.getpid()}-{secrets.token_hex(2)}")
     yield path
-    if os.path.isdir(path):
-        for name in os.listdir(path):
-            if not name.endswith(".png"):
-                full = os.path.join(path, name)
-                if os.path.isdir(full):
-                    shutil.rmtree(full, ignore_errors=True)
-                else:
-                    os.remove(full)
+    if os.environ.get("ROUTEFLOW_KEEP_RUNS"):  # keep everything, screenshot included
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _wait(page_value, pred, timeout: float, what: str):
