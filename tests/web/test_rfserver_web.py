@@ -231,3 +231,37 @@ def test_web_listen_address(text, want):
     from routeflow.web.options import parse_listen
 
     assert parse_listen(text) == want
+
+
+def test_status_run_dir_finds_the_serving_rfserver(tmp_path):
+    """A lab with a standby records both web URLs; only the leader answers."""
+    import http.server
+    import threading
+
+    from routeflow.web.status import url_from_run_dir
+
+    class Summary(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"{}" if self.path == "/api/summary" else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    leader = http.server.HTTPServer(("127.0.0.1", 0), Summary)
+    threading.Thread(target=leader.serve_forever, daemon=True).start()
+    try:
+        standby = f"http://127.0.0.1:{free_port()}"  # a standby does not serve rfweb
+        serving = f"http://127.0.0.1:{leader.server_port}"
+        (tmp_path / "manifest.json").write_text(
+            json.dumps(
+                {"web_url": standby, "web_urls": {"rfserver-a": standby, "rfserver-b": serving}}
+            )
+        )
+        assert url_from_run_dir(str(tmp_path)) == serving
+    finally:
+        leader.shutdown()
+        leader.server_close()
