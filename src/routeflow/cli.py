@@ -268,13 +268,31 @@ def bench() -> None:
 @click.option("--run-dir", default=None, help="where logs and state go")
 @click.option("--log-level", default="WARNING", show_default=True)
 @click.option("--profile", "profile_dir", default=None, help="py-spy the daemons into this dir")
-def bench_fib(routes, json_path, prefixlen, frr, raw, run_dir, log_level, profile_dir) -> None:
+@click.option(
+    "--restart-proxy",
+    is_flag=True,
+    help="also SIGKILL and restart rfproxy with the routes loaded: time its reconciliation",
+)
+def bench_fib(
+    routes, json_path, prefixlen, frr, raw, run_dir, log_level, profile_dir, restart_proxy
+) -> None:
     """Kernel routes -> switch flows: routes/s against ovs-ofctl --bundle, RSS, next-hop change."""
     from routeflow.bench.fib import main_fib
 
     _require_root()
     sys.exit(
-        main_fib(routes, json_path, prefixlen, frr, raw, run_dir, log_level, console, profile_dir)
+        main_fib(
+            routes,
+            json_path,
+            prefixlen,
+            frr,
+            raw,
+            run_dir,
+            log_level,
+            console,
+            profile_dir,
+            restart_proxy=restart_proxy,
+        )
     )
 
 

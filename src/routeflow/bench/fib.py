@@ -11,6 +11,9 @@ rftest1. The benchmark:
 3. changes the gateway's MAC in the VM (``ip neigh replace``) and times until
    the switch's group carries the new MAC, checking that the N flows did not
    change (one group-mod, not N flow-mods);
+   (optionally, ``--restart-proxy``: SIGKILLs rfproxy, restarts it and times
+   until it has reconciled the switch, which must re-install and delete
+   nothing; its peak RSS during that is reported too);
 4. withdraws the N routes and times until the switch is back to its baseline;
 5. measures the raw baseline: the same N flows written straight to a fresh
    bridge of the same Open vSwitch with ``ovs-ofctl --bundle add-flows``
@@ -84,6 +87,13 @@ class FibBenchResult:
     progress: list[tuple[float, int]] = field(default_factory=list)  # (s, route flows)
     #: A host pinging its gateway (through the packet relay) while the routes load.
     relay_ping: dict[str, float] = field(default_factory=dict)
+    #: --restart-proxy: rfproxy SIGKILLed and restarted with the N routes on the
+    #: switch; seconds from the restart until it logged "reconciled switch".
+    restart_reconcile_s: float | None = None
+    #: The restarted rfproxy's peak RSS (VmHWM, MB), reconciliation included.
+    restart_rss_peak_mb: float | None = None
+    #: Its diff: flows_add/flows_delete/flows_unchanged, groups_*.
+    restart_diff: dict[str, int] = field(default_factory=dict)
     run_dir: str = ""
     command: str = ""
 
@@ -300,6 +310,7 @@ def run_fib_bench(
     timeout: float | None = None,
     progress=None,
     profile_dir: str | None = None,
+    restart_proxy: bool = False,
 ) -> FibBenchResult:
     """The whole benchmark; ``progress(text)`` is told what is happening."""
     say = progress or (lambda _text: None)
@@ -405,6 +416,12 @@ def run_fib_bench(
                 f"not {routes}"
             )
 
+        if restart_proxy:
+            say("SIGKILL rfproxy, restart it, wait for its reconciliation")
+            _restart_proxy(run, result, limit, profile_dir)
+            if table_active(run, bridge) != base + routes:
+                result.fail("the route flows changed across the rfproxy restart")
+
         say("changing the gateway's MAC in the VM")
         t0 = time.monotonic()
         node.cmd(f"{neigh} {NEW_MAC}")
@@ -458,12 +475,82 @@ def run_fib_bench(
             pid = _pid(run, name)
             hwm = _status_kb(pid, "VmHWM") if pid else None
             if hwm is not None:
-                result.rss_peak_mb[name.split("@")[0]] = round(hwm / 1024, 1)
+                key = name.split("@")[0]
+                # The rfproxy killed by --restart-proxy left its peak there.
+                result.rss_peak_mb[key] = max(round(hwm / 1024, 1), result.rss_peak_mb.get(key, 0))
         if result.rss_peak_mb:
             result.rss_peak_total_mb = round(sum(result.rss_peak_mb.values()), 1)
         say("tearing down")
         run.stop()
     return result
+
+
+_RECONCILED = re.compile(
+    r"reconciled switch (0x[0-9a-f]+): flows \+(\d+) -(\d+) =(\d+), "
+    r"groups \+(\d+) ~(\d+) -(\d+) =(\d+)"
+)
+_DIFF_FIELDS = (
+    "flows_add",
+    "flows_delete",
+    "flows_unchanged",
+    "groups_add",
+    "groups_modify",
+    "groups_delete",
+    "groups_unchanged",
+)
+
+
+def _restart_proxy(
+    run: LabRun, result: FibBenchResult, timeout: float, profile_dir: str | None
+) -> None:
+    """SIGKILL rfproxy, restart it at once, time it until its reconciliation is logged.
+
+    The restarted rfproxy logs at INFO (its "reconciled switch" line); the
+    clock starts when the new process is spawned.
+    """
+    old = _pid(run, "rfproxy")
+    hwm = _status_kb(old, "VmHWM") if old else None
+    if hwm is not None:
+        result.rss_peak_mb["rfproxy"] = round(hwm / 1024, 1)
+    log_path = os.path.join(run.run_dir, "rfproxy.log")
+    run.kill("rfproxy")
+    offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+    level, run.log_level = run.log_level, "INFO"
+    t0 = time.monotonic()
+    try:
+        run.start_proxy_process()
+    finally:
+        run.log_level = level
+    pid = _pid(run, "rfproxy")
+    profilers = []
+    if profile_dir and pid is not None:
+        profilers = _start_profilers(run, profile_dir, names=("rfproxy",), suffix="-restart")
+    found = None
+    deadline = t0 + timeout
+    try:
+        while time.monotonic() < deadline:
+            with open(log_path, errors="replace") as fh:
+                fh.seek(offset)
+                found = _RECONCILED.search(fh.read())
+            if found is not None:
+                result.restart_reconcile_s = round(time.monotonic() - t0, 3)
+                break
+            dead = run.procs.dead()
+            if dead:
+                raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
+            time.sleep(0.05)
+    finally:
+        _stop_profilers(profilers)
+    hwm = _status_kb(pid, "VmHWM") if pid else None
+    if hwm is not None:
+        result.restart_rss_peak_mb = round(hwm / 1024, 1)
+    if found is None:
+        result.fail(f"rfproxy did not reconcile the switch within {timeout:.0f} s of its restart")
+        return
+    result.restart_diff = dict(zip(_DIFF_FIELDS, map(int, found.groups()[1:]), strict=True))
+    d = result.restart_diff
+    if d["flows_add"] or d["flows_delete"] or d["groups_add"] or d["groups_modify"]:
+        result.fail(f"the restarted rfproxy re-installed or deleted state: {found.group(0)}")
 
 
 def _ping_summary(text: str) -> dict[str, float]:
@@ -477,16 +564,18 @@ def _ping_summary(text: str) -> dict[str, float]:
     return out
 
 
-def _start_profilers(run: LabRun, out_dir: str) -> list[subprocess.Popen]:
-    """py-spy on each daemon (collapsed stacks), for the load phase only."""
+def _start_profilers(
+    run: LabRun, out_dir: str, names: tuple[str, ...] = DAEMONS, suffix: str = ""
+) -> list[subprocess.Popen]:
+    """py-spy on each daemon (collapsed stacks), for the load (or restart) phase only."""
     os.makedirs(out_dir, exist_ok=True)
     spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     procs = []
-    for name in DAEMONS:
+    for name in names:
         pid = _pid(run, name)
         if pid is None:
             continue
-        out = os.path.join(out_dir, f"{name.split('@')[0]}.txt")
+        out = os.path.join(out_dir, f"{name.split('@')[0]}{suffix}.txt")
         procs.append(
             subprocess.Popen(
                 [
@@ -566,6 +655,15 @@ def print_result(result: FibBenchResult, console) -> None:
     t.add_row("withdraw all routes", _fmt(result.withdraw_s, " s", 3))
     t.add_row("withdraw rate", _fmt(result.withdraw_rate, " routes/s", 0))
     t.add_row("  of which the kernel unload", _fmt(result.kernel_unload_s, " s", 3))
+    if result.restart_diff or result.restart_reconcile_s is not None:
+        t.add_row("rfproxy restart -> switch reconciled", _fmt(result.restart_reconcile_s, " s", 3))
+        t.add_row("  peak RSS of the restarted rfproxy", _fmt(result.restart_rss_peak_mb, " MB", 1))
+        d = result.restart_diff
+        if d:
+            t.add_row(
+                "  its diff: flows +add -del =same",
+                f"+{d['flows_add']} -{d['flows_delete']} ={d['flows_unchanged']:,}",
+            )
     for name, mb in sorted(result.rss_peak_mb.items()):
         t.add_row(f"peak RSS {name}", _fmt(mb, " MB", 1))
     t.add_row("peak RSS, all daemons", _fmt(result.rss_peak_total_mb, " MB", 1))
@@ -591,6 +689,7 @@ def main_fib(
     log_level: str,
     console,
     profile_dir: str | None = None,
+    restart_proxy: bool = False,
 ) -> int:
     import logging
 
@@ -614,6 +713,7 @@ def main_fib(
                 log_level=log_level,
                 progress=lambda text: status.update(f"bench fib: {text}"),
                 profile_dir=profile_dir,
+                restart_proxy=restart_proxy,
             )
     except (KeyboardInterrupt, Terminated):
         console.print("[yellow]interrupted; lab torn down[/yellow]")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from os_ken.controller.handler import (
     set_ev_cls,
 )
 from os_ken.lib import hub
-from os_ken.ofproto import ofproto_v1_3
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from routeflow.proxy import fibwriter, reconcile
 from routeflow.proxy import openflow as of
@@ -352,7 +353,8 @@ class RFProxy(app_manager.OSKenApp):
             "group_xid": groups.xid,
             "flows": None,
             "groups": None,
-            "parts_f": [],
+            # The switch's flows, folded in reply part by reply part.
+            "actual": {},
             "parts_g": [],
         }
         dp.send_msg(flows)
@@ -378,22 +380,12 @@ class RFProxy(app_manager.OSKenApp):
             return
         del self._reconcile_jobs[dp.id]
         st = self.state.setdefault(dp.id, DatapathState())
-        desired_flows: dict[reconcile.FlowKey, tuple[str, of.FlowSpec]] = {}
         specs = list(of.base_flows())
         for dp_port, mac in st.router_ports.items():
             specs.extend(of.router_port_flows(dp_port, mac))
-        for entry in st.fib.values():
-            specs.extend(of.fib_flows(entry))
-        for spec in specs:
-            fm = _flow_mod(dp, spec, False)
-            key = (spec.table, spec.priority, _format_match(fm.match))
-            desired_flows[key] = (_format_instructions(fm.instructions), spec)
-        actual_by_key = {(f.table_id, f.priority, _format_match(f.match)): f for f in job["flows"]}
-        fdiff = reconcile.diff_flows(
-            {k: v[0] for k, v in desired_flows.items()},
-            {k: (_format_instructions(f.instructions), f.cookie) for k, f in actual_by_key.items()},
-            lambda c: c & 0xFFFF << 48 == of.COOKIE_RF,
-        )
+        desired_flows = reconcile.desired_flows(specs, st.fib.values())
+        actual_flows: reconcile.ActualFlows = job["actual"]
+        fdiff = reconcile.diff_flows(desired_flows, actual_flows, _is_ours)
         desired_groups = {
             gid: (_format_group(_group_mod(dp, of.nexthop_group(mod), "add")), mod)
             for gid, mod in st.groups.items()
@@ -407,10 +399,11 @@ class RFProxy(app_manager.OSKenApp):
         for gid in gdiff.modify:
             dp.send_msg(_group_mod(dp, of.nexthop_group(desired_groups[gid][1]), "modify"))
         for key in fdiff.add:
-            dp.send_msg(_flow_mod(dp, desired_flows[key][1], False))
+            spec = reconcile.source_spec(key, desired_flows[key][1])
+            dp.send_msg(_flow_mod(dp, spec, False))
         for key in fdiff.delete:
-            f = actual_by_key[key]
-            dp.send_msg(_delete_strict(dp, f.table_id, f.priority, f.match))
+            match = dp.ofproto_parser.OFPMatch.parser(actual_flows[key][2], 0)
+            dp.send_msg(_delete_strict(dp, key[0], key[1], match))
         for gid in gdiff.delete:
             dp.send_msg(_group_mod(dp, of.GroupSpec(gid, select=False), "delete"))
         dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
@@ -425,6 +418,15 @@ class RFProxy(app_manager.OSKenApp):
             len(gdiff.delete),
             gdiff.unchanged,
         )
+        for what, keys in (("re-added", fdiff.add), ("deleted", fdiff.delete)):
+            if keys:
+                log.info(
+                    "switch %#x: flows %s: %s%s",
+                    dp.id,
+                    what,
+                    "; ".join(f"table={t},priority={pr},{m}" for t, pr, m in keys[:5]),
+                    f" and {len(keys) - 5} more" if len(keys) > 5 else "",
+                )
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     @_guarded
@@ -618,9 +620,17 @@ class RFProxy(app_manager.OSKenApp):
         with self._lock:
             job = self._reconcile_jobs.get(dp.id)
             if job is not None and msg.xid == job["flow_xid"]:
-                job["parts_f"].extend(msg.body)
+                # Raw: os-ken's objects for a full table are what made a
+                # restart slow (see reconcile.read_flow_stats).
+                reconcile.read_flow_stats(
+                    msg.buf,
+                    dp.ofproto.OFP_MULTIPART_REPLY_SIZE,
+                    msg.msg_len,
+                    job["actual"],
+                    _parse_flow_stats_entry,
+                )
                 if not msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
-                    job["flows"] = job["parts_f"]
+                    job["flows"] = True
                     self._maybe_finish_reconcile(dp, job)
                 return
         parts = self._stats_parts.setdefault(dp.id, [])
@@ -731,6 +741,66 @@ def _port_is_up(ofp, port) -> bool:
 def _port_name(port) -> str:
     name = port.name
     return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+
+
+def _is_ours(cookie: int) -> bool:
+    return cookie & 0xFFFF << 48 == of.COOKIE_RF
+
+
+def _parse_flow_stats_entry(buf, offset: int) -> tuple[str, str]:
+    """(match, actions) text of one ofp_flow_stats entry, by os-ken (the slow path)."""
+    st = ofproto_v1_3_parser.OFPFlowStats.parser(buf, offset)
+    return _format_match(st.match), _format_instructions(st.instructions)
+
+
+class _LazyFlowStatsReply(ofproto_v1_3_parser.OFPFlowStatsReply):
+    """An OFPMP_FLOW reply whose ``body`` os-ken parses only when first read.
+
+    os-ken parses every multipart reply in its receive loop, before any
+    handler runs: for a full table that is a million OFPFlowStats with their
+    matches and instructions (seconds, and hundreds of MB). Reconciliation
+    reads the raw bytes (``msg.buf``, see reconcile.read_flow_stats); the
+    statistics poll reads ``body`` as before.
+    """
+
+    @property
+    def body(self):
+        body = self.__dict__.get("_body")
+        if body is None:
+            body = []
+            offset = ofproto_v1_3.OFP_MULTIPART_REPLY_SIZE
+            while offset < self.msg_len:
+                entry = ofproto_v1_3_parser.OFPFlowStats.parser(self.buf, offset)
+                body.append(entry)
+                offset += entry.length
+            self._body = body
+        return body
+
+    @body.setter
+    def body(self, value):
+        self._body = value
+
+
+# os-ken finds a message's event class by the message class's name.
+_LazyFlowStatsReply.__name__ = _LazyFlowStatsReply.__qualname__ = "OFPFlowStatsReply"
+_MP_HEAD = struct.Struct(ofproto_v1_3.OFP_MULTIPART_REPLY_PACK_STR)
+_os_ken_multipart_reply = ofproto_v1_3_parser._MSG_PARSERS[ofproto_v1_3.OFPT_MULTIPART_REPLY]
+
+
+def _multipart_reply(datapath, version, msg_type, msg_len, xid, buf):
+    """os-ken's multipart reply parser, except that flow statistics stay raw."""
+    type_, flags = _MP_HEAD.unpack_from(buf, ofproto_v1_3.OFP_HEADER_SIZE)
+    if type_ != ofproto_v1_3.OFPMP_FLOW:
+        return _os_ken_multipart_reply(datapath, version, msg_type, msg_len, xid, buf)
+    msg = _LazyFlowStatsReply(datapath)
+    msg.set_headers(version, msg_type, msg_len, xid)
+    msg.set_buf(buf)
+    msg.type = type_
+    msg.flags = flags
+    return msg
+
+
+ofproto_v1_3_parser._MSG_PARSERS[ofproto_v1_3.OFPT_MULTIPART_REPLY] = _multipart_reply
 
 
 def _format_match(match) -> str:
