@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import threading
 
 import pytest
@@ -74,6 +75,26 @@ FLOWS = [
         bytes=490,
     ),
 ]
+
+
+def rfserver_argv(tmp_path, listen: str, *extra: str) -> list[str]:
+    """Run the real rfserver daemon on CONFIG (memory store) listening on ``listen``."""
+    from routeflow.server.config import dump_config
+
+    cfg = tmp_path / "rfserver.csv"
+    cfg.write_text(dump_config(CONFIG))
+    return [
+        sys.executable,
+        "-m",
+        "routeflow.server",
+        "--config",
+        str(cfg),
+        "--store",
+        "memory:",
+        "--listen",
+        listen,
+        *extra,
+    ]
 
 
 def free_port() -> int:

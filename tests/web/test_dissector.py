@@ -11,16 +11,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from routeflow.rflib import ipc
 from routeflow.rflib import protocol as p
-from routeflow.server.config import dump_config
 
-from .conftest import CONFIG, MAC1, VM, free_port
+from .conftest import MAC1, VM, free_port, rfserver_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LUA = os.path.join(ROOT, "tools", "wireshark", "rfprotocol.lua")
@@ -80,21 +78,9 @@ async def _talk(address: str) -> None:
 
 def test_dissector_decodes_rfprotocol(tmp_path):
     tshark, dumpcap = _tools()
-    cfg = tmp_path / "rfserver.csv"
-    cfg.write_text(dump_config(CONFIG))
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "routeflow.server",
-            "--config",
-            str(cfg),
-            "--store",
-            "memory:",
-            "--listen",
-            f"tcp:127.0.0.1:{port}",
-        ],
+        rfserver_argv(tmp_path, f"tcp:127.0.0.1:{port}"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,9 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from routeflow.cli import main as cli
-from routeflow.server.config import dump_config
 
-from .conftest import CONFIG, TOPOLOGY, feed, free_port
+from .conftest import TOPOLOGY, feed, free_port, rfserver_argv
 
 TOKEN = "live-token-0123456789"
 
@@ -50,8 +48,6 @@ def _wait_ready(port: int, sock: str, proc: subprocess.Popen, timeout: float = 3
 @pytest.fixture
 def rfserver(tmp_path):
     """rfserver as the lab starts it, plus a token file; stopped by pid."""
-    cfg = tmp_path / "rfserver.csv"
-    cfg.write_text(dump_config(CONFIG))
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     topo = tmp_path / "topology.json"
@@ -59,15 +55,8 @@ def rfserver(tmp_path):
     sock = tmp_path / "rfserver.sock"
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "routeflow.server",
-            "--config",
-            str(cfg),
-            "--store",
-            "memory:",
-            "--listen",
+        rfserver_argv(
+            tmp_path,
             f"unix:{sock}",
             "--web",
             f"127.0.0.1:{port}",
@@ -75,7 +64,7 @@ def rfserver(tmp_path):
             str(token_file),
             "--topology",
             str(topo),
-        ],
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -160,21 +149,8 @@ def test_rfserver_serves_rfweb_in_its_loop(rfserver):
 
 
 def _run_server(args: list[str], tmp_path) -> subprocess.CompletedProcess:
-    cfg = tmp_path / "rfserver.csv"
-    cfg.write_text(dump_config(CONFIG))
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "routeflow.server",
-            "--config",
-            str(cfg),
-            "--store",
-            "memory:",
-            "--listen",
-            f"unix:{tmp_path / 's.sock'}",
-            *args,
-        ],
+        rfserver_argv(tmp_path, f"unix:{tmp_path / 's.sock'}", *args),
         capture_output=True,
         text=True,
         timeout=30,
