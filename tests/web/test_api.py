@@ -74,6 +74,7 @@ def test_vms_and_interfaces(client):
     v = vms["0x5"]
     assert v["name"] == "vm-A" and v["connected"] and v["sessions"] == 1
     assert v["dp_id"] == "0x5" and v["routes"] == 3
+    assert v["fib_entries"] == 4  # its 3 routes and the resolved neighbour's host route
     assert [i["ifname"] for i in v["interfaces"]] == ["eth1", "eth2", "eth3"]
     assert not vms["0x6"]["connected"]
     assert client.get(f"/api/vms/{VM:#x}").json() == v
@@ -91,6 +92,9 @@ def test_routes_and_fib(client):
     assert client.get("/api/routes", params={"vm_id": "0x5"}).json() == routes
     assert client.get("/api/routes", params={"vm_id": "0x6"}).json() == []
     assert client.get("/api/vms/0x5/routes").json() == routes
+    page = client.get("/api/routes", params={"limit": 1, "offset": 1})
+    assert page.json() == routes[1:2] and page.headers["X-Total-Count"] == str(len(routes))
+    assert client.get("/api/fib", params={"limit": 0}).status_code == 422
     fib = client.get("/api/fib", params={"dp_id": "0x5"}).json()
     assert {"10.9.0.0/16", "172.31.1.0/24", "172.31.1.1/32"} <= {f["prefix"] for f in fib}
     unicast = _by(fib, prefix="10.9.0.0/16")[0]

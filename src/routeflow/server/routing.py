@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -305,6 +306,25 @@ class RoutingTable:
             for installed in self._installed.values()
             for prefix, i in installed.items()
         ]
+
+    def installed_vms(self) -> list[int]:
+        """VMs with at least one route on their switch."""
+        return [vm for vm, installed in self._installed.items() if installed]
+
+    def installed_prefixes(self, vm_id: int) -> Collection[str]:
+        """The prefixes of ``vm_id`` that are on its switch (a live view, O(1) lookups)."""
+        return self._installed.get(vm_id, {}).keys()
+
+    def installed_entry(self, vm_id: int, prefix: str) -> tuple[int, int, FibEntry] | None:
+        """(ct_id, dp_id, entry) of one of ``vm_id``'s FIB entries, or None."""
+        i = self._installed.get(vm_id, {}).get(prefix)
+        return None if i is None else (i.ct_id, i.dp_id, i.entry(prefix))
+
+    def installed_switch(self, vm_id: int) -> tuple[int, int] | None:
+        """(ct_id, dp_id) where ``vm_id``'s FIB entries are, if it has any."""
+        for i in self._installed.get(vm_id, {}).values():
+            return i.ct_id, i.dp_id
+        return None
 
     def fib_counts(self) -> dict[tuple[int, int], int]:
         """(ct_id, dp_id) -> FIB entries installed there; O(switches), not O(routes)."""

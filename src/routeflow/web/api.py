@@ -146,6 +146,8 @@ class VmOut(BaseModel):
     dp_id: str | None
     interfaces: list[InterfaceOut]
     routes: int
+    #: FIB entries on its switch for its routes and resolved neighbours (host routes)
+    fib_entries: int = 0
 
 
 class ControllerOut(BaseModel):
@@ -247,6 +249,14 @@ def _id(value: str | None, field: str, where: str = "path") -> int | None:
 _bearer = HTTPBearer(auto_error=False, description="the token given to rfserver")
 
 IdPath = Annotated[str, Path(pattern=ID_PATTERN, description=ID_HELP, examples=["0x5"])]
+
+
+#: Paging of the lists that grow with the routing table (a full table is a
+#: million rows): X-Total-Count says how many there are in all.
+Limit = Annotated[
+    int | None, Query(ge=1, le=1_000_000, description="at most this many rows (default: all)")
+]
+Offset = Annotated[int, Query(ge=0, description="skip this many rows first")]
 
 
 def _id_query(description: str):
@@ -365,11 +375,15 @@ def create_app(
         raise HTTPException(404, f"no VM with vm_id {ident}")
 
     @app.get("/api/vms/{vm_id}/routes", tags=["vms"], summary="A VM's routes", responses=NOT_FOUND)
-    def vm_routes(vm_id: IdPath) -> list[RouteOut]:
+    def vm_routes(
+        vm_id: IdPath, response: Response, limit: Limit = None, offset: Offset = 0
+    ) -> list[RouteOut]:
         vm_int = _id(vm_id, "vm_id")
         if not any(v["vm_id"] == views.hexid(vm_int) for v in views.vms(server, topology)):
             raise HTTPException(404, f"no VM with vm_id {vm_int:#x}")
-        return [RouteOut(**r) for r in views.routes(server, vm_int)]
+        rows, total = views.routes(server, vm_int, limit, offset)
+        response.headers["X-Total-Count"] = str(total)
+        return [RouteOut(**r) for r in rows]
 
     @app.get("/api/associations", tags=["state"], summary="The association table")
     def associations(
@@ -382,15 +396,25 @@ def create_app(
 
     @app.get("/api/routes", tags=["state"], summary="Routes per VM (as the VMs reported them)")
     def routes(
+        response: Response,
         vm_id: Annotated[str | None, _id_query("only this VM")] = None,
+        limit: Limit = None,
+        offset: Offset = 0,
     ) -> list[RouteOut]:
-        return [RouteOut(**r) for r in views.routes(server, _id(vm_id, "vm_id", "query"))]
+        rows, total = views.routes(server, _id(vm_id, "vm_id", "query"), limit, offset)
+        response.headers["X-Total-Count"] = str(total)
+        return [RouteOut(**r) for r in rows]
 
     @app.get("/api/fib", tags=["state"], summary="FIB entries rfserver asked switches to hold")
     def fib(
+        response: Response,
         dp_id: Annotated[str | None, _id_query("only this switch")] = None,
+        limit: Limit = None,
+        offset: Offset = 0,
     ) -> list[FibOut]:
-        return [FibOut(**r) for r in views.fib(server, _id(dp_id, "dp_id", "query"))]
+        rows, total = views.fib(server, _id(dp_id, "dp_id", "query"), limit, offset)
+        response.headers["X-Total-Count"] = str(total)
+        return [FibOut(**r) for r in rows]
 
     @app.get("/api/flows", tags=["switches"], summary="Flows and counters of every switch")
     def flows(

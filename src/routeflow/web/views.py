@@ -163,24 +163,36 @@ def _vm_switch(server) -> dict[int, tuple[int, int]]:
     return out
 
 
-def _installed_by_dp(server) -> dict[tuple[int, int], dict[str, Any]]:
-    out: dict[tuple[int, int], dict[str, Any]] = defaultdict(dict)
-    for ct, dp, entry in server.routing.installed():
-        out[(ct, dp)][entry.prefix] = entry
-    return out
+def _page(groups, limit: int | None, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """Rows ``offset`` .. ``offset + limit`` of groups given in order as (size, rows(lo, hi)).
 
-
-def routes(server, vm_id: int | None = None) -> list[dict[str, Any]]:
-    """Routes as each VM reported them, with whether the switch has them installed."""
-    installed = _installed_by_dp(server)
-    where = _vm_switch(server)
-    rows = []
-    for vm, table in sorted(server.routing.routes.items()):
-        if vm_id is not None and vm != vm_id:
+    A full table is a million routes: only the rows of the page are built;
+    the other groups only count.
+    """
+    rows: list[dict[str, Any]] = []
+    total = 0
+    for size, make_rows in groups:
+        start = total
+        total += size
+        if (limit is not None and len(rows) >= limit) or total <= offset or size == 0:
             continue
-        fib = installed.get(where.get(vm, (-1, -1)), {})
-        for prefix, route in sorted(table.items()):
-            rows.append(
+        lo = max(0, offset - start)
+        hi = size if limit is None else min(size, lo + limit - len(rows))
+        rows.extend(make_rows(lo, hi))
+    return rows, total
+
+
+def routes(
+    server, vm_id: int | None = None, limit: int | None = None, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """Routes as each VM reported them, with whether the switch has them installed."""
+
+    def make_rows(vm: int, table: dict, lo: int, hi: int) -> list[dict[str, Any]]:
+        installed = server.routing.installed_prefixes(vm)
+        out = []
+        for prefix in sorted(table)[lo:hi]:
+            route = table[prefix]
+            out.append(
                 {
                     "vm_id": hexid(vm),
                     "prefix": prefix,
@@ -189,29 +201,58 @@ def routes(server, vm_id: int | None = None) -> list[dict[str, Any]]:
                         {"vm_port": nh.vm_port, "gateway": nh.gateway, "weight": nh.weight}
                         for nh in route.nexthops
                     ],
-                    "installed": prefix in fib,
+                    "installed": prefix in installed,
                 }
             )
-    return rows
+        return out
+
+    groups = [
+        (len(table), lambda lo, hi, vm=vm, table=table: make_rows(vm, table, lo, hi))
+        for vm, table in sorted(server.routing.routes.items())
+        if vm_id is None or vm == vm_id
+    ]
+    return _page(groups, limit, offset)
 
 
-def fib(server, dp_id: int | None = None) -> list[dict[str, Any]]:
-    rows = []
-    for ct, dp, e in server.routing.installed():
-        if dp_id is not None and dp != dp_id:
-            continue
-        rows.append(
-            {
-                "ct_id": ct,
-                "dp_id": hexid(dp),
-                "prefix": e.prefix,
-                "kind": e.kind.name.lower(),
-                "nexthop_id": e.nexthop_id,
-                "dp_port": e.dp_port,
-            }
+def fib(
+    server, dp_id: int | None = None, limit: int | None = None, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """FIB entries by switch, then prefix (as text)."""
+    routing = server.routing
+    vms_by_dp: dict[int, list[int]] = defaultdict(list)
+    for vm in routing.installed_vms():
+        where = routing.installed_switch(vm)
+        if where is not None:
+            vms_by_dp[where[1]].append(vm)
+
+    def make_rows(dp: int, lo: int, hi: int) -> list[dict[str, Any]]:
+        keys = sorted(
+            (prefix, vm) for vm in vms_by_dp[dp] for prefix in routing.installed_prefixes(vm)
         )
-    rows.sort(key=lambda r: (int(r["dp_id"], 16), r["prefix"]))
-    return rows
+        out = []
+        for prefix, vm in keys[lo:hi]:
+            ct, d, e = routing.installed_entry(vm, prefix)
+            out.append(
+                {
+                    "ct_id": ct,
+                    "dp_id": hexid(d),
+                    "prefix": e.prefix,
+                    "kind": e.kind.name.lower(),
+                    "nexthop_id": e.nexthop_id,
+                    "dp_port": e.dp_port,
+                }
+            )
+        return out
+
+    groups = [
+        (
+            sum(len(routing.installed_prefixes(vm)) for vm in vms_by_dp[dp]),
+            lambda lo, hi, dp=dp: make_rows(dp, lo, hi),
+        )
+        for dp in sorted(vms_by_dp)
+        if dp_id is None or dp == dp_id
+    ]
+    return _page(groups, limit, offset)
 
 
 # --- flows (from the proxies' DatapathStats) ------------------------------------------
@@ -282,8 +323,8 @@ def switches(server, topology: dict | None = None) -> list[dict[str, Any]]:
     assoc = associations(server)
     down = _links_down(server)
     fib_count: dict[int, int] = defaultdict(int)
-    for _ct, dp, _e in server.routing.installed():
-        fib_count[dp] += 1
+    for (_ct, dp), n in server.routing.fib_counts().items():  # no walk of a full table
+        fib_count[dp] += n
     out = []
     for dp, ct in sorted(_switch_ids(server).items()):
         h = hexid(dp)
@@ -356,6 +397,7 @@ def vms(server, topology: dict | None = None) -> list[dict[str, Any]]:
                 "dp_id": hexid(sw[1]) if sw else None,
                 "interfaces": ifaces,
                 "routes": len(server.routing.routes.get(vm, {})),
+                "fib_entries": len(server.routing.installed_prefixes(vm)),
             }
         )
     return out
@@ -450,7 +492,7 @@ def summary(server, topology: dict | None = None) -> dict[str, Any]:
         "associations": sum(states.values()),
         "associations_by_state": states,
         "routes": sum(len(r) for r in server.routing.routes.values()),
-        "fib_entries": len(server.routing.installed()),
+        "fib_entries": sum(server.routing.fib_counts().values()),
         "nexthops": server.routing.nexthop_count(),
         "flows": sum(s["flows"] for s in sw),
         "flow_packets": sum(s["packets"] for s in sw),
