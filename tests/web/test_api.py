@@ -191,6 +191,7 @@ def test_event_stream_sends_a_snapshot(client):
         "events",
     }
     assert len(snap["flows"]) == 3 and snap["summary"]["flow_packets"] == 112
+    assert snap["routes"] == client.get("/api/routes").json()  # the same rows as the API
 
 
 def test_metrics(client):

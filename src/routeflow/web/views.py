@@ -618,6 +618,11 @@ def topology(server, base: dict | None = None) -> dict[str, Any]:
     }
 
 
+#: Routes the live page lists (it is re-sent on every change; a full table
+#: is browsed with /api/routes?limit=&offset= instead).
+LIVE_ROUTES = 1000
+
+
 def snapshot(server, base: dict | None = None, events_limit: int = 50) -> dict[str, Any]:
     """Everything the live page shows, in one document (sent on every change)."""
     flow_rows = []
@@ -628,7 +633,7 @@ def snapshot(server, base: dict | None = None, events_limit: int = 50) -> dict[s
         "summary": summary(server, base),
         "topology": topology(server, base),
         "associations": associations(server),
-        "routes": routes(server),
+        "routes": routes(server, limit=LIVE_ROUTES)[0],
         "flows": flow_rows,
         "controllers": controllers(server),
         "events": events(server, events_limit),
