@@ -92,6 +92,8 @@ class FibBenchResult:
     restart_reconcile_s: float | None = None
     #: The restarted rfproxy's peak RSS (VmHWM, MB), reconciliation included.
     restart_rss_peak_mb: float | None = None
+    #: The killed rfproxy's RSS (VmRSS, MB) just before: its steady state.
+    restart_rss_before_mb: float | None = None
     #: Its diff: flows_add/flows_delete/flows_unchanged, groups_*.
     restart_diff: dict[str, int] = field(default_factory=dict)
     run_dir: str = ""
@@ -512,6 +514,9 @@ def _restart_proxy(
     hwm = _status_kb(old, "VmHWM") if old else None
     if hwm is not None:
         result.rss_peak_mb["rfproxy"] = round(hwm / 1024, 1)
+    rss = _status_kb(old, "VmRSS") if old else None
+    if rss is not None:
+        result.restart_rss_before_mb = round(rss / 1024, 1)
     log_path = os.path.join(run.run_dir, "rfproxy.log")
     run.kill("rfproxy")
     offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
@@ -658,6 +663,7 @@ def print_result(result: FibBenchResult, console) -> None:
     if result.restart_diff or result.restart_reconcile_s is not None:
         t.add_row("rfproxy restart -> switch reconciled", _fmt(result.restart_reconcile_s, " s", 3))
         t.add_row("  peak RSS of the restarted rfproxy", _fmt(result.restart_rss_peak_mb, " MB", 1))
+        t.add_row("  RSS of rfproxy before the kill", _fmt(result.restart_rss_before_mb, " MB", 1))
         d = result.restart_diff
         if d:
             t.add_row(

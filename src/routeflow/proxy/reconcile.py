@@ -12,12 +12,12 @@ how we happened to build the message.
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from routeflow.proxy import openflow as of
-from routeflow.proxy.fastof import parse_prefix
 from routeflow.rflib.protocol import FibEntry, RouteKind
 
 #: (table, priority, normalised match) identifies a flow on a switch.
@@ -99,6 +99,7 @@ def _dotted(value: int) -> str:
 
 
 _MASK_TEXT = tuple(_dotted(m) for m in _MASKS)
+_PLEN = {str(n): n for n in range(33)}
 _ROUTE_MATCH_HEAD = f"eth_type={of.ETH_TYPE_IPV4},ipv4_dst="
 
 
@@ -156,22 +157,34 @@ def desired_flows(
     for spec in specs:
         key, text = spec_flow(spec)
         out[key] = (text, spec)
-    parse = parse_prefix
     table = of.TABLE_FIB
     base = of.PRIO_ROUTE_BASE
     head = _ROUTE_MATCH_HEAD
     masks = _MASK_TEXT
+    plens = _PLEN
+    aton = socket.inet_aton
+    ntoa = socket.inet_ntoa
+    from_bytes = int.from_bytes
+    group_texts: dict[int, str] = {}  # one string per next hop, not per route
     for entry in fib:
         if entry.kind == _UNICAST:
-            try:
-                net, plen = parse(entry.prefix)
-            except ValueError:
-                pass  # not canonical: the general path below copes
-            else:
-                addr = _dotted(net)
-                m = head + addr if plen == 32 else f"{head}{addr}/{masks[plen]}"
-                out[(table, base + plen, m)] = (f"group:{entry.nexthop_id}", entry)
-                continue
+            addr, sep, plen_text = entry.prefix.partition("/")
+            plen = plens.get(plen_text) if sep else 32
+            if plen and addr.count(".") == 3:  # not /0: no ipv4_dst field (openflow.py)
+                try:
+                    raw = aton(addr)
+                except OSError:
+                    raw = b""
+                # Host bits set (never from rfserver): the general path below.
+                if raw and from_bytes(raw, "big") & _MASKS[plen] == from_bytes(raw, "big"):
+                    addr = ntoa(raw)
+                    m = head + addr if plen == 32 else f"{head}{addr}/{masks[plen]}"
+                    nh = entry.nexthop_id
+                    text = group_texts.get(nh)
+                    if text is None:
+                        text = group_texts[nh] = f"group:{nh}"
+                    out[(table, base + plen, m)] = (text, entry)
+                    continue
         for spec in of.fib_flows(entry):
             key, text = spec_flow(spec)
             out[key] = (text, spec)
@@ -310,6 +323,21 @@ def _instructions(buf, pos: int, end: int) -> str:
     return ",".join(out) or "drop"
 
 
+# A route flow (eth_type=IPv4, ipv4_dst, apply group), as OVS reports it: the
+# bulk of a full table, decoded with one unpack. Anything that differs in any
+# header takes the general path above.
+_HEAD = "!HBxIIHHHH4xQQQ"
+_ROUTE_W = struct.Struct(_HEAD + "HHIHIII2x" + "HH4xHHI")  # ipv4_dst with mask
+_ROUTE_H = struct.Struct(_HEAD + "HHIHII6x" + "HH4xHHI")  # ipv4_dst exact (/32)
+assert _ROUTE_W.size == _ROUTE_H.size == 88
+_OXM_ETH_TYPE = 0x80000A02
+_OXM_IPV4_DST = 0x80001804
+_OXM_IPV4_DST_W = 0x80001908
+#: "group:N" per next hop, shared by all the routes through it (memory).
+_GROUP_TEXTS: dict[int, str] = {}
+_MASK_TEXT_BY_INT = {m: t for m, t in zip(_MASKS, _MASK_TEXT, strict=True)}
+
+
 #: Key -> (actions text, cookie, the entry's ofp_match bytes: for a delete).
 ActualFlows = dict[FlowKey, tuple[str, int, bytes]]
 
@@ -328,6 +356,15 @@ def read_flow_stats(
     """
     unpack = _STATS_HEAD.unpack_from
     hh = _HH.unpack_from
+    route_w = _ROUTE_W.unpack_from
+    route_h = _ROUTE_H.unpack_from
+    u32 = _U32.pack
+    ntoa = socket.inet_ntoa
+    mask_texts = _MASK_TEXT_BY_INT
+    eth_ip = f"eth_type={of.ETH_TYPE_IPV4},ipv4_dst="
+    group_texts = _GROUP_TEXTS
+    if len(group_texts) > 65536:
+        group_texts.clear()
     n = 0
     while offset < end:
         length, table, _s, _ns, prio, _i, _h, _f, cookie, _p, _b = unpack(buf, offset)
@@ -336,13 +373,35 @@ def read_flow_stats(
         mend = mpos + ((mlen + 7) & ~7)
         if length < 56 or mend > offset + length:
             raise ValueError(f"malformed flow stats entry at {offset}")
-        try:
-            if mtype != 1:  # OFPMT_OXM
-                raise _Unusual
-            mtext = _match(buf, mpos + 4, mpos + mlen)
-            atext = _instructions(buf, mend, offset + length)
-        except (_Unusual, struct.error, IndexError):
-            mtext, atext = fallback(buf, offset)
+        mtext = None
+        if length == 88 and mtype == 1 and (mlen == 22 or mlen == 18):
+            if mlen == 22:
+                *_, eh, ev, ih, addr, mask, it, il, at, al, gid = route_w(buf, offset)
+                ok = ih == _OXM_IPV4_DST_W
+            else:
+                *_, eh, ev, ih, addr, it, il, at, al, gid = route_h(buf, offset)
+                mask = None
+                ok = ih == _OXM_IPV4_DST
+            if (
+                ok
+                and eh == _OXM_ETH_TYPE
+                and ev == of.ETH_TYPE_IPV4
+                and (it, il, at, al) == (_OFPIT_APPLY_ACTIONS, 16, _OFPAT_GROUP, 8)
+            ):
+                mtext = eth_ip + ntoa(u32(addr))
+                if mask is not None:
+                    mtext += "/" + (mask_texts.get(mask) or ntoa(u32(mask)))
+                atext = group_texts.get(gid)
+                if atext is None:
+                    atext = group_texts[gid] = f"group:{gid}"
+        if mtext is None:
+            try:
+                if mtype != 1:  # OFPMT_OXM
+                    raise _Unusual
+                mtext = _match(buf, mpos + 4, mpos + mlen)
+                atext = _instructions(buf, mend, offset + length)
+            except (_Unusual, struct.error, IndexError):
+                mtext, atext = fallback(buf, offset)
         into[(table, prio, mtext)] = (atext, cookie, bytes(buf[mpos:mend]))
         offset += length
         n += 1

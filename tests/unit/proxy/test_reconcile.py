@@ -1,0 +1,284 @@
+"""The fast reconciliation path gives exactly the diff of the old (os-ken object) path.
+
+Old path, kept here as the reference: an os-ken OFPFlowMod per desired flow
+and os-ken's parse of every flow-stats entry, both formatted by
+app._format_match / app._format_instructions. Fast path: reconcile.desired_flows
+from our own specs and reconcile.read_flow_stats on the raw reply bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from os_ken.controller import ofp_event
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+from routeflow.proxy import app, reconcile
+from routeflow.proxy import openflow as of
+from routeflow.rflib.protocol import FibEntry, RouteKind
+
+
+class _Datapath:
+    ofproto = ofproto_v1_3
+    ofproto_parser = ofproto_v1_3_parser
+    id = 0x99
+
+
+DP = _Datapath()
+P = ofproto_v1_3_parser
+OFP = ofproto_v1_3
+FOREIGN_COOKIE = 0x1234
+
+
+# --- the old path -------------------------------------------------------------------------
+
+
+def old_desired(specs: list[of.FlowSpec], fib: list[FibEntry]) -> dict:
+    for entry in fib:
+        specs = specs + of.fib_flows(entry)
+    out = {}
+    for spec in specs:
+        fm = app._flow_mod(DP, spec, False)
+        out[(spec.table, spec.priority, app._format_match(fm.match))] = app._format_instructions(
+            fm.instructions
+        )
+    return out
+
+
+def old_actual(body: bytes) -> dict:
+    out = {}
+    offset = 0
+    while offset < len(body):
+        f = P.OFPFlowStats.parser(body, offset)
+        key = (f.table_id, f.priority, app._format_match(f.match))
+        out[key] = (app._format_instructions(f.instructions), f.cookie)
+        offset += f.length
+    return out
+
+
+def stats_entry(fm) -> bytes:
+    """The ofp_flow_stats entry a switch would report for flow-mod ``fm``."""
+    fm.set_xid(1)
+    fm.serialize()
+    rest = bytes(fm.buf[48:])  # ofp_match and instructions, as the switch echoes them
+    head = struct.pack(
+        "!HBxIIHHHH4xQQQ", 48 + len(rest), fm.table_id, 7, 8, fm.priority, 0, 0, 0,
+        fm.cookie, 10, 1000,
+    )  # fmt: skip
+    return head + rest
+
+
+# --- random states --------------------------------------------------------------------------
+
+macs = st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":"))
+ports = st.integers(1, 0xFFFFFF00)
+prefixes = st.builds(
+    lambda addr, plen: str(ipaddress.IPv4Network((addr, plen), strict=False)),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 32),
+)
+entries = st.builds(
+    lambda prefix, kind, nh, port: FibEntry(
+        prefix=prefix,
+        kind=kind,
+        nexthop_id=nh if kind == RouteKind.UNICAST else 0,
+        dp_port=port if kind != RouteKind.UNICAST else 0,
+    ),
+    prefixes,
+    st.sampled_from(list(RouteKind)),
+    st.integers(0, 2**32 - 1),
+    ports,
+)
+router_ports = st.dictionaries(ports, macs, max_size=4)
+#: Actions of flows somebody else put on the switch (or ours, changed).
+other_actions = st.lists(
+    st.one_of(
+        st.builds(of.Output, ports),
+        st.just(of.ToController()),
+        st.builds(of.Group, st.integers(0, 2**32 - 1)),
+        st.builds(of.SetEthSrc, macs),
+        st.builds(of.SetEthDst, macs),
+        st.just(of.DecTtl()),
+        st.builds(of.Goto, st.integers(1, 5)),
+    ),
+    max_size=4,
+).map(tuple)
+
+
+def base_specs(rports: dict[int, str]) -> list[of.FlowSpec]:
+    specs = list(of.base_flows())
+    for port, mac in rports.items():
+        specs.extend(of.router_port_flows(port, mac))
+    return specs
+
+
+@settings(max_examples=300, deadline=None)
+@given(router_ports, st.lists(entries, max_size=20))
+def test_desired_texts_are_the_old_ones(rports, fib):
+    specs = base_specs(rports)
+    fast = reconcile.desired_flows(specs, fib)
+    assert {k: v[0] for k, v in fast.items()} == old_desired(specs, fib)
+    for key, (_text, source) in fast.items():
+        spec = reconcile.source_spec(key, source)
+        assert reconcile.spec_flow(spec)[0] == key
+
+
+def _unusual_flow_mods(data) -> list:
+    """Flows routeflow never installs: the raw parser hands them to os-ken."""
+    return [
+        P.OFPFlowMod(
+            DP, table_id=0, priority=5, cookie=FOREIGN_COOKIE,
+            match=P.OFPMatch(eth_type=0x0800, ip_proto=6, tcp_dst=data.draw(st.integers(0, 65535))),
+            instructions=[P.OFPInstructionActions(OFP.OFPIT_APPLY_ACTIONS, [P.OFPActionPopVlan()])],
+        ),
+        P.OFPFlowMod(
+            DP, table_id=1, priority=7, cookie=of.cookie(of.Kind.ROUTE),
+            match=P.OFPMatch(eth_dst=("01:00:00:00:00:00", "01:00:00:00:00:00"), vlan_vid=0x1005),
+            instructions=[P.OFPInstructionWriteMetadata(5, 0xFF), P.OFPInstructionGotoTable(2)],
+        ),
+        P.OFPFlowMod(
+            DP, table_id=0, priority=9, cookie=FOREIGN_COOKIE,
+            match=P.OFPMatch(in_port=3, eth_src=data.draw(macs)),
+            instructions=[P.OFPInstructionActions(
+                OFP.OFPIT_APPLY_ACTIONS, [P.OFPActionSetField(ipv4_dst="10.0.0.1")]
+            )],
+        ),
+    ]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(router_ports, st.lists(entries, max_size=20), st.data())
+def test_raw_flow_stats_and_diff_are_the_old_ones(rports, fib, data):
+    """Switch = desired, perturbed: flows missing, actions changed, stale ours, foreign."""
+    specs = base_specs(rports)
+    for entry in fib:
+        specs = specs + of.fib_flows(entry)
+    on_switch = []
+    for spec in specs:
+        fate = data.draw(st.sampled_from(["same", "same", "missing", "changed", "foreign"]))
+        if fate == "missing":
+            continue
+        if fate == "changed":
+            spec = of.FlowSpec(
+                spec.table, spec.priority, spec.match, data.draw(other_actions), spec.cookie
+            )
+        elif fate == "foreign":
+            spec = of.FlowSpec(spec.table, spec.priority, spec.match, spec.actions, FOREIGN_COOKIE)
+        on_switch.append(app._flow_mod(DP, spec, False))
+    for entry in data.draw(st.lists(entries, max_size=5)):  # stale: ours, or someone else's
+        for spec in of.fib_flows(entry):
+            cookie = data.draw(st.sampled_from([spec.cookie, FOREIGN_COOKIE, 0]))
+            spec = of.FlowSpec(
+                spec.table, spec.priority, spec.match, data.draw(other_actions), cookie
+            )
+            on_switch.append(app._flow_mod(DP, spec, False))
+    on_switch += _unusual_flow_mods(data)
+    # A switch keeps one flow per key: the last one written.
+    body = b"".join(stats_entry(fm) for fm in on_switch)
+
+    fast_actual: reconcile.ActualFlows = {}
+    n = reconcile.read_flow_stats(body, 0, len(body), fast_actual, app._parse_flow_stats_entry)
+    assert n == len(on_switch)
+    old = old_actual(body)
+    assert {k: v[:2] for k, v in fast_actual.items()} == old
+    for key, (_t, _c, match_bytes) in fast_actual.items():  # the match a delete would carry
+        assert app._format_match(P.OFPMatch.parser(match_bytes, 0)) == key[2]
+
+    fast = reconcile.diff_flows(
+        reconcile.desired_flows(base_specs(rports), fib), fast_actual, app._is_ours
+    )
+    slow = reconcile.diff_flows(old_desired(base_specs(rports), fib), old, app._is_ours)
+    assert (sorted(fast.add), sorted(fast.delete), fast.unchanged) == (
+        sorted(slow.add), sorted(slow.delete), slow.unchanged,
+    )  # fmt: skip
+
+
+def test_foreign_kept_changed_readded_stale_deleted():
+    route = FibEntry(prefix="10.1.2.0/24", kind=RouteKind.UNICAST, nexthop_id=7)
+    other = FibEntry(prefix="10.9.0.0/16", kind=RouteKind.UNICAST, nexthop_id=7)
+    (spec,) = of.fib_flows(route)
+    (stale,) = of.fib_flows(FibEntry(prefix="198.18.0.0/24", kind=RouteKind.UNICAST, nexthop_id=7))
+    foreign = of.FlowSpec(
+        1, 1024, (("eth_type", 0x0800), ("ipv4_dst", ("203.0.113.0", "255.255.255.0"))), (), 0x42
+    )
+    changed = of.FlowSpec(spec.table, spec.priority, spec.match, (of.Group(8),), spec.cookie)
+    on_switch = (*of.base_flows(), changed, stale, foreign)
+    body = b"".join(stats_entry(app._flow_mod(DP, s, False)) for s in on_switch)
+    actual: reconcile.ActualFlows = {}
+
+    def fallback(buf, offset):
+        raise AssertionError("routeflow's own flows are read without os-ken")
+
+    reconcile.read_flow_stats(body, 0, len(body), actual, fallback)
+    d = reconcile.diff_flows(
+        reconcile.desired_flows(of.base_flows(), [route, other]), actual, app._is_ours
+    )
+    assert sorted(d.add) == sorted(
+        [
+            (1, 1024, "eth_type=2048,ipv4_dst=10.1.2.0/255.255.255.0"),  # group 8 -> 7
+            (1, 1016, "eth_type=2048,ipv4_dst=10.9.0.0/255.255.0.0"),  # missing
+        ]
+    )
+    assert d.delete == [(1, 1024, "eth_type=2048,ipv4_dst=198.18.0.0/255.255.255.0")]
+    assert d.unchanged == 2  # the table-miss flows; the foreign flow is left alone
+
+
+def _reply(entries: list[bytes], more: bool) -> bytes:
+    body = b"".join(entries)
+    flags = OFP.OFPMPF_REPLY_MORE if more else 0
+    return (
+        struct.pack(
+            "!BBHIHH4x", 4, OFP.OFPT_MULTIPART_REPLY, 16 + len(body), 9, OFP.OFPMP_FLOW, flags
+        )
+        + body
+    )
+
+
+def test_flow_stats_replies_stay_raw_until_body_is_read():
+    flows = [app._flow_mod(DP, s, False) for s in of.router_port_flows(1, "02:00:00:00:00:01")]
+    raw = _reply([stats_entry(fm) for fm in flows], more=True)
+    msg = ofproto_v1_3_parser.msg_parser(DP, 4, OFP.OFPT_MULTIPART_REPLY, len(raw), 9, raw)
+    assert isinstance(msg, P.OFPFlowStatsReply)
+    assert "_body" in msg.__dict__ and msg.__dict__["_body"] is None  # not parsed yet
+    assert type(ofp_event.ofp_msg_to_ev(msg)) is ofp_event.EventOFPFlowStatsReply
+    assert msg.flags == OFP.OFPMPF_REPLY_MORE and msg.type == OFP.OFPMP_FLOW
+    actual: reconcile.ActualFlows = {}
+    assert (
+        reconcile.read_flow_stats(msg.buf, 16, msg.msg_len, actual, app._parse_flow_stats_entry)
+        == 3
+    )
+    # The statistics poll still gets os-ken's objects.
+    assert [(f.table_id, f.priority, app._format_match(f.match)) for f in msg.body] == list(actual)
+    # Other multipart replies are os-ken's as before.
+    desc = struct.pack("!BBHIHH4x", 4, OFP.OFPT_MULTIPART_REPLY, 16, 3, OFP.OFPMP_PORT_DESC, 0)
+    other = ofproto_v1_3_parser.msg_parser(DP, 4, OFP.OFPT_MULTIPART_REPLY, 16, 3, desc)
+    assert isinstance(other, P.OFPPortDescStatsReply) and other.body == []
+
+
+def test_default_route_is_in_sync_with_what_the_switch_reports():
+    """A switch stores ipv4_dst=0.0.0.0/0.0.0.0 as no field at all ("ip"): the
+    default route must compare equal to that, or every reconciliation would
+    re-add it and then strict-delete it (losing the default route)."""
+    default = FibEntry(prefix="0.0.0.0/0", kind=RouteKind.UNICAST, nexthop_id=9)
+    (spec,) = of.fib_flows(default)
+    assert spec.match == (("eth_type", of.ETH_TYPE_IPV4),)
+    as_stored = P.OFPFlowMod(
+        DP,
+        cookie=spec.cookie,
+        table_id=of.TABLE_FIB,
+        priority=of.PRIO_ROUTE_BASE,
+        match=P.OFPMatch(eth_type=of.ETH_TYPE_IPV4),
+        instructions=[P.OFPInstructionActions(OFP.OFPIT_APPLY_ACTIONS, [P.OFPActionGroup(9)])],
+    )
+    body = stats_entry(as_stored)
+    actual: reconcile.ActualFlows = {}
+    reconcile.read_flow_stats(body, 0, len(body), actual, old_actual_fallback)
+    d = reconcile.diff_flows(reconcile.desired_flows([], [default]), actual, app._is_ours)
+    assert (d.add, d.delete, d.unchanged) == ([], [], 1)
+
+
+def old_actual_fallback(buf, offset):
+    return P.OFPFlowStats.parser(buf, offset)
