@@ -28,56 +28,64 @@ def lab():
 def test_rfproxy_sigkill_keeps_forwarding_and_reconciles(lab):
     run = lab
     healthy(run)
-    h4 = run.plan.host("h4")
-    before = all_ages(run)
-    bridge = run.bridges["A"]
-    # Damage the switch behind the controller's back: a stale flow with our
-    # cookie appears and a route flow vanishes. Reconciliation must fix both.
-    run.ovs.ofctl(
-        "-O",
-        "OpenFlow13",
-        "add-flow",
-        bridge,
-        "table=1,priority=1024,cookie=0x5246040000000000,ip,nw_dst=198.18.0.0/24,actions=drop",
-    )
-    run.ovs.ofctl(
-        "-O",
-        "OpenFlow13",
-        "--strict",
-        "del-flows",
-        bridge,
-        "table=1,priority=1024,ip,nw_dst=172.31.2.0/24",
-    )
-    ping = ContinuousPing(run.host("h1"), h4.address)
-    time.sleep(1)
-    t_kill = time.monotonic()
-    # SIGKILL and an immediate restart, as a supervisor (systemd) would do.
-    # The relay of OSPF hellos is down meanwhile: an outage longer than the
-    # dead interval (4 s here) would drop adjacencies, by OSPF's own rules.
-    run.kill("rfproxy")
-    run.start_proxy_process()
-    assert checks.wait_until(
-        lambda: (
-            "198.18.0.0" not in run.ovs.ofctl("-O", "OpenFlow13", "dump-flows", bridge)
-            and "172.31.2.0/24" in run.ovs.ofctl("-O", "OpenFlow13", "dump-flows", bridge)
-        ),
-        30,
-    ), "reconciliation did not remove the stale flow and restore the missing one"
-    time.sleep(1)
-    result = ping.stop()
-    elapsed = time.monotonic() - t_kill
-    before["A"].pop("172.31.2.0/24", None)  # the one we deleted by hand
-    flushed = not_reinstalled(run, before, since=elapsed)
-    record(
-        "rfproxy SIGKILL + restart",
-        sent=result.sent,
-        lost=result.lost,
-        outage_s=result.outage_s,
-        flows_reinstalled=len(flushed),
-    )
-    assert result.lost == 0, result
-    assert flushed == [], f"flows re-installed or lost: {flushed}"
-    healthy(run)
+    # A default route too: a switch stores its all-zero mask as no field at all,
+    # which reconciliation must still see as ours and in sync (not delete it).
+    gw = run.plan.vm("B").interface(2).ip
+    run.vm_node("A").cmd(f"ip route add default via {gw}")
+    assert checks.wait_until(lambda: "0.0.0.0/0" in checks.fib_flows(run, "A"), 20)
+    try:
+        h4 = run.plan.host("h4")
+        before = all_ages(run)
+        bridge = run.bridges["A"]
+        # Damage the switch behind the controller's back: a stale flow with our
+        # cookie appears and a route flow vanishes. Reconciliation must fix both.
+        run.ovs.ofctl(
+            "-O",
+            "OpenFlow13",
+            "add-flow",
+            bridge,
+            "table=1,priority=1024,cookie=0x5246040000000000,ip,nw_dst=198.18.0.0/24,actions=drop",
+        )
+        run.ovs.ofctl(
+            "-O",
+            "OpenFlow13",
+            "--strict",
+            "del-flows",
+            bridge,
+            "table=1,priority=1024,ip,nw_dst=172.31.2.0/24",
+        )
+        ping = ContinuousPing(run.host("h1"), h4.address)
+        time.sleep(1)
+        t_kill = time.monotonic()
+        # SIGKILL and an immediate restart, as a supervisor (systemd) would do.
+        # The relay of OSPF hellos is down meanwhile: an outage longer than the
+        # dead interval (4 s here) would drop adjacencies, by OSPF's own rules.
+        run.kill("rfproxy")
+        run.start_proxy_process()
+        assert checks.wait_until(
+            lambda: (
+                "198.18.0.0" not in run.ovs.ofctl("-O", "OpenFlow13", "dump-flows", bridge)
+                and "172.31.2.0/24" in run.ovs.ofctl("-O", "OpenFlow13", "dump-flows", bridge)
+            ),
+            30,
+        ), "reconciliation did not remove the stale flow and restore the missing one"
+        time.sleep(1)
+        result = ping.stop()
+        elapsed = time.monotonic() - t_kill
+        before["A"].pop("172.31.2.0/24", None)  # the one we deleted by hand
+        flushed = not_reinstalled(run, before, since=elapsed)
+        record(
+            "rfproxy SIGKILL + restart",
+            sent=result.sent,
+            lost=result.lost,
+            outage_s=result.outage_s,
+            flows_reinstalled=len(flushed),
+        )
+        assert result.lost == 0, result
+        assert flushed == [], f"flows re-installed or lost: {flushed}"
+        healthy(run)
+    finally:
+        run.vm_node("A").cmd("ip route del default")
 
 
 def test_rfserver_sigkill_loses_nothing(lab):

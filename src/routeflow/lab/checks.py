@@ -101,6 +101,8 @@ def prefix_flows(run: LabRun, switch: str, table: int = 1) -> dict[str, str]:
         if m:
             dst = m.group(1) if "/" in m.group(1) else m.group(1) + "/32"
             out[str(ipaddress.IPv4Network(dst, strict=False))] = line
+        elif re.search(r"[ ,]ip[ ,]", line):  # any IPv4 destination: the default route
+            out["0.0.0.0/0"] = line
     return out
 
 

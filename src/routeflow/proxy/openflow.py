@@ -165,6 +165,11 @@ def router_port_flows(dp_port: int, mac: str) -> list[FlowSpec]:
 
 def _prefix_match(prefix: str) -> tuple[tuple[str, object], ...]:
     net = ipaddress.IPv4Network(prefix, strict=False)
+    if net.prefixlen == 0:
+        # The default route matches any IPv4 destination. A switch stores an
+        # all-zero mask as no field at all, so we must not send one either:
+        # reconciliation compares our match with what the switch reports.
+        return (("eth_type", ETH_TYPE_IPV4),)
     if net.prefixlen == 32:
         dst: object = str(net.network_address)
     else:
