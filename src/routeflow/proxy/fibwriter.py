@@ -70,7 +70,7 @@ def fib_chunks(
                 if delete:
                     if old is None:
                         continue
-                    if old.kind == _UNICAST:
+                    if old.kind == _UNICAST and not old.prefix.endswith(_DEFAULT):
                         net, plen = parse(old.prefix)
                         pack_del(buf, off, xid, net, plen)
                         off += _DEL_SIZE
@@ -80,7 +80,11 @@ def fib_chunks(
                     stale = of.fib_flows(old)
                 else:
                     table[entry.prefix] = entry
-                    if entry.kind == _UNICAST and (old is None or old.kind == _UNICAST):
+                    if (
+                        entry.kind == _UNICAST
+                        and (old is None or old.kind == _UNICAST)
+                        and not entry.prefix.endswith(_DEFAULT)
+                    ):
                         # Same (table, priority, match) as any earlier route flow
                         # of this prefix: an ADD replaces it in place.
                         net, plen = parse(entry.prefix)
@@ -106,6 +110,11 @@ def fib_chunks(
             data = bytes(buf[:off])
         if count and data:
             yield data, count
+
+
+#: The default route's match has no ipv4_dst at all (see openflow._prefix_match),
+#: which the fixed-size packed flow-mods cannot express: it takes the slow path.
+_DEFAULT = "/0"
 
 
 def _slow_all(slow: SlowEncoder, flows: list[of.FlowSpec], delete: bool, out: list[bytes]) -> int:

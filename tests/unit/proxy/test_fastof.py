@@ -31,10 +31,12 @@ def _os_ken(prefix: str, group: int, xid: int, delete: bool) -> bytes:
     return bytes(msg.buf)
 
 
+# /1 to /32: the default route (/0) has no ipv4_dst field and is never packed
+# (fibwriter sends it through os-ken).
 prefixes = st.builds(
     lambda addr, plen: str(ipaddress.IPv4Network((addr, plen), strict=False)),
     st.integers(0, 2**32 - 1),
-    st.integers(0, 32),
+    st.integers(1, 32),
 )
 
 
@@ -54,7 +56,7 @@ def test_route_delete_matches_os_ken(prefix, xid):
     assert bytes(buf) == _os_ken(prefix, 1, xid, delete=True)
 
 
-@pytest.mark.parametrize("plen", range(33))
+@pytest.mark.parametrize("plen", range(1, 33))
 def test_every_prefix_length(plen):
     prefix = str(ipaddress.IPv4Network((0xC0A80101, plen), strict=False))
     net, got = fastof.parse_prefix(prefix)

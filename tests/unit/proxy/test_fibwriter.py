@@ -135,3 +135,20 @@ def test_without_a_switch_the_state_is_still_kept():
     )
     assert list(fib_chunks(lambda: fib, msg, lambda spec, delete: None)) == []
     assert list(fib) == ["172.31.1.0/24"]
+
+
+def test_the_default_route_goes_through_os_ken():
+    """Its match has no ipv4_dst (a switch stores 0/0 so): not a packed flow-mod."""
+    fib: dict[str, FibEntry] = {}
+    calls = []
+
+    def counting_slow(spec, delete):
+        calls.append((spec.match, delete))
+        return slow(spec, delete)
+
+    entry = FibEntry(prefix="0.0.0.0/0", kind=RouteKind.UNICAST, nexthop_id=3)
+    for mod in (Mod.ADD, Mod.DELETE):
+        msg = FibMod(mod=mod, ct_id=1, dp_id=1, entries=[entry])
+        assert sum(n for _d, n in fib_chunks(lambda: fib, msg, counting_slow)) == 1
+    assert calls == [((("eth_type", 0x0800),), False), ((("eth_type", 0x0800),), True)]
+    assert fib == {}
