@@ -175,6 +175,106 @@ def _print_result(result) -> None:
     console.print("[green]PASS[/green]" if result.ok else "[red]FAIL[/red]")
 
 
+@lab.command("chaos")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--rounds", type=click.IntRange(1, 10_000), default=14, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+@click.option(
+    "--restart-delay",
+    type=click.FloatRange(0, 60),
+    default=1.5,
+    show_default=True,
+    help="seconds between the SIGKILL and the restart (a supervisor's delay)",
+)
+@click.option("--timeout", default=60.0, show_default=True, help="seconds a round may take to heal")
+@click.option("--run-dir", default=None, help="where logs and state go")
+@click.option("--log-level", default="INFO", show_default=True)
+def lab_chaos(
+    file: str,
+    rounds: int,
+    seed: int,
+    json_path: str | None,
+    restart_delay: float,
+    timeout: float,
+    run_dir: str | None,
+    log_level: str,
+) -> None:
+    """Bring a lab up, SIGKILL + restart one daemon per round, check that nothing is lost."""
+    import json
+
+    from routeflow.lab import chaos, scenarios
+
+    plan = _load(file)
+    _require_root()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    run_dir = run_dir or scenarios.default_run_dir(plan.name)
+    console.print(
+        f"lab [bold]{plan.name}[/bold]: chaos, {rounds} rounds, seed {seed}, "
+        f"restart after {restart_delay:g} s; logs in {run_dir}"
+    )
+
+    def stage(s: dict) -> None:
+        mark = "[green]ok[/green]" if s["ok"] else "[red]FAIL[/red]"
+        console.print(f"  {mark} {s['stage']} ({s['seconds']:.1f} s)")
+
+    def start(i: int, fault) -> None:
+        console.print(f"  round {i}: {fault.kind} ...", end="")
+
+    def done(r) -> None:
+        mark = "[green]ok[/green]" if r.ok else "[red]FAIL[/red]"
+        healed = f"{r.healthy_s:.1f} s" if r.healthy_s is not None else "never"
+        console.print(
+            f" {r.target or '?'}: whole after {healed}, ping lost {r.ping_lost}/{r.ping_sent}, "
+            f"flows re-installed {len(r.reinstalled)} (+{len(r.rerouted)} rerouted) {mark}",
+            markup=True,
+            highlight=False,
+        )
+        if r.roles_after and r.roles_after != r.roles_before:
+            console.print(f"    {r.roles_before} -> {r.roles_after}", markup=False)
+        if r.detail:
+            console.print(f"    {r.detail}", markup=False)
+
+    try:
+        result = chaos.run_chaos_lab(
+            plan,
+            run_dir,
+            rounds,
+            seed,
+            restart_delay=restart_delay,
+            timeout=timeout,
+            log_level=log_level,
+            on_stage=stage,
+            on_start=start,
+            on_round=done,
+        )
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; lab torn down[/yellow]")
+        sys.exit(130)
+    t = Table(title=f"lab chaos {plan.name} (seed {seed})")
+    for col in ("round", "kind", "target", "healthy after s", "ping lost", "flows re-installed"):
+        t.add_column(col, justify="right" if col in ("round", "healthy after s") else "left")
+    t.add_column("result")
+    for r in result.rounds:
+        t.add_row(
+            str(r.round),
+            r.kind,
+            r.target,
+            f"{r.healthy_s:.2f}" if r.healthy_s is not None else "-",
+            f"{r.ping_lost}/{r.ping_sent}",
+            f"{len(r.reinstalled)}" + (f" (+{len(r.rerouted)} rerouted)" if r.rerouted else ""),
+            "[green]ok[/green]" if r.ok else "[red]FAIL[/red]",
+        )
+    console.print(t)
+    if result.error:
+        console.print(result.error, style="red", markup=False)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(result.to_dict(), fh, indent=2)
+    console.print("[green]PASS[/green]" if result.ok else "[red]FAIL[/red]")
+    sys.exit(0 if result.ok else 1)
+
+
 @lab.command("up")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--run-dir", default=None, help="where logs and state go")

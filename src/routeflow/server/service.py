@@ -158,8 +158,44 @@ class RFServer:
         self._write_status()
         if ready is not None:
             ready.set()
-        async with server:
-            await server.serve_forever()
+        retry = asyncio.ensure_future(self._retry_mappings())
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            retry.cancel()
+
+    #: A lost mapping packet (sent before the virtual switch was connected to
+    #: rfproxy, say) would leave its association waiting forever: rfserver asks
+    #: the client again for every association still unmapped this long after.
+    MAPPING_RETRY_S = 3.0
+
+    def unmapped_again(self, waiting: set[tuple[int, int]]) -> tuple[set, list[p.PortConfig]]:
+        """(vm ports unmapped now, PortConfigs for those already unmapped at ``waiting``)."""
+        now = {
+            (e.vm_id, e.vm_port) for e in self.table.entries() if e.state == EntryState.ASSOCIATED
+        }
+        again = [
+            p.PortConfig(
+                vm_id=vm_id, vm_port=vm_port, operation_id=p.PortOperation.SEND_MAPPING_PACKET
+            )
+            for vm_id, vm_port in sorted(now & waiting)
+            if vm_id in self.clients
+        ]
+        return now, again
+
+    async def _retry_mappings(self) -> None:
+        waiting: set[tuple[int, int]] = set()
+        while True:
+            await asyncio.sleep(self.MAPPING_RETRY_S)
+            waiting, again = self.unmapped_again(waiting)
+            if again:
+                self.counters["mapping_retries"] += len(again)
+                log.warning(
+                    "no mapping packet arrived for %s; asking the client again",
+                    ", ".join(f"vm {m.vm_id:#x} port {m.vm_port}" for m in again),
+                )
+                await self._apply(again)
 
     def _persist(self, what: str, write, *args) -> bool:
         """One store write; a failure is an event, never a dead session.
