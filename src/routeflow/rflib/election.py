@@ -9,13 +9,17 @@ killed, hung or cut off from etcd) about ``ttl`` seconds later.
 
 A leader must not trust its own clock alone: it hands ``fence_value`` to
 ``EtcdStore.fence`` so that its writes fail once the key holds someone else.
-Identities must be unique among the candidates (host name plus pid, say).
+The key's value is the identity plus a token of this process's own: a
+restarted candidate with the same identity does not inherit the dead
+process's term (it waits for that lease to expire, like any standby), and a
+hung old process that wakes up is fenced even though it has the same name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 
 from routeflow.rflib.etcdstore import (
@@ -43,7 +47,10 @@ class LeaderElection:
         self.identity = identity
         self.key = key
         self.ttl = ttl
-        self._value = identity.encode()
+        # The key holds our identity plus a token of this process's own: a
+        # restarted rfserver with the same name (or a hung old one that wakes
+        # up) is a different candidate, and fencing tells them apart.
+        self._value = f"{identity}#{secrets.token_hex(8)}".encode()
         self._lease: int | None = None
         self._granted_at = 0.0
 
@@ -77,7 +84,9 @@ class LeaderElection:
         """The current leader's identity, read from etcd (None if there is none)."""
         result = self.store.request("/kv/range", {"key": self._key()})
         kvs = result.get("kvs", [])
-        return _unb64(kvs[0].get("value")).decode(errors="replace") if kvs else None
+        if not kvs:
+            return None
+        return _unb64(kvs[0].get("value")).decode(errors="replace").rpartition("#")[0] or None
 
     def _revoke(self, lease: int) -> None:
         try:
@@ -203,7 +212,11 @@ class LeaderElection:
                 self._lease = None
                 return
             if holder != self._value:
-                who = holder.decode(errors="replace") if holder is not None else "nobody"
+                who = (
+                    holder.decode(errors="replace").rpartition("#")[0] or "someone"
+                    if holder is not None
+                    else "nobody"
+                )
                 log.warning("%s: leadership lost: %s holds the key now", self.identity, who)
                 self._lease = None
                 return

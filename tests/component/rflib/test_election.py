@@ -177,3 +177,32 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode()
+
+
+def test_a_restarted_candidate_with_the_same_name_does_not_inherit_the_term(
+    etcd1, prefix, open_stores
+):
+    """The old process may be hung, not dead: the new one waits for its lease to
+    expire, and the old one's writes are fenced once the new one leads."""
+
+    async def main() -> None:
+        s_old = open_stores(etcd1.endpoints, prefix)
+        s_new = open_stores(etcd1.endpoints, prefix)
+        old = LeaderElection(s_old, "rfserver-a", ttl=TTL)
+        await asyncio.wait_for(old.campaign(), 5)
+        s_old.fence("leader", old.fence_value)
+        s_old.kv_put("owner", b"old")
+        stopped = time.monotonic()  # "killed": no refresh, no resign
+        new = LeaderElection(s_new, "rfserver-a", ttl=TTL)
+        campaign = asyncio.create_task(new.campaign())
+        assert not await _wait_done(campaign, TTL / 2), "took over a live lease by name"
+        assert await _wait_done(campaign, TTL + 5)
+        waited = time.monotonic() - stopped
+        print(f"same-name candidate led {waited:.2f} s after the old one stopped (ttl {TTL} s)")
+        assert waited > TTL / 2
+        assert new.leader() == "rfserver-a"
+        with pytest.raises(FencedError):
+            s_old.kv_put("owner", b"old again")
+        await new.resign()
+
+    asyncio.run(main())
