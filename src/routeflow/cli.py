@@ -116,6 +116,16 @@ def lab_plan(file: str) -> None:
     console.print(dump_config(plan.config_entries()), markup=False)
 
 
+def _lab_to_run(file: str, run_dir: str | None):
+    """Load a lab file for a command that runs it (as root): (plan, run directory)."""
+    from routeflow.lab import scenarios
+
+    plan = _load(file)
+    _require_root()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    return plan, run_dir or scenarios.default_run_dir(plan.name)
+
+
 @lab.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
@@ -128,10 +138,7 @@ def lab_check(
     """Bring a lab up, wait for convergence, pingall, check flows, tear down."""
     from routeflow.lab import scenarios
 
-    plan = _load(file)
-    _require_root()
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_dir = run_dir or scenarios.default_run_dir(plan.name)
+    plan, run_dir = _lab_to_run(file, run_dir)
     console.print(
         f"lab [bold]{plan.name}[/bold]: {len(plan.vms)} switches, "
         f"{len(plan.hosts)} hosts, {len(plan.links)} links; logs in {run_dir}"
@@ -203,12 +210,9 @@ def lab_chaos(
     """Bring a lab up, SIGKILL + restart one daemon per round, check that nothing is lost."""
     import json
 
-    from routeflow.lab import chaos, scenarios
+    from routeflow.lab import chaos
 
-    plan = _load(file)
-    _require_root()
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_dir = run_dir or scenarios.default_run_dir(plan.name)
+    plan, run_dir = _lab_to_run(file, run_dir)
     console.print(
         f"lab [bold]{plan.name}[/bold]: chaos, {rounds} rounds, seed {seed}, "
         f"restart after {restart_delay:g} s; logs in {run_dir}"
@@ -285,10 +289,7 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
     from routeflow.lab import checks, scenarios
     from routeflow.lab.runner import LabFailure, LabRun, Terminated
 
-    plan = _load(file)
-    _require_root()
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_dir = run_dir or scenarios.default_run_dir(plan.name)
+    plan, run_dir = _lab_to_run(file, run_dir)
     run = LabRun(plan, run_dir, log_level=log_level)
     scenarios.install_signal_handlers()
     t0 = time.monotonic()

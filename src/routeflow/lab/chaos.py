@@ -665,11 +665,7 @@ def run_chaos_lab(
     scenarios.install_signal_handlers()
     t0 = time.monotonic()
     try:
-        try:
-            run.start()
-        finally:
-            for s in run.stages:
-                check.add(f"start: {s.name}", s.ok, s.seconds, s.detail)
+        scenarios.start_lab(run, check)
         if not (
             scenarios.converge(run, check, t0, converge_timeout)
             and scenarios.pingall_until_full(run, check, t0, converge_timeout)

@@ -151,6 +151,15 @@ def flows_match_routes(run: LabRun, result: CheckResult, timeout: float = 15.0) 
     result.add("flows match kernel routes", good, time.monotonic() - t, detail)
 
 
+def start_lab(run: LabRun, result: CheckResult) -> None:
+    """``run.start()``, with each bring-up stage recorded (also when one fails)."""
+    try:
+        run.start()
+    finally:
+        for s in run.stages:
+            result.add(f"start: {s.name}", s.ok, s.seconds, s.detail)
+
+
 def run_check(
     plan: LabPlan,
     run_dir: str,
@@ -166,11 +175,7 @@ def run_check(
     run = LabRun(plan, run_dir, log_level=log_level)
     install_signal_handlers()
     try:
-        try:
-            run.start()
-        finally:
-            for s in run.stages:
-                result.add(f"start: {s.name}", s.ok, s.seconds, s.detail)
+        start_lab(run, result)
         if converge(run, result, t0, timeout):
             if plan.speakers:
                 speakers.wait_announced(run, result, timeout)
