@@ -7,7 +7,6 @@ ovs-ofctl flow ages, the VMs' kernels, the etcd processes we started.
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -21,21 +20,6 @@ from routeflow.lab.runner import LabRun
 @pytest.fixture(scope="module")
 def lab():
     yield from converged_lab("rftest2-ha", "ha")
-
-
-def status_of(run: LabRun, name: str) -> dict:
-    try:
-        with open(run.status_paths[name]) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return {}
-
-
-def association_rows(status: dict) -> set[tuple]:
-    return {
-        (a["vm_id"], a["vm_port"], a["ct_id"], a["dp_id"], a["dp_port"], a["state"])
-        for a in status.get("associations", [])
-    }
 
 
 def control_plane_whole(run: LabRun) -> bool:
@@ -66,17 +50,17 @@ def test_one_leader_one_standby(lab):
     leader = run.leader()
     assert leader is not None
     (standby,) = [n for n in run.server_names if n != leader]
-    st = status_of(run, standby)
+    st = run.server_status(standby)
     assert st.get("role") == "standby", st
     assert st.get("leader") == leader, st
     # The standby watches the store: it has every association row the leader wrote.
     assert checks.wait_until(
         lambda: (
-            status_of(run, standby).get("mirrored_associations")
+            run.server_status(standby).get("mirrored_associations")
             == len(checks.server_status(run)["associations"])
         ),
         10,
-    ), (status_of(run, standby), len(checks.server_status(run)["associations"]))
+    ), (run.server_status(standby), len(checks.server_status(run)["associations"]))
 
 
 def test_leader_sigkill_standby_takes_over(lab):
@@ -84,7 +68,7 @@ def test_leader_sigkill_standby_takes_over(lab):
     healthy(run)
     old = run.leader()
     (new,) = [n for n in run.server_names if n != old]
-    rows_before = association_rows(checks.server_status(run))
+    rows_before = checks.association_rows(checks.server_status(run))
     roles_before = checks.server_status(run)["controller_roles"]
     of_roles_before = checks.controller_roles(run)
     before = all_ages(run)
@@ -92,7 +76,7 @@ def test_leader_sigkill_standby_takes_over(lab):
     time.sleep(1)
     t_kill = time.monotonic()
     run.kill(old)
-    assert checks.wait_until(lambda: run.leader() == new, 20, 0.05), status_of(run, new)
+    assert checks.wait_until(lambda: run.leader() == new, 20, 0.05), run.server_status(new)
     takeover_s = time.monotonic() - t_kill
     assert checks.wait_until(lambda: control_plane_whole(run), 30, 0.1), checks.server_status(run)
     whole_s = time.monotonic() - t_kill
@@ -103,7 +87,7 @@ def test_leader_sigkill_standby_takes_over(lab):
     time.sleep(1)
     result = ping.stop()
     flushed = not_reinstalled(run, before, since=time.monotonic() - t_kill)
-    rows_after = association_rows(checks.server_status(run))
+    rows_after = checks.association_rows(checks.server_status(run))
     record(
         "rfserver leader SIGKILL, standby takes over (etcd)",
         lease_ttl_s=run.plan.control.lease_ttl,
@@ -130,11 +114,11 @@ def test_leader_sigkill_standby_takes_over(lab):
     run.start_server(old)
     assert checks.wait_until(
         lambda: (
-            status_of(run, old).get("role") == "standby"
-            and status_of(run, old).get("leader") == new
+            run.server_status(old).get("role") == "standby"
+            and run.server_status(old).get("leader") == new
         ),
         20,
-    ), status_of(run, old)
+    ), run.server_status(old)
     assert run.leader() == new
     healthy(run)
 

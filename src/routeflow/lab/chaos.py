@@ -24,7 +24,6 @@ flows are reported apart).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import re
@@ -295,21 +294,6 @@ def classify_flows(
     return reinstalled, rerouted
 
 
-def association_rows(status: dict) -> set[tuple]:
-    return {
-        (a["vm_id"], a["vm_port"], a["ct_id"], a["dp_id"], a["dp_port"], a["state"])
-        for a in status.get("associations", [])
-    }
-
-
-def _status_of(run, name: str) -> dict:
-    try:
-        with open(run.status_paths[name]) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return {}
-
-
 def whole(run) -> list[str]:
     """What keeps the lab from being whole now (empty: healthy), cheapest first.
 
@@ -330,7 +314,7 @@ def whole(run) -> list[str]:
     for name in run.server_names:
         if name == leader:
             continue
-        st = _status_of(run, name)
+        st = run.server_status(name)
         if st.get("role") != "standby" or st.get("leader") != leader:
             return [f"{name} is not standing by behind {leader}: {st.get('role')!r}"]
     st = checks.server_status(run)
@@ -535,7 +519,7 @@ def run_round(
     res = RoundResult(round=index, kind=fault.kind)
     dst = dst or farthest_host(run.plan, src)
     switches = [vm.switch for vm in run.plan.vms]
-    rows_before = association_rows(checks.server_status(run))
+    rows_before = checks.association_rows(checks.server_status(run))
     res.associations_before = len(rows_before)
     res.roles_before = roles(run)
     ages_before = {sw: checks.flow_ages(run, sw) for sw in switches}
@@ -584,7 +568,7 @@ def run_round(
         )
         res.reinstalled += [f"{sw}:{prefix}" for prefix in flushed]
         res.rerouted += [f"{sw}:{prefix}" for prefix in rerouted]
-    rows_after = association_rows(checks.server_status(run))
+    rows_after = checks.association_rows(checks.server_status(run))
     res.associations_after = len(rows_after)
     res.associations_equal = rows_after == rows_before
     if not res.associations_equal:

@@ -26,11 +26,16 @@ class FlowCheck:
 
 
 def server_status(run: LabRun) -> dict:
-    try:
-        with open(run.status_path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return {}
+    """The leading rfserver's status (see LabRun.server_status)."""
+    return run.server_status()
+
+
+def association_rows(status: dict) -> set[tuple]:
+    """The association table of a status, as comparable rows (keys and state)."""
+    return {
+        (a["vm_id"], a["vm_port"], a["ct_id"], a["dp_id"], a["dp_port"], a["state"])
+        for a in status.get("associations", [])
+    }
 
 
 def associations_active(run: LabRun) -> tuple[int, int]:

@@ -226,17 +226,22 @@ class LabRun:
         """What clients and proxies are given: every rfserver, leader or standby."""
         return ",".join(f"unix:{self.server_socks[n]}" for n in self.server_names)
 
+    def server_status(self, name: str | None = None) -> dict:
+        """The status file of rfserver ``name`` (default: the leading one); {} if unreadable."""
+        path = self.status_path if name is None else self.status_paths[name]
+        try:
+            with open(path) as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return {}
+
     def leader(self) -> str | None:
         """The rfserver serving now (from the status files), or None."""
         if len(self.server_names) == 1:
             return self.server_names[0]
         best, best_time = None, 0.0
         for name in self.server_names:
-            try:
-                with open(self.status_paths[name]) as fh:
-                    status = json.load(fh)
-            except (OSError, ValueError):
-                continue
+            status = self.server_status(name)
             if status.get("role") != "leader" or not self._server_alive(name, status):
                 continue
             if status.get("leader_since", 0.0) >= best_time:
@@ -281,11 +286,11 @@ class LabRun:
             self._start_one_server(n, config_path)
 
     def _start_one_server(self, name: str, config_path: str) -> None:
-        sock, status = self.server_socks[name], self.status_paths[name]
+        sock = self.server_socks[name]
         with contextlib.suppress(FileNotFoundError):
             os.remove(sock)  # left by a killed server; wait for the new one
         with contextlib.suppress(FileNotFoundError):
-            os.remove(status)
+            os.remove(self.status_paths[name])
         if self.etcd is not None:
             store = [
                 "--store",
@@ -309,7 +314,7 @@ class LabRun:
                 "--listen",
                 f"unix:{sock}",
                 "--status-file",
-                status,
+                self.status_paths[name],
                 "--secret-file",
                 self.secret_file,
                 "--web",
@@ -324,18 +329,10 @@ class LabRun:
             self.server = popen
         # Up means serving (the socket exists) or standing by (its status says so).
         deadline = time.monotonic() + 15
-        while not os.path.exists(sock) and not self._standing_by(status):
+        while not os.path.exists(sock) and self.server_status(name).get("role") != "standby":
             if popen.poll() is not None or time.monotonic() > deadline:
                 raise LabFailure(f"{name} did not start; see {self.run_dir}/{name}.log")
             time.sleep(0.05)
-
-    @staticmethod
-    def _standing_by(status_path: str) -> bool:
-        try:
-            with open(status_path) as fh:
-                return json.load(fh).get("role") == "standby"
-        except (OSError, ValueError):
-            return False
 
     def replicas(self, ct_id: int) -> tuple[str, ...]:
         """Replica names of a controller (see model.Controller.replica_names)."""
