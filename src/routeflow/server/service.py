@@ -722,10 +722,15 @@ class RFServer:
             self._status_timer.cancel()
             self._status_timer = None
         self._status_at = time.monotonic()
-        tmp = self.status_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.status(), fh, indent=1)
-        os.replace(tmp, self.status_path)
+        write_status_file(self.status_path, self.status())
+
+
+def write_status_file(path: str, status: dict) -> None:
+    """Replace the JSON status file at once: a reader never sees half of it."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(status, fh, indent=1)
+    os.replace(tmp, path)
 
 
 async def run_server(

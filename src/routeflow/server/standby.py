@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 
 from routeflow.rflib.election import LeaderElection
-from routeflow.server.service import RFServer
+from routeflow.server.service import RFServer, write_status_file
 
 log = logging.getLogger("routeflow.server.standby")
 
@@ -43,6 +42,9 @@ class StandbyView:
         self.changes = 0
         self.last_change: float | None = None
         self.since = time.time()
+        #: The leader's identity as last read from etcd (by a thread, never the loop).
+        self.leader: str | None = None
+        self.error: str | None = None
         self._cancel: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -52,13 +54,21 @@ class StandbyView:
         self.since = time.time()
         self.associations = len(self.store.load_associations())
         self._cancel = self.store.watch(self._on_change)
+        self.refresh_leader()
         self.write_status()
         log.info(
             "standby %s: leader is %s; %d association rows in the store",
             self.identity,
-            self.election.leader() or "nobody",
+            self.leader or "nobody",
             self.associations,
         )
+
+    def refresh_leader(self) -> None:
+        """Blocking (one etcd read): run it in a thread."""
+        try:
+            self.leader, self.error = self.election.leader(), None
+        except Exception as exc:  # etcd unreachable right now: say so, keep waiting
+            self.error = str(exc)
 
     def stop(self) -> None:
         if self._cancel is not None:
@@ -95,29 +105,24 @@ class StandbyView:
         self.write_status()
 
     def status(self) -> dict:
-        return {
+        status = {
             "pid": os.getpid(),
             "time": time.time(),
             "role": "standby",
             "identity": self.identity,
-            "leader": self.election.leader(),
+            "leader": self.leader,
             "standby_since": self.since,
             "mirrored_associations": self.associations,
             "changes_seen": self.changes,
             "last_change": self.last_change,
         }
+        if self.error is not None:
+            status["error"] = self.error
+        return status
 
     def write_status(self) -> None:
-        if not self.status_path:
-            return
-        try:
-            status = self.status()
-        except Exception as exc:  # etcd unreachable right now: say so, keep waiting
-            status = {"pid": os.getpid(), "time": time.time(), "role": "standby", "error": str(exc)}
-        tmp = self.status_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(status, fh, indent=1)
-        os.replace(tmp, self.status_path)
+        if self.status_path:
+            write_status_file(self.status_path, self.status())
 
 
 async def run_with_standby(
@@ -204,4 +209,5 @@ async def _refresh(view: StandbyView, every: float = 2.0) -> None:
     """Keep the standby's status (leader identity) fresh while it waits."""
     while True:
         await asyncio.sleep(every)
-        await asyncio.to_thread(view.write_status)
+        await asyncio.to_thread(view.refresh_leader)
+        view.write_status()
