@@ -259,6 +259,13 @@ Limit = Annotated[
 Offset = Annotated[int, Query(ge=0, description="skip this many rows first")]
 
 
+def _paged(response: Response, model, page: tuple[list[dict], int]) -> list:
+    """One page of rows as ``model``s, the total in the X-Total-Count header."""
+    rows, total = page
+    response.headers["X-Total-Count"] = str(total)
+    return [model(**r) for r in rows]
+
+
 def _id_query(description: str):
     return Query(pattern=ID_PATTERN, description=f"{description}: {ID_HELP}")
 
@@ -381,9 +388,7 @@ def create_app(
         vm_int = _id(vm_id, "vm_id")
         if not any(v["vm_id"] == views.hexid(vm_int) for v in views.vms(server, topology)):
             raise HTTPException(404, f"no VM with vm_id {vm_int:#x}")
-        rows, total = views.routes(server, vm_int, limit, offset)
-        response.headers["X-Total-Count"] = str(total)
-        return [RouteOut(**r) for r in rows]
+        return _paged(response, RouteOut, views.routes(server, vm_int, limit, offset))
 
     @app.get("/api/associations", tags=["state"], summary="The association table")
     def associations(
@@ -401,9 +406,8 @@ def create_app(
         limit: Limit = None,
         offset: Offset = 0,
     ) -> list[RouteOut]:
-        rows, total = views.routes(server, _id(vm_id, "vm_id", "query"), limit, offset)
-        response.headers["X-Total-Count"] = str(total)
-        return [RouteOut(**r) for r in rows]
+        page = views.routes(server, _id(vm_id, "vm_id", "query"), limit, offset)
+        return _paged(response, RouteOut, page)
 
     @app.get("/api/fib", tags=["state"], summary="FIB entries rfserver asked switches to hold")
     def fib(
@@ -412,9 +416,9 @@ def create_app(
         limit: Limit = None,
         offset: Offset = 0,
     ) -> list[FibOut]:
-        rows, total = views.fib(server, _id(dp_id, "dp_id", "query"), limit, offset)
-        response.headers["X-Total-Count"] = str(total)
-        return [FibOut(**r) for r in rows]
+        return _paged(
+            response, FibOut, views.fib(server, _id(dp_id, "dp_id", "query"), limit, offset)
+        )
 
     @app.get("/api/flows", tags=["switches"], summary="Flows and counters of every switch")
     def flows(
