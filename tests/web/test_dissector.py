@@ -97,33 +97,39 @@ def test_dissector_decodes_rfprotocol(tmp_path):
         server.terminate()
         server.wait(10)
 
-    out = subprocess.run(
-        [
-            tshark,
-            "-r",
-            pcap,
-            "-X",
-            f"lua_script:{LUA}",
-            "-o",
-            f"rfprotocol.tcp_port:{port}",
-            "-Y",
-            "rfprotocol",
-            "-T",
-            "fields",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=|",
-            "-e",
-            "rfprotocol.version",
-            "-e",
-            "rfprotocol.type",
-            "-e",
-            "rfprotocol.key",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    def dissect(*args: str) -> subprocess.CompletedProcess:
+        """tshark over the capture with our dissector, RFProtocol frames only."""
+        return subprocess.run(
+            [
+                tshark,
+                "-r",
+                pcap,
+                "-X",
+                f"lua_script:{LUA}",
+                "-o",
+                f"rfprotocol.tcp_port:{port}",
+                "-Y",
+                "rfprotocol",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    out = dissect(
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=|",
+        "-e",
+        "rfprotocol.version",
+        "-e",
+        "rfprotocol.type",
+        "-e",
+        "rfprotocol.key",
     )
     assert out.returncode == 0, out.stderr
     types: list[str] = []
@@ -137,23 +143,7 @@ def test_dissector_decodes_rfprotocol(tmp_path):
     assert {"vm_id", "hostname", "vm_port", "hwaddress", "ifname", "mod", "routes"} <= set(keys)
 
     # The packet details show decoded values, nested arrays included.
-    detail = subprocess.run(
-        [
-            tshark,
-            "-r",
-            pcap,
-            "-X",
-            f"lua_script:{LUA}",
-            "-o",
-            f"rfprotocol.tcp_port:{port}",
-            "-Y",
-            "rfprotocol",
-            "-V",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+    detail = dissect("-V").stdout
     assert "RouteFlow RFProtocol: PortRegister" in detail
     assert f'hwaddress: "{MAC1}"' in detail
     assert "vm_id: 5" in detail

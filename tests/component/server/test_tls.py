@@ -21,15 +21,15 @@ def _openssl(*args: str, cwd) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+#: A new P-256 key, unencrypted, for ``openssl req``.
+_NEW_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
 def make_ca(d, name: str) -> None:
     _openssl(
         "req",
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+        *_NEW_EC_KEY,
         "-keyout",
         f"{name}.key",
         "-out",
@@ -45,11 +45,7 @@ def make_ca(d, name: str) -> None:
 def make_cert(d, ca: str, name: str) -> None:
     _openssl(
         "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+        *_NEW_EC_KEY,
         "-keyout",
         f"{name}.key",
         "-out",
