@@ -47,10 +47,19 @@ class ContinuousPing:
 
 
 def parse_ping(out: str, interval: float) -> PingResult:
+    """Count from ping's sequence numbers.
+
+    ping (iputils) stops at once on SIGINT and counts the probe it sent a moment
+    before as lost, although its reply is merely still on the way. So a missing
+    *last* probe is taken as in flight and left out of the count; an outage that
+    lasts until the stop still shows, as every probe before the last one.
+    """
     seqs = sorted({int(m) for m in re.findall(r"icmp_seq=(\d+) ttl=", out)})
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     sent = int(m.group(1)) if m else (seqs[-1] if seqs else 0)
     received = int(m.group(2)) if m else len(seqs)
+    if sent and sent not in seqs and received < sent:
+        sent -= 1  # the probe in flight when ping stopped
     gap = 0
     previous = 0
     for seq in seqs:
