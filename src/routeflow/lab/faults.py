@@ -18,6 +18,7 @@ class PingResult:
     received: int
     longest_gap: int  # most consecutive sequence numbers lost
     interval: float
+    missing: tuple[int, ...] = ()  # sequence numbers never answered, to see where
 
     @property
     def lost(self) -> int:
@@ -66,4 +67,5 @@ def parse_ping(out: str, interval: float) -> PingResult:
         gap = max(gap, seq - previous - 1)
         previous = seq
     gap = max(gap, sent - previous)  # lost at the end
-    return PingResult(sent, received, gap, interval)
+    missing = tuple(sorted(set(range(1, sent + 1)) - set(seqs)))
+    return PingResult(sent, received, gap, interval, missing)

@@ -26,7 +26,7 @@ def test_last_probe_unanswered_is_in_flight_not_lost():
 def test_loss_in_the_middle_is_counted():
     seqs = [s for s in range(1, 21) if s not in (7, 8, 9)]
     r = parse_ping(_ping_output(seqs, 20), 0.05)
-    assert (r.lost, r.longest_gap) == (3, 3)
+    assert (r.lost, r.longest_gap, r.missing) == (3, 3, (7, 8, 9))
     assert abs(r.outage_s - 0.15) < 1e-9
 
 
