@@ -1,8 +1,9 @@
 """FibMod -> encoded flow-mods, in chunks, updating the proxy's desired FIB as it goes.
 
 Route entries (prefix -> next-hop group), which are nearly all of a big table,
-are packed with the precomputed layouts of fastof.py; connected and local
-entries go through ``slow(spec, delete)`` (os-ken's encoder). Entries are
+are packed with the precomputed layouts of fastof.py (IPv4 and IPv6);
+connected and local entries and default routes go through
+``slow(spec, delete)`` (os-ken's encoder). Entries are
 handled strictly in order: for each, the flows it no longer needs are deleted
 and its flows are (re)added, so one FibMod naming a prefix twice ends as the
 last mention says.
@@ -28,6 +29,8 @@ __all__ = ["CHUNK", "fib_chunks"]
 CHUNK = 4096
 _UNICAST = RouteKind.UNICAST
 _ADD_SIZE = fastof.FLOW_ADD_SIZE
+#: Room per entry in a chunk's buffer: an IPv6 route's flow-mod is the largest.
+_ROOM = max(_ADD_SIZE, fastof.FLOW6_ADD_SIZE)
 _DEL_SIZE = fastof.FLOW_DELETE_SIZE
 #: xid of route flow-mods: errors for them name their chunk.
 XID_BASE = 0xE0000000
@@ -54,11 +57,14 @@ def fib_chunks(
     pack_add = fastof.pack_route_add
     pack_del = fastof.pack_route_delete
     parse = fastof.parse_prefix
+    pack_add6 = fastof.pack_route6_add
+    pack_del6 = fastof.pack_route6_delete
+    parse6 = fastof.parse_prefix6
     for n, start in enumerate(range(0, len(entries), chunk)):
         part = entries[start : start + chunk]
         xid = XID_BASE + (n & 0x0FFFFFFF)
-        # Packed flow-mods are at most _ADD_SIZE each, one per entry.
-        buf = bytearray(len(part) * _ADD_SIZE)
+        # Packed flow-mods are at most _ROOM bytes each, one per entry.
+        buf = bytearray(len(part) * _ROOM)
         off = seg = 0
         count = 0
         parts: list[bytes] = []  # set when a slow-path message must keep its place
@@ -71,9 +77,13 @@ def fib_chunks(
                     if old is None:
                         continue
                     if old.kind == _UNICAST and not old.prefix.endswith(_DEFAULT):
-                        net, plen = parse(old.prefix)
-                        pack_del(buf, off, xid, net, plen)
-                        off += _DEL_SIZE
+                        if ":" in old.prefix:
+                            net6, plen = parse6(old.prefix)
+                            off += pack_del6(buf, off, xid, net6, plen)
+                        else:
+                            net, plen = parse(old.prefix)
+                            pack_del(buf, off, xid, net, plen)
+                            off += _DEL_SIZE
                         count += 1
                         continue
                     slow_flows: list[of.FlowSpec] = []
@@ -87,9 +97,13 @@ def fib_chunks(
                     ):
                         # Same (table, priority, match) as any earlier route flow
                         # of this prefix: an ADD replaces it in place.
-                        net, plen = parse(entry.prefix)
-                        pack_add(buf, off, xid, net, plen, entry.nexthop_id)
-                        off += _ADD_SIZE
+                        if ":" in entry.prefix:
+                            net6, plen = parse6(entry.prefix)
+                            off += pack_add6(buf, off, xid, net6, plen, entry.nexthop_id)
+                        else:
+                            net, plen = parse(entry.prefix)
+                            pack_add(buf, off, xid, net, plen, entry.nexthop_id)
+                            off += _ADD_SIZE
                         count += 1
                         continue
                     slow_flows = of.fib_flows(entry)
@@ -112,8 +126,9 @@ def fib_chunks(
             yield data, count
 
 
-#: The default route's match has no ipv4_dst at all (see openflow._prefix_match),
-#: which the fixed-size packed flow-mods cannot express: it takes the slow path.
+#: The default route's match has no ipv4_dst (ipv6_dst) at all (see
+#: openflow._prefix_match), which the packed flow-mods cannot express: it takes
+#: the slow path.
 _DEFAULT = "/0"
 
 

@@ -5,9 +5,10 @@ The pipeline on every physical switch has two tables:
 * table 0, the classifier, admits into the FIB only frames addressed to the
   router MAC of the port they arrived on, and sends to the controller (and so
   to the VM) only what is for the router itself: ARP aimed at the router's
-  address or MAC, link-local multicast (OSPF hellos), and, via the FIB, packets
-  to the router's own addresses. Everything else is dropped. Transit ARP and
-  ICMP between hosts never reach a VM (RouteFlow 2012 punted them all).
+  address or MAC, link-local multicast (OSPF hellos; OSPFv3 and neighbour
+  discovery to ff02::/16), and, via the FIB, packets to the router's own
+  addresses. Everything else is dropped. Transit ARP and ICMP between hosts
+  never reach a VM (RouteFlow 2012 punted them all).
 * table 1, the FIB, does longest-prefix match with one flow per prefix
   (priority grows with prefix length); a route's action is one OpenFlow group
   per next hop, so a next-hop MAC change is one group-mod.
@@ -20,6 +21,7 @@ specs could drive another controller, as the ONOS port of RouteFlow did.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 
 from routeflow.rflib.protocol import Bucket, FibEntry, NextHopMod, RouteKind
@@ -57,7 +59,12 @@ def cookie(kind: int, detail: int = 0) -> int:
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
 LINK_LOCAL_MCAST = ("224.0.0.0", "255.255.255.0")
+#: IPv6 link-scope multicast: OSPFv3 (ff02::5, ff02::6), ND solicitations to
+#: solicited-node groups, router solicitations. Their frames are not sent to
+#: the router MAC, so admission would drop them.
+LINK_LOCAL_MCAST6 = ("ff02::", "ffff::")
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,13 @@ def router_port_flows(dp_port: int, mac: str) -> list[FlowSpec]:
         ),
         FlowSpec(
             TABLE_CLASSIFIER,
+            PRIO_PUNT,
+            (("in_port", dp_port), ("eth_type", ETH_TYPE_IPV6), ("ipv6_dst", LINK_LOCAL_MCAST6)),
+            (ToController(),),
+            c,
+        ),
+        FlowSpec(
+            TABLE_CLASSIFIER,
             PRIO_ADMIT,
             (("in_port", dp_port), ("eth_dst", mac)),
             (Goto(TABLE_FIB),),
@@ -163,35 +177,69 @@ def router_port_flows(dp_port: int, mac: str) -> list[FlowSpec]:
     ]
 
 
+def _network(prefix: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if ":" in prefix:
+        return ipaddress.IPv6Network(prefix, strict=False)
+    return ipaddress.IPv4Network(prefix, strict=False)
+
+
 def _prefix_match(prefix: str) -> tuple[tuple[str, object], ...]:
-    net = ipaddress.IPv4Network(prefix, strict=False)
-    if net.prefixlen == 0:
-        # The default route matches any IPv4 destination. A switch stores an
-        # all-zero mask as no field at all, so we must not send one either:
-        # reconciliation compares our match with what the switch reports.
-        return (("eth_type", ETH_TYPE_IPV4),)
-    if net.prefixlen == 32:
-        dst: object = str(net.network_address)
+    net = _network(prefix)
+    if net.version == 6:
+        eth_type, field_name = ETH_TYPE_IPV6, "ipv6_dst"
     else:
-        dst = (str(net.network_address), str(net.netmask))
-    return (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", dst))
+        eth_type, field_name = ETH_TYPE_IPV4, "ipv4_dst"
+    if net.prefixlen == 0:
+        # The default route matches any destination of its family. A switch
+        # stores an all-zero mask as no field at all, so we must not send one
+        # either: reconciliation compares our match with what the switch reports.
+        return (("eth_type", eth_type),)
+    if net.prefixlen == net.max_prefixlen:
+        dst: object = _text(net.network_address)
+    else:
+        dst = (_text(net.network_address), _text(net.netmask))
+    return (("eth_type", eth_type), (field_name, dst))
+
+
+def _text(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as the switch reports it (through os-ken, or reconcile.py's parser).
+
+    For IPv6 that is inet_ntop's form, not Python's: they differ on IPv4-mapped
+    and -compatible addresses ("::ffff:1.2.3.4" vs "::ffff:102:304").
+    """
+    if addr.version == 4:
+        return str(addr)
+    return socket.inet_ntop(socket.AF_INET6, addr.packed)
 
 
 def route_priority(prefix: str) -> int:
-    return PRIO_ROUTE_BASE + ipaddress.IPv4Network(prefix, strict=False).prefixlen
+    """IPv4 and IPv6 flows share the range: their eth_type keeps them apart."""
+    return PRIO_ROUTE_BASE + _network(prefix).prefixlen
 
 
 def fib_flows(entry: FibEntry) -> list[FlowSpec]:
-    """The flows one FIB entry needs (LOCAL also answers ARP for the address)."""
+    """The flows one FIB entry needs (a LOCAL IPv4 address also answers ARP).
+
+    A LOCAL IPv6 address needs no classifier flow of its own: neighbour
+    solicitations for it go to its solicited-node group (the router port's
+    ff02::/16 punt), and unicast to it reaches the FIB like any routed packet.
+    """
     if entry.kind == RouteKind.LOCAL:
-        addr = str(ipaddress.IPv4Network(entry.prefix, strict=False).network_address)
+        net = _network(entry.prefix)
         c = cookie(Kind.LOCAL, entry.dp_port)
+        local = FlowSpec(TABLE_FIB, PRIO_LOCAL, _prefix_match(entry.prefix), (ToController(),), c)
+        if net.version == 6:
+            return [local]
         return [
-            FlowSpec(TABLE_FIB, PRIO_LOCAL, _prefix_match(entry.prefix), (ToController(),), c),
+            local,
             FlowSpec(
                 TABLE_CLASSIFIER,
                 PRIO_PUNT_LOCAL_ARP,
-                (("in_port", entry.dp_port), ("eth_type", ETH_TYPE_ARP), ("arp_tpa", addr)),
+                (
+                    ("in_port", entry.dp_port),
+                    ("eth_type", ETH_TYPE_ARP),
+                    ("arp_tpa", str(net.network_address)),
+                ),
                 (ToController(),),
                 c,
             ),
@@ -200,7 +248,7 @@ def fib_flows(entry: FibEntry) -> list[FlowSpec]:
     prio = route_priority(entry.prefix)
     if entry.kind == RouteKind.CONNECTED:
         # Hosts not yet resolved: the VM's kernel resolves and forwards them
-        # (slow path); each resolved host then gets its own /32 route.
+        # (slow path); each resolved host then gets its own /32 (/128) route.
         return [FlowSpec(TABLE_FIB, prio, _prefix_match(entry.prefix), (ToController(),), c)]
     return [FlowSpec(TABLE_FIB, prio, _prefix_match(entry.prefix), (Group(entry.nexthop_id),), c)]
 

@@ -101,6 +101,13 @@ def _dotted(value: int) -> str:
 _MASK_TEXT = tuple(_dotted(m) for m in _MASKS)
 _PLEN = {str(n): n for n in range(33)}
 _ROUTE_MATCH_HEAD = f"eth_type={of.ETH_TYPE_IPV4},ipv4_dst="
+# IPv6 addresses are written as inet_ntop writes them, which is also how
+# os-ken (netaddr's compact form) and openflow._text write them.
+_AF6 = socket.AF_INET6
+_MASKS6 = tuple((2**128 - 1) ^ (2 ** (128 - n) - 1) for n in range(129))
+_MASK6_TEXT = tuple(socket.inet_ntop(_AF6, m.to_bytes(16, "big")) for m in _MASKS6)
+_PLEN6 = {str(n): n for n in range(129)}
+_ROUTE6_MATCH_HEAD = f"eth_type={of.ETH_TYPE_IPV6},ipv6_dst="
 
 
 def match_text(match) -> str:
@@ -169,7 +176,18 @@ def desired_flows(
     for entry in fib:
         if entry.kind == _UNICAST:
             addr, sep, plen_text = entry.prefix.partition("/")
-            plen = plens.get(plen_text) if sep else 32
+            if ":" in addr:
+                m = _route6_match(addr, _PLEN6.get(plen_text) if sep else 128)
+                if m is not None:
+                    nh = entry.nexthop_id
+                    text = group_texts.get(nh)
+                    if text is None:
+                        text = group_texts[nh] = f"group:{nh}"
+                    out[(table, base + m[0], m[1])] = (text, entry)
+                    continue
+                plen = None
+            else:
+                plen = plens.get(plen_text) if sep else 32
             if plen and addr.count(".") == 3:  # not /0: no ipv4_dst field (openflow.py)
                 try:
                     raw = aton(addr)
@@ -189,6 +207,27 @@ def desired_flows(
             key, text = spec_flow(spec)
             out[key] = (text, spec)
     return out
+
+
+def _route6_match(addr: str, plen: int | None) -> tuple[int, str] | None:
+    """(prefix length, match text) of an IPv6 route flow; None: the general path.
+
+    That is ::/0 (no ipv6_dst field), a bad prefix, or host bits set (never
+    from rfserver).
+    """
+    if not plen:
+        return None
+    try:
+        raw = socket.inet_pton(_AF6, addr)
+    except OSError:
+        return None
+    value = int.from_bytes(raw, "big")
+    if value & _MASKS6[plen] != value:
+        return None
+    text = socket.inet_ntop(_AF6, raw)
+    if plen == 128:
+        return plen, _ROUTE6_MATCH_HEAD + text
+    return plen, f"{_ROUTE6_MATCH_HEAD}{text}/{_MASK6_TEXT[plen]}"
 
 
 def source_spec(key: FlowKey, source: FlowSource) -> of.FlowSpec:
@@ -215,7 +254,7 @@ _STATS_HEAD = struct.Struct("!HBxIIHHHH4xQQQ")  # ofp_flow_stats up to its match
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _HH = struct.Struct("!HH")
-#: OXM (class 0x8000) field -> (name, kind): "int", "mac" or "ip".
+#: OXM (class 0x8000) field -> (name, kind): "int", "mac", "ip" or "ip6".
 _OXM = {
     0: ("in_port", "int"),
     3: ("eth_dst", "mac"),
@@ -225,6 +264,8 @@ _OXM = {
     12: ("ipv4_dst", "ip"),
     22: ("arp_spa", "ip"),
     23: ("arp_tpa", "ip"),
+    26: ("ipv6_src", "ip6"),
+    27: ("ipv6_dst", "ip6"),
 }
 _OFPIT_GOTO_TABLE = 1
 _OFPIT_WRITE_ACTIONS = 3
@@ -251,6 +292,10 @@ def _oxm_value(kind: str, buf, pos: int, size: int) -> str:
         if size != 6:
             raise _Unusual
         return bytes(buf[pos : pos + 6]).hex(":")
+    if kind == "ip6":
+        if size != 16:
+            raise _Unusual
+        return socket.inet_ntop(_AF6, bytes(buf[pos : pos + 16]))
     if size != 4:
         raise _Unusual
     return "%d.%d.%d.%d" % tuple(buf[pos : pos + 4])  # noqa: UP031
@@ -325,7 +370,9 @@ def _instructions(buf, pos: int, end: int) -> str:
 
 # A route flow (eth_type=IPv4, ipv4_dst, apply group), as OVS reports it: the
 # bulk of a full table, decoded with one unpack. Anything that differs in any
-# header takes the general path above.
+# header takes the general path above, IPv6 routes included: it reads them in
+# about 4.6 us against 3 us for this path (measured, 20k /64 routes), not
+# worth a second set of layouts.
 _HEAD = "!HBxIIHHHH4xQQQ"
 _ROUTE_W = struct.Struct(_HEAD + "HHIHIII2x" + "HH4xHHI")  # ipv4_dst with mask
 _ROUTE_H = struct.Struct(_HEAD + "HHIHII6x" + "HH4xHHI")  # ipv4_dst exact (/32)

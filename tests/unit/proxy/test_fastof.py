@@ -79,3 +79,62 @@ def test_barrier_request_matches_os_ken():
     msg.set_xid(0x1234)
     msg.serialize()
     assert fastof.barrier_request(0x1234) == bytes(msg.buf)
+
+
+# --- IPv6 -------------------------------------------------------------------------------------
+
+#: Addresses of every shape: random, sparse words (runs of zeros the text
+#: compresses), IPv4-mapped and -compatible.
+addresses6 = st.one_of(
+    st.integers(0, 2**128 - 1),
+    st.lists(st.sampled_from([0, 0, 1, 0xFFFF, 0x2001, 0xDB8]), min_size=8, max_size=8).map(
+        lambda words: int.from_bytes(b"".join(w.to_bytes(2, "big") for w in words), "big")
+    ),
+    st.integers(0, 2**32 - 1).map(lambda v: 0xFFFF << 32 | v),
+    st.integers(0, 2**32 - 1),
+)
+prefixes6 = st.builds(
+    lambda addr, plen: str(ipaddress.IPv6Network((addr, plen), strict=False)),
+    addresses6,
+    st.integers(1, 128),
+)
+
+
+@given(prefixes6, st.integers(1, 2**32 - 2), st.integers(0, 2**32 - 1))
+def test_route6_add_matches_os_ken(prefix, group, xid):
+    net, plen = fastof.parse_prefix6(prefix)
+    buf = bytearray(fastof.FLOW6_ADD_SIZE + 5)
+    size = fastof.pack_route6_add(buf, 5, xid, net, plen, group)
+    assert bytes(buf[5 : 5 + size]) == _os_ken(prefix, group, xid, delete=False)
+
+
+@given(prefixes6, st.integers(0, 2**32 - 1))
+def test_route6_delete_matches_os_ken(prefix, xid):
+    net, plen = fastof.parse_prefix6(prefix)
+    buf = bytearray(fastof.FLOW6_ADD_SIZE)
+    size = fastof.pack_route6_delete(buf, 0, xid, net, plen)
+    assert bytes(buf[:size]) == _os_ken(prefix, 1, xid, delete=True)
+
+
+def test_every_ipv6_prefix_length():
+    for plen in range(1, 129):
+        prefix = str(ipaddress.IPv6Network(("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", plen), False))
+        net, got = fastof.parse_prefix6(prefix)
+        assert got == plen
+        buf = bytearray(fastof.FLOW6_ADD_SIZE)
+        size = fastof.pack_route6_add(buf, 0, 1, net, plen, 7)
+        assert bytes(buf[:size]) == _os_ken(prefix, 7, 1, delete=False), prefix
+        size = fastof.pack_route6_delete(buf, 0, 2, net, plen)
+        assert bytes(buf[:size]) == _os_ken(prefix, 7, 2, delete=True), prefix
+
+
+def test_parse_prefix6_clears_host_bits_and_rejects_junk():
+    net, plen = fastof.parse_prefix6("2001:db8::1/32")
+    assert (ipaddress.IPv6Address(net), plen) == (ipaddress.IPv6Address("2001:db8::"), 32)
+    assert fastof.parse_prefix6("::ffff:1.2.3.4") == (
+        ipaddress.IPv6Address("::ffff:1.2.3.4").packed,
+        128,
+    )
+    for bad in ("2001:db8::/129", "2001:db8::/-1", "2001:db8::/x", "10.0.0.0/8", "2001:::1/64", ""):
+        with pytest.raises(ValueError):
+            fastof.parse_prefix6(bad)

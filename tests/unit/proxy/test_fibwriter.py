@@ -152,3 +152,95 @@ def test_the_default_route_goes_through_os_ken():
         assert sum(n for _d, n in fib_chunks(lambda: fib, msg, counting_slow)) == 1
     assert calls == [((("eth_type", 0x0800),), False), ((("eth_type", 0x0800),), True)]
     assert fib == {}
+
+
+# --- IPv6 (and both families in one FIB) -------------------------------------------------------
+
+dual_prefixes = st.sampled_from(
+    [
+        "10.1.2.0/24",
+        "0.0.0.0/0",
+        "::/0",
+        "2001:db8::/32",
+        "2001:db8:1::/64",
+        "2001:db8:1::1/128",
+        "fe80::1/128",
+        "::ffff:c000:200/120",  # Python's form of an IPv4-mapped prefix
+    ]
+)
+dual_entries = st.builds(
+    lambda prefix, kind, nh, port: FibEntry(
+        prefix=prefix,
+        kind=kind,
+        nexthop_id=nh if kind == RouteKind.UNICAST else 0,
+        dp_port=port if kind != RouteKind.UNICAST else 0,
+    ),
+    dual_prefixes,
+    st.sampled_from(list(RouteKind)),
+    st.integers(1, 3),
+    st.integers(1, 2),
+)
+dual_mods = st.builds(
+    lambda mod, es: FibMod(mod=mod, ct_id=1, dp_id=1, entries=es),
+    st.sampled_from([Mod.ADD, Mod.ADD, Mod.DELETE]),
+    st.lists(dual_entries, max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(dual_mods, max_size=8), st.integers(1, 4))
+def test_dual_stack_switch_ends_with_exactly_the_desired_flows(sequence, chunk):
+    """Packed IPv6 flow-mods replace and delete exactly the flows os-ken's would
+    (a route turning into a local address and back, deletes of either kind)."""
+    fib: dict[str, FibEntry] = {}
+    switch: dict = {}
+    lock = threading.RLock()
+    for msg in sequence:
+        for data, count in fib_chunks(lambda: fib, msg, slow, lock=lock, chunk=chunk):
+            assert apply(switch, data) == count
+    assert switch == desired(fib)
+
+
+def test_ipv6_routes_take_the_fast_path_too():
+    fib: dict[str, FibEntry] = {}
+    calls = []
+
+    def counting_slow(spec, delete):
+        calls.append(spec)
+        return slow(spec, delete)
+
+    entries = [
+        FibEntry(prefix=f"2001:db8:{i:x}::/48", kind=RouteKind.UNICAST, nexthop_id=1)
+        for i in range(5000)
+    ] + [
+        FibEntry(prefix=f"2001:db8::{i:x}/128", kind=RouteKind.UNICAST, nexthop_id=2)
+        for i in range(5000)
+    ]
+    add = FibMod(mod=Mod.ADD, ct_id=1, dp_id=1, entries=entries)
+    out = list(fib_chunks(lambda: fib, add, counting_slow))
+    assert sum(n for _d, n in out) == 10_000 and not calls
+    assert sum(len(d) for d, _n in out) == 5000 * 112 + 5000 * 96
+    switch: dict = {}
+    for data, _n in out:
+        apply(switch, data)
+    assert switch == desired(fib)
+    delete = FibMod(mod=Mod.DELETE, ct_id=1, dp_id=1, entries=entries[::2])
+    for data, _n in fib_chunks(lambda: fib, delete, counting_slow):
+        apply(switch, data)
+    assert not calls and len(fib) == 5000 and switch == desired(fib)
+
+
+def test_the_ipv6_default_route_goes_through_os_ken():
+    fib: dict[str, FibEntry] = {}
+    calls = []
+
+    def counting_slow(spec, delete):
+        calls.append((spec.match, delete))
+        return slow(spec, delete)
+
+    entry = FibEntry(prefix="::/0", kind=RouteKind.UNICAST, nexthop_id=3)
+    for mod in (Mod.ADD, Mod.DELETE):
+        msg = FibMod(mod=mod, ct_id=1, dp_id=1, entries=[entry])
+        assert sum(n for _d, n in fib_chunks(lambda: fib, msg, counting_slow)) == 1
+    assert calls == [((("eth_type", 0x86DD),), False), ((("eth_type", 0x86DD),), True)]
+    assert fib == {}

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from routeflow.proxy import openflow as of
 from routeflow.rflib.protocol import Bucket, FibEntry, Mod, NextHopMod, RouteKind
 
@@ -64,3 +69,113 @@ def test_groups_indirect_select_and_unresolved():
 def test_cookies_carry_kind():
     for f in of.base_flows():
         assert f.cookie & of.COOKIE_MASK_KIND == of.cookie(of.Kind.BASE)
+
+
+# --- IPv6 -------------------------------------------------------------------------------------
+
+
+def _old_ipv4_fib_flows(entry: FibEntry) -> list[of.FlowSpec]:
+    """fib_flows as it was before IPv6 (verbatim logic): IPv4 must not change at all."""
+    net = ipaddress.IPv4Network(entry.prefix, strict=False)
+    if net.prefixlen == 0:
+        match: tuple = (("eth_type", 0x0800),)
+    elif net.prefixlen == 32:
+        match = (("eth_type", 0x0800), ("ipv4_dst", str(net.network_address)))
+    else:
+        match = (("eth_type", 0x0800), ("ipv4_dst", (str(net.network_address), str(net.netmask))))
+    if entry.kind == RouteKind.LOCAL:
+        c = of.cookie(of.Kind.LOCAL, entry.dp_port)
+        arp = (("in_port", entry.dp_port), ("eth_type", 0x0806), ("arp_tpa", str(net[0])))
+        return [
+            of.FlowSpec(1, 2000, match, (of.ToController(),), c),
+            of.FlowSpec(0, 310, arp, (of.ToController(),), c),
+        ]
+    action = of.ToController() if entry.kind == RouteKind.CONNECTED else of.Group(entry.nexthop_id)
+    return [of.FlowSpec(1, 1000 + net.prefixlen, match, (action,), of.cookie(of.Kind.ROUTE))]
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 32),
+    st.sampled_from(list(RouteKind)),
+    st.integers(1, 2**32 - 1),
+    st.integers(1, 0xFFFFFF00),
+)
+def test_ipv4_flows_are_what_they_were(addr, plen, kind, nh, port):
+    prefix = str(ipaddress.IPv4Network((addr, plen), strict=False))
+    entry = FibEntry(prefix=prefix, kind=kind, nexthop_id=nh, dp_port=port)
+    assert of.fib_flows(entry) == _old_ipv4_fib_flows(entry)
+
+
+def test_ipv4_router_port_flows_are_what_they_were():
+    c = of.cookie(of.Kind.ROUTER_PORT, 3)
+    ipv4 = [f for f in of.router_port_flows(3, MAC) if dict(f.match).get("eth_type") != 0x86DD]
+    to_ctl = (of.ToController(),)
+    assert ipv4 == [
+        of.FlowSpec(0, 300, (("in_port", 3), ("eth_type", 0x0806), ("eth_dst", MAC)), to_ctl, c),
+        of.FlowSpec(
+            0,
+            300,
+            (("in_port", 3), ("eth_type", 0x0800), ("ipv4_dst", ("224.0.0.0", "255.255.255.0"))),
+            to_ctl,
+            c,
+        ),
+        of.FlowSpec(0, 200, (("in_port", 3), ("eth_dst", MAC)), (of.Goto(of.TABLE_FIB),), c),
+    ]
+
+
+def test_router_port_punts_ipv6_link_scope_multicast():
+    """OSPFv3 hellos and neighbour solicitations are not sent to the router MAC:
+    without this punt, admission would drop them and no adjacency could form."""
+    (v6,) = [f for f in of.router_port_flows(3, MAC) if dict(f.match).get("eth_type") == 0x86DD]
+    assert v6.table == of.TABLE_CLASSIFIER and v6.priority == of.PRIO_PUNT
+    assert v6.match == (("in_port", 3), ("eth_type", 0x86DD), ("ipv6_dst", ("ff02::", "ffff::")))
+    assert v6.actions == (of.ToController(),)
+    assert v6.cookie == of.cookie(of.Kind.ROUTER_PORT, 3)
+
+
+def test_ipv6_routes_match_per_the_contract():
+    def flow(prefix, kind=RouteKind.UNICAST, nh=5, port=0):
+        return of.fib_flows(FibEntry(prefix=prefix, kind=kind, nexthop_id=nh, dp_port=port))
+
+    (p64,) = flow("2001:db8:1::/64")
+    assert p64.table == of.TABLE_FIB and p64.priority == of.PRIO_ROUTE_BASE + 64
+    assert p64.match == (
+        ("eth_type", 0x86DD),
+        ("ipv6_dst", ("2001:db8:1::", "ffff:ffff:ffff:ffff::")),
+    )
+    assert p64.actions == (of.Group(5),) and p64.cookie == of.cookie(of.Kind.ROUTE)
+    (p128,) = flow("2001:db8::7/128")
+    assert p128.priority == of.PRIO_ROUTE_BASE + 128
+    assert p128.match == (("eth_type", 0x86DD), ("ipv6_dst", "2001:db8::7"))
+    (default,) = flow("::/0")
+    assert default.priority == of.PRIO_ROUTE_BASE and default.match == (("eth_type", 0x86DD),)
+    (connected,) = flow("2001:db8:2::/64", RouteKind.CONNECTED, 0, 2)
+    assert connected.actions == (of.ToController(),)
+    assert of.route_priority("2001:db8::/48") == of.route_priority("10.0.0.0/24") + 24
+    assert of.route_priority("10.0.0.0/24") == of.PRIO_ROUTE_BASE + 24
+
+
+def test_ipv6_local_address_goes_to_the_vm_without_an_arp_flow():
+    flows = of.fib_flows(FibEntry(prefix="fe80::1/128", kind=RouteKind.LOCAL, dp_port=4))
+    assert flows == [
+        of.FlowSpec(
+            of.TABLE_FIB,
+            of.PRIO_LOCAL,
+            (("eth_type", 0x86DD), ("ipv6_dst", "fe80::1")),
+            (of.ToController(),),
+            of.cookie(of.Kind.LOCAL, 4),
+        )
+    ]
+
+
+def test_ipv6_addresses_are_written_as_the_switch_reports_them():
+    """inet_ntop's form (as os-ken and reconcile.py print what a switch reports),
+    not Python's, which writes IPv4-mapped addresses in hex; host bits cleared."""
+    (mapped,) = of.fib_flows(FibEntry(prefix="::ffff:c000:200/120", kind=RouteKind.UNICAST))
+    assert dict(mapped.match)["ipv6_dst"] == (
+        "::ffff:192.0.2.0",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00",
+    )
+    (host_bits,) = of.fib_flows(FibEntry(prefix="2001:DB8::1/32", kind=RouteKind.UNICAST))
+    assert dict(host_bits.match)["ipv6_dst"] == ("2001:db8::", "ffff:ffff::")
