@@ -52,7 +52,7 @@ MAX_POKES = 256
 class ClientDaemon:
     """One rfclient: a netlink watcher thread plus a reconnecting server session.
 
-    Raw-socket work (mapping frames, ARP pokes) runs on a one-thread executor
+    Raw-socket work (mapping frames, ARP/ND pokes) runs on a one-thread executor
     so it never blocks the event loop; with ``netns`` that thread and the
     watcher's enter the namespace (tests), the daemon itself runs inside it.
     """
@@ -345,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
         "--poke-interval",
         type=float,
         default=1.0,
-        help="seconds between ARP pokes of unresolved gateways (0: off)",
+        help="seconds between ARP/ND pokes of unresolved gateways (0: off)",
     )
     parser.add_argument(
         "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"

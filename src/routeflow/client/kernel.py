@@ -9,19 +9,37 @@ Messages are pyroute2 rtnetlink messages, or anything with the same
 ``nhmsg`` class from ``netlink.py`` (pyroute2 0.9.7 has none): ``NHA_GROUP`` is a
 list of ``{"id": ..., "weight": ...}`` with the real weight (1 and up).
 
-Scope: IPv4 only for now. IPv6 routes and neighbours, and IPv4 routes through
-IPv6 gateways (RFC 5549 ``RTA_VIA`` / AF_INET6 nexthop objects, as with BGP
-unnumbered) are ignored until rfserver and the switch side handle them.
+Scope: IPv4 and IPv6 routes and neighbours. IPv4 routes through IPv6
+gateways (RFC 5549 ``RTA_VIA`` / AF_INET6 nexthop objects, as with BGP
+unnumbered) are still ignored: the switch side cannot resolve them. IPv6
+link-local prefixes (the per-interface fe80::/64) and multicast prefixes are
+never routes for the switch, but every address of a VM port, link-local ones
+included, is a LOCAL /128: OSPFv3 and ND talk to the router's link-local
+address.
 
 Some kernel changes are never announced over netlink: IPv4 routes through a
 link that goes down or away, nexthop objects on a link that goes down or loses
 its carrier, and routes or group members using a deleted nexthop object all
 vanish silently. The view mimics those side effects itself and raises a hint
 (``take_reconcile_hint``) so the shell can confirm them with a fresh dump.
+
+IPv6 differs (checked on Linux 6.18): when a link goes administratively down
+the kernel deletes every IPv6 route whose only device it is, local-table ones
+included, and says so (RTM_DELROUTE) unless the sysctl
+``net.ipv6.route.skip_notify_on_dev_down`` is set, when they go silently;
+multipath routes keep a hop on it, flagged dead, unless every hop is dead. Its
+addresses go as well (unless ``keep_addr_on_down``), with their local routes.
+A lost carrier keeps the routes (flagged linkdown) in both families. The view
+applies the IPv6 removal itself, so it is right with or without the
+notifications. IPv6 also keeps routes of one prefix and metric apart by device
+unless they have a gateway (those form one ECMP route), and deletes one ECMP
+member with a message naming only that hop: see ``_on_route6``.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,6 +66,8 @@ __all__ = ["DEFAULT_MAX_BATCH", "KernelView", "vm_port_of"]
 DEFAULT_MAX_BATCH = 10_000
 
 AF_INET = 2
+AF_INET6 = 10
+NLM_F_REPLACE = 0x100
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 IFF_LOWER_UP = 0x10000
@@ -93,6 +113,34 @@ def _is_unicast_v4(ip: str) -> bool:
     except ValueError:
         return False
     return ip != "0.0.0.0" and first < 224
+
+
+@functools.lru_cache(maxsize=65536)
+def _canon6(addr: str) -> str | None:
+    """The contract's text of an IPv6 address: Python's, which differs from the
+    kernel's inet_ntop for embedded IPv4 (``::ffff:1.2.3.4``). None if it is
+    not one (pyroute2 leaves attributes it could not decode as raw bytes)."""
+    try:
+        return str(ipaddress.IPv6Address(addr))
+    except ValueError:
+        return None
+
+
+def _first_hextet(addr: str) -> int:
+    head = addr.split(":", 1)[0]
+    return int(head, 16) if head else 0
+
+
+def _is_multicast_v6(addr: str, plen: int = 128) -> bool:
+    return plen >= 8 and _first_hextet(addr) >= 0xFF00
+
+
+def _is_link_local_v6(addr: str, plen: int = 128) -> bool:
+    return plen >= 10 and _first_hextet(addr) & 0xFFC0 == 0xFE80
+
+
+def _is_unicast_v6(ip: str) -> bool:
+    return ip != "::" and not _is_multicast_v6(ip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +191,9 @@ class _Shape:
     nexthops: list[NextHop]
 
 
-#: A kernel route within its prefix: (table, tos, priority).
-_RouteKey = tuple[int, int, int]
+#: A kernel route within its prefix: (table, tos, priority), and for IPv6 a
+#: fourth item, its slot (see _on_route6).
+_RouteKey = tuple[int, ...]
 _NeighKey = tuple[int, str]  # (ifindex, ip) on the kernel side, (vm_port, ip) on ours
 
 
@@ -172,6 +221,19 @@ def _parse_hops(msg: Any) -> tuple[_Hop, ...]:
     if oif is None:
         return ()
     return (_Hop(int(oif), _hop_gateway(msg), 1),)
+
+
+def _parse_hops6(msg: Any) -> tuple[_Hop, ...] | None:
+    """_parse_hops with IPv6 gateways in canonical text; None if one is no address."""
+    hops = []
+    for hop in _parse_hops(msg):
+        if hop.gateway and ":" in hop.gateway:
+            gateway = _canon6(hop.gateway)
+            if gateway is None:
+                return None
+            hop = replace(hop, gateway=gateway)
+        hops.append(hop)
+    return tuple(hops)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -471,8 +533,10 @@ class KernelView:
                 if kr.nhid is None and any(h.oif == ifindex for h in kr.hops):
                     if unregister:
                         continue  # any route touching a removed device is flushed
-                    if kr.table == RT_TABLE_MAIN and not any(self._is_up(h.oif) for h in kr.hops):
-                        continue  # every hop dead: flushed (local routes stay)
+                    if (kr.table == RT_TABLE_MAIN or ":" in prefix) and not any(
+                        self._is_up(h.oif) for h in kr.hops
+                    ):
+                        continue  # every hop dead: flushed (IPv4 local routes stay)
                 keep[key] = kr
             if len(keep) != len(cands):
                 self._store_prefix(prefix, keep)
@@ -515,9 +579,15 @@ class KernelView:
             obj = _NhObj(blackhole=True)  # VXLAN FDB nexthops never carry routes
         else:
             gw = msg.get("NHA_GATEWAY")
+            if gw:
+                gw = str(gw)
+                if ":" in gw:
+                    gw = _canon6(gw)
+                    if gw is None:
+                        return  # not an address: not a kernel message
             obj = _NhObj(
                 oif=int(_get(msg, "NHA_OIF", 0)),
-                gateway=str(gw) if gw else None,
+                gateway=gw or None,
                 blackhole=bool(msg.get("NHA_BLACKHOLE")),
             )
             if obj.oif and self._is_down(obj.oif):
@@ -589,8 +659,12 @@ class KernelView:
     def _on_route(self, msg: Any, deleted: bool) -> None:
         if not deleted and self._on_simple_route(msg):
             return
-        if msg.get("family") != AF_INET:
-            return  # IPv6: not yet (see module doc)
+        family = msg.get("family")
+        if family == AF_INET6:
+            self._on_route6(msg, deleted)
+            return
+        if family != AF_INET:
+            return
         table = _get(msg, "RTA_TABLE", None) or _get(msg, "table", 0)
         if table not in (RT_TABLE_MAIN, RT_TABLE_LOCAL):
             return
@@ -621,6 +695,94 @@ class KernelView:
             else:
                 cands[key] = kr
         self._store_prefix(prefix, cands)
+
+    def _on_route6(self, msg: Any, deleted: bool) -> None:
+        """An IPv6 route message; the kernel's IPv6 FIB differs from IPv4's in two ways.
+
+        Routes of one prefix, table and metric coexist unless both have a
+        gateway (then they are the hops of one ECMP route): so the key has a
+        slot, 0 for the ECMP route, -1 for a nexthop-object route and the
+        device for any other. And deleting one hop of an ECMP route sends a
+        message naming only that hop, while adding one (``append``) sends
+        the whole route.
+        """
+        table = _get(msg, "RTA_TABLE", None) or _get(msg, "table", 0)
+        if table not in (RT_TABLE_MAIN, RT_TABLE_LOCAL):
+            return
+        if _get(msg, "flags", 0) & RTM_F_CLONED:
+            return
+        dst = msg.get("RTA_DST")
+        plen = _get(msg, "dst_len", 0)
+        addr = _canon6(str(dst)) if dst else "::"
+        if addr is None or _is_multicast_v6(addr, plen):
+            return
+        if table == RT_TABLE_MAIN and _is_link_local_v6(addr, plen):
+            return  # fe80::/64 on every interface: link-local, never forwarded
+        prefix = f"{addr}/{plen}"
+        rtype = msg.get("type")
+        nhid = msg.get("RTA_NH_ID")
+        hops = _parse_hops6(msg)
+        if hops is None:
+            return  # a gateway pyroute2 could not decode: not a kernel message
+        if nhid is not None:
+            slot = -1
+        elif any(h.gateway is not None for h in hops):
+            slot = 0
+        else:
+            slot = hops[0].oif if hops else 0
+        metric = _get(msg, "RTA_PRIORITY", 0)
+        key = (table, 0, metric, slot)
+        cands = dict(self._kroutes.get(prefix, {}))
+        header = msg.get("header")
+        nlflags = _get(header, "flags", 0) if header is not None else 0
+        if deleted:
+            old = cands.get(key)
+            if old is None or (rtype is not None and old.rtype != rtype):
+                return
+            if slot == 0:
+                gone = {(h.oif, h.gateway) for h in hops}
+                rest = tuple(h for h in old.hops if (h.oif, h.gateway) not in gone)
+                if len(rest) == len(old.hops):
+                    return  # none of our hops: nothing we know of went
+                if rest:
+                    if len(rest) == 1:
+                        rest = (replace(rest[0], weight=1),)  # as a dump shows a lone hop
+                    cands[key] = replace(old, hops=rest)
+                else:
+                    del cands[key]
+            else:
+                del cands[key]
+            self._store_prefix(prefix, cands)
+            return
+        if nlflags & NLM_F_REPLACE:
+            self._drop_replaced(cands, key)
+        if rtype == (RTN_UNICAST if table == RT_TABLE_MAIN else RTN_LOCAL):
+            kr = _KRoute(table, rtype, hops, None if nhid is None else int(nhid))
+            if self._impossible(kr):
+                cands.pop(key, None)  # a replayed notification of a flushed route
+            else:
+                cands[key] = kr
+        if cands != self._kroutes.get(prefix, {}):
+            self._store_prefix(prefix, cands)
+
+    def _drop_replaced(self, cands: dict[_RouteKey, _KRoute], key: _RouteKey) -> None:
+        """Forget the route an IPv6 NLM_F_REPLACE took the place of.
+
+        The kernel replaces the first route of the same table and metric
+        that is as ECMP-capable as the new one (has a gateway), else the
+        first of any kind. The view knows no order between coexisting
+        routes: when several could have been the one, it guesses and asks
+        for a dump.
+        """
+        table, _tos, metric, slot = key
+        peers = [k for k in cands if len(k) == 4 and k[0] == table and k[2] == metric]
+        alike = [k for k in peers if (k[3] == 0) == (slot == 0)]
+        pool = alike or peers
+        if not pool:
+            return
+        if len(pool) > 1:
+            self._reconcile_hint = True
+        del cands[key if key in pool else min(pool)]
 
     def _on_simple_route(self, msg: Any) -> bool:
         """A pyroute2 message that fits the fast path (see _on_note); False if not."""
@@ -767,14 +929,15 @@ class KernelView:
         hops = kr.hops if kr.nhid is None else self._nh_hops(kr.nhid)
         if not hops:
             return None  # pending nexthop object, blackhole, or no next hop at all
+        v6 = ":" in prefix
         weights: dict[tuple[int, str | None], int] = {}
         for hop in hops:
             link = self._links.get(hop.oif)
             if link is None or not link.up:
                 continue  # the kernel marks hops on a down link dead
             port = vm_port_of(link.ifname)
-            if port is None or (hop.gateway is not None and ":" in hop.gateway):
-                continue
+            if port is None or (hop.gateway is not None and (":" in hop.gateway) != v6):
+                continue  # an IPv4 route through an IPv6 gateway (RFC 5549): not yet
             key = (port, hop.gateway)
             weights[key] = weights.get(key, 0) + hop.weight
         if not weights:
@@ -790,13 +953,21 @@ class KernelView:
     # --- neighbours ------------------------------------------------------------
 
     def _on_neigh(self, msg: Any, deleted: bool) -> None:
-        if msg.get("family") != AF_INET:
+        family = msg.get("family")
+        if family != AF_INET and family != AF_INET6:
             return
         if _get(msg, "flags", 0) & NTF_PROXY:
             return
         ip = msg.get("NDA_DST")
         ifindex = msg.get("ifindex")
-        if not ip or ifindex is None or not _is_unicast_v4(str(ip)):
+        if not ip or ifindex is None:
+            return
+        ip = str(ip)
+        if family == AF_INET6:
+            ip = _canon6(ip)
+            if ip is None or not _is_unicast_v6(ip):
+                return  # ff02::... entries (NOARP) are not next hops
+        elif not _is_unicast_v4(ip):
             return  # multicast/broadcast entries are not next hops
         lladdr = msg.get("NDA_LLADDR")
         valid = not deleted and _get(msg, "state", 0) & NUD_VALID and lladdr

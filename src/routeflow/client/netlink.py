@@ -1,4 +1,4 @@
-"""The I/O shell around KernelView: netlink in, raw frames and ARP pokes out.
+"""The I/O shell around KernelView: netlink in, raw frames and ARP/ND pokes out.
 
 Why raw netlink sockets (parsed by pyroute2's marshal) rather than an IPRoute
 object: with pyroute2 0.9.7 the synchronous IPRoute runs an asyncio loop per
@@ -13,7 +13,7 @@ them); pyroute2 decodes everything else. A reload streams the dump into a
 fresh KernelView rather than holding every decoded message at once.
 
 Order on start and after an overflow: subscribe first, then dump links,
-nexthops, routes and neighbours, so nothing can slip between dump and
+nexthops, routes and neighbours (IPv4, then IPv6), so nothing can slip between dump and
 subscription. Notifications queued during the dump are older than some of
 what it returned, and are replayed after it; that is harmless because each
 carries the full state of its object (and KernelView drops routes on links
@@ -50,6 +50,7 @@ from pyroute2.netlink.rtnl import (
     RTM_GETNEIGH,
     RTM_GETROUTE,
     RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_ROUTE,
     RTMGRP_LINK,
     RTMGRP_NEIGH,
 )
@@ -213,7 +214,13 @@ def _netlink_socket() -> socket.socket:
 
 
 def open_event_socket(rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
-    """A netlink socket subscribed to links, IPv4 routes, neighbours and nexthops."""
+    """A netlink socket subscribed to links, IPv4 and IPv6 routes, neighbours and nexthops.
+
+    Not to addresses: the view learns the router's own addresses from their
+    local-table routes, which come and go with them (notified, for IPv6 with
+    the address's own device), so address events would only cost wake-ups.
+    RTMGRP_NEIGH carries both ARP and ND.
+    """
     sock = _netlink_socket()
     try:
         try:  # root may exceed net.core.rmem_max
@@ -222,7 +229,7 @@ def open_event_socket(rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         # Overflow must be reported (ENOBUFS), never silently swallowed.
         sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 0)
-        sock.bind((0, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE))
+        sock.bind((0, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE))
         try:
             sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
         except OSError as err:
@@ -246,7 +253,13 @@ class Dumper:
         ("links", RTM_GETLINK, struct.pack("=BxHiII", 0, 0, 0, 0, 0)),
         ("nexthops", RTM_GETNEXTHOP, struct.pack("=BBBBI", 0, 0, 0, 0, 0)),
         ("routes", RTM_GETROUTE, struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)),
+        (
+            "routes6",
+            RTM_GETROUTE,
+            struct.pack("=BBBBBBBBI", socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0),
+        ),
         ("neighbours", RTM_GETNEIGH, struct.pack("=BxxxiHBB", socket.AF_INET, 0, 0, 0, 0)),
+        ("neighbours6", RTM_GETNEIGH, struct.pack("=BxxxiHBB", socket.AF_INET6, 0, 0, 0, 0)),
     )
 
     def __init__(self, marshal: RtnlMarshal):
@@ -255,7 +268,7 @@ class Dumper:
         self._buf = bytearray(_RECV_SIZE)
 
     def dump_all(self, attempts: int = 5) -> list[Any]:
-        """Every link, nexthop object, IPv4 route and neighbour, decoded (tests, tools)."""
+        """Every link, nexthop object, IPv4 and IPv6 route and neighbour, decoded (tests, tools)."""
         out: list[Any] = []
         self.load(out.extend, attempts)
         return out
@@ -568,18 +581,25 @@ def send_mapping_packet(ifname: str, vm_id: int, vm_port: int) -> None:
 
 
 def poke(gateway: str, ifname: str | None = None, port: int = 9) -> bool:
-    """Send one UDP datagram (discard port) to ``gateway`` so the kernel ARPs for it.
+    """Send one UDP datagram (discard port) to ``gateway`` so the kernel resolves it.
 
     OSPF on point-to-point links only multicasts, so a next hop can stay
-    unresolved forever unless some unicast traffic makes the kernel ask.
-    Returns False if the kernel refused (no route, link down...).
+    unresolved forever unless some unicast traffic makes the kernel ask (ARP,
+    or for IPv6 a neighbour solicitation). An IPv6 link-local gateway means
+    nothing without its link, so ``ifname`` is also its scope. Returns False
+    if the kernel refused (no route, link down...).
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    v6 = ":" in gateway
+    with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setblocking(False)
         try:
             if ifname:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-            s.sendto(b"", (gateway, port))
+            if v6:
+                scope = socket.if_nametoindex(ifname) if ifname else 0
+                s.sendto(b"", (gateway, port, 0, scope))
+            else:
+                s.sendto(b"", (gateway, port))
         except OSError as err:
             log.debug("poke %s via %s failed: %s", gateway, ifname or "any", err)
             return False

@@ -49,7 +49,7 @@ class RouteKind(enum.IntEnum):
     UNICAST = 0
     #: The subnet of a VM interface: hosts on it are reached directly.
     CONNECTED = 1
-    #: An address of the VM itself (/32): traffic for it goes to the VM.
+    #: An address of the VM itself (/32, /128): traffic for it goes to the VM.
     LOCAL = 2
 
 

@@ -145,7 +145,7 @@ class RoutingTable:
         self._used_ids: dict[tuple[int, int], set[int]] = defaultdict(set)
         self._alloc_changes: dict[NextHopKey, int | None] = {}
         self.routes: dict[int, dict[str, Route]] = defaultdict(dict)
-        # vm_id -> ip -> (vm_port, mac)
+        # vm_id -> ip -> (vm_port, mac); a link-local ip is zoned: "fe80::1%<vm_port>"
         self.neighbours: dict[int, dict[str, tuple[int, str]]] = defaultdict(dict)
         self.bindings: dict[tuple[int, int], Binding] = {}
         # vm_id -> prefix -> what the prefix has on the switch
@@ -201,8 +201,8 @@ class RoutingTable:
             prefix = _normalise(raw)
             table.pop(prefix, None)
             old = installed.get(prefix)
-            if old is not None and old.nh_key is not None and not prefix.endswith("/32"):
-                # Gone for good: only a /32 can fall back to a neighbour host route.
+            if old is not None and old.nh_key is not None and not _is_host(prefix):
+                # Gone for good: only a host route can fall back to a neighbour's.
                 del installed[prefix]
                 dp = (old.ct_id, old.dp_id)
                 self._fib_count[dp] -= 1
@@ -218,10 +218,11 @@ class RoutingTable:
         batch = _Batch()
         table = self.neighbours[vm_id]
         for n in neighbours:
+            key = _neigh_key(n.vm_port, n.address)
             if n.hwaddress:
-                table[n.address] = (n.vm_port, n.hwaddress.lower())
+                table[key] = (n.vm_port, n.hwaddress.lower())
             else:
-                table.pop(n.address, None)
+                table.pop(key, None)
             self._neighbour_changed(batch, vm_id, n.vm_port, n.address)
         return self._finish(batch)
 
@@ -235,18 +236,20 @@ class RoutingTable:
     ) -> list[Message]:
         """A client's full state after (re)connect: converge to it, removing the rest."""
         batch = _Batch()
-        old_prefixes = set(self.routes[vm_id]) | {f"{ip}/32" for ip in self.neighbours[vm_id]}
+        old_prefixes = set(self.routes[vm_id]) | _host_routes(self.neighbours[vm_id])
         old_neigh = dict(self.neighbours[vm_id])
         self.routes[vm_id] = {_normalise(r.prefix): r for r in routes}
         self.neighbours[vm_id] = {
-            n.address: (n.vm_port, n.hwaddress.lower()) for n in neighbours if n.hwaddress
+            _neigh_key(n.vm_port, n.address): (n.vm_port, n.hwaddress.lower())
+            for n in neighbours
+            if n.hwaddress
         }
-        for ip, (port, _mac) in old_neigh.items():
-            if self.neighbours[vm_id].get(ip) != old_neigh[ip]:
-                self._neighbour_changed(batch, vm_id, port, ip)
-        for ip, (port, _mac) in self.neighbours[vm_id].items():
-            if old_neigh.get(ip) != self.neighbours[vm_id][ip]:
-                self._neighbour_changed(batch, vm_id, port, ip)
+        for key, (port, _mac) in old_neigh.items():
+            if self.neighbours[vm_id].get(key) != old_neigh[key]:
+                self._neighbour_changed(batch, vm_id, port, _unzoned(key))
+        for key, (port, _mac) in self.neighbours[vm_id].items():
+            if old_neigh.get(key) != self.neighbours[vm_id][key]:
+                self._neighbour_changed(batch, vm_id, port, _unzoned(key))
         for prefix in old_prefixes | set(self.routes[vm_id]):
             self._refresh(batch, vm_id, prefix)
         return self._finish(batch)
@@ -265,7 +268,7 @@ class RoutingTable:
             self.bindings[key] = binding
         self._plans.clear()
         batch = _Batch()
-        prefixes = set(self.routes[vm_id]) | {f"{ip}/32" for ip in self.neighbours[vm_id]}
+        prefixes = set(self.routes[vm_id]) | _host_routes(self.neighbours[vm_id])
         prefixes |= set(self._installed[vm_id])
         for prefix in sorted(prefixes):
             self._refresh(batch, vm_id, prefix)
@@ -338,10 +341,11 @@ class RoutingTable:
     def _desired(self, vm_id: int, prefix: str) -> _Installed | None:
         route = self.routes[vm_id].get(prefix)
         if route is None:
-            # A resolved neighbour becomes a host route through itself.
-            if not prefix.endswith("/32"):
+            # A resolved neighbour becomes a host route through itself (a
+            # link-local one never: its key has a zone, so it is not found).
+            if not _is_host(prefix):
                 return None
-            ip = prefix[:-3]
+            ip = prefix.partition("/")[0]
             neigh = self.neighbours[vm_id].get(ip)
             if neigh is None:
                 return None
@@ -405,7 +409,7 @@ class RoutingTable:
         out = []
         for vm_port, gw, weight in members:
             b = self.bindings.get((vm_id, vm_port))
-            neigh = self.neighbours[vm_id].get(gw)
+            neigh = self.neighbours[vm_id].get(_neigh_key(vm_port, gw))
             if b is None or neigh is None or neigh[0] != vm_port:
                 continue
             out.append(
@@ -516,7 +520,8 @@ class RoutingTable:
     def _neighbour_changed(self, batch: _Batch, vm_id: int, vm_port: int, ip: str) -> None:
         for nh_key in list(self._members.get((vm_id, vm_port, ip), ())):
             self._update_buckets(batch, nh_key)
-        self._refresh(batch, vm_id, f"{ip}/32")
+        if not _is_link_local(ip):
+            self._refresh(batch, vm_id, f"{ip}/128" if ":" in ip else f"{ip}/32")
 
 
 #: Most entries per FibMod: a full table (a client's resync, a proxy's full
@@ -548,8 +553,11 @@ def _discard(by_dp: dict, dp: tuple[int, int], prefix: str) -> None:
 
 
 def _normalise(prefix: str) -> str:
-    """The canonical ``a.b.c.d/len`` of an IPv4 prefix (host bits cleared)."""
+    """The canonical text of a prefix (host bits cleared): ``a.b.c.d/len``, or for
+    IPv6 Python's compressed form (``2001:db8:1::/64``)."""
     addr, sep, plen_text = prefix.partition("/")
+    if ":" in addr:
+        return _normalise6(prefix, addr, sep, plen_text)
     plen = _PLEN.get(plen_text)
     if sep and plen is not None:
         # Fast path: already canonical, as rfclient sends it.
@@ -564,3 +572,60 @@ def _normalise(prefix: str) -> str:
         ):
             return prefix
     return str(ipaddress.IPv4Network(prefix, strict=False))
+
+
+_PLEN6 = {str(n): n for n in range(129)}
+
+
+def _normalise6(prefix: str, addr: str, sep: str, plen_text: str) -> str:
+    plen = _PLEN6.get(plen_text)
+    # Fast path, as for IPv4. inet_ntop writes embedded IPv4 (``::ffff:1.2.3.4``)
+    # where Python does not: such text always takes the slow path.
+    if sep and plen is not None and "." not in addr:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, addr)
+        except OSError:
+            packed = b""
+        if (
+            packed
+            and not int.from_bytes(packed, "big") & ((1 << (128 - plen)) - 1)
+            and socket.inet_ntop(socket.AF_INET6, packed) == addr
+        ):
+            return prefix
+    return str(ipaddress.IPv6Network(prefix, strict=False))
+
+
+def _is_host(prefix: str) -> bool:
+    """A prefix of one address (a canonical one: /32, or /128 for IPv6)."""
+    return prefix.endswith("/128") if ":" in prefix else prefix.endswith("/32")
+
+
+def _is_link_local(ip: str) -> bool:
+    """Within fe80::/10: an address that means something only on its link."""
+    if ":" not in ip:
+        return False
+    head = ip.split(":", 1)[0]
+    try:
+        return int(head, 16) & 0xFFC0 == 0xFE80 if head else False
+    except ValueError:
+        return False
+
+
+def _neigh_key(vm_port: int, ip: str) -> str:
+    """Where a neighbour is kept: its address, zoned with its port if link-local.
+
+    Link-local addresses are unique only per link (fe80::1 may well be on
+    every link), so they are resolved by (port, address), and such a key is
+    never taken for a host route. Other addresses keep their plain key, so
+    IPv4 behaves as it always did.
+    """
+    return f"{ip}%{vm_port}" if _is_link_local(ip) else ip
+
+
+def _unzoned(key: str) -> str:
+    return key.partition("%")[0]
+
+
+def _host_routes(neighbours: dict[str, tuple[int, str]]) -> set[str]:
+    """The host routes a VM's resolved neighbours give (none for link-local ones)."""
+    return {f"{key}/128" if ":" in key else f"{key}/32" for key in neighbours if "%" not in key}

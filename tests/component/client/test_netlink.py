@@ -90,6 +90,13 @@ def netns():
     name = f"rfc{os.getpid()}{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
     try:
+        # These tests are about IPv4: without IPv6, no link-local LOCAL routes
+        # appear once DAD completes (IPv6 has its own test_netlink_ipv6.py).
+        subprocess.run(
+            ["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+            check=True,
+            capture_output=True,
+        )
         for n in (1, 2):
             ip(name, f"link add eth{n} type veth peer name peer{n}")
             ip(name, f"link set peer{n} up")

@@ -275,7 +275,8 @@ def test_routes_the_switch_cannot_use_are_ignored(msg):
     assert view.routes == {}
 
 
-def test_ipv6_is_ignored_for_now():
+def test_ipv6_on_link_subnet_is_connected():
+    # IPv6 is in scope (tests/unit/client/test_kernel_ipv6.py has the rest).
     view = base_view()
     m = rtmsg_nh()
     m["family"] = 10
@@ -284,7 +285,9 @@ def test_ipv6_is_ignored_for_now():
     m["type"] = 1
     m["attrs"] = [("RTA_DST", "2001:db8::"), ("RTA_OIF", ETH1)]
     view.feed(_parsed(m, 24))
-    assert view.drain() == []
+    assert route_adds(view.drain()) == [
+        Route(prefix="2001:db8::/64", kind=RouteKind.CONNECTED, nexthops=[NextHop(vm_port=1)])
+    ]
 
 
 def test_multipath_keeps_every_usable_hop_with_weights():
