@@ -92,6 +92,17 @@ def lab_plan(file: str) -> None:
                 i.peer,
             )
     console.print(t)
+    if plan.ipv6:
+        # A table of its own: IPv6 addresses are too wide to share a row with the rest.
+        t = Table(title=f"lab {plan.name}: IPv6 (prefix {plan.ipv6_prefix}, OSPFv3)")
+        for col in ("node", "ifname", "IPv6 address", "gateway / peer"):
+            t.add_column(col)
+        for vm in plan.vms:
+            for i in vm.interfaces:
+                t.add_row(vm.name, i.ifname, i.address6 or "", i.peer)
+        for h in plan.hosts:
+            t.add_row(h.name, "", h.ip6 or "", h.gateway6 or "")
+        console.print(t)
     t = Table(title=f"lab {plan.name}: controllers")
     for col in ("ct_id", "name", "rfproxy replicas", "switches"):
         t.add_column(col)
@@ -179,6 +190,9 @@ def _print_result(result) -> None:
         console.print(f"first successful ping after {result.first_ping_s:.1f} s")
     if result.full_pingall_s is not None:
         console.print(f"100 % pingall after {result.full_pingall_s:.1f} s")
+    if getattr(result, "full_pingall6_s", None) is not None:
+        # Checked after every IPv4 stage, so an upper bound of when IPv6 got there.
+        console.print(f"100 % IPv6 pingall after {result.full_pingall6_s:.1f} s")
     console.print("[green]PASS[/green]" if result.ok else "[red]FAIL[/red]")
 
 
@@ -311,6 +325,16 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
                     f"OSPF adjacencies {adj}/{adj_want}, VM routes {have}/{total}, "
                     f"FIB flows {fib} ({time.monotonic() - t0:.0f} s)"
                 )
+                if plan.ipv6:
+                    adj6, adj6_want = checks.ospf6_adjacencies(run)
+                    have6, total6 = checks.routes_converged6(run)
+                    status.update(
+                        f"switches {sw}/{sw_want}, associations {active}/{want}, "
+                        f"OSPF adjacencies {adj}/{adj_want} (v3 {adj6}/{adj6_want}), "
+                        f"VM routes {have}/{total} (IPv6 {have6}/{total6}), "
+                        f"FIB flows {fib} ({time.monotonic() - t0:.0f} s)"
+                    )
+                    have, total = have + have6, total + total6
                 if active == want and have == total:
                     break
                 scenarios._fail_if_dead(run)
@@ -320,9 +344,17 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
             f"converged after {time.monotonic() - t0:.1f} s; "
             f"pingall {good}/{total_pairs}" + (f" (failing: {failed})" if failed else "")
         )
+        if plan.ipv6:
+            good, total_pairs, failed = checks.pingall6(run)
+            console.print(
+                f"IPv6 pingall {good}/{total_pairs}" + (f" (failing: {failed})" if failed else "")
+            )
         console.print(f"logs and state: {run_dir}")
         console.print(f"web: {run.web_url}  (`routeflow status --run-dir {run_dir}`)", markup=False)
-        console.print("hosts: " + ", ".join(f"{h.name} {h.ip}" for h in plan.hosts))
+        console.print(
+            "hosts: "
+            + ", ".join(f"{h.name} {h.ip}" + (f" {h.ip6}" if h.ip6 else "") for h in plan.hosts)
+        )
         console.print("running; Ctrl-C to stop")
         while True:
             time.sleep(2)

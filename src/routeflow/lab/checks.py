@@ -184,7 +184,8 @@ def check_flows(run: LabRun) -> FlowCheck:
 
 
 def ping(run: LabRun, src: str, dst_ip: str, count: int = 1, timeout: float = 1.0) -> bool:
-    out = run.host(src).cmd(f"ping -c {count} -W {timeout:g} -q {dst_ip}")
+    family = "-6 " if ":" in dst_ip else ""  # an IPv6 address: never fall back to IPv4
+    out = run.host(src).cmd(f"ping {family}-c {count} -W {timeout:g} -q {dst_ip}")
     m = re.search(r"(\d+) received", out)
     return bool(m and int(m.group(1)) > 0)
 
@@ -276,4 +277,206 @@ def ospf_adjacencies(run: LabRun) -> tuple[int, int]:
     full = 0
     for switch in sorted(ospf):
         full += len(re.findall(r"\bFull/", run.vtysh(switch, "show ip ospf neighbor")))
+    return full, want
+
+
+# --------------------------------------------------------------------------------------------
+# IPv6 (dual-stack labs): the same evidence, read with `ip -6 -j` and from ipv6_dst flows
+# --------------------------------------------------------------------------------------------
+
+#: Link-local and multicast destinations: per-interface or control traffic, never FIB routes.
+_NOT_ROUTED6 = (ipaddress.IPv6Network("fe80::/10"), ipaddress.IPv6Network("ff00::/8"))
+_VM_PORT = re.compile(r"eth\d+")
+#: Neighbour states in which the kernel has a usable MAC (as for IPv4 above).
+_USABLE_NEIGH = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT"}
+
+
+def _ip_json(run: LabRun, switch: str, command: str) -> list[dict]:
+    """`ip -j` output of a VM; [] when it prints nothing (no routes, no neighbours).
+
+    stderr is dropped: ip mixes notes such as "Peer netns reference is invalid" (about
+    the veth peers in the lab's other namespaces) into what the node's shell returns.
+    """
+    out = run.vm_node(switch).cmd(f"{command} 2>/dev/null").strip()
+    return json.loads(out) if out else []
+
+
+def _routed6(net: ipaddress.IPv6Network) -> bool:
+    return not any(net.subnet_of(n) for n in _NOT_ROUTED6)
+
+
+def kernel_routes6(run: LabRun, switch: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """prefix -> next hops ((gateway, dev), sorted; () when on-link) of the VM's main table.
+
+    Only unicast routes to global prefixes out of VM ports: the per-interface fe80::/64
+    routes and multicast are no FIB entries. Gateways are kept with their interface since
+    OSPFv3's are link-local, which only mean something on one link.
+    """
+    routes: dict[str, tuple[tuple[str, str], ...]] = {}
+    for r in _ip_json(run, switch, "ip -6 -j route show table main"):
+        if r.get("type", "unicast") != "unicast":
+            continue
+        dst = "::/0" if r["dst"] == "default" else r["dst"]
+        net = ipaddress.IPv6Network(dst, strict=False)
+        hops = r.get("nexthops") or [r]
+        if not _routed6(net) or not all(_VM_PORT.fullmatch(h.get("dev", "")) for h in hops):
+            continue
+        routes[str(net)] = tuple(sorted((h["gateway"], h["dev"]) for h in hops if "gateway" in h))
+    return routes
+
+
+def kernel_neighbours6(run: LabRun, switch: str) -> dict[tuple[str, str], str]:
+    """(address, dev) -> MAC of every IPv6 neighbour the VM can send to, link-local included."""
+    neigh = {}
+    for n in _ip_json(run, switch, "ip -6 -j neigh show"):
+        if (
+            _VM_PORT.fullmatch(n.get("dev", ""))
+            and n.get("lladdr")
+            and _USABLE_NEIGH & set(n.get("state", []))
+        ):
+            neigh[(str(ipaddress.IPv6Address(n["dst"])), n["dev"])] = n["lladdr"].lower()
+    return neigh
+
+
+def kernel_local6(run: LabRun, switch: str) -> set[str]:
+    """The VM's own IPv6 addresses on its ports that the kernel answers for, link-local too.
+
+    Read from the local table (type local), not from the address list: a port that is
+    down keeps its global address (keep_addr_on_down) but loses its local route, and
+    the kernel no longer takes packets for it.
+    """
+    return {
+        str(ipaddress.IPv6Address(r["dst"].split("/", 1)[0]))
+        for r in _ip_json(run, switch, "ip -6 -j route show table local")
+        if r.get("type") == "local" and _VM_PORT.fullmatch(r.get("dev", ""))
+    }
+
+
+def prefix_flows6(run: LabRun, switch: str, table: int = 1) -> dict[str, str]:
+    """prefix -> the `dump-flows` line of each flow of ``table`` that matches ipv6_dst."""
+    out = {}
+    for line in _dump(run, switch, "dump-flows").splitlines():
+        if f"table={table}," not in line:
+            continue
+        m = re.search(r"ipv6_dst=(\S+?)[ ,]", line)
+        if m:
+            out[str(ipaddress.IPv6Network(m.group(1), strict=False))] = line
+        elif re.search(r"[ ,]ipv6[ ,]", line):  # any IPv6 destination: the default route
+            out["::/0"] = line
+    return out
+
+
+def fib_flows6(run: LabRun, switch: str) -> dict[str, str]:
+    """prefix -> action text of each IPv6 FIB (table 1) flow on the switch."""
+    return {
+        prefix: _field(line, r"actions=(\S+)") or ""
+        for prefix, line in prefix_flows6(run, switch).items()
+        if "priority=0" not in line
+    }
+
+
+def flow_packets6(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
+    """prefix -> n_packets for IPv6 FIB flows."""
+    return {
+        prefix: int(n)
+        for prefix, line in prefix_flows6(run, switch, table).items()
+        if (n := _field(line, r"n_packets=(\d+)")) is not None
+    }
+
+
+def settled_flow_packets6(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
+    """flow_packets6 once OVS has caught up (see settled_flow_packets)."""
+    last = flow_packets6(run, switch, table)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        time.sleep(0.7)
+        now = flow_packets6(run, switch, table)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def expected_prefixes6(run: LabRun) -> dict[str, set[str]]:
+    """Every IPv6 prefix a converged VM must know: all host and link /64s."""
+    subnets = {h.subnet6 for h in run.plan.hosts if h.subnet6 is not None}
+    subnets |= {link.subnet6 for link in run.plan.links if link.subnet6 is not None}
+    return {vm.switch: set(subnets) for vm in run.plan.vms}
+
+
+def routes_converged6(run: LabRun) -> tuple[int, int]:
+    have = total = 0
+    for switch, prefixes in expected_prefixes6(run).items():
+        have += len(prefixes & set(kernel_routes6(run, switch)))
+        total += len(prefixes)
+    return have, total
+
+
+def check_flows6(run: LabRun) -> FlowCheck:
+    """check_flows for IPv6: kernel routes, own addresses and global neighbours vs flows.
+
+    Wanted on each switch: every global route of its VM; a /128 for every local address of
+    the VM's ports (link-local ones too: ND and OSPFv3 unicast to them must reach the VM); a
+    /128 for every resolved global neighbour (a link-local neighbour only resolves
+    gateways). Every next hop of a gateway route must appear as a destination MAC
+    rewrite in the route's group, with the MAC the VM's neighbour table has for it.
+    """
+    result = FlowCheck(ok=True)
+    for vm in run.plan.vms:
+        routes = kernel_routes6(run, vm.switch)
+        neigh = kernel_neighbours6(run, vm.switch)
+        want = set(routes)
+        want |= {f"{a}/128" for a in kernel_local6(run, vm.switch)}
+        want |= {f"{addr}/128" for addr, _dev in neigh if _routed6(ipaddress.IPv6Network(addr))}
+        flows = fib_flows6(run, vm.switch)
+        grp = groups(run, vm.switch)
+        result.routes += len(routes)
+        missing = sorted(want - set(flows))
+        extra = sorted(set(flows) - want)
+        if missing:
+            result.missing[vm.switch] = missing
+        if extra:
+            result.extra[vm.switch] = extra
+        bad = []
+        for prefix, hops in routes.items():
+            if not hops or prefix not in flows:
+                continue
+            m = re.match(r"group:(\d+)", flows[prefix])
+            if m is None:
+                bad.append(f"{prefix} via {hops}: {flows[prefix]}")
+                continue
+            bucket = grp.get(int(m.group(1)), "")
+            for gw, dev in hops:
+                mac = neigh.get((gw, dev))
+                if mac is None or f"set_field:{mac}->eth_dst" not in bucket:
+                    bad.append(f"{prefix} via {gw}%{dev} ({mac}): group {m.group(1)} {bucket!r}")
+        if bad:
+            result.bad_rewrite[vm.switch] = bad
+    result.ok = not (result.missing or result.extra or result.bad_rewrite)
+    return result
+
+
+def pingall6(run: LabRun, count: int = 1) -> tuple[int, int, list[str]]:
+    """Every host pings every other host's IPv6 address (both directions)."""
+    ok = total = 0
+    failed = []
+    for a in run.plan.hosts:
+        for b in run.plan.hosts:
+            if a is b or b.address6 is None:
+                continue
+            total += 1
+            if ping(run, a.name, b.address6, count):
+                ok += 1
+            else:
+                failed.append(f"{a.name}->{b.name}")
+    return ok, total, failed
+
+
+def ospf6_adjacencies(run: LabRun) -> tuple[int, int]:
+    """Full OSPFv3 adjacencies (counted from both ends), as ospf6d reports them."""
+    ospf = {vm.switch for vm in run.plan.vms if vm.routing == "ospf"}
+    want = 2 * sum(1 for link in run.plan.links if {link.a.switch, link.b.switch} <= ospf)
+    full = 0
+    for switch in sorted(ospf):
+        full += len(re.findall(r"\bFull\b", run.vtysh(switch, "show ipv6 ospf6 neighbor")))
     return full, want

@@ -4,10 +4,27 @@ A lab file names switches, links and hosts and nothing else; ports, addresses, M
 router ids and routes are derived here, deterministically, so that the lab runner, the
 controller configuration and the tests all agree without anybody keeping tables in sync by hand.
 Everything in this module is pure apart from reading the file in :func:`load_lab`.
+
+IPv6 (a lab file saying ``ipv6: true``) is derived, never written: operators draw an IPv4
+network and get the same network dual-stacked, with addresses nobody has to choose or keep
+consistent. The scheme, fixed so that plans, configs and tests agree run after run:
+
+* the lab's prefix is a unique local /48 (RFC 4193): ``fd`` followed by a 40-bit global ID,
+  the first five bytes of SHA-256 of ``"routeflow-lab:<lab name>"`` (so two labs differ,
+  and one lab is the same on every machine);
+* the host of ``hosts[i]`` (lab-file order) sits on subnet ID ``i + 1`` (``<prefix>:1::/64``
+  for the first host, ``:2::`` ... like rftest2's 172.31.1-4); its VM port is ``::1`` and
+  the host ``::100``, with ``::1`` as its default gateway;
+* the link ``links[j]`` (lab-file order) gets subnet ID ``0x8000 + j``; end ``a`` (the first
+  switch named) is ``::1``, end ``b`` is ``::2``.
+
+IPv4 labs are unaffected: without ``ipv6: true`` every IPv6 field of the plan is None and
+every IPv4 number is what it always was.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections import deque
@@ -22,6 +39,9 @@ from routeflow.rflib.types import ConfigEntry
 
 __all__ = [
     "DEFAULT_LINK_POOL",
+    "IPV6_HOST",
+    "IPV6_LINK_BASE",
+    "IPV6_ROUTER",
     "Announce",
     "BgpNeighbor",
     "Controller",
@@ -42,6 +62,7 @@ __all__ = [
     "Switch",
     "VmPlan",
     "host_mac",
+    "ipv6_prefix",
     "load_lab",
     "parse_lab",
     "plan",
@@ -60,6 +81,12 @@ LAB_NAME_RE = re.compile(r"^[a-z0-9_-]{1,24}$")
 # namespace names, so they are kept short and shell-safe.
 NODE_NAME_MAX = 8
 NODE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+# IPv6 numbering (see the module docstring): interface IDs and the first link subnet ID.
+IPV6_ROUTER = 1  # a VM's port on a host subnet, and end a of a link
+IPV6_HOST = 0x100  # the host on its subnet
+IPV6_LINK_BASE = 0x8000  # subnet ID of links[0]; hosts take 1 .. IPV6_LINK_BASE - 1
+IPV6_ROUTINGS = ("ospf",)  # OSPFv3 (ospf6d) carries the IPv6 routes; nothing else does yet
 
 
 class LabError(ValueError):
@@ -158,6 +185,7 @@ class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     controllers: list[_ControllerSpec] | None = None
     control: ControlPlane = msgspec.field(default_factory=ControlPlane)
     link_pool: str = DEFAULT_LINK_POOL
+    ipv6: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,6 +292,8 @@ class Lab(msgspec.Struct, frozen=True, kw_only=True):
     hosts: tuple[Host, ...]  # speakers are hosts too, after the declared ones
     link_pool: str
     speakers: tuple[Speaker, ...] = ()
+    #: Dual stack: IPv6 addresses derived for every link and host (see module docstring).
+    ipv6: bool = False
 
     def switch(self, name: str) -> Switch:
         for sw in self.switches:
@@ -388,6 +418,8 @@ class _Validator:
         speakers = self.speakers(by_name, hosts)
         links = self.allocate(pending)
         self.check_connected(switches, pending)
+        if spec.ipv6:
+            self.check_ipv6(switches)
         if self.errors:
             raise LabError(self.source, self.errors)
         return Lab(
@@ -402,6 +434,7 @@ class _Validator:
             hosts=tuple(hosts),
             link_pool=spec.link_pool,
             speakers=tuple(speakers),
+            ipv6=spec.ipv6,
         )
 
     # -- pieces -------------------------------------------------------------------------------
@@ -417,6 +450,27 @@ class _Validator:
             self.err("ospf.bfd_interval", f"{ospf.bfd_interval} ms is out of range 10-60000")
         if not 2 <= ospf.bfd_multiplier <= 255:
             self.err("ospf.bfd_multiplier", f"{ospf.bfd_multiplier} is out of range 2-255")
+
+    def check_ipv6(self, switches: list[Switch]) -> None:
+        """IPv6 routes come from OSPFv3 alone, and the subnet IDs must not run into each other."""
+        if self.spec.routing not in IPV6_ROUTINGS:
+            self.err(
+                "ipv6",
+                f"needs routing: ospf (this lab routes with {self.spec.routing}); "
+                "IPv6 routes are carried by OSPFv3 only",
+            )
+        for sw in switches:
+            spec = self.spec.switches[sw.index]
+            if spec.routing is not None and spec.routing not in IPV6_ROUTINGS:
+                self.err(
+                    f"switches[{sw.index}].routing",
+                    f"{spec.routing}: with ipv6: true every switch must route with ospf "
+                    "(OSPFv3 carries the IPv6 routes)",
+                )
+        if len(self.spec.hosts) + len(self.spec.speakers) >= IPV6_LINK_BASE:
+            self.err("hosts", f"ipv6: true numbers at most {IPV6_LINK_BASE - 1} host subnets")
+        if len(self.spec.links) > 0x10000 - IPV6_LINK_BASE:
+            self.err("links", f"ipv6: true numbers at most {0x10000 - IPV6_LINK_BASE} links")
 
     def check_control(self, control: ControlPlane) -> None:
         if not 1 <= control.servers <= 3:
@@ -889,6 +943,7 @@ class Interface(msgspec.Struct, frozen=True, kw_only=True):
     peer: str  # host name, or the switch at the other end of the link
     peer_port: int | None = None  # switch port at the other end (links only)
     link: int | None = None  # index into LabPlan.links / the lab file's links (links only)
+    address6: str | None = None  # "fd..:1::1/64" in ipv6 labs
 
     @property
     def ip(self) -> str:
@@ -897,6 +952,16 @@ class Interface(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def subnet(self) -> str:
         return str(ipaddress.IPv4Interface(self.address).network)
+
+    @property
+    def ip6(self) -> str | None:
+        return None if self.address6 is None else self.address6.split("/", 1)[0]
+
+    @property
+    def subnet6(self) -> str | None:
+        return (
+            None if self.address6 is None else str(ipaddress.IPv6Interface(self.address6).network)
+        )
 
 
 class BgpNeighbor(msgspec.Struct, frozen=True, kw_only=True):
@@ -974,6 +1039,8 @@ class HostPlan(msgspec.Struct, frozen=True, kw_only=True):
     ip: str  # "172.31.1.100/24"
     gateway: str  # "172.31.1.1"
     mac: str
+    ip6: str | None = None  # "fd..:1::100/64" in ipv6 labs
+    gateway6: str | None = None  # "fd..:1::1"
 
     @property
     def address(self) -> str:
@@ -983,6 +1050,14 @@ class HostPlan(msgspec.Struct, frozen=True, kw_only=True):
     def subnet(self) -> str:
         return str(ipaddress.IPv4Interface(self.ip).network)
 
+    @property
+    def address6(self) -> str | None:
+        return None if self.ip6 is None else self.ip6.split("/", 1)[0]
+
+    @property
+    def subnet6(self) -> str | None:
+        return None if self.ip6 is None else str(ipaddress.IPv6Interface(self.ip6).network)
+
 
 class LinkEnd(msgspec.Struct, frozen=True, kw_only=True):
     """One end of a link: a switch port and the VM address behind it."""
@@ -990,6 +1065,7 @@ class LinkEnd(msgspec.Struct, frozen=True, kw_only=True):
     switch: str
     port: int
     address: str  # "10.0.0.1/30"
+    address6: str | None = None  # "fd..:8000::1/64" in ipv6 labs
 
 
 class LinkPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -999,6 +1075,7 @@ class LinkPlan(msgspec.Struct, frozen=True, kw_only=True):
     subnet: str
     a: LinkEnd
     b: LinkEnd
+    subnet6: str | None = None  # "fd..:8000::/64" in ipv6 labs
 
 
 class LabPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -1013,6 +1090,12 @@ class LabPlan(msgspec.Struct, frozen=True, kw_only=True):
     links: tuple[LinkPlan, ...]  # in lab-file order
     speakers: tuple[SpeakerPlan, ...] = ()
     control: ControlPlane = ControlPlane()
+    #: The lab's IPv6 /48 (see ipv6_prefix) when it is dual-stack, else None.
+    ipv6_prefix: str | None = None
+
+    @property
+    def ipv6(self) -> bool:
+        return self.ipv6_prefix is not None
 
     def vm(self, switch: str) -> VmPlan:
         for vm in self.vms:
@@ -1054,18 +1137,40 @@ class LabPlan(msgspec.Struct, frozen=True, kw_only=True):
         return [(a, b) for i, a in enumerate(hosts) for b in hosts[i + 1 :]]
 
 
+def ipv6_prefix(lab_name: str) -> ipaddress.IPv6Network:
+    """The lab's unique local /48: fd + 40 bits of SHA-256 of its name (RFC 4193 section 3.2)."""
+    global_id = hashlib.sha256(f"routeflow-lab:{lab_name}".encode()).digest()[:5]
+    return ipaddress.IPv6Network((b"\xfd" + global_id + bytes(10), 48))
+
+
+def _subnet6(prefix: ipaddress.IPv6Network, subnet_id: int) -> ipaddress.IPv6Network:
+    return ipaddress.IPv6Network((int(prefix.network_address) | subnet_id << 64, 64))
+
+
+def _address6(subnet: ipaddress.IPv6Network | None, interface_id: int) -> str | None:
+    if subnet is None:
+        return None
+    return f"{subnet.network_address + interface_id}/{subnet.prefixlen}"
+
+
 def plan(lab: Lab) -> LabPlan:
     """Derive ports, addresses, MACs and routes. Pure and total for any validated Lab."""
     ifaces: dict[str, list[Interface]] = {sw.name: [] for sw in lab.switches}
     vm_ids = {sw.name: sw.vm_id for sw in lab.switches}
+    prefix6 = ipv6_prefix(lab.name) if lab.ipv6 else None
+
+    def subnet6(subnet_id: int) -> ipaddress.IPv6Network | None:
+        return None if prefix6 is None else _subnet6(prefix6, subnet_id)
 
     def next_port(switch: str) -> int:
         return len(ifaces[switch]) + 1
 
     hosts: list[HostPlan] = []
-    for h in lab.hosts:
+    for hi, h in enumerate(lab.hosts):
         port = next_port(h.switch)
         prefixlen = h.ip.split("/", 1)[1]
+        net6 = subnet6(hi + 1)
+        gateway6 = _address6(net6, IPV6_ROUTER)
         ifaces[h.switch].append(
             Interface(
                 port=port,
@@ -1074,6 +1179,7 @@ def plan(lab: Lab) -> LabPlan:
                 mac=vm_mac(vm_ids[h.switch], port),
                 kind="host",
                 peer=h.name,
+                address6=gateway6,
             )
         )
         hosts.append(
@@ -1084,6 +1190,8 @@ def plan(lab: Lab) -> LabPlan:
                 ip=h.ip,
                 gateway=h.gateway,
                 mac=host_mac(vm_ids[h.switch], port),
+                ip6=_address6(net6, IPV6_HOST),
+                gateway6=None if gateway6 is None else gateway6.split("/", 1)[0],
             )
         )
 
@@ -1092,9 +1200,20 @@ def plan(lab: Lab) -> LabPlan:
         prefixlen = ln.subnet.split("/", 1)[1]
         pa = next_port(ln.a)
         pb = next_port(ln.b)  # a != b: validation rejects self-links
+        net6 = subnet6(IPV6_LINK_BASE + ln.index)
         ends = (
-            LinkEnd(switch=ln.a, port=pa, address=f"{ln.addresses[0]}/{prefixlen}"),
-            LinkEnd(switch=ln.b, port=pb, address=f"{ln.addresses[1]}/{prefixlen}"),
+            LinkEnd(
+                switch=ln.a,
+                port=pa,
+                address=f"{ln.addresses[0]}/{prefixlen}",
+                address6=_address6(net6, IPV6_ROUTER),
+            ),
+            LinkEnd(
+                switch=ln.b,
+                port=pb,
+                address=f"{ln.addresses[1]}/{prefixlen}",
+                address6=_address6(net6, IPV6_ROUTER + 1),
+            ),
         )
         for me, other in (ends, ends[::-1]):
             ifaces[me.switch].append(
@@ -1107,9 +1226,18 @@ def plan(lab: Lab) -> LabPlan:
                     peer=other.switch,
                     peer_port=other.port,
                     link=ln.index,
+                    address6=me.address6,
                 )
             )
-        links.append(LinkPlan(index=ln.index, subnet=ln.subnet, a=ends[0], b=ends[1]))
+        links.append(
+            LinkPlan(
+                index=ln.index,
+                subnet=ln.subnet,
+                a=ends[0],
+                b=ends[1],
+                subnet6=None if net6 is None else str(net6),
+            )
+        )
 
     routing = {sw.name: sw.routing for sw in lab.switches}
     asns = {sw.name: sw.asn for sw in lab.switches}
@@ -1180,6 +1308,7 @@ def plan(lab: Lab) -> LabPlan:
             for h in hosts
             if h.name == sp.name
         ),
+        ipv6_prefix=None if prefix6 is None else str(prefix6),
     )
 
 

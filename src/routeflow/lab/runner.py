@@ -10,6 +10,12 @@ random run id so labs never collide):
   rfclient;
 * rfserver and rfproxy as child processes.
 
+Dual-stack labs (``ipv6: true`` in the lab file) also get their IPv6 addresses, with
+duplicate address detection off in every host and VM namespace before any interface
+exists: a tentative address (link-local ones included, which OSPFv3 and the hosts' default
+routes depend on) cannot be used for a second or more, and no other node can ever claim
+a lab's addresses. IPv4 labs are built exactly as before.
+
 Teardown stops exactly what was started, by pid, and removes the bridges and
 namespaces; it runs on normal exit, on exceptions and on SIGTERM/SIGINT.
 """
@@ -440,6 +446,27 @@ class LabRun:
             self.nodes[h.name] = net.addHost(f"{self.prefix}h{i + 1}", ip=h.ip, mac=h.mac)
         for i, vm in enumerate(plan.vms):
             self.nodes[f"vm:{vm.switch}"] = net.addHost(f"{self.prefix}v{i + 1}", ip=None)
+        if plan.ipv6:
+            # Before the links: interfaces created from now on inherit "default". The
+            # switch ports get no IPv6 at all: their kernel side would otherwise send
+            # router solicitations and MLD reports straight down the veth into the VMs
+            # and hosts, which would take the switch for an IPv6 neighbour. Addresses
+            # must outlive a VM port going down with its switch port (a cut link), as
+            # IPv4 ones do: Linux flushes IPv6 addresses on link down unless told not to,
+            # and nothing would put them back.
+            for name, node in self.nodes.items():
+                if name == "__ovs__":
+                    node.cmd(
+                        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                        "net.ipv6.conf.default.disable_ipv6=1"
+                    )
+                else:
+                    node.cmd(
+                        "sysctl -qw net.ipv6.conf.all.accept_dad=0 "
+                        "net.ipv6.conf.default.accept_dad=0 "
+                        "net.ipv6.conf.all.keep_addr_on_down=1 "
+                        "net.ipv6.conf.default.keep_addr_on_down=1"
+                    )
         for h in plan.hosts:
             name = self.port_name(h.switch, h.dp_port)
             net.addLink(self.nodes[h.name], ovsns, intfName2=name, cls=Link)
@@ -482,6 +509,14 @@ class LabRun:
                 node.cmd("; ".join(f"ethtool -K {n} tx off >/dev/null 2>&1" for n in names))
         for h in plan.hosts:
             self.nodes[h.name].cmd(f"ip route replace default via {h.gateway}")
+            if h.ip6 is not None:
+                node = self.nodes[h.name]
+                intf = node.defaultIntf().name
+                node.cmd(
+                    f"ip -6 addr replace {h.ip6} dev {intf} nodad && "
+                    f"ip -6 route replace default via {h.gateway6} dev {intf}"
+                )
+                self._ipv6_ready(node, h.name, [h.ip6])
 
     @staticmethod
     def port_name(switch: str, port: int) -> str:
@@ -569,6 +604,11 @@ class LabRun:
         node.cmd("ip link set lo up")
         node.cmd("sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0")
         node.cmd("sysctl -qw net.ipv4.conf.default.rp_filter=0")
+        if self.plan.ipv6:
+            node.cmd("sysctl -qw net.ipv6.conf.all.forwarding=1")
+            for iface in vm.interfaces:
+                node.cmd(f"ip -6 addr replace {iface.address6} dev {iface.ifname} nodad")
+            self._ipv6_ready(node, vm.name, [i.address6 for i in vm.interfaces])
         d = self.vm_dir(vm)
         os.makedirs(d, exist_ok=True)
         shutil.chown(d, "frr", "frr")
@@ -579,6 +619,9 @@ class LabRun:
         os.chmod(conf, 0o644)
         with open(os.path.join(d, "bfdd.conf"), "w") as fh:
             fh.write(frr.bfd_config(self.plan))
+        if "ospf6d" in frr.daemons_for(self.plan, vm.switch):
+            with open(os.path.join(d, frr.config_file("ospf6d")), "w") as fh:
+                fh.write(frr.ospf6_config(self.plan, vm.switch))
         zebra_conf = os.path.join(d, "zebra.conf")
         with open(zebra_conf, "w") as fh:
             fh.write(f"hostname {vm.name}\n")
@@ -589,7 +632,7 @@ class LabRun:
     def start_frr_daemon(self, vm: VmPlan, daemon: str) -> None:
         node = self.nodes[f"vm:{vm.switch}"]
         d = self.vm_dir(vm)
-        cfg = os.path.join(d, {"zebra": "zebra.conf", "bfdd": "bfdd.conf"}.get(daemon, "frr.conf"))
+        cfg = os.path.join(d, frr.config_file(daemon))
         pidfile = os.path.join(d, f"{daemon}.pid")
         with contextlib.suppress(FileNotFoundError):
             os.remove(pidfile)  # a stale one would name a dead (or reused) pid
@@ -643,6 +686,26 @@ class LabRun:
                     self.server = None
                 return
         raise KeyError(f"no running process named {name!r}")
+
+    def _ipv6_ready(self, node, what: str, addresses: list[str], timeout: float = 5.0) -> None:
+        """Fail the bring-up unless node has its IPv6 addresses and none is unusable.
+
+        With DAD off nothing should ever be tentative; an address that is (or failed
+        DAD), or one that never landed, would silently break OSPFv3 or a host's default
+        route later, far from its cause.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            out = node.cmd("ip -6 -o addr show")
+            missing = [a for a in addresses if f" inet6 {a} " not in out]
+            stuck = [ln for ln in out.splitlines() if "tentative" in ln or "dadfailed" in ln]
+            if not missing and not stuck:
+                return
+            if time.monotonic() > deadline:
+                raise LabFailure(
+                    f"IPv6 addresses of {what}: missing {missing}, tentative or failed {stuck}"
+                )
+            time.sleep(0.1)
 
     def _wait_for(self, path: str, what: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -23,6 +23,8 @@ class CheckResult:
     stages: list[dict] = field(default_factory=list)
     first_ping_s: float | None = None
     full_pingall_s: float | None = None
+    #: Dual-stack labs: when every host first reached every other over IPv6.
+    full_pingall6_s: float | None = None
     run_dir: str = ""
     #: Called with each stage as it completes (live progress in the CLI).
     on_stage: object = field(default=None, repr=False, compare=False)
@@ -77,18 +79,25 @@ def _fail_if_dead(run: LabRun) -> None:
         raise LabFailure(f"died: {names}; logs in {run.run_dir}")
 
 
-def pingall_until_full(run: LabRun, result: CheckResult, t0: float, timeout: float) -> bool:
+def pingall_until_full(
+    run: LabRun, result: CheckResult, t0: float, timeout: float, *, ipv6: bool = False
+) -> bool:
+    """Ping every ordered host pair until all answer, then one more full round.
+
+    With ``ipv6`` the hosts' IPv6 addresses are pinged and the stages say "IPv6".
+    """
     hosts = run.plan.hosts
     pairs = [(a, b) for a in hosts for b in hosts if a is not b]
     pending = list(pairs)
+    tag = "IPv6 " if ipv6 else ""
     t = time.monotonic()
     deadline = t + timeout
     while pending and time.monotonic() < deadline:
         _fail_if_dead(run)
         still = []
         for a, b in pending:
-            if checks.ping(run, a.name, b.address):
-                if result.first_ping_s is None:
+            if checks.ping(run, a.name, b.address6 if ipv6 else b.address):
+                if result.first_ping_s is None and not ipv6:
                     result.first_ping_s = time.monotonic() - t0
             else:
                 still.append((a, b))
@@ -96,18 +105,20 @@ def pingall_until_full(run: LabRun, result: CheckResult, t0: float, timeout: flo
         if pending:
             time.sleep(0.5)
     ok = not pending
-    if ok:
+    if ok and ipv6:
+        result.full_pingall6_s = time.monotonic() - t0
+    elif ok:
         result.full_pingall_s = time.monotonic() - t0
     detail = f"{len(pairs) - len(pending)}/{len(pairs)} pairs"
     if pending:
         detail += "; failing: " + ", ".join(f"{a.name}->{b.name}" for a, b in pending[:8])
-    result.add("pingall (until 100%)", ok, time.monotonic() - t, detail)
+    result.add(f"{tag}pingall (until 100%)", ok, time.monotonic() - t, detail)
     if ok:
         # A fresh, single-shot round: must be 100 % now, not just eventually.
         t = time.monotonic()
-        good, total, failed = checks.pingall(run)
+        good, total, failed = checks.pingall6(run) if ipv6 else checks.pingall(run)
         result.add(
-            "pingall (one round)",
+            f"{tag}pingall (one round)",
             good == total,
             time.monotonic() - t,
             f"{good}/{total}" + (f"; failing: {', '.join(failed[:8])}" if failed else ""),
@@ -115,29 +126,35 @@ def pingall_until_full(run: LabRun, result: CheckResult, t0: float, timeout: flo
     return ok
 
 
-def gateway_pings(run: LabRun, result: CheckResult) -> None:
+def gateway_pings(run: LabRun, result: CheckResult, *, ipv6: bool = False) -> None:
     t = time.monotonic()
+    gateway = {h.name: h.gateway6 if ipv6 else h.gateway for h in run.plan.hosts}
     failed = [
         h.name
         for h in run.plan.hosts
-        if not (checks.ping(run, h.name, h.gateway) or checks.ping(run, h.name, h.gateway))
+        if not (
+            checks.ping(run, h.name, gateway[h.name]) or checks.ping(run, h.name, gateway[h.name])
+        )
     ]
     n = len(run.plan.hosts)
     result.add(
-        "hosts ping their gateway",
+        "hosts ping their IPv6 gateway" if ipv6 else "hosts ping their gateway",
         not failed,
         time.monotonic() - t,
         f"{n - len(failed)}/{n}" + (f"; failing: {', '.join(failed)}" if failed else ""),
     )
 
 
-def flows_match_routes(run: LabRun, result: CheckResult, timeout: float = 15.0) -> None:
+def flows_match_routes(
+    run: LabRun, result: CheckResult, timeout: float = 15.0, *, ipv6: bool = False
+) -> None:
     t = time.monotonic()
     last = checks.FlowCheck(ok=False)
+    check = checks.check_flows6 if ipv6 else checks.check_flows
 
     def ok() -> bool:
         nonlocal last
-        last = checks.check_flows(run)
+        last = check(run)
         return last.ok
 
     good = checks.wait_until(ok, timeout, 1.0)
@@ -148,7 +165,31 @@ def flows_match_routes(run: LabRun, result: CheckResult, timeout: float = 15.0) 
             detail += f"; {what}: " + "; ".join(
                 f"{s}: {', '.join(v[:4])}" for s, v in items.items()
             )
-    result.add("flows match kernel routes", good, time.monotonic() - t, detail)
+    name = "IPv6 flows match kernel routes" if ipv6 else "flows match kernel routes"
+    result.add(name, good, time.monotonic() - t, detail)
+
+
+def converge6(run: LabRun, result: CheckResult, timeout: float) -> bool:
+    """IPv6 routes (OSPFv3) for every host and link /64 in every VM kernel."""
+    t = time.monotonic()
+
+    def done() -> bool:
+        _fail_if_dead(run)
+        have, total = checks.routes_converged6(run)
+        return have == total
+
+    ok = checks.wait_until(done, timeout)
+    have, total = checks.routes_converged6(run)
+    result.add("IPv6 routes in VM kernels", ok, time.monotonic() - t, f"{have}/{total} prefixes")
+    return ok
+
+
+def ipv6_checks(run: LabRun, result: CheckResult, t0: float, timeout: float) -> None:
+    """A dual-stack lab's IPv6 side: the same stages as IPv4, after the IPv4 ones."""
+    if converge6(run, result, timeout):
+        gateway_pings(run, result, ipv6=True)
+        pingall_until_full(run, result, t0, timeout, ipv6=True)
+        flows_match_routes(run, result, ipv6=True)
 
 
 def start_lab(run: LabRun, result: CheckResult) -> None:
@@ -182,6 +223,8 @@ def run_check(
             gateway_pings(run, result)
             pingall_until_full(run, result, t0, timeout)
             flows_match_routes(run, result)
+            if plan.ipv6:
+                ipv6_checks(run, result, t0, timeout)
             if plan.speakers:
                 speakers.reach_and_withdraw(run, result, timeout)
             if extra_checks is not None and result.ok:
