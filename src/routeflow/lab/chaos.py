@@ -301,7 +301,8 @@ def whole(run) -> list[str]:
     every association is active; every client and controller is connected to
     the leader; every controller has a master and all its other replicas are
     slaves, in rfserver's view and in OVS's; every etcd member is up and raft
-    has a leader; every kernel route has its flow; pingall is 100 %.
+    has a leader; every kernel route has its flow; pingall is 100 %; in a
+    dual-stack lab, the same for IPv6.
     """
     from routeflow.lab import checks
 
@@ -353,6 +354,15 @@ def whole(run) -> list[str]:
     good, total, failed = checks.pingall(run)
     if good != total:
         return [f"pingall {good}/{total}: failing {failed[:6]}"]
+    if run.plan.ipv6:
+        flows = checks.check_flows6(run)
+        if not flows.ok:
+            return [
+                f"IPv6 flows: missing {flows.missing} extra {flows.extra} bad {flows.bad_rewrite}"
+            ]
+        good, total, failed = checks.pingall6(run)
+        if good != total:
+            return [f"IPv6 pingall {good}/{total}: failing {failed[:6]}"]
     return []
 
 
