@@ -24,6 +24,7 @@ flows are reported apart).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import random
 import re
@@ -210,25 +211,41 @@ def farthest_host(plan, src: str) -> str:
 
 
 def kernel_lines(run, switch: str) -> dict[str, str]:
-    """prefix -> the VM kernel's whole route line (every next hop)."""
-    out = run.vm_node(switch).cmd("ip -4 -o route show table main")
+    """prefix -> the VM kernel's whole route line (every next hop), IPv6 too in a dual-stack lab."""
+    node = run.vm_node(switch)
     lines = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if not parts or parts[0] in ("broadcast", "multicast", "local"):
-            continue
-        dst = parts[0]
-        dst = "0.0.0.0/0" if dst == "default" else dst if "/" in dst else f"{dst}/32"
-        lines[dst] = " ".join(parts)
+    families = (
+        (("-4", "0.0.0.0/0", 32), ("-6", "::/0", 128))
+        if run.plan.ipv6
+        else (("-4", "0.0.0.0/0", 32),)
+    )
+    for flag, default, host in families:
+        for line in node.cmd(f"ip {flag} -o route show table main").splitlines():
+            parts = line.split()
+            if not parts or parts[0] in ("broadcast", "multicast", "local", "anycast"):
+                continue
+            dst = parts[0]
+            dst = default if dst == "default" else dst if "/" in dst else f"{dst}/{host}"
+            lines[dst] = " ".join(parts)
     return lines
 
 
+def flow_ages(run, switch: str) -> dict[str, float]:
+    """FIB prefix -> flow age on the switch, IPv6 prefixes too in a dual-stack lab."""
+    from routeflow.lab import checks
+
+    ages = checks.flow_ages(run, switch)
+    if run.plan.ipv6:
+        ages.update(checks.flow_ages6(run, switch))
+    return ages
+
+
 class RouteWatch:
-    """`ip -4 monitor route neigh` in one VM: which prefixes changed meanwhile."""
+    """`ip monitor route neigh` in one VM: which prefixes changed meanwhile."""
 
     def __init__(self, node) -> None:
         self.proc = node.popen(
-            ["ip", "-4", "-o", "monitor", "label", "route", "neigh"],
+            ["ip", "-o", "monitor", "label", "route", "neigh"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -249,7 +266,7 @@ _USABLE_NEIGH = re.compile(r"\blladdr \S+ (REACHABLE|STALE|DELAY|PROBE|PERMANENT
 
 
 def changed_prefixes(monitor_output: str) -> set[str]:
-    """Prefixes `ip -o monitor label route neigh` saw change (neighbours as /32).
+    """Prefixes `ip -o monitor label route neigh` saw change (neighbours as /32 or /128).
 
     Any route event counts; a neighbour counts when it is deleted or fails
     (rfclient withdraws its /32 then), not when it merely goes stale.
@@ -264,11 +281,14 @@ def changed_prefixes(monitor_output: str) -> set[str]:
             continue
         if what == "NEIGH" and not deleted and _USABLE_NEIGH.search(line):
             continue
+        v6 = ":" in dst or (dst == "default" and re.search(r" via [0-9a-fA-F:]*:", line))
         if dst == "default":
-            dst = "0.0.0.0/0"
-        if not re.fullmatch(r"\d+\.\d+\.\d+\.\d+(/\d+)?", dst):
+            dst = "::/0" if v6 else "0.0.0.0/0"
+        try:
+            net = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
             continue
-        changed.add(dst if "/" in dst else f"{dst}/32")
+        changed.add(str(net))
     return changed
 
 
@@ -387,7 +407,7 @@ def settle(run, timeout: float = 60.0, quiet_s: float = 5.0) -> bool:
     from routeflow.lab import checks
 
     def quiet() -> bool:
-        ages = [a for vm in run.plan.vms for a in checks.flow_ages(run, vm.switch).values()]
+        ages = [a for vm in run.plan.vms for a in flow_ages(run, vm.switch).values()]
         return min(ages, default=quiet_s + 1) > quiet_s and not whole(run)
 
     return checks.wait_until(quiet, timeout, 0.5)
@@ -532,7 +552,7 @@ def run_round(
     rows_before = checks.association_rows(checks.server_status(run))
     res.associations_before = len(rows_before)
     res.roles_before = roles(run)
-    ages_before = {sw: checks.flow_ages(run, sw) for sw in switches}
+    ages_before = {sw: flow_ages(run, sw) for sw in switches}
     kernel_before = {sw: kernel_lines(run, sw) for sw in switches}
     watches = {sw: RouteWatch(run.vm_node(sw)) for sw in switches}
     ping = ContinuousPing(run.host(src), run.plan.host(dst).address, interval=ping_interval)
@@ -571,7 +591,7 @@ def run_round(
         # Seconds since the kill, taken before the dump: a flow older than
         # that was there before the kill (ovs-ofctl's durations are at dump time).
         since = time.monotonic() - t_kill
-        now = checks.flow_ages(run, sw)
+        now = flow_ages(run, sw)
         kernel_now = kernel_lines(run, sw)
         flushed, rerouted = classify_flows(
             ages_before[sw], now, since, kernel_before[sw], kernel_now, changed[sw]

@@ -375,6 +375,15 @@ def fib_flows6(run: LabRun, switch: str) -> dict[str, str]:
     }
 
 
+def flow_ages6(run: LabRun, switch: str) -> dict[str, float]:
+    """IPv6 FIB prefix -> seconds the flow has existed (see flow_ages)."""
+    return {
+        prefix: float(age)
+        for prefix, line in prefix_flows6(run, switch).items()
+        if (age := _field(line, r"duration=([\d.]+)s")) is not None
+    }
+
+
 def flow_packets6(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
     """prefix -> n_packets for IPv6 FIB flows."""
     return {

@@ -124,3 +124,17 @@ def test_classify_flows():
         ["10.1.0.0/24"],
         ["10.2.0.0/24", "10.3.0.0/24"],
     )
+
+
+def test_changed_prefixes_ipv6():
+    out = "\n".join(
+        [
+            "[ROUTE]fd00:0:0:8001::/64 via fe80::200:ff:fe00:2 dev eth2 proto ospf metric 20",
+            "[ROUTE]Deleted default via fe80::200:ff:fe00:3 dev eth3 proto ospf metric 20",
+            "[NEIGH]fd00:0:0:1::100 dev eth1 lladdr 02:00:00:00:00:09 REACHABLE",
+            "[NEIGH]Deleted fd00:0:0:1::101 dev eth1 lladdr 02:00:00:00:00:0a STALE",
+            "[ROUTE]multicast ff00::/8 dev eth1 table local proto kernel metric 256 pref medium",
+            "[ROUTE]nexthop via fe80::1 dev eth2 weight 1",
+        ]
+    )
+    assert changed_prefixes(out) == {"fd00:0:0:8001::/64", "::/0", "fd00:0:0:1::101/128"}
