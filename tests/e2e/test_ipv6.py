@@ -109,15 +109,15 @@ def test_ipv6_transit_stays_on_the_switches(lab: Lab) -> None:
     run = lab.run
     _healthy6(run)
     h1, h4 = run.plan.host("h1"), run.plan.host("h4")
-    before_a = checks.settled_flow_packets6(run, "A")
-    before_d = checks.settled_flow_packets6(run, "D")
+    before_a = checks.settled_flow_packets(run, "A", family=6)
+    before_d = checks.settled_flow_packets(run, "D", family=6)
     before_rx = _vm_rx_packets(run)
     out = run.host("h1").cmd(f"ping -6 -c 300 -i 0.01 -q -W 1 {h4.address6}")
     received = int(re.search(r"(\d+) received", out).group(1))
     assert received >= 295, out
     grown_rx = _vm_rx_packets(run) - before_rx
-    after_a = checks.settled_flow_packets6(run, "A")
-    after_d = checks.settled_flow_packets6(run, "D")
+    after_a = checks.settled_flow_packets(run, "A", family=6)
+    after_d = checks.settled_flow_packets(run, "D", family=6)
     # Echoes leave A on h4's route; replies leave D on h1's.
     assert after_a.get(h4.subnet6, 0) - before_a.get(h4.subnet6, 0) >= 295, (before_a, after_a)
     assert after_d.get(h1.subnet6, 0) - before_d.get(h1.subnet6, 0) >= 295, (before_d, after_d)

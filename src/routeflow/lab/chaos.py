@@ -236,7 +236,7 @@ def flow_ages(run, switch: str) -> dict[str, float]:
 
     ages = checks.flow_ages(run, switch)
     if run.plan.ipv6:
-        ages.update(checks.flow_ages6(run, switch))
+        ages.update(checks.flow_ages(run, switch, family=6))
     return ages
 
 

@@ -96,18 +96,24 @@ def _dump(run: LabRun, switch: str, what: str) -> str:
     return run.ovs.ofctl("-O", "OpenFlow13", what, run.bridges[switch])
 
 
-def prefix_flows(run: LabRun, switch: str, table: int = 1) -> dict[str, str]:
-    """prefix -> the `dump-flows` line of each flow of ``table`` that matches nw_dst."""
+def prefix_flows(run: LabRun, switch: str, table: int = 1, family: int = 4) -> dict[str, str]:
+    """prefix -> the `dump-flows` line of each flow of ``table`` matching a destination.
+
+    ``family`` 4: flows on nw_dst (and the IPv4 default route, no nw_dst); 6: on ipv6_dst.
+    """
+    field, any_dst, default, host = (
+        ("nw_dst", "ip", "0.0.0.0/0", "/32") if family == 4 else ("ipv6_dst", "ipv6", "::/0", "")
+    )
     out = {}
     for line in _dump(run, switch, "dump-flows").splitlines():
         if f"table={table}," not in line:
             continue
-        m = re.search(r"nw_dst=(\S+?)[ ,]", line)
+        m = re.search(rf"{field}=(\S+?)[ ,]", line)
         if m:
-            dst = m.group(1) if "/" in m.group(1) else m.group(1) + "/32"
-            out[str(ipaddress.IPv4Network(dst, strict=False))] = line
-        elif re.search(r"[ ,]ip[ ,]", line):  # any IPv4 destination: the default route
-            out["0.0.0.0/0"] = line
+            dst = m.group(1) if "/" in m.group(1) else m.group(1) + host
+            out[str(ipaddress.ip_network(dst, strict=False))] = line
+        elif re.search(rf"[ ,]{any_dst}[ ,]", line):  # any destination: the default route
+            out[default] = line
     return out
 
 
@@ -116,20 +122,20 @@ def _field(line: str, pattern: str) -> str | None:
     return m.group(1) if m else None
 
 
-def fib_flows(run: LabRun, switch: str) -> dict[str, str]:
+def fib_flows(run: LabRun, switch: str, family: int = 4) -> dict[str, str]:
     """prefix -> action text of each FIB (table 1) flow on the switch."""
     return {
         prefix: _field(line, r"actions=(\S+)") or ""
-        for prefix, line in prefix_flows(run, switch).items()
+        for prefix, line in prefix_flows(run, switch, family=family).items()
         if "priority=0" not in line
     }
 
 
-def flow_ages(run: LabRun, switch: str) -> dict[str, float]:
+def flow_ages(run: LabRun, switch: str, family: int = 4) -> dict[str, float]:
     """FIB prefix -> seconds the flow has existed (a re-installed flow restarts at 0)."""
     return {
         prefix: float(age)
-        for prefix, line in prefix_flows(run, switch).items()
+        for prefix, line in prefix_flows(run, switch, family=family).items()
         if (age := _field(line, r"duration=([\d.]+)s")) is not None
     }
 
@@ -216,22 +222,24 @@ def wait_until(pred, timeout: float, interval: float = 0.5) -> bool:
         time.sleep(interval)
 
 
-def flow_packets(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
+def flow_packets(run: LabRun, switch: str, table: int = 1, family: int = 4) -> dict[str, int]:
     """prefix -> n_packets for FIB flows (for 'traffic went through the flow' checks)."""
     return {
         prefix: int(n)
-        for prefix, line in prefix_flows(run, switch, table).items()
+        for prefix, line in prefix_flows(run, switch, table, family).items()
         if (n := _field(line, r"n_packets=(\d+)")) is not None
     }
 
 
-def settled_flow_packets(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
+def settled_flow_packets(
+    run: LabRun, switch: str, table: int = 1, family: int = 4
+) -> dict[str, int]:
     """flow_packets once OVS has caught up: its counters lag traffic by a revalidator pass."""
-    last = flow_packets(run, switch, table)
+    last = flow_packets(run, switch, table, family)
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         time.sleep(0.7)
-        now = flow_packets(run, switch, table)
+        now = flow_packets(run, switch, table, family)
         if now == last:
             return now
         last = now
@@ -352,60 +360,6 @@ def kernel_local6(run: LabRun, switch: str) -> set[str]:
     }
 
 
-def prefix_flows6(run: LabRun, switch: str, table: int = 1) -> dict[str, str]:
-    """prefix -> the `dump-flows` line of each flow of ``table`` that matches ipv6_dst."""
-    out = {}
-    for line in _dump(run, switch, "dump-flows").splitlines():
-        if f"table={table}," not in line:
-            continue
-        m = re.search(r"ipv6_dst=(\S+?)[ ,]", line)
-        if m:
-            out[str(ipaddress.IPv6Network(m.group(1), strict=False))] = line
-        elif re.search(r"[ ,]ipv6[ ,]", line):  # any IPv6 destination: the default route
-            out["::/0"] = line
-    return out
-
-
-def fib_flows6(run: LabRun, switch: str) -> dict[str, str]:
-    """prefix -> action text of each IPv6 FIB (table 1) flow on the switch."""
-    return {
-        prefix: _field(line, r"actions=(\S+)") or ""
-        for prefix, line in prefix_flows6(run, switch).items()
-        if "priority=0" not in line
-    }
-
-
-def flow_ages6(run: LabRun, switch: str) -> dict[str, float]:
-    """IPv6 FIB prefix -> seconds the flow has existed (see flow_ages)."""
-    return {
-        prefix: float(age)
-        for prefix, line in prefix_flows6(run, switch).items()
-        if (age := _field(line, r"duration=([\d.]+)s")) is not None
-    }
-
-
-def flow_packets6(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
-    """prefix -> n_packets for IPv6 FIB flows."""
-    return {
-        prefix: int(n)
-        for prefix, line in prefix_flows6(run, switch, table).items()
-        if (n := _field(line, r"n_packets=(\d+)")) is not None
-    }
-
-
-def settled_flow_packets6(run: LabRun, switch: str, table: int = 1) -> dict[str, int]:
-    """flow_packets6 once OVS has caught up (see settled_flow_packets)."""
-    last = flow_packets6(run, switch, table)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        time.sleep(0.7)
-        now = flow_packets6(run, switch, table)
-        if now == last:
-            return now
-        last = now
-    return last
-
-
 def expected_prefixes6(run: LabRun) -> dict[str, set[str]]:
     """Every IPv6 prefix a converged VM must know: all host and link /64s."""
     subnets = {h.subnet6 for h in run.plan.hosts if h.subnet6 is not None}
@@ -437,7 +391,7 @@ def check_flows6(run: LabRun) -> FlowCheck:
         want = set(routes)
         want |= {f"{a}/128" for a in kernel_local6(run, vm.switch)}
         want |= {f"{addr}/128" for addr, _dev in neigh if _routed6(ipaddress.IPv6Network(addr))}
-        flows = fib_flows6(run, vm.switch)
+        flows = fib_flows(run, vm.switch, family=6)
         grp = groups(run, vm.switch)
         result.routes += len(routes)
         missing = sorted(want - set(flows))

@@ -158,7 +158,7 @@ def test_kernel_local6_are_the_ports_own_local_routes() -> None:
 
 
 def test_fib_flows6_reads_table_1_ipv6_only() -> None:
-    assert checks.fib_flows6(FakeRun(), "A") == {
+    assert checks.fib_flows(FakeRun(), "A", family=6) == {
         f"{P}:1::/64": "group:1",
         f"{P}:2::/64": "group:2",
         f"{P}:8001::/64": "group:3",
@@ -167,7 +167,7 @@ def test_fib_flows6_reads_table_1_ipv6_only() -> None:
         "fe80::ff:fe05:1/128": "CONTROLLER:65535",
         f"{P}:1::100/128": "group:4",
     }
-    assert checks.flow_packets6(FakeRun(), "A")[f"{P}:2::/64"] == 7
+    assert checks.flow_packets(FakeRun(), "A", family=6)[f"{P}:2::/64"] == 7
 
 
 def test_check_flows6_accepts_a_matching_switch() -> None:
