@@ -16,6 +16,10 @@ exists: a tentative address (link-local ones included, which OSPFv3 and the host
 routes depend on) cannot be used for a second or more, and no other node can ever claim
 a lab's addresses. IPv4 labs are built exactly as before.
 
+FRR's own state (graceful-restart files, bfdd's control socket, log buffers) goes to
+directories in each VM's run directory, bind-mounted over /var/run/frr and /var/tmp/frr in
+the VM's private mount namespace: a lab writes nothing to FRR's shared directories.
+
 Teardown stops exactly what was started, by pid, and removes the bridges and
 namespaces; it runs on normal exit, on exceptions and on SIGTERM/SIGINT.
 """
@@ -47,6 +51,10 @@ from routeflow.web.topology import write_topology
 log = logging.getLogger("routeflow.lab")
 
 FRR_DIR = "/usr/lib/frr"
+
+#: FRR's shared directories, each replaced in a VM by one of the VM's run directory:
+#: mount point -> (directory in the VM's run directory, the mode FRR gives it).
+FRR_PRIVATE_DIRS = {"/var/run/frr": ("frr-run", 0o755), "/var/tmp/frr": ("frr-tmp", 0o700)}
 
 
 class LabFailure(RuntimeError):
@@ -613,6 +621,7 @@ class LabRun:
         os.makedirs(d, exist_ok=True)
         shutil.chown(d, "frr", "frr")
         os.chmod(d, 0o775)
+        self._private_frr_dirs(vm)
         conf = os.path.join(d, "frr.conf")
         with open(conf, "w") as fh:
             fh.write(frr.frr_config(self.plan, vm.switch))
@@ -628,6 +637,34 @@ class LabRun:
         for daemon in frr.daemons_for(self.plan, vm.switch):
             self.start_frr_daemon(vm, daemon)
         self.start_client(vm)
+
+    def _private_frr_dirs(self, vm: VmPlan) -> None:
+        """Give the VM's FRR daemons their own /var/run/frr and /var/tmp/frr.
+
+        FRR 8.4 writes state no option of ours can move: ospfd-gr.json, ospf6d-gr.json and
+        ospf6d-at-seq-no.dat are absolute paths compiled in (-N/--pathspace leaves them
+        where they are), and every daemon keeps log buffers in /var/tmp/frr/<daemon>.<pid>,
+        which one killed by SIGKILL never removes. (bfdd.sock could be moved with --bfdctl,
+        but lands in the VM's directory this way too.) Shared, those files are read and
+        rewritten by every lab's daemons, and no lab can tell which of them are its own to
+        remove. The VM node already has a mount namespace of its own (mnexec -n), so bind
+        mounts made there are seen by its processes only and go away with them: whatever
+        the daemons write lands in the run directory. Making the node's mounts private
+        first means a mount can never propagate to the host, whatever Mininet did.
+        """
+        cmds = ["mount --make-rprivate /"]
+        for target, (name, mode) in FRR_PRIVATE_DIRS.items():
+            if not os.path.isdir(target):  # FRR's own, as its first daemon would make it
+                os.makedirs(target, mode=mode)
+                shutil.chown(target, "frr", "frr")
+            source = os.path.join(self.vm_dir(vm), name)
+            os.makedirs(source, exist_ok=True)
+            shutil.chown(source, "frr", "frr")
+            os.chmod(source, mode)
+            cmds.append(f"mount --bind {source} {target}")
+        out = self.nodes[f"vm:{vm.switch}"].cmd(" && ".join(cmds) + " && echo mounts-ok")
+        if "mounts-ok" not in out:
+            raise LabFailure(f"private FRR directories of VM {vm.name}: {out.strip()}")
 
     def start_frr_daemon(self, vm: VmPlan, daemon: str) -> None:
         node = self.nodes[f"vm:{vm.switch}"]
