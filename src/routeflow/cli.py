@@ -395,7 +395,12 @@ def bench() -> None:
 @bench.command("fib")
 @click.option("--routes", type=click.IntRange(1, 4_000_000), default=100_000, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
-@click.option("--prefixlen", type=click.IntRange(8, 32), default=24, show_default=True)
+@click.option(
+    "--prefixlen",
+    type=click.IntRange(8, 128),
+    default=None,
+    help="route prefix length: 8-32, default 24; with --ipv6 16-128, default 48",
+)
 @click.option("--frr/--no-frr", default=False, show_default=True, help="run zebra in the VM too")
 @click.option("--raw/--no-raw", default=True, show_default=True, help="measure ovs-ofctl --bundle")
 @click.option("--run-dir", default=None, help="where logs and state go")
@@ -406,12 +411,35 @@ def bench() -> None:
     is_flag=True,
     help="also SIGKILL and restart rfproxy with the routes loaded: time its reconciliation",
 )
+@click.option(
+    "--wipe-switch",
+    is_flag=True,
+    help="also delete every flow and group of the switch with the routes loaded and restart "
+    "rfproxy: time until the switch holds the full table again",
+)
+@click.option("--ipv6", is_flag=True, help="IPv6 prefixes (fd00::/8) instead of IPv4")
 def bench_fib(
-    routes, json_path, prefixlen, frr, raw, run_dir, log_level, profile_dir, restart_proxy
+    routes,
+    json_path,
+    prefixlen,
+    frr,
+    raw,
+    run_dir,
+    log_level,
+    profile_dir,
+    restart_proxy,
+    wipe_switch,
+    ipv6,
 ) -> None:
     """Kernel routes -> switch flows: routes/s against ovs-ofctl --bundle, RSS, next-hop change."""
     from routeflow.bench.fib import main_fib
 
+    if prefixlen is None:
+        prefixlen = 48 if ipv6 else 24
+    elif not (16 <= prefixlen <= 128 if ipv6 else prefixlen <= 32):
+        raise click.BadParameter(
+            f"{prefixlen} is outside {'16-128' if ipv6 else '8-32'}", param_hint="--prefixlen"
+        )
     _require_root()
     sys.exit(
         main_fib(
@@ -425,6 +453,8 @@ def bench_fib(
             console,
             profile_dir,
             restart_proxy=restart_proxy,
+            wipe_switch=wipe_switch,
+            ipv6=ipv6,
         )
     )
 

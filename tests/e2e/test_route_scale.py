@@ -2,8 +2,10 @@
 
 The full-size figures (a million routes) come from the same code; these runs
 keep it working: the benchmark must count every flow in OVS, change the next
-hop with one group-mod, withdraw everything and report memory; the BGP lab
-must carry an ExaBGP speaker's prefixes into the switch and out again.
+hop with one group-mod, withdraw everything and report memory, and, with
+--wipe-switch, see a wiped switch get its whole table back from a restarted
+rfproxy (IPv4, and IPv6 with --ipv6); the BGP lab must carry an ExaBGP
+speaker's prefixes into the switch and out again.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from routeflow.lab.scenarios import run_check
 pytestmark = pytest.mark.e2e
 
 ROUTES = 3000
+ROUTES6 = 2000
 
 
-def test_bench_fib_small(run_dir, tmp_path):
+def _bench(run_dir, tmp_path, routes: int, *options: str) -> tuple[dict, str]:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [
@@ -33,11 +36,12 @@ def test_bench_fib_small(run_dir, tmp_path):
             "bench",
             "fib",
             "--routes",
-            str(ROUTES),
+            str(routes),
             "--json",
             str(out),
             "--run-dir",
             run_dir,
+            *options,
         ],
         capture_output=True,
         text=True,
@@ -46,7 +50,22 @@ def test_bench_fib_small(run_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     r = json.loads(out.read_text())
     assert r["ok"] and not r["problems"], r["problems"]
-    assert r["routes"] == ROUTES
+    assert r["routes"] == routes
+    return r, proc.stdout
+
+
+def _check_wipe(r: dict, routes: int) -> None:
+    """The wiped switch got everything back, all re-added, nothing deleted."""
+    d = r["wipe_diff"]
+    assert d["flows_add"] > routes and d["flows_delete"] == 0 and d["flows_unchanged"] == 0, d
+    assert d["groups_add"] >= 1 and d["groups_unchanged"] == 0, d
+    assert r["wipe_s"] > 0 and r["wipe_ratio"] > 0
+    assert 0 < r["wipe_connected_s"] <= r["wipe_s"]
+
+
+def test_bench_fib_small(run_dir, tmp_path):
+    r, stdout = _bench(run_dir, tmp_path, ROUTES, "--wipe-switch")
+    assert r["ipv6"] is False and r["prefixlen"] == 24
     assert r["ours_rate"] > 0 and r["raw_rate"] > 0 and r["ratio"] > 0
     # One group-mod moves every route to the gateway's new MAC; no flow changes.
     assert r["nexthop_flows_unchanged"] is True
@@ -57,12 +76,28 @@ def test_bench_fib_small(run_dir, tmp_path):
     # The packet relay kept answering while the routes were written.
     ping = r["relay_ping"]
     assert ping["sent"] >= 2 and ping["received"] >= ping["sent"] - 1, ping
+    _check_wipe(r, ROUTES)
     print(
         f"bench fib {ROUTES}: ours {r['ours_rate']:,.0f} routes/s, raw {r['raw_rate']:,.0f}/s, "
         f"ratio {r['ratio']}, next-hop change {r['nexthop_change_s'] * 1000:.0f} ms, "
-        f"RSS {r['rss_peak_total_mb']} MB"
+        f"RSS {r['rss_peak_total_mb']} MB, wiped switch back in {r['wipe_s']} s"
     )
-    assert "routes/s" in proc.stdout
+    assert "routes/s" in stdout
+
+
+def test_bench_fib_small_ipv6(run_dir, tmp_path):
+    r, stdout = _bench(run_dir, tmp_path, ROUTES6, "--ipv6", "--wipe-switch")
+    assert r["ipv6"] is True and r["prefixlen"] == 48
+    assert r["ours_rate"] > 0 and r["raw_rate"] > 0 and r["ratio"] > 0
+    assert r["progress"][-1][1] == ROUTES6
+    assert r["nexthop_flows_unchanged"] is True
+    assert r["withdraw_s"] is not None
+    _check_wipe(r, ROUTES6)
+    print(
+        f"bench fib --ipv6 {ROUTES6}: ours {r['ours_rate']:,.0f} routes/s, "
+        f"raw {r['raw_rate']:,.0f}/s, wiped switch back in {r['wipe_s']} s"
+    )
+    assert "IPv6 /48" in stdout
 
 
 def test_bgp_table_lab_carries_the_speakers_prefixes_in_and_out(run_dir):

@@ -14,16 +14,26 @@ rftest1. The benchmark:
    (optionally, ``--restart-proxy``: SIGKILLs rfproxy, restarts it and times
    until it has reconciled the switch, which must re-install and delete
    nothing; its peak RSS during that is reported too);
+   (optionally, ``--wipe-switch``: SIGKILLs rfproxy, deletes every flow and
+   group of the switch, as a switch that rebooted would have lost them,
+   restarts rfproxy and times until the switch holds all of them again: its
+   reconciliation re-adds the full table);
 4. withdraws the N routes and times until the switch is back to its baseline;
 5. measures the raw baseline: the same N flows written straight to a fresh
    bridge of the same Open vSwitch with ``ovs-ofctl --bundle add-flows``
    (after ours, so that neither runs next to a bridge holding N flows);
 6. reads the peak RSS (VmHWM) and CPU time of rfserver, rfproxy and rfclient.
+
+``--ipv6`` does the same with IPv6 prefixes (fd00::/8, see nlroutes.py)
+through a gateway on an IPv6 /64 of the documentation range added to the
+VM's port towards the gateway host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import re
@@ -54,6 +64,13 @@ SWITCH = "s1"
 GATEWAY_HOST = "h2"  # the routes' next hop: a real host behind the switch
 RELAY_HOST = "h1"  # pings its gateway while the routes load
 NEW_MAC = "06:00:00:be:ef:01"
+#: --ipv6: the gateway link's /64, the VM's address on it and the gateway's.
+#: The gateway gets a MAC of its own, so that its group is told apart from
+#: the IPv4 gateway's (one group per next hop, found by its MAC rewrite).
+NET6 = "2001:db8:f::/64"
+VM6 = "2001:db8:f::1"
+GW6 = "2001:db8:f::100"
+GW6_MAC = "06:00:00:be:ef:06"
 DAEMONS = ("rfserver", "rfproxy", f"rfclient@{SWITCH}")
 ROUTE_COOKIE = of.cookie(of.Kind.ROUTE)
 
@@ -62,6 +79,7 @@ ROUTE_COOKIE = of.cookie(of.Kind.ROUTE)
 class FibBenchResult:
     routes: int
     prefixlen: int = 24
+    ipv6: bool = False
     ok: bool = True
     problems: list[str] = field(default_factory=list)
     #: Raw baseline: ovs-ofctl --bundle add-flows of the same N flows.
@@ -96,6 +114,23 @@ class FibBenchResult:
     restart_rss_before_mb: float | None = None
     #: Its diff: flows_add/flows_delete/flows_unchanged, groups_*.
     restart_diff: dict[str, int] = field(default_factory=dict)
+    #: --wipe-switch: rfproxy SIGKILLed, every flow and group of the switch
+    #: deleted, rfproxy restarted: seconds from the restart until the switch
+    #: holds all its flows (both tables) and groups again.
+    wipe_s: float | None = None
+    wipe_rate: float | None = None  # routes / wipe_s
+    wipe_ratio: float | None = None  # wipe_rate / raw_rate
+    #: How long Open vSwitch took to delete everything (not part of wipe_s).
+    wipe_clear_s: float | None = None
+    #: From the restart until rfproxy logged its reconciliation (sent it all).
+    wipe_reconcile_logged_s: float | None = None
+    #: From the switch's connection to the restarted rfproxy (its log line)
+    #: until the full table: wipe_s less starting up and Open vSwitch's
+    #: reconnection backoff, and its ratio to the raw baseline.
+    wipe_connected_s: float | None = None
+    wipe_connected_ratio: float | None = None
+    wipe_rss_peak_mb: float | None = None
+    wipe_diff: dict[str, int] = field(default_factory=dict)
     run_dir: str = ""
     command: str = ""
 
@@ -199,12 +234,17 @@ def _raw_baseline(run: LabRun, result: FibBenchResult, net_ints: list[int], src_
     n = result.routes
     bridge = f"{run.prefix}raw"
     path = os.path.join(run.run_dir, "raw-flows.txt")
-    mask = (0xFFFFFFFF << (32 - result.prefixlen)) & 0xFFFFFFFF
     prio = of.PRIO_ROUTE_BASE + result.prefixlen
     with open(path, "w") as fh:
-        head = f"table={of.TABLE_FIB},priority={prio},cookie={ROUTE_COOKIE:#x},ip,nw_dst="
-        tail = f"/{_dotted(mask)},actions=group:1\n"
-        fh.writelines(f"{head}{_dotted(net)}{tail}" for net in net_ints)
+        if result.ipv6:
+            head = f"table={of.TABLE_FIB},priority={prio},cookie={ROUTE_COOKIE:#x},ipv6,ipv6_dst="
+            tail = f"/{result.prefixlen},actions=group:1\n"
+            fh.writelines(f"{head}{ipaddress.IPv6Address(net)}{tail}" for net in net_ints)
+        else:
+            mask = (0xFFFFFFFF << (32 - result.prefixlen)) & 0xFFFFFFFF
+            head = f"table={of.TABLE_FIB},priority={prio},cookie={ROUTE_COOKIE:#x},ip,nw_dst="
+            tail = f"/{_dotted(mask)},actions=group:1\n"
+            fh.writelines(f"{head}{_dotted(net)}{tail}" for net in net_ints)
     run.ovs.vsctl(
         "add-br",
         bridge,
@@ -313,12 +353,17 @@ def run_fib_bench(
     progress=None,
     profile_dir: str | None = None,
     restart_proxy: bool = False,
+    wipe_switch: bool = False,
+    ipv6: bool = False,
 ) -> FibBenchResult:
     """The whole benchmark; ``progress(text)`` is told what is happening."""
     say = progress or (lambda _text: None)
-    result = FibBenchResult(routes=routes, prefixlen=prefixlen, run_dir=run_dir)
+    result = FibBenchResult(routes=routes, prefixlen=prefixlen, ipv6=ipv6, run_dir=run_dir)
     result.command = " ".join(sys.argv) if sys.argv else ""
-    net_ints = list(nlroutes.prefixes(routes, prefixlen=prefixlen))
+    if ipv6:
+        net_ints = list(nlroutes.prefixes6(routes, prefixlen=prefixlen))
+    else:
+        net_ints = list(nlroutes.prefixes(routes, prefixlen=prefixlen))
     limit = timeout if timeout is not None else max(60.0, routes / 5000)
     lab = bench_plan()
     run = _BenchRun(lab, run_dir, log_level=log_level, stats_interval=0)
@@ -340,6 +385,20 @@ def run_fib_bench(
         want = {f"{i.ip}/32" for i in vm.interfaces} | {i.subnet for i in vm.interfaces}
         if not checks.wait_until(lambda: want <= set(checks.fib_flows(run, SWITCH)), 30, 0.2):
             raise LabFailure(f"the connected routes never reached the switch: {want}")
+        gw_addr, gw_mac = gw.address, gw.mac
+        if ipv6:
+            # The lab is IPv4 (static routing): the gateway link gets its IPv6
+            # /64 by hand. Only the VM's side is needed; the gateway is a
+            # permanent neighbour, as the IPv4 one is.
+            gw_addr, gw_mac = GW6, GW6_MAC
+            node.cmd(f"ip -6 addr add {VM6}/64 dev {gw_port.ifname} nodad")
+            neigh = f"ip -6 neigh replace {GW6} dev {gw_port.ifname} nud permanent lladdr"
+            node.cmd(f"{neigh} {gw_mac}")
+            want6 = {f"{VM6}/128", NET6}
+            if not checks.wait_until(
+                lambda: want6 <= set(checks.fib_flows(run, SWITCH, family=6)), 30, 0.2
+            ):
+                raise LabFailure(f"the IPv6 connected routes never reached the switch: {want6}")
         # Control traffic keeps flowing while the table loads: a host pings its
         # gateway (the VM), a path through rfproxy's packet relay. Started now,
         # so that the host's own /32 flow is part of the baseline.
@@ -359,7 +418,7 @@ def run_fib_bench(
 
         say(f"loading {routes} routes into the VM kernel and waiting for the switch")
         profilers = _start_profilers(run, profile_dir) if profile_dir else []
-        gw_group, _ = _group_of_gateway(run, bridge, gw.mac)
+        gw_group, _ = _group_of_gateway(run, bridge, gw_mac)
         base_via = (
             aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={gw_group}")
             if gw_group is not None
@@ -367,17 +426,19 @@ def run_fib_bench(
         )
         cpu0 = _cpu_all(run)
         t0 = time.monotonic()
+        family = ["--ipv6"] if ipv6 else []
         loader = _vm_python(
             run,
             "add",
             "--count",
             str(routes),
             "--via",
-            gw.address,
+            gw_addr,
             "--dev",
             gw_port.ifname,
             "--prefixlen",
             str(prefixlen),
+            *family,
         )
         done, loaded, first = _wait_count(
             run,
@@ -407,9 +468,9 @@ def run_fib_bench(
         result.ours_s = round(done, 3)
         result.ours_rate = round(routes / done, 1)
 
-        group, groups_text = _group_of_gateway(run, bridge, gw.mac)
+        group, groups_text = _group_of_gateway(run, bridge, gw_mac)
         if group is None:
-            result.fail(f"no group rewrites to the gateway MAC {gw.mac}: {groups_text[:300]}")
+            result.fail(f"no group rewrites to the gateway MAC {gw_mac}: {groups_text[:300]}")
             return result
         via_group = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={group}")
         if via_group != routes + base_via:
@@ -423,6 +484,16 @@ def run_fib_bench(
             _restart_proxy(run, result, limit, profile_dir)
             if table_active(run, bridge) != base + routes:
                 result.fail("the route flows changed across the rfproxy restart")
+
+        if wipe_switch:
+            say("SIGKILL rfproxy, wipe the switch, restart rfproxy, wait for the full table")
+            _wipe_switch(run, result, bridge, limit)
+            after = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={group}")
+            if after != via_group:
+                result.fail(
+                    f"after the wipe {after - base_via} route flows point at the gateway's "
+                    f"group {group}, not {routes}"
+                )
 
         say("changing the gateway's MAC in the VM")
         t0 = time.monotonic()
@@ -448,7 +519,9 @@ def run_fib_bench(
         say(f"withdrawing the {routes} routes")
         cpu0 = _cpu_all(run)
         t0 = time.monotonic()
-        loader = _vm_python(run, "del", "--count", str(routes), "--prefixlen", str(prefixlen))
+        loader = _vm_python(
+            run, "del", "--count", str(routes), "--prefixlen", str(prefixlen), *family
+        )
         done, unloaded, _first = _wait_count(
             run, bridge, base, limit, t0=t0, base=base + routes, loader=loader
         )
@@ -466,6 +539,10 @@ def run_fib_bench(
             _raw_baseline(run, result, net_ints, gw_port.mac)
             if result.ours_rate and result.raw_rate:
                 result.ratio = round(result.ours_rate / result.raw_rate, 3)
+            if result.wipe_rate and result.raw_rate:
+                result.wipe_ratio = round(result.wipe_rate / result.raw_rate, 3)
+            if result.wipe_connected_s and result.raw_s:
+                result.wipe_connected_ratio = round(result.raw_s / result.wipe_connected_s, 3)
     except LabFailure as exc:
         result.fail(str(exc))
     finally:
@@ -510,40 +587,17 @@ def _restart_proxy(
     The restarted rfproxy logs at INFO (its "reconciled switch" line); the
     clock starts when the new process is spawned.
     """
-    old = _pid(run, "rfproxy")
-    hwm = _status_kb(old, "VmHWM") if old else None
-    if hwm is not None:
-        result.rss_peak_mb["rfproxy"] = round(hwm / 1024, 1)
-    rss = _status_kb(old, "VmRSS") if old else None
+    rss = _kill_proxy(run, result)
     if rss is not None:
-        result.restart_rss_before_mb = round(rss / 1024, 1)
-    log_path = os.path.join(run.run_dir, "rfproxy.log")
-    run.kill("rfproxy")
-    offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
-    level, run.log_level = run.log_level, "INFO"
-    t0 = time.monotonic()
-    try:
-        run.start_proxy_process()
-    finally:
-        run.log_level = level
-    pid = _pid(run, "rfproxy")
+        result.restart_rss_before_mb = rss
+    t0, pid, log_at = _spawn_proxy(run)
     profilers = []
     if profile_dir and pid is not None:
         profilers = _start_profilers(run, profile_dir, names=("rfproxy",), suffix="-restart")
-    found = None
-    deadline = t0 + timeout
     try:
-        while time.monotonic() < deadline:
-            with open(log_path, errors="replace") as fh:
-                fh.seek(offset)
-                found = _RECONCILED.search(fh.read())
-            if found is not None:
-                result.restart_reconcile_s = round(time.monotonic() - t0, 3)
-                break
-            dead = run.procs.dead()
-            if dead:
-                raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
-            time.sleep(0.05)
+        found = _wait_reconciled(run, log_at, t0 + timeout)
+        if found is not None:
+            result.restart_reconcile_s = round(time.monotonic() - t0, 3)
     finally:
         _stop_profilers(profilers)
     hwm = _status_kb(pid, "VmHWM") if pid else None
@@ -556,6 +610,136 @@ def _restart_proxy(
     d = result.restart_diff
     if d["flows_add"] or d["flows_delete"] or d["groups_add"] or d["groups_modify"]:
         result.fail(f"the restarted rfproxy re-installed or deleted state: {found.group(0)}")
+
+
+def _kill_proxy(run: LabRun, result: FibBenchResult) -> float | None:
+    """SIGKILL rfproxy, keeping its peak RSS for the report; returns its RSS (MB) before."""
+    old = _pid(run, "rfproxy")
+    hwm = _status_kb(old, "VmHWM") if old else None
+    if hwm is not None:
+        mb = round(hwm / 1024, 1)
+        result.rss_peak_mb["rfproxy"] = max(mb, result.rss_peak_mb.get("rfproxy", 0))
+    rss = _status_kb(old, "VmRSS") if old else None
+    run.kill("rfproxy")
+    return None if rss is None else round(rss / 1024, 1)
+
+
+def _spawn_proxy(run: LabRun) -> tuple[float, int | None, tuple[str, int]]:
+    """Start rfproxy logging at INFO: (spawned at, pid, (its log, where this run starts))."""
+    log_path = os.path.join(run.run_dir, "rfproxy.log")
+    offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+    level, run.log_level = run.log_level, "INFO"
+    t0 = time.monotonic()
+    try:
+        run.start_proxy_process()
+    finally:
+        run.log_level = level
+    return t0, _pid(run, "rfproxy"), (log_path, offset)
+
+
+def _wait_reconciled(run: LabRun, log_at: tuple[str, int], deadline: float) -> re.Match | None:
+    """The restarted rfproxy's "reconciled switch" line, once it is logged."""
+    path, offset = log_at
+    while time.monotonic() < deadline:
+        with open(path, errors="replace") as fh:
+            fh.seek(offset)
+            found = _RECONCILED.search(fh.read())
+        if found is not None:
+            return found
+        dead = run.procs.dead()
+        if dead:
+            raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
+        time.sleep(0.05)
+    return None
+
+
+_CONNECTED = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) routeflow\.proxy INFO switch 0x[0-9a-f]+ connected",
+    re.M,
+)
+
+
+def _connected_at(log_at: tuple[str, int]) -> float | None:
+    """When (wall clock) the restarted rfproxy logged the physical switch's connection."""
+    path, offset = log_at
+    with open(path, errors="replace") as fh:
+        fh.seek(offset)
+        m = _CONNECTED.search(fh.read())
+    if m is None:
+        return None
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def _group_count(run: LabRun, bridge: str) -> int:
+    return len(re.findall(r"group_id=\d+", _ofctl(run, "dump-groups", bridge)))
+
+
+def _wipe_switch(run: LabRun, result: FibBenchResult, bridge: str, timeout: float) -> None:
+    """The switch loses everything (a reboot, a wipe); a restarted rfproxy re-adds it all.
+
+    rfproxy is killed first, so that nothing re-adds flows before the clock
+    starts; the clock starts when the new rfproxy is spawned (as for
+    --restart-proxy) and stops when Open vSwitch counts as many flows in
+    both tables, and as many groups, as before the wipe.
+    """
+    want = (table_active(run, bridge, 0), table_active(run, bridge, 1), _group_count(run, bridge))
+    _kill_proxy(run, result)
+    t = time.monotonic()
+    for what in ("del-flows", "del-groups"):
+        # Open vSwitch deletes a million flows more slowly than it adds them:
+        # longer than the lab's usual ovs-ofctl timeout.
+        r = subprocess.run(
+            ["ovs-ofctl", "-O", "OpenFlow13", what, bridge],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **run.ovs.env},
+            timeout=max(120, result.routes / 1000),
+        )
+        if r.returncode != 0:
+            raise LabFailure(f"ovs-ofctl {what} {bridge} failed: {r.stderr.strip()[:300]}")
+    result.wipe_clear_s = round(time.monotonic() - t, 3)
+    left = (table_active(run, bridge, 0), table_active(run, bridge, 1), _group_count(run, bridge))
+    if left != (0, 0, 0):
+        result.fail(f"the wipe left flows or groups on the switch: {left}")
+        return
+    t0, pid, log_at = _spawn_proxy(run)
+    deadline = t0 + timeout
+    done = None
+    have = left
+    while time.monotonic() < deadline:
+        have = (table_active(run, bridge, 0), table_active(run, bridge, 1))
+        if have == want[:2] and _group_count(run, bridge) == want[2]:
+            done = time.monotonic() - t0
+            done_wall = time.time()
+            break
+        dead = run.procs.dead()
+        if dead:
+            raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
+        time.sleep(0.05)
+    found = _wait_reconciled(run, log_at, max(deadline, time.monotonic() + 10))
+    if found is not None:
+        result.wipe_reconcile_logged_s = round(time.monotonic() - t0, 3)
+    hwm = _status_kb(pid, "VmHWM") if pid else None
+    if hwm is not None:
+        result.wipe_rss_peak_mb = round(hwm / 1024, 1)
+    if done is None:
+        result.fail(
+            f"{timeout:.0f} s after the restart the wiped switch holds {have} flows "
+            f"(tables 0, 1), not {want[:2]}"
+        )
+        return
+    result.wipe_s = round(done, 3)
+    result.wipe_rate = round(result.routes / done, 1)
+    connected = _connected_at(log_at)
+    if connected is not None:
+        result.wipe_connected_s = round(done_wall - connected, 3)
+    if found is None:
+        result.fail("the restarted rfproxy never logged its reconciliation of the wiped switch")
+        return
+    result.wipe_diff = dict(zip(_DIFF_FIELDS, map(int, found.groups()[1:]), strict=True))
+    d = result.wipe_diff
+    if (d["flows_add"], d["flows_delete"], d["flows_unchanged"]) != (want[0] + want[1], 0, 0):
+        result.fail(f"the wiped switch was not simply re-added: {found.group(0)}")
 
 
 def _ping_summary(text: str) -> dict[str, float]:
@@ -638,7 +822,8 @@ def print_result(result: FibBenchResult, console) -> None:
     from rich.table import Table
 
     n = result.routes
-    t = Table(title=f"bench fib: {n:,} /{result.prefixlen} routes, one switch, one VM")
+    family = "IPv6 " if result.ipv6 else ""
+    t = Table(title=f"bench fib: {n:,} {family}/{result.prefixlen} routes, one switch, one VM")
     t.add_column("measure")
     t.add_column("value", justify="right")
     t.add_row("raw: ovs-ofctl --bundle add-flows", f"{_fmt(result.raw_s, ' s', 3)}")
@@ -670,6 +855,28 @@ def print_result(result: FibBenchResult, console) -> None:
                 "  its diff: flows +add -del =same",
                 f"+{d['flows_add']} -{d['flows_delete']} ={d['flows_unchanged']:,}",
             )
+    if result.wipe_diff or result.wipe_s is not None:
+        t.add_row("switch wiped, rfproxy restart -> full table", _fmt(result.wipe_s, " s", 3))
+        t.add_row("  rate", _fmt(result.wipe_rate, " routes/s", 0))
+        t.add_row("  ratio to raw", _fmt(result.wipe_ratio, "", 3))
+        t.add_row(
+            "  of which from the switch's connection",
+            f"{_fmt(result.wipe_connected_s, ' s', 3)}, "
+            f"ratio to raw {_fmt(result.wipe_connected_ratio, '', 3)}",
+        )
+        t.add_row(
+            "  rfproxy logged its reconciliation after",
+            _fmt(result.wipe_reconcile_logged_s, " s", 3),
+        )
+        t.add_row("  OVS deleting it all took (not counted)", _fmt(result.wipe_clear_s, " s", 3))
+        t.add_row("  peak RSS of the restarted rfproxy", _fmt(result.wipe_rss_peak_mb, " MB", 1))
+        d = result.wipe_diff
+        if d:
+            t.add_row(
+                "  its diff: flows +add -del =same, groups +add",
+                f"+{d['flows_add']:,} -{d['flows_delete']} ={d['flows_unchanged']}, "
+                f"+{d['groups_add']}",
+            )
     for name, mb in sorted(result.rss_peak_mb.items()):
         t.add_row(f"peak RSS {name}", _fmt(mb, " MB", 1))
     t.add_row("peak RSS, all daemons", _fmt(result.rss_peak_total_mb, " MB", 1))
@@ -696,6 +903,8 @@ def main_fib(
     console,
     profile_dir: str | None = None,
     restart_proxy: bool = False,
+    wipe_switch: bool = False,
+    ipv6: bool = False,
 ) -> int:
     import logging
 
@@ -720,6 +929,8 @@ def main_fib(
                 progress=lambda text: status.update(f"bench fib: {text}"),
                 profile_dir=profile_dir,
                 restart_proxy=restart_proxy,
+                wipe_switch=wipe_switch,
+                ipv6=ipv6,
             )
     except (KeyboardInterrupt, Terminated):
         console.print("[yellow]interrupted; lab torn down[/yellow]")

@@ -1,4 +1,4 @@
-"""Load (or remove) many IPv4 routes into the kernel of the current namespace, fast.
+"""Load (or remove) many IPv4 or IPv6 routes into the kernel of the current namespace, fast.
 
 ``ip -batch`` takes about 20 s for a million routes here (one request and one
 acknowledgement per route); the kernel itself needs about 3 s. This writes
@@ -8,6 +8,7 @@ The routes are what a BGP daemon installs: one prefix each, through one gateway.
 
     python -m routeflow.bench.nlroutes add --count 1000000 --via 172.31.2.100 --dev eth2
     python -m routeflow.bench.nlroutes del --count 1000000
+    python -m routeflow.bench.nlroutes add --ipv6 --count 100000 --via 2001:db8:f::100 --dev eth2
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ import sys
 import time
 from collections.abc import Iterator
 
-__all__ = ["DEFAULT_START", "PROTO", "apply_routes", "main", "prefixes"]
+__all__ = [
+    "DEFAULT_START",
+    "DEFAULT_START6",
+    "PROTO",
+    "apply_routes",
+    "main",
+    "prefixes",
+    "prefixes6",
+]
 
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
@@ -40,6 +49,10 @@ SO_RCVBUFFORCE = 33
 #: ``ip route flush proto 99`` removes exactly them.
 PROTO = 99
 DEFAULT_START = "100.0.0.0"
+#: IPv6 routes come out of the unique local range (fd00::/8): 2**40 /48s, and
+#: never the lab's own addresses (a lab /48 is derived from its name, and the
+#: benchmark's gateway link is in the documentation range 2001:db8::/32).
+DEFAULT_START6 = "fd00::"
 #: First octets never used (private lab space, loopback, link-local, multicast+).
 _SKIP_FIRST_OCTET = frozenset({0, 10, 127, 169, 172, 192})
 
@@ -47,6 +60,8 @@ _NLMSG = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _ADD = struct.Struct("=IHHII BBBBBBBBI HH4s HH4s HHI")
 _DEL = struct.Struct("=IHHII BBBBBBBBI HH4s")
+_ADD6 = struct.Struct("=IHHII BBBBBBBBI HH16s HH16s HHI")
+_DEL6 = struct.Struct("=IHHII BBBBBBBBI HH16s")
 _PER_SEND = 4096
 
 
@@ -71,6 +86,22 @@ def prefixes(count: int, start: str = DEFAULT_START, prefixlen: int = 24) -> Ite
         yield addr
         made += 1
         addr += step
+
+
+def prefixes6(count: int, start: str = DEFAULT_START6, prefixlen: int = 48) -> Iterator[int]:
+    """``count`` consecutive IPv6 network addresses (as ints) of length ``prefixlen``.
+
+    From ``start`` upwards within its /8 (fd00::/8 by default): never into
+    another range by accident; raises ValueError when the /8 runs out.
+    """
+    if not 16 <= prefixlen <= 128:
+        raise ValueError(f"prefix length {prefixlen} is outside 16-128")
+    step = 1 << (128 - prefixlen)
+    addr = int(ipaddress.IPv6Address(start)) & ~(step - 1)
+    top = ((addr >> 120) + 1) << 120
+    if addr + count * step > top:
+        raise ValueError(f"{count} /{prefixlen} prefixes do not fit in {start}/8")
+    return iter(range(addr, addr + count * step, step))
 
 
 def _socket() -> socket.socket:
@@ -114,8 +145,9 @@ def apply_routes(
     *,
     via: str | None = None,
     dev: str | None = None,
-    start: str = DEFAULT_START,
+    start: str | None = None,
     prefixlen: int = 24,
+    ipv6: bool = False,
 ) -> tuple[int, int]:
     """Add (replace) or delete ``count`` routes; returns (requests sent, errors)."""
     if op not in ("add", "del"):
@@ -124,21 +156,29 @@ def apply_routes(
         raise ValueError("adding routes needs a gateway (via) and a device (dev)")
     sock = _socket()
     try:
+        family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        alen = 20 if ipv6 else 8  # rtattr header + address
         if op == "add":
-            gw = socket.inet_aton(via or "")
+            gw = socket.inet_pton(family, via or "")
             oif = socket.if_nametoindex(dev or "")
-            st, kind, flags = _ADD, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE
+            st = _ADD6 if ipv6 else _ADD
+            kind, flags = RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE
         else:
             gw, oif = b"", 0
-            st, kind, flags = _DEL, RTM_DELROUTE, NLM_F_REQUEST
+            st, kind, flags = _DEL6 if ipv6 else _DEL, RTM_DELROUTE, NLM_F_REQUEST
+        if ipv6:
+            nets = prefixes6(count, start or DEFAULT_START6, prefixlen)
+            dst_pack = _pack128
+        else:
+            nets = prefixes(count, start or DEFAULT_START, prefixlen)
+            dst_pack = struct.Struct("!I").pack
         size = st.size
         buf = bytearray(size * _PER_SEND)
         pack = st.pack_into
         sent = errors = first_errno = 0
         fill = 0
-        tail = (8, RTA_GATEWAY, gw, 8, RTA_OIF, oif) if op == "add" else ()
-        dst_pack = struct.Struct("!I").pack
-        for seq, net in enumerate(prefixes(count, start, prefixlen), 1):
+        tail = (alen, RTA_GATEWAY, gw, 8, RTA_OIF, oif) if op == "add" else ()
+        for seq, net in enumerate(nets, 1):
             pack(
                 buf,
                 fill * size,
@@ -147,7 +187,7 @@ def apply_routes(
                 flags,
                 seq,
                 0,
-                socket.AF_INET,
+                family,
                 prefixlen,
                 0,
                 0,
@@ -156,7 +196,7 @@ def apply_routes(
                 0,
                 RTN_UNICAST,
                 0,
-                8,
+                alen,
                 RTA_DST,
                 dst_pack(net),
                 *tail,
@@ -186,14 +226,19 @@ def apply_routes(
         sock.close()
 
 
+def _pack128(value: int) -> bytes:
+    return value.to_bytes(16, "big")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m routeflow.bench.nlroutes", description=__doc__)
     parser.add_argument("op", choices=["add", "del"])
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--via", help="gateway (add)")
     parser.add_argument("--dev", help="output device (add)")
-    parser.add_argument("--start", default=DEFAULT_START)
+    parser.add_argument("--start", default=None, help=f"{DEFAULT_START} ({DEFAULT_START6})")
     parser.add_argument("--prefixlen", type=int, default=24)
+    parser.add_argument("--ipv6", action="store_true", help="IPv6 routes (fd00::/8)")
     args = parser.parse_args(argv)
     t = time.perf_counter()
     try:
@@ -204,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             dev=args.dev,
             start=args.start,
             prefixlen=args.prefixlen,
+            ipv6=args.ipv6,
         )
     except (OSError, ValueError) as err:
         print(f"nlroutes: {err}", file=sys.stderr)

@@ -8,6 +8,7 @@ is re-programmed from it, and executes decisions as OpenFlow 1.3 messages.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import struct
@@ -70,6 +71,16 @@ class DatapathState:
     link_up: dict[int, bool] = field(default_factory=dict)  # dp_port -> link state
 
 
+@dataclass(eq=False)
+class _Stream:
+    """A reconciliation writing to one switch from a thread of its own."""
+
+    pipe: FlowPipe
+    cancelled: bool = False
+    #: A reconciliation asked for while this one ran (the datapath): started when it ends.
+    again: object = None
+
+
 def _guarded(handler):
     """Keep os-ken's event loop alive whatever a handler raises.
 
@@ -107,6 +118,8 @@ class RFProxy(app_manager.OSKenApp):
         self.generation = 0
         self.replica = self.settings.replica or f"ct{self.settings.ct_id}"
         self._reconcile_jobs: dict[int, dict] = {}
+        #: Per physical switch: the reconciliation writing to it, if one is.
+        self._streams: dict[int, _Stream] = {}
         #: Per physical switch: barrier-paced, bounded writing of FIB flow-mods.
         self._pipes: dict[int, FlowPipe] = {}
         self.link = ServerLink(
@@ -152,6 +165,15 @@ class RFProxy(app_manager.OSKenApp):
         if isinstance(msg, p.FibMod):
             self._fib(msg)  # takes the lock per chunk; may wait for the switch without it
             return
+        if isinstance(msg, p.NextHopMod):
+            # Like a FibMod, it waits while a reconciliation streams to the switch
+            # (the pipe's producer lock; taken before the proxy's lock, as there).
+            with self._lock:
+                pipe = self._pipes.get(msg.dp_id) if self.synced else None
+            held = pipe.producer if pipe is not None else contextlib.nullcontext()
+            with held, self._lock:
+                self._nexthop(msg)
+            return
         if isinstance(msg, p.ControllerRole):
             self._set_role(msg)
             return
@@ -174,10 +196,6 @@ class RFProxy(app_manager.OSKenApp):
                 mac = st.router_ports.pop(msg.dp_port, None)
                 if mac is not None:
                     self._flows(msg.dp_id, of.router_port_flows(msg.dp_port, mac), delete=True)
-            elif isinstance(msg, p.NextHopMod):
-                self._nexthop(msg)
-            elif isinstance(msg, p.FibMod):
-                self._fib(msg)
             elif isinstance(msg, p.Resync):
                 self._server_resync(msg)
             elif isinstance(msg, p.AuthChallenge):
@@ -304,11 +322,21 @@ class RFProxy(app_manager.OSKenApp):
         def slow(spec: of.FlowSpec, delete: bool) -> bytes | None:
             return None if pipe is None else _serialize(dp, _flow_mod(dp, spec, delete))
 
-        for data, count in fibwriter.fib_chunks(fib, msg, slow, lock=self._lock):
-            if pipe is not None:
-                pipe.put(data, count)
-        if pipe is not None:
-            pipe.flush()
+        chunks = fibwriter.fib_chunks(fib, msg, slow, lock=self._lock)
+        if pipe is None:
+            for _chunk in chunks:  # the desired state follows; nothing to write
+                pass
+            return
+        while True:
+            # A chunk is computed and written under the pipe's producer lock: a
+            # reconciliation streaming to this switch (which holds it) must not
+            # have its flows overtaken, or overtake ours (see _reconcile_worker).
+            with pipe.producer:
+                item = next(chunks, None)
+                if item is None:
+                    pipe.flush()
+                    return
+                pipe.put(*item)
 
     # --- switches -----------------------------------------------------------
 
@@ -342,7 +370,17 @@ class RFProxy(app_manager.OSKenApp):
     # --- reconciliation ---------------------------------------------------------
 
     def _start_reconcile(self, dp) -> None:
-        """Read the switch's flows and groups; the replies drive _finish_reconcile."""
+        """Read the switch's flows and groups; the replies drive _maybe_finish_reconcile.
+
+        While an earlier reconciliation still writes to the switch, the switch's
+        flows would be read half-written: that one is stopped, and this one
+        starts when it has (_reconcile_worker).
+        """
+        stream = self._streams.get(dp.id)
+        if stream is not None:
+            stream.cancelled = True
+            stream.again = dp
+            return
         parser = dp.ofproto_parser
         flows = parser.OFPFlowStatsRequest(dp)
         groups = parser.OFPGroupDescStatsRequest(dp, 0)
@@ -376,9 +414,95 @@ class RFProxy(app_manager.OSKenApp):
             self._maybe_finish_reconcile(dp, job)
 
     def _maybe_finish_reconcile(self, dp, job) -> None:
+        """Both replies are in: the diff is computed and written by a thread of its own.
+
+        Writing a full table waits for the switch (FlowPipe's barriers), and
+        the barrier replies come through this event loop: it must not wait.
+        """
         if job["flows"] is None or job["groups"] is None:
             return
         del self._reconcile_jobs[dp.id]
+        pipe = self._pipes.get(dp.id)
+        if pipe is None:
+            return
+        stream = self._streams[dp.id] = _Stream(pipe)
+        threading.Thread(
+            target=self._reconcile_worker,
+            args=(dp, job, stream),
+            name=f"reconcile {dp.id:#x}",
+            daemon=True,  # a stopping rfproxy does not wait for a switch
+        ).start()
+
+    def _streaming(self, dp, stream: _Stream) -> bool:
+        """Whether ``stream`` may still write to ``dp`` (under the lock)."""
+        return (
+            not stream.cancelled
+            and not stream.pipe.closed
+            and self.synced
+            and self.is_master
+            and self.datapaths.get(dp.id) is dp
+        )
+
+    def _reconcile_worker(self, dp, job, stream: _Stream) -> None:
+        """Diff the switch with the desired state and write the difference.
+
+        Holding the pipe's producer lock from the diff until the raw part is
+        written keeps FibMods out meanwhile (rfproxy's rfserver link waits, as
+        for a slow switch): the routes are written as the diff saw them and no
+        FibMod's flows are overtaken. The rest is written under the proxy's
+        lock, as before: groups first (flows may point at them), then stale
+        flows, then stale groups (nothing points at them any more).
+        """
+        pipe = stream.pipe
+        try:
+            with pipe.producer:
+                with self._lock:
+                    if not self._streaming(dp, stream):
+                        return
+                    plan, counts, group_deletes = self._reconcile_now(dp, job)
+                job = None  # the switch's flows: not needed any more
+                # A chunk per window: at most ``depth`` windows are ever encoded.
+                for data, count in reconcile.raw_chunks(plan, chunk=pipe.window):
+                    with self._lock:
+                        if not self._streaming(dp, stream):
+                            log.info("switch %#x: reconciliation stopped", dp.id)
+                            return
+                    pipe.put(data, count)
+                pipe.flush()
+                # Still holding the producer lock: a NextHopMod waits for it too
+                # (see _on_server_message), so none can re-add a group between
+                # here and its deletion (an ADD of a group the switch still has
+                # fails, and the stale buckets would stay).
+                with self._lock:
+                    if not self._streaming(dp, stream):
+                        return
+                    st = self.state.get(dp.id)
+                    for gid in group_deletes:
+                        if st is None or gid not in st.groups:
+                            dp.send_msg(_group_mod(dp, of.GroupSpec(gid, select=False), "delete"))
+                    dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+            self._log_reconciled(dp, plan, counts)
+        except Exception:
+            log.exception("reconciliation of switch %#x failed", dp.id or 0)
+        finally:
+            with self._lock:
+                if self._streams.get(dp.id) is stream:
+                    del self._streams[dp.id]
+                again = stream.again
+                if (
+                    again is not None
+                    and self.synced
+                    and self.is_master
+                    and self.datapaths.get(again.id) is again
+                ):
+                    self._start_reconcile(again)
+
+    def _reconcile_now(self, dp, job) -> tuple[reconcile.FlowPlan, dict[str, int], list[int]]:
+        """Compute the diff; write groups and the os-ken part of the flows (under the lock).
+
+        Returns the flow plan (its raw part still to write), the diff's counts
+        for the log and the stale groups.
+        """
         st = self.state.setdefault(dp.id, DatapathState())
         specs = list(of.base_flows())
         for dp_port, mac in st.router_ports.items():
@@ -386,46 +510,59 @@ class RFProxy(app_manager.OSKenApp):
         desired_flows = reconcile.desired_flows(specs, st.fib.values())
         actual_flows: reconcile.ActualFlows = job["actual"]
         fdiff = reconcile.diff_flows(desired_flows, actual_flows, _is_ours)
+        plan = reconcile.plan_flows(fdiff, desired_flows, actual_flows)
         desired_groups = {
             gid: (_format_group(_group_mod(dp, of.nexthop_group(mod), "add")), mod)
             for gid, mod in st.groups.items()
         }
         actual_groups = {g.group_id: _format_group(g) for g in job["groups"]}
         gdiff = reconcile.diff_groups({k: v[0] for k, v in desired_groups.items()}, actual_groups)
-        # Order: groups first (flows may point at them), stale flows, then
-        # stale groups (nothing points at them any more).
         for gid in gdiff.add:
             dp.send_msg(_group_mod(dp, of.nexthop_group(desired_groups[gid][1]), "add"))
         for gid in gdiff.modify:
             dp.send_msg(_group_mod(dp, of.nexthop_group(desired_groups[gid][1]), "modify"))
-        for key in fdiff.add:
-            spec = reconcile.source_spec(key, desired_flows[key][1])
+        for spec in plan.add_now:
             dp.send_msg(_flow_mod(dp, spec, False))
-        for key in fdiff.delete:
+        for key in plan.delete_now:
             match = dp.ofproto_parser.OFPMatch.parser(actual_flows[key][2], 0)
             dp.send_msg(_delete_strict(dp, key[0], key[1], match))
-        for gid in gdiff.delete:
-            dp.send_msg(_group_mod(dp, of.GroupSpec(gid, select=False), "delete"))
-        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+        counts = {
+            "flows_add": len(fdiff.add),
+            "flows_delete": len(fdiff.delete),
+            "flows_unchanged": fdiff.unchanged,
+            "groups_add": len(gdiff.add),
+            "groups_modify": len(gdiff.modify),
+            "groups_delete": len(gdiff.delete),
+            "groups_unchanged": gdiff.unchanged,
+        }
+        return plan, counts, gdiff.delete
+
+    def _log_reconciled(self, dp, plan: reconcile.FlowPlan, c: dict[str, int]) -> None:
         log.info(
             "reconciled switch %#x: flows +%d -%d =%d, groups +%d ~%d -%d =%d",
             dp.id,
-            len(fdiff.add),
-            len(fdiff.delete),
-            fdiff.unchanged,
-            len(gdiff.add),
-            len(gdiff.modify),
-            len(gdiff.delete),
-            gdiff.unchanged,
+            c["flows_add"],
+            c["flows_delete"],
+            c["flows_unchanged"],
+            c["groups_add"],
+            c["groups_modify"],
+            c["groups_delete"],
+            c["groups_unchanged"],
         )
-        for what, keys in (("re-added", fdiff.add), ("deleted", fdiff.delete)):
-            if keys:
+        added = [reconcile.spec_flow(s)[0] for s in plan.add_now[:5]]
+        added += [reconcile.spec_flow(of.fib_flows(e)[0])[0] for e in plan.add_routes[:5]]
+        deleted = plan.delete_now[:5] + [key for key, _m in plan.delete_fib[:5]]
+        for what, keys, total in (
+            ("re-added", added, c["flows_add"]),
+            ("deleted", deleted, c["flows_delete"]),
+        ):
+            if total:
                 log.info(
                     "switch %#x: flows %s: %s%s",
                     dp.id,
                     what,
                     "; ".join(f"table={t},priority={pr},{m}" for t, pr, m in keys[:5]),
-                    f" and {len(keys) - 5} more" if len(keys) > 5 else "",
+                    f" and {total - 5} more" if total > 5 else "",
                 )
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
@@ -519,6 +656,9 @@ class RFProxy(app_manager.OSKenApp):
             log.warning("switch %#x left", dp.id)
             self.relay.unmap_datapath(dp.id)
             self._reconcile_jobs.pop(dp.id, None)
+            stream = self._streams.get(dp.id)
+            if stream is not None:
+                stream.cancelled = True
             pipe = self._pipes.pop(dp.id, None)
             if pipe is not None:
                 pipe.close()

@@ -32,6 +32,7 @@ __all__ = [
     "FLOW_DELETE_SIZE",
     "ROUTE_COOKIE",
     "barrier_request",
+    "flow_delete_strict",
     "pack_route6_add",
     "pack_route6_delete",
     "pack_route_add",
@@ -210,6 +211,23 @@ def pack_route_delete(buf: bytearray, offset: int, xid: int, net: int, plen: int
             TABLE_FIB, OFPFC_DELETE_STRICT, 0, 0, prio, OFP_NO_BUFFER, OFPP_ANY, OFPG_ANY, 0,
             OFPMT_OXM, 22, OXM_ETH_TYPE, ETH_TYPE_IPV4, OXM_IPV4_DST_W, net, _MASKS[plen],
         )  # fmt: skip
+
+
+_FLOW_MOD_HEAD = struct.Struct(_HEAD)
+
+
+def flow_delete_strict(xid: int, table: int, priority: int, match: bytes) -> bytes:
+    """DELETE_STRICT of any flow, given its ofp_match as the switch reported it.
+
+    ``match`` is the padded ofp_match of an OFPMP_FLOW reply entry: echoing
+    it names exactly the flow the switch holds, whatever its fields, with no
+    decoding and re-encoding (what os-ken's OFPMatch would cost per flow).
+    """
+    head = _FLOW_MOD_HEAD.pack(
+        OFP_VERSION, OFPT_FLOW_MOD, 48 + len(match), xid, 0, 0,
+        table, OFPFC_DELETE_STRICT, 0, 0, priority, OFP_NO_BUFFER, OFPP_ANY, OFPG_ANY, 0,
+    )  # fmt: skip
+    return head + match
 
 
 def barrier_request(xid: int) -> bytes:

@@ -15,8 +15,11 @@ A barrier reply acknowledges its window (OpenFlow: everything before it has
 been processed). Errors for messages of a window carry the window's xid, so
 the log can say which window a rejected message belonged to.
 
-Thread-safety: ``put``/``flush`` from one producer thread at a time (the
-caller serialises them); ``barrier_reply`` and ``close`` from any thread.
+Thread-safety: ``put`` and ``flush`` hold ``producer``, so two threads may
+write (rfproxy's rfserver link and a reconciliation); a producer whose
+messages must not interleave with another's (it computes them from state the
+other changes) holds ``producer`` itself around computing and writing them.
+``barrier_reply`` and ``close`` from any thread.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class FlowPipe:
         self.ack_timeout = ack_timeout
         self.name = name
         self._cond = threading.Condition()
+        #: Held while a producer computes and writes a batch (see the module doc).
+        self.producer = threading.RLock()
         self._pending = bytearray()
         self._pending_count = 0
         self._in_flight: dict[int, tuple[int, float]] = {}  # xid -> (messages, sent at)
@@ -80,15 +85,17 @@ class FlowPipe:
         """
         if self.closed:
             return
-        self._pending += data
-        self._pending_count += count
-        if self._pending_count >= self.window:
-            self._emit()
+        with self.producer:
+            self._pending += data
+            self._pending_count += count
+            if self._pending_count >= self.window:
+                self._emit()
 
     def flush(self) -> None:
         """Write whatever is queued, closed by a barrier (may block like put)."""
-        if self._pending_count and not self.closed:
-            self._emit()
+        with self.producer:
+            if self._pending_count and not self.closed:
+                self._emit()
 
     def wait_idle(self, timeout: float) -> bool:
         """Until every written window is acknowledged (tests, shutdown)."""

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from routeflow.proxy import fastof
 from routeflow.proxy import openflow as of
 from routeflow.rflib.protocol import FibEntry, RouteKind
 
@@ -228,6 +229,95 @@ def _route6_match(addr: str, plen: int | None) -> tuple[int, str] | None:
     if plen == 128:
         return plen, _ROUTE6_MATCH_HEAD + text
     return plen, f"{_ROUTE6_MATCH_HEAD}{text}/{_MASK6_TEXT[plen]}"
+
+
+@dataclass
+class FlowPlan:
+    """How the flow changes of a diff are written to the switch.
+
+    Table 1 (the FIB) is written from FIB entries only, that is from
+    rfserver's FibMods: while the proxy streams ``add_routes`` and
+    ``delete_fib`` (raw, through the switch's FlowPipe, whose producer lock
+    keeps FibMods out until they are written) the state they come from
+    cannot change. They are nearly all of a big diff. ``add_now`` and
+    ``delete_now`` (the classifier's flows, and FIB flows of unusual shape:
+    connected, local and default routes) go through os-ken at once, as
+    before: router ports (DataPlaneMap) may change at any time.
+    """
+
+    add_now: list[of.FlowSpec] = field(default_factory=list)
+    delete_now: list[FlowKey] = field(default_factory=list)
+    #: Route flows: one ADD each, packed by fastof.
+    add_routes: list[FibEntry] = field(default_factory=list)
+    #: Stale FIB-table flows: (key, the ofp_match the switch reported).
+    delete_fib: list[tuple[FlowKey, bytes]] = field(default_factory=list)
+
+
+def plan_flows(
+    diff: FlowDiff, desired: dict[FlowKey, tuple[str, FlowSource]], actual: ActualFlows
+) -> FlowPlan:
+    """Split ``diff`` (of ``desired`` and ``actual``) into what is written how (FlowPlan)."""
+    plan = FlowPlan()
+    for key in diff.add:
+        source = desired[key][1]
+        # A FibEntry source is a route flow desired_flows built from the entry
+        # directly: exactly the shape fastof packs (unicast, not /0, host bits clear).
+        if isinstance(source, FibEntry):
+            plan.add_routes.append(source)
+        else:
+            plan.add_now.append(source_spec(key, source))
+    fib = of.TABLE_FIB
+    for key in diff.delete:
+        if key[0] == fib:
+            plan.delete_fib.append((key, actual[key][2]))
+        else:
+            plan.delete_now.append(key)
+    return plan
+
+
+#: xid of reconciliation's raw flow-mods (fibwriter's are 0xE..., flowpipe's 0xF...).
+XID_BASE = 0xD0000000
+CHUNK = 4096
+_ROOM = max(fastof.FLOW_ADD_SIZE, fastof.FLOW6_ADD_SIZE)
+
+
+def raw_chunks(plan: FlowPlan, chunk: int = CHUNK) -> Iterator[tuple[bytes, int]]:
+    """The flow-mods of ``plan.add_routes``, then ``plan.delete_fib``: (bytes, count) per chunk.
+
+    Encoded a chunk at a time, when asked for: what is not yet written is
+    never held encoded (a FlowPipe takes each chunk, and blocks while the
+    switch is behind).
+    """
+    pack_add = fastof.pack_route_add
+    pack_add6 = fastof.pack_route6_add
+    parse = fastof.parse_prefix
+    parse6 = fastof.parse_prefix6
+    add_size = fastof.FLOW_ADD_SIZE
+    n = 0
+    adds = plan.add_routes
+    for start in range(0, len(adds), chunk):
+        part = adds[start : start + chunk]
+        xid = XID_BASE + (n & 0x0FFFFFFF)
+        n += 1
+        buf = bytearray(len(part) * _ROOM)
+        off = 0
+        for entry in part:
+            prefix = entry.prefix
+            if ":" in prefix:
+                net6, plen = parse6(prefix)
+                off += pack_add6(buf, off, xid, net6, plen, entry.nexthop_id)
+            else:
+                net, plen = parse(prefix)
+                pack_add(buf, off, xid, net, plen, entry.nexthop_id)
+                off += add_size
+        yield bytes(buf[:off]), len(part)
+    delete = fastof.flow_delete_strict
+    deletes = plan.delete_fib
+    for start in range(0, len(deletes), chunk):
+        part = deletes[start : start + chunk]
+        xid = XID_BASE + (n & 0x0FFFFFFF)
+        n += 1
+        yield b"".join(delete(xid, t, prio, m) for (t, prio, _m), m in part), len(part)
 
 
 def source_spec(key: FlowKey, source: FlowSource) -> of.FlowSpec:
