@@ -12,6 +12,8 @@ import pytest
 from routeflow.lab.frr import daemons_for, frr_config
 from routeflow.lab.model import LabPlan, load_lab, parse_lab, plan
 
+from .frrcheck import check_config
+
 LABS = Path(__file__).resolve().parents[3] / "labs"
 
 
@@ -162,13 +164,7 @@ def test_routing_daemon_accepts_every_line(routing: str, tmp_path: Path) -> None
         path = tmp_path / f"{vm.name}.conf"
         path.write_text(frr_config(p, vm.switch))
         daemon = daemons_for(p, vm.switch)[1]
-        result = subprocess.run(
-            [str(FRR_DIR / daemon), "-C", "-f", str(path), "-i", str(tmp_path / "pid")],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = check_config(daemon, path, tmp_path)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         assert "No such command" not in output

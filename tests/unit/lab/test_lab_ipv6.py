@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from routeflow.lab.frr import config_file, daemons_for, frr_config, ospf6_config
 from routeflow.lab.model import LabError, LabPlan, ipv6_prefix, load_lab, parse_lab, plan
 
+from .frrcheck import check_config
 from .test_lab_properties import build, lab_docs
 
 LABS = Path(__file__).resolve().parents[3] / "labs"
@@ -259,13 +260,7 @@ def test_ospf6d_accepts_every_line(bfd: bool, tmp_path: Path) -> None:
     for vm in p.vms:
         path = tmp_path / f"{vm.name}.conf"
         path.write_text(ospf6_config(p, vm.switch))
-        result = subprocess.run(
-            [str(FRR_DIR / "ospf6d"), "-C", "-f", str(path), "-i", str(tmp_path / "pid")],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = check_config("ospf6d", path, tmp_path)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         assert "No such command" not in output
