@@ -57,3 +57,14 @@ def check_config(daemon: str, conf: Path, tmp_path: Path) -> subprocess.Complete
     output = result.stdout + result.stderr
     assert "can't open configuration file" not in output, output
     return result
+
+
+def vtysh_dryrun(conf: Path) -> subprocess.CompletedProcess:
+    """vtysh --dryrun: the real FRR grammar, read as root, no daemon involved (exit 2 on errors)."""
+    return subprocess.run(
+        ["vtysh", "--dryrun", "-f", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from routeflow.lab.frr import daemons_for, frr_config
 from routeflow.lab.model import LabPlan, load_lab, parse_lab, plan
 
-from .frrcheck import check_config
+from .frrcheck import check_config, vtysh_dryrun
 
 LABS = Path(__file__).resolve().parents[3] / "labs"
 
@@ -139,13 +138,7 @@ def test_frr_accepts_the_config(routing: str, tmp_path: Path) -> None:
     for vm in p.vms:
         path = tmp_path / f"{vm.name}.conf"
         path.write_text(frr_config(p, vm.switch))
-        result = subprocess.run(
-            ["vtysh", "--dryrun", "-f", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = vtysh_dryrun(path)
         assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -7,7 +7,6 @@ import ipaddress
 import itertools
 import os
 import shutil
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from hypothesis import given, settings
 from routeflow.lab.frr import config_file, daemons_for, frr_config, ospf6_config
 from routeflow.lab.model import LabError, LabPlan, ipv6_prefix, load_lab, parse_lab, plan
 
-from .frrcheck import check_config
+from .frrcheck import check_config, vtysh_dryrun
 from .test_lab_properties import build, lab_docs
 
 LABS = Path(__file__).resolve().parents[3] / "labs"
@@ -239,13 +238,7 @@ def test_vtysh_accepts_the_ospf6_config(tmp_path: Path) -> None:
     for vm in p.vms:
         path = tmp_path / f"{vm.name}.conf"
         path.write_text(ospf6_config(p, vm.switch))
-        result = subprocess.run(
-            ["vtysh", "--dryrun", "-f", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = vtysh_dryrun(path)
         assert result.returncode == 0, result.stdout + result.stderr
 
 
