@@ -345,7 +345,7 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
             f"pingall {good}/{total_pairs}" + (f" (failing: {failed})" if failed else "")
         )
         if plan.ipv6:
-            good, total_pairs, failed = checks.pingall6(run)
+            good, total_pairs, failed = checks.pingall(run, family=6)
             console.print(
                 f"IPv6 pingall {good}/{total_pairs}" + (f" (failing: {failed})" if failed else "")
             )

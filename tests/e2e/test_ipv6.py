@@ -59,7 +59,9 @@ def _healthy6(run: LabRun, timeout: float = 60) -> None:
         return have == total
 
     assert checks.wait_until(converged, timeout), checks.routes_converged6(run)
-    assert checks.wait_until(lambda: not checks.pingall6(run)[2], timeout), checks.pingall6(run)
+    assert checks.wait_until(lambda: not checks.pingall(run, family=6)[2], timeout), checks.pingall(
+        run, family=6
+    )
     assert checks.wait_until(lambda: not checks.pingall(run)[2], timeout), checks.pingall(run)
     assert checks.wait_until(lambda: checks.check_flows6(run).ok, 30), checks.check_flows6(run)
 

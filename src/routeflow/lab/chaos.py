@@ -380,7 +380,7 @@ def whole(run) -> list[str]:
             return [
                 f"IPv6 flows: missing {flows.missing} extra {flows.extra} bad {flows.bad_rewrite}"
             ]
-        good, total, failed = checks.pingall6(run)
+        good, total, failed = checks.pingall(run, family=6)
         if good != total:
             return [f"IPv6 pingall {good}/{total}: failing {failed[:6]}"]
     return []

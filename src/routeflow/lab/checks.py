@@ -24,6 +24,13 @@ class FlowCheck:
     bad_rewrite: dict[str, list[str]] = field(default_factory=dict)
     routes: int = 0
 
+    def compare(self, switch: str, want: set[str], flows: dict[str, str]) -> None:
+        """Note the prefixes ``switch`` should have a flow for and has not, and the reverse."""
+        if missing := sorted(want - set(flows)):
+            self.missing[switch] = missing
+        if extra := sorted(set(flows) - want):
+            self.extra[switch] = extra
+
 
 def server_status(run: LabRun) -> dict:
     """The leading rfserver's status (see LabRun.server_status)."""
@@ -165,12 +172,7 @@ def check_flows(run: LabRun) -> FlowCheck:
         flows = fib_flows(run, vm.switch)
         grp = groups(run, vm.switch)
         result.routes += len(routes)
-        missing = sorted(want - set(flows))
-        extra = sorted(set(flows) - want)
-        if missing:
-            result.missing[vm.switch] = missing
-        if extra:
-            result.extra[vm.switch] = extra
+        result.compare(vm.switch, want, flows)
         bad = []
         for prefix, gw in routes.items():
             if gw == "connected" or prefix not in flows:
@@ -196,16 +198,17 @@ def ping(run: LabRun, src: str, dst_ip: str, count: int = 1, timeout: float = 1.
     return bool(m and int(m.group(1)) > 0)
 
 
-def pingall(run: LabRun, count: int = 1) -> tuple[int, int, list[str]]:
-    """Every host pings every other host (both directions)."""
+def pingall(run: LabRun, count: int = 1, family: int = 4) -> tuple[int, int, list[str]]:
+    """Every host pings every other host (both directions), over IPv4 or IPv6 (``family``)."""
     ok = total = 0
     failed = []
     for a in run.plan.hosts:
         for b in run.plan.hosts:
-            if a is b:
+            dst = b.address if family == 4 else b.address6
+            if a is b or dst is None:
                 continue
             total += 1
-            if ping(run, a.name, b.address, count):
+            if ping(run, a.name, dst, count):
                 ok += 1
             else:
                 failed.append(f"{a.name}->{b.name}")
@@ -394,12 +397,7 @@ def check_flows6(run: LabRun) -> FlowCheck:
         flows = fib_flows(run, vm.switch, family=6)
         grp = groups(run, vm.switch)
         result.routes += len(routes)
-        missing = sorted(want - set(flows))
-        extra = sorted(set(flows) - want)
-        if missing:
-            result.missing[vm.switch] = missing
-        if extra:
-            result.extra[vm.switch] = extra
+        result.compare(vm.switch, want, flows)
         bad = []
         for prefix, hops in routes.items():
             if not hops or prefix not in flows:
@@ -417,22 +415,6 @@ def check_flows6(run: LabRun) -> FlowCheck:
             result.bad_rewrite[vm.switch] = bad
     result.ok = not (result.missing or result.extra or result.bad_rewrite)
     return result
-
-
-def pingall6(run: LabRun, count: int = 1) -> tuple[int, int, list[str]]:
-    """Every host pings every other host's IPv6 address (both directions)."""
-    ok = total = 0
-    failed = []
-    for a in run.plan.hosts:
-        for b in run.plan.hosts:
-            if a is b or b.address6 is None:
-                continue
-            total += 1
-            if ping(run, a.name, b.address6, count):
-                ok += 1
-            else:
-                failed.append(f"{a.name}->{b.name}")
-    return ok, total, failed
 
 
 def ospf6_adjacencies(run: LabRun) -> tuple[int, int]:

@@ -116,7 +116,7 @@ def pingall_until_full(
     if ok:
         # A fresh, single-shot round: must be 100 % now, not just eventually.
         t = time.monotonic()
-        good, total, failed = checks.pingall6(run) if ipv6 else checks.pingall(run)
+        good, total, failed = checks.pingall(run, family=6) if ipv6 else checks.pingall(run)
         result.add(
             f"{tag}pingall (one round)",
             good == total,
