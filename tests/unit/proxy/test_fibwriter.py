@@ -65,31 +65,29 @@ def desired(fib: dict[str, FibEntry]) -> dict:
     return out
 
 
-prefixes = st.sampled_from(
-    ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "0.0.0.0/0", "192.0.2.0/25"]
-)
-entries = st.builds(
-    lambda prefix, kind, nh, port: FibEntry(
-        prefix=prefix,
-        kind=kind,
-        nexthop_id=nh if kind == RouteKind.UNICAST else 0,
-        dp_port=port if kind != RouteKind.UNICAST else 0,
-    ),
-    prefixes,
-    st.sampled_from(list(RouteKind)),
-    st.integers(1, 3),
-    st.integers(1, 2),
-)
-mods = st.builds(
-    lambda mod, es: FibMod(mod=mod, ct_id=1, dp_id=1, entries=es),
-    st.sampled_from([Mod.ADD, Mod.ADD, Mod.DELETE]),
-    st.lists(entries, max_size=8),
-)
+def fib_mods(prefixes: list[str]):
+    """FibMods (adds twice as likely as deletes) of entries of every kind over ``prefixes``."""
+    entries = st.builds(
+        lambda prefix, kind, nh, port: FibEntry(
+            prefix=prefix,
+            kind=kind,
+            nexthop_id=nh if kind == RouteKind.UNICAST else 0,
+            dp_port=port if kind != RouteKind.UNICAST else 0,
+        ),
+        st.sampled_from(prefixes),
+        st.sampled_from(list(RouteKind)),
+        st.integers(1, 3),
+        st.integers(1, 2),
+    )
+    return st.builds(
+        lambda mod, es: FibMod(mod=mod, ct_id=1, dp_id=1, entries=es),
+        st.sampled_from([Mod.ADD, Mod.ADD, Mod.DELETE]),
+        st.lists(entries, max_size=8),
+    )
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(mods, max_size=8), st.integers(1, 4))
-def test_switch_ends_with_exactly_the_desired_flows(sequence, chunk):
+def replay_ends_with_the_desired_flows(sequence: list[FibMod], chunk: int) -> None:
+    """Every packed chunk applied to a model switch: it ends holding exactly the desired flows."""
     fib: dict[str, FibEntry] = {}
     switch: dict = {}
     lock = threading.RLock()
@@ -97,6 +95,17 @@ def test_switch_ends_with_exactly_the_desired_flows(sequence, chunk):
         for data, count in fib_chunks(lambda: fib, msg, slow, lock=lock, chunk=chunk):
             assert apply(switch, data) == count
     assert switch == desired(fib)
+
+
+mods = fib_mods(
+    ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "0.0.0.0/0", "192.0.2.0/25"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(mods, max_size=8), st.integers(1, 4))
+def test_switch_ends_with_exactly_the_desired_flows(sequence, chunk):
+    replay_ends_with_the_desired_flows(sequence, chunk)
 
 
 def test_routes_take_the_fast_path_and_state_follows():
@@ -156,7 +165,7 @@ def test_the_default_route_goes_through_os_ken():
 
 # --- IPv6 (and both families in one FIB) -------------------------------------------------------
 
-dual_prefixes = st.sampled_from(
+dual_mods = fib_mods(
     [
         "10.1.2.0/24",
         "0.0.0.0/0",
@@ -168,23 +177,6 @@ dual_prefixes = st.sampled_from(
         "::ffff:c000:200/120",  # Python's form of an IPv4-mapped prefix
     ]
 )
-dual_entries = st.builds(
-    lambda prefix, kind, nh, port: FibEntry(
-        prefix=prefix,
-        kind=kind,
-        nexthop_id=nh if kind == RouteKind.UNICAST else 0,
-        dp_port=port if kind != RouteKind.UNICAST else 0,
-    ),
-    dual_prefixes,
-    st.sampled_from(list(RouteKind)),
-    st.integers(1, 3),
-    st.integers(1, 2),
-)
-dual_mods = st.builds(
-    lambda mod, es: FibMod(mod=mod, ct_id=1, dp_id=1, entries=es),
-    st.sampled_from([Mod.ADD, Mod.ADD, Mod.DELETE]),
-    st.lists(dual_entries, max_size=8),
-)
 
 
 @settings(max_examples=300, deadline=None)
@@ -192,13 +184,7 @@ dual_mods = st.builds(
 def test_dual_stack_switch_ends_with_exactly_the_desired_flows(sequence, chunk):
     """Packed IPv6 flow-mods replace and delete exactly the flows os-ken's would
     (a route turning into a local address and back, deletes of either kind)."""
-    fib: dict[str, FibEntry] = {}
-    switch: dict = {}
-    lock = threading.RLock()
-    for msg in sequence:
-        for data, count in fib_chunks(lambda: fib, msg, slow, lock=lock, chunk=chunk):
-            assert apply(switch, data) == count
-    assert switch == desired(fib)
+    replay_ends_with_the_desired_flows(sequence, chunk)
 
 
 def test_ipv6_routes_take_the_fast_path_too():
