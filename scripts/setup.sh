@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openvswitch-switch frr mininet iproute2 iputils-ping ethtool
+APT_PACKAGES=(openvswitch-switch frr mininet iproute2 iputils-ping fping ethtool
               python3-venv python3-dev traceroute tcpdump procps openssl util-linux)
 # rfweb: chromium for the page test, tshark for the RFProtocol dissector test,
 # node/npm to vendor cytoscape (Debian's, unless this machine has its own npm).

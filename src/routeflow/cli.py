@@ -127,6 +127,62 @@ def lab_plan(file: str) -> None:
     console.print(dump_config(plan.config_entries()), markup=False)
 
 
+@lab.command("import")
+@click.argument("graph", type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here, not stdout")
+@click.option("--name", help="lab name (default: from the graph's Network attribute)")
+@click.option("--routing", type=click.Choice(["ospf", "bgp", "static"]), default="ospf")
+@click.option("--no-hosts", is_flag=True, help="no host per switch")
+@click.option("--ipv6", is_flag=True, help="dual-stack lab")
+@click.option("--bfd", is_flag=True, help="BFD on every OSPF link")
+def lab_import(
+    graph: str,
+    output: str | None,
+    name: str | None,
+    routing: str,
+    no_hosts: bool,
+    ipv6: bool,
+    bfd: bool,
+) -> None:
+    """Make a lab file from a GraphML or GML topology (e.g. the Internet Topology Zoo's)."""
+    from routeflow.lab import importer
+    from routeflow.lab.model import LabError, parse_lab
+    from routeflow.lab.model import plan as make_plan
+
+    try:
+        net, nodes, edges = importer.read_graph(graph)
+    except Exception as exc:  # networkx raises many kinds; all mean "not a graph file I read"
+        console.print(f"[red]{graph}: cannot read as GraphML/GML: {exc}[/red]", markup=False)
+        sys.exit(2)
+    imp = importer.from_graph(name or net, nodes, edges)
+    if len(imp.switches) < 1:
+        console.print(f"[red]{graph}: no nodes[/red]")
+        sys.exit(2)
+    text = importer.to_yaml(
+        imp,
+        [f"{net}: imported from {os.path.basename(graph)} by `routeflow lab import`."],
+        routing=routing,
+        hosts=not no_hosts,
+        ipv6=ipv6,
+        bfd=bfd,
+    )
+    try:
+        make_plan(parse_lab(text, output or "<import>"))
+    except LabError as exc:  # the importer's own output must always be a valid lab
+        console.print(f"[red]{exc}[/red]", markup=False)
+        sys.exit(1)
+    if output:
+        with open(output, "w") as fh:
+            fh.write(text)
+        console.print(
+            f"{output}: {len(imp.switches)} switches, {len(imp.links)} links"
+            + (f", {len(imp.dropped)} left out (see its header)" if imp.dropped else ""),
+            markup=False,
+        )
+    else:
+        click.echo(text, nl=False)
+
+
 def _lab_to_run(file: str, run_dir: str | None):
     """Load a lab file for a command that runs it (as root): (plan, run directory)."""
     from routeflow.lab import scenarios

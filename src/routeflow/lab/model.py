@@ -75,11 +75,17 @@ DEFAULT_LINK_POOL = "10.0.0.0/16"
 LINK_PREFIX = 30  # /30 per pooled link: two usable addresses, one per end
 MAX_UINT64 = 2**64 - 1
 MAX_ASN = 2**32 - 1
+MAX_OSPF_COST = 65535
 MAX_ANNOUNCE = 4_000_000
 LAB_NAME_RE = re.compile(r"^[a-z0-9_-]{1,24}$")
-# Node names end up in Linux interface names ("<node>-eth<port>", 15 chars at most) and in
-# namespace names, so they are kept short and shell-safe.
-NODE_NAME_MAX = 8
+# Node names are as real topologies have them ("Amsterdam", "FrankfurtAmMain"); they name
+# files, processes and FRR hostnames, so they are kept shell-safe. Linux interface names (15
+# characters) are derived from them only when every one fits; see switch_ifprefixes.
+NODE_NAME_MAX = 32
+IFNAMSIZ = 15  # longest Linux interface name
+#: Names the lab runner uses itself in the switches' namespace (the virtual switch's bridge
+#: br-rfvs and its ports vs-eth<N>); a switch whose name would collide gets index names.
+RESERVED_IFPREFIXES = frozenset({"vs", "rfvs"})
 NODE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 # IPv6 numbering (see the module docstring): interface IDs and the first link subnet ID.
@@ -148,6 +154,7 @@ class _LinkSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ends: list[str]
     subnet: str | None = None
     addresses: list[str] | None = None
+    cost: int = 1
 
 
 class _HostSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -238,6 +245,7 @@ class Link(msgspec.Struct, frozen=True, kw_only=True):
     b: str
     subnet: str  # "10.0.0.0/30"
     addresses: tuple[str, str]  # plain IPs of end a and end b
+    cost: int = 1  # OSPF cost, both directions
 
 
 class Host(msgspec.Struct, frozen=True, kw_only=True):
@@ -332,6 +340,19 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+# Booleans as YAML 1.2 has them: true and false only. Under YAML 1.1 (PyYAML's default)
+# yes/no/on/off are booleans too, so Norway's node NO, Ontario's ON or a switch called Off
+# would silently become False or True. Real topologies have such names; here they stay
+# strings, and a yes/no where a boolean belongs gets a hint (see _msgspec_problem).
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
 
 def load_lab(path: str | Path) -> Lab:
     """Read and validate a lab file; errors name the file as given."""
@@ -383,6 +404,10 @@ def _msgspec_problem(message: str) -> str:
     m = _MSGSPEC_AT.match(message)
     path, msg = (m["path"], m["msg"]) if m else ("$", message)
     msg = re.sub(r"field `([^`]*)`", r"field '\1'", msg).replace("`", "")
+    if msg == "Expected bool, got str":
+        msg += " (write true or false; yes/no/on/off are plain words here, as in YAML 1.2)"
+    elif re.fullmatch(r"Expected str, got (int|float|null|bool)", msg):
+        msg += " (quote it to use it as a name)"
     return f"{path}: {msg}"
 
 
@@ -639,8 +664,11 @@ class _Validator:
                 self.err(path, f"self-link on switch {a!r}")
                 ok = False
             subnet, addresses = self.link_addresses(spec, path)
+            if not 1 <= spec.cost <= MAX_OSPF_COST:
+                self.err(f"{path}.cost", f"{spec.cost} is out of range 1-{MAX_OSPF_COST}")
+                ok = False
             if ok:
-                out.append(_PendingLink(i, a, b, subnet, addresses))
+                out.append(_PendingLink(i, a, b, subnet, addresses, spec.cost))
         return out
 
     def link_addresses(
@@ -865,7 +893,16 @@ class _Validator:
                 addresses = (str(first), str(first + 1))
             if addresses is None:
                 continue  # an error was already reported
-            out.append(Link(index=p.index, a=p.a, b=p.b, subnet=str(subnet), addresses=addresses))
+            out.append(
+                Link(
+                    index=p.index,
+                    a=p.a,
+                    b=p.b,
+                    subnet=str(subnet),
+                    addresses=addresses,
+                    cost=p.cost,
+                )
+            )
         return out
 
     def check_connected(self, switches: list[Switch], pending: list[_PendingLink]) -> None:
@@ -891,7 +928,7 @@ class _Validator:
 class _PendingLink:
     """A link whose ends checked out; its subnet may still come from the pool."""
 
-    __slots__ = ("a", "addresses", "b", "index", "subnet")
+    __slots__ = ("a", "addresses", "b", "cost", "index", "subnet")
 
     def __init__(
         self,
@@ -900,9 +937,10 @@ class _PendingLink:
         b: str,
         subnet: ipaddress.IPv4Network | None,
         addresses: tuple[str, str] | None,
+        cost: int = 1,
     ) -> None:
         self.index, self.a, self.b = index, a, b
-        self.subnet, self.addresses = subnet, addresses
+        self.subnet, self.addresses, self.cost = subnet, addresses, cost
 
 
 # --------------------------------------------------------------------------------------------
@@ -1012,6 +1050,8 @@ class VmPlan(msgspec.Struct, frozen=True, kw_only=True):
     router_id: str
     asn: int
     interfaces: tuple[Interface, ...]  # ordered by port
+    #: Prefix of this switch's Linux interface and bridge names (see switch_ifprefixes).
+    ifprefix: str = ""
     bgp_neighbors: tuple[BgpNeighbor, ...] = ()  # only when routing == "bgp"
     static_routes: tuple[StaticRoute, ...] = ()  # only when routing == "static"
 
@@ -1021,9 +1061,14 @@ class VmPlan(msgspec.Struct, frozen=True, kw_only=True):
                 return iface
         raise KeyError(port)
 
+    def port_ifname(self, port: int) -> str:
+        """Linux name of the switch side of dp_port ``port`` (in the switches' namespace)."""
+        return f"{self.ifprefix or self.switch}-eth{port}"
+
     @property
-    def host_ports(self) -> tuple[Interface, ...]:
-        return tuple(i for i in self.interfaces if i.kind == "host")
+    def bridge(self) -> str:
+        """The OVS bridge that stands for this switch."""
+        return f"br-{self.ifprefix or self.switch}"
 
     @property
     def link_ports(self) -> tuple[Interface, ...]:
@@ -1076,6 +1121,7 @@ class LinkPlan(msgspec.Struct, frozen=True, kw_only=True):
     a: LinkEnd
     b: LinkEnd
     subnet6: str | None = None  # "fd..:8000::/64" in ipv6 labs
+    cost: int = 1  # OSPF cost of both ends
 
 
 class LabPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -1236,12 +1282,14 @@ def plan(lab: Lab) -> LabPlan:
                 a=ends[0],
                 b=ends[1],
                 subnet6=None if net6 is None else str(net6),
+                cost=ln.cost,
             )
         )
 
     routing = {sw.name: sw.routing for sw in lab.switches}
     asns = {sw.name: sw.asn for sw in lab.switches}
     routes = _static_routes(lab, ifaces)
+    ifprefixes = switch_ifprefixes([(sw.name, len(ifaces[sw.name])) for sw in lab.switches])
     vms: list[VmPlan] = []
     for sw in lab.switches:
         mine = tuple(ifaces[sw.name])
@@ -1280,6 +1328,7 @@ def plan(lab: Lab) -> LabPlan:
                 router_id=sw.router_id,
                 asn=sw.asn,
                 interfaces=mine,
+                ifprefix=ifprefixes[sw.name],
                 bgp_neighbors=neighbors,
                 static_routes=routes[sw.name] if sw.routing == "static" else (),
             )
@@ -1310,6 +1359,27 @@ def plan(lab: Lab) -> LabPlan:
         ),
         ipv6_prefix=None if prefix6 is None else str(prefix6),
     )
+
+
+def switch_ifprefixes(switches: list[tuple[str, int]]) -> dict[str, str]:
+    """Prefix of each switch's interface and bridge names: its name, or ``s<index>`` for all.
+
+    Input: (switch name, highest dp_port) in lab-file order. Names are used when every
+    switch's ``<name>-eth<highest port>`` and ``br-<name>`` fit in a Linux interface name and
+    none collides with the runner's own; otherwise every switch is named by its position
+    (``s1-eth3``, ``br-s1``), one rule for the whole lab so names never mix schemes.
+    """
+
+    def fits(name: str, ports: int) -> bool:
+        return (
+            len(f"{name}-eth{max(ports, 1)}") <= IFNAMSIZ
+            and len(f"br-{name}") <= IFNAMSIZ
+            and name.lower() not in RESERVED_IFPREFIXES
+        )
+
+    if all(fits(name, ports) for name, ports in switches):
+        return {name: name for name, _ in switches}
+    return {name: f"s{i + 1}" for i, (name, _) in enumerate(switches)}
 
 
 def _peer_address(ifaces: dict[str, list[Interface]], iface: Interface) -> str:

@@ -39,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from routeflow.lab import frr
+from routeflow.lab import commands, frr
 from routeflow.lab.model import LabPlan, VmPlan
 from routeflow.lab.ovs import OvsInstance
 from routeflow.lab.procs import ProcessSet
@@ -160,6 +160,7 @@ class LabRun:
         t = time.monotonic()
         self.ovs.start(popen=self._in_ovs_namespace)
         self._create_bridges()
+        self.verify_ports()
         self._stage("ovs", t)
         t = time.monotonic()
         self.start_server()
@@ -449,7 +450,7 @@ class LabRun:
         self._ports: dict[str, list[tuple[str, int]]] = {vm.switch: [] for vm in plan.vms}
         self._ports["__vs__"] = []
         for vm in plan.vms:
-            self.bridges[vm.switch] = f"br-{vm.switch}"
+            self.bridges[vm.switch] = vm.bridge
         for i, h in enumerate(plan.hosts):
             self.nodes[h.name] = net.addHost(f"{self.prefix}h{i + 1}", ip=h.ip, mac=h.mac)
         for i, vm in enumerate(plan.vms):
@@ -501,20 +502,16 @@ class LabRun:
         # teardown cannot delete such links (KeyError in delIntf), so they are
         # made here; they vanish with the namespace.
         if switch_links:
-            ovsns.cmd(
-                "; ".join(
-                    f"ip link add {a} type veth peer name {b} && ip link set {a} up "
-                    f"&& ip link set {b} up && ethtool -K {a} tx off >/dev/null 2>&1; "
-                    f"ethtool -K {b} tx off >/dev/null 2>&1"
-                    for a, b in switch_links
-                )
+            self._run_script(
+                ovsns, "switch-links", ["ip", "-batch"], commands.veth_pairs(switch_links)
             )
-        # veth checksum offload must be off with the userspace datapath, or TCP
-        # (BGP) arrives with bad checksums.
         for node in net.hosts:
             names = [i.name for i in node.intfList() if i.name != "lo"]
+            names += [n for pair in switch_links for n in pair] if node is ovsns else []
             if names:
-                node.cmd("; ".join(f"ethtool -K {n} tx off >/dev/null 2>&1" for n in names))
+                self._run_script(
+                    node, f"offload-{node.name}", ["sh", "-e"], commands.tx_offload_off(names)
+                )
         for h in plan.hosts:
             self.nodes[h.name].cmd(f"ip route replace default via {h.gateway}")
             if h.ip6 is not None:
@@ -526,9 +523,38 @@ class LabRun:
                 )
                 self._ipv6_ready(node, h.name, [h.ip6])
 
-    @staticmethod
-    def port_name(switch: str, port: int) -> str:
-        return f"{switch}-eth{port}"
+    def port_name(self, switch: str, port: int) -> str:
+        """Linux name of a switch port (in the OVS namespace); see model.switch_ifprefixes."""
+        return self.plan.vm(switch).port_ifname(port)
+
+    def _run_script(self, node, name: str, interpreter: list[str], lines: list[str]) -> str:
+        """Run ``lines`` as one script file in ``node``; raise LabFailure naming what failed.
+
+        Never one long shell line through ``node.cmd``: Mininet talks to its shells through
+        a pseudo-terminal, whose line discipline silently cuts input lines at 4095 bytes, so
+        a big lab lost the tail of its links. A file has no such limit, the interpreter
+        (``sh -e``, ``ip -batch``) stops at the first failing line, and its exit status and
+        output reach us through a pipe rather than a terminal.
+        """
+        script_dir = os.path.join(self.run_dir, "net")
+        os.makedirs(script_dir, exist_ok=True)
+        path = os.path.join(script_dir, f"{name}.txt")
+        with open(path, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        proc = node.popen(
+            [*interpreter, path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        out, _ = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise LabFailure(
+                f"{name}: {' '.join(interpreter)} {path} failed (exit {proc.returncode}): "
+                f"{out.strip()[-1000:]}"
+            )
+        return out
 
     def controller_targets(self, ct_id: int) -> list[str]:
         """OVS controller targets of a controller: one per replica."""
@@ -588,6 +614,47 @@ class LabRun:
                     "set", "controller", ctl.strip(), "max_backoff=1000", "inactivity_probe=5000"
                 )
 
+    def verify_ports(self, timeout: float = 5.0) -> None:
+        """Fail unless every port the plan names is in OVS with its OpenFlow port number.
+
+        ovs-vswitchd opens ports asynchronously: one whose device does not exist gets
+        ofport -1 and an error, and nothing else says so until its association never comes
+        up. Checked here, a missing port is named seconds after bring-up.
+        """
+        want = {name: port for ports in self._ports.values() for name, port in ports}
+        deadline = time.monotonic() + timeout
+        while True:
+            data = json.loads(
+                self.ovs.vsctl("--format=json", "--columns=name,ofport,error", "list", "Interface")
+            )["data"]
+            have = {row[0]: (row[1], row[2]) for row in data}
+            wrong = {
+                name: have.get(name)
+                for name, port in want.items()
+                if name not in have or have[name][0] != port
+            }
+            if not wrong:
+                return
+            if time.monotonic() > deadline:
+                problems = []
+                for name, got in sorted(wrong.items()):
+                    if got is None:
+                        problems.append(f"{name} (not in OVS)")
+                    else:
+                        error = got[1] if isinstance(got[1], str) else ""
+                        problems.append(
+                            f"{name} (ofport {got[0]}, wanted {want[name]}"
+                            + (f": {error}" if error else "")
+                            + ")"
+                        )
+                raise LabFailure(
+                    f"{len(wrong)} of {len(want)} switch ports missing in OVS: "
+                    + ", ".join(problems[:20])
+                    + (" ..." if len(problems) > 20 else "")
+                    + f"; see {self.run_dir}/ovs/ovs-vswitchd.log"
+                )
+            time.sleep(0.1)
+
     def link_between(self, a: str, b: str):
         """The plan's link joining switches a and b (the first, if parallel)."""
         for link in self.plan.links:
@@ -606,16 +673,14 @@ class LabRun:
 
     def _start_vm(self, vm: VmPlan) -> None:
         node = self.nodes[f"vm:{vm.switch}"]
-        for iface in vm.interfaces:
-            node.cmd(f"ip addr replace {iface.address} dev {iface.ifname}")
-            node.cmd(f"ip link set {iface.ifname} up")
-        node.cmd("ip link set lo up")
-        node.cmd("sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0")
-        node.cmd("sysctl -qw net.ipv4.conf.default.rp_filter=0")
+        ipv6 = self.plan.ipv6
+        self._run_script(
+            node, f"sysctl-{vm.switch}", ["sysctl", "-q", "-p"], commands.vm_sysctls(ipv6)
+        )
+        self._run_script(
+            node, f"addresses-{vm.switch}", ["ip", "-batch"], commands.vm_addresses(vm, ipv6)
+        )
         if self.plan.ipv6:
-            node.cmd("sysctl -qw net.ipv6.conf.all.forwarding=1")
-            for iface in vm.interfaces:
-                node.cmd(f"ip -6 addr replace {iface.address6} dev {iface.ifname} nodad")
             self._ipv6_ready(node, vm.name, [i.address6 for i in vm.interfaces])
         d = self.vm_dir(vm)
         os.makedirs(d, exist_ok=True)
@@ -783,13 +848,16 @@ class LabRun:
                 if "@" in t.name or t.name.startswith("rfproxy") or t.name == "ovs-vswitchd":
                     self.procs.stop_one(t)
             if self.net is not None:
-                try:
-                    self.net.stop()
-                except Exception:
-                    log.exception("mininet teardown failed; terminating its nodes by pid")
-                    for node in self.net.hosts:
-                        with contextlib.suppress(Exception):
-                            node.terminate()
+                # Every node is a namespace held by its shell (Mininet recorded its pid); the
+                # namespace, its mounts and its interfaces (both ends of every veth) go with
+                # the last process in it. Mininet's net.stop() would first delete each link
+                # through a node's shell, one command at a time (seconds for a backbone),
+                # and fails on a shell still busy with a command cut short by Ctrl-C.
+                for node in self.net.hosts:
+                    try:
+                        node.terminate()
+                    except Exception:
+                        log.exception("terminating Mininet node %s", node.name)
             self.procs.stop_all()
             if self.etcd is not None:  # after the rfservers that use it
                 self.etcd.stop()

@@ -57,6 +57,28 @@ def converge(run: LabRun, result: CheckResult, t0: float, timeout: float) -> boo
     ok = checks.wait_until(lambda: _routes_done(run), timeout)
     have, total = checks.routes_converged(run)
     result.add("routes in VM kernels", ok, time.monotonic() - t, f"{have}/{total} prefixes")
+    return ok and on_shortest_paths(run, result, timeout, "kernel")
+
+
+def on_shortest_paths(
+    run: LabRun, result: CheckResult, timeout: float, where: str, family: int = 4
+) -> bool:
+    """Wait until every VM kernel (``where="kernel"``) or every switch (``"switch"``) routes
+    every host subnet on the lab graph's shortest paths (lab/paths.py): a lab that delivers
+    over a longer path has not converged."""
+    t = time.monotonic()
+    last = checks.PathCheck()
+
+    def done() -> bool:
+        nonlocal last
+        _fail_if_dead(run)
+        last = checks.shortest_paths(run, where, family)
+        return last.ok
+
+    ok = checks.wait_until(done, timeout, 0.25)
+    name = {"kernel": "VM kernels", "switch": "switches"}[where]
+    tag = "IPv6 " if family == 6 else ""
+    result.add(f"{tag}{name} on shortest paths", ok, time.monotonic() - t, last.detail())
     return ok
 
 
@@ -94,14 +116,11 @@ def pingall_until_full(
     deadline = t + timeout
     while pending and time.monotonic() < deadline:
         _fail_if_dead(run)
-        still = []
-        for a, b in pending:
-            if checks.ping(run, a.name, b.address6 if ipv6 else b.address):
-                if result.first_ping_s is None and not ipv6:
-                    result.first_ping_s = time.monotonic() - t0
-            else:
-                still.append((a, b))
-        pending = still
+        dst = {id(b): b.address6 if ipv6 else b.address for _a, b in pending}
+        answered = checks.ping_pairs(run, [(a.name, dst[id(b)]) for a, b in pending])
+        if answered and result.first_ping_s is None and not ipv6:
+            result.first_ping_s = time.monotonic() - t0
+        pending = [(a, b) for a, b in pending if (a.name, dst[id(b)]) not in answered]
         if pending:
             time.sleep(0.5)
     ok = not pending
@@ -186,10 +205,11 @@ def converge6(run: LabRun, result: CheckResult, timeout: float) -> bool:
 
 def ipv6_checks(run: LabRun, result: CheckResult, t0: float, timeout: float) -> None:
     """A dual-stack lab's IPv6 side: the same stages as IPv4, after the IPv4 ones."""
-    if converge6(run, result, timeout):
+    if converge6(run, result, timeout) and on_shortest_paths(run, result, timeout, "kernel", 6):
         gateway_pings(run, result, ipv6=True)
         pingall_until_full(run, result, t0, timeout, ipv6=True)
         flows_match_routes(run, result, ipv6=True)
+        on_shortest_paths(run, result, 15.0, "switch", 6)
 
 
 def start_lab(run: LabRun, result: CheckResult) -> None:
@@ -223,6 +243,7 @@ def run_check(
             gateway_pings(run, result)
             pingall_until_full(run, result, t0, timeout)
             flows_match_routes(run, result)
+            on_shortest_paths(run, result, 15.0, "switch")
             if plan.ipv6:
                 ipv6_checks(run, result, t0, timeout)
             if plan.speakers:

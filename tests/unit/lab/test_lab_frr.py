@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from routeflow.lab.frr import daemons_for, frr_config
+from routeflow.lab.frr import daemons_for, frr_config, ospf6_config
 from routeflow.lab.model import LabPlan, load_lab, parse_lab, plan
 
 from .frrcheck import check_config, vtysh_dryrun
@@ -35,6 +35,9 @@ def test_ospf_config_rftest2() -> None:
     assert "frr defaults traditional" in conf.splitlines()
     assert block(conf, "router ospf") == [
         " ospf router-id 10.255.0.1",
+        " timers throttle spf 0 50 1000",
+        " timers throttle lsa all 0",
+        " timers lsa min-arrival 0",
         " network 172.31.1.0/24 area 0",
         " network 10.0.0.0/24 area 0",
         " network 30.0.0.0/24 area 0",
@@ -45,6 +48,7 @@ def test_ospf_config_rftest2() -> None:
     for port in (2, 3, 4):
         assert block(conf, f"interface eth{port}") == [
             " ip ospf network point-to-point",
+            " ip ospf cost 1",
             " ip ospf hello-interval 1",
             " ip ospf dead-interval 4",
         ]
@@ -125,6 +129,9 @@ def test_single_switch_lab() -> None:
     assert block(conf, "interface eth1") == block(conf, "interface eth2") == [" ip ospf passive"]
     assert block(conf, "router ospf") == [
         " ospf router-id 10.255.0.1",
+        " timers throttle spf 0 50 1000",
+        " timers throttle lsa all 0",
+        " timers lsa min-arrival 0",
         " network 172.31.1.0/24 area 0",
         " network 172.31.2.0/24 area 0",
     ]
@@ -162,3 +169,13 @@ def test_routing_daemon_accepts_every_line(routing: str, tmp_path: Path) -> None
         assert result.returncode == 0, output
         assert "No such command" not in output
         assert "deprecated" not in output
+
+
+def test_link_cost_on_both_ends_in_both_protocols() -> None:
+    text = (LABS / "rftest2-v6.yaml").read_text()
+    text = text.replace("{ends: [A, D],", "{ends: [A, D], cost: 7,")
+    p = plan(parse_lab(text))
+    for switch, port in (("A", 4), ("D", 4)):
+        assert " ip ospf cost 7" in block(frr_config(p, switch), f"interface eth{port}")
+        assert " ipv6 ospf6 cost 7" in block(ospf6_config(p, switch), f"interface eth{port}")
+    assert " ip ospf cost 1" in block(frr_config(p, "A"), "interface eth2")

@@ -142,7 +142,10 @@ def test_ipv6_needs_ospf() -> None:
 
 def test_ipv6_must_be_a_boolean() -> None:
     text = (LABS / "rftest2-v6.yaml").read_text().replace("ipv6: true", "ipv6: maybe")
-    assert problems(text) == ["$.ipv6: Expected bool, got str"]
+    assert problems(text) == [
+        "$.ipv6: Expected bool, got str"
+        " (write true or false; yes/no/on/off are plain words here, as in YAML 1.2)"
+    ]
 
 
 @settings(max_examples=100, deadline=None)
@@ -206,12 +209,17 @@ def test_ospf6_config_rftest2_v6() -> None:
     lines = conf.splitlines()
     assert "hostname vm-A" in lines
     assert "frr defaults traditional" in lines
-    assert block(conf, "router ospf6") == [" ospf6 router-id 10.255.0.1"]
+    assert block(conf, "router ospf6") == [
+        " ospf6 router-id 10.255.0.1",
+        " timers throttle spf 0 50 1000",
+        " timers lsa min-arrival 0",
+    ]
     assert block(conf, "interface eth1") == [" ipv6 ospf6 area 0", " ipv6 ospf6 passive"]
     for port in (2, 3, 4):
         assert block(conf, f"interface eth{port}") == [
             " ipv6 ospf6 area 0",
             " ipv6 ospf6 network point-to-point",
+            " ipv6 ospf6 cost 1",
             " ipv6 ospf6 hello-interval 1",
             " ipv6 ospf6 dead-interval 4",
         ]

@@ -434,8 +434,9 @@ def test_bad_names() -> None:
     msgs = problems(text)
     assert msgs[0] == "name: 'RF Test' must be 1-24 characters of [a-z0-9_-]"
     assert msgs[1].startswith("hosts[0].name: '1h' must start with a letter")
-    text = RFTEST2.replace("{name: h1,", "{name: host_number_1,")
-    assert problems(text)[0].startswith("hosts[0].name: 'host_number_1' must start with a letter")
+    long = "h" * 33
+    text = RFTEST2.replace("{name: h1,", f"{{name: {long},")
+    assert problems(text)[0].startswith(f"hosts[0].name: '{long}' must start with a letter")
 
 
 def test_link_subnet_too_small_or_malformed() -> None:
@@ -564,10 +565,18 @@ def test_wrong_type_carries_msgspec_path() -> None:
         ("name: rftest2", "name: rftest2\nrouting: rip", "$.routing: Invalid enum value 'rip'"),
         ("name: rftest2\n", "", "$: Object missing required field 'name'"),
         ("name: rftest2", "name: rftest2\nspeed: 10", "$: Object contains unknown field 'speed'"),
-        ("[A, B]", "[A, 5]", "$.links[0][1]: Expected str, got int"),
+        (
+            "[A, B]",
+            "[A, 5]",
+            "$.links[0][1]: Expected str, got int (quote it to use it as a name)",
+        ),
         ("[A, B]", "{ends: [A, B], mtu: 9000}", "$.links[0]: Object contains unknown field 'mtu'"),
         ("[A, B]", "3", "$.links[0]: Expected object | array, got int"),
-        ("{name: A, dpid: 5}", "{name: no, dpid: 5}", "$.switches[0].name: Expected str, got bool"),
+        (
+            "{name: A, dpid: 5}",
+            "{name: true, dpid: 5}",
+            "$.switches[0].name: Expected str, got bool (quote it to use it as a name)",
+        ),
     ],
 )
 def test_decode_errors(old: str, new: str, message: str) -> None:

@@ -1,0 +1,191 @@
+"""Lab files from public topology files (GraphML or GML, as the Internet Topology Zoo has them).
+
+A RouteFlow user brings their own network; research backbones are published as graphs whose
+nodes carry city names ("Frankfurt am Main", "St. Petersburg") and whose edges may repeat
+(two circuits between the same two cities). This module turns such a graph into a lab file:
+one switch per node (name made from its label), one link per edge (parallel edges kept),
+one host per switch. Reading the file is networkx's job (:func:`read_graph`); everything
+else is pure, so the same graph always gives the same lab text.
+
+What is dropped is said in the file's header, never silently: self-loops (a link needs two
+switches), and nodes outside the largest connected component (a lab must be connected; many
+Topology Zoo graphs have a stray node without position or links).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from routeflow.lab.model import LAB_NAME_RE
+
+#: Imported names are cut to this length: long enough for "StPetersburg" or "FrankfurtAmMain",
+#: short enough for tables (the lab file itself accepts up to model.IMPORT_NAME_MAX).
+IMPORT_NAME_MAX = 15
+
+__all__ = ["Imported", "from_graph", "read_graph", "switch_names"]
+
+#: Hosts sit on 172.16.0.0/12, one /24 per switch, so 4096 switches fit and no host subnet
+#: overlaps the default link pool (10.0.0.0/16).
+HOST_POOL = ipaddress.IPv4Network("172.16.0.0/12")
+
+
+@dataclass
+class Imported:
+    """A graph reduced to what a lab file says, plus what was left out and why."""
+
+    name: str
+    switches: list[str]
+    links: list[tuple[str, str]]
+    dropped: list[str] = field(default_factory=list)
+
+
+def switch_names(labels: Iterable[str]) -> list[str]:
+    """Lab-file names for node labels: letters and digits of each word, capitalised, joined.
+
+    "Frankfurt am Main" -> "FrankfurtAmMain", "St. Petersburg" -> "StPetersburg". Names are cut
+    to :data:`IMPORT_NAME_MAX` characters, start with a letter, and are made unique with a
+    numeric suffix (two nodes labelled "Paris" give "Paris" and "Paris2").
+    """
+    out: list[str] = []
+    taken: set[str] = set()
+    for i, label in enumerate(labels):
+        words = re.findall(r"[A-Za-z0-9]+", label)
+        base = "".join(w[:1].upper() + w[1:] for w in words) or f"n{i + 1}"
+        if not base[0].isalpha():
+            base = "n" + base
+        base = base[:IMPORT_NAME_MAX]
+        name, k = base, 2
+        while name.lower() in taken:
+            suffix = str(k)
+            name = base[: IMPORT_NAME_MAX - len(suffix)] + suffix
+            k += 1
+        taken.add(name.lower())  # case-insensitive: file systems and humans
+        out.append(name)
+    return out
+
+
+def lab_name(text: str) -> str:
+    """A valid lab name (see model.LAB_NAME_RE) from a file or network name."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-")[:24] or "imported"
+    assert LAB_NAME_RE.match(name), name
+    return name
+
+
+def from_graph(
+    name: str,
+    nodes: list[tuple[str, str]],
+    edges: list[tuple[str, str]],
+) -> Imported:
+    """Reduce a graph (node id, label) + edges (node ids, repeats allowed) to a lab's topology.
+
+    Keeps the largest connected component (ties: the one holding the first node), drops
+    self-loops, keeps parallel edges, and keeps the graph's node and edge order so a diff of
+    two imports reads like a diff of the two source files.
+    """
+    dropped: list[str] = []
+    ids = [n for n, _ in nodes]
+    label = dict(nodes)
+    adj: dict[str, set[str]] = {n: set() for n in ids}
+    kept_edges: list[tuple[str, str]] = []
+    for a, b in edges:
+        if a == b:
+            dropped.append(f"self-loop on {label.get(a, a)!r}")
+            continue
+        adj[a].add(b)
+        adj[b].add(a)
+        kept_edges.append((a, b))
+    # Connected components by BFS, in node order.
+    component_of: dict[str, int] = {}
+    components: list[list[str]] = []
+    for start in ids:
+        if start in component_of:
+            continue
+        comp, queue = [start], [start]
+        component_of[start] = len(components)
+        while queue:
+            for nxt in sorted(adj[queue.pop()], key=ids.index):
+                if nxt not in component_of:
+                    component_of[nxt] = len(components)
+                    comp.append(nxt)
+                    queue.append(nxt)
+        components.append(comp)
+    best = max(range(len(components)), key=lambda c: (len(components[c]), -c)) if ids else 0
+    keep = {n for n in ids if component_of.get(n) == best}
+    for n in ids:
+        if n not in keep:
+            dropped.append(f"node {label[n]!r} (not connected to the largest component)")
+    kept_ids = [n for n in ids if n in keep]
+    names = dict(zip(kept_ids, switch_names(label[n] for n in kept_ids), strict=True))
+    links = [(names[a], names[b]) for a, b in kept_edges if a in keep and b in keep]
+    return Imported(
+        name=lab_name(name), switches=[names[n] for n in kept_ids], links=links, dropped=dropped
+    )
+
+
+def host_subnet(index: int) -> ipaddress.IPv4Network:
+    """The /24 of the host on switch ``index`` (0-based)."""
+    return ipaddress.IPv4Network((int(HOST_POOL.network_address) + ((index + 1) << 8), 24))
+
+
+def to_yaml(
+    imp: Imported,
+    header: list[str],
+    *,
+    routing: str = "ospf",
+    hosts: bool = True,
+    ipv6: bool = False,
+    bfd: bool = False,
+) -> str:
+    """The lab file's text: header comments, then switches, links and hosts in flow style.
+
+    Names are always quoted, so a switch called NO or ON stays a string whatever YAML
+    reader an operator later points at the file.
+    """
+    lines = [f"# {h}".rstrip() for h in header]
+    if imp.dropped:
+        lines.append("# Left out of the source graph:")
+        lines += [f"#   {d}" for d in imp.dropped]
+    degree: dict[str, int] = dict.fromkeys(imp.switches, 0)
+    for a, b in imp.links:
+        degree[a] += 1
+        degree[b] += 1
+    busiest = max(imp.switches, key=lambda s: degree[s])
+    pairs = [frozenset(link) for link in imp.links]
+    parallel = sum(1 for i, p in enumerate(pairs) if p in pairs[:i])
+    lines.append(
+        f"# {len(imp.switches)} switches, {len(imp.links)} links ({parallel} parallel), "
+        f"busiest switch {busiest} with {degree[busiest]} links"
+    )
+    lines.append(f"name: {imp.name}")
+    lines.append(f"routing: {routing}")
+    lines.append("ospf: {hello: 1, dead: 4" + (", bfd: true" if bfd else "") + "}")
+    if ipv6:
+        lines.append("ipv6: true")
+    lines.append("switches:")
+    for i, s in enumerate(imp.switches):
+        lines.append(f'  - {{name: "{s}", dpid: {i + 1:#x}}}')
+    lines.append("links:")
+    for a, b in imp.links:
+        lines.append(f'  - ["{a}", "{b}"]')
+    if hosts:
+        lines.append("hosts:")
+        for i, s in enumerate(imp.switches):
+            net = host_subnet(i)
+            lines.append(
+                f'  - {{name: "h{i + 1}", switch: "{s}", ip: {net.network_address + 100}/24}}'
+            )
+    return "\n".join(lines) + "\n"
+
+
+def read_graph(path: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Network name, nodes (id, label) and edges of a GraphML or GML file (networkx reads it)."""
+    import networkx as nx
+
+    g = nx.read_gml(path, label="id") if path.endswith(".gml") else nx.read_graphml(path)
+    net = g.graph.get("Network") or g.graph.get("label") or path.rsplit("/", 1)[-1].split(".")[0]
+    nodes = [(str(n), str(d.get("label") or n)) for n, d in g.nodes(data=True)]
+    edges = [(str(a), str(b)) for a, b in g.edges()]
+    return str(net), nodes, edges
