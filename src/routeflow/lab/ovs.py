@@ -96,15 +96,15 @@ class OvsInstance:
                 raise OvsError(f"{what} did not start (no {path}); see {self.rundir}/*.log")
             time.sleep(0.05)
 
-    def vsctl(self, *args: str) -> str:
-        return self._run("ovs-vsctl", "-t", "10", *args)
+    def vsctl(self, *args: str, timeout: int = 10) -> str:
+        return self._run("ovs-vsctl", "-t", str(timeout), *args, timeout=timeout + 20)
 
     def ofctl(self, *args: str) -> str:
         return self._run("ovs-ofctl", *args)
 
-    def _run(self, *cmd: str) -> str:
+    def _run(self, *cmd: str, timeout: float = 30) -> str:
         r = subprocess.run(
-            cmd, capture_output=True, text=True, env={**os.environ, **self.env}, timeout=30
+            cmd, capture_output=True, text=True, env={**os.environ, **self.env}, timeout=timeout
         )
         if r.returncode != 0:
             raise OvsError(f"{' '.join(cmd)} failed: {r.stderr.strip()}")

@@ -90,6 +90,19 @@ class ProcessSet:
         if t in self.procs:
             self.procs.remove(t)
 
+    def stop_many(self, tracked: list[Tracked], timeout: float = 5.0) -> None:
+        """Stop several processes at once: SIGTERM to all, then wait for all, SIGKILL what is
+        left. A 50-switch lab has some 150 daemons; one after the other took 15 s."""
+        for t in tracked:
+            if t.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(t.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(t.alive() for t in tracked) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for t in tracked:
+            self.stop_one(t, timeout)  # reaps, escalates to SIGKILL for any still alive
+
     def stop_all(self) -> None:
         """Stop in reverse start order: clients before the server they talk to."""
         for t in list(reversed(self.procs)):
