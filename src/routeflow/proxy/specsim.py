@@ -47,7 +47,7 @@ def sim_flow(spec: of.FlowSpec) -> ofsim.Flow:
 
 def sim_group(spec: of.GroupSpec) -> ofsim.GroupEntry:
     buckets = tuple(
-        ofsim.Bucket(sim_actions(actions), weight if spec.select else 0)
+        ofsim.Bucket(sim_actions(actions), weight if spec.select else 1)  # indirect: unused
         for actions, weight in spec.buckets
     )
     return ofsim.GroupEntry(spec.group_id, "select" if spec.select else "indirect", buckets)
