@@ -338,3 +338,59 @@ def test_longest_prefix_wins(data, version):
     else:
         (out,) = r.outcomes
         assert out.packet["eth_dst"] == f"02:00:00:00:ff:{want:02x}"
+
+
+# --- every frame at once ----------------------------------------------------------------------
+
+ROUTER_IPS = {1: "10.0.1.1", 2: "10.0.12.1", 3: "10.0.13.1"}
+
+
+@st.composite
+def frames(draw):
+    in_port = draw(st.sampled_from([1, 2, 3, 9]))
+    eth_dst = draw(st.sampled_from([*R.values(), H2_MAC, "ff:ff:ff:ff:ff:ff", "33:33:00:00:00:05"]))
+    family = draw(st.sampled_from(["arp", "ipv4", "ipv6"]))
+    if family == "arp":
+        tpa = draw(st.sampled_from([*ROUTER_IPS.values(), "10.0.1.101", "10.0.2.5"]))
+        return arp(draw(st.integers(1, 2)), "10.0.1.100", tpa, in_port=in_port, eth_dst=eth_dst)
+    ttl = draw(st.integers(0, 255))
+    if family == "ipv4":
+        dst = draw(
+            st.sampled_from([*ROUTER_IPS.values(), "224.0.0.5", "224.0.1.1", "10.0.1.100"])
+            | st.ip_addresses(v=4).map(str)
+        )
+        return ipv4(dst, in_port=in_port, eth_dst=eth_dst, ttl=ttl)
+    dst = draw(
+        st.sampled_from(["2001:db8:1::1", "fe80::a:1", "ff02::5", "ff05::2", "2001:db8:1::7"])
+        | st.ip_addresses(v=6).map(str)
+    )
+    return ipv6(dst, in_port=in_port, eth_dst=eth_dst, ttl=ttl)
+
+
+def _punt_allowed(frame) -> bool:
+    """What the classifier may hand to a VM: the router's own traffic, and the FIB's slow path."""
+    port = frame["in_port"]
+    if port not in R:
+        return False
+    if frame["eth_type"] == 0x0806:
+        return frame["eth_dst"] == R[port] or frame["arp_tpa"] == ROUTER_IPS[port]
+    dst = ipaddress.ip_address(frame.get("ipv4_dst") or frame["ipv6_dst"])
+    link_mcast = ipaddress.ip_network("224.0.0.0/24" if dst.version == 4 else "ff02::/16")
+    return dst in link_mcast or frame["eth_dst"] == R[port]
+
+
+@given(frames())
+def test_every_frame_is_forwarded_punted_or_dropped_by_the_design(frame):
+    r = SWITCH.run(frame)
+    in_port = frame["in_port"]
+    for out in r.outputs:
+        # Only IP to the ingress port's router MAC is forwarded, by the FIB's groups...
+        assert frame["eth_type"] != 0x0806 and frame["eth_dst"] == R[in_port]
+        assert out.port != in_port and frame["nw_ttl"] > 1
+        # ...rewritten as the next hop expects it.
+        assert out.packet["eth_src"] == R[out.port]
+        assert out.packet["nw_ttl"] == frame["nw_ttl"] - 1
+    if r.punted:
+        assert _punt_allowed(frame), r.outcomes
+    for ex in r.executions:  # a frame is forwarded, punted or dropped: never two of these
+        assert len({o.kind for o in ex.outcomes}) == 1
