@@ -40,6 +40,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 # --- ports -----------------------------------------------------------------
 
@@ -277,7 +278,8 @@ class Flow:
 
     table: int
     priority: int
-    match: tuple = ()  # given: a Mapping or (name, value) pairs; stored: sorted MatchItems
+    # Given: a Mapping or (name, value) pairs; stored: a tuple of MatchItems, sorted.
+    match: Any = ()
     instructions: tuple[Instruction, ...] = ()  # none: drop
     cookie: int = 0
 
@@ -301,7 +303,7 @@ class Flow:
         return next((i.table for i in self.instructions if isinstance(i, GotoTable)), None)
 
 
-def _match_pairs(match) -> Iterable[tuple[str, object]]:
+def _match_pairs(match: Any) -> Iterable[tuple[str, object]]:
     if isinstance(match, Mapping):
         return match.items()
     # Already normalised (name, value, mask) triples, or (name, value) pairs.
@@ -436,7 +438,7 @@ class Pipeline:
         down: Iterable[int] = (),
     ) -> None:
         self.tables: dict[int, list[Flow]] = {}
-        keys: set[tuple] = set()
+        keys: set[tuple[int, int, tuple[MatchItem, ...]]] = set()
         for flow in flows:
             key = (flow.table, flow.priority, flow.match)
             if key in keys:

@@ -135,7 +135,7 @@ def _oxm(name: str, value: str, ctx: dict[str, object]) -> tuple[str, object]:
             return ("arp_spa" if name == "nw_src" else "arp_tpa"), value
         return ("ipv4_src" if name == "nw_src" else "ipv4_dst"), value
     if name in ("tp_src", "tp_dst"):
-        l4 = {6: "tcp", 17: "udp", 132: "sctp"}.get(proto)  # type: ignore[arg-type]
+        l4 = {6: "tcp", 17: "udp", 132: "sctp"}.get(proto) if isinstance(proto, int) else None
         if l4 is None:
             raise SimError(f"{name} without tcp/udp/sctp")
         return f"{l4}{name[2:]}", _int(value)

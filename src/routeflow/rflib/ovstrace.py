@@ -34,28 +34,27 @@ _PROTOCOL_KEYWORD = {
     (0x86DD, 17): "udp6",
     (0x86DD, 132): "sctp6",
 }
-_ETH_KEYWORD = {0x0800: "ip", 0x86DD: "ipv6", 0x0806: "arp"}
+_ETH_KEYWORD: dict[int | None, str] = {0x0800: "ip", 0x86DD: "ipv6", 0x0806: "arp"}
 
 
 def trace_flow(packet: Mapping[str, object]) -> str:
     """A packet dict as ``ofproto/trace`` flow text (protocol keyword first)."""
-    fields = dict(packet)
+    fields = {name: ofsim.field_value(name, value)[0] for name, value in packet.items()}
     eth_type = fields.pop("eth_type", None)
     proto = fields.get("ip_proto")
     parts = []
-    if (eth_type, proto) in _PROTOCOL_KEYWORD:
-        parts.append(_PROTOCOL_KEYWORD[(eth_type, proto)])  # type: ignore[index]
+    if eth_type is not None and proto is not None and (eth_type, proto) in _PROTOCOL_KEYWORD:
+        parts.append(_PROTOCOL_KEYWORD[(eth_type, proto)])
         fields.pop("ip_proto")
     elif eth_type in _ETH_KEYWORD:
-        parts.append(_ETH_KEYWORD[eth_type])  # type: ignore[index]
+        parts.append(_ETH_KEYWORD[eth_type])
     elif eth_type is not None:
-        parts.append(f"dl_type={int(eth_type):#x}")  # type: ignore[call-overload]
+        parts.append(f"dl_type={eth_type:#x}")
     for name, value in fields.items():
         if name == "ip_dscp":
-            parts.append(f"nw_tos={int(value) << 2}")  # type: ignore[call-overload]
-            continue
-        v, _ = ofsim.field_value(name, value)
-        parts.append(f"{OVS_NAME.get(name, name)}={ofsim.render(name, v)}")
+            parts.append(f"nw_tos={value << 2}")
+        else:
+            parts.append(f"{OVS_NAME.get(name, name)}={ofsim.render(name, value)}")
     return ",".join(parts)
 
 
