@@ -278,6 +278,9 @@ def _generic() -> tuple[list[ofsim.Flow], list[ofsim.GroupEntry]]:
         o.Flow(0, 5, {"in_port": 3}, (
             o.WriteActions((o.Output(4), o.SetField("eth_dst", mac(0x44)))), o.GotoTable(1))),
         o.Flow(0, 5, {"in_port": 4}, (ap(o.Output(o.IN_PORT)),)),
+        # An expired TTL in apply-actions: no write-actions, no goto after it.
+        o.Flow(0, 5, {"in_port": 9, "eth_type": 0x0800}, (
+            ap(o.DecTtl()), o.WriteActions((o.Output(2),)), o.GotoTable(2))),
         o.Flow(0, 0, {}, ()),
         # Table 1: by metadata; write-actions and clear-actions; groups.
         o.Flow(1, 20, {"metadata": (0x10, 0xF0), "eth_type": 0x0800}, (

@@ -30,8 +30,11 @@ The rules (OpenFlow 1.3.5 section 5; where it leaves room, what OVS does):
   them all); ``ff`` the first bucket whose watch port is live. A group
   works on a copy: the actions after it see the packet as it was.
 * Output to the port the packet came in on is dropped unless the port is
-  ``IN_PORT``. Decrementing a TTL of 0 or 1 ends that action list; the
-  outcome is ``ttl_expired`` (OVS sends it to the controller as invalid TTL).
+  ``IN_PORT``. Decrementing a TTL of 0 or 1 ends that action list (in
+  apply-actions: the packet's way through the tables, action set included);
+  the outcome is ``ttl_expired`` (OVS sends it to the controller as invalid
+  TTL). Actions are not checked against the match's prerequisites (OVS
+  refuses ``dec_ttl`` in a flow that does not match IP).
 """
 
 from __future__ import annotations
