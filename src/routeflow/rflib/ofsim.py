@@ -1,0 +1,677 @@
+"""An OpenFlow 1.3 pipeline executed on one packet (pure): where it goes, and how rewritten.
+
+Flows are checked by running them, not by reading their text: a test states
+"this frame leaves port 2 with these MACs and TTL 63" or "this ARP never
+reaches the controller", and the answer comes in milliseconds without a
+switch (faucet's ``FakeOFTable`` plays the same part). Nothing here knows
+routeflow: flows and groups come from any source (routeflow's FlowSpecs via
+``proxy/specsim.py``, an ``ovs-ofctl`` dump via ``rflib/ovstext.py``), and a
+component test holds the answers to Open vSwitch's ``ofproto/trace`` so the
+model cannot drift from the switch.
+
+The rules (OpenFlow 1.3.5 section 5; where it leaves room, what OVS does):
+
+* A packet is a dict of header fields named as OXM fields are (``eth_dst``,
+  ``ipv4_dst``, ``arp_tpa``...), plus ``nw_ttl`` (IPv4 TTL or IPv6 hop limit)
+  and ``in_port``. A field the packet lacks matches only flows that do not
+  name it, which is how match prerequisites work out. An untagged packet
+  has no ``vlan_vid`` and matches ``vlan_vid=0`` (OFPVID_NONE).
+* Per table the matching flow of highest priority wins; two matching flows
+  at that priority are an error (the switch's choice is undefined). No
+  matching flow drops the packet (the 1.3 table miss).
+* A flow's instructions run in the order the spec fixes, whatever order
+  they are given in: apply-actions, clear-actions, write-actions,
+  write-metadata, goto-table. Without goto-table the action set runs: pop
+  VLAN, push VLAN, decrement TTL, set-fields, then the group if any, else
+  the output.
+* Group buckets run as action sets (as OVS runs them). ``all`` runs every
+  bucket on a copy; ``indirect`` its one bucket; ``select`` one bucket, and
+  each bucket of positive weight is one possible execution (the result lists
+  them all); ``ff`` the first bucket whose watch port is live. A group
+  works on a copy: the actions after it see the packet as it was.
+* Output to the port the packet came in on is dropped unless the port is
+  ``IN_PORT``. Decrementing a TTL of 0 or 1 ends that action list (in
+  apply-actions: the packet's way through the tables, action set included);
+  the outcome is ``ttl_expired`` (OVS sends it to the controller as invalid
+  TTL). Actions are not checked against the match's prerequisites (OVS
+  refuses ``dec_ttl`` in a flow that does not match IP).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# --- ports -----------------------------------------------------------------
+
+IN_PORT = 0xFFFFFFF8
+TABLE = 0xFFFFFFF9
+NORMAL = 0xFFFFFFFA
+FLOOD = 0xFFFFFFFB
+ALL = 0xFFFFFFFC
+CONTROLLER = 0xFFFFFFFD
+LOCAL = 0xFFFFFFFE
+ANY = 0xFFFFFFFF
+
+OFPVID_PRESENT = 0x1000
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_IPV6 = 0x86DD
+
+
+class SimError(ValueError):
+    """The flows or the packet are outside what a switch would accept or this model knows."""
+
+
+# --- fields ----------------------------------------------------------------
+
+MAC, IPV4, IPV6, INT = "mac", "ipv4", "ipv6", "int"
+
+#: name -> (kind, width in bits). OXM names; nw_ttl is OVS's (no OXM matches a TTL).
+FIELDS: dict[str, tuple[str, int]] = {
+    "in_port": (INT, 32),
+    "in_phy_port": (INT, 32),
+    "metadata": (INT, 64),
+    "tunnel_id": (INT, 64),
+    "eth_dst": (MAC, 48),
+    "eth_src": (MAC, 48),
+    "eth_type": (INT, 16),
+    "vlan_vid": (INT, 13),
+    "vlan_pcp": (INT, 3),
+    "ip_dscp": (INT, 6),
+    "ip_ecn": (INT, 2),
+    "ip_proto": (INT, 8),
+    "nw_ttl": (INT, 8),
+    "ipv4_src": (IPV4, 32),
+    "ipv4_dst": (IPV4, 32),
+    "tcp_src": (INT, 16),
+    "tcp_dst": (INT, 16),
+    "udp_src": (INT, 16),
+    "udp_dst": (INT, 16),
+    "sctp_src": (INT, 16),
+    "sctp_dst": (INT, 16),
+    "icmpv4_type": (INT, 8),
+    "icmpv4_code": (INT, 8),
+    "arp_op": (INT, 16),
+    "arp_spa": (IPV4, 32),
+    "arp_tpa": (IPV4, 32),
+    "arp_sha": (MAC, 48),
+    "arp_tha": (MAC, 48),
+    "ipv6_src": (IPV6, 128),
+    "ipv6_dst": (IPV6, 128),
+    "ipv6_flabel": (INT, 20),
+    "icmpv6_type": (INT, 8),
+    "icmpv6_code": (INT, 8),
+    "ipv6_nd_target": (IPV6, 128),
+    "ipv6_nd_sll": (MAC, 48),
+    "ipv6_nd_tll": (MAC, 48),
+}
+
+#: Fields of the pipeline, not of the frame: not part of an outcome's headers.
+PIPELINE_FIELDS = frozenset({"in_port", "in_phy_port", "metadata", "tunnel_id"})
+
+
+def _kind(name: str) -> tuple[str, int]:
+    try:
+        return FIELDS[name]
+    except KeyError:
+        raise SimError(f"unknown field {name!r}") from None
+
+
+def _scalar(kind: str, bits: int, text: object) -> int:
+    if isinstance(text, bool):
+        raise SimError(f"not a field value: {text!r}")
+    if isinstance(text, int):
+        value = text
+    elif not isinstance(text, str):
+        raise SimError(f"not a field value: {text!r}")
+    elif kind == MAC:
+        parts = text.split(":")
+        if len(parts) != 6:
+            raise SimError(f"not a MAC address: {text!r}")
+        value = int("".join(p.zfill(2) for p in parts), 16)
+    elif kind in (IPV4, IPV6):
+        try:
+            address = ipaddress.IPv4Address if kind == IPV4 else ipaddress.IPv6Address
+            value = int(address(text))
+        except ValueError:
+            raise SimError(f"not an IP address: {text!r}") from None
+    else:
+        value = int(text, 0)
+    if not 0 <= value < 1 << bits:
+        raise SimError(f"{text!r} does not fit {bits} bits")
+    return value
+
+
+def field_value(name: str, value: object) -> tuple[int, int]:
+    """A match value in any usual spelling -> (value, mask), value already masked.
+
+    Accepted: an int; text (MAC, IP address, ``0x800``); ``(value, mask)``; and
+    ``value/mask`` or ``address/prefixlen`` text.
+    """
+    kind, bits = _kind(name)
+    full = (1 << bits) - 1
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise SimError(f"{name}: expected (value, mask), got {value!r}")
+        v, m = _scalar(kind, bits, value[0]), _scalar(kind, bits, value[1])
+    elif isinstance(value, str) and "/" in value:
+        head, tail = value.split("/", 1)
+        v = _scalar(kind, bits, head)
+        if kind in (IPV4, IPV6) and tail.isdigit():
+            plen = int(tail)
+            if plen > bits:
+                raise SimError(f"{name}: prefix length {plen} > {bits}")
+            m = full ^ ((1 << (bits - plen)) - 1)
+        else:
+            m = _scalar(kind, bits, tail)
+    else:
+        v, m = _scalar(kind, bits, value), full
+    return v & m, m
+
+
+def render(name: str, value: int) -> object:
+    """A field value as people write it: MAC and IP addresses as text, the rest as int."""
+    kind, _ = _kind(name)
+    if kind == MAC:
+        return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -1, -8))
+    if kind == IPV4:
+        return str(ipaddress.IPv4Address(value))
+    if kind == IPV6:
+        return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+    return value
+
+
+MatchItem = tuple[str, int, int]  # (field, value, mask)
+
+
+def make_match(match: Mapping[str, object] | Iterable[tuple[str, object]]) -> tuple[MatchItem, ...]:
+    items = match.items() if isinstance(match, Mapping) else match
+    out: dict[str, MatchItem] = {}
+    for name, value in items:
+        if name in out:
+            raise SimError(f"field {name} matched twice")
+        v, m = field_value(name, value)
+        if m:  # an all-zero mask matches anything: the switch stores no field
+            out[name] = (name, v, m)
+    return tuple(sorted(out.values()))
+
+
+# --- actions and instructions ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+    max_len: int = 0xFFFF
+
+
+@dataclass(frozen=True)
+class SetField:
+    """``value`` in any spelling ``field_value`` takes; stored as an int."""
+
+    field: str
+    value: int | str
+
+    def __post_init__(self) -> None:
+        v, m = field_value(self.field, self.value)
+        if m != (1 << FIELDS[self.field][1]) - 1:
+            raise SimError(f"set_field {self.field}: a masked value is not a value")
+        object.__setattr__(self, "value", v)
+
+
+@dataclass(frozen=True)
+class DecTtl:
+    pass
+
+
+@dataclass(frozen=True)
+class PushVlan:
+    ethertype: int = 0x8100
+
+
+@dataclass(frozen=True)
+class PopVlan:
+    pass
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: int
+
+
+Action = Output | SetField | DecTtl | PushVlan | PopVlan | Group
+
+
+@dataclass(frozen=True)
+class ApplyActions:
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class WriteActions:
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class ClearActions:
+    pass
+
+
+@dataclass(frozen=True)
+class WriteMetadata:
+    value: int
+    mask: int = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class GotoTable:
+    table: int
+
+
+Instruction = ApplyActions | WriteActions | ClearActions | WriteMetadata | GotoTable
+_INSTRUCTION_ORDER = (ApplyActions, ClearActions, WriteActions, WriteMetadata, GotoTable)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A flow entry; ``match`` takes any form ``make_match`` does and is stored normalised."""
+
+    table: int
+    priority: int
+    # Given: a Mapping or (name, value) pairs; stored: a tuple of MatchItems, sorted.
+    match: Any = ()
+    instructions: tuple[Instruction, ...] = ()  # none: drop
+    cookie: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "match", make_match(_match_pairs(self.match)))
+        kinds = [type(i) for i in self.instructions]
+        if len(set(kinds)) != len(kinds):
+            raise SimError(f"an instruction given twice: {self.instructions}")
+        ordered = tuple(sorted(self.instructions, key=lambda i: _INSTRUCTION_ORDER.index(type(i))))
+        object.__setattr__(self, "instructions", ordered)
+
+    def matches(self, packet: Mapping[str, int]) -> bool:
+        for name, value, mask in self.match:
+            have = packet.get(name, 0 if name in ("vlan_vid", "metadata") else None)
+            if have is None or have & mask != value:
+                return False
+        return True
+
+    @property
+    def goto(self) -> int | None:
+        return next((i.table for i in self.instructions if isinstance(i, GotoTable)), None)
+
+
+def _match_pairs(match: Any) -> Iterable[tuple[str, object]]:
+    if isinstance(match, Mapping):
+        return match.items()
+    # Already normalised (name, value, mask) triples, or (name, value) pairs.
+    return [(m[0], (m[1], m[2])) if len(m) == 3 else (m[0], m[1]) for m in match]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    actions: tuple[Action, ...]
+    weight: int = 1
+    watch_port: int = ANY
+
+
+GROUP_TYPES = ("all", "select", "indirect", "ff")
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    group_id: int
+    type: str
+    buckets: tuple[Bucket, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.type not in GROUP_TYPES:
+            raise SimError(f"group {self.group_id}: unknown type {self.type!r}")
+        if self.type == "indirect" and len(self.buckets) != 1:
+            raise SimError(f"indirect group {self.group_id} has {len(self.buckets)} buckets")
+
+
+# --- results ---------------------------------------------------------------
+
+OUTPUT, CONTROLLER_OUT, DROP, TTL_EXPIRED = "output", "controller", "drop", "ttl_expired"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One copy of the packet leaving the pipeline, with its headers as they leave."""
+
+    kind: str  # output | controller | drop | ttl_expired
+    port: int | None = None  # output only
+    fields: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def packet(self) -> dict[str, object]:
+        return dict(self.fields)
+
+    def __repr__(self) -> str:
+        where = f" port {self.port}" if self.port is not None else ""
+        return f"<{self.kind}{where} {self.packet}>"
+
+
+@dataclass(frozen=True)
+class TableHit:
+    table: int
+    flow: Flow | None  # None: table miss
+
+
+@dataclass(frozen=True)
+class BucketHit:
+    group_id: int
+    bucket: int
+
+
+Step = TableHit | BucketHit
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One way the packet can go: every select group made one choice."""
+
+    outcomes: tuple[Outcome, ...]  # never empty: nothing out is one ``drop``
+    trace: tuple[Step, ...]
+    notes: tuple[str, ...] = ()  # why copies were dropped
+
+
+@dataclass(frozen=True)
+class Result:
+    executions: tuple[Execution, ...]
+
+    @property
+    def outcomes(self) -> tuple[Outcome, ...]:
+        """Every possible outcome, once each, in order (several only via all/select groups)."""
+        seen: dict[Outcome, None] = {}
+        for ex in self.executions:
+            seen.update(dict.fromkeys(ex.outcomes))
+        return tuple(seen)
+
+    @property
+    def trace(self) -> tuple[Step, ...]:
+        """The first execution's steps (executions differ only after a select group)."""
+        return self.executions[0].trace
+
+    @property
+    def flows(self) -> tuple[Flow | None, ...]:
+        return tuple(s.flow for s in self.trace if isinstance(s, TableHit))
+
+    @property
+    def outputs(self) -> tuple[Outcome, ...]:
+        return tuple(o for o in self.outcomes if o.kind == OUTPUT)
+
+    @property
+    def ports(self) -> set[int]:
+        return {o.port for o in self.outputs if o.port is not None}
+
+    @property
+    def punted(self) -> bool:
+        """Some copy reaches the controller (invalid TTL included)."""
+        return any(o.kind in (CONTROLLER_OUT, TTL_EXPIRED) for o in self.outcomes)
+
+    @property
+    def dropped(self) -> bool:
+        return all(o.kind == DROP for o in self.outcomes)
+
+
+# --- the pipeline ----------------------------------------------------------
+
+_MAX_EXECUTIONS = 4096
+
+
+class Pipeline:
+    """Flows and groups of one switch; ``run`` sends a packet through them.
+
+    ``ports`` (the switch's ports) is needed only for ALL and FLOOD outputs;
+    ``down`` lists ports that are not live (fast-failover groups skip them).
+    """
+
+    def __init__(
+        self,
+        flows: Iterable[Flow],
+        groups: Iterable[GroupEntry] = (),
+        ports: Iterable[int] | None = None,
+        down: Iterable[int] = (),
+    ) -> None:
+        self.tables: dict[int, list[Flow]] = {}
+        keys: set[tuple[int, int, tuple[MatchItem, ...]]] = set()
+        for flow in flows:
+            key = (flow.table, flow.priority, flow.match)
+            if key in keys:
+                raise SimError(f"two flows with one identity: table {flow.table} {flow.match}")
+            keys.add(key)
+            self.tables.setdefault(flow.table, []).append(flow)
+        for table in self.tables.values():
+            table.sort(key=lambda f: -f.priority)
+        self.groups: dict[int, GroupEntry] = {}
+        for g in groups:
+            if g.group_id in self.groups:
+                raise SimError(f"group {g.group_id} given twice")
+            self.groups[g.group_id] = g
+        self.ports = None if ports is None else tuple(ports)
+        self.down = frozenset(down)
+
+    def lookup(self, table: int, packet: Mapping[str, int]) -> Flow | None:
+        best: Flow | None = None
+        for flow in self.tables.get(table, ()):
+            if best is not None and flow.priority < best.priority:
+                break
+            if flow.matches(packet):
+                if best is not None:
+                    raise SimError(
+                        f"table {table}: two flows of priority {flow.priority} match: "
+                        f"{best.match} and {flow.match}"
+                    )
+                best = flow
+        return best
+
+    def run(self, packet: Mapping[str, object]) -> Result:
+        """Every way ``packet`` (header fields; ``in_port`` required) goes through the tables."""
+        start = _packet(packet)
+        executions: list[tuple[tuple[int, ...], Execution]] = []
+        pending: list[tuple[int, ...]] = [()]
+        while pending:
+            prefix = pending.pop()
+            run = _Run(self, prefix)
+            run.table(0, dict(start))
+            made = tuple(run.made)
+            executions.append((made, run.execution()))
+            if len(executions) > _MAX_EXECUTIONS:
+                raise SimError(f"more than {_MAX_EXECUTIONS} ways through the select groups")
+            for i in range(len(prefix), len(made)):
+                pending.extend((*made[:i], alt) for alt in run.options[i][1:])
+        executions.sort(key=lambda e: e[0])
+        return Result(tuple(ex for _, ex in executions))
+
+
+def _packet(packet: Mapping[str, object]) -> dict[str, int]:
+    if "in_port" not in packet:
+        raise SimError("a packet needs its in_port")
+    out = {}
+    for name, value in packet.items():
+        v, m = field_value(name, value)
+        if m != (1 << FIELDS[name][1]) - 1:
+            raise SimError(f"packet field {name}: a masked value is not a value")
+        out[name] = v
+    eth_type = out.get("eth_type")
+    if eth_type in (ETH_TYPE_IPV4, ETH_TYPE_IPV6) and "nw_ttl" not in out:
+        raise SimError("an IP packet needs its nw_ttl (TTL or hop limit)")
+    return out
+
+
+class _ActionSet:
+    """The 1.3 action set: one action per kind (set-fields: one per field), run in fixed order."""
+
+    def __init__(self) -> None:
+        self.pop: PopVlan | None = None
+        self.push: PushVlan | None = None
+        self.dec: DecTtl | None = None
+        self.sets: dict[str, SetField] = {}
+        self.group: Group | None = None
+        self.output: Output | None = None
+
+    def write(self, actions: Iterable[Action]) -> None:
+        for a in actions:
+            if isinstance(a, PopVlan):
+                self.pop = a
+            elif isinstance(a, PushVlan):
+                self.push = a
+            elif isinstance(a, DecTtl):
+                self.dec = a
+            elif isinstance(a, SetField):
+                self.sets.pop(a.field, None)
+                self.sets[a.field] = a
+            elif isinstance(a, Group):
+                self.group = a
+            elif isinstance(a, Output):
+                self.output = a
+
+    def ordered(self) -> Iterator[Action]:
+        yield from (a for a in (self.pop, self.push, self.dec) if a is not None)
+        yield from self.sets.values()
+        if self.group is not None:
+            yield self.group
+        elif self.output is not None:
+            yield self.output
+
+
+class _Run:
+    """One deterministic execution; select groups take the choices in ``prefix``, then bucket 0."""
+
+    def __init__(self, pipeline: Pipeline, prefix: tuple[int, ...]) -> None:
+        self.p = pipeline
+        self.prefix = prefix
+        self.made: list[int] = []
+        self.options: list[list[int]] = []
+        self.outcomes: list[Outcome] = []
+        self.trace: list[Step] = []
+        self.notes: list[str] = []
+
+    def execution(self) -> Execution:
+        outcomes = tuple(self.outcomes) or (Outcome(DROP),)
+        return Execution(outcomes, tuple(self.trace), tuple(self.notes))
+
+    def emit(self, kind: str, packet: dict[str, int], port: int | None = None) -> None:
+        fields = tuple(
+            (name, render(name, value))
+            for name, value in sorted(packet.items())
+            if name not in PIPELINE_FIELDS
+        )
+        self.outcomes.append(Outcome(kind, port, fields))
+
+    def table(self, table_id: int, packet: dict[str, int]) -> None:
+        action_set = _ActionSet()
+        while True:
+            flow = self.p.lookup(table_id, packet)
+            self.trace.append(TableHit(table_id, flow))
+            if flow is None:
+                self.notes.append(f"table {table_id}: no flow matched")
+                return
+            for inst in flow.instructions:
+                if isinstance(inst, ApplyActions):
+                    if not self.apply(inst.actions, packet):
+                        return
+                elif isinstance(inst, ClearActions):
+                    action_set = _ActionSet()
+                elif isinstance(inst, WriteActions):
+                    action_set.write(inst.actions)
+                elif isinstance(inst, WriteMetadata):
+                    old = packet.get("metadata", 0)
+                    packet["metadata"] = (old & ~inst.mask) | (inst.value & inst.mask)
+            goto = flow.goto
+            if goto is None:
+                self.apply(tuple(action_set.ordered()), packet)
+                return
+            if goto <= table_id:
+                raise SimError(f"table {table_id}: goto_table {goto} does not go forward")
+            table_id = goto
+
+    def apply(self, actions: Iterable[Action], packet: dict[str, int]) -> bool:
+        """Run an action list on ``packet`` (in place); False when an expired TTL ends it."""
+        for a in actions:
+            if isinstance(a, Output):
+                self.output(a.port, packet)
+            elif isinstance(a, SetField):
+                packet[a.field] = int(a.value)
+            elif isinstance(a, DecTtl):
+                if packet.get("eth_type") not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
+                    continue  # not IP: nothing to decrement (OVS ignores it too)
+                if packet["nw_ttl"] <= 1:
+                    self.emit(TTL_EXPIRED, packet)
+                    return False
+                packet["nw_ttl"] -= 1
+            elif isinstance(a, PushVlan):
+                if "vlan_vid" in packet:
+                    raise SimError("a second VLAN tag is beyond this model")
+                packet["vlan_vid"] = OFPVID_PRESENT
+                packet["vlan_pcp"] = 0
+            elif isinstance(a, PopVlan):
+                if "vlan_vid" not in packet:
+                    raise SimError("pop_vlan on an untagged packet")
+                packet.pop("vlan_vid")
+                packet.pop("vlan_pcp", None)
+            elif isinstance(a, Group):
+                self.group(a.group_id, dict(packet))
+        return True
+
+    def output(self, port: int, packet: dict[str, int]) -> None:
+        in_port = packet["in_port"]
+        if port == CONTROLLER:
+            self.emit(CONTROLLER_OUT, packet)
+        elif port == IN_PORT:
+            self.emit(OUTPUT, packet, in_port)
+        elif port in (ALL, FLOOD):
+            if self.p.ports is None:
+                raise SimError("output to ALL/FLOOD needs the pipeline's ports")
+            for p in self.p.ports:
+                if p != in_port:
+                    self.emit(OUTPUT, packet, p)
+        elif port in (TABLE, NORMAL, ANY):
+            raise SimError(f"output to port {port:#x} is beyond this model")
+        elif port == in_port:
+            self.notes.append(f"output to the ingress port {port} is dropped")
+        else:
+            self.emit(OUTPUT, packet, port)
+
+    def group(self, group_id: int, packet: dict[str, int]) -> None:
+        g = self.p.groups.get(group_id)
+        if g is None:
+            raise SimError(f"no group {group_id}")
+        if g.type == "all":
+            chosen = list(range(len(g.buckets)))
+        elif g.type == "indirect":
+            chosen = [0]
+        elif g.type == "ff":
+            live = [i for i, b in enumerate(g.buckets) if b.watch_port not in self.p.down]
+            chosen = live[:1]
+        else:
+            options = [i for i, b in enumerate(g.buckets) if b.weight > 0]
+            chosen = [self.choose(options)] if options else []
+        if not chosen:
+            self.notes.append(f"group {group_id}: no live bucket")
+        for i in chosen:
+            self.trace.append(BucketHit(group_id, i))
+            action_set = _ActionSet()
+            action_set.write(g.buckets[i].actions)
+            self.apply(tuple(action_set.ordered()), dict(packet))
+
+    def choose(self, options: list[int]) -> int:
+        i = len(self.made)
+        choice = self.prefix[i] if i < len(self.prefix) else options[0]
+        self.made.append(choice)
+        self.options.append(options)
+        return choice
+
+
+def run(
+    flows: Iterable[Flow], groups: Iterable[GroupEntry], packet: Mapping[str, object]
+) -> Result:
+    """One packet through a pipeline built for it (tests of a single question)."""
+    return Pipeline(flows, groups).run(packet)
