@@ -12,7 +12,9 @@ import json
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from routeflow.lab import paths
 from routeflow.lab.paths import Hop
@@ -92,14 +94,20 @@ def expected_prefixes(run: LabRun) -> dict[str, set[str]]:
     return {vm.switch: set(subnets) for vm in run.plan.vms}
 
 
+def per_switch(run: LabRun, probe, *args) -> dict[str, Any]:
+    """``probe(run, switch, *args)`` for every switch, eight at a time: each probe waits on a
+    process (``ip`` in a VM, ``ovs-ofctl``), and a backbone has fifty switches."""
+    switches = [vm.switch for vm in run.plan.vms]
+    with ThreadPoolExecutor(8, thread_name_prefix="probe") as pool:
+        results = pool.map(lambda sw: probe(run, sw, *args), switches)
+        return dict(zip(switches, results, strict=True))
+
+
 def routes_converged(run: LabRun) -> tuple[int, int]:
     want = expected_prefixes(run)
-    have = total = 0
-    for switch, prefixes in want.items():
-        routes = kernel_routes(run, switch)
-        have += len(prefixes & set(routes))
-        total += len(prefixes)
-    return have, total
+    routes = per_switch(run, kernel_routes)
+    have = sum(len(prefixes & set(routes[switch])) for switch, prefixes in want.items())
+    return have, sum(len(prefixes) for prefixes in want.values())
 
 
 def _dump(run: LabRun, switch: str, what: str) -> str:
@@ -166,14 +174,20 @@ def check_flows(run: LabRun) -> FlowCheck:
     destination MAC to the gateway's MAC as the VM's neighbour table knows it.
     """
     result = FlowCheck(ok=True)
+    probed = per_switch(
+        run,
+        lambda run, sw: (
+            kernel_routes(run, sw),
+            kernel_neighbours(run, sw),
+            fib_flows(run, sw),
+            groups(run, sw),
+        ),
+    )
     for vm in run.plan.vms:
-        routes = kernel_routes(run, vm.switch)
-        neigh = kernel_neighbours(run, vm.switch)
+        routes, neigh, flows, grp = probed[vm.switch]
         want = set(routes)
         want |= {f"{iface.ip}/32" for iface in vm.interfaces}  # router addresses
         want |= {f"{ip}/32" for ip in neigh}  # resolved neighbours
-        flows = fib_flows(run, vm.switch)
-        grp = groups(run, vm.switch)
         result.routes += len(routes)
         result.compare(vm.switch, want, flows)
         bad = []
@@ -424,14 +438,21 @@ def check_flows6(run: LabRun) -> FlowCheck:
     rewrite in the route's group, with the MAC the VM's neighbour table has for it.
     """
     result = FlowCheck(ok=True)
+    probed = per_switch(
+        run,
+        lambda run, sw: (
+            kernel_routes6(run, sw),
+            kernel_neighbours6(run, sw),
+            kernel_local6(run, sw),
+            fib_flows(run, sw, family=6),
+            groups(run, sw),
+        ),
+    )
     for vm in run.plan.vms:
-        routes = kernel_routes6(run, vm.switch)
-        neigh = kernel_neighbours6(run, vm.switch)
+        routes, neigh, local, flows, grp = probed[vm.switch]
         want = set(routes)
-        want |= {f"{a}/128" for a in kernel_local6(run, vm.switch)}
+        want |= {f"{a}/128" for a in local}
         want |= {f"{addr}/128" for addr, _dev in neigh if _routed6(ipaddress.IPv6Network(addr))}
-        flows = fib_flows(run, vm.switch, family=6)
-        grp = groups(run, vm.switch)
         result.routes += len(routes)
         result.compare(vm.switch, want, flows)
         bad = []
@@ -538,8 +559,9 @@ def shortest_paths(run: LabRun, where: str, family: int = 4) -> PathCheck:
         oracle = base.only(gateway=False, mac=True)
         probe = switch_next_hops
     result = PathCheck()
+    probed = per_switch(run, probe, family)
     for vm in run.plan.vms:
-        have = probe(run, vm.switch, family)
+        have = probed[vm.switch]
         for prefix, want in oracle.hops[vm.switch].items():
             if ipaddress.ip_network(prefix).version != family or (where == "switch" and not want):
                 continue

@@ -132,17 +132,20 @@ def pingall_until_full(
     if pending:
         detail += "; failing: " + ", ".join(f"{a.name}->{b.name}" for a, b in pending[:8])
     result.add(f"{tag}pingall (until 100%)", ok, time.monotonic() - t, detail)
-    if ok:
-        # A fresh, single-shot round: must be 100 % now, not just eventually.
-        t = time.monotonic()
-        good, total, failed = checks.pingall(run, family=6) if ipv6 else checks.pingall(run)
-        result.add(
-            f"{tag}pingall (one round)",
-            good == total,
-            time.monotonic() - t,
-            f"{good}/{total}" + (f"; failing: {', '.join(failed[:8])}" if failed else ""),
-        )
     return ok
+
+
+def pingall_one_round(run: LabRun, result: CheckResult, *, ipv6: bool = False) -> None:
+    """A fresh, single-shot round once kernels and switches agree with the shortest paths:
+    it must be 100 % now, not just eventually."""
+    t = time.monotonic()
+    good, total, failed = checks.pingall(run, family=6) if ipv6 else checks.pingall(run)
+    result.add(
+        f"{'IPv6 ' if ipv6 else ''}pingall (one round)",
+        good == total,
+        time.monotonic() - t,
+        f"{good}/{total}" + (f"; failing: {', '.join(failed[:8])}" if failed else ""),
+    )
 
 
 def gateway_pings(run: LabRun, result: CheckResult, *, ipv6: bool = False) -> None:
@@ -207,9 +210,10 @@ def ipv6_checks(run: LabRun, result: CheckResult, t0: float, timeout: float) -> 
     """A dual-stack lab's IPv6 side: the same stages as IPv4, after the IPv4 ones."""
     if converge6(run, result, timeout) and on_shortest_paths(run, result, timeout, "kernel", 6):
         gateway_pings(run, result, ipv6=True)
-        pingall_until_full(run, result, t0, timeout, ipv6=True)
-        flows_match_routes(run, result, ipv6=True)
-        on_shortest_paths(run, result, 15.0, "switch", 6)
+        if pingall_until_full(run, result, t0, timeout, ipv6=True):
+            flows_match_routes(run, result, ipv6=True)
+            if on_shortest_paths(run, result, 30.0, "switch", 6):
+                pingall_one_round(run, result, ipv6=True)
 
 
 def start_lab(run: LabRun, result: CheckResult) -> None:
@@ -241,9 +245,10 @@ def run_check(
             if plan.speakers:
                 speakers.wait_announced(run, result, timeout)
             gateway_pings(run, result)
-            pingall_until_full(run, result, t0, timeout)
-            flows_match_routes(run, result)
-            on_shortest_paths(run, result, 15.0, "switch")
+            if pingall_until_full(run, result, t0, timeout):
+                flows_match_routes(run, result)
+                if on_shortest_paths(run, result, 30.0, "switch"):
+                    pingall_one_round(run, result)
             if plan.ipv6:
                 ipv6_checks(run, result, t0, timeout)
             if plan.speakers:
