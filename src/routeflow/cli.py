@@ -150,7 +150,7 @@ def lab_import(
     from routeflow.lab.model import plan as make_plan
 
     try:
-        net, nodes, edges = importer.read_graph(graph)
+        net, nodes, edges, attributes = importer.read_graph(graph)
     except Exception as exc:  # networkx raises many kinds; all mean "not a graph file I read"
         console.print(f"[red]{graph}: cannot read as GraphML/GML: {exc}[/red]", markup=False)
         sys.exit(2)
@@ -160,7 +160,7 @@ def lab_import(
         sys.exit(2)
     text = importer.to_yaml(
         imp,
-        [f"{net}: imported from {os.path.basename(graph)} by `routeflow lab import`."],
+        importer.provenance(graph, attributes),
         routing=routing,
         hosts=not no_hosts,
         ipv6=ipv6,

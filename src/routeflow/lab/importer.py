@@ -180,12 +180,32 @@ def to_yaml(
     return "\n".join(lines) + "\n"
 
 
-def read_graph(path: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]]]:
-    """Network name, nodes (id, label) and edges of a GraphML or GML file (networkx reads it)."""
+def read_graph(
+    path: str,
+) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]], dict[str, str]]:
+    """Network name, nodes (id, label), edges and graph attributes of a GraphML or GML file
+    (networkx reads it; Topology Zoo files say where their map came from and when)."""
     import networkx as nx
 
     g = nx.read_gml(path, label="id") if path.endswith(".gml") else nx.read_graphml(path)
     net = g.graph.get("Network") or g.graph.get("label") or path.rsplit("/", 1)[-1].split(".")[0]
     nodes = [(str(n), str(d.get("label") or n)) for n, d in g.nodes(data=True)]
     edges = [(str(a), str(b)) for a, b in g.edges()]
-    return str(net), nodes, edges
+    return str(net), nodes, edges, {str(k): str(v) for k, v in g.graph.items()}
+
+
+def provenance(path: str, attributes: dict[str, str]) -> list[str]:
+    """Header lines naming where a graph came from, from what the file itself records."""
+    net = attributes.get("Network") or path.rsplit("/", 1)[-1]
+    where = ", ".join(v for k in ("GeoLocation", "NetworkDate") if (v := attributes.get(k)))
+    lines = [f"{net}" + (f" ({where})" if where else "") + f": from {path.rsplit('/', 1)[-1]}."]
+    if "DateObtained" in attributes or "LastAccess" in attributes:
+        lines.append(
+            "Data: The Internet Topology Zoo (S. Knight et al., IEEE JSAC 29(9), 2011),"
+            f" obtained {attributes.get('DateObtained', '?')}."
+        )
+    if attributes.get("Source"):
+        lines.append(f"The network's own map, as the file records it: {attributes['Source']}")
+    lines.append("Made with `routeflow lab import`: one switch per node (names from the labels),")
+    lines.append("one link per edge (parallel edges kept), one host per switch, OSPF cost 1.")
+    return lines

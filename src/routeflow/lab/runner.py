@@ -137,6 +137,8 @@ class LabRun:
         self.proxy = None
         self.server = None
         self._stopped = False
+        #: peak_memory() as it was when stop() began.
+        self.memory: dict[str, tuple[int, int]] = {}
         self._manifest_lock = threading.Lock()
 
     # --- naming -----------------------------------------------------------------
@@ -869,10 +871,26 @@ class LabRun:
 
     # --- teardown ---------------------------------------------------------------
 
+    def peak_memory(self) -> dict[str, tuple[int, int]]:
+        """Daemon kind ("rfclient", "zebra", "ovs-vswitchd"...) -> (processes, summed peak
+        RSS in KiB), from each running process's VmHWM: what the lab costs in memory."""
+        out: dict[str, tuple[int, int]] = {}
+        for t in self.procs.procs:
+            try:
+                with open(f"/proc/{t.pid}/status") as fh:
+                    kib = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            kind = t.name.split("@", 1)[0]
+            n, total = out.get(kind, (0, 0))
+            out[kind] = (n + 1, total + kib)
+        return out
+
     def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
+        self.memory = self.peak_memory()  # before anything is stopped
         old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             # Clients and routing daemons first (they live in namespaces the

@@ -25,6 +25,8 @@ class CheckResult:
     full_pingall_s: float | None = None
     #: Dual-stack labs: when every host first reached every other over IPv6.
     full_pingall6_s: float | None = None
+    #: Daemon kind -> summed peak RSS (KiB) of its processes, taken at teardown.
+    peak_rss_kib: dict[str, int] = field(default_factory=dict)
     run_dir: str = ""
     #: Called with each stage as it completes (live progress in the CLI).
     on_stage: object = field(default=None, repr=False, compare=False)
@@ -203,12 +205,12 @@ def converge6(run: LabRun, result: CheckResult, timeout: float) -> bool:
     ok = checks.wait_until(done, timeout)
     have, total = checks.routes_converged6(run)
     result.add("IPv6 routes in VM kernels", ok, time.monotonic() - t, f"{have}/{total} prefixes")
-    return ok
+    return ok and on_shortest_paths(run, result, timeout, "kernel", 6)
 
 
 def ipv6_checks(run: LabRun, result: CheckResult, t0: float, timeout: float) -> None:
     """A dual-stack lab's IPv6 side: the same stages as IPv4, after the IPv4 ones."""
-    if converge6(run, result, timeout) and on_shortest_paths(run, result, timeout, "kernel", 6):
+    if converge6(run, result, timeout):
         gateway_pings(run, result, ipv6=True)
         if pingall_until_full(run, result, t0, timeout, ipv6=True):
             flows_match_routes(run, result, ipv6=True)
@@ -261,7 +263,22 @@ def run_check(
         t = time.monotonic()
         run.stop()
         result.add("teardown", True, time.monotonic() - t)
+        if run.memory:
+            result.peak_rss_kib = {kind: kib for kind, (_n, kib) in run.memory.items()}
+            result.add("daemons' peak memory", True, 0.0, memory_summary(run.memory))
     return result
+
+
+def memory_summary(memory: dict[str, tuple[int, int]]) -> str:
+    """ "412 MiB in 153 processes: rfclient 50 x 31 MiB, ..." (largest kinds first)."""
+    total = sum(kib for _n, kib in memory.values())
+    count = sum(n for n, _kib in memory.values())
+    kinds = sorted(memory.items(), key=lambda item: -item[1][1])
+    parts = [
+        f"{kind} {kib / 1024:.0f} MiB" if n == 1 else f"{kind} {n} x {kib / n / 1024:.0f} MiB"
+        for kind, (n, kib) in kinds
+    ]
+    return f"{total / 1024:.0f} MiB in {count} processes: " + ", ".join(parts)
 
 
 def write_json(result: CheckResult, path: str) -> None:
