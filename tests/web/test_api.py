@@ -308,13 +308,13 @@ def test_reload_not_supported_is_501():
 
 
 def test_link_down_shows_on_ports_and_edges(live, client):
-    live.server.links_down = {(1, 5, 1)}
+    live.server.links.down.add((1, 5, 1))
     try:
         ports = {p["dp_port"]: p for p in client.get("/api/switches/0x5").json()["ports"]}
         assert ports[1]["link_up"] is False and ports[2]["link_up"] is True
         edges = {e["kind"]: e for e in client.get("/api/topology").json()["edges"]}
         assert edges["host"]["state"] == "down"
     finally:
-        live.server.links_down = set()
+        live.server.links.down.clear()
     edges = {e["kind"]: e for e in client.get("/api/topology").json()["edges"]}
     assert edges["host"]["state"] == "up"

@@ -73,11 +73,6 @@ def _sessions(server) -> dict:
     return getattr(server, "sessions", {}) or {}
 
 
-def _links_down(server) -> set:
-    """(ct_id, dp_id, dp_port) of switch ports whose link the switch reports down."""
-    return getattr(server, "links_down", set()) or set()
-
-
 def _labels(topology: dict | None) -> dict[str, str]:
     if not topology:
         return {}
@@ -321,7 +316,7 @@ def _vm_ids(server) -> set[int]:
 def switches(server, topology: dict | None = None) -> list[dict[str, Any]]:
     labels = _labels(topology)
     assoc = associations(server)
-    down = _links_down(server)
+    links = server.links
     fib_count: dict[int, int] = defaultdict(int)
     for (_ct, dp), n in server.routing.fib_counts().items():  # no walk of a full table
         fib_count[dp] += n
@@ -336,7 +331,7 @@ def switches(server, topology: dict | None = None) -> list[dict[str, Any]]:
                 "vm_port": r["vm_port"],
                 "state": r["state"],
                 "state_code": r["state_code"],
-                "link_up": (r["ct_id"], dp, r["dp_port"]) not in down,
+                "link_up": links.is_up(r["ct_id"], dp, r["dp_port"]),
             }
             for r in assoc
             if r["dp_id"] == h
