@@ -58,6 +58,7 @@ from routeflow.server.sessions import (
     VmPortSeen,
     awaiting_resync,
 )
+from routeflow.server.view import operator_view, status_document
 
 NEXTHOP_PREFIX = "nexthop/"
 #: Per controller: the OpenFlow role generation of its latest master (see server.roles).
@@ -634,59 +635,8 @@ class RFServer:
     # --- status ----------------------------------------------------------------
 
     def status(self) -> dict:
-        entries = self.table.entries()
-        states: dict[str, int] = defaultdict(int)
-        for e in entries:
-            states[e.state.value] += 1
-        fib: dict[str, int] = defaultdict(int)
-        for (_ct, dp), n in self.routing.fib_counts().items():
-            fib[f"{dp:#x}"] += n  # counted as it changes: a full table must not be walked here
-        return {
-            "pid": os.getpid(),
-            "role": "leader" if self.ha else "single",
-            **self.ha,
-            "config_entries": len(self.table.config),
-            "auth_failures": self.counters.get("auth_failures", 0),
-            "time": time.time(),
-            "clients": sorted(f"{v:#x}" for v in self.clients),
-            "controllers": sorted(self.proxies),
-            "controller_roles": {
-                str(ct): {
-                    "master": self.roles.master(ct),
-                    "generation": self.roles.generation(ct),
-                    "replicas": self.roles.replicas(ct),
-                }
-                for ct in self.roles.controllers()
-            },
-            "associations": [
-                {
-                    "vm_id": e.vm_id,
-                    "vm_port": e.vm_port,
-                    "ct_id": e.ct_id,
-                    "dp_id": e.dp_id,
-                    "dp_port": e.dp_port,
-                    "vs_id": e.vs_id,
-                    "vs_port": e.vs_port,
-                    "hwaddress": e.hwaddress,
-                    "state": e.state.value,
-                }
-                for e in entries
-            ],
-            "states": dict(states),
-            "routes": {f"{vm:#x}": len(r) for vm, r in self.routing.routes.items()},
-            "fib_entries": dict(fib),
-            "nexthops": self.routing.nexthop_count(),
-            "switch_stats": {
-                f"{dp:#x}": {
-                    "age_s": round(time.time() - at, 1),
-                    "flows": len(st.flows),
-                    "packets": sum(f.packets for f in st.flows),
-                    "relayed_to_vm": st.relayed_to_vm,
-                    "relayed_to_dp": st.relayed_to_dp,
-                }
-                for (_ct, dp), (at, st) in sorted(self.stats.items())
-            },
-        }
+        """The status file's document (see server.view, which rfweb renders too)."""
+        return status_document(operator_view(self))
 
     #: A full table arrives as a hundred batches a second: the status file is
     #: rewritten at most this often, and always once more after the last change.
