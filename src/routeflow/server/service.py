@@ -442,7 +442,7 @@ class RFServer:
 
     async def _not_master(self, a: NotMaster) -> None:
         self.counters["rx_ignored_not_master"] += 1
-        log.debug("ignored (not from the master): %s", a.message)
+        log.debug("ct %d replica %s (not master): ignored %s", a.ct_id, a.replica, a.message)
 
     async def _refused(self, a: Refused) -> None:
         log.warning("%s", a.reason)

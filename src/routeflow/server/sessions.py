@@ -135,6 +135,8 @@ class StatsSeen(msgspec.Struct, frozen=True):
 class NotMaster(msgspec.Struct, frozen=True):
     """A report from a replica that is not its controller's master: dropped."""
 
+    ct_id: int
+    replica: str
     message: p.Message
 
 
@@ -247,7 +249,7 @@ class ControllerSession:
     def handle(self, msg: p.Message, *, is_master: bool) -> list[Action]:
         """``is_master``: this replica is the one programming the switches now."""
         if not is_master:
-            return [NotMaster(msg)]
+            return [NotMaster(self.ct_id, self.replica, msg)]
         handler = self._handlers.get(type(msg))
         if handler is None:
             return [Refused(f"controller {self.ct_id} sent unexpected {type(msg).__name__}")]

@@ -215,7 +215,7 @@ def test_a_masters_reports_are_carried_out():
 def test_only_the_masters_reports_count():
     s = ControllerSession(CT, "ct1b")
     for msg in REPORTS:
-        assert s.handle(msg, is_master=False) == [NotMaster(msg)]
+        assert s.handle(msg, is_master=False) == [NotMaster(CT, "ct1b", msg)]
 
 
 def test_reports_about_another_controller():
