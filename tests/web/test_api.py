@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 from fastapi.testclient import TestClient
 
+from routeflow.rflib.store import MemoryStore
+from routeflow.server.config import dump_config
+from routeflow.server.service import RFServer
 from routeflow.web.api import create_app
 
-from .conftest import MAC1, TOKEN, VM
+from .conftest import CONFIG, MAC1, TOKEN, VM
 
 
 def _by(rows, **want):
@@ -280,41 +282,84 @@ def test_changes_need_the_right_token(client, headers):
     assert r.headers["www-authenticate"] == "Bearer"
 
 
-def _stub(**attrs):
-    return types.SimpleNamespace(**attrs)
+def _reloadable(tmp_path, text: str) -> RFServer:
+    """A real RFServer whose config file now holds ``text``."""
+    path = tmp_path / "rfserver.csv"
+    path.write_text(dump_config(CONFIG))
+    server = RFServer(list(CONFIG), MemoryStore(), config_path=str(path))
+    path.write_text(text)
+    return server
 
 
-def test_reload_with_the_token():
-    calls = []
-    stub = _stub(reload_config=lambda: calls.append(1) or [])
-    with TestClient(create_app(stub, token=TOKEN)) as c:
-        r = c.post("/api/config/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+def _reload(server: RFServer):
+    with TestClient(create_app(server, token=TOKEN)) as c:
+        return c.post("/api/config/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def test_reload_with_the_token(tmp_path):
+    server = _reloadable(tmp_path, dump_config(CONFIG[:2]))
+    r = _reload(server)
     assert r.status_code == 200 and r.json() == {"ok": True, "errors": []}
-    assert calls == [1]
+    assert server.table.config == tuple(CONFIG[:2])
 
 
-def test_reload_refused_is_409_with_the_errors():
-    stub = _stub(reload_config=lambda: ["rfserver.csv line 3: bad vm_id"])
-    with TestClient(create_app(stub, token=TOKEN)) as c:
-        r = c.post("/api/config/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+def test_reload_refused_is_409_with_the_errors(tmp_path):
+    server = _reloadable(tmp_path, dump_config([]) + "not-a-vm,1,1,5,1\n")
+    r = _reload(server)
     assert r.status_code == 409
-    assert r.json() == {"ok": False, "errors": ["rfserver.csv line 3: bad vm_id"]}
+    body = r.json()
+    assert body["ok"] is False and len(body["errors"]) == 1
+    assert body["errors"][0].endswith("rfserver.csv:2: vm_id: 'not-a-vm' is not a hexadecimal id")
+    assert server.table.config == tuple(CONFIG)
 
 
-def test_reload_not_supported_is_501():
-    with TestClient(create_app(_stub(), token=TOKEN)) as c:
-        r = c.post("/api/config/reload", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert r.status_code == 501
+def test_reload_without_a_config_file_is_409_saying_so(live):
+    r = _reload(live.server)
+    assert r.status_code == 409
+    assert r.json() == {"ok": False, "errors": ["no config file to reload"]}
 
 
 def test_link_down_shows_on_ports_and_edges(live, client):
-    live.server.links_down = {(1, 5, 1)}
+    live.server.links.down.add((1, 5, 1))
     try:
         ports = {p["dp_port"]: p for p in client.get("/api/switches/0x5").json()["ports"]}
         assert ports[1]["link_up"] is False and ports[2]["link_up"] is True
         edges = {e["kind"]: e for e in client.get("/api/topology").json()["edges"]}
         assert edges["host"]["state"] == "down"
     finally:
-        live.server.links_down = set()
+        live.server.links.down.clear()
     edges = {e["kind"]: e for e in client.get("/api/topology").json()["edges"]}
     assert edges["host"]["state"] == "up"
+
+
+def test_the_status_file_and_the_api_show_one_view(live, client):
+    """Both render server.view.OperatorView: same rows, same roles, same counts."""
+    status = client.get("/api/status").json()
+    assert status == {**live.server.status(), "time": status["time"]}
+    rows = [r for r in client.get("/api/associations").json() if r["state_code"] != "down"]
+    as_hex = [
+        {
+            k: (hex(v) if k in ("vm_id", "dp_id", "vs_id") and v is not None else v)
+            for k, v in a.items()
+        }
+        for a in status["associations"]
+    ]
+    keep = (
+        "vm_id",
+        "vm_port",
+        "ct_id",
+        "dp_id",
+        "dp_port",
+        "vs_id",
+        "vs_port",
+        "hwaddress",
+        "state",
+    )
+    assert as_hex == [{k: r[k] for k in keep} for r in rows]
+    controllers = {str(c["ct_id"]): c for c in client.get("/api/controllers").json()}
+    for ct, roles in status["controller_roles"].items():
+        assert roles == {k: controllers[ct][k] for k in ("master", "generation", "replicas")}
+    summary = client.get("/api/summary").json()
+    assert summary["fib_entries"] == sum(status["fib_entries"].values())
+    assert summary["routes"] == sum(status["routes"].values())
+    assert summary["clients"] == len(status["clients"])

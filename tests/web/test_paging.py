@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routeflow.rflib import protocol as p
-from routeflow.server.routing import Binding, RoutingTable
+from routeflow.rflib.store import MemoryStore
+from routeflow.server.routing import Binding
+from routeflow.server.service import RFServer
 from routeflow.web import views
 
 
-def _server() -> SimpleNamespace:
+def _server() -> RFServer:
     """Three VMs on three switches, 25 routes each (some via an unresolved gateway),
     and one VM whose port is not associated (its 5 routes are on no switch)."""
-    rt = RoutingTable()
+    server = RFServer([], MemoryStore())
+    rt = server.routing
     for vm in (7, 5, 6):
         rt.bind(vm, 1, Binding(1, vm, 1, f"02:00:00:00:{vm:02x}:01"))
         rt.set_neighbours(
@@ -34,7 +35,7 @@ def _server() -> SimpleNamespace:
     rt.add_routes(
         8, [p.Route(prefix=f"10.8.{i}.0/24", nexthops=[p.NextHop(vm_port=1)]) for i in range(5)]
     )
-    return SimpleNamespace(routing=rt)
+    return server
 
 
 SERVER = _server()

@@ -10,6 +10,7 @@ import pytest
 from routeflow.lab.model import load_lab, plan
 from routeflow.rflib.store import MemoryStore
 from routeflow.server.service import RFServer
+from routeflow.server.view import operator_view
 from routeflow.web import views
 from routeflow.web.topology import TopologyError, parse_topology, topology_from_plan
 
@@ -34,7 +35,7 @@ def test_plan_drawing(rftest2):
 
 def test_graph_ids_are_unique_and_everything_is_down_before_anyone_connects(rftest2):
     server = RFServer(rftest2.config_entries(), MemoryStore())
-    g = views.topology(server, topology_from_plan(rftest2))
+    g = views.topology(operator_view(server), topology_from_plan(rftest2))
     ids = [n["id"] for n in g["nodes"]] + [e["id"] for e in g["edges"]]
     assert len(ids) == len(set(ids))
     assert {n["state"] for n in g["nodes"]} == {"down"}

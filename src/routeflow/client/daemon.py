@@ -28,7 +28,6 @@ from routeflow.client.netlink import (
 from routeflow.rflib import auth, ipc, tls
 from routeflow.rflib.protocol import (
     AuthChallenge,
-    AuthResponse,
     ClientHello,
     Error,
     PortConfig,
@@ -81,7 +80,13 @@ class ClientDaemon:
         self.mapping_packets_sent = 0
         self.watcher_failed = False
         self._wake = asyncio.Event()
-        self._client = ipc.ReconnectingClient(self.addresses, self._session, ssl=self.ssl)
+        self._client = ipc.ReconnectingClient(
+            self.addresses,
+            self._session,
+            ssl=self.ssl,
+            hello=lambda: ClientHello(vm_id=self.vm_id, hostname=self.hostname),
+            secret=self.secret,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._io: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -131,20 +136,9 @@ class ClientDaemon:
     async def _session(self, conn: ipc.Connection) -> None:
         assert self.watcher is not None
         self._wake.clear()  # the snapshot covers everything up to now
-        hello = ClientHello(vm_id=self.vm_id, hostname=self.hostname)
-        if self.secret is not None:
-            await conn.send(hello)
-            challenge = await conn.recv()
-            if not isinstance(challenge, AuthChallenge):
-                raise ConnectionError(f"expected an authentication challenge, got {challenge!r}")
-            await conn.send(
-                AuthResponse(mac=auth.answer(self.secret, challenge.nonce, auth.identity(hello)))
-            )
-            hello = None
         snapshot, counts = self.watcher.snapshot()
         await conn.send_many(
             [
-                *([hello] if hello is not None else []),
                 Resync(phase="begin", scope=self.vm_id),
                 *snapshot,
                 Resync(phase="end", scope=self.vm_id),

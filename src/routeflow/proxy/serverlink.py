@@ -2,28 +2,31 @@
 
 os-ken 4 runs its applications on native threads, not asyncio, so the proxy
 cannot use rflib.ipc; it drives the same sans-IO codec from a blocking socket
-on its own thread instead. That is the point of keeping the codec sans-IO.
+on its own thread instead. That is the point of keeping the codec sans-IO, and
+the session setup (``auth.ClientHandshake``) and the reconnect policy
+(``reconnect.ReconnectPolicy``) too: rfclient's ReconnectingClient uses both.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-from routeflow.rflib import auth, codec
+from routeflow.rflib import codec
+from routeflow.rflib.auth import AuthError, ClientHandshake
 from routeflow.rflib.ipc import Address, UnixAddress, parse_addresses
-from routeflow.rflib.protocol import AuthChallenge, AuthResponse, Message
+from routeflow.rflib.protocol import Message
+from routeflow.rflib.reconnect import ReconnectPolicy
 
 log = logging.getLogger("routeflow.proxy.link")
 
 
 class ServerLink:
-    """Keeps one RFProtocol session to rfserver alive, reconnecting with backoff.
+    """Keeps one RFProtocol session to rfserver alive, reconnecting as ReconnectPolicy says.
 
     ``on_connect()`` returns the messages that describe the proxy's current
     state (controller register, ports of connected switches); they are sent
@@ -44,15 +47,13 @@ class ServerLink:
     ) -> None:
         self.secret = secret
         self.ssl_context = ssl_context
-        #: Tried in turn (a leader rfserver and its standby); the one that
-        #: answered last is tried first after a disconnect.
+        #: Tried in turn (a leader rfserver and its standby).
         self.addresses = parse_addresses(address)
-        self._current = 0
+        self.policy = ReconnectPolicy(
+            len(self.addresses), min_backoff=min_backoff, max_backoff=max_backoff
+        )
         self._on_connect = on_connect
         self._on_message = on_message
-        self._min_backoff = min_backoff
-        # With a standby to find, retry often: a takeover should not wait on our backoff.
-        self._max_backoff = max_backoff if len(self.addresses) == 1 else min(max_backoff, 1.0)
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._stop = threading.Event()
@@ -62,6 +63,10 @@ class ServerLink:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -91,21 +96,19 @@ class ServerLink:
 
     @property
     def address(self) -> Address:
-        return self.addresses[self._current]
+        return self.addresses[self.policy.current]
 
     def _connect_any(self) -> socket.socket:
         """One round over the addresses; raises the last error if none answers."""
-        n = len(self.addresses)
         error: OSError | None = None
-        for step in range(n):
-            index = (self._current + step) % n
+        for index in self.policy.order():
             try:
                 sock = self._connect(self.addresses[index])
             except OSError as exc:
                 log.debug("rfserver not reachable at %s: %s", self.addresses[index], exc)
                 error = exc
                 continue
-            self._current = index
+            self.policy.answered(index)
             return sock
         assert error is not None
         raise error
@@ -127,63 +130,77 @@ class ServerLink:
         return sock
 
     def _run(self) -> None:
-        backoff = self._min_backoff
         while not self._stop.is_set():
             try:
                 sock = self._connect_any()
             except OSError:
-                time.sleep(backoff * (0.5 + random.random()))
-                backoff = min(self._max_backoff, backoff * 2)
+                self._stop.wait(self.policy.delay())
                 continue
-            backoff = self._min_backoff
             log.info("connected to rfserver at %s", self.address)
             decoder = codec.FrameDecoder()
             try:
-                hello = self._on_connect()
-                if self.secret is not None:
-                    self._authenticate(sock, decoder, hello[0])
-                    hello = hello[1:]
-                with self._send_lock:
-                    self._sock = sock
-                    sock.sendall(codec.encode_many(hello))
-            except (OSError, codec.ProtocolError, ConnectionError) as exc:
+                early = self._set_up(sock, decoder)
+            except (OSError, codec.ProtocolError, AuthError) as exc:  # ConnectionError too
                 log.warning("rfserver session setup failed: %s", exc)
                 sock.close()
-                time.sleep(backoff)
-                backoff = min(self._max_backoff, backoff * 2)
+                self.policy.ended(time.monotonic())
+                self._stop.wait(self.policy.delay())
                 continue
             self.connected.set()
             try:
+                self._deliver(early)
                 self._read_loop(sock, decoder)
             finally:
                 self.connected.clear()
                 with self._send_lock:
                     self._sock = None
                 sock.close()
-                if not self._stop.is_set():
-                    self.reconnects += 1
-                    log.warning("lost rfserver connection; reconnecting")
+                self.policy.ended(time.monotonic())
+            if not self._stop.is_set():
+                self.reconnects += 1
+                log.warning("lost rfserver connection; reconnecting")
+                self._stop.wait(self.policy.delay())
 
-    def _authenticate(self, sock: socket.socket, decoder, hello: Message) -> None:
-        """Send the hello, answer the server's challenge (see rflib.auth)."""
-        sock.sendall(codec.encode(hello))
-        sock.settimeout(10)
-        try:
-            msgs: list = []
-            while not msgs:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("rfserver closed the connection during authentication")
-                msgs = decoder.feed(data)
-        finally:
-            sock.settimeout(None)
-        challenge = msgs[0]
-        if not isinstance(challenge, AuthChallenge):
-            raise ConnectionError(f"expected an authentication challenge, got {challenge!r}")
-        mac = auth.answer(self.secret, challenge.nonce, auth.identity(hello))
-        sock.sendall(codec.encode(AuthResponse(mac=mac)))
-        for msg in msgs[1:]:
-            self._on_message(msg)
+    #: How long rfserver may take to challenge our hello.
+    HANDSHAKE_TIMEOUT = 10.0
+
+    def _set_up(self, sock: socket.socket, decoder: codec.FrameDecoder) -> list[Message]:
+        """Hello (and the answer to the challenge), then the rest of ``on_connect()``.
+
+        Returns what rfserver sent after its challenge, for ``on_message``.
+        """
+        hello, *rest = self._on_connect()
+        handshake = ClientHandshake(hello, self.secret)
+        first = handshake.start()
+        early: list[Message] = []
+        if not handshake.done:
+            sock.sendall(codec.encode_many(first))
+            first = []
+            sock.settimeout(self.HANDSHAKE_TIMEOUT)
+            try:
+                while not handshake.done:
+                    while not early:
+                        data = sock.recv(65536)
+                        if not data:
+                            raise ConnectionError(
+                                "rfserver closed the connection during authentication"
+                            )
+                        early = decoder.feed(data)
+                    sock.sendall(codec.encode_many(handshake.receive(early.pop(0))))
+            finally:
+                sock.settimeout(None)
+        with self._send_lock:
+            sock.sendall(codec.encode_many([*first, *rest]))
+            self._sock = sock
+        self.policy.set_up(time.monotonic())
+        return early
+
+    def _deliver(self, msgs: Sequence[Message]) -> None:
+        for msg in msgs:
+            try:
+                self._on_message(msg)
+            except Exception:
+                log.exception("handling %s failed", type(msg).__name__)
 
     def _read_loop(self, sock: socket.socket, decoder) -> None:
         while not self._stop.is_set():
@@ -198,8 +215,4 @@ class ServerLink:
             except codec.ProtocolError as exc:
                 log.error("bad frame from rfserver (%s); closing", exc)
                 return
-            for msg in msgs:
-                try:
-                    self._on_message(msg)
-                except Exception:
-                    log.exception("handling %s failed", type(msg).__name__)
+            self._deliver(msgs)

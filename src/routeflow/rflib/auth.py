@@ -8,9 +8,10 @@ and binds it to that identity, so a captured answer is worthless for another
 connection or another identity. Everything else on the connection waits until
 the answer checks out; a wrong or missing answer closes it.
 
-Pure functions, so the server, the asyncio client and the threaded proxy use
-the same code. TLS (transport encryption, client certificates) is orthogonal
-and not provided here.
+The HMAC functions and ``ClientHandshake`` are pure, so the server, the
+asyncio client and the threaded proxy use the same code; the secret-file and
+argument helpers at the end are the daemons' glue. TLS (transport encryption,
+client certificates) is orthogonal and not provided here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import os
 import secrets
 import stat
 
-from routeflow.rflib.protocol import ClientHello, ControllerRegister, Message
+from routeflow.rflib.protocol import (
+    AuthChallenge,
+    AuthResponse,
+    ClientHello,
+    ControllerRegister,
+    Message,
+)
 
 CONTEXT = b"routeflow-rfprotocol-auth-v1"
 MIN_SECRET = 16
@@ -74,6 +81,34 @@ def answer(secret: bytes, nonce: str, who: str) -> str:
 
 def check(secret: bytes, nonce: str, who: str, mac: str) -> bool:
     return hmac.compare_digest(answer(secret, nonce, who), mac)
+
+
+class ClientHandshake:
+    """A peer's side of session setup (sans-IO): the hello, then the challenge if asked.
+
+    ``start()`` gives the frames to send first; with a secret, every message
+    received is fed to ``receive()`` until ``done``: the first must be the
+    server's AuthChallenge (anything else raises ConnectionError, and the
+    shell drops the connection). Without a secret the hello is all there is.
+    """
+
+    def __init__(self, hello: Message, secret: bytes | None) -> None:
+        self.hello = hello
+        self.secret = secret
+        self.done = False
+
+    def start(self) -> list[Message]:
+        self.done = self.secret is None
+        return [self.hello]
+
+    def receive(self, msg: Message) -> list[Message]:
+        """The answer to ``msg`` (the server's challenge); afterwards ``done``."""
+        if self.done or self.secret is None:
+            raise AuthError("the handshake is over: nothing more to answer")
+        if not isinstance(msg, AuthChallenge):
+            raise ConnectionError(f"expected an authentication challenge, got {msg!r}")
+        self.done = True
+        return [AuthResponse(mac=answer(self.secret, msg.nonce, identity(self.hello)))]
 
 
 def peer_credentials(args, server: bool):

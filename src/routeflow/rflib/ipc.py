@@ -6,8 +6,10 @@ to run besides the daemons themselves. The policies live here once:
 
 * a server must outlive any one bad peer: handler crashes and protocol errors
   close that connection only, with one log line;
-* a client must outlive the server: ``ReconnectingClient`` keeps reconnecting
-  with jittered exponential backoff, and the session callback re-announces its
+* a client must outlive the server: ``ReconnectingClient`` sets up each
+  session (hello, authentication: ``auth.ClientHandshake``) and reconnects
+  as ``reconnect.ReconnectPolicy`` says (address rotation, jittered
+  backoff), like rfproxy's ServerLink; the session callback re-announces its
   state on every new connection (see ``protocol.Resync``);
 * writes are followed by ``drain()``, so a slow reader slows the writer down
   instead of growing buffers without bound.
@@ -19,13 +21,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import ssl as ssl_module
 import stat
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from routeflow.rflib.auth import ClientHandshake
 from routeflow.rflib.codec import (
     DEFAULT_MAX_FRAME,
     FrameDecoder,
@@ -33,7 +35,8 @@ from routeflow.rflib.codec import (
     encode,
     encode_many,
 )
-from routeflow.rflib.protocol import AnyMessage
+from routeflow.rflib.protocol import AnyMessage, Message
+from routeflow.rflib.reconnect import ReconnectPolicy
 
 __all__ = [
     "Address",
@@ -339,11 +342,13 @@ class ReconnectingClient:
     ``address`` may name several servers (a leader and its standbys): each
     connect round tries them in turn, starting with the one that answered last.
 
-    Each connection gets a fresh call of ``session(conn)``; when it returns or
-    fails (EOF, network error, ProtocolError, or a bug in the session, which
-    is logged with its traceback), the client waits a jittered exponential
-    backoff and connects again. The backoff resets after every successful
-    connect. ``reconnects`` counts successful connects after the first one.
+    With a ``hello`` (a callable giving the peer's hello), each connection
+    is set up first: the hello is sent and, with a ``secret``, the server's
+    challenge answered (``auth.ClientHandshake``). Then it gets a fresh call
+    of ``session(conn)``; when that returns or fails (EOF, network error,
+    ProtocolError, or a bug in the session, which is logged with its
+    traceback), the client waits as ``ReconnectPolicy`` says and connects
+    again. ``reconnects`` counts successful connects after the first one.
     """
 
     def __init__(
@@ -356,18 +361,18 @@ class ReconnectingClient:
         connect_timeout: float = 10.0,
         max_frame: int = DEFAULT_MAX_FRAME,
         ssl: ssl_module.SSLContext | None = None,
+        hello: Callable[[], Message] | None = None,
+        secret: bytes | None = None,
     ):
         self.ssl = ssl
-        if not 0 < min_backoff <= max_backoff:
-            raise ValueError("need 0 < min_backoff <= max_backoff")
-        #: Tried in turn until one answers (a leader and its standby); the
-        #: one that answered last is tried first on the next reconnect.
+        #: Tried in turn until one answers (a leader and its standby).
         self.addresses = parse_addresses(address)
-        self._current = 0
+        self.policy = ReconnectPolicy(
+            len(self.addresses), min_backoff=min_backoff, max_backoff=max_backoff
+        )
         self.session = session
-        self.min_backoff = min_backoff
-        # With a standby to find, retry often: a takeover should not wait on our backoff.
-        self.max_backoff = max_backoff if len(self.addresses) == 1 else min(max_backoff, 1.0)
+        self.hello = hello
+        self.secret = secret
         self.connect_timeout = connect_timeout
         self.max_frame = max_frame
         self.reconnects = 0
@@ -386,13 +391,11 @@ class ReconnectingClient:
     @property
     def address(self) -> Address:
         """The address in use (or tried next)."""
-        return self.addresses[self._current]
+        return self.addresses[self.policy.current]
 
     async def _connect_any(self) -> Connection | None:
         """One round over the addresses, starting with the last that answered."""
-        n = len(self.addresses)
-        for step in range(n):
-            index = (self._current + step) % n
+        for index in self.policy.order():
             address = self.addresses[index]
             try:
                 conn = await open_connection(
@@ -408,34 +411,46 @@ class ReconnectingClient:
                 if self._stop.is_set():
                     return None
                 continue
-            if index != self._current and n > 1:
+            if self.policy.answered(index):
                 log.info("%s answers; following it", address)
-            self._current = index
             return conn
         return None
 
     async def run(self) -> None:
-        backoff = self.min_backoff
         self._failures = 0  # in a row: only the first one of a streak is worth an INFO line
         while not self._stop.is_set():
             conn = await self._connect_any()
             if conn is not None:
-                backoff = self.min_backoff
                 self._failures = 0
                 self.connects += 1
                 if self.connects > 1:
                     self.reconnects += 1
                 log.info("%s: connected", self.address)
                 await self._run_session(conn)
+                self.policy.ended(asyncio.get_running_loop().time())
                 if self._stop.is_set():
                     break
-            delay = random.uniform(backoff / 2, backoff)
-            backoff = min(backoff * 2, self.max_backoff)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+                await asyncio.wait_for(self._stop.wait(), self.policy.delay())
+
+    #: How long a server may take to challenge our hello.
+    HANDSHAKE_TIMEOUT = 10.0
+
+    async def _set_up(self, conn: Connection) -> None:
+        """Send the hello and answer the challenge; ``session`` takes over from there."""
+        if self.hello is not None:
+            handshake = ClientHandshake(self.hello(), self.secret)
+            await conn.send_many(handshake.start())
+            while not handshake.done:
+                msg = await asyncio.wait_for(conn.recv(), self.HANDSHAKE_TIMEOUT)
+                if msg is None:
+                    raise ConnectionError("the server closed the connection during authentication")
+                await conn.send_many(handshake.receive(msg))
+        self.policy.set_up(asyncio.get_running_loop().time())
+        await self.session(conn)
 
     async def _run_session(self, conn: Connection) -> None:
-        task = asyncio.ensure_future(self.session(conn))
+        task = asyncio.ensure_future(self._set_up(conn))
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)

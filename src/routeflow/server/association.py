@@ -358,6 +358,20 @@ class AssociationTable:
         """The ACTIVE row mapped to a virtual switch port (only ACTIVE rows have one)."""
         return self._by_vs.get((vs_id, vs_port))
 
+    def unmapped_again(
+        self, waiting: set[VmKey], connected: Iterable[int]
+    ) -> tuple[set[VmKey], list[PortConfig]]:
+        """(VM ports unmapped now, a new mapping request for each also unmapped at ``waiting``).
+
+        A lost mapping packet would leave its association waiting forever: the
+        server calls this periodically, keeps the first value for the next
+        call, and sends the requests to the ``connected`` clients.
+        """
+        now = {key for key, row in self._by_vm.items() if row.state == EntryState.ASSOCIATED}
+        online = set(connected)
+        again = [_send_mapping(self._by_vm[key]) for key in sorted(now & waiting)]
+        return now, [m for m in again if m.vm_id in online]
+
     # --- events ---------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Action]:

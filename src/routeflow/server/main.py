@@ -112,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         return 2
 
-    def make_server() -> RFServer:
+    def make_server(ha: dict | None = None) -> RFServer:
         entries = config
         if entries is None:  # etcd without --config: the operator's config lives there
             entries = store.load_config()
             if not entries:
                 raise ValueError(f"no --config given and the store {args.store} holds none")
-        server = RFServer(
+        return RFServer(
             entries,
             store,
             status_path=args.status_file,
@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             role_hold=args.role_hold,
             config_path=args.config,
             secret=secret,
+            ssl_context=ssl_context,
+            ha=ha,
         )
-        server.ssl_context = ssl_context
-        return server
 
     async def serve(server: RFServer) -> None:
         web_service = None

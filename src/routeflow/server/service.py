@@ -1,7 +1,9 @@
 """rfserver: the asyncio shell around the association table and the routing table.
 
-It only moves messages: peers' messages become events for the pure cores,
-and the cores' actions become messages to peers and writes to the state store.
+It only moves messages: peers' messages go through their session objects
+(server.sessions) to the pure cores (association, routing, roles, links), and
+the actions that come back become messages to peers and writes to the state
+store.
 A killed server restarts from the store with its associations intact; peers
 reconnect and resend their full state, and the diff (not a flush) reaches the
 switches.
@@ -16,9 +18,10 @@ import json
 import logging
 import os
 import sqlite3
+import ssl
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 from routeflow.rflib import auth, ipc
 from routeflow.rflib import protocol as p
@@ -33,12 +36,35 @@ from routeflow.server.association import (
     data_plane_map,
 )
 from routeflow.server.config import ConfigError, load_config
+from routeflow.server.links import LinkChanged, LinkStates
 from routeflow.server.roles import MASTER, Assign, Generation, Hold, RoleArbiter
 from routeflow.server.routing import Binding, NextHopKey, RoutingTable
+from routeflow.server.sessions import (
+    AddRoutes,
+    ClientSession,
+    ControllerSession,
+    DatapathLeft,
+    DeleteNeighbours,
+    DeleteRoutes,
+    DpPortSeen,
+    LinkReport,
+    NotMaster,
+    Refused,
+    ReplaceVm,
+    Resynced,
+    SetNeighbours,
+    StatsSeen,
+    ToTable,
+    VmPortSeen,
+    awaiting_resync,
+)
+from routeflow.server.view import operator_view, status_document
 
 NEXTHOP_PREFIX = "nexthop/"
 #: Per controller: the OpenFlow role generation of its latest master (see server.roles).
 ROLE_GENERATION_PREFIX = "role-generation/"
+
+log = logging.getLogger("routeflow.server")
 
 
 def _nexthop_store_key(key: NextHopKey) -> str:
@@ -51,7 +77,7 @@ def _load_nexthop_ids(store: StateStore) -> dict[NextHopKey, int]:
     for name, value in store.kv_items(NEXTHOP_PREFIX):
         try:
             ct, dp, vm, members = json.loads(name[len(NEXTHOP_PREFIX) :])
-            key = (ct, dp, vm, tuple((int(p), str(g), int(w)) for p, g, w in members))
+            key = (ct, dp, vm, tuple((int(port), str(g), int(w)) for port, g, w in members))
             hints[key] = int(value)
         except (ValueError, TypeError):
             log.warning("ignoring unreadable next-hop id record %r", name)
@@ -68,22 +94,19 @@ def _load_role_generations(store: StateStore) -> dict[int, int]:
     return out
 
 
-log = logging.getLogger("routeflow.server")
-
-
 def _binding(entry: AssociationEntry | None) -> Binding | None:
     if entry is None or entry.state not in (EntryState.ASSOCIATED, EntryState.ACTIVE):
         return None
     return Binding(entry.ct_id, entry.dp_id, entry.dp_port, entry.hwaddress or "")
 
 
-@dataclass
-class _ClientResync:
-    routes: list[p.Route] = field(default_factory=list)
-    neighbours: list[p.Neighbour] = field(default_factory=list)
-
-
 class RFServer:
+    """rfserver: peers' sessions in, the cores' actions out (see the module docstring).
+
+    ``ha`` holds the leader-election facts a leader shows in its status
+    (role, identity); empty for a server without a standby.
+    """
+
     def __init__(
         self,
         config: list[ConfigEntry],
@@ -95,15 +118,19 @@ class RFServer:
         config_path: str | None = None,
         secret: bytes | None = None,
         role_hold: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        ha: dict | None = None,
     ) -> None:
         self.secret = secret
-        self.ssl_context = None  # set by main for --tls-*
+        self.ssl_context = ssl_context
         self.store = store
         self.config_path = config_path
         self.resync_wait = resync_wait
         self._resynced_vms: set[int] = set()
-        #: Switch ports whose link is down, as (ct_id, dp_id, dp_port).
-        self.links_down: set[tuple[int, int, int]] = set()
+        #: Set (and replaced) whenever a VM resyncs or the table changes:
+        #: what a full-state dump waiting for VMs' resyncs waits on.
+        self._news = asyncio.Event()
+        self.links = LinkStates()
         self._background: set[asyncio.Future] = set()
         self.status_path = status_path
         self.client_grace = client_grace
@@ -130,8 +157,7 @@ class RFServer:
         #: Latest DatapathStats per (ct_id, dp_id), with the time it arrived.
         self.stats: dict[tuple[int, int], tuple[float, p.DatapathStats]] = {}
         self.started = time.time()
-        #: Leader-election facts for the status (role, identity), set by standby.py.
-        self.ha: dict = {}
+        self.ha: dict = dict(ha or {})
         #: Set when the store refuses our writes for good (another rfserver
         #: leads: etcd fencing, or the store was closed): stop serving.
         self.deposed = asyncio.Event()
@@ -140,6 +166,24 @@ class RFServer:
         self.vm_ports: dict[tuple[int, int], p.PortRegister] = {}
         self.dp_ports: dict[tuple[int, int, int], p.DatapathPortRegister] = {}
         self.sessions: dict[tuple[str, int], int] = defaultdict(int)
+        self._status_at = 0.0
+        self._status_timer: asyncio.TimerHandle | None = None
+        self._session_handlers: dict[type, Callable[..., Awaitable[None]]] = {
+            AddRoutes: self._add_routes,
+            DeleteRoutes: self._delete_routes,
+            SetNeighbours: self._set_neighbours,
+            DeleteNeighbours: self._delete_neighbours,
+            ReplaceVm: self._replace_vm,
+            Resynced: self._resynced,
+            ToTable: self._to_table,
+            VmPortSeen: self._vm_port_seen,
+            DpPortSeen: self._dp_port_seen,
+            DatapathLeft: self._datapath_left,
+            StatsSeen: self._stats_seen,
+            LinkReport: self._link_report,
+            NotMaster: self._not_master,
+            Refused: self._refused,
+        }
         if persisted:
             log.info("resumed %d association rows from the state store", len(persisted))
 
@@ -170,25 +214,11 @@ class RFServer:
     #: the client again for every association still unmapped this long after.
     MAPPING_RETRY_S = 3.0
 
-    def unmapped_again(self, waiting: set[tuple[int, int]]) -> tuple[set, list[p.PortConfig]]:
-        """(vm ports unmapped now, PortConfigs for those already unmapped at ``waiting``)."""
-        now = {
-            (e.vm_id, e.vm_port) for e in self.table.entries() if e.state == EntryState.ASSOCIATED
-        }
-        again = [
-            p.PortConfig(
-                vm_id=vm_id, vm_port=vm_port, operation_id=p.PortOperation.SEND_MAPPING_PACKET
-            )
-            for vm_id, vm_port in sorted(now & waiting)
-            if vm_id in self.clients
-        ]
-        return now, again
-
     async def _retry_mappings(self) -> None:
         waiting: set[tuple[int, int]] = set()
         while True:
             await asyncio.sleep(self.MAPPING_RETRY_S)
-            waiting, again = self.unmapped_again(waiting)
+            waiting, again = self.table.unmapped_again(waiting, self.clients)
             if again:
                 self.counters["mapping_retries"] += len(again)
                 log.warning(
@@ -287,49 +317,11 @@ class RFServer:
         self.clients[vm_id] = conn
         self.sessions[("client", vm_id)] += 1
         self.event("client", f"rfclient vm {vm_id:#x} connected from {conn.peer}")
-        resync: _ClientResync | None = None
+        session = ClientSession(vm_id)
         try:
             async for msg in conn:
                 self.counters[f"rx_{type(msg).__name__}"] += 1
-                if isinstance(msg, p.Resync):
-                    if msg.phase == "begin":
-                        resync = _ClientResync()
-                    elif msg.phase == "end" and resync is not None:
-                        log.info(
-                            "vm %#x resync: %d routes, %d neighbours",
-                            vm_id,
-                            len(resync.routes),
-                            len(resync.neighbours),
-                        )
-                        await self._apply(
-                            self.routing.replace_vm(vm_id, resync.routes, resync.neighbours)
-                        )
-                        resync = None
-                        self._resynced_vms.add(vm_id)
-                        await self._apply(self._link_states_for(vm_id))
-                elif isinstance(msg, p.PortRegister):
-                    if msg.vm_id != vm_id:
-                        log.warning("vm %#x registered a port of vm %#x; ignored", vm_id, msg.vm_id)
-                        continue
-                    self.vm_ports[(vm_id, msg.vm_port)] = msg
-                    await self._apply(self.table.handle(msg))
-                elif isinstance(msg, p.RouteMod):
-                    if resync is not None and msg.mod == p.Mod.ADD:
-                        resync.routes.extend(msg.routes)
-                    elif msg.mod == p.Mod.ADD:
-                        await self._apply(self.routing.add_routes(vm_id, msg.routes))
-                    else:
-                        prefixes = [r.prefix for r in msg.routes]
-                        await self._apply(self.routing.delete_routes(vm_id, prefixes))
-                elif isinstance(msg, p.NeighbourMod):
-                    if resync is not None and msg.mod == p.Mod.ADD:
-                        resync.neighbours.extend(msg.neighbours)
-                    elif msg.mod == p.Mod.ADD:
-                        await self._apply(self.routing.set_neighbours(vm_id, msg.neighbours))
-                    else:
-                        await self._apply(self.routing.delete_neighbours(vm_id, msg.neighbours))
-                else:
-                    log.warning("vm %#x sent unexpected %s", vm_id, type(msg).__name__)
+                await self._carry_out(session.handle(msg))
         finally:
             if self.clients.get(vm_id) is conn:
                 del self.clients[vm_id]
@@ -376,44 +368,12 @@ class RFServer:
             f" (holds {hello.ct_role or 'no role'})",
         )
         await self._apply_roles(self.roles.connect(ct_id, name, hello.ct_role))
+        session = ControllerSession(ct_id, name)
         try:
             async for msg in conn:
                 self.counters[f"rx_{type(msg).__name__}"] += 1
-                if self.proxies.get(ct_id) is not conn:
-                    # A slave's (or a not yet elected replica's) view of the
-                    # switches: the master's reports are the ones that count.
-                    self.counters["rx_ignored_not_master"] += 1
-                    log.debug("ct %d replica %s (not master): ignored %s", ct_id, name, msg)
-                    continue
-                if isinstance(msg, p.DatapathStats):
-                    if msg.ct_id == ct_id:
-                        self.stats[(ct_id, msg.dp_id)] = (time.time(), msg)
-                        self._write_status()
-                    continue
-                if isinstance(msg, p.DatapathPortStatus):
-                    if msg.ct_id == ct_id:
-                        await self._apply(self._port_status(msg))
-                    continue
-                if isinstance(msg, p.DatapathPortRegister | p.DatapathDown | p.VirtualPlaneMap):
-                    if getattr(msg, "ct_id", ct_id) != ct_id:
-                        log.warning(
-                            "controller %d spoke for controller %d; ignored", ct_id, msg.ct_id
-                        )
-                        continue
-                    if isinstance(msg, p.DatapathPortRegister):
-                        self.dp_ports[(ct_id, msg.dp_id, msg.dp_port)] = msg
-                    if isinstance(msg, p.DatapathDown):
-                        for key in [k for k in self.dp_ports if k[:2] == (ct_id, msg.dp_id)]:
-                            del self.dp_ports[key]
-                        self.event(
-                            "switch",
-                            f"switch {msg.dp_id:#x} left controller {ct_id}",
-                            logging.WARNING,
-                        )
-                        self.stats.pop((ct_id, msg.dp_id), None)
-                    await self._apply(self.table.handle(msg))
-                else:
-                    log.warning("controller %d sent unexpected %s", ct_id, type(msg).__name__)
+                is_master = self.proxies.get(ct_id) is conn
+                await self._carry_out(session.handle(msg, is_master=is_master))
         finally:
             if peers.get(name) is conn:
                 del peers[name]
@@ -428,6 +388,68 @@ class RFServer:
                     logging.WARNING,
                 )
                 await self._apply_roles(self.roles.disconnect(ct_id, name))
+
+    # --- session actions (see server.sessions) --------------------------------
+
+    async def _carry_out(self, actions: list) -> None:
+        for action in actions:
+            await self._session_handlers[type(action)](action)
+
+    async def _add_routes(self, a: AddRoutes) -> None:
+        await self._apply(self.routing.add_routes(a.vm_id, a.routes))
+
+    async def _delete_routes(self, a: DeleteRoutes) -> None:
+        await self._apply(self.routing.delete_routes(a.vm_id, a.prefixes))
+
+    async def _set_neighbours(self, a: SetNeighbours) -> None:
+        await self._apply(self.routing.set_neighbours(a.vm_id, a.neighbours))
+
+    async def _delete_neighbours(self, a: DeleteNeighbours) -> None:
+        await self._apply(self.routing.delete_neighbours(a.vm_id, a.neighbours))
+
+    async def _replace_vm(self, a: ReplaceVm) -> None:
+        log.info(
+            "vm %#x resync: %d routes, %d neighbours", a.vm_id, len(a.routes), len(a.neighbours)
+        )
+        await self._apply(self.routing.replace_vm(a.vm_id, a.routes, a.neighbours))
+
+    async def _resynced(self, a: Resynced) -> None:
+        self._resynced_vms.add(a.vm_id)
+        self._tell_news()
+        await self._apply(self.links.for_vm(a.vm_id, self.table))
+
+    async def _to_table(self, a: ToTable) -> None:
+        await self._apply(self.table.handle(a.event))
+
+    async def _vm_port_seen(self, a: VmPortSeen) -> None:
+        self.vm_ports[(a.port.vm_id, a.port.vm_port)] = a.port
+
+    async def _dp_port_seen(self, a: DpPortSeen) -> None:
+        self.dp_ports[(a.port.ct_id, a.port.dp_id, a.port.dp_port)] = a.port
+
+    async def _datapath_left(self, a: DatapathLeft) -> None:
+        for key in [k for k in self.dp_ports if k[:2] == (a.ct_id, a.dp_id)]:
+            del self.dp_ports[key]
+        self.stats.pop((a.ct_id, a.dp_id), None)
+        self.event("switch", f"switch {a.dp_id:#x} left controller {a.ct_id}", logging.WARNING)
+
+    async def _stats_seen(self, a: StatsSeen) -> None:
+        self.stats[(a.stats.ct_id, a.stats.dp_id)] = (time.time(), a.stats)
+        self._write_status()
+
+    async def _link_report(self, a: LinkReport) -> None:
+        await self._apply(self.links.update(a.status, self.table))
+
+    async def _not_master(self, a: NotMaster) -> None:
+        self.counters["rx_ignored_not_master"] += 1
+        log.debug("ct %d replica %s (not master): ignored %s", a.ct_id, a.replica, a.message)
+
+    async def _refused(self, a: Refused) -> None:
+        log.warning("%s", a.reason)
+
+    def _tell_news(self) -> None:
+        self._news.set()
+        self._news = asyncio.Event()
 
     async def _apply_roles(self, actions: list) -> None:
         """Execute the role arbiter's decisions (see server.roles)."""
@@ -499,16 +521,14 @@ class RFServer:
         this controller have resent their routes, or the proxy would remove
         flows of routes we simply had not heard again yet.
         """
-        deadline = time.monotonic() + self.resync_wait
-        while True:
-            waiting = {
-                e.vm_id
-                for e in self.table.entries()
-                if e.ct_id == ct_id and e.vm_id is not None and e.dp_id is not None
-            } - self._resynced_vms
-            if not waiting or time.monotonic() >= deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.resync_wait
+        while waiting := awaiting_resync(self.table, ct_id, self._resynced_vms):
+            left = deadline - loop.time()
+            if left <= 0:
                 break
-            await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), left)
         if waiting:
             self.event(
                 "controller",
@@ -527,40 +547,6 @@ class RFServer:
         dump.append(p.Resync(phase="end"))
         await conn.send_many(dump)
         self.event("controller", f"controller {ct_id} has the full state ({len(dump)} messages)")
-
-    def _port_status(self, msg: p.DatapathPortStatus) -> list:
-        key = (msg.ct_id, msg.dp_id, msg.dp_port)
-        was_down = key in self.links_down
-        if msg.up:
-            self.links_down.discard(key)
-        else:
-            self.links_down.add(key)
-        if was_down != (not msg.up):
-            self.event(
-                "link",
-                f"switch {msg.dp_id:#x} port {msg.dp_port} link {'up' if msg.up else 'down'}",
-                logging.INFO if msg.up else logging.WARNING,
-            )
-        entry = self.table.by_dp_port(*key)
-        if entry is None or entry.vm_id is None:
-            return []
-        op = p.PortOperation.LINK_UP if msg.up else p.PortOperation.LINK_DOWN
-        return [p.PortConfig(vm_id=entry.vm_id, vm_port=entry.vm_port, operation_id=op)]
-
-    def _link_states_for(self, vm_id: int) -> list:
-        """A (re)connected VM learns which of its ports' links are down."""
-        out = []
-        for ct, dp, port in sorted(self.links_down):
-            entry = self.table.by_dp_port(ct, dp, port)
-            if entry is not None and entry.vm_id == vm_id:
-                out.append(
-                    p.PortConfig(
-                        vm_id=vm_id,
-                        vm_port=entry.vm_port,
-                        operation_id=p.PortOperation.LINK_DOWN,
-                    )
-                )
-        return out
 
     def reload_config(self, path: str | None = None) -> list[str]:
         """Re-read the mapping CSV; on any error keep the running config and say why."""
@@ -611,6 +597,13 @@ class RFServer:
                     )
             elif isinstance(action, Notice):
                 log.info("%s: %s", action.code.value, action.detail)
+            elif isinstance(action, LinkChanged):
+                self.event(
+                    "link",
+                    f"switch {action.dp_id:#x} port {action.dp_port} link "
+                    f"{'up' if action.up else 'down'}",
+                    logging.INFO if action.up else logging.WARNING,
+                )
             elif isinstance(action, p.PortConfig):
                 out[("vm", action.vm_id)].append(action)
             elif isinstance(action, p.DataPlaneMap | p.DataPlaneUnmap | p.NextHopMod | p.FibMod):
@@ -634,71 +627,20 @@ class RFServer:
             else:
                 for m in msgs:
                     self.counters[f"tx_{type(m).__name__}"] += 1
+        if changed:
+            self._tell_news()
         if changed or out:
             self._write_status()
 
     # --- status ----------------------------------------------------------------
 
     def status(self) -> dict:
-        entries = self.table.entries()
-        states: dict[str, int] = defaultdict(int)
-        for e in entries:
-            states[e.state.value] += 1
-        fib: dict[str, int] = defaultdict(int)
-        for (_ct, dp), n in self.routing.fib_counts().items():
-            fib[f"{dp:#x}"] += n  # counted as it changes: a full table must not be walked here
-        return {
-            "pid": os.getpid(),
-            "role": "leader" if self.ha else "single",
-            **self.ha,
-            "config_entries": len(self.table.config),
-            "auth_failures": self.counters.get("auth_failures", 0),
-            "time": time.time(),
-            "clients": sorted(f"{v:#x}" for v in self.clients),
-            "controllers": sorted(self.proxies),
-            "controller_roles": {
-                str(ct): {
-                    "master": self.roles.master(ct),
-                    "generation": self.roles.generation(ct),
-                    "replicas": self.roles.replicas(ct),
-                }
-                for ct in self.roles.controllers()
-            },
-            "associations": [
-                {
-                    "vm_id": e.vm_id,
-                    "vm_port": e.vm_port,
-                    "ct_id": e.ct_id,
-                    "dp_id": e.dp_id,
-                    "dp_port": e.dp_port,
-                    "vs_id": e.vs_id,
-                    "vs_port": e.vs_port,
-                    "hwaddress": e.hwaddress,
-                    "state": e.state.value,
-                }
-                for e in entries
-            ],
-            "states": dict(states),
-            "routes": {f"{vm:#x}": len(r) for vm, r in self.routing.routes.items()},
-            "fib_entries": dict(fib),
-            "nexthops": self.routing.nexthop_count(),
-            "switch_stats": {
-                f"{dp:#x}": {
-                    "age_s": round(time.time() - at, 1),
-                    "flows": len(st.flows),
-                    "packets": sum(f.packets for f in st.flows),
-                    "relayed_to_vm": st.relayed_to_vm,
-                    "relayed_to_dp": st.relayed_to_dp,
-                }
-                for (_ct, dp), (at, st) in sorted(self.stats.items())
-            },
-        }
+        """The status file's document (see server.view, which rfweb renders too)."""
+        return status_document(operator_view(self))
 
     #: A full table arrives as a hundred batches a second: the status file is
     #: rewritten at most this often, and always once more after the last change.
     STATUS_MIN_INTERVAL = 0.2
-    _status_at = 0.0
-    _status_timer: asyncio.TimerHandle | None = None
 
     def _write_status(self) -> None:
         if not self.status_path:
@@ -731,15 +673,3 @@ def write_status_file(path: str, status: dict) -> None:
     with open(tmp, "w") as fh:
         json.dump(status, fh, indent=1)
     os.replace(tmp, path)
-
-
-async def run_server(
-    config: list[ConfigEntry],
-    store: StateStore,
-    listen: str,
-    *,
-    status_path: str | None = None,
-    client_grace: float = 30.0,
-) -> None:
-    server = RFServer(config, store, status_path=status_path, client_grace=client_grace)
-    await server.serve(listen)

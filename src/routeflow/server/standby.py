@@ -131,7 +131,7 @@ async def run_with_standby(
     identity: str,
     ttl: int,
     status_path: str | None,
-    make_server: Callable[[], RFServer],
+    make_server: Callable[[dict], RFServer],
     serve: Callable[[RFServer], Awaitable[None]],
 ) -> None:
     """Alternate between standby and leader until cancelled (SIGTERM: resign first)."""
@@ -143,8 +143,14 @@ async def run_with_standby(
             await _wait_for_lease(view, election)
             took = time.monotonic()
             store.fence(election.key, election.fence_value)
+            ha = {
+                "role": "leader",
+                "identity": identity,
+                "leader_since": time.time(),
+                "standby_waited_s": round(took - waited, 3),
+            }
             try:
-                server = make_server()  # reads the table from etcd
+                server = make_server(ha)  # reads the table from etcd
             except RuntimeError as exc:  # etcd unreachable since we won: try again later
                 log.error("%s won the lease but cannot load the state: %s", identity, exc)
                 with contextlib.suppress(Exception):
@@ -152,12 +158,6 @@ async def run_with_standby(
                 store.fence(None, None)
                 await asyncio.sleep(1.0)
                 continue
-            server.ha = {
-                "role": "leader",
-                "identity": identity,
-                "leader_since": time.time(),
-                "standby_waited_s": round(took - waited, 3),
-            }
             server.event(
                 "leader",
                 f"{identity} holds the leader lease (ttl {ttl} s); serving "

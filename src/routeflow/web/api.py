@@ -13,13 +13,12 @@ is disabled (403) unless rfserver was given a token.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import secrets
 import time
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +27,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 
+from routeflow.server.view import operator_view, status_document
 from routeflow.web import metrics, views
+
+if TYPE_CHECKING:
+    from routeflow.server.service import RFServer
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 ID_PATTERN = r"^(0[xX][0-9a-fA-F]{1,16}|[0-9]{1,19})$"
@@ -271,7 +274,7 @@ def _id_query(description: str):
 
 
 def create_app(
-    server,
+    server: RFServer,
     *,
     token: str | None = None,
     topology: dict[str, Any] | None = None,
@@ -332,18 +335,18 @@ def create_app(
 
     @app.get("/api/summary", tags=["state"], summary="Counts at a glance")
     def summary() -> Summary:
-        return Summary(**views.summary(server, topology))
+        return Summary(**views.summary(operator_view(server), topology))
 
     @app.get("/api/status", tags=["state"], summary="rfserver's own status snapshot")
     def status() -> dict[str, Any]:
-        return server.status()
+        return status_document(operator_view(server))
 
     @app.get("/api/switches", tags=["switches"], summary="Switches and their ports")
     def switches() -> list[SwitchOut]:
-        return [SwitchOut(**s) for s in views.switches(server, topology)]
+        return [SwitchOut(**s) for s in views.switches(operator_view(server), topology)]
 
     def _switch(dp: int) -> dict[str, Any]:
-        for s in views.switches(server, topology):
+        for s in views.switches(operator_view(server), topology):
             if s["dp_id"] == views.hexid(dp):
                 return s
         raise HTTPException(404, f"no switch with dp_id {dp:#x}")
@@ -363,7 +366,7 @@ def create_app(
         table: Annotated[int | None, Query(ge=0, le=255, description="only this table")] = None,
     ) -> SwitchFlows:
         dp = _id(dp_id, "dp_id")
-        found = views.flows(server, dp, table)
+        found = views.flows(operator_view(server), dp, table)
         if not found:
             _switch(dp)  # 404 if the switch is unknown
             raise HTTPException(404, f"no flow statistics from switch {dp:#x} yet")
@@ -371,12 +374,12 @@ def create_app(
 
     @app.get("/api/vms", tags=["vms"], summary="VMs and their interfaces")
     def vms() -> list[VmOut]:
-        return [VmOut(**v) for v in views.vms(server, topology)]
+        return [VmOut(**v) for v in views.vms(operator_view(server), topology)]
 
     @app.get("/api/vms/{vm_id}", tags=["vms"], summary="One VM", responses=NOT_FOUND)
     def vm(vm_id: IdPath) -> VmOut:
         ident = views.hexid(_id(vm_id, "vm_id"))
-        for v in views.vms(server, topology):
+        for v in views.vms(operator_view(server), topology):
             if v["vm_id"] == ident:
                 return VmOut(**v)
         raise HTTPException(404, f"no VM with vm_id {ident}")
@@ -386,7 +389,7 @@ def create_app(
         vm_id: IdPath, response: Response, limit: Limit = None, offset: Offset = 0
     ) -> list[RouteOut]:
         vm_int = _id(vm_id, "vm_id")
-        if not any(v["vm_id"] == views.hexid(vm_int) for v in views.vms(server, topology)):
+        if not any(v.vm_id == vm_int for v in operator_view(server).vms):
             raise HTTPException(404, f"no VM with vm_id {vm_int:#x}")
         return _paged(response, RouteOut, views.routes(server, vm_int, limit, offset))
 
@@ -394,7 +397,7 @@ def create_app(
     def associations(
         state: Annotated[StateCode | None, Query(description="only rows in this state")] = None,
     ) -> list[Association]:
-        rows = views.associations(server)
+        rows = views.associations(operator_view(server))
         if state is not None:
             rows = [r for r in rows if r["state_code"] == state.value]
         return [Association(**r) for r in rows]
@@ -425,12 +428,12 @@ def create_app(
         dp_id: Annotated[str | None, _id_query("only this switch")] = None,
         table: Annotated[int | None, Query(ge=0, le=255, description="only this table")] = None,
     ) -> list[SwitchFlows]:
-        found = views.flows(server, _id(dp_id, "dp_id", "query"), table)
+        found = views.flows(operator_view(server), _id(dp_id, "dp_id", "query"), table)
         return [SwitchFlows(**f) for f in found]
 
     @app.get("/api/controllers", tags=["state"], summary="Controllers (rfproxy instances)")
     def controllers() -> list[ControllerOut]:
-        return [ControllerOut(**c) for c in views.controllers(server)]
+        return [ControllerOut(**c) for c in views.controllers(operator_view(server))]
 
     @app.get("/api/events", tags=["state"], summary="Recent events, oldest first")
     def events(
@@ -440,11 +443,11 @@ def create_app(
             Query(pattern=r"^[a-z_]{1,32}$", description="only this kind (client, switch, ...)"),
         ] = None,
     ) -> list[EventOut]:
-        return [EventOut(**e) for e in views.events(server, limit, kind)]
+        return [EventOut(**e) for e in views.events(operator_view(server), limit, kind)]
 
     @app.get("/api/topology", tags=["state"], summary="Graph: switches, VMs, hosts, links")
     def topo() -> Topology:
-        return Topology(**views.topology(server, topology))
+        return Topology(**views.topology(operator_view(server), topology))
 
     @app.get(
         "/api/stream",
@@ -509,17 +512,10 @@ def create_app(
             401: {"model": Detail, "description": "missing or wrong token"},
             403: {"model": Detail, "description": "no token configured: changes disabled"},
             409: {"model": ReloadResult, "description": "the new config was refused"},
-            501: {"model": Detail, "description": "this rfserver cannot reload"},
         },
     )
     async def reload_config() -> ReloadResult:
-        reload = getattr(server, "reload_config", None)
-        if reload is None:
-            raise HTTPException(501, "this rfserver cannot reload its config")
-        errors = reload()
-        if inspect.isawaitable(errors):
-            errors = await errors
-        errors = [str(e) for e in (errors or [])]
+        errors = server.reload_config()
         if errors:
             return JSONResponse(  # type: ignore[return-value]
                 ReloadResult(ok=False, errors=errors).model_dump(), status_code=409

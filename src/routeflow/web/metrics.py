@@ -1,55 +1,60 @@
 """Prometheus metrics for rfserver, collected from the live server at scrape time.
 
-Nothing is counted twice: the collector reads the same server state the REST
-API shows (see views.py), so a scrape costs a walk over the tables and no
-bookkeeping happens on the hot path.
+Nothing is counted twice: the collector renders the same OperatorView the
+REST API and the status file show (server/view.py), so a scrape costs one
+read of the tables and no bookkeeping happens on the hot path.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
+from routeflow.server.view import operator_view
 from routeflow.web import views
+
+if TYPE_CHECKING:
+    from routeflow.server.service import RFServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class RouteflowCollector:
-    def __init__(self, server) -> None:
+    def __init__(self, server: RFServer) -> None:
         self.server = server
 
     def describe(self) -> list[Metric]:
         return []  # collected lazily: nothing to announce at registration
 
     def collect(self) -> Iterator[Metric]:
-        s = self.server
+        v = operator_view(self.server)
 
         routes = GaugeMetricFamily(
             "routeflow_routes", "Routes the VM reported (its kernel's view)", labels=["vm_id"]
         )
-        for vm, table in sorted(s.routing.routes.items()):
-            routes.add_metric([f"{vm:#x}"], len(table))
+        for vm in v.vms:
+            if vm.routes is not None:
+                routes.add_metric([f"{vm.vm_id:#x}"], vm.routes)
         yield routes
 
-        fib = s.routing.fib_counts()  # kept as routes change: no walk of a full table
         fib_g = GaugeMetricFamily(
             "routeflow_fib_entries",
             "FIB flows rfserver has asked a switch to hold",
             labels=["ct_id", "dp_id"],
         )
-        for (ct, dp), n in sorted(fib.items()):
+        for (ct, dp), n in sorted(v.fib_entries.items()):
             fib_g.add_metric([str(ct), f"{dp:#x}"], n)
         yield fib_g
 
         yield GaugeMetricFamily(
             "routeflow_nexthops",
             "Next hops (OpenFlow groups) installed over all switches",
-            value=s.routing.nexthop_count(),
+            value=v.nexthops,
         )
 
         assoc = GaugeMetricFamily(
@@ -57,11 +62,11 @@ class RouteflowCollector:
             "Rows of the association table by state (down: configured, nothing registered)",
             labels=["state"],
         )
-        for state, n in views.state_counts(s).items():
+        for state, n in views.state_counts(v).items():
             assoc.add_metric([state], n)
         yield assoc
 
-        rx, tx = views.message_counts(s)
+        rx, tx = v.received, v.sent
         rx_c = CounterMetricFamily(
             "routeflow_messages_received", "RFProtocol messages received", labels=["type"]
         )
@@ -80,16 +85,10 @@ class RouteflowCollector:
         conns = GaugeMetricFamily(
             "routeflow_ipc_connections", "Connected IPC peers", labels=["kind"]
         )
-        conns.add_metric(["client"], len(s.clients))
-        conns.add_metric(["controller"], len(s.proxies))
+        conns.add_metric(["client"], sum(1 for vm in v.vms if vm.connected))
+        conns.add_metric(["controller"], sum(1 for c in v.controllers if c.connected))
         yield conns
 
-        sessions: dict[str, int] = {"client": 0, "controller": 0}
-        reconnects: dict[str, int] = {"client": 0, "controller": 0}
-        for (kind, _ident), n in (getattr(s, "sessions", {}) or {}).items():
-            if kind in sessions:
-                sessions[kind] += n
-                reconnects[kind] += max(0, n - 1)
         sess_c = CounterMetricFamily(
             "routeflow_ipc_sessions", "IPC sessions accepted", labels=["kind"]
         )
@@ -98,9 +97,9 @@ class RouteflowCollector:
             "IPC sessions from a peer that had connected before",
             labels=["kind"],
         )
-        for kind in sessions:
-            sess_c.add_metric([kind], sessions[kind])
-            reco_c.add_metric([kind], reconnects[kind])
+        for kind, n in v.sessions.items():
+            sess_c.add_metric([kind], n)
+            reco_c.add_metric([kind], v.reconnects[kind])
         yield sess_c
         yield reco_c
 
@@ -122,18 +121,18 @@ class RouteflowCollector:
             "When the switch's latest flow statistics arrived (unix time)",
             labels=["dp_id"],
         )
-        for (_ct, dp), (at, st) in sorted(s.stats.items()):
-            dp_h = f"{dp:#x}"
-            flows.add_metric([dp_h], len(st.flows))
+        for stats in v.stats:
+            dp_h = f"{stats.dp_id:#x}"
+            flows.add_metric([dp_h], len(stats.report.flows))
             per_table_p: dict[int, int] = defaultdict(int)
             per_table_b: dict[int, int] = defaultdict(int)
-            for f in st.flows:
+            for f in stats.report.flows:
                 per_table_p[f.table] += f.packets
                 per_table_b[f.table] += f.bytes
             for table in sorted(per_table_p):
                 pkts.add_metric([dp_h, str(table)], per_table_p[table])
                 byts.add_metric([dp_h, str(table)], per_table_b[table])
-            age.add_metric([dp_h], at)
+            age.add_metric([dp_h], stats.at)
         yield flows
         yield pkts
         yield byts
@@ -144,7 +143,7 @@ class RouteflowCollector:
             "Packets rfproxy relayed between VMs and switches",
             labels=["ct_id", "direction"],
         )
-        for ct, counts in views.relay_counts(s).items():
+        for ct, counts in views.relay_counts(v).items():
             for direction, n in counts.items():
                 relay.add_metric([str(ct), direction], n)
         yield relay
@@ -152,11 +151,11 @@ class RouteflowCollector:
         yield GaugeMetricFamily(
             "routeflow_server_start_time_seconds",
             "When rfserver started (unix time)",
-            value=s.started,
+            value=v.started,
         )
 
 
-def make_registry(server) -> CollectorRegistry:
+def make_registry(server: RFServer) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RouteflowCollector(server))
     ProcessCollector(registry=registry)

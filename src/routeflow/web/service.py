@@ -12,11 +12,15 @@ import asyncio
 import contextlib
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from routeflow.web.api import create_app
 from routeflow.web.options import WebError, WebOptions
+
+if TYPE_CHECKING:
+    from routeflow.server.service import RFServer
 
 log = logging.getLogger("routeflow.web")
 
@@ -44,7 +48,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class WebService:
-    def __init__(self, server, options: WebOptions) -> None:
+    def __init__(self, server: RFServer, options: WebOptions) -> None:
         self.options = options
         self.app = create_app(server, token=options.token, topology=options.topology)
         self.sock = _bind(options.host, options.port)
@@ -99,7 +103,7 @@ class WebService:
         self.sock.close()
 
 
-def start_web(server, options: WebOptions | None) -> WebService | None:
+def start_web(server: RFServer, options: WebOptions | None) -> WebService | None:
     """Start rfweb for ``server`` in the running loop (None: --web not given)."""
     if options is None:
         return None

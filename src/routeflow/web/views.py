@@ -1,8 +1,11 @@
-"""What the operator sees, computed from a running RFServer (pure reads, no I/O).
+"""What the operator sees, as JSON for rfweb (pure reads, no I/O).
 
-Every function here takes the server object and returns plain JSON-ready data;
-the REST API, the live page's event stream, the metrics and `routeflow status`
-all show the same numbers because they all come from here.
+Every function here renders the server's ``OperatorView`` (server/view.py,
+which the status file renders too) as plain JSON-ready data, except the
+paged routes and FIB, which read the routing table of the ``RFServer``
+itself. The REST API, the live page's event stream, the metrics and
+`routeflow status` all show the same numbers because they all come from one
+view.
 
 Identifiers that can exceed 2**53 (datapath ids, VM ids: a MAC as an integer)
 are given as hex strings ("0x5"), so a browser's JavaScript never rounds them.
@@ -11,11 +14,14 @@ Ports and controller ids are plain integers.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from routeflow.rflib.types import AssociationEntry, EntryState
+from routeflow.rflib.types import EntryState
+from routeflow.server.view import OperatorView, PortView, StatsView, operator_view
+
+if TYPE_CHECKING:
+    from routeflow.server.service import RFServer
 
 #: Short, stable codes for association states (CSS classes, metrics labels, filters).
 STATE_CODES: dict[EntryState, str] = {
@@ -26,6 +32,7 @@ STATE_CODES: dict[EntryState, str] = {
 }
 #: A configured mapping neither side of which has registered yet.
 DOWN = "down"
+NOT_REGISTERED = "not registered"
 ALL_STATE_CODES = (*STATE_CODES.values(), DOWN)
 # Worst first: an edge made of several ports shows its least healthy one.
 _SEVERITY = {DOWN: 0, "idle_client": 1, "idle_datapath": 1, "associated": 2, "active": 3}
@@ -58,97 +65,49 @@ def host_node_id(name: str) -> str:
     return f"host-{name}"
 
 
-# --- small accessors (tolerate servers without the optional bookkeeping) ---------
-
-
-def _vm_ports(server) -> dict:
-    return getattr(server, "vm_ports", {}) or {}
-
-
-def _dp_ports(server) -> dict:
-    return getattr(server, "dp_ports", {}) or {}
-
-
-def _sessions(server) -> dict:
-    return getattr(server, "sessions", {}) or {}
-
-
-def _links_down(server) -> set:
-    """(ct_id, dp_id, dp_port) of switch ports whose link the switch reports down."""
-    return getattr(server, "links_down", set()) or set()
-
-
 def _labels(topology: dict | None) -> dict[str, str]:
     if not topology:
         return {}
     return {n["id"]: n.get("label", n["id"]) for n in topology.get("nodes", [])}
 
 
-def _dp_port_name(server, ct_id: int | None, dp_id: int | None, dp_port: int | None) -> str:
-    reg = _dp_ports(server).get((ct_id, dp_id, dp_port))
-    return (getattr(reg, "name", "") or "") if reg is not None else ""
-
-
-def _vm_ifname(server, vm_id: int | None, vm_port: int | None) -> str:
-    reg = _vm_ports(server).get((vm_id, vm_port))
-    return (getattr(reg, "ifname", "") or "") if reg is not None else ""
-
-
 # --- associations ------------------------------------------------------------------
 
 
-def _assoc_row(server, e: AssociationEntry, configured: bool) -> dict[str, Any]:
-    return {
-        "vm_id": hexid(e.vm_id),
-        "vm_port": e.vm_port,
-        "vm_ifname": _vm_ifname(server, e.vm_id, e.vm_port),
-        "ct_id": e.ct_id,
-        "dp_id": hexid(e.dp_id),
-        "dp_port": e.dp_port,
-        "dp_port_name": _dp_port_name(server, e.ct_id, e.dp_id, e.dp_port),
-        "vs_id": hexid(e.vs_id),
-        "vs_port": e.vs_port,
-        "hwaddress": e.hwaddress,
-        "state": e.state.value,
-        "state_code": STATE_CODES[e.state],
-        "configured": configured,
-    }
+def _state_code(port: PortView) -> str:
+    return DOWN if port.state is None else STATE_CODES[port.state]
 
 
-def associations(server) -> list[dict[str, Any]]:
+def _state_text(port: PortView) -> str:
+    return NOT_REGISTERED if port.state is None else port.state.value
+
+
+def associations(v: OperatorView) -> list[dict[str, Any]]:
     """Every row of the association table, then configured mappings nobody registered."""
-    table = server.table
-    cfg_vm = {c.vm_key for c in table.config}
-    cfg_dp = {c.dp_key for c in table.config}
-    rows = [
-        _assoc_row(server, e, e.vm_key in cfg_vm or e.dp_key in cfg_dp) for e in table.entries()
+    return [
+        {
+            "vm_id": hexid(port.vm_id),
+            "vm_port": port.vm_port,
+            "vm_ifname": port.vm_ifname,
+            "ct_id": port.ct_id,
+            "dp_id": hexid(port.dp_id),
+            "dp_port": port.dp_port,
+            "dp_port_name": port.dp_port_name,
+            "vs_id": hexid(port.vs_id),
+            "vs_port": port.vs_port,
+            "hwaddress": port.hwaddress,
+            "state": _state_text(port),
+            "state_code": _state_code(port),
+            "configured": port.configured,
+        }
+        for port in v.ports
     ]
-    for c in table.config:
-        if table.by_vm_port(*c.vm_key) is None and table.by_dp_port(*c.dp_key) is None:
-            rows.append(
-                {
-                    "vm_id": hexid(c.vm_id),
-                    "vm_port": c.vm_port,
-                    "vm_ifname": "",
-                    "ct_id": c.ct_id,
-                    "dp_id": hexid(c.dp_id),
-                    "dp_port": c.dp_port,
-                    "dp_port_name": "",
-                    "vs_id": None,
-                    "vs_port": None,
-                    "hwaddress": None,
-                    "state": "not registered",
-                    "state_code": DOWN,
-                    "configured": True,
-                }
-            )
-    return rows
 
 
-def state_counts(server) -> dict[str, int]:
+def state_counts(v: OperatorView) -> dict[str, int]:
     counts = dict.fromkeys(ALL_STATE_CODES, 0)
-    for row in associations(server):
-        counts[row["state_code"]] += 1
+    for port in v.ports:
+        counts[_state_code(port)] += 1
     return counts
 
 
@@ -183,7 +142,7 @@ def _page(groups, limit: int | None, offset: int) -> tuple[list[dict[str, Any]],
 
 
 def routes(
-    server, vm_id: int | None = None, limit: int | None = None, offset: int = 0
+    server: RFServer, vm_id: int | None = None, limit: int | None = None, offset: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
     """Routes as each VM reported them, with whether the switch has them installed."""
 
@@ -215,7 +174,7 @@ def routes(
 
 
 def fib(
-    server, dp_id: int | None = None, limit: int | None = None, offset: int = 0
+    server: RFServer, dp_id: int | None = None, limit: int | None = None, offset: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
     """FIB entries by switch, then prefix (as text)."""
     routing = server.routing
@@ -231,7 +190,9 @@ def fib(
         )
         out = []
         for prefix, vm in keys[lo:hi]:
-            ct, d, e = routing.installed_entry(vm, prefix)
+            found = routing.installed_entry(vm, prefix)
+            assert found is not None  # listed by installed_prefixes a moment ago
+            ct, d, e = found
             out.append(
                 {
                     "ct_id": ct,
@@ -258,11 +219,13 @@ def fib(
 # --- flows (from the proxies' DatapathStats) ------------------------------------------
 
 
-def flows(server, dp_id: int | None = None, table: int | None = None) -> list[dict[str, Any]]:
+def flows(
+    v: OperatorView, dp_id: int | None = None, table: int | None = None
+) -> list[dict[str, Any]]:
     """One entry per switch with its latest flow statistics."""
     out = []
-    for (ct, dp), (at, st) in sorted(server.stats.items()):
-        if dp_id is not None and dp != dp_id:
+    for s in v.stats:
+        if dp_id is not None and s.dp_id != dp_id:
             continue
         rows = [
             {
@@ -274,21 +237,21 @@ def flows(server, dp_id: int | None = None, table: int | None = None) -> list[di
                 "packets": f.packets,
                 "bytes": f.bytes,
             }
-            for f in st.flows
+            for f in s.report.flows
             if table is None or f.table == table
         ]
         rows.sort(key=lambda r: (r["table"], -r["priority"], r["match"]))
         out.append(
             {
-                "ct_id": ct,
-                "dp_id": hexid(dp),
-                "stats_time": at,
+                "ct_id": s.ct_id,
+                "dp_id": hexid(s.dp_id),
+                "stats_time": s.at,
                 "flows": rows,
                 "packets": sum(r["packets"] for r in rows),
                 "bytes": sum(r["bytes"] for r in rows),
-                "relayed_to_vm": st.relayed_to_vm,
-                "relayed_to_dp": st.relayed_to_dp,
-                "relay_dropped": st.relay_dropped,
+                "relayed_to_vm": s.report.relayed_to_vm,
+                "relayed_to_dp": s.report.relayed_to_dp,
+                "relay_dropped": s.report.relay_dropped,
             }
         )
     return out
@@ -297,211 +260,156 @@ def flows(server, dp_id: int | None = None, table: int | None = None) -> list[di
 # --- switches, VMs, controllers -------------------------------------------------------
 
 
-def _switch_ids(server) -> dict[int, int]:
-    """dp_id -> ct_id for every switch the server knows of (config, table, stats)."""
-    out: dict[int, int] = {}
-    for c in server.table.config:
-        out.setdefault(c.dp_id, c.ct_id)
-    for e in server.table.entries():
-        if e.dp_id is not None:
-            out.setdefault(e.dp_id, e.ct_id)
-    for ct, dp in server.stats:
-        out.setdefault(dp, ct)
-    return out
-
-
-def _vm_ids(server) -> set[int]:
-    ids = {c.vm_id for c in server.table.config}
-    ids |= {e.vm_id for e in server.table.entries() if e.vm_id is not None}
-    ids |= set(server.clients)
-    ids |= set(server.routing.routes)
-    return ids
-
-
-def switches(server, topology: dict | None = None) -> list[dict[str, Any]]:
+def switches(v: OperatorView, topology: dict | None = None) -> list[dict[str, Any]]:
     labels = _labels(topology)
-    assoc = associations(server)
-    down = _links_down(server)
-    fib_count: dict[int, int] = defaultdict(int)
-    for (_ct, dp), n in server.routing.fib_counts().items():  # no walk of a full table
-        fib_count[dp] += n
+    ports_by_dp: dict[int, list[PortView]] = defaultdict(list)
+    for port in v.ports:
+        if port.dp_id is not None:
+            ports_by_dp[port.dp_id].append(port)
     out = []
-    for dp, ct in sorted(_switch_ids(server).items()):
-        h = hexid(dp)
+    for sw in v.switches:
         ports = [
             {
-                "dp_port": r["dp_port"],
-                "name": r["dp_port_name"],
-                "vm_id": r["vm_id"],
-                "vm_port": r["vm_port"],
-                "state": r["state"],
-                "state_code": r["state_code"],
-                "link_up": (r["ct_id"], dp, r["dp_port"]) not in down,
+                "dp_port": port.dp_port,
+                "name": port.dp_port_name,
+                "vm_id": hexid(port.vm_id),
+                "vm_port": port.vm_port,
+                "state": _state_text(port),
+                "state_code": _state_code(port),
+                "link_up": port.link_up,
             }
-            for r in assoc
-            if r["dp_id"] == h
+            for port in ports_by_dp[sw.dp_id]
         ]
         ports.sort(key=lambda r: r["dp_port"] if r["dp_port"] is not None else -1)
-        registered = any(p["state_code"] not in (DOWN, "idle_client") for p in ports)
-        stats = server.stats.get((ct, dp))
-        st = stats[1] if stats else None
+        registered = any(r["state_code"] not in (DOWN, "idle_client") for r in ports)
+        flows_ = sw.stats.report.flows if sw.stats is not None else []
         out.append(
             {
-                "dp_id": h,
-                "ct_id": ct,
-                "name": labels.get(switch_node_id(dp), ""),
+                "dp_id": hexid(sw.dp_id),
+                "ct_id": sw.ct_id,
+                "name": labels.get(switch_node_id(sw.dp_id), ""),
                 "registered": registered,
-                "controller_connected": ct in server.proxies,
+                "controller_connected": sw.controller_connected,
                 "ports": ports,
-                "fib_entries": fib_count.get(dp, 0),
-                "flows": len(st.flows) if st else 0,
-                "packets": sum(f.packets for f in st.flows) if st else 0,
-                "bytes": sum(f.bytes for f in st.flows) if st else 0,
-                "stats_time": stats[0] if stats else None,
+                "fib_entries": sw.fib_entries,
+                "flows": len(flows_),
+                "packets": sum(f.packets for f in flows_),
+                "bytes": sum(f.bytes for f in flows_),
+                "stats_time": sw.stats.at if sw.stats is not None else None,
             }
         )
     return out
 
 
-def vms(server, topology: dict | None = None) -> list[dict[str, Any]]:
+def vms(v: OperatorView, topology: dict | None = None) -> list[dict[str, Any]]:
     labels = _labels(topology)
-    assoc = associations(server)
-    where = _vm_switch(server)
-    sessions = _sessions(server)
+    ports_by_vm: dict[int, list[PortView]] = defaultdict(list)
+    for port in v.ports:
+        if port.vm_id is not None:
+            ports_by_vm[port.vm_id].append(port)
     out = []
-    for vm in sorted(_vm_ids(server)):
-        h = hexid(vm)
-        conn = server.clients.get(vm)
+    for vm in v.vms:
         ifaces = [
             {
-                "vm_port": r["vm_port"],
-                "ifname": r["vm_ifname"],
-                "hwaddress": r["hwaddress"],
-                "dp_id": r["dp_id"],
-                "dp_port": r["dp_port"],
-                "state": r["state"],
-                "state_code": r["state_code"],
+                "vm_port": port.vm_port,
+                "ifname": port.vm_ifname,
+                "hwaddress": port.hwaddress,
+                "dp_id": hexid(port.dp_id),
+                "dp_port": port.dp_port,
+                "state": _state_text(port),
+                "state_code": _state_code(port),
             }
-            for r in assoc
-            if r["vm_id"] == h
+            for port in ports_by_vm[vm.vm_id]
         ]
         ifaces.sort(key=lambda r: r["vm_port"] if r["vm_port"] is not None else -1)
-        sw = where.get(vm)
         out.append(
             {
-                "vm_id": h,
-                "name": labels.get(vm_node_id(vm), ""),
-                "connected": conn is not None,
-                "peer": getattr(conn, "peer", None) if conn is not None else None,
-                "sessions": sessions.get(("client", vm), 0),
-                "dp_id": hexid(sw[1]) if sw else None,
+                "vm_id": hexid(vm.vm_id),
+                "name": labels.get(vm_node_id(vm.vm_id), ""),
+                "connected": vm.connected,
+                "peer": vm.peer,
+                "sessions": vm.sessions,
+                "dp_id": hexid(vm.switch[1]) if vm.switch else None,
                 "interfaces": ifaces,
-                "routes": len(server.routing.routes.get(vm, {})),
-                "fib_entries": len(server.routing.installed_prefixes(vm)),
+                "routes": vm.routes or 0,
+                "fib_entries": vm.fib_entries,
             }
         )
     return out
 
 
-def controllers(server) -> list[dict[str, Any]]:
-    ids = set(server.proxies) | {c.ct_id for c in server.table.config}
-    ids |= {ct for ct, _dp in server.stats}
-    sessions = _sessions(server)
-    dps = _switch_ids(server)
-    out = []
-    for ct in sorted(ids):
-        conn = server.proxies.get(ct)
-        last = [at for (c, _dp), (at, _st) in server.stats.items() if c == ct]
-        out.append(
-            {
-                "ct_id": ct,
-                "connected": conn is not None,
-                "peer": getattr(conn, "peer", None) if conn is not None else None,
-                "sessions": sessions.get(("controller", ct), 0),
-                "switches": [hexid(dp) for dp, c in sorted(dps.items()) if c == ct],
-                "last_stats_time": max(last) if last else None,
-                "master": server.roles.master(ct),
-                "replicas": server.roles.replicas(ct),
-                "generation": server.roles.generation(ct),
-            }
-        )
-    return out
+def controllers(v: OperatorView) -> list[dict[str, Any]]:
+    return [
+        {
+            "ct_id": c.ct_id,
+            "connected": c.connected,
+            "peer": c.peer,
+            "sessions": c.sessions,
+            "switches": [hexid(dp) for dp in c.switches],
+            "last_stats_time": c.last_stats_time,
+            "master": c.master,
+            "replicas": c.replicas,
+            "generation": c.generation,
+        }
+        for c in v.controllers
+    ]
 
 
-def events(server, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
-    items = [e for e in server.events if kind is None or e[1] == kind]
+def events(v: OperatorView, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
+    items = [e for e in v.events if kind is None or e[1] == kind]
     return [{"time": t, "kind": k, "text": text} for t, k, text in items[-limit:]]
 
 
 # --- counters ---------------------------------------------------------------------------
 
 
-def message_counts(server) -> tuple[dict[str, int], dict[str, int]]:
-    """(received, sent) message counts by RFProtocol message type."""
-    rx: dict[str, int] = {}
-    tx: dict[str, int] = {}
-    for key, n in sorted(server.counters.items()):
-        if key.startswith("rx_"):
-            rx[key[3:]] = n
-        elif key.startswith("tx_"):
-            tx[key[3:]] = n
-    return rx, tx
-
-
-def relay_counts(server) -> dict[int, dict[str, int]]:
+def relay_counts(v: OperatorView) -> dict[int, dict[str, int]]:
     """ct_id -> relay counters from that controller's most recent DatapathStats.
 
     The proxy's relay counters are per controller (they are repeated in the
     stats of each of its switches), so only the newest report counts.
     """
-    best: dict[int, tuple[float, Any]] = {}
-    for (ct, _dp), (at, st) in server.stats.items():
-        if ct not in best or at > best[ct][0]:
-            best[ct] = (at, st)
+    best: dict[int, StatsView] = {}
+    for s in v.stats:
+        if s.ct_id not in best or s.at > best[s.ct_id].at:
+            best[s.ct_id] = s
     return {
         ct: {
-            "to_vm": st.relayed_to_vm,
-            "to_dp": st.relayed_to_dp,
-            "dropped": st.relay_dropped,
+            "to_vm": s.report.relayed_to_vm,
+            "to_dp": s.report.relayed_to_dp,
+            "dropped": s.report.relay_dropped,
         }
-        for ct, (_at, st) in sorted(best.items())
+        for ct, s in sorted(best.items())
     }
 
 
-def summary(server, topology: dict | None = None) -> dict[str, Any]:
-    sw = switches(server, topology)
-    vm = vms(server, topology)
-    states = state_counts(server)
-    rx, tx = message_counts(server)
-    relay = relay_counts(server)
-    sessions = _sessions(server)
-    reconnects = {"client": 0, "controller": 0}
-    for (kind, _ident), n in sessions.items():
-        if kind in reconnects:
-            reconnects[kind] += max(0, n - 1)
+def summary(v: OperatorView, topology: dict | None = None) -> dict[str, Any]:
+    sw = switches(v, topology)
+    states = state_counts(v)
+    relay = relay_counts(v)
     return {
-        "pid": os.getpid(),
-        "started": server.started,
+        "pid": v.pid,
+        "started": v.started,
         "lab": (topology or {}).get("name"),
         "switches": len(sw),
         "switches_registered": sum(1 for s in sw if s["registered"]),
-        "vms": len(vm),
-        "vms_connected": sum(1 for v in vm if v["connected"]),
-        "clients": len(server.clients),
-        "controllers": len(server.proxies),
+        "vms": len(v.vms),
+        "vms_connected": sum(1 for vm in v.vms if vm.connected),
+        "clients": sum(1 for vm in v.vms if vm.connected),
+        "controllers": sum(1 for c in v.controllers if c.connected),
         "associations": sum(states.values()),
         "associations_by_state": states,
-        "routes": sum(len(r) for r in server.routing.routes.values()),
-        "fib_entries": sum(server.routing.fib_counts().values()),
-        "nexthops": server.routing.nexthop_count(),
+        "routes": sum(vm.routes or 0 for vm in v.vms),
+        "fib_entries": sum(v.fib_entries.values()),
+        "nexthops": v.nexthops,
         "flows": sum(s["flows"] for s in sw),
         "flow_packets": sum(s["packets"] for s in sw),
         "flow_bytes": sum(s["bytes"] for s in sw),
         "relayed_to_vm": sum(r["to_vm"] for r in relay.values()),
         "relayed_to_dp": sum(r["to_dp"] for r in relay.values()),
-        "messages_received": sum(rx.values()),
-        "messages_sent": sum(tx.values()),
-        "reconnects": reconnects,
+        "messages_received": sum(v.received.values()),
+        "messages_sent": sum(v.sent.values()),
+        "reconnects": dict(v.reconnects),
     }
 
 
@@ -512,7 +420,7 @@ def _worst(codes: list[str]) -> str:
     return min(codes, key=lambda c: _SEVERITY.get(c, 0)) if codes else DOWN
 
 
-def topology(server, base: dict | None = None) -> dict[str, Any]:
+def topology(v: OperatorView, base: dict | None = None) -> dict[str, Any]:
     """Nodes and edges for the graph: the lab's drawing (if any) plus what is live.
 
     ``base`` is the optional topology file (switches, VMs, hosts and links
@@ -526,8 +434,8 @@ def topology(server, base: dict | None = None) -> dict[str, Any]:
         nodes[n["id"]] = {**n}
     edges: list[dict[str, Any]] = [{**e} for e in base.get("edges", [])]
 
-    sw_list = switches(server, base)
-    vm_list = vms(server, base)
+    sw_list = switches(v, base)
+    vm_list = vms(v, base)
     registered_ports: set[tuple[str, int]] = set()
     for s in sw_list:
         for p in s["ports"]:
@@ -623,18 +531,19 @@ def topology(server, base: dict | None = None) -> dict[str, Any]:
 LIVE_ROUTES = 1000
 
 
-def snapshot(server, base: dict | None = None, events_limit: int = 50) -> dict[str, Any]:
+def snapshot(server: RFServer, base: dict | None = None, events_limit: int = 50) -> dict[str, Any]:
     """Everything the live page shows, in one document (sent on every change)."""
+    v = operator_view(server)
     flow_rows = []
-    for sw in flows(server):
+    for sw in flows(v):
         for f in sw["flows"]:
             flow_rows.append({"dp_id": sw["dp_id"], **f})
     return {
-        "summary": summary(server, base),
-        "topology": topology(server, base),
-        "associations": associations(server),
+        "summary": summary(v, base),
+        "topology": topology(v, base),
+        "associations": associations(v),
         "routes": routes(server, limit=LIVE_ROUTES)[0],
         "flows": flow_rows,
-        "controllers": controllers(server),
-        "events": events(server, events_limit),
+        "controllers": controllers(v),
+        "events": events(v, events_limit),
     }

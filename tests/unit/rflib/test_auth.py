@@ -44,3 +44,31 @@ def test_secret_files(tmp_path):
         auth.load_secret(str(short))
     with pytest.raises(auth.AuthError, match="cannot read"):
         auth.load_secret(str(tmp_path / "missing"))
+
+
+def test_client_handshake_answers_the_challenge_for_the_identity_of_its_hello():
+    from routeflow.rflib.protocol import AuthChallenge, AuthResponse
+
+    hello = ControllerRegister(ct_id=2)
+    hs = auth.ClientHandshake(hello, SECRET)
+    assert hs.start() == [hello] and not hs.done
+    nonce = auth.new_nonce()
+    [reply] = hs.receive(AuthChallenge(nonce=nonce))
+    assert isinstance(reply, AuthResponse) and hs.done
+    assert auth.check(SECRET, nonce, "ct:2", reply.mac)
+    with pytest.raises(auth.AuthError):
+        hs.receive(AuthChallenge(nonce=nonce))  # one challenge per session
+
+
+def test_client_handshake_refuses_anything_but_a_challenge():
+    hs = auth.ClientHandshake(ClientHello(vm_id=5), SECRET)
+    hs.start()
+    with pytest.raises(ConnectionError, match="challenge"):
+        hs.receive(PortRegister(vm_id=5, vm_port=1, hwaddress="02:00:00:00:00:01"))
+    assert not hs.done
+
+
+def test_client_handshake_without_a_secret_is_the_hello():
+    hello = ClientHello(vm_id=5)
+    hs = auth.ClientHandshake(hello, None)
+    assert hs.start() == [hello] and hs.done

@@ -732,3 +732,23 @@ def test_invariants_hold_after_every_event_even_for_nonsense_input(data):
     resumed, actions = AssociationTable.resume(other, world.table.entries())
     assert actions == world.table.handle(ConfigReplaced(other))
     assert resumed.entries() == world.table.entries()
+
+
+def test_unmapped_again_asks_connected_clients_for_ports_still_unmapped():
+    t = AssociationTable(
+        [
+            ConfigEntry(vm_id=5, vm_port=1, ct_id=1, dp_id=5, dp_port=1),
+            ConfigEntry(vm_id=6, vm_port=1, ct_id=1, dp_id=6, dp_port=1),
+        ]
+    )
+    for vm in (5, 6):
+        t.handle(PortRegister(vm_id=vm, vm_port=1, hwaddress=f"02:00:00:00:00:0{vm}"))
+        t.handle(DatapathPortRegister(ct_id=1, dp_id=vm, dp_port=1))
+    waiting, again = t.unmapped_again(set(), connected={5, 6})
+    assert waiting == {(5, 1), (6, 1)} and again == []  # just unmapped: not yet
+    waiting, again = t.unmapped_again(waiting, connected={5})
+    send = PortOperation.SEND_MAPPING_PACKET
+    assert again == [PortConfig(vm_id=5, vm_port=1, operation_id=send)]  # 6 is not connected
+    t.handle(VirtualPlaneMap(vm_id=5, vm_port=1, vs_id=9, vs_port=1))
+    waiting, again = t.unmapped_again(waiting, connected={5, 6})
+    assert waiting == {(6, 1)} and [m.vm_id for m in again] == [6]
