@@ -167,7 +167,7 @@ def to_yaml(
     lines.append("switches:")
     for i, s in enumerate(imp.switches):
         lines.append(f'  - {{name: "{s}", dpid: {i + 1:#x}}}')
-    lines.append("links:")
+    lines.append("links:" if imp.links else "links: []")
     for a, b in imp.links:
         lines.append(f'  - ["{a}", "{b}"]')
     if hosts:
