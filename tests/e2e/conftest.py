@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 
 import pytest
 
 from routeflow.lab.model import load_lab, plan
+from routeflow.lab.procs import Tracked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LABS = os.path.join(ROOT, "labs")
@@ -16,6 +18,18 @@ LABS = os.path.join(ROOT, "labs")
 
 def lab_plan(name: str):
     return plan(load_lab(os.path.join(LABS, f"{name}.yaml")))
+
+
+def leftovers(manifest: dict) -> list[str]:
+    """What a lab's manifest names that still exists: interfaces with its prefix, processes
+    and namespace-holding node shells (by recorded pid)."""
+    found = []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    if manifest["prefix"] in links:
+        found.append("interfaces named " + manifest["prefix"])
+    pids = list(manifest["processes"].values()) + list(manifest["node_pids"].values())
+    found += [f"pid {pid}" for pid in pids if Tracked("leftover?", pid).alive()]
+    return found
 
 
 def _missing_tools() -> list[str]:

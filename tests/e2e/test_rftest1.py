@@ -10,10 +10,9 @@ import sys
 import time
 
 import pytest
-from conftest import LABS, lab_plan
+from conftest import LABS, lab_plan, leftovers
 
 from routeflow.lab import checks
-from routeflow.lab.procs import Tracked
 from routeflow.lab.runner import LabRun
 from routeflow.lab.scenarios import run_check
 
@@ -63,16 +62,6 @@ def test_ping_works_only_through_routeflow_flows(run_dir):
         run.stop()
 
 
-def _leftovers(manifest: dict) -> list[str]:
-    found = []
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    if manifest["prefix"] in links:
-        found.append("interfaces named " + manifest["prefix"])
-    pids = list(manifest["processes"].values()) + list(manifest["node_pids"].values())
-    found += [f"pid {pid}" for pid in pids if Tracked("leftover?", pid).alive()]
-    return found
-
-
 @pytest.mark.parametrize(
     ("sig", "lab"),
     [(signal.SIGTERM, "rftest2"), (signal.SIGINT, "rftest1")],
@@ -112,7 +101,7 @@ def test_signal_leaves_nothing_behind(run_dir, sig, lab):
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out
         assert "nothing left running" in out
-        assert _leftovers(manifest) == []
+        assert leftovers(manifest) == []
     finally:
         if proc.poll() is None:
             proc.kill()
