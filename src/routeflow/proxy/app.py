@@ -325,39 +325,13 @@ class RFProxy(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
     @_guarded
     def _role_reply(self, ev):
-        msg = ev.msg
-        log.info(
-            "switch %#x: replica %s is %s (generation %d)",
-            msg.datapath.id or 0,
-            self.core.replica,
-            ofmsg.describe_role(msg.datapath.ofproto, msg.role),
-            msg.generation_id,
-        )
+        self._do([ofmsg.role_reply_notice(ev.msg, self.core.replica)])
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @_guarded
     def _error(self, ev):
-        msg = ev.msg
-        dp_id = msg.datapath.id or 0
-        kind, why = ofmsg.describe_error(msg.datapath.ofproto, msg)
-        if kind == "role":
-            log.error(
-                "switch %#x refused role %s (generation %d) of replica %s: %s",
-                dp_id,
-                self.core.role,
-                self.core.generation,
-                self.core.replica,
-                why,
-            )
-        elif kind == "slave":
-            log.warning(
-                "switch %#x refused a write: replica %s is slave there (xid %s)",
-                dp_id,
-                self.core.replica,
-                msg.xid,
-            )
-        else:
-            log.warning("switch %#x rejected a message: %s (xid %s)", dp_id, why, msg.xid)
+        c = self.core
+        self._do([ofmsg.error_notice(ev.msg, c.replica, c.role, c.generation)])
 
     # --- reconciliation -----------------------------------------------------------------
 

@@ -14,20 +14,22 @@ it is installed by the application when it starts, never by an import.
 
 from __future__ import annotations
 
+import logging
 import struct
 
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from routeflow.proxy import openflow as of
-from routeflow.proxy.core import Port
+from routeflow.proxy.core import Notice, Port
 from routeflow.rflib import protocol as p
 
 __all__ = [
+    "LazyFlowStatsReply",
     "actions",
     "barrier_request",
     "delete_strict",
-    "describe_error",
-    "describe_role",
+    "delete_strict_raw",
+    "error_notice",
     "flow_mod",
     "flow_stat",
     "format_group",
@@ -39,6 +41,7 @@ __all__ = [
     "parse_flow_stats_entry",
     "port_desc",
     "port_reason",
+    "role_reply_notice",
     "role_request",
     "serialize",
     "switch_state_requests",
@@ -255,27 +258,48 @@ def port_reason(ofp, reason: int) -> str:
     return {ofp.OFPPR_ADD: "add", ofp.OFPPR_DELETE: "delete"}.get(reason, "modify")
 
 
-def describe_role(ofp, role: int) -> str:
-    return {
+def role_reply_notice(msg, replica: str) -> Notice:
+    """The log line of an OFPT_ROLE_REPLY."""
+    ofp = msg.datapath.ofproto
+    role = {
         ofp.OFPCR_ROLE_MASTER: "master",
         ofp.OFPCR_ROLE_SLAVE: "slave",
         ofp.OFPCR_ROLE_EQUAL: "equal",
         ofp.OFPCR_ROLE_NOCHANGE: "nochange",
-    }.get(role, str(role))
+    }.get(msg.role, str(msg.role))
+    return Notice(
+        logging.INFO,
+        "switch %#x: replica %s is %s (generation %d)",
+        (msg.datapath.id or 0, replica, role, msg.generation_id),
+    )
 
 
-def describe_error(ofp, msg) -> tuple[str, str]:
-    """(kind, text) of an OFPT_ERROR: kind "role" (a refused role request),
-    "slave" (a write refused because this replica is slave) or "other"."""
+def error_notice(msg, replica: str, role: str, generation: int) -> Notice:
+    """The log line of an OFPT_ERROR, for a replica holding ``role`` and ``generation``."""
+    ofp = msg.datapath.ofproto
+    dp_id = msg.datapath.id or 0
     if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
-        return "role", {
+        why = {
             ofp.OFPRRFC_STALE: "stale generation (a newer master exists)",
             ofp.OFPRRFC_UNSUP: "roles not supported",
             ofp.OFPRRFC_BAD_ROLE: "bad role",
         }.get(msg.code, f"code {msg.code}")
+        return Notice(
+            logging.ERROR,
+            "switch %#x refused role %s (generation %d) of replica %s: %s",
+            (dp_id, role, generation, replica, why),
+        )
     if msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE:
-        return "slave", ""
-    return "other", f"type={msg.type} code={msg.code}"
+        return Notice(
+            logging.WARNING,
+            "switch %#x refused a write: replica %s is slave there (xid %s)",
+            (dp_id, replica, msg.xid),
+        )
+    return Notice(
+        logging.WARNING,
+        "switch %#x rejected a message: type=%d code=%d (xid %s)",
+        (dp_id, msg.type, msg.code, msg.xid),
+    )
 
 
 # --- flow statistics stay raw ---------------------------------------------------------------

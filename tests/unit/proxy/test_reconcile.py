@@ -418,3 +418,29 @@ def test_ipv6_flows_as_open_vswitch_reports_them_are_in_sync():
     d = reconcile.diff_flows(reconcile.desired_flows(v6_punt, fib), actual, of.is_ours)
     assert (d.add, d.delete, d.unchanged) == ([], [], 6)
     assert (1, 1064, "eth_type=34525,ipv6_dst=2001:db8:1::/ffff:ffff:ffff:ffff::") in actual
+
+
+_bucket_actions = st.lists(
+    st.sampled_from(
+        [
+            of.Output(3),
+            of.ToController(),
+            of.DecTtl(),
+            of.SetEthSrc("02:00:00:00:00:01"),
+            of.SetEthDst("06:00:00:00:00:0a"),
+            of.Group(4),
+        ]
+    ),
+    max_size=4,
+).map(tuple)
+
+
+@given(
+    st.integers(0, 2**32 - 2),
+    st.booleans(),
+    st.lists(st.tuples(_bucket_actions, st.integers(0, 65535)), max_size=4).map(tuple),
+)
+def test_group_text_is_the_text_of_the_group_mod_os_ken_builds(gid, select, buckets):
+    """The desired groups' text (pure) is what the switch's would be for the same group."""
+    group = of.GroupSpec(gid, select, buckets)
+    assert reconcile.group_text(group) == ofmsg.format_group(ofmsg.group_mod(DP, group, "add"))
