@@ -106,8 +106,8 @@ class RFProxy(app_manager.OSKenApp):
         self._closing = threading.Event()
         self.link = ServerLink(
             settings.server,
-            self._hello,
-            self._on_server_message,
+            self.server_hello,
+            self.server_message_handler,
             secret=settings.secret,
             ssl_context=settings.ssl_context,
         )
@@ -166,17 +166,15 @@ class RFProxy(app_manager.OSKenApp):
         for a in actions:
             if isinstance(a, core.ToServer):
                 msgs.extend(a.messages)
-                continue
-            dp = self.core.switches.get(a.dp_id)
-            if dp is None:
-                continue
-            if isinstance(a, core.PacketOut):
+            elif (dp := self.core.switches.get(a.dp_id)) is None:
+                continue  # gone since the lock was released
+            elif isinstance(a, core.PacketOut):
                 dp.send_msg(ofmsg.packet_out(dp, a.port, a.frame))
-                continue
-            try:
-                dp.send_msg(dp.ofproto_parser.OFPFlowStatsRequest(dp, table_id=a.table))
-            except Exception:  # a switch leaving mid-request is not our problem
-                log.debug("flow stats request to %#x failed", a.dp_id)
+            elif isinstance(a, core.RequestFlowStats):
+                try:
+                    dp.send_msg(dp.ofproto_parser.OFPFlowStatsRequest(dp, table_id=a.table))
+                except Exception:  # a switch leaving mid-request is not our problem
+                    log.debug("flow stats request to %#x failed", a.dp_id)
         self.link.send_many(msgs)
 
     def _send(self, dp_id: int, build: Callable, *args) -> None:
@@ -219,11 +217,11 @@ class RFProxy(app_manager.OSKenApp):
 
     # --- rfserver session ---------------------------------------------------------------
 
-    def _hello(self) -> list[p.Message]:
+    def server_hello(self) -> list[p.Message]:
         with self._lock:
             return self.core.hello()
 
-    def _on_server_message(self, msg: p.Message) -> None:
+    def server_message_handler(self, msg: p.Message) -> None:
         if isinstance(msg, p.FibMod):
             self._fib(msg)  # takes the lock per chunk; may wait for the switch without it
             return
@@ -284,7 +282,7 @@ class RFProxy(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     @_guarded
-    def _switch_features(self, ev):
+    def switch_features_handler(self, ev):
         dp = ev.msg.datapath
         # os-ken 4 runs each application's event loop on its own thread: its
         # own features handler (which sets dp.id) may not have run yet.
@@ -295,14 +293,14 @@ class RFProxy(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     @_guarded
-    def _port_desc(self, ev):
+    def port_desc_handler(self, ev):
         dp = ev.msg.datapath
         ports = [ofmsg.port_desc(dp.ofproto, port) for port in ev.msg.body]
         self._handle(self.core.ports_described, dp.id, ports)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     @_guarded
-    def _port_status(self, ev):
+    def port_status_handler(self, ev):
         msg = ev.msg
         ofp = msg.datapath.ofproto
         reason = ofmsg.port_reason(ofp, msg.reason)
@@ -310,26 +308,26 @@ class RFProxy(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     @_guarded
-    def _state_change(self, ev):
+    def state_change_handler(self, ev):
         dp = ev.datapath
         if ev.state == DEAD_DISPATCHER and dp.id is not None:
             self._handle(self.core.switch_left, dp.id, dp)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @_guarded
-    def _barrier_reply(self, ev):
+    def barrier_reply_handler(self, ev):
         pipe = self._pipes.get(ev.msg.datapath.id)
         if pipe is not None:
             pipe.barrier_reply(ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
     @_guarded
-    def _role_reply(self, ev):
+    def role_reply_handler(self, ev):
         self._do([ofmsg.role_reply_notice(ev.msg, self.core.replica)])
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @_guarded
-    def _error(self, ev):
+    def error_handler(self, ev):
         c = self.core
         self._do([ofmsg.error_notice(ev.msg, c.replica, c.role, c.generation)])
 
@@ -337,7 +335,7 @@ class RFProxy(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
     @_guarded
-    def _group_desc(self, ev):
+    def group_desc_handler(self, ev):
         msg = ev.msg
         dp = msg.datapath
         groups = {g.group_id: ofmsg.format_group(g) for g in msg.body}
@@ -398,7 +396,7 @@ class RFProxy(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     @_guarded
-    def _flow_stats(self, ev):
+    def flow_stats_handler(self, ev):
         msg = ev.msg
         dp = msg.datapath
         more = msg.flags & dp.ofproto.OFPMPF_REPLY_MORE
@@ -428,7 +426,7 @@ class RFProxy(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @_guarded
-    def _packet_in(self, ev):
+    def packet_in_handler(self, ev):
         msg = ev.msg
         try:
             in_port = msg.match["in_port"]

@@ -4,7 +4,8 @@ rfproxy's decisions are made on openflow.py's FlowSpec/GroupSpec and the
 core's actions; this module is where they become os-ken message objects, and
 where os-ken's objects (flow statistics, group descriptions, ports, errors)
 become the plain values and normalised texts the rest of the proxy compares.
-It is the analogue of faucet's valve_of.py: builders and formatters, no state.
+It is the analogue of faucet's valve_of.py: builders and formatters, no state
+(the log lines of role replies and errors included, as core.Notice).
 
 One more thing lives here because it is os-ken plumbing: a replacement for
 os-ken's multipart-reply parser that leaves flow statistics raw

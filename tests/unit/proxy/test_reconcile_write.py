@@ -312,8 +312,8 @@ def make_proxy(dp: FakeDatapath, window: int = 256, depth: int = 2) -> app.RFPro
     """A master RFProxy, not started (no os-ken controller, no rfserver link)."""
     settings = app.ProxySettings(stats_interval=0, pipe_window=window, pipe_depth=depth)
     proxy = app.RFProxy(settings=settings)
-    dp.on_barrier = lambda xid: proxy._barrier_reply(event(datapath=dp, xid=xid))
-    proxy._on_server_message(p.ControllerRole(ct_id=1, role=p.MASTER, generation=1))
+    dp.on_barrier = lambda xid: proxy.barrier_reply_handler(event(datapath=dp, xid=xid))
+    proxy.server_message_handler(p.ControllerRole(ct_id=1, role=p.MASTER, generation=1))
     return proxy
 
 
@@ -335,7 +335,7 @@ def routes(n: int, gid: int, v6_every: int = 3) -> list[FibEntry]:
 
 def resync(proxy, dp: FakeDatapath, fib: list[FibEntry], groups: list[p.NextHopMod]) -> None:
     """rfserver sends its full state: router port 1, ``groups`` and ``fib`` on ``dp``."""
-    tell = proxy._on_server_message
+    tell = proxy.server_message_handler
     tell(p.Resync(phase="begin"))
     tell(
         p.DataPlaneMap(
@@ -351,7 +351,7 @@ def resync(proxy, dp: FakeDatapath, fib: list[FibEntry], groups: list[p.NextHopM
 def load(proxy, dp: FakeDatapath, fib: list[FibEntry], groups: list[p.NextHopMod]) -> None:
     """The full state, then the switch connects: rfproxy asks for its flows and groups."""
     resync(proxy, dp, fib, groups)
-    proxy._switch_features(event(datapath=dp, datapath_id=dp.id))
+    proxy.switch_features_handler(event(datapath=dp, datapath_id=dp.id))
     assert dp.log == [("stats",)] and dp.flows == {}
     dp.log.clear()
 
@@ -371,8 +371,8 @@ def reconcile_from(proxy, dp: FakeDatapath, body: bytes, switch_groups: list) ->
         group_desc += struct.pack("!HBxI", len(buf) - 8, gm.type, gm.group_id) + buf[16:]
     flows = _reply(dp, OFP.OFPMP_FLOW, dp.requests[OFP.OFPMP_FLOW][-1], body)
     groups = _reply(dp, OFP.OFPMP_GROUP_DESC, dp.requests[OFP.OFPMP_GROUP_DESC][-1], group_desc)
-    proxy._flow_stats(SimpleNamespace(msg=flows))
-    proxy._group_desc(SimpleNamespace(msg=groups))
+    proxy.flow_stats_handler(SimpleNamespace(msg=flows))
+    proxy.group_desc_handler(SimpleNamespace(msg=groups))
 
 
 def wait_done(proxy, timeout: float = 20.0) -> None:
@@ -453,7 +453,7 @@ def test_a_fibmod_waits_for_the_stream_and_is_not_overtaken():
     wait_held(dp)
     gone = fib[5]
     withdraw = p.FibMod(mod=p.Mod.DELETE, ct_id=1, dp_id=dp.id, entries=[gone])
-    fibmod = threading.Thread(target=proxy._on_server_message, args=(withdraw,))
+    fibmod = threading.Thread(target=proxy.server_message_handler, args=(withdraw,))
     fibmod.start()
     time.sleep(0.2)
     # Held back: neither the state nor the switch has seen it yet.
@@ -510,7 +510,7 @@ def test_a_nexthopmod_for_a_stale_group_waits_until_the_group_is_deleted():
     dp.hold = True
     reconcile_from(proxy, dp, b"", [stale_group])
     wait_held(dp)
-    readd = threading.Thread(target=proxy._on_server_message, args=(nexthop(9, 3),))
+    readd = threading.Thread(target=proxy.server_message_handler, args=(nexthop(9, 3),))
     readd.start()
     time.sleep(0.2)
     assert readd.is_alive() and 9 not in proxy.core.state[dp.id].groups  # held back
