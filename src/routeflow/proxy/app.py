@@ -43,6 +43,7 @@ from os_ken.controller.handler import (
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
+from routeflow.proxy import actions as act
 from routeflow.proxy import core, fibwriter, ofmsg, reconcile
 from routeflow.proxy import openflow as of
 from routeflow.proxy.flowpipe import DEFAULT_DEPTH, DEFAULT_WINDOW, FlowPipe
@@ -68,7 +69,7 @@ class ProxySettings:
 
 
 #: Carried out after the lock is released: they may wait on a socket.
-_LATER = (core.ToServer, core.PacketOut, core.RequestFlowStats)
+_LATER = (act.ToServer, act.PacketOut, act.RequestFlowStats)
 
 
 def _guarded(handler):
@@ -112,18 +113,18 @@ class RFProxy(app_manager.OSKenApp):
             ssl_context=settings.ssl_context,
         )
         self._now: dict[type, Callable] = {
-            core.SendRole: self._send_role,
-            core.WriteFlows: self._write_flows,
-            core.WriteGroup: lambda a: self._send(a.dp_id, ofmsg.group_mod, a.group, a.command),
-            core.DeleteFlow: lambda a: self._send(
+            act.SendRole: self._send_role,
+            act.WriteFlows: self._write_flows,
+            act.WriteGroup: lambda a: self._send(a.dp_id, ofmsg.group_mod, a.group, a.command),
+            act.DeleteFlow: lambda a: self._send(
                 a.dp_id, ofmsg.delete_strict_raw, a.table, a.priority, a.match
             ),
-            core.Barrier: lambda a: self._send(a.dp_id, ofmsg.barrier_request),
-            core.OpenPipe: self._open_pipe,
-            core.ClosePipe: self._close_pipe,
-            core.ReadSwitch: self._read_switch,
-            core.StartStream: self._start_stream,
-            core.Notice: lambda a: log.log(a.level, a.text, *a.args),
+            act.Barrier: lambda a: self._send(a.dp_id, ofmsg.barrier_request),
+            act.OpenPipe: self._open_pipe,
+            act.ClosePipe: self._close_pipe,
+            act.ReadSwitch: self._read_switch,
+            act.StartStream: self._start_stream,
+            act.Notice: lambda a: log.log(a.level, a.text, *a.args),
         }
 
     def start(self):
@@ -145,13 +146,13 @@ class RFProxy(app_manager.OSKenApp):
 
     # --- carrying out the core's actions ------------------------------------------------
 
-    def _handle(self, call: Callable[..., list[core.Action]], *args) -> None:
+    def _handle(self, call: Callable[..., list[act.Action]], *args) -> None:
         """Call the core under the lock; carry out what it returns."""
         with self._lock:
             later = self._do(call(*args))
         self._after(later)
 
-    def _do(self, actions: list[core.Action]) -> list[core.Action]:
+    def _do(self, actions: list[act.Action]) -> list[act.Action]:
         """Carry out the actions that may run under the lock; return the others."""
         later = []
         for a in actions:
@@ -161,16 +162,16 @@ class RFProxy(app_manager.OSKenApp):
                 self._now[type(a)](a)
         return later
 
-    def _after(self, actions: list[core.Action]) -> None:
+    def _after(self, actions: list[act.Action]) -> None:
         msgs: list[p.Message] = []
         for a in actions:
-            if isinstance(a, core.ToServer):
+            if isinstance(a, act.ToServer):
                 msgs.extend(a.messages)
             elif (dp := self.core.switches.get(a.dp_id)) is None:
                 continue  # gone since the lock was released
-            elif isinstance(a, core.PacketOut):
+            elif isinstance(a, act.PacketOut):
                 dp.send_msg(ofmsg.packet_out(dp, a.port, a.frame))
-            elif isinstance(a, core.RequestFlowStats):
+            elif isinstance(a, act.RequestFlowStats):
                 try:
                     dp.send_msg(dp.ofproto_parser.OFPFlowStatsRequest(dp, table_id=a.table))
                 except Exception:  # a switch leaving mid-request is not our problem
@@ -181,19 +182,19 @@ class RFProxy(app_manager.OSKenApp):
         dp = self.core.switches[dp_id]
         dp.send_msg(build(dp, *args))
 
-    def _send_role(self, a: core.SendRole) -> None:
+    def _send_role(self, a: act.SendRole) -> None:
         """OFPT_ROLE_REQUEST with this replica's role; OVS demotes the previous master."""
         try:
             self._send(a.dp_id, ofmsg.role_request, a.master, a.generation)
         except Exception:  # a switch leaving mid-request is handled by its DEAD event
             log.warning("role request to switch %#x failed", a.dp_id)
 
-    def _write_flows(self, a: core.WriteFlows) -> None:
+    def _write_flows(self, a: act.WriteFlows) -> None:
         dp = self.core.switches[a.dp_id]
         for flow in a.flows:
             dp.send_msg(ofmsg.flow_mod(dp, flow, a.delete))
 
-    def _open_pipe(self, a: core.OpenPipe) -> None:
+    def _open_pipe(self, a: act.OpenPipe) -> None:
         self._close_pipe(a)
         dp = self.core.switches[a.dp_id]
         self._pipes[a.dp_id] = FlowPipe(
@@ -203,12 +204,12 @@ class RFProxy(app_manager.OSKenApp):
             name=f"switch {a.dp_id:#x}",
         )
 
-    def _close_pipe(self, a: core.OpenPipe | core.ClosePipe) -> None:
+    def _close_pipe(self, a: act.OpenPipe | act.ClosePipe) -> None:
         pipe = self._pipes.pop(a.dp_id, None)
         if pipe is not None:
             pipe.close()
 
-    def _read_switch(self, a: core.ReadSwitch) -> None:
+    def _read_switch(self, a: act.ReadSwitch) -> None:
         dp = self.core.switches[a.dp_id]
         flows, groups = ofmsg.switch_state_requests(dp)
         self.core.read_started(a.dp_id, flows.xid, groups.xid)
@@ -342,7 +343,7 @@ class RFProxy(app_manager.OSKenApp):
         more = bool(msg.flags & dp.ofproto.OFPMPF_REPLY_MORE)
         self._handle(self.core.group_reply, dp.id, msg.xid, groups, more)
 
-    def _start_stream(self, a: core.StartStream) -> None:
+    def _start_stream(self, a: act.StartStream) -> None:
         threading.Thread(
             target=self._reconcile_worker,
             args=(a.stream, a.read, self._pipes.get(a.stream.dp_id)),
@@ -350,7 +351,7 @@ class RFProxy(app_manager.OSKenApp):
             daemon=True,  # a stopping rfproxy does not wait for a switch
         ).start()
 
-    def _reconcile_worker(self, stream: core.Stream, read: core.SwitchRead, pipe) -> None:
+    def _reconcile_worker(self, stream: act.Stream, read: act.SwitchRead, pipe) -> None:
         """Write the core's plan for the switch: the os-ken part, the raw part, stale groups.
 
         Holding the pipe's producer lock from the diff until the last write

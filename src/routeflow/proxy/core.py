@@ -4,8 +4,8 @@ Rule 1: everything that decides what rfproxy writes to a switch, or tells
 rfserver, lives here. Rule 2: this module knows no os-ken, no sockets, no
 threads and no clock. The shell (app.py) decodes OpenFlow and rfserver
 messages into calls of ``ProxyCore``, holds its lock around each call and
-carries out the returned actions; ofmsg.py builds the OpenFlow messages.
-Switch connections are opaque handles to the core (``conn``), compared by
+carries out the returned actions (actions.py); ofmsg.py builds the OpenFlow
+messages. Switch connections are opaque handles to the core (``conn``), compared by
 identity only.
 
 Theory of operation:
@@ -51,33 +51,35 @@ from dataclasses import dataclass, field
 
 from routeflow.proxy import openflow as of
 from routeflow.proxy import reconcile
+from routeflow.proxy.actions import (
+    Action,
+    Barrier,
+    ClosePipe,
+    DeleteFlow,
+    Notice,
+    OpenPipe,
+    PacketOut,
+    Port,
+    ReadSwitch,
+    ReconcileCounts,
+    ReconcilePlan,
+    RequestFlowStats,
+    SendRole,
+    StartStream,
+    Stream,
+    SwitchRead,
+    ToServer,
+    WriteFlows,
+    WriteGroup,
+    debug,
+    error,
+    info,
+    warning,
+)
 from routeflow.proxy.relay import Drop, Mapped, RelayTable, SendTo
 from routeflow.rflib import protocol as p
 
-__all__ = [
-    "STATS_FIB_LIMIT",
-    "Action",
-    "Barrier",
-    "ClosePipe",
-    "DatapathState",
-    "DeleteFlow",
-    "Notice",
-    "OpenPipe",
-    "PacketOut",
-    "Port",
-    "ProxyCore",
-    "ReadSwitch",
-    "ReconcileCounts",
-    "ReconcilePlan",
-    "RequestFlowStats",
-    "SendRole",
-    "StartStream",
-    "Stream",
-    "SwitchRead",
-    "ToServer",
-    "WriteFlows",
-    "WriteGroup",
-]
+__all__ = ["OFPP_MAX", "STATS_FIB_LIMIT", "DatapathState", "ProxyCore"]
 
 #: Above this many FIB entries on a switch, flow statistics cover table 0 only.
 STATS_FIB_LIMIT = 10_000
@@ -86,17 +88,7 @@ OFPP_MAX = 0xFFFFFF00
 _ALL_TABLES = 0xFF
 
 
-# --- values in --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Port:
-    """A switch port as its switch describes it."""
-
-    port_no: int
-    hw_addr: str
-    name: str
-    up: bool
+# --- state ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -108,228 +100,6 @@ class DatapathState:
     groups: dict[int, p.NextHopMod] = field(default_factory=dict)
     fib: dict[str, p.FibEntry] = field(default_factory=dict)
     link_up: dict[int, bool] = field(default_factory=dict)  # dp_port -> link state
-
-
-@dataclass(eq=False)
-class SwitchRead:
-    """A reconciliation reading the switch: its flows and groups, as the replies come in."""
-
-    conn: object
-    flow_xid: int
-    group_xid: int
-    #: The switch's flows, folded in by the shell reply part by reply part.
-    actual: reconcile.ActualFlows = field(default_factory=dict)
-    #: Group id -> normalised text (reconcile.group_text's form).
-    groups: dict[int, str] = field(default_factory=dict)
-    flows_done: bool = False
-    groups_done: bool = False
-
-
-@dataclass(eq=False)
-class Stream:
-    """A reconciliation writing to one switch (from a thread of the shell)."""
-
-    dp_id: int
-    conn: object
-    cancelled: bool = False
-    #: The connection a reconciliation was asked for while this one ran: started when it ends.
-    again: object = None
-
-
-# --- actions out --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToServer:
-    """Send to rfserver (after the lock: the socket may wait)."""
-
-    messages: tuple[p.Message, ...]
-
-
-@dataclass(frozen=True)
-class PacketOut:
-    """Emit ``frame`` out of ``port`` of switch ``dp_id`` (after the lock)."""
-
-    dp_id: int
-    port: int
-    frame: bytes
-
-
-@dataclass(frozen=True)
-class RequestFlowStats:
-    """Ask the switch for the flows of ``table`` (0xFF: all), after the lock."""
-
-    dp_id: int
-    table: int
-
-
-@dataclass(frozen=True)
-class SendRole:
-    dp_id: int
-    master: bool
-    generation: int
-
-
-@dataclass(frozen=True)
-class WriteFlows:
-    dp_id: int
-    flows: tuple[of.FlowSpec, ...]
-    delete: bool = False
-
-
-@dataclass(frozen=True)
-class WriteGroup:
-    dp_id: int
-    group: of.GroupSpec
-    command: str  # "add", "modify" or "delete"
-
-
-@dataclass(frozen=True)
-class DeleteFlow:
-    """DELETE_STRICT of a flow the switch reported, with the ofp_match it reported."""
-
-    dp_id: int
-    table: int
-    priority: int
-    match: bytes
-
-
-@dataclass(frozen=True)
-class Barrier:
-    dp_id: int
-
-
-@dataclass(frozen=True)
-class OpenPipe:
-    """A new FlowPipe for the switch's connection (closing the previous one)."""
-
-    dp_id: int
-
-
-@dataclass(frozen=True)
-class ClosePipe:
-    dp_id: int
-
-
-@dataclass(frozen=True)
-class ReadSwitch:
-    """Request the switch's flows and groups; tell the core the xids (``read_started``)."""
-
-    dp_id: int
-
-
-@dataclass(frozen=True)
-class StartStream:
-    """Plan and write a reconciliation from a thread of its own (see app.py)."""
-
-    stream: Stream
-    read: SwitchRead
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A log line: ``text % args`` at ``level`` (logging's levels)."""
-
-    level: int
-    text: str
-    args: tuple = ()
-
-
-def _info(text: str, *args: object) -> Notice:
-    return Notice(logging.INFO, text, args)
-
-
-def _warning(text: str, *args: object) -> Notice:
-    return Notice(logging.WARNING, text, args)
-
-
-def _error(text: str, *args: object) -> Notice:
-    return Notice(logging.ERROR, text, args)
-
-
-def _debug(text: str, *args: object) -> Notice:
-    return Notice(logging.DEBUG, text, args)
-
-
-Action = (
-    ToServer
-    | PacketOut
-    | RequestFlowStats
-    | SendRole
-    | WriteFlows
-    | WriteGroup
-    | DeleteFlow
-    | Barrier
-    | OpenPipe
-    | ClosePipe
-    | ReadSwitch
-    | StartStream
-    | Notice
-)
-
-
-# --- reconciliation plan ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReconcileCounts:
-    flows_add: int
-    flows_delete: int
-    flows_unchanged: int
-    groups_add: int
-    groups_modify: int
-    groups_delete: int
-    groups_unchanged: int
-
-
-@dataclass
-class ReconcilePlan:
-    """What a reconciliation writes, in order.
-
-    ``first`` (under the lock, through os-ken): groups added and modified
-    (flows may point at them), then the classifier's flows and the FIB
-    flows of unusual shape. Then ``flows``' raw part (route adds and stale
-    FIB flows, streamed through the pipe). Last the stale groups that are
-    still not desired then (``finish``): nothing points at them any more.
-    """
-
-    dp_id: int
-    first: list[Action]
-    flows: reconcile.FlowPlan
-    stale_groups: list[int]
-    counts: ReconcileCounts
-
-    def notices(self) -> list[Notice]:
-        """The log lines of a reconciliation that completed."""
-        c = self.counts
-        out = [
-            _info(
-                "reconciled switch %#x: flows +%d -%d =%d, groups +%d ~%d -%d =%d",
-                self.dp_id,
-                c.flows_add,
-                c.flows_delete,
-                c.flows_unchanged,
-                c.groups_add,
-                c.groups_modify,
-                c.groups_delete,
-                c.groups_unchanged,
-            )
-        ]
-        plan = self.flows
-        added = [reconcile.spec_flow(s)[0] for s in plan.add_now[:5]]
-        added += [reconcile.spec_flow(of.fib_flows(e)[0])[0] for e in plan.add_routes[:5]]
-        deleted = [key for key, _m in plan.delete_now[:5]] + [
-            key for key, _m in plan.delete_fib[:5]
-        ]
-        for what, keys, total in (
-            ("re-added", added, c.flows_add),
-            ("deleted", deleted, c.flows_delete),
-        ):
-            if total:
-                text = "; ".join(f"table={t},priority={pr},{m}" for t, pr, m in keys[:5])
-                more = f" and {total - 5} more" if total > 5 else ""
-                out.append(_info("switch %#x: flows %s: %s%s", self.dp_id, what, text, more))
-        return out
 
 
 # --- the core -----------------------------------------------------------------------------
@@ -361,9 +131,9 @@ class ProxyCore:
             p.ControllerRole: self._role,
             p.NextHopMod: self._nexthop,
             p.AuthChallenge: lambda _m: [
-                _error("rfserver requires authentication: start rfproxy with --secret-file")
+                error("rfserver requires authentication: start rfproxy with --secret-file")
             ],
-            p.Error: lambda m: [_error("rfserver says %s: %s", m.code, m.detail)],
+            p.Error: lambda m: [error("rfserver says %s: %s", m.code, m.detail)],
         }
 
     @property
@@ -396,7 +166,7 @@ class ProxyCore:
         """Any message from rfserver except a FibMod (see ``fib``)."""
         handler = self._server.get(type(msg))
         if handler is None:
-            return [_debug("ignoring %s from rfserver", type(msg).__name__)]
+            return [debug("ignoring %s from rfserver", type(msg).__name__)]
         return handler(msg)
 
     def _map(self, msg: p.DataPlaneMap) -> list[Action]:
@@ -404,7 +174,7 @@ class ProxyCore:
         self._st(msg.dp_id).router_ports[msg.dp_port] = msg.hwaddress
         return [
             *self._flows(msg.dp_id, of.router_port_flows(msg.dp_port, msg.hwaddress)),
-            _info(
+            info(
                 "router port dp %#x port %d <-> vs port %d (mac %s)",
                 msg.dp_id,
                 msg.dp_port,
@@ -431,7 +201,7 @@ class ProxyCore:
         if msg.phase != "end":
             return []
         if not self.is_master:
-            return [_warning("full state from rfserver while not master (%r): ignored", self.role)]
+            return [warning("full state from rfserver while not master (%r): ignored", self.role)]
         # Relay mappings the full state no longer mentions are stale.
         for dp_id, dp_port, _vs, _vp in self.relay.mappings():
             st = self.state.get(dp_id)
@@ -439,7 +209,7 @@ class ProxyCore:
                 self.relay.unmap(dp_id, dp_port)
         self.synced = True
         out: list[Action] = [
-            _info("in sync with rfserver; reconciling %d switches", len(self.switches))
+            info("in sync with rfserver; reconciling %d switches", len(self.switches))
         ]
         for dp_id in self._physical():
             out += self._reconcile(dp_id)
@@ -449,7 +219,7 @@ class ProxyCore:
         """rfserver made this replica master or slave: tell the switches, then act on it."""
         if msg.ct_id != self.ct_id:
             return [
-                _error(
+                error(
                     "rfserver sent a role for controller %d; this is controller %d: ignored",
                     msg.ct_id,
                     self.ct_id,
@@ -501,10 +271,10 @@ class ProxyCore:
         self.switches[dp_id] = conn
         if dp_id == self.vs_dpid:
             return [
-                _info("virtual switch %#x connected", dp_id),
+                info("virtual switch %#x connected", dp_id),
                 *self._flows(dp_id, of.virtual_switch_flows()),
             ]
-        out: list[Action] = [_info("switch %#x connected", dp_id)]
+        out: list[Action] = [info("switch %#x connected", dp_id)]
         if self.role:
             out.append(SendRole(dp_id, self.is_master, self.generation))  # before anything else
         out.append(OpenPipe(dp_id))
@@ -518,7 +288,7 @@ class ProxyCore:
             return []  # an older connection of a switch that has reconnected
         del self.switches[dp_id]
         if dp_id == self.vs_dpid:
-            return [_warning("virtual switch %#x left", dp_id)]
+            return [warning("virtual switch %#x left", dp_id)]
         self.relay.unmap_datapath(dp_id)
         self.reads.pop(dp_id, None)
         stream = self.streams.get(dp_id)
@@ -528,7 +298,7 @@ class ProxyCore:
         # re-associates and re-sends, as the association algorithm says.
         self.state.pop(dp_id, None)
         out: list[Action] = [
-            _warning("switch %#x left", dp_id),
+            warning("switch %#x left", dp_id),
             ClosePipe(dp_id),
         ]
         if self.is_master:
@@ -546,7 +316,7 @@ class ProxyCore:
                 continue
             msgs.append(self._register(dp_id, st, port))
             msgs += self._link_state(dp_id, st, port.port_no, port.up, initial=True)
-        out: list[Action] = [_info("switch %#x: %d ports registered", dp_id, len(msgs))]
+        out: list[Action] = [info("switch %#x: %d ports registered", dp_id, len(msgs))]
         if self.is_master:  # a new master reports them all (_role)
             out.append(ToServer(tuple(msgs)))
         return out
@@ -564,7 +334,7 @@ class ProxyCore:
         out: list[Action] = []
         if changed:
             out.append(
-                _info("switch %#x port %d link %s", dp_id, port.port_no, "up" if up else "down")
+                info("switch %#x port %d link %s", dp_id, port.port_no, "up" if up else "down")
             )
         if self.is_master:
             out.append(ToServer(tuple(msgs + changed)))
@@ -582,7 +352,7 @@ class ProxyCore:
             return [PacketOut(decision.dp_id, decision.port, frame)]
         if isinstance(decision, Mapped):
             return [
-                _info(
+                info(
                     "mapping packet: vm %#x port %d is vs port %d",
                     decision.vm_id,
                     decision.vm_port,
@@ -600,7 +370,7 @@ class ProxyCore:
                 ),
             ]
         assert isinstance(decision, Drop)
-        return [_debug("dropped packet-in from %#x port %d: %s", dp_id, in_port, decision.reason)]
+        return [debug("dropped packet-in from %#x port %d: %s", dp_id, in_port, decision.reason)]
 
     # --- statistics -------------------------------------------------------------------
 

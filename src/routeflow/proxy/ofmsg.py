@@ -21,7 +21,7 @@ import struct
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from routeflow.proxy import openflow as of
-from routeflow.proxy.core import Notice, Port
+from routeflow.proxy.actions import Notice, Port
 from routeflow.rflib import protocol as p
 
 __all__ = [

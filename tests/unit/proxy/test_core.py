@@ -6,16 +6,16 @@ identity only); what the core decides is read off the actions it returns.
 
 from __future__ import annotations
 
-from routeflow.proxy import core
+from routeflow.proxy import core, reconcile
 from routeflow.proxy import openflow as of
-from routeflow.proxy.core import (
+from routeflow.proxy.actions import (
     Barrier,
     ClosePipe,
     DeleteFlow,
+    Notice,
     OpenPipe,
     PacketOut,
     Port,
-    ProxyCore,
     ReadSwitch,
     RequestFlowStats,
     SendRole,
@@ -24,6 +24,7 @@ from routeflow.proxy.core import (
     WriteFlows,
     WriteGroup,
 )
+from routeflow.proxy.core import ProxyCore
 from routeflow.rflib import protocol as p
 from routeflow.rflib.mapping import encode_mapping_frame
 from routeflow.rflib.protocol import FibEntry, RouteKind
@@ -144,7 +145,7 @@ def test_a_full_state_received_while_not_master_is_ignored():
     role(c, p.SLAVE)
     end = full_state(c, dp_map())
     assert not c.synced and kinds(end, ReadSwitch) == []
-    assert "not master" in kinds(end, core.Notice)[0].text
+    assert "not master" in kinds(end, Notice)[0].text
 
 
 # --- roles -----------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def test_a_role_for_another_controller_changes_nothing():
     c = synced_master((DP, object()))
     out = c.server_message(p.ControllerRole(ct_id=2, role=p.SLAVE, generation=9))
     assert c.is_master and c.synced and c.generation == 1
-    assert [type(a) for a in out] == [core.Notice]
+    assert [type(a) for a in out] == [Notice]
 
 
 # --- switches and their ports ---------------------------------------------------------------
@@ -197,7 +198,7 @@ def test_connecting_switches():
         WriteFlows(VS, tuple(of.virtual_switch_flows()))
     ]
     # No role yet: none is sent; a pipe is opened; nothing to reconcile.
-    assert [type(a) for a in c.switch_connected(DP, object()) if type(a) is not core.Notice] == [
+    assert [type(a) for a in c.switch_connected(DP, object()) if type(a) is not Notice] == [
         OpenPipe
     ]
     role(c, p.SLAVE)
@@ -326,7 +327,7 @@ def test_the_plan_writes_groups_first_and_deletes_stale_groups_last_unless_desir
     c.server_message(nexthop(7))
     c.server_message(nexthop(8))
     c.fib(DP)["10.0.0.0/8"] = FibEntry(prefix="10.0.0.0/8", kind=RouteKind.UNICAST, nexthop_id=7)
-    want7 = core.reconcile.group_text(of.nexthop_group(c.state[DP].groups[7]))
+    want7 = reconcile.group_text(of.nexthop_group(c.state[DP].groups[7]))
     (start,) = read_all(c, groups={7: want7, 8: "indirect[]", 9: "indirect[]", 10: "x"})
     start.read.actual[(0, 300, "in_port=5")] = ("output:CONTROLLER", of.cookie(2, 5), b"m")
     plan = c.plan(start.stream, start.read)
