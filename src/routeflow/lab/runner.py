@@ -45,7 +45,7 @@ from routeflow.lab import commands, frr
 from routeflow.lab.model import LabPlan, VmPlan
 from routeflow.lab.ovs import OvsError, OvsInstance
 from routeflow.lab.procs import ProcessSet
-from routeflow.proxy.app import DEFAULT_VS_DPID
+from routeflow.proxy.openflow import DEFAULT_VS_DPID
 from routeflow.rflib.auth import write_secret
 from routeflow.server.config import dump_config
 from routeflow.web.topology import write_topology

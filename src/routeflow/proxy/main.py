@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 
+from routeflow.proxy.openflow import DEFAULT_VS_DPID
 from routeflow.rflib import tls
 
 
@@ -24,6 +25,32 @@ def _replica(text: str) -> str:
             f"{text!r}: a replica name is 1-64 characters of [A-Za-z0-9_.-]"
         )
     return text
+
+
+def _run_apps(apps: list[str], **kwargs) -> None:
+    """os-ken's AppManager.run_apps, with ``kwargs`` for the applications.
+
+    os-ken hands its contexts to every application as keyword arguments
+    (its apps accept and ignore the ones they do not know): rfproxy's settings
+    travel the same way, instead of through a module global.
+    """
+    import gc
+
+    from os_ken.base.app_manager import AppManager
+    from os_ken.lib import hub
+
+    mgr = AppManager.get_instance()
+    mgr.load_apps(apps)
+    contexts = mgr.create_contexts()
+    services = mgr.instantiate_apps(**contexts, **kwargs)
+    try:
+        hub.joinall(services)
+    finally:
+        mgr.close()
+        for t in services:
+            t.kill()
+        hub.joinall(services)
+        gc.collect()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,19 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     from routeflow.proxy import app
 
-    app.SETTINGS = app.ProxySettings(
+    settings = app.ProxySettings(
         server=args.server,
         ct_id=args.ct_id,
         replica=args.replica or f"ct{args.ct_id}",
-        vs_dpid=args.vs_dpid if args.vs_dpid is not None else app.DEFAULT_VS_DPID,
+        vs_dpid=args.vs_dpid if args.vs_dpid is not None else DEFAULT_VS_DPID,
         stats_interval=args.stats_interval,
         secret=secret,
         ssl_context=ssl_context,
     )
-    from os_ken.base.app_manager import AppManager
-
     with contextlib.suppress(KeyboardInterrupt):
-        AppManager.run_apps(["routeflow.proxy.app"])
+        _run_apps(["routeflow.proxy.app"], settings=settings)
     return 0
 
 

@@ -14,7 +14,7 @@ The pipeline on every physical switch has two tables:
   per next hop, so a next-hop MAC change is one group-mod.
 
 Specs are plain frozen dataclasses so this module imports no controller
-framework; the os-ken shell turns them into messages (see app.py). The same
+framework; ofmsg.py turns them into os-ken messages. The same
 specs could drive another controller, as the ONOS port of RouteFlow did.
 """
 
@@ -55,6 +55,15 @@ class Kind:
 
 def cookie(kind: int, detail: int = 0) -> int:
     return COOKIE_RF | (kind << COOKIE_KIND_SHIFT) | (detail & ((1 << COOKIE_KIND_SHIFT) - 1))
+
+
+def is_ours(cookie: int) -> bool:
+    """Whether a flow with this cookie was installed by routeflow."""
+    return cookie & 0xFFFF << 48 == COOKIE_RF
+
+
+#: The original RouteFlow virtual switch datapath id: ASCII "rfvsrfvs".
+DEFAULT_VS_DPID = int.from_bytes(b"rfvsrfvs", "big")
 
 
 ETH_TYPE_IPV4 = 0x0800

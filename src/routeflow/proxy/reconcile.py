@@ -82,7 +82,7 @@ def diff_groups(desired: dict[int, str], actual: dict[int, str]) -> GroupDiff:
 
 # --- normalised text, computed directly ---------------------------------------------
 #
-# The text form is the one app._format_match / app._format_instructions give
+# The text form is the one ofmsg.format_match / ofmsg.format_instructions give
 # for os-ken's objects (the "old path", kept for statistics and as the
 # reference of tests/unit/proxy/test_reconcile.py). Building an os-ken
 # OFPFlowMod per desired flow and parsing every flow-stats entry into os-ken
@@ -146,6 +146,19 @@ def actions_text(actions: tuple[of.Action, ...]) -> str:
 
 def spec_flow(spec: of.FlowSpec) -> tuple[FlowKey, str]:
     return (spec.table, spec.priority, match_text(spec.match)), actions_text(spec.actions)
+
+
+def group_text(group: of.GroupSpec) -> str:
+    """A group as ofmsg.format_group writes the switch's: type, then weight and actions per bucket.
+
+    An indirect group's buckets have weight 0 (ofmsg.group_mod sends them so).
+    """
+    kind = "select" if group.select else "indirect"
+    buckets = ";".join(
+        f"w={weight if group.select else 0}:" + actions_text(actions)
+        for actions, weight in group.buckets
+    )
+    return f"{kind}[{buckets}]"
 
 
 #: What a desired flow is built from when it must be (re)added.
@@ -246,7 +259,8 @@ class FlowPlan:
     """
 
     add_now: list[of.FlowSpec] = field(default_factory=list)
-    delete_now: list[FlowKey] = field(default_factory=list)
+    #: Stale classifier (and unusual FIB) flows: (key, the ofp_match the switch reported).
+    delete_now: list[tuple[FlowKey, bytes]] = field(default_factory=list)
     #: Route flows: one ADD each, packed by fastof.
     add_routes: list[FibEntry] = field(default_factory=list)
     #: Stale FIB-table flows: (key, the ofp_match the switch reported).
@@ -271,7 +285,7 @@ def plan_flows(
         if key[0] == fib:
             plan.delete_fib.append((key, actual[key][2]))
         else:
-            plan.delete_now.append(key)
+            plan.delete_now.append((key, actual[key][2]))
     return plan
 
 

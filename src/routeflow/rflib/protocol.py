@@ -84,6 +84,11 @@ class ControllerRegister(Message):
     replica: str = ""
 
 
+#: ControllerRole.role values (and ControllerRegister.ct_role, besides "").
+MASTER = "master"
+SLAVE = "slave"
+
+
 class ControllerRole(Message):
     """rfserver -> rfproxy: the OpenFlow role this replica must hold for ``ct_id``.
 

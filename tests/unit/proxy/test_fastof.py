@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
-from routeflow.proxy import fastof
+from routeflow.proxy import fastof, ofmsg
 from routeflow.proxy import openflow as of
-from routeflow.proxy.app import _flow_mod
 from routeflow.rflib.protocol import FibEntry, RouteKind
 
 
@@ -25,7 +24,7 @@ DP = _Datapath()
 
 def _os_ken(prefix: str, group: int, xid: int, delete: bool) -> bytes:
     (spec,) = of.fib_flows(FibEntry(prefix=prefix, kind=RouteKind.UNICAST, nexthop_id=group))
-    msg = _flow_mod(DP, spec, delete)
+    msg = ofmsg.flow_mod(DP, spec, delete)
     msg.set_xid(xid)
     msg.serialize()
     return bytes(msg.buf)

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
+from routeflow.proxy import ofmsg
 from routeflow.proxy import openflow as of
-from routeflow.proxy.app import _flow_mod, _format_instructions, _format_match
 from routeflow.proxy.fibwriter import fib_chunks
 from routeflow.rflib.protocol import FibEntry, FibMod, Mod, RouteKind
 
@@ -29,7 +29,7 @@ DP = _Datapath()
 
 
 def slow(spec: of.FlowSpec, delete: bool) -> bytes:
-    msg = _flow_mod(DP, spec, delete)
+    msg = ofmsg.flow_mod(DP, spec, delete)
     msg.set_xid(1)
     msg.serialize()
     return bytes(msg.buf)
@@ -43,9 +43,9 @@ def apply(switch: dict, data: bytes) -> int:
         fm = ofproto_v1_3_parser.OFPFlowMod.parser(
             DP, 4, kind, length, xid, data[off : off + length]
         )
-        key = (fm.table_id, fm.priority, _format_match(fm.match))
+        key = (fm.table_id, fm.priority, ofmsg.format_match(fm.match))
         if fm.command == ofproto_v1_3.OFPFC_ADD:
-            switch[key] = _format_instructions(fm.instructions)
+            switch[key] = ofmsg.format_instructions(fm.instructions)
         else:
             assert fm.command == ofproto_v1_3.OFPFC_DELETE_STRICT
             switch.pop(key, None)
@@ -58,9 +58,9 @@ def desired(fib: dict[str, FibEntry]) -> dict:
     out = {}
     for entry in fib.values():
         for spec in of.fib_flows(entry):
-            fm = _flow_mod(DP, spec, False)
-            out[(spec.table, spec.priority, _format_match(fm.match))] = _format_instructions(
-                fm.instructions
+            fm = ofmsg.flow_mod(DP, spec, False)
+            out[(spec.table, spec.priority, ofmsg.format_match(fm.match))] = (
+                ofmsg.format_instructions(fm.instructions)
             )
     return out
 

@@ -2,7 +2,7 @@
 
 Old path, kept here as the reference: an os-ken OFPFlowMod per desired flow
 and os-ken's parse of every flow-stats entry, both formatted by
-app._format_match / app._format_instructions. Fast path: reconcile.desired_flows
+ofmsg.format_match / ofmsg.format_instructions. Fast path: reconcile.desired_flows
 from our own specs and reconcile.read_flow_stats on the raw reply bytes.
 """
 
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from os_ken.controller import ofp_event
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
-from routeflow.proxy import app, reconcile
+from routeflow.proxy import ofmsg, reconcile
 from routeflow.proxy import openflow as of
 from routeflow.rflib.protocol import FibEntry, RouteKind
 
@@ -42,8 +42,8 @@ def old_desired(specs: list[of.FlowSpec], fib: list[FibEntry]) -> dict:
         specs = specs + of.fib_flows(entry)
     out = {}
     for spec in specs:
-        fm = app._flow_mod(DP, spec, False)
-        out[(spec.table, spec.priority, app._format_match(fm.match))] = app._format_instructions(
+        fm = ofmsg.flow_mod(DP, spec, False)
+        out[(spec.table, spec.priority, ofmsg.format_match(fm.match))] = ofmsg.format_instructions(
             fm.instructions
         )
     return out
@@ -54,8 +54,8 @@ def old_actual(body: bytes) -> dict:
     offset = 0
     while offset < len(body):
         f = P.OFPFlowStats.parser(body, offset)
-        key = (f.table_id, f.priority, app._format_match(f.match))
-        out[key] = (app._format_instructions(f.instructions), f.cookie)
+        key = (f.table_id, f.priority, ofmsg.format_match(f.match))
+        out[key] = (ofmsg.format_instructions(f.instructions), f.cookie)
         offset += f.length
     return out
 
@@ -172,30 +172,30 @@ def _raw_and_diff_are_the_old_ones(rports, fib, data, stale_entries, unusual) ->
             )
         elif fate == "foreign":
             spec = of.FlowSpec(spec.table, spec.priority, spec.match, spec.actions, FOREIGN_COOKIE)
-        on_switch.append(app._flow_mod(DP, spec, False))
+        on_switch.append(ofmsg.flow_mod(DP, spec, False))
     for entry in data.draw(st.lists(stale_entries, max_size=5)):  # stale: ours, or someone else's
         for spec in of.fib_flows(entry):
             cookie = data.draw(st.sampled_from([spec.cookie, FOREIGN_COOKIE, 0]))
             spec = of.FlowSpec(
                 spec.table, spec.priority, spec.match, data.draw(other_actions), cookie
             )
-            on_switch.append(app._flow_mod(DP, spec, False))
+            on_switch.append(ofmsg.flow_mod(DP, spec, False))
     on_switch += unusual
     # A switch keeps one flow per key: the last one written.
     body = b"".join(stats_entry(fm) for fm in on_switch)
 
     fast_actual: reconcile.ActualFlows = {}
-    n = reconcile.read_flow_stats(body, 0, len(body), fast_actual, app._parse_flow_stats_entry)
+    n = reconcile.read_flow_stats(body, 0, len(body), fast_actual, ofmsg.parse_flow_stats_entry)
     assert n == len(on_switch)
     old = old_actual(body)
     assert {k: v[:2] for k, v in fast_actual.items()} == old
     for key, (_t, _c, match_bytes) in fast_actual.items():  # the match a delete would carry
-        assert app._format_match(P.OFPMatch.parser(match_bytes, 0)) == key[2]
+        assert ofmsg.format_match(P.OFPMatch.parser(match_bytes, 0)) == key[2]
 
     fast = reconcile.diff_flows(
-        reconcile.desired_flows(base_specs(rports), fib), fast_actual, app._is_ours
+        reconcile.desired_flows(base_specs(rports), fib), fast_actual, of.is_ours
     )
-    slow = reconcile.diff_flows(old_desired(base_specs(rports), fib), old, app._is_ours)
+    slow = reconcile.diff_flows(old_desired(base_specs(rports), fib), old, of.is_ours)
     assert (sorted(fast.add), sorted(fast.delete), fast.unchanged) == (
         sorted(slow.add), sorted(slow.delete), slow.unchanged,
     )  # fmt: skip
@@ -211,7 +211,7 @@ def test_foreign_kept_changed_readded_stale_deleted():
     )
     changed = of.FlowSpec(spec.table, spec.priority, spec.match, (of.Group(8),), spec.cookie)
     on_switch = (*of.base_flows(), changed, stale, foreign)
-    body = b"".join(stats_entry(app._flow_mod(DP, s, False)) for s in on_switch)
+    body = b"".join(stats_entry(ofmsg.flow_mod(DP, s, False)) for s in on_switch)
     actual: reconcile.ActualFlows = {}
 
     def fallback(buf, offset):
@@ -219,7 +219,7 @@ def test_foreign_kept_changed_readded_stale_deleted():
 
     reconcile.read_flow_stats(body, 0, len(body), actual, fallback)
     d = reconcile.diff_flows(
-        reconcile.desired_flows(of.base_flows(), [route, other]), actual, app._is_ours
+        reconcile.desired_flows(of.base_flows(), [route, other]), actual, of.is_ours
     )
     assert sorted(d.add) == sorted(
         [
@@ -243,7 +243,9 @@ def _reply(entries: list[bytes], more: bool) -> bytes:
 
 
 def test_flow_stats_replies_stay_raw_until_body_is_read():
-    flows = [app._flow_mod(DP, s, False) for s in of.router_port_flows(1, "02:00:00:00:00:01")]
+    ofmsg.install_flow_stats_parser()
+    ofmsg.install_flow_stats_parser()  # idempotent: os-ken's parser is still the fallback
+    flows = [ofmsg.flow_mod(DP, s, False) for s in of.router_port_flows(1, "02:00:00:00:00:01")]
     raw = _reply([stats_entry(fm) for fm in flows], more=True)
     msg = ofproto_v1_3_parser.msg_parser(DP, 4, OFP.OFPT_MULTIPART_REPLY, len(raw), 9, raw)
     assert isinstance(msg, P.OFPFlowStatsReply)
@@ -252,10 +254,10 @@ def test_flow_stats_replies_stay_raw_until_body_is_read():
     assert msg.flags == OFP.OFPMPF_REPLY_MORE and msg.type == OFP.OFPMP_FLOW
     actual: reconcile.ActualFlows = {}
     assert reconcile.read_flow_stats(
-        msg.buf, 16, msg.msg_len, actual, app._parse_flow_stats_entry
+        msg.buf, 16, msg.msg_len, actual, ofmsg.parse_flow_stats_entry
     ) == len(flows)
     # The statistics poll still gets os-ken's objects.
-    assert [(f.table_id, f.priority, app._format_match(f.match)) for f in msg.body] == list(actual)
+    assert [(f.table_id, f.priority, ofmsg.format_match(f.match)) for f in msg.body] == list(actual)
     # Other multipart replies are os-ken's as before.
     desc = struct.pack("!BBHIHH4x", 4, OFP.OFPT_MULTIPART_REPLY, 16, 3, OFP.OFPMP_PORT_DESC, 0)
     other = ofproto_v1_3_parser.msg_parser(DP, 4, OFP.OFPT_MULTIPART_REPLY, 16, 3, desc)
@@ -280,7 +282,7 @@ def test_default_route_is_in_sync_with_what_the_switch_reports():
     body = stats_entry(as_stored)
     actual: reconcile.ActualFlows = {}
     reconcile.read_flow_stats(body, 0, len(body), actual, old_actual_fallback)
-    d = reconcile.diff_flows(reconcile.desired_flows([], [default]), actual, app._is_ours)
+    d = reconcile.diff_flows(reconcile.desired_flows([], [default]), actual, of.is_ours)
     assert (d.add, d.delete, d.unchanged) == ([], [], 1)
 
 
@@ -413,6 +415,32 @@ def test_ipv6_flows_as_open_vswitch_reports_them_are_in_sync():
 
     assert reconcile.read_flow_stats(OVS_REPLY, 16, len(OVS_REPLY), actual, fallback) == 6
     assert {k: v[:2] for k, v in actual.items()} == old_actual(OVS_REPLY[16:])
-    d = reconcile.diff_flows(reconcile.desired_flows(v6_punt, fib), actual, app._is_ours)
+    d = reconcile.diff_flows(reconcile.desired_flows(v6_punt, fib), actual, of.is_ours)
     assert (d.add, d.delete, d.unchanged) == ([], [], 6)
     assert (1, 1064, "eth_type=34525,ipv6_dst=2001:db8:1::/ffff:ffff:ffff:ffff::") in actual
+
+
+_bucket_actions = st.lists(
+    st.sampled_from(
+        [
+            of.Output(3),
+            of.ToController(),
+            of.DecTtl(),
+            of.SetEthSrc("02:00:00:00:00:01"),
+            of.SetEthDst("06:00:00:00:00:0a"),
+            of.Group(4),
+        ]
+    ),
+    max_size=4,
+).map(tuple)
+
+
+@given(
+    st.integers(0, 2**32 - 2),
+    st.booleans(),
+    st.lists(st.tuples(_bucket_actions, st.integers(0, 65535)), max_size=4).map(tuple),
+)
+def test_group_text_is_the_text_of_the_group_mod_os_ken_builds(gid, select, buckets):
+    """The desired groups' text (pure) is what the switch's would be for the same group."""
+    group = of.GroupSpec(gid, select, buckets)
+    assert reconcile.group_text(group) == ofmsg.format_group(ofmsg.group_mod(DP, group, "add"))

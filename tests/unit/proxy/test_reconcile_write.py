@@ -1,14 +1,15 @@
 """Reconciliation writes route flows raw, and the switch ends exactly as with os-ken.
 
 The old path sent every flow of the diff through os-ken: an OFPFlowMod per
-added flow (``app._flow_mod`` of its spec) and a DELETE_STRICT per stale flow
+added flow (``ofmsg.flow_mod`` of its spec) and a DELETE_STRICT per stale flow
 with the match os-ken parsed from the switch's reply. The new one packs route
 adds and FIB-table deletes (reconcile.plan_flows / raw_chunks) and streams
 them through the switch's FlowPipe from a thread of its own. Both are applied
 to a model switch, decoded with os-ken's parser, and must leave the same flows.
-The app-level tests drive RFProxy's reconciliation against a fake datapath:
-order (groups, flows, stale groups), FibMods held back while it writes, and a
-reconnect in the middle.
+The shell-level tests drive a real RFProxy (not started: no os-ken controller,
+no rfserver) through its handlers against a fake datapath: order (groups,
+flows, stale groups), FibMods held back while it writes, and a resync in the
+middle.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from __future__ import annotations
 import struct
 import threading
 import time
+from types import SimpleNamespace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
-from routeflow.proxy import app, fastof, reconcile
+from routeflow.proxy import app, fastof, ofmsg, reconcile
 from routeflow.proxy import openflow as of
 from routeflow.proxy.flowpipe import XID_BASE as PIPE_XID_BASE
-from routeflow.proxy.flowpipe import FlowPipe
 from routeflow.rflib import protocol as p
 from routeflow.rflib.protocol import FibEntry, RouteKind
 
@@ -55,9 +56,9 @@ def decode_flow_mod(data: bytes, off: int = 0):
 
 def apply_flow_mod(switch: dict, fm) -> tuple:
     """ADD replaces the flow of the same (table, priority, match); DELETE_STRICT removes it."""
-    key = (fm.table_id, fm.priority, app._format_match(fm.match))
+    key = (fm.table_id, fm.priority, ofmsg.format_match(fm.match))
     if fm.command == OFP.OFPFC_ADD:
-        switch[key] = (app._format_instructions(fm.instructions), fm.cookie)
+        switch[key] = (ofmsg.format_instructions(fm.instructions), fm.cookie)
         return ("add", key, switch[key])
     assert fm.command == OFP.OFPFC_DELETE_STRICT
     assert (fm.out_port, fm.out_group, fm.cookie_mask) == (OFP.OFPP_ANY, OFP.OFPG_ANY, 0)
@@ -99,34 +100,34 @@ def perturbed_switch(data, rports, fib, stale_entries) -> list:
             )
         elif fate == "foreign":
             spec = of.FlowSpec(spec.table, spec.priority, spec.match, spec.actions, FOREIGN_COOKIE)
-        out.append(app._flow_mod(DP, spec, False))
+        out.append(ofmsg.flow_mod(DP, spec, False))
     for entry in data.draw(st.lists(stale_entries, max_size=8)):
         for spec in of.fib_flows(entry):
             cookie = data.draw(st.sampled_from([spec.cookie, spec.cookie, FOREIGN_COOKIE]))
             actions = data.draw(st.one_of(st.just(spec.actions), other_actions))
-            out.append(app._flow_mod(DP, of.FlowSpec(*spec.key, actions, cookie), False))
+            out.append(ofmsg.flow_mod(DP, of.FlowSpec(*spec.key, actions, cookie), False))
     return out
 
 
 def old_messages(desired, fdiff, actual) -> list[bytes]:
-    """The flow-mods the os-ken path sent for ``fdiff`` (app before the raw path)."""
+    """The flow-mods the os-ken path sent for ``fdiff`` (before the raw path)."""
     out = []
     for key in fdiff.add:
         out.append(
-            serialized(app._flow_mod(DP, reconcile.source_spec(key, desired[key][1]), False))
+            serialized(ofmsg.flow_mod(DP, reconcile.source_spec(key, desired[key][1]), False))
         )
     for key in fdiff.delete:
         match = P.OFPMatch.parser(actual[key][2], 0)
-        out.append(serialized(app._delete_strict(DP, key[0], key[1], match)))
+        out.append(serialized(ofmsg.delete_strict(DP, key[0], key[1], match)))
     return out
 
 
 def new_messages(plan: reconcile.FlowPlan, actual, chunk: int) -> list[bytes]:
-    """What app writes now: the os-ken part at once, then the raw chunks."""
-    out = [serialized(app._flow_mod(DP, spec, False)) for spec in plan.add_now]
-    for key in plan.delete_now:
-        match = P.OFPMatch.parser(actual[key][2], 0)
-        out.append(serialized(app._delete_strict(DP, key[0], key[1], match)))
+    """What rfproxy writes now: the os-ken part at once, then the raw chunks."""
+    out = [serialized(ofmsg.flow_mod(DP, spec, False)) for spec in plan.add_now]
+    for key, match_bytes in plan.delete_now:
+        match = P.OFPMatch.parser(match_bytes, 0)
+        out.append(serialized(ofmsg.delete_strict(DP, key[0], key[1], match)))
     for data, count in reconcile.raw_chunks(plan, chunk=chunk):
         off = n = 0
         while off < len(data):
@@ -145,9 +146,9 @@ def effects(messages: list[bytes]) -> list[tuple]:
 def _same_switch_either_way(rports, fib, data, stale_entries, chunk) -> None:
     switch, body = switch_of(perturbed_switch(data, rports, fib, stale_entries))
     actual: reconcile.ActualFlows = {}
-    reconcile.read_flow_stats(body, 0, len(body), actual, app._parse_flow_stats_entry)
+    reconcile.read_flow_stats(body, 0, len(body), actual, ofmsg.parse_flow_stats_entry)
     desired = reconcile.desired_flows(base_specs(rports), fib)
-    fdiff = reconcile.diff_flows(desired, actual, app._is_ours)
+    fdiff = reconcile.diff_flows(desired, actual, of.is_ours)
     plan = reconcile.plan_flows(fdiff, desired, actual)
     assert len(plan.add_now) + len(plan.add_routes) == len(fdiff.add)
     assert len(plan.delete_now) + len(plan.delete_fib) == len(fdiff.delete)
@@ -165,7 +166,7 @@ def _same_switch_either_way(rports, fib, data, stale_entries, chunk) -> None:
     # And that is the desired state: every desired flow as wanted, none of ours stale.
     want = old_desired(base_specs(rports), fib)
     assert {k: v[0] for k, v in new_switch.items() if k in want} == want
-    assert all(not app._is_ours(c) for k, (_a, c) in new_switch.items() if k not in want)
+    assert all(not of.is_ours(c) for k, (_a, c) in new_switch.items() if k not in want)
 
 
 @settings(max_examples=300, deadline=None)
@@ -193,19 +194,17 @@ def test_routes_are_raw_and_the_rest_goes_through_os_ken():
         *of.fib_flows(FibEntry(prefix="10.3.0.1/32", kind=RouteKind.LOCAL, dp_port=2)),
         *of.router_port_flows(7, "02:00:00:00:00:07"),
     ]
-    _switch, body = switch_of([app._flow_mod(DP, s, False) for s in stale])
+    _switch, body = switch_of([ofmsg.flow_mod(DP, s, False) for s in stale])
     actual: reconcile.ActualFlows = {}
-    reconcile.read_flow_stats(body, 0, len(body), actual, app._parse_flow_stats_entry)
+    reconcile.read_flow_stats(body, 0, len(body), actual, ofmsg.parse_flow_stats_entry)
     desired = reconcile.desired_flows(of.base_flows(), fib)
-    plan = reconcile.plan_flows(
-        reconcile.diff_flows(desired, actual, app._is_ours), desired, actual
-    )
+    plan = reconcile.plan_flows(reconcile.diff_flows(desired, actual, of.is_ours), desired, actual)
     assert [e.prefix for e in plan.add_routes] == ["10.1.0.0/16", "2001:db8:1::/48"]
     # Base flows, the default route, LOCAL and CONNECTED: os-ken's specs.
     assert len(plan.add_now) == 2 + 1 + 2 + 1
     # Stale: the FIB table raw (the /16 and the LOCAL /32), the classifier through os-ken.
     assert sorted(k[1] for k, _m in plan.delete_fib) == [of.PRIO_ROUTE_BASE + 16, of.PRIO_LOCAL]
-    assert {k[0] for k in plan.delete_now} == {of.TABLE_CLASSIFIER}
+    assert {k[0] for k, _m in plan.delete_now} == {of.TABLE_CLASSIFIER}
     assert len(plan.delete_now) == 4 + 1  # the router port's flows, the LOCAL's ARP punt
 
 
@@ -215,13 +214,13 @@ def test_delete_strict_echoes_the_switch_match_as_os_ken_encodes_it():
         f"2001:db8:8000::/{n}" for n in range(1, 129)
     ]:
         (spec,) = of.fib_flows(FibEntry(prefix=prefix, kind=RouteKind.UNICAST, nexthop_id=5))
-        fm = app._flow_mod(DP, spec, False)
+        fm = ofmsg.flow_mod(DP, spec, False)
         body = stats_entry(fm)
         actual: reconcile.ActualFlows = {}
-        reconcile.read_flow_stats(body, 0, len(body), actual, app._parse_flow_stats_entry)
+        reconcile.read_flow_stats(body, 0, len(body), actual, ofmsg.parse_flow_stats_entry)
         ((key, (_a, _c, match)),) = actual.items()
         ours = fastof.flow_delete_strict(1, key[0], key[1], match)
-        theirs = serialized(app._delete_strict(DP, key[0], key[1], P.OFPMatch.parser(match, 0)))
+        theirs = serialized(ofmsg.delete_strict(DP, key[0], key[1], P.OFPMatch.parser(match, 0)))
         assert ours == theirs, prefix
 
 
@@ -229,9 +228,10 @@ def test_delete_strict_echoes_the_switch_match_as_os_ken_encodes_it():
 
 
 class FakeDatapath:
-    """Decodes what rfproxy sends into a model switch; acknowledges the pipe's barriers.
+    """Decodes what rfproxy sends into a model switch; answers barriers of the pipe's range.
 
-    With ``hold`` set, barriers are not answered until ``release``: the
+    Barrier replies go to rfproxy's handler, as os-ken would deliver them.
+    With ``hold`` set, they are not answered until ``release``: the
     reconciliation then waits for the switch, as it does for a slow one.
     """
 
@@ -244,7 +244,10 @@ class FakeDatapath:
         self.flows: dict = {}
         self.groups: dict[int, int] = {}  # group id -> type
         self.log: list[tuple] = []  # ("flow", effect) / ("group", command, gid) / ("stats",)
-        self.pipe: FlowPipe | None = None
+        self.requests: dict[int, list[int]] = {}  # multipart type -> xids asked for
+        self.raw = 0  # flow-mods of reconciliation's raw range
+        self.barriers = 0  # pipe barriers answered
+        self.on_barrier = lambda xid: None
         self.hold = False
         self.held: list[int] = []
         self._mutex = threading.Lock()
@@ -269,6 +272,7 @@ class FakeDatapath:
                 if kind == OFP.OFPT_FLOW_MOD:
                     fm, _n = decode_flow_mod(data, off)
                     self.log.append(("flow", apply_flow_mod(self.flows, fm)))
+                    self.raw += reconcile.XID_BASE <= xid < PIPE_XID_BASE
                 elif kind == OFP.OFPT_GROUP_MOD:
                     command, gtype, gid = struct.unpack_from("!HBxI", data, off + 8)
                     self.log.append(("group", command, gid))
@@ -277,12 +281,15 @@ class FakeDatapath:
                     else:
                         self.groups[gid] = gtype
                 elif kind == OFP.OFPT_MULTIPART_REQUEST:
-                    self.log.append(("stats",))
+                    (mp_type,) = struct.unpack_from("!H", data, off + 8)
+                    self.requests.setdefault(mp_type, []).append(xid)
+                    if mp_type == OFP.OFPMP_FLOW:
+                        self.log.append(("stats",))
                 elif kind == OFP.OFPT_BARRIER_REQUEST and xid >= PIPE_XID_BASE:
                     (self.held if self.hold else acks).append(xid)
                 off += length
         for xid in acks:
-            self.pipe.barrier_reply(xid)
+            self._ack(xid)
         return True
 
     def release(self) -> None:
@@ -290,22 +297,23 @@ class FakeDatapath:
             self.hold = False
             held, self.held = self.held, []
         for xid in held:
-            self.pipe.barrier_reply(xid)
+            self._ack(xid)
+
+    def _ack(self, xid: int) -> None:
+        self.barriers += 1
+        self.on_barrier(xid)
 
 
-def make_proxy(dp: FakeDatapath, window: int = 256, depth: int = 2):
-    """An RFProxy with what reconciliation and FibMods use, and no os-ken around it."""
-    proxy = app.RFProxy.__new__(app.RFProxy)
-    proxy.settings = app.ProxySettings()
-    proxy._lock = threading.RLock()
-    proxy.datapaths = {dp.id: dp}
-    proxy.state = {dp.id: app.DatapathState()}
-    proxy.synced = True
-    proxy.role = app.MASTER
-    proxy._reconcile_jobs = {}
-    proxy._streams = {}
-    dp.pipe = FlowPipe(dp.send, window=window, depth=depth, ack_timeout=10)
-    proxy._pipes = {dp.id: dp.pipe}
+def event(**msg):
+    return SimpleNamespace(msg=SimpleNamespace(**msg))
+
+
+def make_proxy(dp: FakeDatapath, window: int = 256, depth: int = 2) -> app.RFProxy:
+    """A master RFProxy, not started (no os-ken controller, no rfserver link)."""
+    settings = app.ProxySettings(stats_interval=0, pipe_window=window, pipe_depth=depth)
+    proxy = app.RFProxy(settings=settings)
+    dp.on_barrier = lambda xid: proxy.barrier_reply_handler(event(datapath=dp, xid=xid))
+    proxy.server_message_handler(p.ControllerRole(ct_id=1, role=p.MASTER, generation=1))
     return proxy
 
 
@@ -325,35 +333,66 @@ def routes(n: int, gid: int, v6_every: int = 3) -> list[FibEntry]:
     return out
 
 
-def load(proxy, dp: FakeDatapath, fib: list[FibEntry], groups: list[p.NextHopMod]) -> None:
-    st_ = proxy.state[dp.id]
-    st_.router_ports[1] = "02:00:00:00:00:01"
+def resync(proxy, dp: FakeDatapath, fib: list[FibEntry], groups: list[p.NextHopMod]) -> None:
+    """rfserver sends its full state: router port 1, ``groups`` and ``fib`` on ``dp``."""
+    tell = proxy.server_message_handler
+    tell(p.Resync(phase="begin"))
+    tell(
+        p.DataPlaneMap(
+            ct_id=1, dp_id=dp.id, dp_port=1, vs_id=0x5, vs_port=1, hwaddress="02:00:00:00:00:01"
+        )
+    )
     for g in groups:
-        st_.groups[g.nexthop_id] = g
-    for e in fib:
-        st_.fib[e.prefix] = e
+        tell(g)
+    tell(p.FibMod(mod=p.Mod.ADD, ct_id=1, dp_id=dp.id, entries=fib))
+    tell(p.Resync(phase="end"))
+
+
+def load(proxy, dp: FakeDatapath, fib: list[FibEntry], groups: list[p.NextHopMod]) -> None:
+    """The full state, then the switch connects: rfproxy asks for its flows and groups."""
+    resync(proxy, dp, fib, groups)
+    proxy.switch_features_handler(event(datapath=dp, datapath_id=dp.id))
+    assert dp.log == [("stats",)] and dp.flows == {}
+    dp.log.clear()
+
+
+def _reply(dp, mp_type: int, xid: int, body: bytes):
+    """A multipart reply from ``dp``, parsed as os-ken parses it (flow statistics stay raw)."""
+    head = struct.pack("!BBHIHH4x", 4, OFP.OFPT_MULTIPART_REPLY, 16 + len(body), xid, mp_type, 0)
+    raw = head + body
+    return P.msg_parser(dp, 4, OFP.OFPT_MULTIPART_REPLY, len(raw), xid, raw)
 
 
 def reconcile_from(proxy, dp: FakeDatapath, body: bytes, switch_groups: list) -> None:
-    """What _flow_stats and _group_desc do with the switch's replies (flow stats ``body``)."""
-    job = {"flows": True, "groups": switch_groups, "actual": {}, "parts_g": []}
-    reconcile.read_flow_stats(body, 0, len(body), job["actual"], app._parse_flow_stats_entry)
-    with proxy._lock:
-        proxy._reconcile_jobs[dp.id] = job
-        proxy._maybe_finish_reconcile(dp, job)
+    """The switch answers rfproxy's last requests: flow stats ``body``, ``switch_groups``."""
+    group_desc = b""
+    for gm in switch_groups:  # an ofp_group_desc is a group-mod's body after its command
+        buf = serialized(gm)
+        group_desc += struct.pack("!HBxI", len(buf) - 8, gm.type, gm.group_id) + buf[16:]
+    flows = _reply(dp, OFP.OFPMP_FLOW, dp.requests[OFP.OFPMP_FLOW][-1], body)
+    groups = _reply(dp, OFP.OFPMP_GROUP_DESC, dp.requests[OFP.OFPMP_GROUP_DESC][-1], group_desc)
+    proxy.flow_stats_handler(SimpleNamespace(msg=flows))
+    proxy.group_desc_handler(SimpleNamespace(msg=groups))
 
 
 def wait_done(proxy, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    while proxy._streams:
+    while proxy.core.streams:
         assert time.monotonic() < deadline, "reconciliation still running"
         time.sleep(0.005)
 
 
 def desired_now(proxy, dp) -> dict:
-    st_ = proxy.state[dp.id]
+    st_ = proxy.core.state[dp.id]
     specs = base_specs(st_.router_ports)
     return old_desired(specs, list(st_.fib.values()))
+
+
+def wait_held(dp: FakeDatapath) -> None:
+    deadline = time.monotonic() + 10
+    while not dp.held:  # the stream waits for the switch
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
 
 
 def test_a_wiped_switch_gets_everything_back_groups_first_and_paced(caplog):
@@ -368,9 +407,8 @@ def test_a_wiped_switch_gets_everything_back_groups_first_and_paced(caplog):
     assert dp.groups == {7: OFP.OFPGT_INDIRECT, 8: OFP.OFPGT_INDIRECT}
     first_flow = next(i for i, e in enumerate(dp.log) if e[0] == "flow")
     assert all(e[0] == "group" for e in dp.log[:first_flow]) and first_flow == 2
-    # Paced: the pipe wrote windows, each acknowledged; none left over.
-    assert dp.pipe.windows == -(-3000 // 256) and dp.pipe.in_flight == 0
-    assert dp.pipe.messages == 3000
+    # Paced: the routes went raw, in windows, each acknowledged; none left over.
+    assert dp.raw == 3000 and dp.barriers == -(-3000 // 256) and not dp.held
     assert "reconciled switch 0x99: flows +3008 -0 =0, groups +2 ~0 -0 =0" in caplog.text
 
 
@@ -382,13 +420,13 @@ def test_stale_flows_go_before_stale_groups_and_foreign_flows_stay():
     stale_routes = routes(900, 9)[600:]  # same shape, not desired, through a stale group
     match = (("eth_type", 0x0800), ("ipv4_dst", ("198.51.100.0", "255.255.255.0")))
     foreign = of.FlowSpec(1, 1024, match, (), 0x42)
-    on_switch = [app._flow_mod(DP, s, False) for e in fib[:300] for s in of.fib_flows(e)]
-    on_switch += [app._flow_mod(DP, s, False) for e in stale_routes for s in of.fib_flows(e)]
-    on_switch.append(app._flow_mod(DP, foreign, False))
+    on_switch = [ofmsg.flow_mod(DP, s, False) for e in fib[:300] for s in of.fib_flows(e)]
+    on_switch += [ofmsg.flow_mod(DP, s, False) for e in stale_routes for s in of.fib_flows(e)]
+    on_switch.append(ofmsg.flow_mod(DP, foreign, False))
     dp.flows, body = switch_of(on_switch)
     dp.groups = {7: OFP.OFPGT_INDIRECT, 9: OFP.OFPGT_INDIRECT}
-    stale_group = app._group_mod(DP, of.GroupSpec(9, False, (((of.Output(5),), 1),)), "add")
-    live_group = app._group_mod(DP, of.nexthop_group(nexthop(7, 2)), "add")
+    stale_group = ofmsg.group_mod(DP, of.GroupSpec(9, False, (((of.Output(5),), 1),)), "add")
+    live_group = ofmsg.group_mod(DP, of.nexthop_group(nexthop(7, 2)), "add")
     reconcile_from(proxy, dp, body, [live_group, stale_group])
     wait_done(proxy)
     want = desired_now(proxy, dp)
@@ -397,6 +435,8 @@ def test_stale_flows_go_before_stale_groups_and_foreign_flows_stay():
         (1, 1024, "eth_type=2048,ipv4_dst=198.51.100.0/255.255.255.0")
     }
     assert dp.groups == {7: OFP.OFPGT_INDIRECT}
+    # The live group was as desired: neither re-added nor modified.
+    assert [e for e in dp.log if e[0] == "group"] == [("group", OFP.OFPGC_DELETE, 9)]
     last_flow = max(i for i, e in enumerate(dp.log) if e[0] == "flow")
     deleted_group = dp.log.index(("group", OFP.OFPGC_DELETE, 9))
     assert deleted_group > last_flow
@@ -410,22 +450,19 @@ def test_a_fibmod_waits_for_the_stream_and_is_not_overtaken():
     load(proxy, dp, fib, [nexthop(7, 2)])
     dp.hold = True
     reconcile_from(proxy, dp, b"", [])
-    deadline = time.monotonic() + 10
-    while not dp.held:  # the stream waits for the switch
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    wait_held(dp)
     gone = fib[5]
     withdraw = p.FibMod(mod=p.Mod.DELETE, ct_id=1, dp_id=dp.id, entries=[gone])
-    fibmod = threading.Thread(target=proxy._fib, args=(withdraw,))
+    fibmod = threading.Thread(target=proxy.server_message_handler, args=(withdraw,))
     fibmod.start()
     time.sleep(0.2)
     # Held back: neither the state nor the switch has seen it yet.
-    assert fibmod.is_alive() and gone.prefix in proxy.state[dp.id].fib
+    assert fibmod.is_alive() and gone.prefix in proxy.core.state[dp.id].fib
     dp.release()
     wait_done(proxy)
     fibmod.join(10)
     assert not fibmod.is_alive()
-    assert gone.prefix not in proxy.state[dp.id].fib
+    assert gone.prefix not in proxy.core.state[dp.id].fib
     want = desired_now(proxy, dp)
     assert {k: v[0] for k, v in dp.flows.items()} == want
     (key,) = {k for k, _t in reconcile.desired_flows([], [gone]).items()}
@@ -437,25 +474,25 @@ def test_a_fibmod_waits_for_the_stream_and_is_not_overtaken():
 def test_a_new_reconciliation_waits_until_the_running_one_has_stopped():
     dp = FakeDatapath()
     proxy = make_proxy(dp, window=128, depth=1)
-    load(proxy, dp, routes(2000, 7), [nexthop(7, 2)])
+    fib, groups = routes(2000, 7), [nexthop(7, 2)]
+    load(proxy, dp, fib, groups)
     dp.hold = True
     reconcile_from(proxy, dp, b"", [])
-    deadline = time.monotonic() + 10
-    while not dp.held:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    with proxy._lock:
-        proxy._start_reconcile(dp)  # e.g. rfserver resent its full state
+    wait_held(dp)
+    resync(proxy, dp, fib, groups)  # rfserver resent its full state
     assert ("stats",) not in dp.log  # not while the switch is half-written
     dp.release()
-    wait_done(proxy)
+    deadline = time.monotonic() + 10
+    while ("stats",) not in dp.log:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
     stats = dp.log.index(("stats",))
     assert all(e[0] != "flow" for e in dp.log[stats:])
     # Stopped early: not everything was written, and the new reconciliation's
     # request for the switch's flows is out (its replies will complete it).
     written = sum(1 for e in dp.log if e[0] == "flow")
     assert 0 < written < 2000 + 6
-    assert dp.id in proxy._reconcile_jobs
+    assert len(dp.requests[OFP.OFPMP_FLOW]) == 2 and not proxy.core.streams
 
 
 def test_a_nexthopmod_for_a_stale_group_waits_until_the_group_is_deleted():
@@ -469,21 +506,18 @@ def test_a_nexthopmod_for_a_stale_group_waits_until_the_group_is_deleted():
     proxy = make_proxy(dp, window=128, depth=1)
     load(proxy, dp, routes(2000, 7), [nexthop(7, 2)])
     dp.groups = {9: OFP.OFPGT_INDIRECT}
-    stale_group = app._group_mod(DP, of.GroupSpec(9, False, (((of.Output(5),), 1),)), "add")
+    stale_group = ofmsg.group_mod(DP, of.GroupSpec(9, False, (((of.Output(5),), 1),)), "add")
     dp.hold = True
     reconcile_from(proxy, dp, b"", [stale_group])
-    deadline = time.monotonic() + 10
-    while not dp.held:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    readd = threading.Thread(target=proxy._on_server_message, args=(nexthop(9, 3),))
+    wait_held(dp)
+    readd = threading.Thread(target=proxy.server_message_handler, args=(nexthop(9, 3),))
     readd.start()
     time.sleep(0.2)
-    assert readd.is_alive() and 9 not in proxy.state[dp.id].groups  # held back
+    assert readd.is_alive() and 9 not in proxy.core.state[dp.id].groups  # held back
     dp.release()
     wait_done(proxy)
     readd.join(10)
     assert not readd.is_alive()
     commands = [e[1] for e in dp.log if e[0] == "group" and e[2] == 9]
     assert commands == [OFP.OFPGC_DELETE, OFP.OFPGC_ADD]
-    assert dp.groups[9] == OFP.OFPGT_INDIRECT and 9 in proxy.state[dp.id].groups
+    assert dp.groups[9] == OFP.OFPGT_INDIRECT and 9 in proxy.core.state[dp.id].groups
