@@ -1,6 +1,6 @@
 """routeflow's FlowSpecs and GroupSpecs as an ofsim pipeline (pure).
 
-The translation follows the os-ken shell's (app.py ``_flow_mod``/``_group_mod``):
+The translation follows the os-ken layer (ofmsg.py ``flow_mod``/``group_mod``):
 a spec's actions become one apply-actions instruction, its Goto a goto-table,
 ToController an output to CONTROLLER; a GroupSpec is select or indirect. So
 the simulator runs what rfproxy would install, and tests of the forwarding
