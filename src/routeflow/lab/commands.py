@@ -29,11 +29,18 @@ def tx_offload_off(names: list[str]) -> list[str]:
 
 
 def vm_sysctls(ipv6: bool) -> list[str]:
-    """``sysctl -p`` lines of a VM: it forwards, and asymmetric paths are normal in a backbone."""
+    """``sysctl -p`` lines of a VM: it forwards, and asymmetric paths are normal in a backbone.
+
+    ospfd joins AllSPFRouters (224.0.0.5) on every OSPF interface through one socket, and
+    Linux allows a socket 20 multicast memberships by default: a VM with more than 20 links
+    silently missed its neighbours' hellos on the rest (seen: the adjacency stuck in Init,
+    the path around it longer than the shortest one).
+    """
     lines = [
         "net.ipv4.ip_forward=1",
         "net.ipv4.conf.all.rp_filter=0",
         "net.ipv4.conf.default.rp_filter=0",
+        "net.ipv4.igmp_max_memberships=1024",
     ]
     return lines + (["net.ipv6.conf.all.forwarding=1"] if ipv6 else [])
 
