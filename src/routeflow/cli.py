@@ -515,5 +515,57 @@ def bench_fib(
     )
 
 
+@bench.command("relay")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--seconds",
+    type=click.FloatRange(5, 3600),
+    default=60.0,
+    show_default=True,
+    help="soak: how long the lab keeps its adjacencies up under measurement",
+)
+@click.option(
+    "--pings",
+    type=click.IntRange(1, 1000),
+    default=20,
+    show_default=True,
+    help="round trips per VM neighbour (through the relay both ways)",
+)
+@click.option("--bfd", is_flag=True, help="turn on BFD on every OSPF link of the lab")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+@click.option("--run-dir", default=None, help="where logs and state go")
+@click.option("--log-level", default="WARNING", show_default=True)
+def bench_relay(file, seconds, pings, bfd, json_path, run_dir, log_level) -> None:
+    """Relay load of a lab: round trips VM <-> VM, rfproxy CPU, BFD flaps over a soak."""
+    import msgspec
+
+    from routeflow.bench import relay
+
+    plan, run_dir = _lab_to_run(file, run_dir)
+    if bfd and not plan.ospf.bfd:
+        plan = msgspec.structs.replace(plan, ospf=msgspec.structs.replace(plan.ospf, bfd=True))
+    console.print(
+        f"lab {plan.name}: {len(plan.vms)} switches, {len(plan.links)} links"
+        + (", BFD" if plan.ospf.bfd else "")
+        + f"; logs in {run_dir}",
+        markup=False,
+    )
+    result = relay.run_relay_bench(
+        plan,
+        run_dir,
+        seconds=seconds,
+        pings=pings,
+        log_level=log_level,
+        on_stage=lambda s: console.print(
+            f"  {'ok' if s['ok'] else 'FAIL'} {s['stage']} ({s['seconds']} s) {s['detail']}",
+            markup=False,
+        ),
+    )
+    if json_path:
+        relay.write_json(result, json_path)
+    console.print("PASS" if result.ok else "FAIL")
+    sys.exit(0 if result.ok else 1)
+
+
 if __name__ == "__main__":
     main()
