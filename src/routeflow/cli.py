@@ -527,7 +527,7 @@ def bench_fib(
 @click.option(
     "--pings",
     type=click.IntRange(1, 1000),
-    default=20,
+    default=10,
     show_default=True,
     help="round trips per VM neighbour (through the relay both ways)",
 )

@@ -75,7 +75,9 @@ def relay_round_trips(run: LabRun, count: int) -> tuple[int, int, list[float]]:
     for vm in run.plan.vms:
         peers = [run.plan.vm(i.peer).interface(i.peer_port).ip for i in vm.link_ports]
         if peers:
-            argv = ["fping", "-4", "-q", "-C", str(count), "-p", "100", "-t", "1000", *peers]
+            # One probe a second per neighbour: the relay's own load (hellos) doubled, not a
+            # flood that measures nothing but a queue.
+            argv = ["fping", "-4", "-q", "-C", str(count), "-p", "1000", "-t", "2000", *peers]
             procs.append(
                 run.vm_node(vm.switch).popen(
                     argv,
@@ -88,7 +90,7 @@ def relay_round_trips(run: LabRun, count: int) -> tuple[int, int, list[float]]:
     rtts: list[float] = []
     probes = lost = 0
     for proc in procs:
-        out, _ = proc.communicate(timeout=count * 0.1 + 60)
+        out, _ = proc.communicate(timeout=count * 1.0 + 60)
         for values in parse_fping_c(out).values():
             probes += len(values)
             lost += sum(1 for v in values if v is None)
@@ -126,7 +128,9 @@ def run_relay_bench(
     t0 = time.monotonic()
     try:
         scenarios.start_lab(run, check)
-        if not scenarios.converge(run, check, t0, 300):
+        if not scenarios.converge(run, check, t0, 300) or not scenarios.on_shortest_paths(
+            run, check, 120, "switch"
+        ):
             raise LabFailure("the lab did not converge")
         if plan.ospf.bfd:
             t = time.monotonic()
