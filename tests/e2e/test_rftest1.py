@@ -13,7 +13,7 @@ import pytest
 from conftest import LABS, lab_plan, leftovers
 
 from routeflow.lab import checks
-from routeflow.lab.runner import LabRun
+from routeflow.lab.runner import LabFailure, LabRun
 from routeflow.lab.scenarios import run_check
 
 
@@ -28,6 +28,32 @@ def test_lab_check_rftest1_passes(run_dir):
         f"rftest1: first ping after {result.first_ping_s:.1f} s, "
         f"full pingall after {result.full_pingall_s:.1f} s"
     )
+
+
+def test_a_missing_switch_port_is_named_in_seconds(run_dir):
+    """A port the plan names but OVS cannot open fails the run at once, by name (a lab that
+    lost veths used to wait 120 s for associations that could never come up)."""
+    plan = lab_plan("rftest1")
+    run = LabRun(plan, run_dir, start_proxy=False)
+    try:
+        run.start()
+        run.verify_ports()  # whole
+        gone = run.port_name("s1", 2)
+        # As when a veth was never created: OVS is asked for a port whose device is missing.
+        run.nodes["__ovs__"].cmd(f"ip link del {gone}")
+        run.ovs.vsctl("del-port", gone)
+        run.ovs.vsctl(
+            "add-port", run.bridges["s1"], gone, "--", "set", "interface", gone, "ofport_request=2"
+        )
+        t = time.monotonic()
+        with pytest.raises(LabFailure) as info:
+            run.verify_ports(timeout=2.0)
+        assert time.monotonic() - t < 10
+        assert f"switch ports missing in OVS: {gone} (ofport -1, wanted 2: could not open" in str(
+            info.value
+        )
+    finally:
+        run.stop()
 
 
 def test_ping_works_only_through_routeflow_flows(run_dir):
