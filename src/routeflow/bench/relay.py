@@ -62,7 +62,10 @@ class RelayResult:
     def ok(self) -> bool:
         full, want = self.ospf_full
         return (
-            self.lost == 0
+            bool(self.stages)
+            and all(stage["ok"] for stage in self.stages)
+            and self.probes > 0
+            and self.lost == 0
             and full == want
             and self.bfd_down_events == 0
             and self.bfd_up_at_end == self.bfd_sessions
