@@ -28,12 +28,17 @@ lint: setup-venv
 	$(PY) -m ruff check src tests
 
 # Levels come from the folders (tests/conftest.py): unit runs as any user, component
-# needs root and daemons, e2e builds labs. With CI=true a skipped test fails.
+# needs root and daemons, e2e builds labs. With CI=true a skipped test fails. Unit tests
+# run side by side on every core; daemons and labs one at a time (their timings matter).
+JOBS ?= auto
+UNIT := -m unit tests/unit tests/web tests/fuzz
+
 test: setup lint
-	$(PYTEST)
+	$(PYTEST) -n $(JOBS) $(UNIT)
+	$(PYTEST) -m "not unit" tests/component tests/web tests/e2e
 
 test-unit: setup-venv
-	$(PYTEST) -m unit tests/unit tests/web tests/fuzz
+	$(PYTEST) -n $(JOBS) $(UNIT)
 
 test-component: setup
 	$(PYTEST) -m component

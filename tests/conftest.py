@@ -13,6 +13,11 @@ level is the default. tests/web is also marked ``web``, tests/fuzz ``fuzz``.
 Skips: a test whose tool or privilege is missing skips on a developer's machine, but with
 ``CI=true`` every skip is a failure: CI has every tool (scripts/setup.sh) and runs as root,
 so a skip there means a broken set-up, never a pass.
+
+Hypothesis: each property keeps its own ``max_examples`` and stays random (a new sample of
+the space every run); no deadline, since unit tests run side by side (``-n``) on a shared
+2-core machine, where a slow example says nothing about the code. In CI a failure prints
+the blob that replays it (``@reproduce_failure``), and nothing is saved (a fresh clone).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 TESTS = Path(__file__).resolve().parent
 LEVELS = ("unit", "component", "e2e")
@@ -34,6 +40,15 @@ FOLDERS = {
 }
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NOT_IN_CI = "skipped in CI, where nothing may be missing"
+
+settings.register_profile(
+    "routeflow",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=IN_CI,
+    **({"database": None} if IN_CI else {}),
+)
+settings.load_profile("routeflow")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
