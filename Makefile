@@ -26,6 +26,7 @@ demo: setup
 
 lint: setup-venv
 	$(PY) -m ruff check src tests
+	$(PY) -m mypy
 
 # Levels come from the folders (tests/conftest.py): unit runs as any user, component
 # needs root and daemons, e2e builds labs. With CI=true a skipped test fails. Unit tests

@@ -56,7 +56,7 @@ venv() {
         .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
         echo "$want" > "$stamp"
     fi
-    .venv/bin/python -c "import os_ken, pyroute2, msgspec, xdist" \
+    .venv/bin/python -c "import os_ken, pyroute2, msgspec, xdist, mypy" \
         || { echo "setup: the virtualenv is broken; remove .venv and retry" >&2; exit 1; }
 }
 
