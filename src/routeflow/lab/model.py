@@ -1022,10 +1022,6 @@ class VmPlan(msgspec.Struct, frozen=True, kw_only=True):
         raise KeyError(port)
 
     @property
-    def host_ports(self) -> tuple[Interface, ...]:
-        return tuple(i for i in self.interfaces if i.kind == "host")
-
-    @property
     def link_ports(self) -> tuple[Interface, ...]:
         return tuple(i for i in self.interfaces if i.kind == "link")
 
