@@ -32,7 +32,8 @@ lint: setup-venv
 # needs root and daemons, e2e builds labs. With CI=true a skipped test fails. Unit tests
 # run side by side on every core; daemons and labs one at a time (their timings matter).
 JOBS ?= auto
-UNIT := -m unit tests/unit tests/web tests/fuzz
+# tests/fuzz first: its one long atheris run then overlaps the many short tests.
+UNIT := -m unit tests/fuzz tests/unit tests/web
 
 test: setup lint
 	$(PYTEST) -n $(JOBS) $(UNIT)
