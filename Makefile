@@ -1,29 +1,55 @@
 # routeflow: `make demo` runs the rftest2 lab, `make test` runs the test suite.
-# Both set everything up first (idempotent; needs root on Debian 12).
+# `make setup` installs everything (idempotent; root on Debian 12). `make lint` and
+# `make test-unit` need only the virtualenv (`make setup-venv`) and run as any user.
 PY := .venv/bin/python
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 LAB ?= labs/rftest2.yaml
 
-.PHONY: setup demo test test-unit test-e2e lint check clean
+.PHONY: setup setup-system setup-venv setup-web demo test test-unit test-component test-e2e \
+	test-web lint check
 
 setup:
 	@bash scripts/setup.sh
+
+setup-system:
+	@bash scripts/setup.sh system
+
+setup-venv:
+	@bash scripts/setup.sh venv
+
+setup-web:
+	@bash scripts/setup.sh web
 
 demo: setup
 	$(PY) -m routeflow.cli lab check $(LAB)
 	$(PY) -m routeflow.cli lab up $(LAB)
 
-test: setup
+lint: setup-venv
 	$(PY) -m ruff check src tests
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m mypy
 
-test-unit: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+# Levels come from the folders (tests/conftest.py): unit runs as any user, component
+# needs root and daemons, e2e builds labs. With CI=true a skipped test fails. Unit tests
+# run side by side on every core; daemons and labs one at a time (their timings matter).
+JOBS ?= auto
+# tests/fuzz first: its one long atheris run then overlaps the many short tests.
+UNIT := -m unit tests/fuzz tests/unit tests/web
+
+test: setup lint
+	$(PYTEST) -n $(JOBS) $(UNIT)
+	$(PYTEST) -m "not unit" tests/component tests/web tests/e2e
+
+test-unit: setup-venv
+	$(PYTEST) -n $(JOBS) $(UNIT)
+
+test-component: setup
+	$(PYTEST) -m component
 
 test-e2e: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
+	$(PYTEST) -m e2e
 
-lint: setup
-	$(PY) -m ruff check src tests
+test-web: setup
+	$(PYTEST) tests/web
 
 check: setup
 	$(PY) -m routeflow.cli lab check $(LAB)

@@ -39,11 +39,12 @@ def _missing_tools() -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _need_root_and_tools():
+    """Skips here, fails in CI (tests/conftest.py)."""
     if os.geteuid() != 0:
         pytest.skip("end-to-end labs need root")
     missing = _missing_tools()
     if missing:
-        pytest.fail(f"missing tools {missing}: run `make setup`")
+        pytest.skip(f"missing tools {missing}: run `make setup`")
 
 
 @pytest.fixture

@@ -39,9 +39,9 @@ def run_dir(request):
         pytest.skip("end-to-end labs need root")
     for tool in ("ovs-vswitchd", "mnexec", "vtysh", CHROMIUM):
         if shutil.which(tool) is None and not os.path.exists(tool):
-            pytest.fail(f"missing {tool}: run `make setup`")
+            pytest.skip(f"missing {tool}: run `make setup`")
     if not os.path.exists(os.path.join(ROOT, "src/routeflow/web/static/vendor/cytoscape.min.js")):
-        pytest.fail("cytoscape.min.js is not vendored: run `make setup`")
+        pytest.skip("cytoscape.min.js is not vendored: run `make setup`")
     base = "/tmp/routeflow-tests"
     os.makedirs(base, mode=0o755, exist_ok=True)
     os.chmod(base, 0o755)

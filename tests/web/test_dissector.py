@@ -23,6 +23,8 @@ from .conftest import MAC1, VM, free_port, rfserver_argv
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LUA = os.path.join(ROOT, "tools", "wireshark", "rfprotocol.lua")
 
+pytestmark = pytest.mark.component  # captures as root
+
 
 def _tools() -> tuple[str, str]:
     tshark, dumpcap = shutil.which("tshark"), shutil.which("dumpcap")

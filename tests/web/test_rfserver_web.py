@@ -14,7 +14,9 @@ import urllib.request
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
+import routeflow.cli
 from routeflow.cli import main as cli
 
 from .conftest import TOPOLOGY, feed, free_port, rfserver_argv
@@ -78,8 +80,11 @@ def rfserver(tmp_path):
             proc.wait(5)
 
 
-def test_rfserver_serves_rfweb_in_its_loop(rfserver):
+def test_rfserver_serves_rfweb_in_its_loop(rfserver, monkeypatch):
     proc, url, address, tmp_path = rfserver
+    # The CLI's console took its width when routeflow.cli was first imported (an xdist
+    # worker has COLUMNS=80 then): give it the wide one the table checks below assume.
+    monkeypatch.setattr(routeflow.cli, "console", Console(width=200))
 
     async def session():
         peers = await feed(address)
@@ -99,7 +104,7 @@ def test_rfserver_serves_rfweb_in_its_loop(rfserver):
         assert summary["lab"] == "webtest" and summary["flow_packets"] == 112
 
         # routeflow status: the same picture as tables.
-        result = CliRunner().invoke(cli, ["status", "--url", url], env={"COLUMNS": "200"})
+        result = CliRunner().invoke(cli, ["status", "--url", url])
         assert result.exit_code == 0, result.output
         for text in (
             "associations",

@@ -50,4 +50,6 @@ def _serve(live):
     suppress_health_check=list(HealthCheck),
 )
 def test_api_conforms_to_its_openapi_document(case):
-    case.call_and_validate()
+    # In-process calls: a slow answer on a loaded 2-core machine (unit tests run side by
+    # side) is no failure of the API; the 10 s default timed out once at load 17.
+    case.call_and_validate(timeout=30)

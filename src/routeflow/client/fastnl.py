@@ -26,10 +26,12 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Note", "note_dict", "parse"]
+__all__ = ["Note", "Shape", "note_dict", "parse"]
 
-#: (prefix, shape, deleted); shape = (table, tos, priority, type, flags, oif, gateway, nhid)
-Note = tuple
+#: (table, tos, priority, type, flags, oif, gateway, nhid): what a route's fast path keys on
+Shape = tuple[int, int, int, int, int, int | None, str | None, int | None]
+#: (prefix, shape, deleted)
+Note = tuple[str, Shape, bool]
 
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25

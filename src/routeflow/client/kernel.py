@@ -46,7 +46,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from routeflow.client.fastnl import note_dict
+from routeflow.client.fastnl import Shape, note_dict
 from routeflow.rflib.protocol import (
     Message,
     Mod,
@@ -184,7 +184,7 @@ class _KRoute:
 class _Shape:
     """The outcome shared by all simple route messages of one shape (see KernelView)."""
 
-    cands: dict  # {route key: _KRoute}; never mutated (stored dicts are replaced, not edited)
+    cands: dict[_RouteKey, _KRoute]  # never mutated (stored dicts are replaced, not edited)
     kroute: _KRoute
     impossible: bool
     kind: RouteKind | None  # None: the route cannot be used by the switch
@@ -275,7 +275,7 @@ class KernelView:
         # prefix of that shape, so a million routes through one gateway hold
         # one candidates dict, one _KRoute and one nexthops list between them.
         # Cleared whenever links or nexthop objects change.
-        self._shapes: dict[tuple, _Shape] = {}
+        self._shapes: dict[Shape, _Shape] = {}
 
     # --- reading ---------------------------------------------------------------
 
@@ -331,10 +331,10 @@ class KernelView:
         need it and drops routes before the neighbour they used.
         """
         out: list[Message] = []
-        for port, before in self._port_dirty.items():
-            now = self._ports.get(port)
-            if now is not None and now != before:
-                out.append(now)
+        for port, registered in self._port_dirty.items():
+            register = self._ports.get(port)
+            if register is not None and register != registered:
+                out.append(register)
         route_add: list[Route] = []
         route_del: list[Route] = []
         for prefix, before in self._route_dirty.items():
@@ -540,8 +540,8 @@ class KernelView:
                 keep[key] = kr
             if len(keep) != len(cands):
                 self._store_prefix(prefix, keep)
-        for key in [k for k in self._kneigh if k[0] == ifindex]:
-            self._set_kneigh(key, None)
+        for nkey in [k for k in self._kneigh if k[0] == ifindex]:
+            self._set_kneigh(nkey, None)
 
     def _flush_nexthops(self, ifindex: int) -> None:
         """Nexthop objects on a link that is down or lost its carrier vanish silently."""
@@ -810,7 +810,7 @@ class KernelView:
         self._add_simple(prefix, shape)
         return True
 
-    def _on_note(self, prefix: str, shape_key: tuple, deleted: bool) -> None:
+    def _on_note(self, prefix: str, shape_key: Shape, deleted: bool) -> None:
         """A simple route message as fastnl decodes it: the bulk of a full table.
 
         A new prefix by a single hop or a nexthop object, or the removal of
@@ -830,7 +830,7 @@ class KernelView:
             return
         self._on_route(note_dict((prefix, shape_key, deleted)), deleted)
 
-    def _make_shape(self, shape_key: tuple, prefix: str) -> _Shape | None:
+    def _make_shape(self, shape_key: Shape, prefix: str) -> _Shape | None:
         table, tos, prio, rtype, flags, oif, gw, nhid = shape_key
         if table not in (RT_TABLE_MAIN, RT_TABLE_LOCAL) or (flags or 0) & RTM_F_CLONED:
             return None

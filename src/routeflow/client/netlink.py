@@ -267,12 +267,6 @@ class Dumper:
         self.seq = int(time.monotonic()) & 0xFFFF
         self._buf = bytearray(_RECV_SIZE)
 
-    def dump_all(self, attempts: int = 5) -> list[Any]:
-        """Every link, nexthop object, IPv4 and IPv6 route and neighbour, decoded (tests, tools)."""
-        out: list[Any] = []
-        self.load(out.extend, attempts)
-        return out
-
     def load_view(self, vm_id: int, attempts: int = 5) -> KernelView:
         """A fresh KernelView of the whole kernel state, fed as the dumps arrive.
 

@@ -97,17 +97,6 @@ class FlowPipe:
             if self._pending_count and not self.closed:
                 self._emit()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Until every written window is acknowledged (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._in_flight and not self.closed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return not self._in_flight
-
     def barrier_reply(self, xid: int) -> bool:
         """The switch answered a barrier; True if it was one of ours."""
         with self._cond:
@@ -117,10 +106,6 @@ class FlowPipe:
             self.acked += entry[0]
             self._cond.notify_all()
         return True
-
-    def window_of(self, xid: int) -> bool:
-        """Whether ``xid`` belongs to one of our windows (for error reports)."""
-        return XID_BASE <= xid < XID_BASE + self._next
 
     def close(self) -> None:
         """The switch is gone: drop everything and release a waiting producer."""

@@ -125,7 +125,7 @@ class FlowSpec:
     cookie: int = 0
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[int, int, tuple[tuple[str, object], ...]]:
         return (self.table, self.priority, self.match)
 
 

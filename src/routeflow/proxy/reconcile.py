@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from routeflow.proxy import fastof
@@ -23,6 +23,8 @@ from routeflow.rflib.protocol import FibEntry, RouteKind
 
 #: (table, priority, normalised match) identifies a flow on a switch.
 FlowKey = tuple[int, int, str]
+#: Raw OpenFlow bytes as os-ken hands them over (a reply's ``msg.buf``).
+Buf = bytes | bytearray | memoryview
 
 
 @dataclass
@@ -41,9 +43,9 @@ class GroupDiff:
 
 
 def diff_flows(
-    desired: dict[FlowKey, str] | dict[FlowKey, tuple],
-    actual: dict[FlowKey, tuple],
-    is_ours,
+    desired: Mapping[FlowKey, str | tuple[str, FlowSource]],
+    actual: Mapping[FlowKey, tuple[str, int, bytes]],
+    is_ours: Callable[[int], bool],
 ) -> FlowDiff:
     """desired: key -> actions, or a tuple starting with them (desired_flows);
     actual: key -> (actions, cookie, ...).
@@ -111,7 +113,7 @@ _PLEN6 = {str(n): n for n in range(129)}
 _ROUTE6_MATCH_HEAD = f"eth_type={of.ETH_TYPE_IPV6},ipv6_dst="
 
 
-def match_text(match) -> str:
+def match_text(match: Iterable[tuple[str, object]]) -> str:
     """``(name, value)`` pairs (FlowSpec.match) as normalised text."""
     parts = []
     for key, value in match:
@@ -191,13 +193,13 @@ def desired_flows(
         if entry.kind == _UNICAST:
             addr, sep, plen_text = entry.prefix.partition("/")
             if ":" in addr:
-                m = _route6_match(addr, _PLEN6.get(plen_text) if sep else 128)
-                if m is not None:
+                m6 = _route6_match(addr, _PLEN6.get(plen_text) if sep else 128)
+                if m6 is not None:
                     nh = entry.nexthop_id
-                    text = group_texts.get(nh)
-                    if text is None:
-                        text = group_texts[nh] = f"group:{nh}"
-                    out[(table, base + m[0], m[1])] = (text, entry)
+                    gtext = group_texts.get(nh)
+                    if gtext is None:
+                        gtext = group_texts[nh] = f"group:{nh}"
+                    out[(table, base + m6[0], m6[1])] = (gtext, entry)
                     continue
                 plen = None
             else:
@@ -212,10 +214,10 @@ def desired_flows(
                     addr = ntoa(raw)
                     m = head + addr if plen == 32 else f"{head}{addr}/{masks[plen]}"
                     nh = entry.nexthop_id
-                    text = group_texts.get(nh)
-                    if text is None:
-                        text = group_texts[nh] = f"group:{nh}"
-                    out[(table, base + plen, m)] = (text, entry)
+                    gtext = group_texts.get(nh)
+                    if gtext is None:
+                        gtext = group_texts[nh] = f"group:{nh}"
+                    out[(table, base + plen, m)] = (gtext, entry)
                     continue
         for spec in of.fib_flows(entry):
             key, text = spec_flow(spec)
@@ -328,10 +330,10 @@ def raw_chunks(plan: FlowPlan, chunk: int = CHUNK) -> Iterator[tuple[bytes, int]
     delete = fastof.flow_delete_strict
     deletes = plan.delete_fib
     for start in range(0, len(deletes), chunk):
-        part = deletes[start : start + chunk]
+        dpart = deletes[start : start + chunk]
         xid = XID_BASE + (n & 0x0FFFFFFF)
         n += 1
-        yield b"".join(delete(xid, t, prio, m) for (t, prio, _m), m in part), len(part)
+        yield b"".join(delete(xid, t, prio, m) for (t, prio, _m), m in dpart), len(dpart)
 
 
 def source_spec(key: FlowKey, source: FlowSource) -> of.FlowSpec:
@@ -385,7 +387,7 @@ class _Unusual(Exception):
     """Something this parser does not decode: os-ken's parser takes the entry."""
 
 
-def _oxm_value(kind: str, buf, pos: int, size: int) -> str:
+def _oxm_value(kind: str, buf: Buf, pos: int, size: int) -> str:
     if kind == "int":
         if size == 4:
             return str(_U32.unpack_from(buf, pos)[0])
@@ -405,7 +407,7 @@ def _oxm_value(kind: str, buf, pos: int, size: int) -> str:
     return "%d.%d.%d.%d" % tuple(buf[pos : pos + 4])  # noqa: UP031
 
 
-def _match(buf, pos: int, end: int) -> str:
+def _match(buf: Buf, pos: int, end: int) -> str:
     parts = []
     while pos < end:
         (header,) = _U32.unpack_from(buf, pos)
@@ -429,7 +431,7 @@ def _match(buf, pos: int, end: int) -> str:
     return ",".join(parts)
 
 
-def _actions(buf, pos: int, end: int, out: list[str]) -> None:
+def _actions(buf: Buf, pos: int, end: int, out: list[str]) -> None:
     while pos < end:
         atype, alen = _HH.unpack_from(buf, pos)
         if alen < 8:
@@ -454,7 +456,7 @@ def _actions(buf, pos: int, end: int, out: list[str]) -> None:
         raise _Unusual
 
 
-def _instructions(buf, pos: int, end: int) -> str:
+def _instructions(buf: Buf, pos: int, end: int) -> str:
     out: list[str] = []
     while pos < end:
         itype, ilen = _HH.unpack_from(buf, pos)
@@ -494,11 +496,11 @@ ActualFlows = dict[FlowKey, tuple[str, int, bytes]]
 
 
 def read_flow_stats(
-    buf,
+    buf: Buf,
     offset: int,
     end: int,
     into: ActualFlows,
-    fallback: Callable[[bytes, int], tuple[str, str]],
+    fallback: Callable[[Buf, int], tuple[str, str]],
 ) -> int:
     """Fold the ofp_flow_stats entries of ``buf[offset:end]`` into ``into``.
 
@@ -542,9 +544,10 @@ def read_flow_stats(
                 mtext = eth_ip + ntoa(u32(addr))
                 if mask is not None:
                     mtext += "/" + (mask_texts.get(mask) or ntoa(u32(mask)))
-                atext = group_texts.get(gid)
-                if atext is None:
-                    atext = group_texts[gid] = f"group:{gid}"
+                gtext = group_texts.get(gid)
+                if gtext is None:
+                    gtext = group_texts[gid] = f"group:{gid}"
+                atext = gtext
         if mtext is None:
             try:
                 if mtype != 1:  # OFPMT_OXM

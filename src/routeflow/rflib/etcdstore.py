@@ -48,6 +48,7 @@ with warnings.catch_warnings():
 from routeflow.rflib.store import (
     StateStore,
     StoreClosedError,
+    StoreError,
     _check_association,
     _check_associations,
     _check_config,
@@ -80,7 +81,7 @@ _config_decoder = msgspec.msgpack.Decoder(list[ConfigEntry])
 _row_decoder = msgspec.msgpack.Decoder(tuple[int, AssociationEntry])
 
 
-class StoreUnavailableError(RuntimeError):
+class StoreUnavailableError(StoreError):
     """No etcd endpoint answered within the time budget."""
 
 
@@ -88,7 +89,7 @@ class FencedError(StoreClosedError):
     """A fenced write found the fence key changed: another rfserver leads now."""
 
 
-class EtcdError(RuntimeError):
+class EtcdError(StoreError):
     """etcd refused a request (not a connectivity problem: retrying will not help)."""
 
     def __init__(self, message: str, status: int = 0, code: int | None = None):

@@ -54,20 +54,24 @@ class RouteKind(enum.IntEnum):
 
 
 class Message(msgspec.Struct, frozen=True, tag=True, kw_only=True):
-    """Base of every RFProtocol message; the tag is the class name."""
+    """Base of every RFProtocol message; the tag is the class name.
+
+    Subclasses inherit ``frozen`` at run time; they repeat it for the type checker,
+    which would otherwise take them for mutable dataclasses.
+    """
 
 
 # --- session --------------------------------------------------------------
 
 
-class ClientHello(Message):
+class ClientHello(Message, frozen=True):
     """First message of an rfclient connection: who is speaking."""
 
     vm_id: int
     hostname: str = ""
 
 
-class ControllerRegister(Message):
+class ControllerRegister(Message, frozen=True):
     """First message of an rfproxy connection (ct_id identifies the controller).
 
     A controller (ct_id) may be served by several rfproxy processes, its
@@ -89,7 +93,7 @@ MASTER = "master"
 SLAVE = "slave"
 
 
-class ControllerRole(Message):
+class ControllerRole(Message, frozen=True):
     """rfserver -> rfproxy: the OpenFlow role this replica must hold for ``ct_id``.
 
     The master programs the switches of ct_id; a slave keeps its switch
@@ -102,7 +106,7 @@ class ControllerRole(Message):
     generation: int
 
 
-class Resync(Message):
+class Resync(Message, frozen=True):
     """Brackets a full-state dump (phase 'begin' ... 'end').
 
     Whatever the receiver held for ``scope`` before 'begin' and did not hear
@@ -113,17 +117,17 @@ class Resync(Message):
     scope: int = 0  # vm_id (client) or dp_id (proxy); 0 = everything
 
 
-class AuthChallenge(Message):
+class AuthChallenge(Message, frozen=True):
     """Server -> peer after its hello: prove you know the shared secret (see rflib.auth)."""
 
     nonce: str
 
 
-class AuthResponse(Message):
+class AuthResponse(Message, frozen=True):
     mac: str
 
 
-class Error(Message):
+class Error(Message, frozen=True):
     """Sent before closing a connection for a reason the peer should log."""
 
     code: str
@@ -133,20 +137,20 @@ class Error(Message):
 # --- association ----------------------------------------------------------
 
 
-class PortRegister(Message):
+class PortRegister(Message, frozen=True):
     vm_id: int
     vm_port: int
     hwaddress: str
     ifname: str = ""
 
 
-class PortConfig(Message):
+class PortConfig(Message, frozen=True):
     vm_id: int
     vm_port: int
     operation_id: PortOperation
 
 
-class DatapathPortRegister(Message):
+class DatapathPortRegister(Message, frozen=True):
     ct_id: int
     dp_id: int
     dp_port: int
@@ -154,7 +158,7 @@ class DatapathPortRegister(Message):
     name: str = ""
 
 
-class DatapathPortStatus(Message):
+class DatapathPortStatus(Message, frozen=True):
     """A switch port's link went down or came up (OFPT_PORT_STATUS)."""
 
     ct_id: int
@@ -163,19 +167,19 @@ class DatapathPortStatus(Message):
     up: bool
 
 
-class DatapathDown(Message):
+class DatapathDown(Message, frozen=True):
     ct_id: int
     dp_id: int
 
 
-class VirtualPlaneMap(Message):
+class VirtualPlaneMap(Message, frozen=True):
     vm_id: int
     vm_port: int
     vs_id: int
     vs_port: int
 
 
-class DataPlaneMap(Message):
+class DataPlaneMap(Message, frozen=True):
     """Tells the proxy that (dp_id, dp_port) <-> (vs_id, vs_port) is one router port.
 
     ``hwaddress`` is the MAC of the VM interface: the switch admits frames sent
@@ -191,7 +195,7 @@ class DataPlaneMap(Message):
     hwaddress: str
 
 
-class DataPlaneUnmap(Message):
+class DataPlaneUnmap(Message, frozen=True):
     ct_id: int
     dp_id: int
     dp_port: int
@@ -200,7 +204,7 @@ class DataPlaneUnmap(Message):
 # --- routes: rfclient -> rfserver (VM view) -------------------------------
 
 
-class NextHop(Message):
+class NextHop(Message, frozen=True):
     """A next hop as the VM kernel sees it: its interface and gateway."""
 
     vm_port: int
@@ -208,13 +212,13 @@ class NextHop(Message):
     weight: int = 1
 
 
-class Route(Message):
+class Route(Message, frozen=True):
     prefix: str
     kind: RouteKind = RouteKind.UNICAST
     nexthops: list[NextHop] = []
 
 
-class RouteMod(Message):
+class RouteMod(Message, frozen=True):
     """A batch of route additions or deletions from the VM ``vm_id``."""
 
     mod: Mod
@@ -222,13 +226,13 @@ class RouteMod(Message):
     routes: list[Route]
 
 
-class Neighbour(Message):
+class Neighbour(Message, frozen=True):
     vm_port: int
     address: str
     hwaddress: str | None = None  # None: not (or no longer) resolved
 
 
-class NeighbourMod(Message):
+class NeighbourMod(Message, frozen=True):
     """A batch of ARP/neighbour changes from the VM ``vm_id``."""
 
     mod: Mod
@@ -239,7 +243,7 @@ class NeighbourMod(Message):
 # --- forwarding: rfserver -> rfproxy (switch view) ------------------------
 
 
-class Bucket(Message):
+class Bucket(Message, frozen=True):
     """One way out of a next hop group: rewrite MACs, decrement TTL, output."""
 
     dp_port: int
@@ -248,7 +252,7 @@ class Bucket(Message):
     weight: int = 1
 
 
-class NextHopMod(Message):
+class NextHopMod(Message, frozen=True):
     """Create, change or remove one next hop (an OpenFlow group) on ``dp_id``.
 
     No buckets means unresolved: the group sends packets to the controller,
@@ -264,14 +268,14 @@ class NextHopMod(Message):
     buckets: list[Bucket] = []
 
 
-class FibEntry(Message):
+class FibEntry(Message, frozen=True):
     prefix: str
     kind: RouteKind
     nexthop_id: int = 0  # UNICAST only
     dp_port: int = 0  # CONNECTED / LOCAL: the router port it belongs to
 
 
-class FibMod(Message):
+class FibMod(Message, frozen=True):
     """A batch of FIB changes for one datapath."""
 
     mod: Mod
@@ -283,7 +287,7 @@ class FibMod(Message):
 # --- statistics: rfproxy -> rfserver ----------------------------------------
 
 
-class FlowStat(Message):
+class FlowStat(Message, frozen=True):
     """One flow as the switch reports it (ground truth for counters and audits)."""
 
     table: int
@@ -295,7 +299,7 @@ class FlowStat(Message):
     bytes: int
 
 
-class DatapathStats(Message):
+class DatapathStats(Message, frozen=True):
     """Periodic snapshot of one switch's flows and of the proxy's relay counters."""
 
     ct_id: int

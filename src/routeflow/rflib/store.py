@@ -38,6 +38,7 @@ __all__ = [
     "SQLiteStore",
     "StateStore",
     "StoreClosedError",
+    "StoreError",
     "open_store",
 ]
 
@@ -132,8 +133,16 @@ def _collides(row: AssociationEntry, entry: AssociationEntry) -> bool:
     )
 
 
-class StoreClosedError(RuntimeError):
-    pass
+class StoreError(RuntimeError):
+    """Base of every state store failure: closed, unusable, unreachable, refused, fenced.
+
+    Catch this to tell a store failure from a bug. It stays a RuntimeError for callers
+    written before it existed.
+    """
+
+
+class StoreClosedError(StoreError):
+    """The store was closed (or, for etcd, fenced: another rfserver leads)."""
 
 
 class StateStore(abc.ABC):
@@ -355,7 +364,7 @@ class SQLiteStore(StateStore):
                 path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as err:
-            raise RuntimeError(f"cannot open state store {path!r}: {err}") from err
+            raise StoreError(f"cannot open state store {path!r}: {err}") from err
         self._conn: sqlite3.Connection | None = conn
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -366,7 +375,7 @@ class SQLiteStore(StateStore):
         except sqlite3.DatabaseError as err:
             conn.close()
             self._conn = None
-            raise RuntimeError(f"{path!r} is not a usable state store: {err}") from err
+            raise StoreError(f"{path!r} is not a usable state store: {err}") from err
         except BaseException:
             conn.close()
             self._conn = None
@@ -404,16 +413,16 @@ class SQLiteStore(StateStore):
                 return
             rows = conn.execute("SELECT version FROM schema_version").fetchall()
         if len(rows) != 1:
-            raise RuntimeError(f"{self.path!r}: corrupt schema_version table ({len(rows)} rows)")
+            raise StoreError(f"{self.path!r}: corrupt schema_version table ({len(rows)} rows)")
         version = rows[0][0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise StoreError(
                 f"{self.path!r} has state store schema version {version}, newer than the "
                 f"{SCHEMA_VERSION} this routeflow understands: upgrade routeflow, "
                 f"or move the file away to start from empty state"
             )
         if version < 1:
-            raise RuntimeError(f"{self.path!r}: invalid schema version {version}")
+            raise StoreError(f"{self.path!r}: invalid schema version {version}")
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         with self._lock:

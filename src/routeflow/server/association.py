@@ -232,7 +232,7 @@ def data_plane_map(row: AssociationEntry) -> DataPlaneMap:
     )
 
 
-def _sort_key(row: AssociationEntry) -> tuple:
+def _sort_key(row: AssociationEntry) -> tuple[bool, VmKey, bool, DpKey]:
     # Rows with a VM side first, by VM port; idle datapath ports after, by dp port.
     vm = row.vm_key
     dp = row.dp_key
@@ -286,8 +286,8 @@ class AssociationTable:
         self._config = tuple(config)
         self._cfg_by_vm, self._cfg_by_dp = _index_config(self._config)
 
-        for row in self._by_vm.values():
-            if row.dp_key is not None and self._cfg_by_vm.get(row.vm_key) != _pair(row):
+        for vm_key, row in self._by_vm.items():
+            if row.dp_key is not None and self._cfg_by_vm.get(vm_key) != _pair(row):
                 raise ValueError(f"entries: association {_pair(row)!r} is not in the config")
         for line in self._config:
             vm_row = self._by_vm.get(line.vm_key)
@@ -539,15 +539,15 @@ class AssociationTable:
         self._config, self._cfg_by_vm, self._cfg_by_dp = config, by_vm, by_dp
 
         for line in config:
-            client = self._by_vm.get(line.vm_key)
-            datapath = self._by_dp.get(line.dp_key)
-            if client is None or datapath is None or client is datapath:
+            vm_row = self._by_vm.get(line.vm_key)
+            dp_row = self._by_dp.get(line.dp_key)
+            if vm_row is None or dp_row is None or vm_row is dp_row:
                 continue
-            assert client.dp_key is None and datapath.vm_key is None
-            assoc = _join(client, datapath)
-            self._remove(datapath)
-            self._replace(client, assoc)
-            actions += [EntryChanged(datapath, None), EntryChanged(client, assoc)]
+            assert vm_row.dp_key is None and dp_row.vm_key is None
+            assoc = _join(vm_row, dp_row)
+            self._remove(dp_row)
+            self._replace(vm_row, assoc)
+            actions += [EntryChanged(dp_row, None), EntryChanged(vm_row, assoc)]
             actions.append(_send_mapping(assoc))
         return actions
 

@@ -12,7 +12,7 @@ import sys
 
 from routeflow.rflib import tls
 from routeflow.rflib.auth import peer_credentials
-from routeflow.rflib.store import open_store
+from routeflow.rflib.store import StoreError, open_store
 from routeflow.rflib.tuning import tune_gc
 from routeflow.server.config import ConfigError, load_config
 from routeflow.server.service import RFServer
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # config and persisted table cannot be reconciled
         print(f"rfserver: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # the store became unusable (etcd unreachable, fenced)
+    except StoreError as exc:  # the store became unusable (etcd unreachable, fenced)
         print(f"rfserver: state store failure: {exc}", file=sys.stderr)
         return 3
     finally:

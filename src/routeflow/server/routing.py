@@ -151,7 +151,7 @@ class RoutingTable:
         # vm_id -> prefix -> what the prefix has on the switch
         self._installed: dict[int, dict[str, _Installed]] = defaultdict(dict)
         self._fib_count: dict[tuple[int, int], int] = defaultdict(int)
-        self._plans: dict[tuple, _Plan] = {}
+        self._plans: dict[tuple[int, RouteKind, tuple[NextHop, ...]], _Plan] = {}
         self._nexthops: dict[NextHopKey, _NextHop] = {}
         self._members: dict[tuple[int, int, str], set[NextHopKey]] = defaultdict(set)
         self._next_id: dict[tuple[int, int], int] = defaultdict(lambda: 1)
@@ -362,8 +362,9 @@ class RoutingTable:
             if b is None:
                 return None
             return _Installed(b.ct_id, b.dp_id, kind, 0, b.dp_port, None)
-        bound = [(m, self.bindings.get((vm_id, m[0]))) for m in members if m[1]]
-        bound = [(m, b) for m, b in bound if b is not None]
+        bound = [
+            (m, b) for m in members if m[1] and (b := self.bindings.get((vm_id, m[0]))) is not None
+        ]
         if not bound:
             return None
         first = bound[0][1]
@@ -544,7 +545,9 @@ _PLEN = {str(n): n for n in range(33)}
 _HOST_BITS = tuple((1 << (32 - n)) - 1 for n in range(33))
 
 
-def _discard(by_dp: dict, dp: tuple[int, int], prefix: str) -> None:
+def _discard(
+    by_dp: dict[tuple[int, int], dict[str, FibEntry]], dp: tuple[int, int], prefix: str
+) -> None:
     """Forget a prefix in a batch's per-switch FIB changes without creating an entry
     for the switch (an empty one would still reorder the messages of the batch)."""
     entries = by_dp.get(dp)

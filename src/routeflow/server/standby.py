@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from routeflow.rflib.election import LeaderElection
+from routeflow.rflib.store import StoreError
 from routeflow.server.service import RFServer, write_status_file
 
 log = logging.getLogger("routeflow.server.standby")
@@ -151,7 +152,7 @@ async def run_with_standby(
             }
             try:
                 server = make_server(ha)  # reads the table from etcd
-            except RuntimeError as exc:  # etcd unreachable since we won: try again later
+            except StoreError as exc:  # etcd unreachable since we won: try again later
                 log.error("%s won the lease but cannot load the state: %s", identity, exc)
                 with contextlib.suppress(Exception):
                     await election.resign()
@@ -175,8 +176,9 @@ async def run_with_standby(
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await server.close_sessions()
-            if serving in done and serving.exception() is not None:
-                raise serving.exception()
+            error = serving.exception() if serving in done else None
+            if error is not None:
+                raise error
             why = "the store refused its writes" if fenced in done else "it lost the leader lease"
             log.error("%s stops serving (%s): sessions closed, back to standby", identity, why)
             with contextlib.suppress(Exception):  # etcd may be unreachable right now

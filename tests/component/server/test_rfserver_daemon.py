@@ -75,11 +75,13 @@ def daemon(tmp_path):
 
 
 def raw_send(path: str, data: bytes) -> bytes:
-    """Send raw bytes; return what the server answers before closing."""
+    """Send raw bytes and end our side (a truncated frame stays truncated, instead of
+    waiting out the timeout); return what the server answers before closing."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(path)
         s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
         chunks = []
         try:
             while chunk := s.recv(65536):

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
-
-import pytest
 
 from routeflow.lab.frr import daemons_for, frr_config, ospf6_config
 from routeflow.lab.model import LabPlan, load_lab, parse_lab, plan
-
-from .frrcheck import check_config, vtysh_dryrun
 
 LABS = Path(__file__).resolve().parents[3] / "labs"
 
@@ -135,40 +129,6 @@ def test_single_switch_lab() -> None:
         " network 172.31.1.0/24 area 0",
         " network 172.31.2.0/24 area 0",
     ]
-
-
-@pytest.mark.skipif(shutil.which("vtysh") is None, reason="FRR's vtysh is not installed")
-@pytest.mark.parametrize("routing", ["ospf", "bgp", "static"])
-def test_frr_accepts_the_config(routing: str, tmp_path: Path) -> None:
-    """vtysh --dryrun parses the file with the real FRR grammar, without touching daemons."""
-    p = rftest2(routing)
-    for vm in p.vms:
-        path = tmp_path / f"{vm.name}.conf"
-        path.write_text(frr_config(p, vm.switch))
-        result = vtysh_dryrun(path)
-        assert result.returncode == 0, result.stdout + result.stderr
-
-
-FRR_DIR = Path("/usr/lib/frr")
-
-
-@pytest.mark.skipif(
-    not (FRR_DIR / "ospfd").exists() or os.geteuid() != 0,
-    reason="needs FRR's daemons, which check configs only as root",
-)
-@pytest.mark.parametrize("routing", ["ospf", "bgp", "static"])
-def test_routing_daemon_accepts_every_line(routing: str, tmp_path: Path) -> None:
-    """The runner hands frr.conf to the routing daemon itself, which must know every command."""
-    p = rftest2(routing)
-    for vm in p.vms:
-        path = tmp_path / f"{vm.name}.conf"
-        path.write_text(frr_config(p, vm.switch))
-        daemon = daemons_for(p, vm.switch)[1]
-        result = check_config(daemon, path, tmp_path)
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, output
-        assert "No such command" not in output
-        assert "deprecated" not in output
 
 
 def test_link_cost_on_both_ends_in_both_protocols() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
-import os
-import shutil
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -19,11 +17,9 @@ from hypothesis import given, settings
 from routeflow.lab.frr import config_file, daemons_for, frr_config, ospf6_config
 from routeflow.lab.model import LabError, LabPlan, ipv6_prefix, load_lab, parse_lab, plan
 
-from .frrcheck import check_config, vtysh_dryrun
 from .test_lab_properties import build, lab_docs
 
 LABS = Path(__file__).resolve().parents[3] / "labs"
-FRR_DIR = Path("/usr/lib/frr")
 IPV6_KEYS = {"address6", "ip6", "gateway6", "subnet6", "ipv6_prefix"}
 
 
@@ -238,32 +234,3 @@ def test_ospf6_timers_and_bfd_follow_the_lab() -> None:
     assert conf.count(" ipv6 ospf6 bfd\n") == 3
     assert conf.count(" ipv6 ospf6 bfd profile rf-fast") == 3
     assert "bfd" not in "\n".join(block(conf, "interface eth1"))
-
-
-@pytest.mark.skipif(shutil.which("vtysh") is None, reason="FRR's vtysh is not installed")
-def test_vtysh_accepts_the_ospf6_config(tmp_path: Path) -> None:
-    p = rftest2_v6(ospf={"hello": 1, "dead": 4, "bfd": True})
-    for vm in p.vms:
-        path = tmp_path / f"{vm.name}.conf"
-        path.write_text(ospf6_config(p, vm.switch))
-        result = vtysh_dryrun(path)
-        assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.skipif(
-    not (FRR_DIR / "ospf6d").exists() or os.geteuid() != 0,
-    reason="needs FRR's daemons, which check configs only as root",
-)
-@pytest.mark.parametrize("bfd", [False, True])
-def test_ospf6d_accepts_every_line(bfd: bool, tmp_path: Path) -> None:
-    """The runner hands ospf6d.conf to ospf6d itself: no unknown or deprecated command."""
-    p = rftest2_v6(ospf={"hello": 1, "dead": 4, "bfd": bfd})
-    for vm in p.vms:
-        path = tmp_path / f"{vm.name}.conf"
-        path.write_text(ospf6_config(p, vm.switch))
-        result = check_config("ospf6d", path, tmp_path)
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, output
-        assert "No such command" not in output
-        assert "deprecated" not in output
-        assert "Unknown command" not in output

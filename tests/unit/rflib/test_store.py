@@ -15,6 +15,8 @@ from routeflow.rflib.store import (
     MemoryStore,
     SQLiteStore,
     StateStore,
+    StoreClosedError,
+    StoreError,
     open_store,
 )
 from routeflow.rflib.types import AssociationEntry, ConfigEntry, EntryState
@@ -260,16 +262,16 @@ def test_kv_matches_a_dict(store, ops, prefix):
 def test_closed_store_refuses_work(store):
     store.close()
     store.close()  # idempotent
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StoreClosedError):
         store.load_config()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StoreClosedError):
         store.kv_put("a", b"1")
 
 
 def test_context_manager(tmp_path):
     with open_store(f"sqlite:{tmp_path}/ctx.db") as s:
         s.kv_put("k", b"v")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StoreClosedError):
         s.kv_get("k")
 
 
@@ -330,15 +332,29 @@ def test_sqlite_rejects_newer_schema(tmp_path):
     with raw:
         raw.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     raw.close()
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(StoreError, match="newer"):
         SQLiteStore(str(path))
 
 
 def test_sqlite_rejects_a_file_that_is_not_a_database(tmp_path):
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(RuntimeError, match="not a usable state store"):
+    with pytest.raises(StoreError, match="not a usable state store"):
         SQLiteStore(str(path))
+
+
+def test_every_store_failure_is_a_store_error():
+    """So rfserver can catch store failures exactly, and let bugs (RuntimeError) through."""
+    from routeflow.rflib import etcdstore
+
+    for error in (
+        StoreClosedError,
+        etcdstore.FencedError,
+        etcdstore.StoreUnavailableError,
+        etcdstore.EtcdError,
+    ):
+        assert issubclass(error, StoreError), error
+    assert not issubclass(RuntimeError, StoreError)
 
 
 def test_sqlite_failed_transaction_rolls_back(tmp_path, monkeypatch):

@@ -1,0 +1,87 @@
+"""Suite-wide rules: every test's level comes from its folder, and one policy for skips.
+
+Levels (one per test, so ``-m unit`` / ``-m "not e2e"`` mean what they say):
+
+- ``unit``: needs nothing but this checkout; runs as any user (tests/unit, tests/fuzz and
+  most of tests/web);
+- ``component``: real daemons, root, OVS, FRR, namespaces or etcd (tests/component);
+- ``e2e``: builds a lab (tests/e2e).
+
+A file may name its own level with ``pytestmark`` (tests/web holds all three); the folder's
+level is the default. tests/web is also marked ``web``, tests/fuzz ``fuzz``.
+
+Skips: a test whose tool or privilege is missing skips on a developer's machine, but with
+``CI=true`` every skip is a failure: CI has every tool (scripts/setup.sh) and runs as root,
+so a skip there means a broken set-up, never a pass.
+
+Hypothesis: each property keeps its own ``max_examples`` and stays random (a new sample of
+the space every run); no deadline, since unit tests run side by side (``-n``) on a shared
+2-core machine, where a slow example says nothing about the code. In CI a failure prints
+the blob that replays it (``@reproduce_failure``), and nothing is saved (a fresh clone).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+TESTS = Path(__file__).resolve().parent
+LEVELS = ("unit", "component", "e2e")
+# folder under tests/ -> (default level, extra markers)
+FOLDERS = {
+    "unit": ("unit", ()),
+    "component": ("component", ()),
+    "e2e": ("e2e", ()),
+    "web": ("unit", ("web",)),
+    "fuzz": ("unit", ("fuzz",)),
+}
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+NOT_IN_CI = "skipped in CI, where nothing may be missing"
+
+settings.register_profile(
+    "routeflow",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=IN_CI,
+    **({"database": None} if IN_CI else {}),
+)
+settings.load_profile("routeflow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        if folder not in FOLDERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests/{folder} has no level in FOLDERS")
+        level, extra = FOLDERS[folder]
+        if not any(item.get_closest_marker(name) for name in LEVELS):
+            item.add_marker(level)
+        for name in extra:
+            item.add_marker(name)
+
+
+def _skip_reason(longrepr: object) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"{NOT_IN_CI}: {_skip_reason(report.longrepr)}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport:
+    report = yield
+    if IN_CI and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"{NOT_IN_CI}: {_skip_reason(report.longrepr)}"
+    return report
