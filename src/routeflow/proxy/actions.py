@@ -177,7 +177,7 @@ class Notice:
 
     level: int
     text: str
-    args: tuple = ()
+    args: tuple[object, ...] = ()
 
 
 def info(text: str, *args: object) -> Notice:
