@@ -550,7 +550,21 @@ def bench_relay(file, seconds, pings, bfd, json_path, run_dir, log_level) -> Non
         + f"; logs in {run_dir}",
         markup=False,
     )
-    result = relay.run_relay_bench(
+    from routeflow.lab.runner import Terminated
+
+    try:
+        result = _relay_bench(relay, plan, run_dir, seconds, pings, log_level)
+    except (KeyboardInterrupt, Terminated):
+        console.print("interrupted; lab torn down")
+        sys.exit(130)
+    if json_path:
+        relay.write_json(result, json_path)
+    console.print("PASS" if result.ok else "FAIL")
+    sys.exit(0 if result.ok else 1)
+
+
+def _relay_bench(relay, plan, run_dir, seconds, pings, log_level):
+    return relay.run_relay_bench(
         plan,
         run_dir,
         seconds=seconds,
@@ -561,10 +575,6 @@ def bench_relay(file, seconds, pings, bfd, json_path, run_dir, log_level) -> Non
             markup=False,
         ),
     )
-    if json_path:
-        relay.write_json(result, json_path)
-    console.print("PASS" if result.ok else "FAIL")
-    sys.exit(0 if result.ok else 1)
 
 
 if __name__ == "__main__":
