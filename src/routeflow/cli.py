@@ -77,7 +77,17 @@ def lab_plan(file: str) -> None:
 
     plan = _load(file)
     t = Table(title=f"lab {plan.name}: VMs")
-    for col in ("switch", "dpid", "vm_id", "port", "ifname", "address", "mac", "peer"):
+    for col in (
+        "switch",
+        "dpid",
+        "vm_id",
+        "port",
+        "switch side",
+        "ifname",
+        "address",
+        "mac",
+        "peer",
+    ):
         t.add_column(col)
     for vm in plan.vms:
         for i in vm.interfaces:
@@ -86,6 +96,7 @@ def lab_plan(file: str) -> None:
                 f"{vm.dp_id:#x}",
                 f"{vm.vm_id:#x}",
                 str(i.port),
+                f"{vm.bridge} {vm.port_ifname(i.port)}",
                 i.ifname,
                 i.address,
                 i.mac,
