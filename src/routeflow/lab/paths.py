@@ -53,7 +53,7 @@ class Oracle:
         want = self.hops[switch][prefix]
         if have is None:
             return f"{prefix}: no route (want {_show(want)})"
-        if switch in self.exact:
+        if switch in self.exact or not want:  # exact, or on-link: connected either way
             return None if have == want else f"{prefix}: {_show(have)}, want {_show(want)}"
         if have and have <= want:
             return None

@@ -57,6 +57,9 @@ def test_exact_for_ospf_and_a_subset_elsewhere() -> None:
     assert bgp.problems("B", "172.31.3.0/24", one) is None
     assert bgp.problems("B", "172.31.3.0/24", frozenset()) is not None
     assert bgp.problems("B", "172.31.3.0/24", one | {Hop(1, "", "")}) is not None
+    # a switch's own subnet is connected, whatever the routing
+    assert bgp.problems("B", "172.31.2.0/24", frozenset()) is None
+    assert bgp.problems("B", "172.31.2.0/24", one) is not None
 
 
 def floyd(n: int, edges: list[tuple[int, int, int]]) -> list[list[float]]:
