@@ -1,0 +1,1 @@
+"""Tenant networks: a Neutron-compatible API and a distributed router on every node."""

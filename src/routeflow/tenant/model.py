@@ -1,0 +1,258 @@
+"""The tenant model: what the Neutron-compatible API stores and what node agents receive.
+
+One struct per Neutron resource, holding the fields routeflow acts on plus the standard
+attributes real clients expect back. The API layer turns these into Neutron JSON (and
+back); node agents receive them unchanged (model objects, not flows) and compile their
+own flows from them. Router interfaces and gateway ports are ordinary `Port`s, told apart
+by `device_owner`, as in Neutron.
+
+Rules this module keeps (pure, no I/O, no clock):
+- Every object is frozen; a change is a new object with `revision_number + 1`.
+- `Cloud` is an immutable snapshot; `Cloud.apply(change)` returns the next one. Applying
+  the same set of changes in any order that respects revisions gives the same snapshot,
+  which is what lets a node catch up from "full state, then deltas".
+- Integers the data plane needs (network VNI, router key, port key) are allocated once by
+  the server and stored in the object, so every node compiles the same numbers.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+import msgspec
+
+DEVICE_ROUTER_INTERFACE = "network:router_interface"
+DEVICE_ROUTER_GATEWAY = "network:router_gateway"
+DEVICE_FLOATINGIP = "network:floatingip"
+DEVICE_DHCP = "network:dhcp"
+
+VNI_MIN = 1
+VNI_MAX = (1 << 24) - 1  # VXLAN network identifier is 24 bits
+KEY_MAX = (1 << 31) - 1  # router and port keys live in 32-bit OpenFlow registers
+
+
+class Kind(enum.StrEnum):
+    """Object kinds; also the store key prefix (`tenant/<kind>/<id>`)."""
+
+    NETWORK = "network"
+    SUBNET = "subnet"
+    PORT = "port"
+    ROUTER = "router"
+    NODE = "node"
+
+
+class _Base(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    id: str
+    name: str = ""
+    project_id: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    created_at: str = ""  # ISO 8601, set by the server (the model has no clock)
+    updated_at: str = ""
+    revision_number: int = 0
+
+
+class Network(_Base, frozen=True, kw_only=True):
+    admin_state_up: bool = True
+    shared: bool = False
+    external: bool = False  # Neutron's "router:external"
+    mtu: int = 1450  # underlay MTU minus the 50 bytes of VXLAN over IPv4
+    port_security_enabled: bool = True
+    segmentation_id: int = 0  # VNI; allocated by the server, never 0 once stored
+
+
+class AllocationPool(msgspec.Struct, frozen=True):
+    start: str
+    end: str
+
+
+class HostRoute(msgspec.Struct, frozen=True):
+    destination: str
+    nexthop: str
+
+
+class Subnet(_Base, frozen=True, kw_only=True):
+    network_id: str
+    ip_version: Literal[4, 6] = 4
+    cidr: str
+    gateway_ip: str | None = None
+    enable_dhcp: bool = True
+    allocation_pools: tuple[AllocationPool, ...] = ()
+    dns_nameservers: tuple[str, ...] = ()
+    host_routes: tuple[HostRoute, ...] = ()
+
+
+class FixedIP(msgspec.Struct, frozen=True):
+    subnet_id: str
+    ip_address: str
+
+
+class AddressPair(msgspec.Struct, frozen=True):
+    ip_address: str
+    mac_address: str | None = None
+
+
+class Port(_Base, frozen=True, kw_only=True):
+    network_id: str
+    mac_address: str
+    fixed_ips: tuple[FixedIP, ...] = ()
+    admin_state_up: bool = True
+    status: Literal["DOWN", "ACTIVE", "BUILD", "ERROR"] = "DOWN"
+    device_id: str = ""
+    device_owner: str = ""
+    binding_host_id: str = ""  # Neutron's "binding:host_id": the node the VIF is plugged on
+    security_groups: tuple[str, ...] = ()
+    port_security_enabled: bool = True
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
+    key: int = 0  # port key for OpenFlow registers; allocated by the server
+
+    @property
+    def is_router_interface(self) -> bool:
+        return self.device_owner == DEVICE_ROUTER_INTERFACE
+
+    @property
+    def is_vif(self) -> bool:
+        """A port a VM plugs into (not owned by the network itself)."""
+        return not self.device_owner.startswith("network:")
+
+
+class ExternalFixedIP(msgspec.Struct, frozen=True):
+    subnet_id: str
+    ip_address: str
+
+
+class GatewayInfo(msgspec.Struct, frozen=True, kw_only=True):
+    network_id: str
+    enable_snat: bool = True
+    external_fixed_ips: tuple[ExternalFixedIP, ...] = ()
+
+
+class Router(_Base, frozen=True, kw_only=True):
+    admin_state_up: bool = True
+    status: str = "ACTIVE"
+    external_gateway_info: GatewayInfo | None = None
+    routes: tuple[HostRoute, ...] = ()
+    key: int = 0  # router key for OpenFlow registers; allocated by the server
+
+
+class Node(_Base, frozen=True, kw_only=True):
+    """A compute node: `id` is its name (`routeflow tenant node --name`)."""
+
+    tunnel_ip: str  # VXLAN endpoint on the underlay
+    gateway: bool = False
+
+
+Object = Network | Subnet | Port | Router | Node
+
+KIND_OF: dict[type, Kind] = {
+    Network: Kind.NETWORK,
+    Subnet: Kind.SUBNET,
+    Port: Kind.PORT,
+    Router: Kind.ROUTER,
+    Node: Kind.NODE,
+}
+TYPE_OF: dict[Kind, type] = {kind: cls for cls, kind in KIND_OF.items()}
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True):
+    """One delta as the server sends it: `obj` is the new object, None when deleted.
+
+    `revision` is the server's global revision after this change (monotonic), so a node
+    that reconnects says which revision it holds and the server knows what to resend.
+    """
+
+    kind: Kind
+    id: str
+    revision: int
+    obj: Object | None = None
+
+
+class Cloud(msgspec.Struct, frozen=True, kw_only=True):
+    """An immutable snapshot of every object, keyed by kind and id."""
+
+    revision: int = 0
+    networks: Mapping[str, Network] = msgspec.field(default_factory=dict)
+    subnets: Mapping[str, Subnet] = msgspec.field(default_factory=dict)
+    ports: Mapping[str, Port] = msgspec.field(default_factory=dict)
+    routers: Mapping[str, Router] = msgspec.field(default_factory=dict)
+    nodes: Mapping[str, Node] = msgspec.field(default_factory=dict)
+
+    def table(self, kind: Kind) -> Mapping[str, Object]:
+        tables: dict[Kind, Mapping[str, Object]] = {
+            Kind.NETWORK: self.networks,
+            Kind.SUBNET: self.subnets,
+            Kind.PORT: self.ports,
+            Kind.ROUTER: self.routers,
+            Kind.NODE: self.nodes,
+        }
+        return tables[kind]
+
+    def apply(self, change: Change) -> Cloud:
+        """The snapshot after `change`; a stale change (older revision) is ignored."""
+        if change.revision <= self.revision:
+            return self
+        table = dict(self.table(change.kind))
+        if change.obj is None:
+            table.pop(change.id, None)
+        else:
+            if KIND_OF[type(change.obj)] is not change.kind or change.obj.id != change.id:
+                raise ValueError(f"change {change.kind}/{change.id} carries a mismatched object")
+            table[change.id] = change.obj
+        field = {
+            Kind.NETWORK: "networks",
+            Kind.SUBNET: "subnets",
+            Kind.PORT: "ports",
+            Kind.ROUTER: "routers",
+            Kind.NODE: "nodes",
+        }[change.kind]
+        return msgspec.structs.replace(self, revision=change.revision, **{field: table})
+
+    def apply_all(self, changes: Iterable[Change]) -> Cloud:
+        cloud = self
+        for change in sorted(changes, key=lambda c: c.revision):
+            cloud = cloud.apply(change)
+        return cloud
+
+    def changes(self) -> list[Change]:
+        """The full state as changes (what a node receives on connect)."""
+        out = []
+        for kind in Kind:
+            for oid, obj in sorted(self.table(kind).items()):
+                out.append(Change(kind=kind, id=oid, revision=self.revision, obj=obj))
+        return out
+
+    # Queries the compiler and the API both need.
+
+    def subnets_of(self, network_id: str) -> list[Subnet]:
+        return sorted(
+            (s for s in self.subnets.values() if s.network_id == network_id), key=lambda s: s.id
+        )
+
+    def ports_of(self, network_id: str) -> list[Port]:
+        return sorted(
+            (p for p in self.ports.values() if p.network_id == network_id), key=lambda p: p.id
+        )
+
+    def router_interfaces(self, router_id: str) -> list[Port]:
+        return sorted(
+            (
+                p
+                for p in self.ports.values()
+                if p.is_router_interface and p.device_id == router_id
+            ),
+            key=lambda p: p.id,
+        )
+
+
+def encode(obj: object) -> bytes:
+    return msgspec.msgpack.encode(obj)
+
+
+def decode_change(data: bytes) -> Change:
+    return msgspec.msgpack.decode(data, type=Change)
+
+
+def decode_object(kind: Kind, data: bytes) -> Object:
+    return msgspec.msgpack.decode(data, type=TYPE_OF[kind])
