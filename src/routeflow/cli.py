@@ -44,6 +44,47 @@ main.add_command(_passthrough("server", "Run rfserver (see `routeflow server --h
 main.add_command(_passthrough("proxy", "Run rfproxy, the os-ken app (`routeflow proxy --help`)."))
 main.add_command(_passthrough("client", "Run rfclient inside a VM (`routeflow client --help`)."))
 
+DAEMONS = ("server", "proxy", "client")
+
+
+def _daemon_parser(daemon: str):
+    if daemon == "server":
+        from routeflow.server.main import build_parser
+    elif daemon == "proxy":
+        from routeflow.proxy.main import build_parser
+    else:
+        from routeflow.client.daemon import build_parser
+    return build_parser()
+
+
+@main.group()
+def config() -> None:
+    """Daemon config files: check one, or print a daemon's reference."""
+
+
+@config.command("check")
+@click.argument("daemon", type=click.Choice(DAEMONS))
+@click.argument("path", type=click.Path(dir_okay=False))
+def config_check(daemon: str, path: str) -> None:
+    """Validate PATH as DAEMON's config file without starting anything."""
+    from routeflow.rflib.daemonconf import ConfigFileError, load
+
+    try:
+        values = load(path, _daemon_parser(daemon))
+    except ConfigFileError as exc:
+        console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+        sys.exit(2)
+    console.print(f"{path}: ok ({len(values)} settings for routeflow {daemon})", markup=False)
+
+
+@config.command("reference")
+@click.argument("daemon", type=click.Choice(DAEMONS))
+def config_reference(daemon: str) -> None:
+    """Print DAEMON's config keys, defaults and meanings (Markdown)."""
+    from routeflow.rflib.daemonconf import reference
+
+    click.echo(reference(_daemon_parser(daemon)), nl=False)
+
 
 @main.group()
 def lab() -> None:

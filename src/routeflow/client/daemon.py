@@ -25,7 +25,7 @@ from routeflow.client.netlink import (
     send_mapping_packet,
     set_link_state,
 )
-from routeflow.rflib import auth, ipc, tls
+from routeflow.rflib import auth, daemonconf, ipc, tls
 from routeflow.rflib.protocol import (
     AuthChallenge,
     ClientHello,
@@ -322,11 +322,13 @@ def vm_id_from_interface(ifname: str) -> int:
     return int(mac.replace(":", ""), 16)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """rfclient's options; also the schema of its config file (rflib.daemonconf)."""
     parser = argparse.ArgumentParser(
-        prog="python -m routeflow.client",
+        prog="routeflow client",
         description="rfclient: report this VM's ports, routes and neighbours to rfserver.",
     )
+    daemonconf.add_config_file_option(parser)
     parser.add_argument("--vm-id", help="VM id (decimal or 0x hex); default: from --mgmt-if")
     parser.add_argument("--mgmt-if", help="interface whose MAC is the VM id when --vm-id is absent")
     parser.add_argument(
@@ -345,17 +347,12 @@ def _parser() -> argparse.ArgumentParser:
         "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"
     )
     tls.add_arguments(parser)
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-    )
+    daemonconf.add_log_level_option(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = daemonconf.parse_args(build_parser(), argv)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

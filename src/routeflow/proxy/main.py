@@ -9,7 +9,7 @@ import re
 import sys
 
 from routeflow.proxy.openflow import DEFAULT_VS_DPID
-from routeflow.rflib import tls
+from routeflow.rflib import daemonconf, tls
 
 
 def _int(text: str) -> int:
@@ -53,8 +53,10 @@ def _run_apps(apps: list[str], **kwargs) -> None:
         gc.collect()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """rfproxy's options; also the schema of its config file (rflib.daemonconf)."""
     parser = argparse.ArgumentParser(prog="routeflow proxy", description=__doc__)
+    daemonconf.add_config_file_option(parser)
     parser.add_argument(
         "--server",
         default="unix:/run/routeflow/rfserver.sock",
@@ -91,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"
     )
     tls.add_arguments(parser)
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    daemonconf.add_log_level_option(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = daemonconf.parse_args(build_parser(), argv)
 
     logging.basicConfig(
         level=args.log_level.upper(),

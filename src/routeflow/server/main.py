@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 
-from routeflow.rflib import tls
+from routeflow.rflib import daemonconf, tls
 from routeflow.rflib.auth import peer_credentials
 from routeflow.rflib.store import StoreError, open_store
 from routeflow.rflib.tuning import tune_gc
@@ -19,13 +19,17 @@ from routeflow.server.service import RFServer
 from routeflow.web.options import WebError, add_web_arguments, web_options
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """rfserver's options; also the schema of its config file (rflib.daemonconf)."""
     parser = argparse.ArgumentParser(prog="routeflow server", description=__doc__)
+    daemonconf.add_config_file_option(parser)
     parser.add_argument(
+        "--mapping",
         "--config",
+        dest="config",
         default=None,
         help="mapping CSV: vm_id,vm_port,ct_id,dp_id,dp_port (required unless the etcd "
-        "store already holds a config)",
+        "store already holds a config); --config is the older name of this flag",
     )
     parser.add_argument(
         "--store",
@@ -76,9 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="shared secret (mode 0600): peers must prove they know it (HMAC challenge)",
     )
-    parser.add_argument("--log-level", default="INFO")
+    daemonconf.add_log_level_option(parser)
     add_web_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = daemonconf.parse_args(build_parser(), argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     shared = hasattr(store, "fence")  # a replicated store: run the leader election
     if config is None and not shared:
-        print("rfserver: --config is required", file=sys.stderr)
+        print("rfserver: --mapping (the mapping CSV) is required", file=sys.stderr)
         store.close()
         return 2
 
