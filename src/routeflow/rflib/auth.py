@@ -28,6 +28,7 @@ from routeflow.rflib.protocol import (
     ClientHello,
     ControllerRegister,
     Message,
+    NodeHello,
 )
 
 CONTEXT = b"routeflow-rfprotocol-auth-v1"
@@ -71,6 +72,8 @@ def identity(hello: Message) -> str:
         return f"vm:{hello.vm_id:#x}"
     if isinstance(hello, ControllerRegister):
         return f"ct:{hello.ct_id}"
+    if isinstance(hello, NodeHello):
+        return f"node:{hello.name}"
     raise AuthError(f"{type(hello).__name__} is not a hello")
 
 

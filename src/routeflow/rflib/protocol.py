@@ -310,6 +310,42 @@ class DatapathStats(Message, frozen=True):
     relay_dropped: int = 0
 
 
+# --- tenant nodes (routeflow tenant server <-> node agents) ------------------
+
+
+class NodeHello(Message, frozen=True):
+    """First message of a tenant node agent: who it is and the model revision it holds.
+
+    ``revision`` 0 means "nothing": the server sends the full state. The model
+    objects themselves travel as msgpack in ``TenantChanges.changes`` so that
+    this module does not depend on the tenant model (routeflow.tenant.model).
+    """
+
+    name: str
+    tunnel_ip: str
+    gateway: bool = False
+    revision: int = 0
+
+
+class TenantChanges(Message, frozen=True):
+    """Server -> node: model changes (msgpack of ``list[tenant.model.Change]``).
+
+    ``full`` marks the full state: the node replaces what it held with it
+    (reconciliation, as ``Resync`` does for routes); otherwise a delta.
+    """
+
+    revision: int
+    changes: bytes
+    full: bool = False
+
+
+class NodeBinding(Message, frozen=True):
+    """Node -> server: a VIF for Neutron port ``port_id`` is plugged here (or gone)."""
+
+    port_id: str
+    plugged: bool = True
+
+
 AnyMessage = (
     ClientHello
     | ControllerRegister
@@ -331,4 +367,7 @@ AnyMessage = (
     | NextHopMod
     | FibMod
     | DatapathStats
+    | NodeHello
+    | TenantChanges
+    | NodeBinding
 )

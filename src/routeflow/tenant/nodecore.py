@@ -1,0 +1,218 @@
+"""The node agent's decisions (pure): model and VIFs in, flow diffs and messages out.
+
+The os-ken shell (``node.py``) turns OpenFlow, OVSDB and server traffic into the
+events below and carries out the actions, in order. No sockets, clock or os-ken
+here; the flow compiler is passed in, and flows are opaque hashable values.
+
+Rules:
+
+1. The node holds the model it was sent: a full state replaces it, a delta
+   applies on top (``Cloud.apply``; stale deltas are ignored). A delta before
+   any full state is ignored (the server always starts with one).
+2. The agent never flushes. It writes to the switch only once it knows both
+   the switch's flows (read back on every switch connect, by cookie) and a
+   full model; then it installs the *difference* between what the compiler
+   wants and what the switch holds. A restart with nothing changed writes
+   nothing. Losing the server keeps the flows (forwarding goes on headless).
+3. VIFs come from OVSDB (``external_ids:iface-id`` -> ofport). Each plugged or
+   unplugged VIF is reported to the server (``NodeBinding``); on every server
+   (re)connect all plugged VIFs are reported again, and ports the model binds
+   here that are not plugged are reported unplugged.
+4. DHCP requests (packet-in) are answered only for a plugged VIF on the port it
+   came in on, within the port's rate limit (``dhcp.TokenBucket``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from routeflow.rflib import protocol as p
+from routeflow.tenant import dhcp, wire
+from routeflow.tenant.model import Cloud
+
+__all__ = [
+    "DhcpReply",
+    "InstallFlows",
+    "NodeCore",
+    "NodeView",
+    "SendToServer",
+]
+
+F = TypeVar("F", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """What the compiler needs about this node besides the model."""
+
+    name: str
+    bindings: Mapping[str, int]  # port id -> ofport of its VIF on br-int
+    tunnel_ofport: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendToServer:
+    msg: p.Message
+
+
+@dataclass(frozen=True, slots=True)
+class InstallFlows(Generic[F]):
+    add: frozenset[F]
+    delete: frozenset[F]
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpReply:
+    ofport: int
+    frame: bytes
+
+
+Action = SendToServer | InstallFlows[F] | DhcpReply
+
+Compiler = Callable[[Cloud, NodeView], frozenset[F]]
+
+
+@dataclass
+class _Counters:
+    installs: int = 0
+    flows_added: int = 0
+    flows_deleted: int = 0
+    dhcp_answered: int = 0
+    dhcp_limited: int = 0
+    dhcp_ignored: int = 0
+    bad_messages: int = 0
+
+
+@dataclass
+class NodeCore(Generic[F]):
+    name: str
+    tunnel_ip: str
+    compile: Compiler[F]
+    gateway: bool = False
+    tunnel_ofport: int = 0
+    dhcp_rate: float = 5.0
+    dhcp_burst: float = 10.0
+    cloud: Cloud | None = None
+    vifs: dict[str, int] = field(default_factory=dict)
+    #: The switch's flows as last read or written; None while it is not connected.
+    installed: frozenset[F] | None = None
+    server_up: bool = False
+    counters: _Counters = field(default_factory=_Counters)
+    _buckets: dict[str, dhcp.TokenBucket] = field(default_factory=dict)
+
+    # --- server -------------------------------------------------------------
+
+    def hello(self) -> p.NodeHello:
+        revision = self.cloud.revision if self.cloud is not None else 0
+        return p.NodeHello(
+            name=self.name, tunnel_ip=self.tunnel_ip, gateway=self.gateway, revision=revision
+        )
+
+    def server_connected(self) -> list[Action[F]]:
+        """Rule 3: re-announce every plugged VIF (unplugged ones follow the full state)."""
+        self.server_up = True
+        return [
+            SendToServer(p.NodeBinding(port_id=pid, plugged=True)) for pid in sorted(self.vifs)
+        ]
+
+    def server_lost(self) -> list[Action[F]]:
+        self.server_up = False
+        return []
+
+    def changes(self, msg: p.TenantChanges) -> list[Action[F]]:
+        """Rule 1; a bad message is counted and dropped, never fatal."""
+        try:
+            changes = wire.decode(msg.changes)
+        except wire.WireError:
+            self.counters.bad_messages += 1
+            return []
+        out: list[Action[F]] = []
+        if msg.full:
+            self.cloud = wire.full_cloud(msg.revision, changes)
+            out += self._unplugged_bound_here()
+        elif self.cloud is None:
+            return []
+        else:
+            self.cloud = self.cloud.apply_all(changes)
+        return out + self._reconcile()
+
+    def _unplugged_bound_here(self) -> list[Action[F]]:
+        assert self.cloud is not None
+        return [
+            SendToServer(p.NodeBinding(port_id=port.id, plugged=False))
+            for port in sorted(self.cloud.ports.values(), key=lambda q: q.id)
+            if port.binding_host_id == self.name and port.is_vif and port.id not in self.vifs
+        ]
+
+    # --- switch -------------------------------------------------------------
+
+    def switch_connected(self, flows: frozenset[F]) -> list[Action[F]]:
+        """Rule 2: ``flows`` are the switch's own (read back by cookie)."""
+        self.installed = frozenset(flows)
+        return self._reconcile()
+
+    def switch_lost(self) -> list[Action[F]]:
+        self.installed = None
+        return []
+
+    def vifs_read(self, vifs: Mapping[str, int], tunnel_ofport: int) -> list[Action[F]]:
+        """Rule 3: the VIFs OVSDB holds now (read at start and on every port status)."""
+        new = {pid: ofport for pid, ofport in vifs.items() if ofport > 0}
+        out: list[Action[F]] = []
+        if self.server_up:
+            for pid in sorted(new.keys() - self.vifs.keys()):
+                out.append(SendToServer(p.NodeBinding(port_id=pid, plugged=True)))
+            for pid in sorted(self.vifs.keys() - new.keys()):
+                out.append(SendToServer(p.NodeBinding(port_id=pid, plugged=False)))
+        for pid in self.vifs.keys() - new.keys():
+            self._buckets.pop(pid, None)
+        changed = new != self.vifs or tunnel_ofport != self.tunnel_ofport
+        self.vifs = new
+        self.tunnel_ofport = tunnel_ofport
+        return out + (self._reconcile() if changed else [])
+
+    def view(self) -> NodeView:
+        return NodeView(name=self.name, bindings=dict(self.vifs), tunnel_ofport=self.tunnel_ofport)
+
+    def desired(self) -> frozenset[F] | None:
+        if self.cloud is None:
+            return None
+        return self.compile(self.cloud, self.view())
+
+    def _reconcile(self) -> list[Action[F]]:
+        if self.cloud is None or self.installed is None:
+            return []
+        want = self.compile(self.cloud, self.view())
+        add = want - self.installed
+        delete = self.installed - want
+        self.installed = want
+        if not add and not delete:
+            return []
+        self.counters.installs += 1
+        self.counters.flows_added += len(add)
+        self.counters.flows_deleted += len(delete)
+        return [InstallFlows(add=frozenset(add), delete=frozenset(delete))]
+
+    # --- DHCP ---------------------------------------------------------------
+
+    def dhcp_request(self, ofport: int, frame: bytes, now: float) -> list[Action[F]]:
+        """Rule 4."""
+        pid = next((q for q, port in self.vifs.items() if port == ofport), None)
+        port = self.cloud.ports.get(pid) if (self.cloud is not None and pid) else None
+        if pid is None or port is None or self.cloud is None:
+            self.counters.dhcp_ignored += 1
+            return []
+        bucket = self._buckets.setdefault(pid, dhcp.TokenBucket(self.dhcp_rate, self.dhcp_burst))
+        if not bucket.allow(now):
+            self.counters.dhcp_limited += 1
+            return []
+        lease = dhcp.lease_for(self.cloud, port)
+        answer = dhcp.reply(frame, lease) if lease is not None else None
+        if answer is None:
+            self.counters.dhcp_ignored += 1
+            return []
+        self.counters.dhcp_answered += 1
+        return [DhcpReply(ofport, answer)]
+
