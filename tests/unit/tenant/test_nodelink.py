@@ -1,0 +1,121 @@
+"""The server's node link over a real unix socket, with rfproxy's threaded ServerLink as the node.
+
+The Repository here is a minimal stand-in holding a Cloud (the real one is the
+tenant server's, tested with it); what is under test is the link: handshake,
+full state, deltas in order, bindings, a wrong secret refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from routeflow.proxy.serverlink import ServerLink
+from routeflow.rflib import protocol as p
+from routeflow.tenant import wire
+from routeflow.tenant.model import Change, Cloud, Kind, Node
+from routeflow.tenant.nodelink import serve_nodes
+
+from .cloudfix import VM1, cloud
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+class Repo:
+    def __init__(self, model: Cloud) -> None:
+        self.cloud = model
+        self.subs: list[Callable[[Change], None]] = []
+        self.nodes: list[Node] = []
+        self.binds: list[tuple[str, str, bool]] = []
+
+    def snapshot(self) -> Cloud:
+        return self.cloud
+
+    def subscribe(self, fn: Callable[[Change], None]) -> Callable[[], None]:
+        self.subs.append(fn)
+        return lambda: self.subs.remove(fn)
+
+    def register_node(self, node: Node) -> None:
+        self.nodes.append(node)
+
+    def bind_port(self, port_id: str, host: str, active: bool) -> None:
+        if port_id == "unknown":
+            raise KeyError(port_id)
+        self.binds.append((port_id, host, active))
+
+    def emit(self, change: Change) -> None:
+        self.cloud = self.cloud.apply(change)
+        for fn in list(self.subs):
+            fn(change)
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_full_state_then_deltas_then_bindings(tmp_path: Path) -> None:
+    async def main() -> None:
+        repo = Repo(cloud())
+        link = await serve_nodes(repo, f"unix:{tmp_path}/nodes.sock", SECRET)
+        got: list[p.Message] = []
+        lock = threading.Lock()
+
+        def on_message(msg: p.Message) -> None:
+            with lock:
+                got.append(msg)
+
+        hello = p.NodeHello(name="c1", tunnel_ip="198.51.100.1")
+        client = ServerLink(
+            f"unix:{tmp_path}/nodes.sock",
+            lambda: [hello, p.NodeBinding(port_id="port-1"), p.NodeBinding(port_id="unknown")],
+            on_message,
+            secret=SECRET,
+        )
+        client.start()
+        try:
+            await until(lambda: len(got) >= 1 and len(repo.binds) == 1)
+            full = got[0]
+            assert isinstance(full, p.TenantChanges) and full.full
+            assert wire.full_cloud(full.revision, wire.decode(full.changes)) == repo.cloud
+            assert repo.nodes[0].id == "c1" and repo.binds == [("port-1", "c1", True)]
+            assert link.counters["bind_errors"] == 1 and "c1" in link.nodes
+            repo.emit(Change(kind=Kind.PORT, id=VM1.id, revision=10))
+            await until(lambda: len(got) == 2)
+            delta = got[1]
+            assert isinstance(delta, p.TenantChanges) and not delta.full
+            assert delta.revision == 10
+            client.send(p.NodeBinding(port_id="port-2", plugged=False))
+            await until(lambda: len(repo.binds) == 2)
+            assert repo.binds[-1] == ("port-2", "c1", False)
+        finally:
+            client.stop()
+            link.close()
+            await link.wait_closed()
+        await until(lambda: not repo.subs)
+
+    asyncio.run(main())
+
+
+def test_a_wrong_secret_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        repo = Repo(cloud())
+        link = await serve_nodes(repo, f"unix:{tmp_path}/nodes.sock", SECRET)
+        hello = p.NodeHello(name="c1", tunnel_ip="198.51.100.1")
+        client = ServerLink(
+            f"unix:{tmp_path}/nodes.sock", lambda: [hello], lambda m: None, secret=b"x" * 32
+        )
+        client.start()
+        try:
+            await until(lambda: link.counters["auth_failures"] >= 1)
+            assert repo.nodes == [] and not link.nodes
+        finally:
+            client.stop()
+            link.close()
+            await link.wait_closed()
+
+    asyncio.run(main())
