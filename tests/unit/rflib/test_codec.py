@@ -43,6 +43,8 @@ def _strategy(t: mi.Type) -> st.SearchStrategy:
             return st.none()
         case mi.BoolType():
             return st.booleans()
+        case mi.BytesType():
+            return st.binary(max_size=20)
         case mi.EnumType():
             return st.sampled_from(list(t.cls))
         case mi.LiteralType():
