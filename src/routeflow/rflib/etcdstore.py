@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -428,6 +428,19 @@ class EtcdStore(StateStore):
     def kv_delete(self, key: str) -> None:
         _check_kv(key)
         self.txn([], [{"request_delete_range": {"key": _b64(self.key("kv/" + key))}}])
+
+    def kv_put_many(self, writes: Mapping[str, bytes | None]) -> None:
+        ops: list[dict] = []
+        for key, value in writes.items():
+            if value is None:
+                _check_kv(key)
+                ops.append({"request_delete_range": {"key": _b64(self.key("kv/" + key))}})
+            else:
+                value = _check_kv(key, value)
+                put = {"key": _b64(self.key("kv/" + key)), "value": _b64(value)}
+                ops.append({"request_put": put})
+        if ops:
+            self.txn([], ops)
 
     def kv_items(self, prefix: str = "") -> list[tuple[str, bytes]]:
         _check_kv(prefix)

@@ -27,7 +27,7 @@ import itertools
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from routeflow.rflib.types import AssociationEntry, ConfigEntry
@@ -125,6 +125,14 @@ def _check_kv(key: str, value: object = b"") -> bytes:
     return bytes(value)
 
 
+def _check_writes(writes: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
+    checked: dict[str, bytes | None] = {}
+    for key, value in writes.items():
+        _check_kv(key)
+        checked[key] = None if value is None else _check_kv(key, value)
+    return checked
+
+
 def _collides(row: AssociationEntry, entry: AssociationEntry) -> bool:
     """Whether ``row`` and ``entry`` describe the same VM port or the same switch port."""
     vm_key, dp_key = entry.vm_key, entry.dp_key
@@ -192,6 +200,17 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def kv_items(self, prefix: str = "") -> list[tuple[str, bytes]]:
         """Pairs whose key starts with ``prefix``, sorted by key."""
+
+    def kv_put_many(self, writes: Mapping[str, bytes | None]) -> None:
+        """Put (or, for None, delete) several keys as one atomic write.
+
+        Backends override this with a real transaction; this fallback is not atomic.
+        """
+        for key, value in writes.items():
+            if value is None:
+                self.kv_delete(key)
+            else:
+                self.kv_put(key, value)
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -265,6 +284,15 @@ class MemoryStore(StateStore):
         self._check_open()
         _check_kv(key)
         self._kv.pop(key, None)
+
+    def kv_put_many(self, writes: Mapping[str, bytes | None]) -> None:
+        self._check_open()
+        checked = _check_writes(writes)
+        for key, value in checked.items():
+            if value is None:
+                self._kv.pop(key, None)
+            else:
+                self._kv[key] = value
 
     def kv_items(self, prefix: str = "") -> list[tuple[str, bytes]]:
         self._check_open()
@@ -484,6 +512,19 @@ class SQLiteStore(StateStore):
         _check_kv(key)
         with self._tx() as conn:
             conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    def kv_put_many(self, writes: Mapping[str, bytes | None]) -> None:
+        checked = _check_writes(writes)
+        with self._tx() as conn:
+            for key, value in checked.items():
+                if value is None:
+                    conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+                else:
+                    conn.execute(
+                        "INSERT INTO kv (key, value) VALUES (?, ?)"
+                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value),
+                    )
 
     def kv_items(self, prefix: str = "") -> list[tuple[str, bytes]]:
         _check_kv(prefix)

@@ -237,11 +237,7 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
 
     def router_interfaces(self, router_id: str) -> list[Port]:
         return sorted(
-            (
-                p
-                for p in self.ports.values()
-                if p.is_router_interface and p.device_id == router_id
-            ),
+            (p for p in self.ports.values() if p.is_router_interface and p.device_id == router_id),
             key=lambda p: p.id,
         )
 
