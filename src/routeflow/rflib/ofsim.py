@@ -35,6 +35,12 @@ The rules (OpenFlow 1.3.5 section 5; where it leaves room, what OVS does):
   the outcome is ``ttl_expired`` (OVS sends it to the controller as invalid
   TTL). Actions are not checked against the match's prerequisites (OVS
   refuses ``dec_ttl`` in a flow that does not match IP).
+* Nicira extensions as OVS offers them in 1.3: registers ``reg0``-``reg15``,
+  ``tunnel_id`` and ``tun_ipv4_dst`` are pipeline fields, 0 until set (so
+  matchable on any packet) and not part of an outcome's headers; ``Move``
+  copies bits between fields (apply-actions only). An output made while
+  ``tun_ipv4_dst`` is set carries ``tunnel`` = (tunnel_id, tun_ipv4_dst): what
+  a flow-based tunnel port (``remote_ip=flow, key=flow``) encapsulates with.
 """
 
 from __future__ import annotations
@@ -107,10 +113,21 @@ FIELDS: dict[str, tuple[str, int]] = {
     "ipv6_nd_target": (IPV6, 128),
     "ipv6_nd_sll": (MAC, 48),
     "ipv6_nd_tll": (MAC, 48),
+    # Nicira extensions OVS offers in OpenFlow 1.3 (the tenant pipeline uses them).
+    "tun_ipv4_dst": (IPV4, 32),
+    **{f"reg{i}": (INT, 32) for i in range(16)},
 }
 
 #: Fields of the pipeline, not of the frame: not part of an outcome's headers.
-PIPELINE_FIELDS = frozenset({"in_port", "in_phy_port", "metadata", "tunnel_id"})
+PIPELINE_FIELDS = frozenset(
+    {"in_port", "in_phy_port", "metadata", "tunnel_id", "tun_ipv4_dst"}
+    | {f"reg{i}" for i in range(16)}
+)
+#: Fields every packet has, 0 until set (OVS: registers, metadata, tunnel metadata);
+#: an untagged packet matches ``vlan_vid=0``.
+ZERO_WHEN_ABSENT = PIPELINE_FIELDS - {"in_port", "in_phy_port"} | {"vlan_vid"}
+#: What a flow-based tunnel port encapsulates with (an outcome's ``tunnel``).
+TUNNEL_FIELDS = ("tunnel_id", "tun_ipv4_dst")
 
 
 def _kind(name: str) -> tuple[str, int]:
@@ -223,6 +240,29 @@ class SetField:
 
 
 @dataclass(frozen=True)
+class Move:
+    """Nicira ``move``: copy ``n_bits`` of ``src`` (from bit ``src_ofs``) into ``dst``.
+
+    ``n_bits`` 0 means the whole field (both fields must then have one width).
+    """
+
+    src: str
+    dst: str
+    n_bits: int = 0
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+    def __post_init__(self) -> None:
+        sw, dw = _kind(self.src)[1], _kind(self.dst)[1]
+        if self.n_bits == 0:
+            if sw != dw or self.src_ofs or self.dst_ofs:
+                raise SimError(f"move {self.src}->{self.dst}: widths {sw} and {dw} differ")
+            object.__setattr__(self, "n_bits", sw)
+        if self.src_ofs + self.n_bits > sw or self.dst_ofs + self.n_bits > dw:
+            raise SimError(f"move {self.src}->{self.dst}: bits out of range")
+
+
+@dataclass(frozen=True)
 class DecTtl:
     pass
 
@@ -242,7 +282,7 @@ class Group:
     group_id: int
 
 
-Action = Output | SetField | DecTtl | PushVlan | PopVlan | Group
+Action = Output | SetField | Move | DecTtl | PushVlan | PopVlan | Group
 
 
 @dataclass(frozen=True)
@@ -296,7 +336,7 @@ class Flow:
 
     def matches(self, packet: Mapping[str, int]) -> bool:
         for name, value, mask in self.match:
-            have = packet.get(name, 0 if name in ("vlan_vid", "metadata") else None)
+            have = packet.get(name, 0 if name in ZERO_WHEN_ABSENT else None)
             if have is None or have & mask != value:
                 return False
         return True
@@ -348,6 +388,9 @@ class Outcome:
     kind: str  # output | controller | drop | ttl_expired
     port: int | None = None  # output only
     fields: tuple[tuple[str, object], ...] = ()
+    # (tunnel_id, tun_ipv4_dst) when the pipeline set a tunnel destination: what a
+    # flow-based tunnel port (remote_ip=flow, key=flow) sends the frame with.
+    tunnel: tuple[tuple[str, object], ...] = ()
 
     @property
     def packet(self) -> dict[str, object]:
@@ -355,7 +398,8 @@ class Outcome:
 
     def __repr__(self) -> str:
         where = f" port {self.port}" if self.port is not None else ""
-        return f"<{self.kind}{where} {self.packet}>"
+        tunnel = f" tunnel {dict(self.tunnel)}" if self.tunnel else ""
+        return f"<{self.kind}{where}{tunnel} {self.packet}>"
 
 
 @dataclass(frozen=True)
@@ -532,6 +576,8 @@ class _ActionSet:
                 self.group = a
             elif isinstance(a, Output):
                 self.output = a
+            elif isinstance(a, Move):
+                raise SimError("a move in an action set is beyond this model (use apply-actions)")
 
     def ordered(self) -> Iterator[Action]:
         yield from (a for a in (self.pop, self.push, self.dec) if a is not None)
@@ -564,7 +610,10 @@ class _Run:
             for name, value in sorted(packet.items())
             if name not in PIPELINE_FIELDS
         )
-        self.outcomes.append(Outcome(kind, port, fields))
+        tunnel: tuple[tuple[str, object], ...] = ()
+        if kind == OUTPUT and packet.get("tun_ipv4_dst"):
+            tunnel = tuple((n, render(n, packet.get(n, 0))) for n in TUNNEL_FIELDS)
+        self.outcomes.append(Outcome(kind, port, fields, tunnel))
 
     def table(self, table_id: int, packet: dict[str, int]) -> None:
         action_set = _ActionSet()
@@ -600,6 +649,12 @@ class _Run:
                 self.output(a.port, packet)
             elif isinstance(a, SetField):
                 packet[a.field] = int(a.value)
+            elif isinstance(a, Move):
+                if a.src not in packet and a.src not in ZERO_WHEN_ABSENT:
+                    raise SimError(f"move from {a.src}, which the packet lacks")
+                bits = (packet.get(a.src, 0) >> a.src_ofs) & ((1 << a.n_bits) - 1)
+                mask = ((1 << a.n_bits) - 1) << a.dst_ofs
+                packet[a.dst] = (packet.get(a.dst, 0) & ~mask) | (bits << a.dst_ofs)
             elif isinstance(a, DecTtl):
                 if packet.get("eth_type") not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
                     continue  # not IP: nothing to decrement (OVS ignores it too)

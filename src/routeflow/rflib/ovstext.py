@@ -46,6 +46,7 @@ _OVS_NAMES = {
     "nd_sll": "ipv6_nd_sll",
     "nd_tll": "ipv6_nd_tll",
     "tun_id": "tunnel_id",
+    "tun_dst": "tun_ipv4_dst",
     "ip_src": "ipv4_src",
     "ip_dst": "ipv4_dst",
 }
@@ -60,7 +61,33 @@ OVS_NAME = {
     "ipv6_nd_tll": "nd_tll",
     "icmpv4_type": "icmp_type",
     "icmpv4_code": "icmp_code",
+    "tunnel_id": "tun_id",
+    "tun_ipv4_dst": "tun_dst",
 }
+
+#: OXM name -> the NXM name OVS prints in ``move:`` and ``load:`` (Nicira actions).
+NXM_NAME = {
+    "in_port": "NXM_OF_IN_PORT",
+    "eth_src": "NXM_OF_ETH_SRC",
+    "eth_dst": "NXM_OF_ETH_DST",
+    "eth_type": "NXM_OF_ETH_TYPE",
+    "ipv4_src": "NXM_OF_IP_SRC",
+    "ipv4_dst": "NXM_OF_IP_DST",
+    "ip_proto": "NXM_OF_IP_PROTO",
+    "nw_ttl": "NXM_NX_IP_TTL",
+    "icmpv4_type": "NXM_OF_ICMP_TYPE",
+    "icmpv4_code": "NXM_OF_ICMP_CODE",
+    "arp_op": "NXM_OF_ARP_OP",
+    "arp_spa": "NXM_OF_ARP_SPA",
+    "arp_tpa": "NXM_OF_ARP_TPA",
+    "arp_sha": "NXM_NX_ARP_SHA",
+    "arp_tha": "NXM_NX_ARP_THA",
+    "tunnel_id": "NXM_NX_TUN_ID",
+    "tun_ipv4_dst": "NXM_NX_TUN_IPV4_DST",
+    "metadata": "OXM_OF_METADATA",
+    **{f"reg{i}": f"NXM_NX_REG{i}" for i in range(16)},
+}
+_NXM_FIELD = {v: k for k, v in NXM_NAME.items()}
 
 _PORT_NAMES = {
     "IN_PORT": ofsim.IN_PORT,
@@ -237,6 +264,19 @@ def _action(token: str) -> ofsim.Action:
         return ofsim.Output(_PORT_NAMES[token])
     if token.isdigit():
         return ofsim.Output(int(token))
+    if token.startswith("move:") and "->" in token:
+        src, dst = token[len("move:") :].split("->", 1)
+        (sname, sofs, sbits), (dname, dofs, dbits) = _subfield(src), _subfield(dst)
+        if sbits != dbits:
+            raise SimError(f"move of {sbits} bits into {dbits}: {token!r}")
+        whole = sofs == dofs == 0 and sbits == ofsim.FIELDS[sname][1] == ofsim.FIELDS[dname][1]
+        return ofsim.Move(sname, dname, 0 if whole else sbits, sofs, dofs)
+    if token.startswith("load:") and "->" in token:
+        value, dst = token[len("load:") :].split("->", 1)
+        name, ofs, bits = _subfield(dst)
+        if ofs != 0 or bits != ofsim.FIELDS[name][1]:
+            raise SimError(f"load into part of a field is beyond this model: {token!r}")
+        return ofsim.SetField(name, _int(value))
     if token.startswith("set_field:") and "->" in token:
         value, name = token[len("set_field:") :].rsplit("->", 1)
         key, val = _set_name(name), value
@@ -258,6 +298,23 @@ def _action(token: str) -> ofsim.Action:
     raise SimError(f"no simulation of action {token!r}")
 
 
+def _subfield(text: str) -> tuple[str, int, int]:
+    """``NXM_NX_REG6[]``, ``NXM_NX_REG6[0..15]``, ``reg6[3]`` -> (field, offset, bits)."""
+    name, sep, rng = text.partition("[")
+    if not sep or not rng.endswith("]"):
+        raise SimError(f"not a field reference: {text!r}")
+    field = _NXM_FIELD.get(name) or _set_name(name)
+    width = ofsim.FIELDS[field][1]
+    rng = rng[:-1]
+    if not rng:
+        return field, 0, width
+    lo, _, hi = rng.partition("..")
+    start, end = _int(lo), _int(hi or lo)
+    if not 0 <= start <= end < width:
+        raise SimError(f"bits out of range in {text!r}")
+    return field, start, end - start + 1
+
+
 def _set_name(name: str) -> str:
     key = _OVS_NAMES.get(name, {"nw_src": "ipv4_src", "nw_dst": "ipv4_dst"}.get(name, name))
     if key not in ofsim.FIELDS:
@@ -276,6 +333,10 @@ def actions_text(actions: tuple[ofsim.Action, ...]) -> str:
         elif isinstance(a, ofsim.SetField):
             value = ofsim.render(a.field, int(a.value))
             out.append(f"set_field:{value}->{OVS_NAME.get(a.field, a.field)}")
+        elif isinstance(a, ofsim.Move):
+            out.append(
+                f"move:{_ref(a.src, a.src_ofs, a.n_bits)}->{_ref(a.dst, a.dst_ofs, a.n_bits)}"
+            )
         elif isinstance(a, ofsim.DecTtl):
             out.append("dec_ttl")
         elif isinstance(a, ofsim.PushVlan):
@@ -285,6 +346,13 @@ def actions_text(actions: tuple[ofsim.Action, ...]) -> str:
         elif isinstance(a, ofsim.Group):
             out.append(f"group:{a.group_id}")
     return ",".join(out)
+
+
+def _ref(field: str, ofs: int, bits: int) -> str:
+    if field not in NXM_NAME:
+        raise SimError(f"no NXM name for {field}")
+    whole = ofs == 0 and bits == ofsim.FIELDS[field][1]
+    return f"{NXM_NAME[field]}[{'' if whole else f'{ofs}..{ofs + bits - 1}'}]"
 
 
 def instructions_text(instructions: tuple[ofsim.Instruction, ...]) -> str:

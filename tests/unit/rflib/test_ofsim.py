@@ -223,3 +223,24 @@ def test_an_all_zero_mask_is_no_field_and_matches_equal_however_written():
     b = o.Flow(0, 1, [("ipv4_dst", ("10.1.0.0", "255.255.0.0")), ("eth_type", "0x0800")])
     assert a == b
     assert o.Flow(0, 1, {"ipv4_dst": "0.0.0.0/0"}).match == ()
+
+
+def test_registers_start_at_zero_moves_copy_bits_and_tunnel_fields_show_on_output():
+    flows = [
+        o.Flow(0, 1, {"reg6": 0}, (o.ApplyActions((o.SetField("reg6", 9),)), o.GotoTable(1))),
+        o.Flow(1, 1, {"reg6": 9}, (o.ApplyActions((
+            o.Move("eth_dst", "reg0", 32, 0, 0),  # the low 32 bits of the MAC
+            o.Move("eth_src", "eth_dst"),
+            o.Move("reg0", "eth_src", 32, 0, 0),
+            o.SetField("tun_ipv4_dst", "198.51.100.2"),
+            o.SetField("tunnel_id", 100),
+            o.Output(5),
+        )),)),
+    ]  # fmt: skip
+    packet = {"in_port": 1, "eth_src": "02:00:00:00:00:01", "eth_dst": "04:00:aa:bb:cc:dd"}
+    (out,) = o.run(flows, (), packet).outcomes
+    assert out.port == 5
+    assert out.packet == {"eth_src": "02:00:aa:bb:cc:dd", "eth_dst": "02:00:00:00:00:01"}
+    assert dict(out.tunnel) == {"tunnel_id": 100, "tun_ipv4_dst": "198.51.100.2"}
+    with pytest.raises(o.SimError, match="widths"):
+        o.Move("eth_src", "reg0")

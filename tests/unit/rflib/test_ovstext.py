@@ -223,3 +223,31 @@ OFPST_PORT_DESC reply (OF1.3) (xid=0x2):
      state:      LIVE
 """
     assert ovstext.parse_live_ports(text) == {2, o.LOCAL}
+
+
+def test_nicira_moves_loads_registers_and_tunnel_fields_round_trip():
+    line = (
+        "table=50,priority=1001,reg5=2,tun_id=0x65,arp,arp_op=1 actions=move:NXM_OF_ETH_SRC[]"
+        "->NXM_OF_ETH_DST[],move:NXM_OF_ETH_DST[0..31]->NXM_NX_REG0[],load:0x5->NXM_NX_REG6[],"
+        "set_field:198.51.100.2->tun_dst,set_field:0x65->tun_id,set_field:7->reg7,IN_PORT"
+    )
+    (flow,) = ovstext.parse_flows(line)
+    assert flow.match == o.make_match(
+        {"reg5": 2, "tunnel_id": 0x65, "eth_type": 0x0806, "arp_op": 1}
+    )
+    assert flow.instructions == (
+        o.ApplyActions(
+            (
+                o.Move("eth_src", "eth_dst"),
+                o.Move("eth_dst", "reg0", 32),
+                o.SetField("reg6", 5),
+                o.SetField("tun_ipv4_dst", "198.51.100.2"),
+                o.SetField("tunnel_id", 0x65),
+                o.SetField("reg7", 7),
+                o.Output(o.IN_PORT),
+            )
+        ),
+    )
+    assert ovstext.parse_flows(ovstext.flow_text(flow)) == [flow]
+    with pytest.raises(o.SimError, match="bits"):
+        ovstext.parse_flows("actions=move:NXM_OF_ETH_SRC[0..15]->NXM_NX_REG0[0..7]")

@@ -1,0 +1,114 @@
+"""A small cloud to compile and run (pure): two tenants with the same address space.
+
+Tests of the compiler, the simulator runs and the component test share it, so "vm a1
+pings a3 across a router" means one thing everywhere. Three nodes; tenant A and tenant
+B each have two networks (10.0.1.0/24 and 10.0.2.0/24, the same in both tenants) and a
+router joining them. VMs (port name -> network, node, address):
+
+    a1 A1 n1 10.0.1.11     a2 A1 n2 10.0.1.12     a3 A2 n2 10.0.2.13
+    a4 A1 n1 10.0.1.14     b1 B1 n1 10.0.1.11     b2 B2 n3 10.0.2.12
+
+Router interfaces are ``ri-<network>`` at .1; port keys 1.. for VMs, 100.. for interfaces.
+"""
+
+from __future__ import annotations
+
+from routeflow.tenant.model import (
+    DEVICE_ROUTER_INTERFACE,
+    KIND_OF,
+    Change,
+    Cloud,
+    FixedIP,
+    Network,
+    Node,
+    Object,
+    Port,
+    Router,
+    Subnet,
+)
+
+NODES = {"n1": "198.51.100.1", "n2": "198.51.100.2", "n3": "198.51.100.3"}
+VMS = {
+    "a1": ("A1", "n1", "10.0.1.11"),
+    "a2": ("A1", "n2", "10.0.1.12"),
+    "a3": ("A2", "n2", "10.0.2.13"),
+    "a4": ("A1", "n1", "10.0.1.14"),
+    "b1": ("B1", "n1", "10.0.1.11"),
+    "b2": ("B2", "n3", "10.0.2.12"),
+}
+NETWORKS = {  # name -> (project, VNI, cidr, router)
+    "A1": ("tenant-a", 101, "10.0.1.0/24", "RA"),
+    "A2": ("tenant-a", 102, "10.0.2.0/24", "RA"),
+    "B1": ("tenant-b", 201, "10.0.1.0/24", "RB"),
+    "B2": ("tenant-b", 202, "10.0.2.0/24", "RB"),
+}
+ROUTERS = {"RA": ("tenant-a", 1), "RB": ("tenant-b", 2)}
+
+
+def mac(key: int) -> str:
+    return f"fa:16:3e:00:{key >> 8 & 0xFF:02x}:{key & 0xFF:02x}"
+
+
+def objects() -> list[Object]:
+    """Every object of the sample cloud, ids equal to names (subnets: ``s<net>``)."""
+    out: list[Object] = [Node(id=n, name=n, tunnel_ip=ip) for n, ip in NODES.items()]
+    for name, (project, key) in ROUTERS.items():
+        out.append(Router(id=name, name=name, project_id=project, key=key))
+    for i, (name, (project, vni, cidr, router)) in enumerate(NETWORKS.items()):
+        out.append(Network(id=name, name=name, project_id=project, segmentation_id=vni))
+        out.append(
+            Subnet(
+                id=f"s{name}",
+                network_id=name,
+                project_id=project,
+                cidr=cidr,
+                gateway_ip=cidr.replace("0/24", "1"),
+            )
+        )
+        key = 100 + i
+        out.append(
+            Port(
+                id=f"ri-{name}",
+                network_id=name,
+                project_id=project,
+                mac_address=mac(key),
+                fixed_ips=(FixedIP(f"s{name}", cidr.replace("0/24", "1")),),
+                device_id=router,
+                device_owner=DEVICE_ROUTER_INTERFACE,
+                key=key,
+            )
+        )
+    for i, (name, (net, node, ip)) in enumerate(VMS.items()):
+        key = 1 + i
+        out.append(
+            Port(
+                id=name,
+                name=name,
+                network_id=net,
+                project_id=NETWORKS[net][0],
+                mac_address=mac(key),
+                fixed_ips=(FixedIP(f"s{net}", ip),),
+                device_owner="compute:nova",
+                binding_host_id=node,
+                key=key,
+            )
+        )
+    return out
+
+
+def changes(objs: list[Object], start: int = 1) -> list[Change]:
+    """``objs`` created in this order (revisions ``start``, ``start + 1``...)."""
+    return [
+        Change(kind=KIND_OF[type(o)], id=o.id, revision=start + i, obj=o)
+        for i, o in enumerate(objs)
+    ]
+
+
+def cloud() -> Cloud:
+    return Cloud().apply_all(changes(objects()))
+
+
+def bindings(node: str, first_ofport: int = 1) -> dict[str, int]:
+    """The sample VMs plugged on ``node``: port id -> ofport, in name order."""
+    names = sorted(n for n, (_, where, _) in VMS.items() if where == node)
+    return {n: first_ofport + i for i, n in enumerate(names)}
