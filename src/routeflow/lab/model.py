@@ -131,6 +131,10 @@ class ControlPlane(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     etcd_members: int = 3
     #: Seconds a dead leader's lease outlives it: the bulk of the takeover time.
     lease_ttl: int = 3
+    #: How control frames cross between switch ports and VM ports: through rfproxy
+    #: (packet-in/packet-out), or over a patch-port relay link from each switch to
+    #: the virtual switch, tagged with the port (rfproxy --relay datapath).
+    relay: Literal["controller", "datapath"] = "controller"
 
 
 class _ControllerSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

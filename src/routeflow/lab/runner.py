@@ -53,6 +53,10 @@ from routeflow.web.topology import write_topology
 log = logging.getLogger("routeflow.lab")
 
 FRR_DIR = "/usr/lib/frr"
+#: Datapath relay (control.relay: datapath): each switch's patch port to the virtual
+#: switch is OpenFlow port RELAY_PORT on the switch, VS_RELAY_BASE + its index on the vs.
+RELAY_PORT = 65000
+VS_RELAY_BASE = 60000
 
 #: FRR's shared directories, each replaced in a VM by one of the VM's run directory:
 #: mount point -> (directory in the VM's run directory, the mode FRR gives it).
@@ -146,6 +150,14 @@ class LabRun:
     @property
     def vs_name(self) -> str:
         return "br-rfvs"
+
+    def relay_links(self, ct_id: int) -> str:
+        """rfproxy's --relay-links for the switches of ``ct_id`` (datapath relay)."""
+        return ",".join(
+            f"{vm.dp_id:#x}:{RELAY_PORT}:{VS_RELAY_BASE + i}"
+            for i, vm in enumerate(self.plan.vms)
+            if vm.ct_id == ct_id
+        )
 
     def vm_dir(self, vm: VmPlan) -> str:
         return os.path.join(self.run_dir, "vms", vm.switch)
@@ -429,6 +441,11 @@ class LabRun:
                 self.secret_file,
                 "--log-level",
                 self.log_level,
+                *(
+                    ["--relay", "datapath", "--relay-links", self.relay_links(ct_id)]
+                    if self.plan.control.relay == "datapath"
+                    else []
+                ),
             ],
         )
 
@@ -572,6 +589,19 @@ class LabRun:
             f"tcp:127.0.0.1:{port}" for (ct, _r), port in self.replica_ports.items() if ct == ct_id
         ]
 
+    def _relay_patch_ports(self) -> list[str]:
+        """ovs-vsctl arguments for every switch's relay link: a patch port pair to the vs."""
+        args: list[str] = []
+        for i, vm in enumerate(self.plan.vms):
+            ends = (
+                (self.bridges[vm.switch], f"rl{i}", f"rv{i}", RELAY_PORT),
+                (self.vs_name, f"rv{i}", f"rl{i}", VS_RELAY_BASE + i),
+            )
+            for br, name, peer, ofport in ends:
+                args += ["--", "add-port", br, name, "--", "set", "interface", name]
+                args += ["type=patch", f"options:peer={peer}", f"ofport_request={ofport}"]
+        return args
+
     def _create_bridges(self) -> None:
         # A switch connects to every replica of its controller; OpenFlow roles
         # (requested by the replicas, decided by rfserver) say which one programs it.
@@ -633,6 +663,8 @@ class LabRun:
                     "inactivity_probe=5000",
                 ]
             args += ["--", "set", "bridge", br, f"controller=[{','.join(ids)}]"]
+        if self.plan.control.relay == "datapath":
+            args += self._relay_patch_ports()
         try:
             self.ovs.vsctl(*args, timeout=60)
         except (OvsError, subprocess.TimeoutExpired) as exc:

@@ -76,7 +76,7 @@ from routeflow.proxy.actions import (
     info,
     warning,
 )
-from routeflow.proxy.relay import Drop, Mapped, RelayTable, SendTo
+from routeflow.proxy.relay import Drop, Mapped, RelayLink, RelayTable, SendTo
 from routeflow.rflib import protocol as p
 
 __all__ = ["OFPP_MAX", "STATS_FIB_LIMIT", "DatapathState", "ProxyCore"]
@@ -108,8 +108,16 @@ class DatapathState:
 class ProxyCore:
     """The desired state and the rules of one rfproxy replica (see the module doc)."""
 
-    def __init__(self, ct_id: int, replica: str, vs_dpid: int) -> None:
+    def __init__(
+        self,
+        ct_id: int,
+        replica: str,
+        vs_dpid: int,
+        relay_links: dict[int, RelayLink] | None = None,
+    ) -> None:
         self.ct_id = ct_id
+        #: Datapath relay: dp_id -> its link to the virtual switch (absent: packet-in relay).
+        self.relay_links = dict(relay_links or {})
         self.replica = replica
         self.vs_dpid = vs_dpid
         #: Connected switches (the virtual switch too): dp_id -> connection handle.
@@ -170,10 +178,20 @@ class ProxyCore:
         return handler(msg)
 
     def _map(self, msg: p.DataPlaneMap) -> list[Action]:
+        # A remapping replaces the virtual switch's flows of both old mappings.
+        out: list[Action] = []
+        old_dp = self.relay.dp_port_of(msg.vs_id, msg.vs_port)
+        if old_dp is not None and old_dp != (msg.dp_id, msg.dp_port):
+            out += self._vs_flows(*old_dp, msg.vs_port, delete=True)
+        old_vs = self.relay.vs_port_of(msg.dp_id, msg.dp_port)
+        if old_vs is not None and old_vs[1] != msg.vs_port:
+            out += self._vs_flows(msg.dp_id, msg.dp_port, old_vs[1], delete=True)
         self.relay.map(msg.dp_id, msg.dp_port, msg.vs_id, msg.vs_port)
         self._st(msg.dp_id).router_ports[msg.dp_port] = msg.hwaddress
         return [
-            *self._flows(msg.dp_id, of.router_port_flows(msg.dp_port, msg.hwaddress)),
+            *out,
+            *self._flows(msg.dp_id, self._port_flows(msg.dp_id, msg.dp_port, msg.hwaddress)),
+            *self._vs_flows(msg.dp_id, msg.dp_port, msg.vs_port),
             info(
                 "router port dp %#x port %d <-> vs port %d (mac %s)",
                 msg.dp_id,
@@ -184,11 +202,13 @@ class ProxyCore:
         ]
 
     def _unmap(self, msg: p.DataPlaneUnmap) -> list[Action]:
-        self.relay.unmap(msg.dp_id, msg.dp_port)
+        out = self._unrelay(msg.dp_id, msg.dp_port)
         mac = self._st(msg.dp_id).router_ports.pop(msg.dp_port, None)
         if mac is None:
-            return []
-        return self._flows(msg.dp_id, of.router_port_flows(msg.dp_port, mac), delete=True)
+            return out
+        return out + self._flows(
+            msg.dp_id, self._port_flows(msg.dp_id, msg.dp_port, mac), delete=True
+        )
 
     def _resync(self, msg: p.Resync) -> list[Action]:
         if msg.phase == "begin":
@@ -203,14 +223,13 @@ class ProxyCore:
         if not self.is_master:
             return [warning("full state from rfserver while not master (%r): ignored", self.role)]
         # Relay mappings the full state no longer mentions are stale.
+        out: list[Action] = []
         for dp_id, dp_port, _vs, _vp in self.relay.mappings():
             st = self.state.get(dp_id)
             if st is None or dp_port not in st.router_ports:
-                self.relay.unmap(dp_id, dp_port)
+                out += self._unrelay(dp_id, dp_port)
         self.synced = True
-        out: list[Action] = [
-            info("in sync with rfserver; reconciling %d switches", len(self.switches))
-        ]
+        out.append(info("in sync with rfserver; reconciling %d switches", len(self.switches)))
         for dp_id in self._physical():
             out += self._reconcile(dp_id)
         return out
@@ -270,9 +289,14 @@ class ProxyCore:
     def switch_connected(self, dp_id: int, conn: object) -> list[Action]:
         self.switches[dp_id] = conn
         if dp_id == self.vs_dpid:
+            relay: list[of.FlowSpec] = []
+            for d, port, _vs, vs_port in self.relay.mappings():
+                link = self.relay_links.get(d)
+                if link is not None:
+                    relay += of.vs_relay_flows(port, vs_port, link.vs_port)
             return [
                 info("virtual switch %#x connected", dp_id),
-                *self._flows(dp_id, of.virtual_switch_flows()),
+                *self._flows(dp_id, of.virtual_switch_flows() + relay),
             ]
         out: list[Action] = [info("switch %#x connected", dp_id)]
         if self.role:
@@ -289,7 +313,10 @@ class ProxyCore:
         del self.switches[dp_id]
         if dp_id == self.vs_dpid:
             return [warning("virtual switch %#x left", dp_id)]
-        self.relay.unmap_datapath(dp_id)
+        unrelayed: list[Action] = []
+        for d, port, _vs, _vp in self.relay.mappings():
+            if d == dp_id:
+                unrelayed += self._unrelay(d, port)
         self.reads.pop(dp_id, None)
         stream = self.streams.get(dp_id)
         if stream is not None:
@@ -298,6 +325,7 @@ class ProxyCore:
         # re-associates and re-sends, as the association algorithm says.
         self.state.pop(dp_id, None)
         out: list[Action] = [
+            *unrelayed,
             warning("switch %#x left", dp_id),
             ClosePipe(dp_id),
         ]
@@ -312,7 +340,7 @@ class ProxyCore:
         st = self._st(dp_id)
         msgs: list[p.Message] = []
         for port in ports:
-            if port.port_no >= OFPP_MAX:
+            if port.port_no >= OFPP_MAX or self._is_relay_port(dp_id, port.port_no):
                 continue
             msgs.append(self._register(dp_id, st, port))
             msgs += self._link_state(dp_id, st, port.port_no, port.up, initial=True)
@@ -324,6 +352,8 @@ class ProxyCore:
     def port_status(self, dp_id: int | None, reason: str, port: Port) -> list[Action]:
         """A port was added, deleted or modified (``reason``: "add", "delete", "modify")."""
         if dp_id is None or dp_id == self.vs_dpid or port.port_no >= OFPP_MAX:
+            return []
+        if self._is_relay_port(dp_id, port.port_no):
             return []
         st = self._st(dp_id)
         msgs: list[p.Message] = []
@@ -443,7 +473,7 @@ class ProxyCore:
         st = self._st(dp_id)
         specs = list(of.base_flows())
         for dp_port, mac in st.router_ports.items():
-            specs.extend(of.router_port_flows(dp_port, mac))
+            specs.extend(self._port_flows(dp_id, dp_port, mac))
         desired = reconcile.desired_flows(specs, st.fib.values())
         fdiff = reconcile.diff_flows(desired, read.actual, of.is_ours)
         flows = reconcile.plan_flows(fdiff, desired, read.actual)
@@ -515,6 +545,35 @@ class ProxyCore:
 
     def _physical(self) -> list[int]:
         return [dp_id for dp_id in self.switches if dp_id != self.vs_dpid]
+
+    def _port_flows(self, dp_id: int, dp_port: int, mac: str) -> list[of.FlowSpec]:
+        """A router port's classifier flows: punts to the controller, or to the relay link."""
+        link = self.relay_links.get(dp_id)
+        if link is None:
+            return of.router_port_flows(dp_port, mac)
+        return [
+            *of.router_port_flows(dp_port, mac, of.relay_punt(dp_port, link.dp_port)),
+            *of.relay_flows(dp_port, mac, link.dp_port),
+        ]
+
+    def _vs_flows(
+        self, dp_id: int, dp_port: int, vs_port: int, delete: bool = False
+    ) -> list[Action]:
+        """The virtual switch's datapath relay flows of a mapping (none in packet-in mode)."""
+        link = self.relay_links.get(dp_id)
+        if link is None:
+            return []
+        return self._flows(self.vs_dpid, of.vs_relay_flows(dp_port, vs_port, link.vs_port), delete)
+
+    def _unrelay(self, dp_id: int, dp_port: int) -> list[Action]:
+        """Forget a mapping, and its virtual switch flows."""
+        old = self.relay.vs_port_of(dp_id, dp_port)
+        self.relay.unmap(dp_id, dp_port)
+        return [] if old is None else self._vs_flows(dp_id, dp_port, old[1], delete=True)
+
+    def _is_relay_port(self, dp_id: int, port_no: int) -> bool:
+        link = self.relay_links.get(dp_id)
+        return link is not None and link.dp_port == port_no
 
     def _flows(self, dp_id: int, flows: list[of.FlowSpec], delete: bool = False) -> list[Action]:
         if dp_id not in self.switches or (not self.synced and dp_id != self.vs_dpid):

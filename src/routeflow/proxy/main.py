@@ -90,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between flow statistics polls (0: off)",
     )
     parser.add_argument(
+        "--relay",
+        choices=("controller", "datapath"),
+        default="controller",
+        help="how control frames cross between router ports and VM ports: through rfproxy "
+        "(packet-in/packet-out), or over each switch's relay link to the virtual switch",
+    )
+    parser.add_argument(
+        "--relay-links",
+        default="",
+        metavar="DPID:DP_PORT:VS_PORT,...",
+        help="with --relay datapath: each switch's relay link, its port on the switch and on "
+        "the virtual switch; switches without one keep the packet-in relay",
+    )
+    parser.add_argument(
         "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"
     )
     tls.add_arguments(parser)
@@ -107,11 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     from routeflow.rflib.tuning import tune_gc
 
     tune_gc()  # a full table is millions of objects (see rflib.tuning)
+    from routeflow.proxy.relay import parse_relay_links
     from routeflow.rflib.auth import peer_credentials
     from routeflow.rflib.ipc import parse_addresses
 
     try:
         parse_addresses(args.server)
+        relay_links = parse_relay_links(args.relay_links) if args.relay == "datapath" else {}
+        if args.relay == "datapath" and not relay_links:
+            raise ValueError("--relay datapath needs --relay-links")
         secret, ssl_context = peer_credentials(args, server=False)
     except ValueError as exc:
         print(f"rfproxy: {exc}", file=sys.stderr)
@@ -134,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         stats_interval=args.stats_interval,
         secret=secret,
         ssl_context=ssl_context,
+        relay_links=relay_links,
     )
+    if relay_links:
+        logging.getLogger("routeflow.proxy").info("datapath relay on %d switches", len(relay_links))
     with contextlib.suppress(KeyboardInterrupt):
         _run_apps(["routeflow.proxy.app"], settings=settings)
     return 0

@@ -74,6 +74,12 @@ def actions(dp, acts: tuple[of.Action, ...]) -> tuple[list, list]:
             apply.append(parser.OFPActionSetField(eth_dst=a.mac))
         elif isinstance(a, of.DecTtl):
             apply.append(parser.OFPActionDecNwTtl())
+        elif isinstance(a, of.PushVlan):
+            apply.append(parser.OFPActionPushVlan(0x8100))
+        elif isinstance(a, of.SetVlanVid):
+            apply.append(parser.OFPActionSetField(vlan_vid=ofp.OFPVID_PRESENT | a.vid))
+        elif isinstance(a, of.PopVlan):
+            apply.append(parser.OFPActionPopVlan())
         elif isinstance(a, of.Goto):
             goto.append(parser.OFPInstructionGotoTable(a.table))
     return apply, goto

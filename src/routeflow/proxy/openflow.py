@@ -24,6 +24,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 
+from routeflow.rflib.mapping import MAPPING_ETHERTYPE
 from routeflow.rflib.protocol import Bucket, FibEntry, NextHopMod, RouteKind
 
 TABLE_CLASSIFIER = 0
@@ -51,6 +52,7 @@ class Kind:
     LOCAL = 3
     ROUTE = 4
     VS = 5
+    RELAY = 6  # datapath relay: a router port's frames to and from its relay link
 
 
 def cookie(kind: int, detail: int = 0) -> int:
@@ -111,7 +113,33 @@ class DecTtl:
     pass
 
 
-Action = Output | ToController | Goto | Group | SetEthSrc | SetEthDst | DecTtl
+@dataclass(frozen=True)
+class PushVlan:
+    """Push an 802.1Q tag (ethertype 0x8100); SetVlanVid gives it its id."""
+
+
+@dataclass(frozen=True)
+class SetVlanVid:
+    vid: int  # 0..4095; the OpenFlow 1.3 "present" bit is added when sent
+
+
+@dataclass(frozen=True)
+class PopVlan:
+    pass
+
+
+Action = (
+    Output
+    | ToController
+    | Goto
+    | Group
+    | SetEthSrc
+    | SetEthDst
+    | DecTtl
+    | PushVlan
+    | SetVlanVid
+    | PopVlan
+)
 
 
 @dataclass(frozen=True)
@@ -146,12 +174,25 @@ def base_flows() -> list[FlowSpec]:
 
 
 def virtual_switch_flows() -> list[FlowSpec]:
-    """The virtual switch hands every frame to the controller, which relays it."""
-    return [FlowSpec(TABLE_CLASSIFIER, PRIO_MISS, (), (ToController(),), cookie(Kind.VS))]
+    """The virtual switch hands every frame to the controller, which relays it.
+
+    In datapath relay mode, mapped VM ports get flows of their own (vs_relay_flows);
+    mapping packets still go to the controller, above those.
+    """
+    return [
+        FlowSpec(TABLE_CLASSIFIER, PRIO_MISS, (), (ToController(),), cookie(Kind.VS)),
+        vs_mapping_flow(),
+    ]
 
 
-def router_port_flows(dp_port: int, mac: str) -> list[FlowSpec]:
-    """Classifier flows for one router port (a switch port mapped to a VM interface)."""
+def router_port_flows(
+    dp_port: int, mac: str, punt: tuple[Action, ...] = (ToController(),)
+) -> list[FlowSpec]:
+    """Classifier flows for one router port (a switch port mapped to a VM interface).
+
+    ``punt`` is where control traffic for the router goes: the controller, or
+    in datapath relay mode the port's relay link (``relay_punt``).
+    """
     mac = mac.lower()
     c = cookie(Kind.ROUTER_PORT, dp_port)
     return [
@@ -159,21 +200,21 @@ def router_port_flows(dp_port: int, mac: str) -> list[FlowSpec]:
             TABLE_CLASSIFIER,
             PRIO_PUNT,
             (("in_port", dp_port), ("eth_type", ETH_TYPE_ARP), ("eth_dst", mac)),
-            (ToController(),),
+            punt,
             c,
         ),
         FlowSpec(
             TABLE_CLASSIFIER,
             PRIO_PUNT,
             (("in_port", dp_port), ("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", LINK_LOCAL_MCAST)),
-            (ToController(),),
+            punt,
             c,
         ),
         FlowSpec(
             TABLE_CLASSIFIER,
             PRIO_PUNT,
             (("in_port", dp_port), ("eth_type", ETH_TYPE_IPV6), ("ipv6_dst", LINK_LOCAL_MCAST6)),
-            (ToController(),),
+            punt,
             c,
         ),
         FlowSpec(
@@ -260,6 +301,110 @@ def fib_flows(entry: FibEntry) -> list[FlowSpec]:
         # (slow path); each resolved host then gets its own /32 (/128) route.
         return [FlowSpec(TABLE_FIB, prio, _prefix_match(entry.prefix), (ToController(),), c)]
     return [FlowSpec(TABLE_FIB, prio, _prefix_match(entry.prefix), (Group(entry.nexthop_id),), c)]
+
+
+# --- datapath relay ------------------------------------------------------------------------
+#
+# In datapath relay mode each physical switch has one relay link to the virtual
+# switch (a patch port pair in the lab, a cable in a deployment). A router
+# port's control frames cross it tagged with the port's number as VLAN id, so
+# both ends know which router port they belong to, and never reach the
+# controller. What the FIB punts (the router's own addresses, connected hosts
+# not yet resolved, unresolved next hops) still takes the packet-in relay:
+# a FIB flow is shared by every ingress port, and the tag must name the port.
+
+#: Single-hop BFD control and echo (RFC 5881), to this router by definition.
+BFD_PORTS = (3784, 3785)
+IP_PROTO_OSPF = 89
+IP_PROTO_UDP = 17
+OFPVID_PRESENT = 0x1000
+#: Mapping packets must still reach the controller from the virtual switch.
+PRIO_MAPPING = 400
+#: ARP to the router's MAC beats the LOCAL ARP punt (to the controller) of fib_flows.
+PRIO_RELAY_ARP = PRIO_PUNT_LOCAL_ARP + 1
+
+
+def relay_punt(dp_port: int, relay_port: int) -> tuple[Action, ...]:
+    """Where a router port's control frames go in datapath mode: tagged, out of the relay link."""
+    return (PushVlan(), SetVlanVid(dp_port), Output(relay_port))
+
+
+def relay_flows(dp_port: int, mac: str, relay_port: int) -> list[FlowSpec]:
+    """A physical switch's datapath relay flows for one router port (with router_port_flows).
+
+    Unicast control protocols to the router's MAC that are always for the
+    router itself (OSPF, single-hop BFD) skip the FIB's packet-in, and ARP to
+    the router's MAC skips the LOCAL ARP punt; what the VM sends comes back
+    over the relay link tagged with this port. Broadcast ARP requests for the
+    router's addresses keep the packet-in relay (their flow comes with the FIB).
+    """
+    mac = mac.lower()
+    c = cookie(Kind.RELAY, dp_port)
+    punt = relay_punt(dp_port, relay_port)
+    flows = [
+        FlowSpec(
+            TABLE_CLASSIFIER,
+            PRIO_PUNT,
+            (("in_port", relay_port), ("vlan_vid", OFPVID_PRESENT | dp_port)),
+            (PopVlan(), Output(dp_port)),
+            c,
+        ),
+        FlowSpec(
+            TABLE_CLASSIFIER,
+            PRIO_RELAY_ARP,
+            (("in_port", dp_port), ("eth_type", ETH_TYPE_ARP), ("eth_dst", mac)),
+            punt,
+            c,
+        ),
+    ]
+    for eth_type in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
+        head = (("in_port", dp_port), ("eth_dst", mac), ("eth_type", eth_type))
+        flows.append(
+            FlowSpec(TABLE_CLASSIFIER, PRIO_PUNT, (*head, ("ip_proto", IP_PROTO_OSPF)), punt, c)
+        )
+        flows.extend(
+            FlowSpec(
+                TABLE_CLASSIFIER,
+                PRIO_PUNT,
+                (*head, ("ip_proto", IP_PROTO_UDP), ("udp_dst", port)),
+                punt,
+                c,
+            )
+            for port in BFD_PORTS
+        )
+    return flows
+
+
+def vs_relay_flows(dp_port: int, vs_port: int, vs_relay_port: int) -> list[FlowSpec]:
+    """The virtual switch's side of one router port's datapath relay."""
+    c = cookie(Kind.RELAY, vs_port)
+    return [
+        FlowSpec(
+            TABLE_CLASSIFIER,
+            PRIO_PUNT,
+            (("in_port", vs_relay_port), ("vlan_vid", OFPVID_PRESENT | dp_port)),
+            (PopVlan(), Output(vs_port)),
+            c,
+        ),
+        FlowSpec(
+            TABLE_CLASSIFIER,
+            PRIO_PUNT,
+            (("in_port", vs_port),),
+            relay_punt(dp_port, vs_relay_port),
+            c,
+        ),
+    ]
+
+
+def vs_mapping_flow() -> FlowSpec:
+    """Mapping packets from the VMs reach the controller whatever relay flows exist."""
+    return FlowSpec(
+        TABLE_CLASSIFIER,
+        PRIO_MAPPING,
+        (("eth_type", MAPPING_ETHERTYPE),),
+        (ToController(),),
+        cookie(Kind.VS),
+    )
 
 
 def bucket_actions(bucket: Bucket) -> tuple[Action, ...]:

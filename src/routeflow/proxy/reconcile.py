@@ -140,6 +140,12 @@ def actions_text(actions: tuple[of.Action, ...]) -> str:
             out.append(f"set_field:{a.mac}->eth_dst")
         elif isinstance(a, of.DecTtl):
             out.append("decnwttl")
+        elif isinstance(a, of.PushVlan):
+            out.append("pushvlan")  # os-ken's class name, as ofmsg.format_instructions writes it
+        elif isinstance(a, of.SetVlanVid):
+            out.append(f"set_field:{of.OFPVID_PRESENT | a.vid}->vlan_vid")
+        elif isinstance(a, of.PopVlan):
+            out.append("popvlan")
         elif isinstance(a, of.Goto):
             goto.append(f"goto_table:{a.table}")
     out += goto

@@ -41,6 +41,50 @@ class Drop:
 
 Decision = SendTo | Mapped | Drop
 
+#: OpenFlow port numbers a relay link may use (below the reserved ports).
+_MAX_PORT = 0xFFFFFEFF
+
+
+@dataclass(frozen=True)
+class RelayLink:
+    """A physical switch's link to the virtual switch, for the datapath relay.
+
+    Control frames of the switch's router ports cross it tagged with the
+    router port's number as VLAN id (openflow.relay_flows, vs_relay_flows),
+    so they never reach the controller.
+    """
+
+    dp_port: int  # its port on the physical switch
+    vs_port: int  # its port on the virtual switch
+
+
+def parse_relay_links(text: str) -> dict[int, RelayLink]:
+    """``DPID:DP_PORT:VS_PORT,...`` (integers in any base Python reads) -> dp_id -> link.
+
+    Raises ValueError naming the bad item.
+    """
+    links: dict[int, RelayLink] = {}
+    vs_ports: set[int] = set()
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        parts = item.split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            dp_id, dp_port, vs_port = (int(x, 0) for x in parts)
+        except ValueError:
+            raise ValueError(f"relay link {item!r}: expected DPID:DP_PORT:VS_PORT") from None
+        if not (0 < dp_port <= _MAX_PORT and 0 < vs_port <= _MAX_PORT):
+            raise ValueError(f"relay link {item!r}: ports are 1..{_MAX_PORT}")
+        if dp_id in links:
+            raise ValueError(f"relay link {item!r}: datapath {dp_id:#x} has two relay links")
+        if vs_port in vs_ports:
+            raise ValueError(f"relay link {item!r}: virtual switch port {vs_port} used twice")
+        vs_ports.add(vs_port)
+        links[dp_id] = RelayLink(dp_port, vs_port)
+    return links
+
 
 class RelayTable:
     """(dp_id, dp_port) <-> (vs_id, vs_port), fed by DataPlaneMap/Unmap."""
@@ -69,6 +113,14 @@ class RelayTable:
     def unmap_datapath(self, dp_id: int) -> None:
         for key in [k for k in self._to_vs if k[0] == dp_id]:
             self.unmap(*key)
+
+    def vs_port_of(self, dp_id: int, dp_port: int) -> tuple[int, int] | None:
+        """The (vs_id, vs_port) a switch port is mapped to, if it is."""
+        return self._to_vs.get((dp_id, dp_port))
+
+    def dp_port_of(self, vs_id: int, vs_port: int) -> tuple[int, int] | None:
+        """The (dp_id, dp_port) a VM port is mapped to, if it is."""
+        return self._to_dp.get((vs_id, vs_port))
 
     def mappings(self) -> list[tuple[int, int, int, int]]:
         return [(d, p, v, vp) for (d, p), (v, vp) in sorted(self._to_vs.items())]

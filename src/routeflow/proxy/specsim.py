@@ -31,6 +31,12 @@ def sim_actions(actions: Iterable[of.Action]) -> tuple[ofsim.Action, ...]:
             out.append(ofsim.SetField("eth_dst", a.mac))
         elif isinstance(a, of.DecTtl):
             out.append(ofsim.DecTtl())
+        elif isinstance(a, of.PushVlan):
+            out.append(ofsim.PushVlan())
+        elif isinstance(a, of.SetVlanVid):
+            out.append(ofsim.SetField("vlan_vid", of.OFPVID_PRESENT | a.vid))
+        elif isinstance(a, of.PopVlan):
+            out.append(ofsim.PopVlan())
         elif not isinstance(a, of.Goto):
             raise ofsim.SimError(f"no simulation of {a!r}")
     return tuple(out)
