@@ -18,6 +18,7 @@ from conftest import lab_plan
 from faultkit import all_ages
 
 from routeflow.lab import checks, scenarios
+from routeflow.lab.chaos import kernel_lines
 from routeflow.lab.faults import ContinuousPing
 from routeflow.lab.runner import LabRun
 
@@ -28,19 +29,6 @@ def roles_are(run: LabRun, master: str, slave: str | None) -> bool:
         r.get(master) == "master" and (slave is None or r.get(slave) == "slave")
         for r in roles.values()
     )
-
-
-def kernel_lines(run: LabRun, switch: str) -> dict[str, str]:
-    """prefix -> the VM kernel's whole route (every next hop), to tell reroutes apart."""
-    out = run.vm_node(switch).cmd("ip -4 -o route show table main")
-    lines = {}
-    for line in out.splitlines():
-        if not line.strip():
-            continue
-        dst = line.split()[0]
-        dst = "0.0.0.0/0" if dst == "default" else dst if "/" in dst else f"{dst}/32"
-        lines[dst] = " ".join(line.split())
-    return lines
 
 
 @pytest.mark.timeout(300)

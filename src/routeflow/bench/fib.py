@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from routeflow.bench import nlroutes
 from routeflow.lab import checks
 from routeflow.lab.model import LabPlan, parse_lab, plan
+from routeflow.lab.poll import poll_until
 from routeflow.lab.runner import LabFailure, LabRun
 from routeflow.proxy import openflow as of
 
@@ -316,10 +317,12 @@ def _wait_count(
     interval: float = 0.05,
 ) -> tuple[float | None, float | None, float | None]:
     """Poll table 1 until it holds ``target`` flows: (done at, loader done at, first change at)."""
-    deadline = time.monotonic() + timeout
     loader_done = first = None
     last = None
-    while time.monotonic() < deadline:
+    at = 0.0
+
+    def count() -> int:
+        nonlocal loader_done, first, last, at
         if loader is not None and loader_done is None and loader.poll() is not None:
             loader_done = time.monotonic() - t0
         now = table_active(run, bridge)
@@ -329,16 +332,22 @@ def _wait_count(
         if progress is not None and now != last:
             progress.append((round(at, 3), now - base))
             last = now
-        if now == target:
-            if loader is not None and loader_done is None:
-                loader.wait()
-                loader_done = time.monotonic() - t0
-            return at, loader_done, first
-        dead = run.procs.dead()
-        if dead:
-            raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
-        time.sleep(interval)
-    return None, loader_done, first
+        if now != target:
+            _fail_if_dead(run)
+        return now
+
+    if not poll_until(count, lambda n: n == target, timeout=timeout, interval=interval):
+        return None, loader_done, first
+    if loader is not None and loader_done is None:
+        loader.wait()
+        loader_done = time.monotonic() - t0
+    return at, loader_done, first
+
+
+def _fail_if_dead(run: LabRun) -> None:
+    dead = run.procs.dead()
+    if dead:
+        raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
 
 
 def run_fib_bench(
@@ -640,17 +649,16 @@ def _spawn_proxy(run: LabRun) -> tuple[float, int | None, tuple[str, int]]:
 def _wait_reconciled(run: LabRun, log_at: tuple[str, int], deadline: float) -> re.Match | None:
     """The restarted rfproxy's "reconciled switch" line, once it is logged."""
     path, offset = log_at
-    while time.monotonic() < deadline:
+
+    def logged() -> re.Match | None:
         with open(path, errors="replace") as fh:
             fh.seek(offset)
             found = _RECONCILED.search(fh.read())
-        if found is not None:
-            return found
-        dead = run.procs.dead()
-        if dead:
-            raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
-        time.sleep(0.05)
-    return None
+        if found is None:
+            _fail_if_dead(run)
+        return found
+
+    return poll_until(logged, timeout=deadline - time.monotonic(), interval=0.05).value
 
 
 _CONNECTED = re.compile(
@@ -705,17 +713,24 @@ def _wipe_switch(run: LabRun, result: FibBenchResult, bridge: str, timeout: floa
     t0, pid, log_at = _spawn_proxy(run)
     deadline = t0 + timeout
     done = None
-    have = left
-    while time.monotonic() < deadline:
-        have = (table_active(run, bridge, 0), table_active(run, bridge, 1))
-        if have == want[:2] and _group_count(run, bridge) == want[2]:
-            done = time.monotonic() - t0
-            done_wall = time.time()
-            break
-        dead = run.procs.dead()
-        if dead:
-            raise LabFailure("died: " + ", ".join(f"{t.name} (pid {t.pid})" for t in dead))
-        time.sleep(0.05)
+
+    def restored() -> tuple[int, int, int]:
+        now = (
+            table_active(run, bridge, 0),
+            table_active(run, bridge, 1),
+            _group_count(run, bridge),
+        )
+        if now != want:
+            _fail_if_dead(run)
+        return now
+
+    got = poll_until(
+        restored, lambda h: h == want, timeout=deadline - time.monotonic(), interval=0.05
+    )
+    have = got.value
+    if got:
+        done = time.monotonic() - t0
+        done_wall = time.time()
     found = _wait_reconciled(run, log_at, max(deadline, time.monotonic() + 10))
     if found is not None:
         result.wipe_reconcile_logged_s = round(time.monotonic() - t0, 3)
@@ -724,7 +739,7 @@ def _wipe_switch(run: LabRun, result: FibBenchResult, bridge: str, timeout: floa
         result.wipe_rss_peak_mb = round(hwm / 1024, 1)
     if done is None:
         result.fail(
-            f"{timeout:.0f} s after the restart the wiped switch holds {have} flows "
+            f"{timeout:.0f} s after the restart the wiped switch holds {have[:2]} flows "
             f"(tables 0, 1), not {want[:2]}"
         )
         return

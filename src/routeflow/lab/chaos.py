@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
+from routeflow.lab.poll import poll_until
+
 KINDS = (
     "rfserver-leader",
     "rfserver-standby",
@@ -211,23 +213,17 @@ def farthest_host(plan, src: str) -> str:
 
 
 def kernel_lines(run, switch: str) -> dict[str, str]:
-    """prefix -> the VM kernel's whole route line (every next hop), IPv6 too in a dual-stack lab."""
-    node = run.vm_node(switch)
-    lines = {}
-    families = (
-        (("-4", "0.0.0.0/0", 32), ("-6", "::/0", 128))
-        if run.plan.ipv6
-        else (("-4", "0.0.0.0/0", 32),)
-    )
-    for flag, default, host in families:
-        for line in node.cmd(f"ip {flag} -o route show table main").splitlines():
-            parts = line.split()
-            if not parts or parts[0] in ("broadcast", "multicast", "local", "anycast"):
-                continue
-            dst = parts[0]
-            dst = default if dst == "default" else dst if "/" in dst else f"{dst}/{host}"
-            lines[dst] = " ".join(parts)
-    return lines
+    """prefix -> the VM kernel's whole route (every next hop), IPv6 too in a dual-stack lab.
+
+    The values are only compared: equal before and after iff the kernel kept the route."""
+    from routeflow.lab import checks
+
+    return {
+        r.prefix: r.line
+        for family in ((4, 6) if run.plan.ipv6 else (4,))
+        for r in checks.kernel_route_table(run, switch, family)
+        if r.type not in ("broadcast", "multicast", "local", "anycast")
+    }
 
 
 def flow_ages(run, switch: str) -> dict[str, float]:
@@ -566,13 +562,12 @@ def run_round(
         time.sleep(restart_delay)
         rejoined = evidence()
         restart()
-        problems = ["not checked yet"]
-        deadline = t_kill + timeout
-        while True:
-            problems = rejoined() or whole(run)
-            if not problems or time.monotonic() > deadline:
-                break
-            time.sleep(0.25)
+        problems = poll_until(
+            lambda: rejoined() or whole(run),
+            lambda p: not p,
+            timeout=t_kill + timeout - time.monotonic(),
+            interval=0.25,
+        ).value
         if not problems:
             res.healthy_s = round(time.monotonic() - t_kill, 2)
             res.roles_after = roles(run)

@@ -11,13 +11,14 @@ import ipaddress
 import json
 import re
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from routeflow.lab import paths
 from routeflow.lab.paths import Hop
+from routeflow.lab.poll import poll_until
+from routeflow.lab.poll import wait_until as wait_until  # checks.wait_until: its old home
 from routeflow.lab.runner import LabRun
 
 
@@ -57,24 +58,51 @@ def associations_active(run: LabRun) -> tuple[int, int]:
     return active, want
 
 
-def kernel_routes(run: LabRun, switch: str) -> dict[str, str]:
-    """prefix -> 'connected' | gateway (first) from the VM's main table."""
-    out = run.vm_node(switch).cmd("ip -4 -o route show table main")
-    routes: dict[str, str] = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if not parts or parts[0] in ("broadcast", "multicast", "unreachable", "blackhole"):
-            continue
-        dst = parts[0]
-        if dst == "default":
-            dst = "0.0.0.0/0"
-        elif "/" not in dst:
-            dst += "/32"
-        if not re.search(r"\bdev eth\d+", line):
-            continue
-        m = re.search(r"\bvia (\S+)", line)
-        routes[str(ipaddress.IPv4Network(dst, strict=False))] = m.group(1) if m else "connected"
+@dataclass(frozen=True)
+class KernelRoute:
+    """One route of a VM's table, as ``ip -j route`` tells it.
+
+    The one reader of the VMs' routes: every question about them (which prefixes, which
+    gateways, which ports, did the route change) is answered from these fields.
+    """
+
+    prefix: str  # normalized: "0.0.0.0/0" for default, "/32" or "/128" on host routes
+    type: str  # "unicast", "local", "broadcast", "multicast", "blackhole", ...
+    hops: tuple[tuple[str, str], ...]  # (gateway or "", dev) per next hop, in kernel order
+    line: str  # the whole entry as canonical JSON: equal before and after iff unchanged
+
+    def out_of_vm_ports(self) -> bool:
+        """Every next hop leaves through a VM port (ethN), none through lo or a tunnel."""
+        return bool(self.hops) and all(_VM_PORT.fullmatch(dev) for _gw, dev in self.hops)
+
+
+def kernel_route_table(
+    run: LabRun, switch: str, family: int = 4, table: str = "main"
+) -> list[KernelRoute]:
+    """The routes of one table of the VM's kernel (``ip -FAMILY -j route show table T``)."""
+    default = "0.0.0.0/0" if family == 4 else "::/0"
+    routes = []
+    for r in _ip_json(run, switch, f"ip -{family} -j route show table {table}"):
+        dst = default if r["dst"] == "default" else r["dst"]
+        hops = tuple((h.get("gateway", ""), h.get("dev", "")) for h in r.get("nexthops") or [r])
+        routes.append(
+            KernelRoute(
+                prefix=str(ipaddress.ip_network(dst, strict=False)),
+                type=r.get("type", "unicast"),
+                hops=hops,
+                line=json.dumps(r, sort_keys=True),
+            )
+        )
     return routes
+
+
+def kernel_routes(run: LabRun, switch: str) -> dict[str, str]:
+    """prefix -> 'connected' | gateway (first) of the VM's IPv4 unicast routes via its ports."""
+    return {
+        r.prefix: next((gw for gw, _dev in r.hops if gw), "connected")
+        for r in kernel_route_table(run, switch, 4)
+        if r.type == "unicast" and any(_VM_PORT.fullmatch(dev) for _gw, dev in r.hops)
+    }
 
 
 def kernel_neighbours(run: LabRun, switch: str) -> dict[str, str]:
@@ -255,24 +283,14 @@ def pingall(run: LabRun, count: int = 1, family: int = 4) -> tuple[int, int, lis
     ``count`` is accepted for callers that name it; each pair gets one probe (see ping_pairs).
     """
     pairs = [
-        (a, b, b.address if family == 4 else b.address6)
+        (a, b, dst)
         for a in run.plan.hosts
         for b in run.plan.hosts
-        if a is not b and (b.address if family == 4 else b.address6) is not None
+        if a is not b and (dst := b.address_of(family)) is not None
     ]
     answered = ping_pairs(run, [(a.name, dst) for a, _b, dst in pairs])
     failed = [f"{a.name}->{b.name}" for a, b, dst in pairs if (a.name, dst) not in answered]
     return len(pairs) - len(failed), len(pairs), failed
-
-
-def wait_until(pred, timeout: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
 
 
 def flow_packets(run: LabRun, switch: str, table: int = 1, family: int = 4) -> dict[str, int]:
@@ -288,15 +306,16 @@ def settled_flow_packets(
     run: LabRun, switch: str, table: int = 1, family: int = 4
 ) -> dict[str, int]:
     """flow_packets once OVS has caught up: its counters lag traffic by a revalidator pass."""
-    last = flow_packets(run, switch, table, family)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        time.sleep(0.7)
-        now = flow_packets(run, switch, table, family)
-        if now == last:
-            return now
-        last = now
-    return last
+    seen: list[dict[str, int]] = []
+
+    def unchanged(now: dict[str, int]) -> bool:
+        same = bool(seen) and now == seen[-1]
+        seen.append(now)
+        return same
+
+    return poll_until(
+        lambda: flow_packets(run, switch, table, family), unchanged, timeout=5.7, interval=0.7
+    ).value
 
 
 def controller_roles(run: LabRun) -> dict[str, dict[str, str]]:
@@ -373,17 +392,11 @@ def kernel_routes6(run: LabRun, switch: str) -> dict[str, tuple[tuple[str, str],
     routes and multicast are no FIB entries. Gateways are kept with their interface since
     OSPFv3's are link-local, which only mean something on one link.
     """
-    routes: dict[str, tuple[tuple[str, str], ...]] = {}
-    for r in _ip_json(run, switch, "ip -6 -j route show table main"):
-        if r.get("type", "unicast") != "unicast":
-            continue
-        dst = "::/0" if r["dst"] == "default" else r["dst"]
-        net = ipaddress.IPv6Network(dst, strict=False)
-        hops = r.get("nexthops") or [r]
-        if not _routed6(net) or not all(_VM_PORT.fullmatch(h.get("dev", "")) for h in hops):
-            continue
-        routes[str(net)] = tuple(sorted((h["gateway"], h["dev"]) for h in hops if "gateway" in h))
-    return routes
+    return {
+        r.prefix: tuple(sorted(hop for hop in r.hops if hop[0]))
+        for r in kernel_route_table(run, switch, 6)
+        if r.type == "unicast" and _routed6(ipaddress.IPv6Network(r.prefix)) and r.out_of_vm_ports()
+    }
 
 
 def kernel_neighbours6(run: LabRun, switch: str) -> dict[tuple[str, str], str]:
@@ -495,20 +508,13 @@ def kernel_next_hops(run: LabRun, switch: str, family: int = 4) -> dict[str, fro
     IPv4 hops carry their gateway; IPv6 ones only the port (OSPFv3 gateways are the
     neighbour's link-local address, which says no more than the port does).
     """
-    out: dict[str, frozenset[Hop]] = {}
-    for r in _ip_json(run, switch, f"ip -{family} -j route show table main"):
-        if r.get("type", "unicast") != "unicast":
-            continue
-        hops = r.get("nexthops") or [r]
-        if not all(_VM_PORT.fullmatch(h.get("dev", "")) for h in hops):
-            continue
-        dst = ("0.0.0.0/0" if family == 4 else "::/0") if r["dst"] == "default" else r["dst"]
-        out[str(ipaddress.ip_network(dst, strict=False))] = frozenset(
-            Hop(int(h["dev"][3:]), h["gateway"] if family == 4 else "", "")
-            for h in hops
-            if "gateway" in h
+    return {
+        r.prefix: frozenset(
+            Hop(int(dev[3:]), gw if family == 4 else "", "") for gw, dev in r.hops if gw
         )
-    return out
+        for r in kernel_route_table(run, switch, family)
+        if r.type == "unicast" and r.out_of_vm_ports()
+    }
 
 
 _BUCKET = re.compile(r"set_field:([0-9a-f:]{17})->eth_dst.*?output:(\d+)")

@@ -18,11 +18,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
-from routeflow.lab.procs import ProcessSet, Tracked
+from routeflow.lab.poll import poll_until
+from routeflow.lab.procs import ProcessSet, Tracked, wait_exited
 
 __all__ = ["ETCD", "EtcdCluster"]
 
@@ -195,9 +195,9 @@ class EtcdCluster:
             return False
 
     def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         pending = set(range(self.members))
-        while pending:
+
+        def still_pending() -> set[int]:
             for i in sorted(pending):
                 t = self._tracked[i]
                 if t is None or not t.alive():
@@ -210,15 +210,15 @@ class EtcdCluster:
                     )
                 if self._healthy(i):
                     pending.discard(i)
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                i = min(pending)
-                raise RuntimeError(
-                    f"etcd cluster {self.name}: members {sorted(pending)} not healthy after "
-                    f"{timeout:.0f} s; {self.log_path(i)} ends with:\n{_tail(self.log_path(i))}"
-                )
-            time.sleep(0.1)
+            return pending
+
+        if poll_until(still_pending, lambda p: not p, timeout=timeout, interval=0.1):
+            return
+        i = min(pending)
+        raise RuntimeError(
+            f"etcd cluster {self.name}: members {sorted(pending)} not healthy after "
+            f"{timeout:.0f} s; {self.log_path(i)} ends with:\n{_tail(self.log_path(i))}"
+        )
 
     def kill_member(self, i: int, sig: int = signal.SIGKILL) -> None:
         """Signal member ``i`` by its recorded pid and wait for it to exit."""
@@ -243,14 +243,17 @@ class EtcdCluster:
         argv = self._argv(i)
         argv[argv.index("--initial-cluster-state") + 1] = "existing"
         self._spawn(i, argv)
-        deadline = time.monotonic() + timeout
-        while not self._healthy(i):
-            if not self.alive(i) or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"etcd member {i} of {self.name} did not rejoin; "
-                    f"{self.log_path(i)} ends with:\n{_tail(self.log_path(i))}"
-                )
-            time.sleep(0.1)
+        rejoined = poll_until(
+            lambda: self._healthy(i),
+            lambda healthy: healthy or not self.alive(i),
+            timeout=timeout,
+            interval=0.1,
+        )
+        if not rejoined.value:  # timed out, or the member exited
+            raise RuntimeError(
+                f"etcd member {i} of {self.name} did not rejoin; "
+                f"{self.log_path(i)} ends with:\n{_tail(self.log_path(i))}"
+            )
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop every member still running (SIGTERM, then SIGKILL); idempotent.
@@ -263,9 +266,7 @@ class EtcdCluster:
         for t in tracked:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(t.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while any(t.alive() for t in tracked) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_exited(tracked, timeout)
         for t in tracked:
             if t.alive():
                 # Expected for the raft leader (see above): not worth a warning.

@@ -1107,6 +1107,18 @@ class HostPlan(msgspec.Struct, frozen=True, kw_only=True):
     def subnet6(self) -> str | None:
         return None if self.ip6 is None else str(ipaddress.IPv6Interface(self.ip6).network)
 
+    def address_of(self, family: int) -> str | None:
+        """The host's address in IP ``family`` (4 or 6); None where it has none (no IPv6)."""
+        if family not in (4, 6):
+            raise ValueError(f"family must be 4 or 6, not {family!r}")
+        return self.address if family == 4 else self.address6
+
+    def gateway_of(self, family: int) -> str | None:
+        """The host's gateway in IP ``family`` (4 or 6); None where it has none (no IPv6)."""
+        if family not in (4, 6):
+            raise ValueError(f"family must be 4 or 6, not {family!r}")
+        return self.gateway if family == 4 else self.gateway6
+
 
 class LinkEnd(msgspec.Struct, frozen=True, kw_only=True):
     """One end of a link: a switch port and the VM address behind it."""

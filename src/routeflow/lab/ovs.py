@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 
+from routeflow.lab.poll import poll_until
 from routeflow.lab.procs import ProcessSet
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
@@ -90,11 +90,8 @@ class OvsInstance:
         self.vsctl("show")
 
     def _wait_for(self, path: str, what: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(path):
-            if time.monotonic() > deadline:
-                raise OvsError(f"{what} did not start (no {path}); see {self.rundir}/*.log")
-            time.sleep(0.05)
+        if not poll_until(lambda: os.path.exists(path), timeout=timeout, interval=0.05):
+            raise OvsError(f"{what} did not start (no {path}); see {self.rundir}/*.log")
 
     def vsctl(self, *args: str, timeout: int = 10) -> str:
         return self._run("ovs-vsctl", "-t", str(timeout), *args, timeout=timeout + 20)

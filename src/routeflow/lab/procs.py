@@ -11,8 +11,9 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
+
+from routeflow.lab.poll import poll_until
 
 log = logging.getLogger("routeflow.lab")
 
@@ -52,19 +53,10 @@ class ProcessSet:
 
     def add_pidfile(self, name: str, pidfile: str, timeout: float = 10.0) -> Tracked:
         """Record a self-daemonizing process by the pidfile it writes."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with open(pidfile) as fh:
-                    pid = int(fh.read().strip())
-                break
-            except (OSError, ValueError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{name} did not write {pidfile} within {timeout:.0f} s"
-                    ) from None
-                time.sleep(0.05)
-        t = Tracked(name, pid, None, pidfile)
+        got = poll_until(lambda: _read_pid(pidfile), timeout=timeout, interval=0.05)
+        if got.value is None:
+            raise RuntimeError(f"{name} did not write {pidfile} within {timeout:.0f} s")
+        t = Tracked(name, got.value, None, pidfile)
         self.procs.append(t)
         return t
 
@@ -75,9 +67,7 @@ class ProcessSet:
         if t.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(t.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while t.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            poll_until(lambda: not t.alive(), timeout=timeout, interval=0.05)
             if t.alive():
                 log.warning("%s (pid %d) ignored SIGTERM; killing", t.name, t.pid)
                 with contextlib.suppress(ProcessLookupError):
@@ -97,9 +87,7 @@ class ProcessSet:
             if t.alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(t.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while any(t.alive() for t in tracked) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_exited(tracked, timeout)
         for t in tracked:
             self.stop_one(t, timeout)  # reaps, escalates to SIGKILL for any still alive
 
@@ -107,3 +95,18 @@ class ProcessSet:
         """Stop in reverse start order: clients before the server they talk to."""
         for t in list(reversed(self.procs)):
             self.stop_one(t)
+
+
+def _read_pid(pidfile: str) -> int | None:
+    try:
+        with open(pidfile) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_exited(tracked: list[Tracked], timeout: float) -> bool:
+    """Wait until none of ``tracked`` is alive; False if some still are after ``timeout``."""
+    return poll_until(
+        lambda: not any(t.alive() for t in tracked), timeout=timeout, interval=0.05
+    ).ok

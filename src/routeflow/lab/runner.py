@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from routeflow.lab import commands, frr
 from routeflow.lab.model import LabPlan, VmPlan
 from routeflow.lab.ovs import OvsError, OvsInstance
+from routeflow.lab.poll import poll_until
 from routeflow.lab.procs import ProcessSet
 from routeflow.proxy.openflow import DEFAULT_VS_DPID
 from routeflow.rflib.auth import write_secret
@@ -365,11 +366,14 @@ class LabRun:
         if name == self.server_names[0] or self.server is None:
             self.server = popen
         # Up means serving (the socket exists) or standing by (its status says so).
-        deadline = time.monotonic() + 15
-        while not os.path.exists(sock) and self.server_status(name).get("role") != "standby":
-            if popen.poll() is not None or time.monotonic() > deadline:
-                raise LabFailure(f"{name} did not start; see {self.run_dir}/{name}.log")
-            time.sleep(0.05)
+        up = poll_until(
+            lambda: os.path.exists(sock) or self.server_status(name).get("role") == "standby",
+            lambda serving: serving or popen.poll() is not None,
+            timeout=15,
+            interval=0.05,
+        )
+        if not up.value:
+            raise LabFailure(f"{name} did not start; see {self.run_dir}/{name}.log")
 
     def replicas(self, ct_id: int) -> tuple[str, ...]:
         """Replica names of a controller (see model.Controller.replica_names)."""
@@ -399,22 +403,20 @@ class LabRun:
                     self._wait_for_master(ct, name)
 
     def _wait_for_master(self, ct_id: int, replica: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def master() -> object:
             try:
                 with open(self.status_path) as fh:
                     roles = json.load(fh).get("controller_roles", {})
             except (OSError, ValueError):
                 roles = {}
-            if roles.get(str(ct_id), {}).get("master") == replica:
-                return
-            if time.monotonic() > deadline:
-                log_file = f"{self.run_dir}/{self.proxy_name(ct_id, replica)}.log"
-                raise LabFailure(
-                    f"rfproxy replica {replica} of controller {ct_id} did not become master "
-                    f"within {timeout:.0f} s; see {log_file}"
-                )
-            time.sleep(0.1)
+            return roles.get(str(ct_id), {}).get("master")
+
+        if not poll_until(master, lambda m: m == replica, timeout=timeout, interval=0.1):
+            log_file = f"{self.run_dir}/{self.proxy_name(ct_id, replica)}.log"
+            raise LabFailure(
+                f"rfproxy replica {replica} of controller {ct_id} did not become master "
+                f"within {timeout:.0f} s; see {log_file}"
+            )
 
     def _start_proxy(self, ct_id: int, replica: str | None = None) -> subprocess.Popen:
         replica = replica or self.replicas(ct_id)[0]
@@ -678,38 +680,38 @@ class LabRun:
         up. Checked here, a missing port is named seconds after bring-up.
         """
         want = {name: port for ports in self._ports.values() for name, port in ports}
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def wrong_ports() -> dict:
             data = json.loads(
                 self.ovs.vsctl("--format=json", "--columns=name,ofport,error", "list", "Interface")
             )["data"]
             have = {row[0]: (row[1], row[2]) for row in data}
-            wrong = {
+            return {
                 name: have.get(name)
                 for name, port in want.items()
                 if name not in have or have[name][0] != port
             }
-            if not wrong:
-                return
-            if time.monotonic() > deadline:
-                problems = []
-                for name, got in sorted(wrong.items()):
-                    if got is None:
-                        problems.append(f"{name} (not in OVS)")
-                    else:
-                        error = got[1] if isinstance(got[1], str) else ""
-                        problems.append(
-                            f"{name} (ofport {got[0]}, wanted {want[name]}"
-                            + (f": {error}" if error else "")
-                            + ")"
-                        )
-                raise LabFailure(
-                    f"{len(wrong)} of {len(want)} switch ports missing in OVS: "
-                    + ", ".join(problems[:20])
-                    + (" ..." if len(problems) > 20 else "")
-                    + f"; see {self.run_dir}/ovs/ovs-vswitchd.log"
+
+        wrong = poll_until(wrong_ports, lambda w: not w, timeout=timeout, interval=0.1).value
+        if not wrong:
+            return
+        problems = []
+        for name, got in sorted(wrong.items()):
+            if got is None:
+                problems.append(f"{name} (not in OVS)")
+            else:
+                error = got[1] if isinstance(got[1], str) else ""
+                problems.append(
+                    f"{name} (ofport {got[0]}, wanted {want[name]}"
+                    + (f": {error}" if error else "")
+                    + ")"
                 )
-            time.sleep(0.1)
+        raise LabFailure(
+            f"{len(wrong)} of {len(want)} switch ports missing in OVS: "
+            + ", ".join(problems[:20])
+            + (" ..." if len(problems) > 20 else "")
+            + f"; see {self.run_dir}/ovs/ovs-vswitchd.log"
+        )
 
     def link_between(self, a: str, b: str):
         """The plan's link joining switches a and b (the first, if parallel)."""
@@ -863,25 +865,23 @@ class LabRun:
         DAD), or one that never landed, would silently break OSPFv3 or a host's default
         route later, far from its cause.
         """
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def unusable() -> tuple[list[str], list[str]]:
             out = node.cmd("ip -6 -o addr show")
             missing = [a for a in addresses if f" inet6 {a} " not in out]
             stuck = [ln for ln in out.splitlines() if "tentative" in ln or "dadfailed" in ln]
-            if not missing and not stuck:
-                return
-            if time.monotonic() > deadline:
-                raise LabFailure(
-                    f"IPv6 addresses of {what}: missing {missing}, tentative or failed {stuck}"
-                )
-            time.sleep(0.1)
+            return missing, stuck
+
+        got = poll_until(unusable, lambda ms: ms == ([], []), timeout=timeout, interval=0.1)
+        if not got:
+            missing, stuck = got.value
+            raise LabFailure(
+                f"IPv6 addresses of {what}: missing {missing}, tentative or failed {stuck}"
+            )
 
     def _wait_for(self, path: str, what: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(path):
-            if time.monotonic() > deadline:
-                raise LabFailure(f"{what} did not come up (no {path})")
-            time.sleep(0.05)
+        if not poll_until(lambda: os.path.exists(path), timeout=timeout, interval=0.05):
+            raise LabFailure(f"{what} did not come up (no {path})")
 
     # --- access -----------------------------------------------------------------
 

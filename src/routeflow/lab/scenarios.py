@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from routeflow.lab import checks, speakers
 from routeflow.lab.model import LabPlan
+from routeflow.lab.poll import poll_until
 from routeflow.lab.runner import LabFailure, LabRun, Terminated
 
 log = logging.getLogger("routeflow.lab")
@@ -115,17 +116,19 @@ def pingall_until_full(
     pending = list(pairs)
     tag = "IPv6 " if ipv6 else ""
     t = time.monotonic()
-    deadline = t + timeout
-    while pending and time.monotonic() < deadline:
+
+    def still_pending() -> list:
+        nonlocal pending
         _fail_if_dead(run)
-        dst = {id(b): b.address6 if ipv6 else b.address for _a, b in pending}
+        dst = {id(b): b.address_of(family) for _a, b in pending}
         answered = checks.ping_pairs(run, [(a.name, dst[id(b)]) for a, b in pending])
         if answered and result.first_ping_s is None and not ipv6:
             result.first_ping_s = time.monotonic() - t0
         pending = [(a, b) for a, b in pending if (a.name, dst[id(b)]) not in answered]
-        if pending:
-            time.sleep(0.5)
-    ok = not pending
+        return pending
+
+    family = 6 if ipv6 else 4
+    ok = poll_until(still_pending, lambda p: not p, timeout=timeout, interval=0.5).ok
     if ok and ipv6:
         result.full_pingall6_s = time.monotonic() - t0
     elif ok:
@@ -141,7 +144,7 @@ def pingall_one_round(run: LabRun, result: CheckResult, *, ipv6: bool = False) -
     """A fresh, single-shot round once kernels and switches agree with the shortest paths:
     it must be 100 % now, not just eventually."""
     t = time.monotonic()
-    good, total, failed = checks.pingall(run, family=6) if ipv6 else checks.pingall(run)
+    good, total, failed = checks.pingall(run, family=6 if ipv6 else 4)
     result.add(
         f"{'IPv6 ' if ipv6 else ''}pingall (one round)",
         good == total,
@@ -153,7 +156,7 @@ def pingall_one_round(run: LabRun, result: CheckResult, *, ipv6: bool = False) -
 def gateway_pings(run: LabRun, result: CheckResult, *, ipv6: bool = False) -> None:
     """Every host pings its gateway (the VM, through the relay): two tries, all at once."""
     t = time.monotonic()
-    pairs = [(h.name, h.gateway6 if ipv6 else h.gateway) for h in run.plan.hosts]
+    pairs = [(h.name, h.gateway_of(6 if ipv6 else 4)) for h in run.plan.hosts]
     answered = checks.ping_pairs(run, pairs)
     answered |= checks.ping_pairs(run, [pair for pair in pairs if pair not in answered])
     failed = [name for name, gw in pairs if (name, gw) not in answered]
