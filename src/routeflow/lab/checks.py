@@ -350,13 +350,16 @@ def switches_registered(run: LabRun) -> tuple[int, int]:
     return len(seen & {vm.dp_id for vm in run.plan.vms}), len(run.plan.vms)
 
 
-def ospf_adjacencies(run: LabRun) -> tuple[int, int]:
-    """Full OSPF adjacencies (counted from both ends), as FRR itself reports them."""
+def ospf_adjacencies(run: LabRun, family: int = 4) -> tuple[int, int]:
+    """Full OSPF (``family`` 6: OSPFv3) adjacencies, counted from both ends, as FRR reports them."""
+    command, full_state = (
+        ("show ip ospf neighbor", r"\bFull/")
+        if family == 4
+        else ("show ipv6 ospf6 neighbor", r"\bFull\b")
+    )
     ospf = {vm.switch for vm in run.plan.vms if vm.routing == "ospf"}
     want = 2 * sum(1 for link in run.plan.links if {link.a.switch, link.b.switch} <= ospf)
-    full = 0
-    for switch in sorted(ospf):
-        full += len(re.findall(r"\bFull/", run.vtysh(switch, "show ip ospf neighbor")))
+    full = sum(len(re.findall(full_state, run.vtysh(sw, command))) for sw in sorted(ospf))
     return full, want
 
 
@@ -488,13 +491,8 @@ def check_flows6(run: LabRun) -> FlowCheck:
 
 
 def ospf6_adjacencies(run: LabRun) -> tuple[int, int]:
-    """Full OSPFv3 adjacencies (counted from both ends), as ospf6d reports them."""
-    ospf = {vm.switch for vm in run.plan.vms if vm.routing == "ospf"}
-    want = 2 * sum(1 for link in run.plan.links if {link.a.switch, link.b.switch} <= ospf)
-    full = 0
-    for switch in sorted(ospf):
-        full += len(re.findall(r"\bFull\b", run.vtysh(switch, "show ipv6 ospf6 neighbor")))
-    return full, want
+    """Full OSPFv3 adjacencies: ``ospf_adjacencies(run, 6)``."""
+    return ospf_adjacencies(run, 6)
 
 
 # --------------------------------------------------------------------------------------------

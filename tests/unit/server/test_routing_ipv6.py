@@ -21,24 +21,12 @@ from routeflow.rflib.protocol import (
 )
 from routeflow.server.routing import Binding, RoutingTable, _normalise
 
-from .test_routing import _replay
+from .test_routing import CT, DP, MAC1, MAC2, VM, _replay, bound_table
 from .test_routing_fastpath import Reference, apply, routes_of
 
-VM = 0x5
-CT = 1
-DP = 0x99
-MAC1 = "02:00:00:00:00:01"
-MAC2 = "02:00:00:00:00:02"
 LL = "fe80::1"
 LL_MAC1 = "aa:bb:cc:00:01:01"
 LL_MAC2 = "aa:bb:cc:00:02:01"
-
-
-def bound_table() -> RoutingTable:
-    t = RoutingTable()
-    t.bind(VM, 1, Binding(CT, DP, 1, MAC1))
-    t.bind(VM, 2, Binding(CT, DP, 2, MAC2))
-    return t
 
 
 def via(prefix: str, *hops: tuple[int, str]) -> Route:

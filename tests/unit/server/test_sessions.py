@@ -149,33 +149,26 @@ def _run(actions_by_msg: list[list]) -> tuple[set[str], set[str]]:
 
 
 def _reference(msgs: list[p.Message]) -> tuple[set[str], set[str]]:
-    routes: set[str] = set()
-    neigh: set[str] = set()
+    have: tuple[set[str], set[str]] = (set(), set())  # routes, neighbours
     dump: tuple[set[str], set[str]] | None = None
     for m in msgs:
         if isinstance(m, p.Resync):
             if m.phase == "begin":
                 dump = (set(), set())
             elif m.phase == "end" and dump is not None:
-                routes, neigh = dump
-                dump = None
-        elif isinstance(m, p.RouteMod):
-            xs = {r.prefix for r in m.routes}
-            if m.mod == p.Mod.DELETE:
-                routes -= xs
-            elif dump is not None:
-                dump[0].update(xs)
-            else:
-                routes |= xs
+                have, dump = dump, None
+            continue
+        if isinstance(m, p.RouteMod):
+            i, xs = 0, {r.prefix for r in m.routes}
         elif isinstance(m, p.NeighbourMod):
-            xs = {n.address for n in m.neighbours}
-            if m.mod == p.Mod.DELETE:
-                neigh -= xs
-            elif dump is not None:
-                dump[1].update(xs)
-            else:
-                neigh |= xs
-    return routes, neigh
+            i, xs = 1, {n.address for n in m.neighbours}
+        else:
+            continue
+        if m.mod == p.Mod.DELETE:
+            have[i].difference_update(xs)
+        else:
+            (have if dump is None else dump)[i].update(xs)
+    return have
 
 
 @settings(max_examples=300, deadline=None)
