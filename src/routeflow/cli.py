@@ -631,3 +631,21 @@ def _relay_bench(relay, plan, run_dir, seconds, pings, log_level):
 
 if __name__ == "__main__":
     main()
+
+
+@main.group()
+def tenant() -> None:
+    """Tenant networks: the Neutron-compatible server and the compute node agents."""
+
+
+@tenant.command(
+    "node",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def tenant_node(args) -> None:
+    """Run a compute node agent (`routeflow tenant node --help`)."""
+    from routeflow.tenant.nodemain import main as node_main
+
+    sys.exit(node_main(list(args)))

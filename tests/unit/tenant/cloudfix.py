@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from routeflow.tenant.model import (
     Change,
     Cloud,
@@ -9,6 +11,7 @@ from routeflow.tenant.model import (
     HostRoute,
     Kind,
     Network,
+    Node,
     Port,
     Subnet,
 )
@@ -49,3 +52,33 @@ def cloud(revision: int = 5) -> Cloud:
         Change(kind=Kind.PORT, id=VM2.id, revision=revision, obj=VM2),
     ]
     return base.apply_all(changes)
+
+
+class MemoryRepo:
+    """A stand-in for the tenant server's Repository: a Cloud, subscribers, calls recorded."""
+
+    def __init__(self, model: Cloud) -> None:
+        self.cloud = model
+        self.subs: list[Callable[[Change], None]] = []
+        self.nodes: list[Node] = []
+        self.binds: list[tuple[str, str, bool]] = []
+
+    def snapshot(self) -> Cloud:
+        return self.cloud
+
+    def subscribe(self, fn: Callable[[Change], None]) -> Callable[[], None]:
+        self.subs.append(fn)
+        return lambda: self.subs.remove(fn)
+
+    def register_node(self, node: Node) -> None:
+        self.nodes.append(node)
+
+    def bind_port(self, port_id: str, host: str, active: bool) -> None:
+        if port_id == "unknown":
+            raise KeyError(port_id)
+        self.binds.append((port_id, host, active))
+
+    def emit(self, change: Change) -> None:
+        self.cloud = self.cloud.apply(change)
+        for fn in list(self.subs):
+            fn(change)

@@ -15,40 +15,12 @@ from pathlib import Path
 from routeflow.proxy.serverlink import ServerLink
 from routeflow.rflib import protocol as p
 from routeflow.tenant import wire
-from routeflow.tenant.model import Change, Cloud, Kind, Node
+from routeflow.tenant.model import Change, Kind
 from routeflow.tenant.nodelink import serve_nodes
 
-from .cloudfix import VM1, cloud
+from .cloudfix import VM1, MemoryRepo, cloud
 
 SECRET = b"0123456789abcdef0123456789abcdef"
-
-
-class Repo:
-    def __init__(self, model: Cloud) -> None:
-        self.cloud = model
-        self.subs: list[Callable[[Change], None]] = []
-        self.nodes: list[Node] = []
-        self.binds: list[tuple[str, str, bool]] = []
-
-    def snapshot(self) -> Cloud:
-        return self.cloud
-
-    def subscribe(self, fn: Callable[[Change], None]) -> Callable[[], None]:
-        self.subs.append(fn)
-        return lambda: self.subs.remove(fn)
-
-    def register_node(self, node: Node) -> None:
-        self.nodes.append(node)
-
-    def bind_port(self, port_id: str, host: str, active: bool) -> None:
-        if port_id == "unknown":
-            raise KeyError(port_id)
-        self.binds.append((port_id, host, active))
-
-    def emit(self, change: Change) -> None:
-        self.cloud = self.cloud.apply(change)
-        for fn in list(self.subs):
-            fn(change)
 
 
 async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -60,7 +32,7 @@ async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def test_full_state_then_deltas_then_bindings(tmp_path: Path) -> None:
     async def main() -> None:
-        repo = Repo(cloud())
+        repo = MemoryRepo(cloud())
         link = await serve_nodes(repo, f"unix:{tmp_path}/nodes.sock", SECRET)
         got: list[p.Message] = []
         lock = threading.Lock()
@@ -103,7 +75,7 @@ def test_full_state_then_deltas_then_bindings(tmp_path: Path) -> None:
 
 def test_a_wrong_secret_is_refused(tmp_path: Path) -> None:
     async def main() -> None:
-        repo = Repo(cloud())
+        repo = MemoryRepo(cloud())
         link = await serve_nodes(repo, f"unix:{tmp_path}/nodes.sock", SECRET)
         hello = p.NodeHello(name="c1", tunnel_ip="198.51.100.1")
         client = ServerLink(

@@ -1,0 +1,126 @@
+"""Starts a tenant node agent: ``routeflow tenant node --name N --server ADDR``.
+
+The agent runs in the compute node's namespace next to its ovs-vswitchd:
+br-int's controller is ``tcp:127.0.0.1:<--ofp-port>`` (set when the bridge is
+created: OVS flushes a bridge's flows when it first gets a controller).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import logging
+import re
+import sys
+from typing import Any
+
+from routeflow.rflib import daemonconf
+
+
+def _name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a node name is 1-63 of [A-Za-z0-9_.-]")
+    return text
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="routeflow tenant node", description=__doc__)
+    daemonconf.add_config_file_option(parser)
+    parser.add_argument("--name", type=_name, required=True, help="this compute node's name")
+    parser.add_argument(
+        "--server", required=True, help="tenant server's node link: tcp:HOST:PORT or unix:PATH"
+    )
+    parser.add_argument(
+        "--tunnel-ip", type=_ip, default="127.0.0.1", help="this node's VXLAN endpoint"
+    )
+    parser.add_argument("--gateway", action="store_true", help="this node is a gateway node")
+    parser.add_argument("--ofp-host", default="127.0.0.1", help="OpenFlow listen address")
+    parser.add_argument("--ofp-port", type=int, default=6653, help="OpenFlow listen port")
+    parser.add_argument(
+        "--ovsdb", default="", help="OVSDB of this node's ovs-vswitchd (ovs-vsctl --db=...)"
+    )
+    parser.add_argument("--secret-file", help="shared secret (mode 0600) for the server link")
+    parser.add_argument(
+        "--pipeline",
+        default="",
+        help="module giving compile_view(cloud, view) and codec() instead of the tenant "
+        "compiler (tests use a toy pipeline)",
+    )
+    daemonconf.add_log_level_option(parser)
+    return parser
+
+
+def pipeline(module: str = "") -> tuple[Any, Any]:
+    """(compile, codec) from the tenant flow compiler; ImportError if it is not there."""
+    import importlib
+
+    if module:
+        mod = importlib.import_module(module)
+        return mod.compile_view, mod.codec()
+    from routeflow.tenant.nodecore import NodeView
+
+    # Optional until the flow compiler lands (a clear error in main(), not a crash).
+    compiler = importlib.import_module("routeflow.tenant.compiler")
+    ofmsg = importlib.import_module("routeflow.tenant.ofmsg")
+
+    def compile_view(cloud: Any, view: NodeView) -> Any:
+        ctx = compiler.NodeContext(view.name, dict(view.bindings), view.tunnel_ofport)
+        return compiler.compile_node(cloud, ctx)
+
+    return compile_view, ofmsg.codec()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = daemonconf.parse_args(build_parser(), argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    from routeflow.rflib.auth import AuthError, load_secret
+    from routeflow.rflib.ipc import parse_addresses
+
+    try:
+        parse_addresses(args.server)
+        secret = load_secret(args.secret_file) if args.secret_file else None
+    except (ValueError, AuthError) as exc:
+        print(f"routeflow tenant node: {exc}", file=sys.stderr)
+        return 2
+    try:
+        compile_view, codec = pipeline(args.pipeline)
+    except (ImportError, AttributeError) as exc:
+        print(f"routeflow tenant node: the tenant flow compiler is missing: {exc}", file=sys.stderr)
+        return 2
+    from os_ken import cfg
+    from os_ken.base import app_manager  # noqa: F401  (imports the controller: ofp-* options)
+
+    cfg.CONF(
+        args=["--ofp-listen-host", args.ofp_host, "--ofp-tcp-listen-port", str(args.ofp_port)],
+        project="os_ken",
+    )
+    from routeflow.proxy.main import _run_apps
+    from routeflow.tenant.node import NodeSettings
+
+    settings = NodeSettings(
+        name=args.name,
+        tunnel_ip=args.tunnel_ip,
+        server=args.server,
+        compile=compile_view,
+        codec=codec,
+        ovsdb=args.ovsdb,
+        secret=secret,
+        gateway=args.gateway,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        _run_apps(["routeflow.tenant.node"], settings=settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
