@@ -35,6 +35,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from routeflow.lab.cloud import CloudLab, CloudSpec, validate_cloud
 from routeflow.rflib.types import ConfigEntry
 
 __all__ = [
@@ -197,6 +198,8 @@ class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     control: ControlPlane = msgspec.field(default_factory=ControlPlane)
     link_pool: str = DEFAULT_LINK_POOL
     ipv6: bool = False
+    #: Tenant networks on compute nodes (lab/cloud.py); with it, ``switches`` may be empty.
+    cloud: CloudSpec | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,6 +309,8 @@ class Lab(msgspec.Struct, frozen=True, kw_only=True):
     speakers: tuple[Speaker, ...] = ()
     #: Dual stack: IPv6 addresses derived for every link and host (see module docstring).
     ipv6: bool = False
+    #: Compute nodes and tenants (lab/cloud.py), or None for a routeflow-only lab.
+    cloud: CloudLab | None = None
 
     def switch(self, name: str) -> Switch:
         for sw in self.switches:
@@ -449,6 +454,7 @@ class _Validator:
         self.check_connected(switches, pending)
         if spec.ipv6:
             self.check_ipv6(switches)
+        cloud = validate_cloud(spec.cloud, self.err) if spec.cloud is not None else None
         if self.errors:
             raise LabError(self.source, self.errors)
         return Lab(
@@ -464,6 +470,7 @@ class _Validator:
             link_pool=spec.link_pool,
             speakers=tuple(speakers),
             ipv6=spec.ipv6,
+            cloud=cloud,
         )
 
     # -- pieces -------------------------------------------------------------------------------
@@ -558,7 +565,7 @@ class _Validator:
 
     def switches(self, controllers: list[Controller]) -> list[Switch]:
         specs = self.spec.switches
-        if not specs:
+        if not specs and self.spec.cloud is None:
             self.err("switches", "at least one switch is required")
         ct_ids = {c.ct_id for c in controllers}
         out: list[Switch] = []

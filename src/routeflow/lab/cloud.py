@@ -1,0 +1,269 @@
+"""The ``cloud:`` section of a lab file (pure): compute nodes, underlay and tenants.
+
+A cloud lab runs tenant networks: each compute node is a namespace with its own
+ovsdb-server/ovs-vswitchd, br-int (controller set at creation) and br-ul holding
+the node's tunnel address on the underlay; the tenant server and one node agent
+per node run beside them. ``tenants`` is what the lab bootstraps *through the
+API* (openstacksdk), never by writing the store: networks, one router per
+tenant joining its networks, and VMs (namespaces that get their address by DHCP).
+
+Rules checked here, every problem named by its path:
+
+1. Node names are 1-12 of [a-z0-9-] (they become namespace names), unique.
+2. ``underlay`` is an IPv4 network with room for every node; node N gets host N.
+3. ``mtu`` (the tenant MTU) is 576-8950 and at most ``underlay_mtu`` - 50 (VXLAN
+   over IPv4); default ``underlay_mtu`` - 50.
+4. Tenants have unique names; a tenant's networks have unique names and do not
+   overlap each other (tenants may overlap: that is what isolation is about).
+5. A router names networks of its own tenant; a VM names a network of its own
+   tenant and a node of the cloud; VM names are unique across the cloud.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+
+import msgspec
+
+__all__ = [
+    "CloudLab",
+    "CloudNode",
+    "CloudSpec",
+    "TenantLab",
+    "TenantNetwork",
+    "TenantRouter",
+    "TenantVm",
+    "validate_cloud",
+]
+
+NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,11}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+VXLAN_OVERHEAD = 50
+
+
+class _NodeSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    gateway: bool = False
+
+
+class _NetworkSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    cidr: str
+
+
+class _RouterSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    networks: list[str]
+
+
+class _VmSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    network: str
+    node: str
+
+
+class _TenantSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    networks: list[_NetworkSpec]
+    routers: list[_RouterSpec] = msgspec.field(default_factory=list)
+    vms: list[_VmSpec] = msgspec.field(default_factory=list)
+
+
+class _ApiSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:0"  # 0: a free port chosen at run time
+
+
+class CloudSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``cloud:`` mapping as written."""
+
+    nodes: list[_NodeSpec]
+    underlay: str = "198.51.100.0/24"
+    underlay_mtu: int = 1500
+    mtu: int | None = None
+    api: _ApiSpec = msgspec.field(default_factory=_ApiSpec)
+    tenants: list[_TenantSpec] = msgspec.field(default_factory=list)
+
+
+class CloudNode(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    index: int  # 1-based: the host number on the underlay
+    tunnel_ip: str  # with prefix length, e.g. 198.51.100.1/24
+    gateway: bool = False
+
+
+class TenantNetwork(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    cidr: str
+    gateway_ip: str  # the first host address (the router's interface)
+
+
+class TenantRouter(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    networks: tuple[str, ...]
+
+
+class TenantVm(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    network: str
+    node: str
+
+
+class TenantLab(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    networks: tuple[TenantNetwork, ...]
+    routers: tuple[TenantRouter, ...]
+    vms: tuple[TenantVm, ...]
+
+
+class CloudLab(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated cloud section; every address derived."""
+
+    nodes: tuple[CloudNode, ...]
+    underlay: str
+    underlay_mtu: int
+    mtu: int
+    api_listen: str
+    tenants: tuple[TenantLab, ...]
+
+
+def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab | None:
+    """The validated section, or None after reporting each problem with ``err(path, msg)``."""
+    problems = 0
+
+    def bad(path: str, msg: str) -> None:
+        nonlocal problems
+        problems += 1
+        err(path, msg)
+
+    nodes = _nodes(spec, bad)
+    mtu = _mtu(spec, bad)
+    node_names = {n.name for n in nodes}
+    tenants: list[TenantLab] = []
+    seen_tenants: dict[str, int] = {}
+    vm_names: dict[str, str] = {}
+    for t_index, t in enumerate(spec.tenants):
+        path = f"cloud.tenants[{t_index}]"
+        if not NAME_RE.match(t.name):
+            bad(f"{path}.name", f"{t.name!r} must be 1-32 of [A-Za-z0-9_.-]")
+        if t.name in seen_tenants:
+            first = seen_tenants[t.name]
+            bad(f"{path}.name", f"duplicate tenant {t.name!r} (also tenants[{first}])")
+        seen_tenants.setdefault(t.name, t_index)
+        networks = _networks(t, path, bad)
+        by_name = {n.name for n in networks}
+        routers = []
+        for r_index, r in enumerate(t.routers):
+            rpath = f"{path}.routers[{r_index}]"
+            if not NAME_RE.match(r.name):
+                bad(f"{rpath}.name", f"{r.name!r} must be 1-32 of [A-Za-z0-9_.-]")
+            for net in r.networks:
+                if net not in by_name:
+                    bad(f"{rpath}.networks", f"{net!r} is not a network of tenant {t.name!r}")
+            if len(set(r.networks)) != len(r.networks):
+                bad(f"{rpath}.networks", "names a network twice")
+            routers.append(TenantRouter(name=r.name, networks=tuple(r.networks)))
+        vms = []
+        for v_index, v in enumerate(t.vms):
+            vpath = f"{path}.vms[{v_index}]"
+            if not NODE_NAME_RE.match(v.name):
+                bad(f"{vpath}.name", f"{v.name!r} must be 1-12 of [a-z0-9-] (a namespace name)")
+            if v.name in vm_names:
+                bad(f"{vpath}.name", f"duplicate VM {v.name!r} (also {vm_names[v.name]})")
+            vm_names.setdefault(v.name, vpath)
+            if v.network not in by_name:
+                bad(f"{vpath}.network", f"{v.network!r} is not a network of tenant {t.name!r}")
+            if v.node not in node_names:
+                bad(f"{vpath}.node", f"{v.node!r} is not a node of the cloud")
+            vms.append(TenantVm(name=v.name, network=v.network, node=v.node))
+        tenants.append(
+            TenantLab(
+                name=t.name, networks=tuple(networks), routers=tuple(routers), vms=tuple(vms)
+            )
+        )
+    if problems:
+        return None
+    return CloudLab(
+        nodes=tuple(nodes),
+        underlay=spec.underlay,
+        underlay_mtu=spec.underlay_mtu,
+        mtu=mtu,
+        api_listen=spec.api.listen,
+        tenants=tuple(tenants),
+    )
+
+
+def _nodes(spec: CloudSpec, bad: Callable[[str, str], None]) -> list[CloudNode]:
+    try:
+        underlay = ipaddress.IPv4Network(spec.underlay)
+    except ValueError as exc:
+        bad("cloud.underlay", f"{spec.underlay!r} is not an IPv4 network: {exc}")
+        return []
+    if not spec.nodes:
+        bad("cloud.nodes", "at least one node is required")
+    if len(spec.nodes) > underlay.num_addresses - 2:
+        bad("cloud.underlay", f"{underlay} has no room for {len(spec.nodes)} nodes")
+        return []
+    out: list[CloudNode] = []
+    seen: dict[str, int] = {}
+    for i, n in enumerate(spec.nodes):
+        if not NODE_NAME_RE.match(n.name):
+            bad(f"cloud.nodes[{i}].name", f"{n.name!r} must be 1-12 of [a-z0-9-]")
+        if n.name in seen:
+            bad(f"cloud.nodes[{i}].name", f"duplicate node {n.name!r} (also nodes[{seen[n.name]}])")
+        seen.setdefault(n.name, i)
+        ip = underlay.network_address + i + 1
+        out.append(
+            CloudNode(
+                name=n.name, index=i + 1, tunnel_ip=f"{ip}/{underlay.prefixlen}", gateway=n.gateway
+            )
+        )
+    return out
+
+
+def _mtu(spec: CloudSpec, bad: Callable[[str, str], None]) -> int:
+    if not 1280 <= spec.underlay_mtu <= 9000:
+        bad("cloud.underlay_mtu", f"{spec.underlay_mtu} is out of range 1280-9000")
+    ceiling = spec.underlay_mtu - VXLAN_OVERHEAD
+    mtu = spec.mtu if spec.mtu is not None else ceiling
+    if not 576 <= mtu <= 8950:
+        bad("cloud.mtu", f"{mtu} is out of range 576-8950")
+    elif mtu > ceiling:
+        bad(
+            "cloud.mtu",
+            f"{mtu} does not fit the underlay: at most {ceiling} "
+            f"(underlay_mtu {spec.underlay_mtu} - {VXLAN_OVERHEAD} for VXLAN)",
+        )
+    return mtu
+
+
+def _networks(t: _TenantSpec, path: str, bad: Callable[[str, str], None]) -> list[TenantNetwork]:
+    if not t.networks:
+        bad(f"{path}.networks", "at least one network is required")
+    out: list[TenantNetwork] = []
+    seen: dict[str, int] = {}
+    nets: list[tuple[ipaddress.IPv4Network, int]] = []
+    for i, n in enumerate(t.networks):
+        npath = f"{path}.networks[{i}]"
+        if not NAME_RE.match(n.name):
+            bad(f"{npath}.name", f"{n.name!r} must be 1-32 of [A-Za-z0-9_.-]")
+        if n.name in seen:
+            bad(f"{npath}.name", f"duplicate network {n.name!r} (also networks[{seen[n.name]}])")
+        seen.setdefault(n.name, i)
+        try:
+            net = ipaddress.IPv4Network(n.cidr)
+        except ValueError as exc:
+            bad(f"{npath}.cidr", f"{n.cidr!r} is not an IPv4 network: {exc}")
+            continue
+        if net.prefixlen > 29:
+            bad(f"{npath}.cidr", f"{net} is too small (at most /29)")
+            continue
+        for other, j in nets:
+            if net.overlaps(other):
+                bad(f"{npath}.cidr", f"{net} overlaps networks[{j}] ({other}) of the same tenant")
+        nets.append((net, i))
+        out.append(
+            TenantNetwork(name=n.name, cidr=str(net), gateway_ip=str(net.network_address + 1))
+        )
+    return out
