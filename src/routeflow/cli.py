@@ -240,6 +240,14 @@ def _lab_to_run(file: str, run_dir: str | None):
     from routeflow.lab import scenarios
 
     plan = _load(file)
+    from routeflow.lab.model import load_lab
+
+    if load_lab(file).cloud is not None:
+        console.print(
+            f"[red]{file}: the cloud section is validated (`routeflow lab plan`) but the "
+            "lab runner does not start cloud labs yet[/red]"
+        )
+        sys.exit(2)
     _require_root()
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     return plan, run_dir or scenarios.default_run_dir(plan.name)
