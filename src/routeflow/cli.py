@@ -592,33 +592,43 @@ def bench_fib(
     help="round trips per VM neighbour (through the relay both ways)",
 )
 @click.option("--bfd", is_flag=True, help="turn on BFD on every OSPF link of the lab")
+@click.option(
+    "--relay",
+    type=click.Choice(["controller", "datapath"]),
+    default=None,
+    help="override the lab's control.relay (packet-in relay, or relay links)",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
 @click.option("--run-dir", default=None, help="where logs and state go")
 @click.option("--log-level", default="WARNING", show_default=True)
-def bench_relay(file, seconds, pings, bfd, json_path, run_dir, log_level) -> None:
+def bench_relay(file, seconds, pings, bfd, relay, json_path, run_dir, log_level) -> None:
     """Relay load of a lab: round trips VM <-> VM, rfproxy CPU, BFD flaps over a soak."""
     import msgspec
 
-    from routeflow.bench import relay
+    from routeflow.bench import relay as bench
 
     plan, run_dir = _lab_to_run(file, run_dir)
     if bfd and not plan.ospf.bfd:
         plan = msgspec.structs.replace(plan, ospf=msgspec.structs.replace(plan.ospf, bfd=True))
+    if relay is not None:
+        control = msgspec.structs.replace(plan.control, relay=relay)
+        plan = msgspec.structs.replace(plan, control=control)
     console.print(
         f"lab {plan.name}: {len(plan.vms)} switches, {len(plan.links)} links"
         + (", BFD" if plan.ospf.bfd else "")
+        + f", {plan.control.relay} relay"
         + f"; logs in {run_dir}",
         markup=False,
     )
     from routeflow.lab.runner import Terminated
 
     try:
-        result = _relay_bench(relay, plan, run_dir, seconds, pings, log_level)
+        result = _relay_bench(bench, plan, run_dir, seconds, pings, log_level)
     except (KeyboardInterrupt, Terminated):
         console.print("interrupted; lab torn down")
         sys.exit(130)
     if json_path:
-        relay.write_json(result, json_path)
+        bench.write_json(result, json_path)
     console.print("PASS" if result.ok else "FAIL")
     sys.exit(0 if result.ok else 1)
 
