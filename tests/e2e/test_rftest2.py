@@ -11,56 +11,6 @@ from routeflow.lab import checks, scenarios
 from routeflow.lab.runner import LabRun
 
 
-def _vm_rx_packets(run: LabRun) -> int:
-    """Packets the VMs' kernels received on their router interfaces (ground truth)."""
-    total = 0
-    for vm in run.plan.vms:
-        out = run.vm_node(vm.switch).cmd("cat /proc/net/dev")
-        for line in out.splitlines():
-            m = re.match(r"\s*(eth\d+):\s*\d+\s+(\d+)", line)
-            if m:
-                total += int(m.group(2))
-    return total
-
-
-def test_rftest2_check_and_transit_stays_on_the_switches(run_dir):
-    plan = lab_plan("rftest2")
-    result = scenarios.CheckResult(lab=plan.name)
-    run = LabRun(plan, run_dir)
-    try:
-        run.start()
-        import time
-
-        t0 = time.monotonic()
-        assert scenarios.converge(run, result, t0, 120), result.stages
-        assert scenarios.pingall_until_full(run, result, t0, 120), result.stages
-        scenarios.flows_match_routes(run, result)
-        assert result.ok, result.stages
-        print(f"rftest2: 100 % pingall {result.full_pingall_s:.1f} s after bring-up started")
-
-        # 300 transit pings h1 -> h4 (two switches, one VM hop each way).
-        h1 = plan.host("h1")
-        h4 = plan.host("h4")
-        before_flows = checks.settled_flow_packets(run, "A")
-        before_rx = _vm_rx_packets(run)
-        out = run.host("h1").cmd(f"ping -c 300 -i 0.01 -q -W 1 {h4.address}")
-        received = int(re.search(r"(\d+) received", out).group(1))
-        assert received >= 295, out
-        grown_rx = _vm_rx_packets(run) - before_rx
-        after_flows = checks.settled_flow_packets(run, "A")
-        # Route flows counted the transit packets...
-        subnet = "172.31.4.0/24"
-        assert after_flows.get(subnet, 0) - before_flows.get(subnet, 0) >= 295
-        # ...while the VMs only saw their own control traffic (OSPF hellos, about
-        # 14 a second over the four VMs). Punted transit would add >= 600 (300
-        # echoes and 300 replies, through a VM at each end).
-        assert grown_rx < 150, f"VMs received {grown_rx} packets during 300 transit pings"
-        print(f"transit: 300 pings, VMs received {grown_rx} packets (their own hellos)")
-        assert h1  # for the failure message context
-    finally:
-        run.stop()
-
-
 def _shortest_path_check(run: LabRun, result: scenarios.CheckResult) -> None:
     """h1 (s1) -> h7 (s7): OSPF must use the s1-s7 chord, not either way round the ring."""
     h7 = run.plan.host("h7")
