@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 from conftest import lab_plan
 
-from routeflow.lab import scenarios
+from routeflow.lab import checks, scenarios
 from routeflow.lab.runner import RELAY_PORT, LabRun
 
 
@@ -41,7 +41,17 @@ def test_rftest2_converges_and_pings_over_the_datapath_relay(run_dir):
         # OSPF's hellos went over every switch's relay link, not through rfproxy.
         sent = {vm.switch: _relay_packets(run, vm.switch) for vm in plan.vms}
         assert all(n > 0 for n in sent.values()), sent
-        log = Path(run_dir, f"{run.proxy_name(1)}.log").read_text()
-        assert "datapath relay on 4 switches" in log
+        log = Path(run_dir, f"{run.proxy_name(1)}.log")
+        assert "datapath relay on 4 switches" in log.read_text()
+        # A restarted rfproxy finds the relay flows as it wants them: nothing re-added.
+        run.stop_proxy_process()
+        seen = len(log.read_text())
+        run.start_proxy_process()
+
+        def reconciled() -> list[str]:
+            return re.findall(r"reconciled switch \S+: flows [^,]*", log.read_text()[seen:])
+
+        assert checks.wait_until(lambda: len(reconciled()) == 4, 60, 0.5), reconciled()
+        assert all(" +0 -0 " in line for line in reconciled()), reconciled()
     finally:
         run.stop()
