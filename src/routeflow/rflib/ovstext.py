@@ -315,8 +315,17 @@ def _subfield(text: str) -> tuple[str, int, int]:
     return field, start, end - start + 1
 
 
+#: set_field names OVS prints that name an IPv4 field (set_field has no match context).
+_SET_NAMES = {
+    "nw_src": "ipv4_src",
+    "nw_dst": "ipv4_dst",
+    "icmp_type": "icmpv4_type",
+    "icmp_code": "icmpv4_code",
+}
+
+
 def _set_name(name: str) -> str:
-    key = _OVS_NAMES.get(name, {"nw_src": "ipv4_src", "nw_dst": "ipv4_dst"}.get(name, name))
+    key = _OVS_NAMES.get(name, _SET_NAMES.get(name, name))
     if key not in ofsim.FIELDS:
         raise SimError(f"set_field of unknown field {name!r}")
     return key

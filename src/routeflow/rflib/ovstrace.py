@@ -3,7 +3,10 @@
 ``trace_flow`` writes a packet in the flow syntax ``ofproto/trace`` takes;
 ``parse_trace`` reads its answer: the OpenFlow tables hit (table, priority) and
 the final ``Datapath actions`` replayed on the packet's headers, so each output
-becomes an ofsim ``Outcome`` with the headers it leaves with. Datapath port
+becomes an ofsim ``Outcome`` with the headers it leaves with. A frame sent out a
+flow-based tunnel port (``tnl_push`` on the userspace datapath) is an output of that
+port whose ``tunnel`` holds the VNI and remote endpoint; what the outer frame then
+does on the underlay bridge is not the traced bridge's business and is left out. Datapath port
 numbers are not OpenFlow ones: ``parse_dpif_ports`` reads ``dpif/show``.
 
 A select group on the userspace datapath hashes by recirculating
@@ -83,10 +86,17 @@ class Trace:
 
 
 def parse_trace(text: str, packet: Mapping[str, object], dp_ports: Mapping[int, int]) -> Trace:
+    """Tables hit in the first bridge and the outcomes; a frame tunnelled out (native
+    tunnelling, ``tnl_push``) is one output of the tunnel port with its ``tunnel``."""
     if "Translation failed" in text:
         raise SimError(f"OVS could not translate the packet:\n{text}")
     hits: list[tuple[int, int | None]] = []
+    bridges = 0
     for line in text.splitlines():
+        if line.strip().startswith('bridge("'):
+            bridges += 1  # a second bridge: a tunnelled frame's way through the underlay
+        if bridges > 1:
+            continue
         m = re.match(r"^\s*(\d+)\. (?:.*, )?priority (\d+)", line)
         if m:
             hits.append((int(m[1]), int(m[2])))
@@ -112,6 +122,7 @@ def replay(
     headers = {k: v for k, v in packet.items() if k not in ofsim.PIPELINE_FIELDS}
     headers = {k: ofsim.render(k, ofsim.field_value(k, v)[0]) for k, v in headers.items()}
     outcomes: list[ofsim.Outcome] = []
+    outer = False  # after tnl_push: the outer frame's way out of another bridge follows
 
     def emit(kind: str, port: int | None = None) -> None:
         outcomes.append(ofsim.Outcome(kind, port, tuple(sorted(headers.items()))))
@@ -121,9 +132,26 @@ def replay(
             continue
         if action.isdigit():
             dp_port = int(action)
+            if dp_port not in dp_ports and outer:
+                continue  # the encapsulated frame leaving the underlay bridge
             if dp_port not in dp_ports:
                 raise SimError(f"datapath port {dp_port} is not on the bridge")
             emit(ofsim.OUTPUT, dp_ports[dp_port])
+        elif action.startswith("tnl_push("):
+            # Native tunnelling: the frame leaves the flow-based tunnel port with the
+            # VNI and remote endpoint the pipeline set (ofsim's Outcome.tunnel).
+            port = re.search(r"tnl_port\((\d+)\)", action)
+            vni = re.search(r"vni=(0x[0-9a-f]+|\d+)", action)
+            dst = re.search(r"ipv4\(src=[^,]+,dst=([0-9.]+)", action)
+            if port is None or vni is None or dst is None or int(port[1]) not in dp_ports:
+                raise SimError(f"no replay of datapath action {action!r}")
+            tunnel = (("tunnel_id", int(vni[1], 0)), ("tun_ipv4_dst", dst[1]))
+            outer = True
+            outcomes.append(
+                ofsim.Outcome(
+                    ofsim.OUTPUT, dp_ports[int(port[1])], tuple(sorted(headers.items())), tunnel
+                )
+            )
         elif action.startswith("userspace(") and "controller(" in action:
             reason = re.search(r"reason=(\d+)", action)
             expired = reason is not None and reason[1] == "2"  # OFPR_INVALID_TTL
@@ -160,6 +188,8 @@ _ODP = {
     ("tcp", "dst"): "tcp_dst",
     ("udp", "src"): "udp_src",
     ("udp", "dst"): "udp_dst",
+    ("icmp", "type"): "icmpv4_type",
+    ("icmp", "code"): "icmpv4_code",
     ("arp", "sip"): "arp_spa",
     ("arp", "tip"): "arp_tpa",
     ("arp", "op"): "arp_op",
