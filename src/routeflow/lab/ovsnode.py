@@ -204,6 +204,16 @@ class OvsNode:
         self.ip("addr", "add", address, "dev", bridge)
         self.ip("link", "set", bridge, "up")
 
+    def resolve_underlay(self, peers: Iterable[str]) -> None:
+        """Ping every peer tunnel endpoint once from the node.
+
+        OVS drops a tunnelled packet while it resolves the underlay neighbour (it learns
+        by snooping ARP on br-ul), and with ARP answered locally a VM's first packet to
+        a new node is often that packet: resolve the peers before traffic starts.
+        """
+        for peer in peers:
+            self.exec("ping", "-c", "1", "-W", "2", peer, check=False)
+
     def plug_vm(
         self,
         vm_ns: str,

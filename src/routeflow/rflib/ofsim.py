@@ -45,6 +45,7 @@ The rules (OpenFlow 1.3.5 section 5; where it leaves room, what OVS does):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable, Iterator, Mapping
@@ -166,8 +167,16 @@ def field_value(name: str, value: object) -> tuple[int, int]:
     """A match value in any usual spelling -> (value, mask), value already masked.
 
     Accepted: an int; text (MAC, IP address, ``0x800``); ``(value, mask)``; and
-    ``value/mask`` or ``address/prefixlen`` text.
+    ``value/mask`` or ``address/prefixlen`` text. Cached: compilers build many flows
+    from few distinct values.
     """
+    if type(value) in (int, str):  # not bool (True == 1 to a cache), not a tuple of them
+        return _field_value(name, value)
+    return _field_value.__wrapped__(name, value)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _field_value(name: str, value: object) -> tuple[int, int]:
     kind, bits = _kind(name)
     full = (1 << bits) - 1
     if isinstance(value, tuple):

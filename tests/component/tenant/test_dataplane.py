@@ -70,12 +70,8 @@ def lab(tmp_path_factory):
                 f"{vm}-{tag}", vm, MAC[vm], f"{ip}/24", mtu=1450,
                 gateway=ip.rsplit(".", 1)[0] + ".1", ofport=sample.bindings(where)[vm],
             )  # fmt: skip
-        # OVS drops a tunnelled packet while it resolves the underlay neighbour (it learns
-        # by snooping ARP on br-ul): resolve every peer first, as a booted cloud would.
         for name, node in nodes.items():
-            for peer, address in sample.NODES.items():
-                if peer != name:
-                    node.exec("ping", "-c", "1", "-W", "2", address)
+            node.resolve_underlay(ip for n, ip in sample.NODES.items() if n != name)
         lab = Lab(tag, nodes, ul)
         for name, node in nodes.items():
             bindings = node.bindings()  # what a node agent reads from OVSDB
@@ -160,6 +156,9 @@ def test_the_simulator_answers_as_ovs_does(lab):
         {**ip, "eth_dst": MAC["a4"], "ipv4_dst": IP["a4"], "ipv4_src": "10.0.1.99"},  # spoof
         {**arp, "arp_tpa": IP["a2"]},  # ARP responder
         {**arp, "arp_tpa": "10.0.1.77"},  # unknown: local flood
+        {"eth_type": 0x0800, "ip_proto": 17, "nw_ttl": 64, "in_port": port["a1"],
+         "eth_src": MAC["a1"], "eth_dst": "ff:ff:ff:ff:ff:ff", "ipv4_src": "0.0.0.0",
+         "ipv4_dst": "255.255.255.255", "udp_src": 68, "udp_dst": 67},  # DHCP
         {**ip, "in_port": port["b1"], "eth_src": MAC["b1"], "eth_dst": MAC["a4"],
          "ipv4_dst": IP["a4"]},  # other tenant
     ]  # fmt: skip
