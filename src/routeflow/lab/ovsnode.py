@@ -23,6 +23,7 @@ Usage::
     n1.start()
     n1.add_underlay(ul, "198.51.100.1/24")
     n1.add_br_int(local_ip="198.51.100.1")
+    n1.resolve_underlay(["198.51.100.2"])  # once every node is up
     n1.plug_vm(f"vm1-{tag}", port_id, "fa:16:3e:00:00:01", "10.0.0.11/24")
     n1.ofctl("dump-flows", "br-int")
     ...

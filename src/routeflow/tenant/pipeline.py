@@ -33,6 +33,12 @@ Cookies: one per model object, ``0x7e`` in the top byte (a tenant flow), the obj
 kind in the next byte and its key (VNI, port key, router key) in the low 32 bits; the
 pipeline's fixed flows carry ``BASE``. A node agent dumps ``cookie=TENANT/TENANT_MASK``
 to find every tenant flow and ``cookie_of(kind, key)/OBJECT_MASK`` for one object's.
+
+DHCP for the node agent: a client's DISCOVER/REQUEST reaches the controller from the
+DHCP table's per-port flow, so the OpenFlow 1.3 packet-in's ``cookie`` is that port's
+(``cookie_kind(msg.cookie) == (Kind.PORT, port.key)``); its match also carries
+``in_port`` (the binding's ofport), ``metadata`` (the VNI) and ``reg6`` (the port key).
+Answer with a packet-out to ``in_port``.
 """
 
 from __future__ import annotations
