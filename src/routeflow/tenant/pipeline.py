@@ -36,9 +36,10 @@ to find every tenant flow and ``cookie_of(kind, key)/OBJECT_MASK`` for one objec
 
 DHCP for the node agent: a client's DISCOVER/REQUEST reaches the controller from the
 DHCP table's per-port flow, so the OpenFlow 1.3 packet-in's ``cookie`` is that port's
-(``cookie_kind(msg.cookie) == (Kind.PORT, port.key)``); its match also carries
-``in_port`` (the binding's ofport), ``metadata`` (the VNI) and ``reg6`` (the port key).
-Answer with a packet-out to ``in_port``.
+(``cookie_kind(msg.cookie) == (Kind.PORT, port.key)``, per the OpenFlow 1.3 spec); its
+match carries ``in_port`` (the binding's ofport) and, as OVS fills pipeline fields in,
+``metadata`` (the VNI) and ``reg6`` (the port key; not checked here against a live
+controller). Answer with a packet-out to ``in_port``.
 """
 
 from __future__ import annotations
