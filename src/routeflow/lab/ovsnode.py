@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -110,6 +111,7 @@ class OvsNode:
 
     def __init__(self, ns: str, rundir: str | None = None, procs: ProcessSet | None = None) -> None:
         self.ns = ns
+        self.own_rundir = rundir is None  # made here: removed by stop()
         self.rundir = rundir or tempfile.mkdtemp(prefix=f"ovsnode-{ns}-")
         self.procs = procs if procs is not None else ProcessSet()
         self.ovs = OvsInstance(self.rundir, self.procs)
@@ -142,6 +144,8 @@ class OvsNode:
         if self.created:
             netns_delete(self.ns)
             self.created = False
+        if self.own_rundir:
+            shutil.rmtree(self.rundir, ignore_errors=True)
 
     # --- tools -------------------------------------------------------------------------
 
