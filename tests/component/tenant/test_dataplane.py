@@ -208,3 +208,22 @@ def test_the_renderer_s_openflow_messages_say_what_the_compiler_says(lab, tmp_pa
         body = re.sub(r" cookie:(\S+) actions=", r",cookie=\1 actions=", body)
         lines.append(body)
     assert ofmsg.same_flows(flows, "\n".join(lines)) == []
+
+
+def test_a_strict_delete_names_exactly_one_flow(lab, tmp_path):
+    from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+    class Datapath:
+        ofproto, ofproto_parser, id = ofproto_v1_3, ofproto_v1_3_parser, 1
+
+    flow = max(lab.flows["n1"], key=lambda f: (f.table == 50, f.priority))  # echo responder
+    msg = ofmsg.flow_delete(Datapath(), flow)
+    msg.xid = 1
+    msg.serialize()
+    blob = tmp_path / "delete.of"
+    blob.write_bytes(bytes(msg.buf))
+    text = subprocess.run(
+        ["ovs-ofctl", "ofp-parse", str(blob)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "DEL_STRICT table:50 priority=1001," in text, text
+    assert f"cookie:{flow.cookie:#x}/0xffffffffffffffff" in text, text
