@@ -30,14 +30,17 @@ lint: setup-venv
 
 # Levels come from the folders (tests/conftest.py): unit runs as any user, component
 # needs root and daemons, e2e builds labs. With CI=true a skipped test fails. Unit tests
-# run side by side on every core; daemons and labs one at a time (their timings matter).
+# run side by side on every core; component and web ones two files at a time (unique
+# names, and they mostly wait on daemons: a serial run used a third of a core); labs one
+# at a time (their timings matter).
 JOBS ?= auto
 # tests/fuzz first: its one long atheris run then overlaps the many short tests.
 UNIT := -m unit tests/fuzz tests/unit tests/web
 
 test: setup lint
 	$(PYTEST) -n $(JOBS) $(UNIT)
-	$(PYTEST) -m "not unit" tests/component tests/web tests/e2e
+	$(PYTEST) -n 2 --dist loadfile -m "not unit" tests/component tests/web
+	$(PYTEST) -m "not unit" tests/e2e
 
 test-unit: setup-venv
 	$(PYTEST) -n $(JOBS) $(UNIT)
