@@ -647,6 +647,49 @@ def _relay_bench(relay, plan, run_dir, seconds, pings, log_level):
     )
 
 
+@main.group()
+def tenant() -> None:
+    """Tenant networks: the Neutron-compatible server and the node agents."""
+
+
+@tenant.command("server")
+@click.option("--listen", default="127.0.0.1:9696", show_default=True, help="API HOST:PORT")
+@click.option(
+    "--store", default="sqlite:tenant.db", show_default=True, help="sqlite:PATH or etcd://"
+)
+@click.option("--token-file", default=None, help="require this token (X-Auth-Token) on every call")
+@click.option("--users", default=None, help="users YAML for the Keystone v3 shim (/identity/v3)")
+@click.option("--nodes-listen", default=None, help="HOST:PORT where node agents connect")
+@click.option("--nodes-secret-file", default=None, help="shared secret of the node sessions")
+@click.option("--log-level", default="INFO", show_default=True)
+def tenant_server(
+    listen: str,
+    store: str,
+    token_file: str | None,
+    users: str | None,
+    nodes_listen: str | None,
+    nodes_secret_file: str | None,
+    log_level: str,
+) -> None:
+    """Serve the Neutron v2.0 subset with a durable store."""
+    from routeflow.tenant.server import ServerConfig, ServerConfigError, build, run
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    config = ServerConfig(listen, store, token_file, users, nodes_listen, nodes_secret_file)
+    try:
+        build(config)[0].store.close()  # check every flag before serving
+    except ServerConfigError as err:
+        console.print(f"routeflow tenant server: {err}", markup=False)
+        sys.exit(2)
+    try:
+        run(config)
+    except KeyboardInterrupt:
+        pass
+    except (ServerConfigError, OSError) as err:
+        console.print(f"routeflow tenant server: {err}", markup=False)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
 

@@ -1,0 +1,114 @@
+"""`routeflow tenant server`: the I/O shell around the tenant API and repository.
+
+Opens the store, loads the users file and token, then runs uvicorn in-process on one
+asyncio loop (the repository is single-threaded by design: every endpoint and every
+subscriber runs on this loop). The node listener (tenant.nodelink, helper H3's part)
+starts on the same loop when `--nodes-listen` is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from routeflow.rflib.store import StoreError, open_store
+from routeflow.tenant.api import create_app
+from routeflow.tenant.identity import Auth, UsersFileError, load_users
+from routeflow.tenant.repo import Repository
+
+log = logging.getLogger(__name__)
+
+
+class ServerConfigError(ValueError):
+    """A bad flag or file; the message says which."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:9696"
+    store: str = "sqlite:tenant.db"
+    token_file: str | None = None
+    users: str | None = None
+    nodes_listen: str | None = None
+    nodes_secret_file: str | None = None
+
+
+def parse_listen(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ServerConfigError(f"{flag} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9696")
+    return host.strip("[]"), int(port)
+
+
+def read_token(path: str, flag: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as err:
+        raise ServerConfigError(f"{flag} {path}: {err.strerror}") from None
+    if not token:
+        raise ServerConfigError(f"{flag} {path}: the file is empty")
+    return token
+
+
+def build(config: ServerConfig) -> tuple[Repository, Auth, tuple[str, int]]:
+    """Check every flag and open the store; raises ServerConfigError with a clear message."""
+    host, port = parse_listen(config.listen, "--listen")
+    token = read_token(config.token_file, "--token-file") if config.token_file else None
+    try:
+        users = load_users(config.users) if config.users else []
+    except UsersFileError as err:
+        raise ServerConfigError(str(err)) from None
+    try:
+        store = open_store(config.store)
+    except (ValueError, StoreError) as err:
+        raise ServerConfigError(f"--store: {err}") from None
+    return Repository(store), Auth(static_token=token, users=users), (host, port)
+
+
+async def _start_nodes(repo: Repository, config: ServerConfig) -> object:
+    # --- HOOK: the node listener (tenant.nodelink, owned by helper H3) starts here. ---
+    if config.nodes_listen is None:
+        return None
+    try:
+        nodelink = importlib.import_module("routeflow.tenant.nodelink")
+    except ImportError:
+        log.error(
+            "--nodes-listen %s: routeflow.tenant.nodelink is not available in this build",
+            config.nodes_listen,
+        )
+        return None
+    secret = (
+        read_token(config.nodes_secret_file, "--nodes-secret-file")
+        if config.nodes_secret_file
+        else None
+    )
+    link = await nodelink.serve_nodes(
+        repo, config.nodes_listen, secret.encode() if secret else None
+    )
+    log.info("node agents connect on %s", config.nodes_listen)
+    return link
+
+
+async def serve(config: ServerConfig) -> None:
+    repo, auth, (host, port) = build(config)
+    app = create_app(repo, auth)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+    )
+    nodes = asyncio.create_task(_start_nodes(repo, config))
+    try:
+        await server.serve()
+    finally:
+        nodes.cancel()
+        repo.store.close()
+
+
+def run(config: ServerConfig) -> None:
+    asyncio.run(serve(config))
