@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh Debian 12 machine, in three steps:
+# Idempotent set-up for a fresh Debian 12 machine, in four steps:
 #   system  Debian packages (needs root)
 #   venv    .venv with the pinned Python dependencies (any user; all that
 #           `make lint` and `make test-unit` need)
+#   tempest .venv-tempest with requirements-tempest.txt (the tenant API's tempest run)
 #   web     rfweb's vendored cytoscape (any user; npm when its lock changes)
-# `scripts/setup.sh` alone runs all three, as root; `scripts/setup.sh venv` one.
+# `scripts/setup.sh` alone runs all four, as root; `scripts/setup.sh venv` one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +61,19 @@ venv() {
         || { echo "setup: the virtualenv is broken; remove .venv and retry" >&2; exit 1; }
 }
 
+tempest() {
+    # Tempest (tests/component/tenant/test_tempest.py) pins its own dependency versions,
+    # which clash with ours: it gets a venv of its own.
+    local stamp=.venv-tempest/.routeflow-setup want
+    want="$(sha256sum requirements-tempest.txt | cut -d' ' -f1)"
+    if [ ! -x .venv-tempest/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "setup: creating .venv-tempest"
+        /usr/bin/python3 -m venv .venv-tempest
+        .venv-tempest/bin/pip install -q --disable-pip-version-check -r requirements-tempest.txt
+        echo "$want" > "$stamp"
+    fi
+}
+
 web() {
     # rfweb's page draws with cytoscape from the npm registry, vendored into the
     # package (gitignored): no CDN at run time, no build step beyond this copy.
@@ -76,11 +90,11 @@ web() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(system venv web)
+[ ${#steps[@]} -gt 0 ] || steps=(system venv tempest web)
 for step in "${steps[@]}"; do
     case "$step" in
-        system | venv | web) "$step" ;;
-        *) echo "setup: unknown step $step (system, venv, web)" >&2; exit 2 ;;
+        system | venv | tempest | web) "$step" ;;
+        *) echo "setup: unknown step $step (system, venv, tempest, web)" >&2; exit 2 ;;
     esac
 done
 if [[ " ${steps[*]} " == *" system "* && " ${steps[*]} " == *" venv "* ]]; then

@@ -317,7 +317,7 @@ class NeutronAPI:
             return self._network_visible(obj, ctx)
         if kind is Kind.SUBNET:
             net = self.cloud.networks.get(obj.network_id)
-            return net is not None and (net.shared or net.external)
+            return net is not None and net.shared  # external subnets stay private
         return False
 
     def find(self, kind: Kind, oid: str, ctx: Context) -> Any:
@@ -539,8 +539,8 @@ class NeutronAPI:
         for other in self.cloud.subnets_of(net.id):
             if ipaddress.ip_network(other.cidr).overlaps(cnet):
                 raise bad(
-                    f"Invalid input for cidr. Reason: {cidr} overlaps with subnet {other.id} "
-                    f"({other.cidr})."
+                    f"Invalid input for cidr. Reason: Requested subnet with cidr: {cidr} for "
+                    f"network: {net.id} overlaps with another subnet ({other.id})."
                 )
         if "gateway_ip" not in body:
             gateway: str | None = ipam.default_gateway(cnet)
