@@ -659,7 +659,9 @@ def tenant() -> None:
 )
 @click.option("--token-file", default=None, help="require this token (X-Auth-Token) on every call")
 @click.option("--users", default=None, help="users YAML for the Keystone v3 shim (/identity/v3)")
-@click.option("--nodes-listen", default=None, help="HOST:PORT where node agents connect")
+@click.option(
+    "--nodes-listen", default=None, help="where node agents connect: tcp:HOST:PORT or unix:PATH"
+)
 @click.option("--nodes-secret-file", default=None, help="shared secret of the node sessions")
 @click.option("--log-level", default="INFO", show_default=True)
 def tenant_server(
@@ -690,15 +692,6 @@ def tenant_server(
         sys.exit(1)
 
 
-if __name__ == "__main__":
-    main()
-
-
-@main.group()
-def tenant() -> None:
-    """Tenant networks: the Neutron-compatible server and the compute node agents."""
-
-
 @tenant.command(
     "node",
     context_settings={"ignore_unknown_options": True, "help_option_names": []},
@@ -710,3 +703,7 @@ def tenant_node(args) -> None:
     from routeflow.tenant.nodemain import main as node_main
 
     sys.exit(node_main(list(args)))
+
+
+if __name__ == "__main__":
+    main()

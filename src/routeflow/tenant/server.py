@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
+from routeflow.rflib.auth import AuthError, load_secret
 from routeflow.rflib.store import StoreError, open_store
 from routeflow.tenant.api import create_app
 from routeflow.tenant.identity import Auth, UsersFileError, load_users
@@ -55,9 +56,19 @@ def read_token(path: str, flag: str) -> str:
     return token
 
 
+def node_secret(config: ServerConfig) -> bytes | None:
+    if config.nodes_secret_file is None:
+        return None
+    try:
+        return load_secret(config.nodes_secret_file)
+    except AuthError as err:
+        raise ServerConfigError(f"--nodes-secret-file: {err}") from None
+
+
 def build(config: ServerConfig) -> tuple[Repository, Auth, tuple[str, int]]:
     """Check every flag and open the store; raises ServerConfigError with a clear message."""
     host, port = parse_listen(config.listen, "--listen")
+    node_secret(config)
     token = read_token(config.token_file, "--token-file") if config.token_file else None
     try:
         users = load_users(config.users) if config.users else []
@@ -82,14 +93,8 @@ async def _start_nodes(repo: Repository, config: ServerConfig) -> object:
             config.nodes_listen,
         )
         return None
-    secret = (
-        read_token(config.nodes_secret_file, "--nodes-secret-file")
-        if config.nodes_secret_file
-        else None
-    )
-    link = await nodelink.serve_nodes(
-        repo, config.nodes_listen, secret.encode() if secret else None
-    )
+    secret = node_secret(config)
+    link = await nodelink.serve_nodes(repo, config.nodes_listen, secret)
     log.info("node agents connect on %s", config.nodes_listen)
     return link
 
