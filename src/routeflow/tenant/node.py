@@ -180,6 +180,16 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
             self._stats = []
         log.info("switch %#x connected; reading its flows", dp.id)
         codec = self.settings.codec
+        read_flows = getattr(codec, "read_flows", None)
+        if read_flows is not None:  # the codec reads the switch itself (ovs-ofctl)
+            try:
+                flows = read_flows()
+            except Exception as exc:
+                log.error("cannot read the switch's flows, writing nothing: %s", exc)
+                return
+            log.info("switch holds %d of our flows", len(flows))
+            self._handle(self.core.switch_connected, flows)
+            return
         dp.send_msg(
             parser.OFPFlowStatsRequest(
                 dp,

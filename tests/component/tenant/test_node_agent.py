@@ -27,7 +27,7 @@ import pytest
 
 from routeflow.lab.ovs import OvsInstance
 from routeflow.lab.procs import ProcessSet
-from routeflow.tenant.model import Change, Kind
+from routeflow.tenant.model import Change, Cloud, Kind
 from routeflow.tenant.nodelink import serve_nodes
 from unit.tenant.cloudfix import VM1, MemoryRepo, cloud
 
@@ -50,8 +50,8 @@ def wait(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
 class Server:
     """serve_nodes on an asyncio loop of its own thread."""
 
-    def __init__(self, path: str) -> None:
-        self.repo = MemoryRepo(cloud())
+    def __init__(self, path: str, model: Cloud) -> None:
+        self.repo = MemoryRepo(model)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -72,8 +72,9 @@ class Server:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def _node(
+    tmp_path_factory: pytest.TempPathFactory, vifs: dict[str, int], model: Cloud
+) -> Iterator[dict[str, object]]:
     ns = f"rftn-{secrets.token_hex(3)}"
     procs = ProcessSet()
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
@@ -90,16 +91,21 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
         with socket.socket() as s:  # a free port (the namespace has its own, but be tidy)
             s.bind(("127.0.0.1", 0))
             ofp_port = s.getsockname()[1]
-        ovs.vsctl(
+        cmd = [
             "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
             "fail-mode=secure", "protocols=OpenFlow13", "other-config:disable-in-band=true",
             "--", "set-controller", "br-int", f"tcp:127.0.0.1:{ofp_port}",
-            "--", "add-port", "br-int", "vm1", "--", "set", "interface", "vm1", "type=internal",
-            "ofport_request=1", f"external_ids:iface-id={VM1.id}",
             "--", "add-port", "br-int", "vxlan0", "--", "set", "interface", "vxlan0",
             "type=vxlan", "ofport_request=100", "options:remote_ip=flow", "options:key=flow",
-        )  # fmt: skip
-        server = Server(str(rundir / "nodes.sock"))
+        ]  # fmt: skip
+        for i, (port_id, ofport) in enumerate(sorted(vifs.items())):
+            dev = f"vm{i}"
+            cmd += [
+                "--", "add-port", "br-int", dev, "--", "set", "interface", dev, "type=internal",
+                f"ofport_request={ofport}", f"external_ids:iface-id={port_id}",
+            ]  # fmt: skip
+        ovs.vsctl(*cmd)
+        server = Server(str(rundir / "nodes.sock"), model)
         yield {
             "ns": ns,
             "ovs": ovs,
@@ -115,17 +121,25 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
         subprocess.run(["ip", "netns", "delete", ns], timeout=10, check=False)
 
 
-def start_agent(node: dict[str, object], log: Path) -> subprocess.Popen[bytes]:
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    yield from _node(tmp_path_factory, {VM1.id: 1}, cloud())
+
+
+def start_agent(
+    node: dict[str, object], log: Path, name: str = "c1", pipeline: str = "component.tenant.toypipe"
+) -> subprocess.Popen[bytes]:
     ovs = node["ovs"]
     assert isinstance(ovs, OvsInstance)
     rundir = node["rundir"]
     env = {**os.environ, **ovs.env, "PYTHONPATH": f"{SRC}:{TESTS}"}
     argv = [
         "ip", "netns", "exec", str(node["ns"]), sys.executable, "-m", "routeflow.tenant.nodemain",
-        "--name", "c1", "--server", f"unix:{rundir}/nodes.sock", "--tunnel-ip", "198.51.100.1",
+        "--name", name, "--server", f"unix:{rundir}/nodes.sock", "--tunnel-ip", "198.51.100.1",
         "--ofp-port", str(node["ofp_port"]), "--ovsdb", f"unix:{rundir}/db.sock",
-        "--pipeline", "component.tenant.toypipe",
     ]  # fmt: skip
+    if pipeline:
+        argv += ["--pipeline", pipeline]
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     procs = node["procs"]
@@ -173,5 +187,44 @@ def test_install_then_sigkill_restart_writes_nothing(
     # a delta still reaches the switch as a diff: deleting the port removes its flow
     server.emit(Change(kind=Kind.PORT, id=VM1.id, revision=50))
     wait(lambda: len(flows(node)) == 1, "the port's flow to go")
+    agent.send_signal(signal.SIGTERM)
+    agent.wait(10)
+
+
+@pytest.fixture(scope="module")
+def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    from routeflow.tenant import sample
+
+    yield from _node(tmp_path_factory, sample.bindings("n1"), sample.cloud())
+
+
+def test_the_tenant_compiler_restart_writes_nothing(
+    real_node: dict[str, object], tmp_path: Path
+) -> None:
+    """The real pipeline: the switch ends up with exactly compile_node's flows, and a
+    SIGKILL + restart reads them back equal (ovs-ofctl + ovstext) and writes none."""
+    ofmsg = pytest.importorskip("routeflow.tenant.ofmsg")  # H2's flow messages (landing)
+    from routeflow.tenant import compiler, sample
+
+    want = compiler.compile_node(sample.cloud(), compiler.NodeContext("n1", sample.bindings("n1")))
+    ovs = real_node["ovs"]
+    assert isinstance(ovs, OvsInstance)
+
+    def problems() -> list[str]:
+        return ofmsg.same_flows(want, ovs.ofctl("-O", "OpenFlow13", "dump-flows", "br-int"))
+
+    log = tmp_path / "agent.log"
+    agent = start_agent(real_node, log, name="n1", pipeline="")
+    try:
+        wait(lambda: not problems(), "the compiler's flows on the switch")
+    except AssertionError:
+        raise AssertionError("\n".join(problems()[:8])) from None
+    agent.send_signal(signal.SIGKILL)
+    agent.wait(10)
+    agent = start_agent(real_node, log, name="n1", pipeline="")
+    wait(lambda: f"switch holds {len(want)} of our flows" in log.read_text(), "the read-back")
+    time.sleep(0.5)
+    assert log.read_text().count("flows: +") == 1, "the restart wrote flows"
+    assert not problems()
     agent.send_signal(signal.SIGTERM)
     agent.wait(10)
