@@ -20,6 +20,8 @@ system() {
     # private members on free loopback ports; a system etcd on 2379, which the
     # Debian package may start, is neither used nor touched).
     packages+=(etcd-server etcd-client)
+    # systemd-analyze checks the unit files in etc/systemd (tests/component/ops).
+    packages+=(systemd)
 
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: run as root (apt-get, network namespaces, Open vSwitch);" \

@@ -25,7 +25,7 @@ from routeflow.client.netlink import (
     send_mapping_packet,
     set_link_state,
 )
-from routeflow.rflib import auth, daemonconf, ipc, tls
+from routeflow.rflib import auth, daemonconf, ipc, sdnotify, tls
 from routeflow.rflib.protocol import (
     AuthChallenge,
     ClientHello,
@@ -116,6 +116,7 @@ class ClientDaemon:
                 self.vm_id,
                 ",".join(map(str, self.addresses)),
             )
+            sdnotify.notify("READY=1", f"STATUS=vm {self.vm_id:#x} watching the kernel")
             poker = asyncio.create_task(self._housekeeping())
             try:
                 await self._client.run()
@@ -288,9 +289,12 @@ async def run_client(
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             continue
         installed.append(signum)
+    watchdog = asyncio.ensure_future(sdnotify.watchdog())
     try:
         await daemon.run()
     finally:
+        watchdog.cancel()
+        sdnotify.notify("STOPPING=1")
         for signum in installed:
             loop.remove_signal_handler(signum)
 

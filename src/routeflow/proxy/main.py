@@ -9,7 +9,7 @@ import re
 import sys
 
 from routeflow.proxy.openflow import DEFAULT_VS_DPID
-from routeflow.rflib import daemonconf, tls
+from routeflow.rflib import daemonconf, sdnotify, tls
 
 
 def _int(text: str) -> int:
@@ -43,9 +43,22 @@ def _run_apps(apps: list[str], **kwargs) -> None:
     mgr.load_apps(apps)
     contexts = mgr.create_contexts()
     services = mgr.instantiate_apps(**contexts, **kwargs)
+    # The OpenFlow listener runs from here on; the watchdog pings from os-ken's own
+    # hub, so a wedged hub stops the pings and systemd restarts rfproxy.
+    sdnotify.notify("READY=1", "STATUS=OpenFlow listener up")
+    period = sdnotify.watchdog_period()
+
+    def watchdog() -> None:
+        while period is not None:
+            sdnotify.notify("WATCHDOG=1")
+            hub.sleep(period)
+
+    pinger = hub.spawn(watchdog)
     try:
         hub.joinall(services)
     finally:
+        pinger.kill()
+        sdnotify.notify("STOPPING=1")
         mgr.close()
         for t in services:
             t.kill()

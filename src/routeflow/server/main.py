@@ -10,13 +10,18 @@ import signal
 import socket
 import sys
 
-from routeflow.rflib import daemonconf, tls
+from routeflow.rflib import daemonconf, sdnotify, tls
 from routeflow.rflib.auth import peer_credentials
 from routeflow.rflib.store import StoreError, open_store
 from routeflow.rflib.tuning import tune_gc
 from routeflow.server.config import ConfigError, load_config
 from routeflow.server.service import RFServer
 from routeflow.web.options import WebError, add_web_arguments, web_options
+
+
+async def _announce_ready(ready: asyncio.Event, listen: str) -> None:
+    await ready.wait()
+    sdnotify.notify("READY=1", f"STATUS=serving RFProtocol on {listen}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,9 +152,12 @@ def main(argv: list[str] | None = None) -> int:
             web_service = start_web(server, web)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, server.reload_config)
+        ready = asyncio.Event()
+        announce = asyncio.ensure_future(_announce_ready(ready, args.listen))
         try:
-            await server.serve(args.listen)
+            await server.serve(args.listen, ready)
         finally:
+            announce.cancel()
             loop.remove_signal_handler(signal.SIGHUP)
             if web_service is not None:
                 await web_service.stop()
@@ -166,16 +174,21 @@ def main(argv: list[str] | None = None) -> int:
                 make_server=make_server,
                 serve=serve,
             )
+            sdnotify.notify("READY=1", "STATUS=standing by (leader election)")
         else:
             body = serve(make_server())
         task = asyncio.ensure_future(body)
+        watchdog = asyncio.ensure_future(sdnotify.watchdog())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
         try:
             await task
         except asyncio.CancelledError:
+            sdnotify.notify("STOPPING=1")
             logging.getLogger("routeflow.server").info("rfserver stopping")
+        finally:
+            watchdog.cancel()
 
     try:
         asyncio.run(run())
