@@ -215,8 +215,32 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
             cloud = cloud.apply(change)
         return cloud
 
+    @classmethod
+    def from_changes(cls, revision: int, changes: Iterable[Change]) -> Cloud:
+        """The snapshot a full state describes: the inverse of `changes()`.
+
+        Not `Cloud().apply_all(...)`: every change of a full state carries the same
+        revision, and `apply` keeps only the first change of a revision (a stale
+        re-delivery). Deletions in a full state mean nothing and are ignored.
+        """
+        tables: dict[Kind, dict[str, Object]] = {kind: {} for kind in Kind}
+        for change in changes:
+            if change.obj is None:
+                continue
+            if KIND_OF[type(change.obj)] is not change.kind or change.obj.id != change.id:
+                raise ValueError(f"change {change.kind}/{change.id} carries a mismatched object")
+            tables[change.kind][change.id] = change.obj
+        return cls(
+            revision=revision,
+            networks=tables[Kind.NETWORK],  # type: ignore[arg-type]
+            subnets=tables[Kind.SUBNET],  # type: ignore[arg-type]
+            ports=tables[Kind.PORT],  # type: ignore[arg-type]
+            routers=tables[Kind.ROUTER],  # type: ignore[arg-type]
+            nodes=tables[Kind.NODE],  # type: ignore[arg-type]
+        )
+
     def changes(self) -> list[Change]:
-        """The full state as changes (what a node receives on connect)."""
+        """The full state as changes (what a node receives on connect); see `from_changes`."""
         out = []
         for kind in Kind:
             for oid, obj in sorted(self.table(kind).items()):

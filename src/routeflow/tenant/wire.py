@@ -13,20 +13,11 @@ from collections.abc import Iterable
 import msgspec
 
 from routeflow.rflib.protocol import TenantChanges
-from routeflow.tenant.model import KIND_OF, Change, Cloud, Kind
+from routeflow.tenant.model import KIND_OF, Change, Cloud
 
 __all__ = ["WireError", "decode", "delta", "encode", "full_cloud", "full_state"]
 
 _decoder = msgspec.msgpack.Decoder(list[Change])
-
-_FIELD = {
-    Kind.NETWORK: "networks",
-    Kind.SUBNET: "subnets",
-    Kind.PORT: "ports",
-    Kind.ROUTER: "routers",
-    Kind.NODE: "nodes",
-}
-
 
 class WireError(ValueError):
     pass
@@ -60,8 +51,4 @@ def delta(change: Change) -> TenantChanges:
 
 def full_cloud(revision: int, changes: Iterable[Change]) -> Cloud:
     """The snapshot a full state describes (deletions in it are ignored)."""
-    tables: dict[str, dict[str, object]] = {f: {} for f in _FIELD.values()}
-    for c in changes:
-        if c.obj is not None:
-            tables[_FIELD[c.kind]][c.id] = c.obj
-    return Cloud(revision=revision, **tables)  # type: ignore[arg-type]
+    return Cloud.from_changes(revision, changes)
