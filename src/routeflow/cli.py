@@ -417,6 +417,7 @@ def lab_chaos(
 def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> None:
     """Run a lab until Ctrl-C, showing convergence progress."""
     from routeflow.lab import checks, scenarios
+    from routeflow.lab.poll import poll_until
     from routeflow.lab.runner import LabFailure, LabRun, Terminated
 
     plan, run_dir = _lab_to_run(file, run_dir)
@@ -428,33 +429,31 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
         with console.status("starting OVS, rfserver, rfproxy, network, VMs...") as status:
             run.start()
             status.update("waiting for convergence...")
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+
+            def progress() -> bool:
+                """One look at the lab, shown in the status line; True once converged."""
+                scenarios._fail_if_dead(run)
                 sw, sw_want = checks.switches_registered(run)
                 active, want = checks.associations_active(run)
                 adj, adj_want = checks.ospf_adjacencies(run)
                 have, total = checks.routes_converged(run)
-                st = checks.server_status(run)
-                fib = sum(st.get("fib_entries", {}).values())
-                status.update(
-                    f"switches {sw}/{sw_want}, associations {active}/{want}, "
-                    f"OSPF adjacencies {adj}/{adj_want}, VM routes {have}/{total}, "
-                    f"FIB flows {fib} ({time.monotonic() - t0:.0f} s)"
-                )
+                fib = sum(checks.server_status(run).get("fib_entries", {}).values())
+                adjacencies, routes = f"{adj}/{adj_want}", f"{have}/{total}"
                 if plan.ipv6:
                     adj6, adj6_want = checks.ospf6_adjacencies(run)
                     have6, total6 = checks.routes_converged6(run)
-                    status.update(
-                        f"switches {sw}/{sw_want}, associations {active}/{want}, "
-                        f"OSPF adjacencies {adj}/{adj_want} (v3 {adj6}/{adj6_want}), "
-                        f"VM routes {have}/{total} (IPv6 {have6}/{total6}), "
-                        f"FIB flows {fib} ({time.monotonic() - t0:.0f} s)"
-                    )
+                    adjacencies += f" (v3 {adj6}/{adj6_want})"
+                    routes += f" (IPv6 {have6}/{total6})"
                     have, total = have + have6, total + total6
-                if active == want and have == total:
-                    break
-                scenarios._fail_if_dead(run)
-                time.sleep(1)
+                status.update(
+                    f"switches {sw}/{sw_want}, associations {active}/{want}, "
+                    f"OSPF adjacencies {adjacencies}, VM routes {routes}, "
+                    f"FIB flows {fib} ({time.monotonic() - t0:.0f} s)"
+                )
+                return active == want and have == total
+
+            # Not converged by the deadline: go on to pingall anyway, it says what fails.
+            poll_until(progress, timeout=timeout, interval=1.0)
         good, total_pairs, failed = checks.pingall(run)
         console.print(
             f"converged after {time.monotonic() - t0:.1f} s; "
