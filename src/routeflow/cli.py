@@ -597,10 +597,18 @@ def bench_fib(
     default=None,
     help="override the lab's control.relay (packet-in relay, or relay links)",
 )
+@click.option(
+    "--control-plane",
+    type=click.Choice(["classic", "virtual"]),
+    default=None,
+    help="override the lab's control_plane (hellos over the physical links, or VM to VM)",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
 @click.option("--run-dir", default=None, help="where logs and state go")
 @click.option("--log-level", default="WARNING", show_default=True)
-def bench_relay(file, seconds, pings, bfd, relay, json_path, run_dir, log_level) -> None:
+def bench_relay(
+    file, seconds, pings, bfd, relay, control_plane, json_path, run_dir, log_level
+) -> None:
     """Relay load of a lab: round trips VM <-> VM, rfproxy CPU, BFD flaps over a soak."""
     import msgspec
 
@@ -612,10 +620,12 @@ def bench_relay(file, seconds, pings, bfd, relay, json_path, run_dir, log_level)
     if relay is not None:
         control = msgspec.structs.replace(plan.control, relay=relay)
         plan = msgspec.structs.replace(plan, control=control)
+    if control_plane is not None:
+        plan = msgspec.structs.replace(plan, control_plane=control_plane)
     console.print(
         f"lab {plan.name}: {len(plan.vms)} switches, {len(plan.links)} links"
         + (", BFD" if plan.ospf.bfd else "")
-        + f", {plan.control.relay} relay"
+        + f", {plan.control.relay} relay, {plan.control_plane} control plane"
         + f"; logs in {run_dir}",
         markup=False,
     )

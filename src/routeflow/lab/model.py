@@ -122,6 +122,10 @@ class OspfOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     bfd_multiplier: int = 3
 
 
+#: ``control_plane:`` of a lab file (see _LabSpec).
+ControlPlaneMode = Literal["classic", "virtual"]
+
+
 class ControlPlane(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How rfserver runs: one process on an SQLite file (the default), or
     several sharing an etcd cluster, one leading and the others standing by."""
@@ -200,6 +204,9 @@ class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ipv6: bool = False
     #: Tenant networks on compute nodes (lab/cloud.py); with it, ``switches`` may be empty.
     cloud: CloudSpec | None = None
+    #: Where routers' hellos and LSAs cross: the physical links through the relay
+    #: (classic), or VM to VM in the virtual switch (virtual; proxy/vlinks.py).
+    control_plane: ControlPlaneMode = "classic"
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,6 +318,7 @@ class Lab(msgspec.Struct, frozen=True, kw_only=True):
     ipv6: bool = False
     #: Compute nodes and tenants (lab/cloud.py), or None for a routeflow-only lab.
     cloud: CloudLab | None = None
+    control_plane: ControlPlaneMode = "classic"
 
     def switch(self, name: str) -> Switch:
         for sw in self.switches:
@@ -471,6 +479,7 @@ class _Validator:
             speakers=tuple(speakers),
             ipv6=spec.ipv6,
             cloud=cloud,
+            control_plane=spec.control_plane,
         )
 
     # -- pieces -------------------------------------------------------------------------------
@@ -1161,6 +1170,7 @@ class LabPlan(msgspec.Struct, frozen=True, kw_only=True):
     control: ControlPlane = ControlPlane()
     #: The lab's IPv6 /48 (see ipv6_prefix) when it is dual-stack, else None.
     ipv6_prefix: str | None = None
+    control_plane: ControlPlaneMode = "classic"
 
     @property
     def ipv6(self) -> bool:
@@ -1381,6 +1391,7 @@ def plan(lab: Lab) -> LabPlan:
             if h.name == sp.name
         ),
         ipv6_prefix=None if prefix6 is None else str(prefix6),
+        control_plane=lab.control_plane,
     )
 
 

@@ -68,6 +68,24 @@ class LabFailure(RuntimeError):
     pass
 
 
+def virtual_links_text(plan: LabPlan, ct_id: int) -> str:
+    """rfproxy --virtual-links for controller ``ct_id``: the lab's links between its switches.
+
+    In a lab the lab file's links are the physical topology (there is no discovery yet).
+    A link between switches of two controllers is left out: neither rfproxy knows the
+    other's mappings, so such a link keeps the relay.
+    """
+    lines = [f"# {plan.name}: links mirrored in the virtual switch by controller {ct_id}"]
+    for link in plan.links:
+        a, b = plan.vm(link.a.switch), plan.vm(link.b.switch)
+        if a.ct_id == b.ct_id == ct_id:
+            lines.append(
+                f"{a.dp_id:#x}:{link.a.port} {b.dp_id:#x}:{link.b.port}"
+                f"  # {link.a.switch}-{link.b.switch}"
+            )
+    return "\n".join(lines) + "\n"
+
+
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so teardown runs like on Ctrl-C."""
 
@@ -448,8 +466,19 @@ class LabRun:
                     if self.plan.control.relay == "datapath"
                     else []
                 ),
+                *(
+                    ["--virtual-links", self._virtual_links_file(ct_id)]
+                    if self.plan.control_plane == "virtual"
+                    else []
+                ),
             ],
         )
+
+    def _virtual_links_file(self, ct_id: int) -> str:
+        path = os.path.join(self.run_dir, f"virtual-links-ct{ct_id}.txt")
+        with open(path, "w") as fh:
+            fh.write(virtual_links_text(self.plan, ct_id))
+        return path
 
     def stop_proxy_process(self) -> None:
         for t in list(self.procs.procs):

@@ -68,6 +68,8 @@ class ProxySettings:
     pipe_depth: int = DEFAULT_DEPTH
     #: Datapath relay links, dp_id -> link (relay.parse_relay_links); empty: packet-in relay.
     relay_links: dict | None = None
+    #: Virtual-domain control plane: links mirrored in the virtual switch (vlinks.py).
+    virtual_links: list | None = None
 
 
 #: Carried out after the lock is released: they may wait on a socket.
@@ -102,7 +104,13 @@ class RFProxy(app_manager.OSKenApp):
         ofmsg.install_flow_stats_parser()  # reconciliation reads flow statistics raw
         self._lock = threading.RLock()
         replica = settings.replica or f"ct{settings.ct_id}"
-        self.core = core.ProxyCore(settings.ct_id, replica, settings.vs_dpid, settings.relay_links)
+        self.core = core.ProxyCore(
+            settings.ct_id,
+            replica,
+            settings.vs_dpid,
+            settings.relay_links,
+            settings.virtual_links,
+        )
         #: Per physical switch: barrier-paced, bounded writing of flow-mods.
         self._pipes: dict[int, FlowPipe] = {}
         self._stats_parts: dict[int, list] = {}

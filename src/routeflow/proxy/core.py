@@ -77,6 +77,7 @@ from routeflow.proxy.actions import (
     warning,
 )
 from routeflow.proxy.relay import Drop, Mapped, RelayLink, RelayTable, SendTo
+from routeflow.proxy.vlinks import End, VirtualLink, VirtualLinks
 from routeflow.rflib import protocol as p
 
 __all__ = ["OFPP_MAX", "STATS_FIB_LIMIT", "DatapathState", "ProxyCore"]
@@ -114,8 +115,11 @@ class ProxyCore:
         replica: str,
         vs_dpid: int,
         relay_links: dict[int, RelayLink] | None = None,
+        virtual_links: list[VirtualLink] | None = None,
     ) -> None:
         self.ct_id = ct_id
+        #: Virtual-domain control plane: switch links mirrored between VM ports (vlinks.py).
+        self.vlinks = VirtualLinks(virtual_links or ())
         #: Datapath relay: dp_id -> its link to the virtual switch (absent: packet-in relay).
         self.relay_links = dict(relay_links or {})
         self.replica = replica
@@ -188,6 +192,7 @@ class ProxyCore:
             out += self._vs_flows(msg.dp_id, msg.dp_port, old_vs[1], delete=True)
         self.relay.map(msg.dp_id, msg.dp_port, msg.vs_id, msg.vs_port)
         self._st(msg.dp_id).router_ports[msg.dp_port] = msg.hwaddress
+        out += self._mirror([(msg.dp_id, msg.dp_port), *([old_dp] if old_dp else [])])
         return [
             *out,
             *self._flows(msg.dp_id, self._port_flows(msg.dp_id, msg.dp_port, msg.hwaddress)),
@@ -294,6 +299,8 @@ class ProxyCore:
                 link = self.relay_links.get(d)
                 if link is not None:
                     relay += of.vs_relay_flows(port, vs_port, link.vs_port)
+            for m in self.vlinks.mirrored():
+                relay += of.virtual_link_flows(m.vs_a, m.vs_b)
             return [
                 info("virtual switch %#x connected", dp_id),
                 *self._flows(dp_id, of.virtual_switch_flows() + relay),
@@ -345,6 +352,7 @@ class ProxyCore:
             msgs.append(self._register(dp_id, st, port))
             msgs += self._link_state(dp_id, st, port.port_no, port.up, initial=True)
         out: list[Action] = [info("switch %#x: %d ports registered", dp_id, len(msgs))]
+        out += self._mirror([(dp_id, port.port_no) for port in ports])
         if self.is_master:  # a new master reports them all (_role)
             out.append(ToServer(tuple(msgs)))
         return out
@@ -361,7 +369,7 @@ class ProxyCore:
             msgs.append(self._register(dp_id, st, port))
         up = reason != "delete" and port.up
         changed = self._link_state(dp_id, st, port.port_no, up)
-        out: list[Action] = []
+        out: list[Action] = self._mirror([(dp_id, port.port_no)])
         if changed:
             out.append(
                 info("switch %#x port %d link %s", dp_id, port.port_no, "up" if up else "down")
@@ -569,7 +577,35 @@ class ProxyCore:
         """Forget a mapping, and its virtual switch flows."""
         old = self.relay.vs_port_of(dp_id, dp_port)
         self.relay.unmap(dp_id, dp_port)
-        return [] if old is None else self._vs_flows(dp_id, dp_port, old[1], delete=True)
+        out = self._mirror([(dp_id, dp_port)])
+        return out if old is None else out + self._vs_flows(dp_id, dp_port, old[1], delete=True)
+
+    def _mirror(self, ends: list[End]) -> list[Action]:
+        """Re-decide the virtual links of ``ends`` (vlinks.py); write what changed."""
+        if not self.vlinks:
+            return []
+        out: list[Action] = []
+        for m in self.vlinks.update(ends, self._vs_port_of_end, self._end_up):
+            out += self._flows(self.vs_dpid, of.virtual_link_flows(m.vs_a, m.vs_b), m.delete)
+            out.append(
+                info(
+                    "virtual link %#x:%d - %#x:%d %s (vs ports %d, %d)",
+                    *m.link.a,
+                    *m.link.b,
+                    "down" if m.delete else "up",
+                    m.vs_a,
+                    m.vs_b,
+                )
+            )
+        return out
+
+    def _vs_port_of_end(self, end: End) -> int | None:
+        vs = self.relay.vs_port_of(*end)
+        return vs[1] if vs is not None and vs[0] == self.vs_dpid else None
+
+    def _end_up(self, end: End) -> bool:
+        st = self.state.get(end[0])
+        return st is None or st.link_up.get(end[1], True)
 
     def _is_relay_port(self, dp_id: int, port_no: int) -> bool:
         link = self.relay_links.get(dp_id)

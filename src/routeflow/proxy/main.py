@@ -66,6 +66,19 @@ def _run_apps(apps: list[str], **kwargs) -> None:
         gc.collect()
 
 
+def _virtual_links(path: str | None) -> list:
+    from routeflow.proxy.vlinks import parse_virtual_links
+
+    if path is None:
+        return []
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ValueError(f"--virtual-links {path}: {exc.strerror}") from None
+    return parse_virtual_links(text, path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """rfproxy's options; also the schema of its config file (rflib.daemonconf)."""
     parser = argparse.ArgumentParser(prog="routeflow proxy", description=__doc__)
@@ -117,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the virtual switch; switches without one keep the packet-in relay",
     )
     parser.add_argument(
+        "--virtual-links",
+        default=None,
+        metavar="FILE",
+        help="virtual-domain control plane: switch links to mirror between the VM ports "
+        "of their ends in the virtual switch, one a line, DPID:PORT DPID:PORT",
+    )
+    parser.add_argument(
         "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"
     )
     tls.add_arguments(parser)
@@ -143,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         relay_links = parse_relay_links(args.relay_links) if args.relay == "datapath" else {}
         if args.relay == "datapath" and not relay_links:
             raise ValueError("--relay datapath needs --relay-links")
+        virtual_links = _virtual_links(args.virtual_links)
         secret, ssl_context = peer_credentials(args, server=False)
     except ValueError as exc:
         print(f"rfproxy: {exc}", file=sys.stderr)
@@ -166,9 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         secret=secret,
         ssl_context=ssl_context,
         relay_links=relay_links,
+        virtual_links=virtual_links,
     )
     if relay_links:
         logging.getLogger("routeflow.proxy").info("datapath relay on %d switches", len(relay_links))
+    if virtual_links:
+        logging.getLogger("routeflow.proxy").info(
+            "virtual-domain control plane: %d links mirrored", len(virtual_links)
+        )
     with contextlib.suppress(KeyboardInterrupt):
         _run_apps(["routeflow.proxy.app"], settings=settings)
     return 0

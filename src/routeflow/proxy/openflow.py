@@ -53,6 +53,7 @@ class Kind:
     ROUTE = 4
     VS = 5
     RELAY = 6  # datapath relay: a router port's frames to and from its relay link
+    VLINK = 7  # virtual-domain control plane: VM port to VM port (proxy/vlinks.py)
 
 
 def cookie(kind: int, detail: int = 0) -> int:
@@ -393,6 +394,19 @@ def vs_relay_flows(dp_port: int, vs_port: int, vs_relay_port: int) -> list[FlowS
             relay_punt(dp_port, vs_relay_port),
             c,
         ),
+    ]
+
+
+#: A virtual link beats a VM port's relay flows (PRIO_PUNT); mapping packets beat it.
+PRIO_VLINK = 350
+
+
+def virtual_link_flows(vs_a: int, vs_b: int) -> list[FlowSpec]:
+    """The virtual switch joins VM ports a and b as a cable would (see proxy/vlinks.py)."""
+    c = cookie(Kind.VLINK, min(vs_a, vs_b))
+    return [
+        FlowSpec(TABLE_CLASSIFIER, PRIO_VLINK, (("in_port", vs_a),), (Output(vs_b),), c),
+        FlowSpec(TABLE_CLASSIFIER, PRIO_VLINK, (("in_port", vs_b),), (Output(vs_a),), c),
     ]
 
 
