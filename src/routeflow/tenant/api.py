@@ -3,8 +3,9 @@
 A FastAPI app over a `Repository`: JSON in, Neutron rules applied to the current
 snapshot, one atomic commit out. Shapes, status codes and error bodies follow
 neutron-lib's api-ref; only what is implemented is advertised in `/v2.0/extensions`
-(clients probe aliases and change behaviour on a 200). Security groups and floating IPs
-are not here (issue 14). The Keystone v3 shim lives in `tenant.identity`.
+(clients probe aliases and change behaviour on a 200). Security groups are in
+`tenant.api_secgroups`; floating IPs are not here (issue 14). The Keystone v3 shim lives
+in `tenant.identity`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from routeflow.tenant import ipam
+from routeflow.tenant.api_secgroups import SecurityGroups, secgroup_routes
 from routeflow.tenant.identity import Auth, Context, identity_routes
 from routeflow.tenant.model import (
     DEVICE_DHCP,
@@ -51,6 +53,7 @@ EXTENSIONS = {
     "binding": ("Port Binding", "binding:host_id and friends"),
     "net-mtu": ("Network MTU", "mtu on networks"),
     "port-security": ("Port Security", "port_security_enabled"),
+    "security-group": ("security-group", "Stateful security groups and rules (conntrack)"),
     "allowed-address-pairs": ("Allowed Address Pairs", "allowed_address_pairs on ports"),
     "standard-attr-description": ("standard-attr-description", "description on resources"),
     "standard-attr-timestamp": ("Resource timestamps", "created_at and updated_at"),
@@ -300,6 +303,7 @@ class NeutronAPI:
 
     def __init__(self, repo: Repository):
         self.repo = repo
+        self.secgroups = SecurityGroups(self, repo.clock)
 
     @property
     def cloud(self) -> Cloud:
@@ -774,10 +778,19 @@ class NeutronAPI:
                 attrs[field] = _bool(body, field, True)
         if "allowed_address_pairs" in body:
             attrs["allowed_address_pairs"] = self._pairs(body)
-        if _list(body, "security_groups"):
-            sg = body["security_groups"][0]
-            raise NeutronError(404, "SecurityGroupNotFound", f"Security group {sg} does not exist")
         return attrs
+
+    def _port_groups(
+        self, body: dict, ctx: Context, project: str, attrs: dict, base: Port | None
+    ) -> None:
+        """Set ``attrs["security_groups"]`` by Neutron's rules (tenant.api_secgroups)."""
+        security = attrs.get(
+            "port_security_enabled", base.port_security_enabled if base is not None else True
+        )
+        owner = attrs.get("device_owner", base.device_owner if base is not None else "")
+        attrs["security_groups"] = self.secgroups.port_groups(
+            body, ctx, project, security, owner, base, self.repo
+        )
 
     def create_port(self, body: dict, ctx: Context) -> list[Any]:
         _only(body, self.PORT_FIELDS, "port")
@@ -786,6 +799,7 @@ class NeutronAPI:
             raise bad("Invalid input for network_id. Reason: 'network_id' is required.")
         net = self.find(Kind.NETWORK, network_id, ctx)
         attrs = self._port_attrs(body, ctx)
+        attrs.setdefault("port_security_enabled", net.port_security_enabled)
         used_macs = {p.mac_address for p in self.cloud.ports.values()}
         if "mac_address" in body:
             try:
@@ -804,11 +818,13 @@ class NeutronAPI:
         if fixed is not None and not isinstance(fixed, list):
             raise bad("Invalid input for fixed_ips. Reason: not a list.")
         ips = self.allocate_fixed_ips(net, fixed)
+        project = self._project(body, ctx)
+        self._port_groups(body, ctx, project, attrs, None)
         key = ipam.lowest_free({p.key for p in self.cloud.ports.values()}, 1, KEY_MAX, "port key")
         return [
             Port(
                 id=_uuid(),
-                project_id=self._project(body, ctx),
+                project_id=project,
                 network_id=net.id,
                 mac_address=mac,
                 fixed_ips=ips,
@@ -821,6 +837,7 @@ class NeutronAPI:
         allowed = self.PORT_FIELDS - {"network_id", "tenant_id", "project_id"}
         _only(body, allowed, "port")
         attrs = self._port_attrs(body, ctx)
+        self._port_groups(body, ctx, port.project_id, attrs, port)
         if "mac_address" in body:
             try:
                 mac = ipam.check_mac(body["mac_address"])
@@ -1196,6 +1213,7 @@ def create_app(repo: Repository, auth: Auth | None = None) -> FastAPI:
             return error_response(exc.status, exc.kind, exc.message)
 
     identity_routes(app, auth)
+    api.secgroups = secgroup_routes(app, api, repo)
 
     @app.get("/")
     async def versions(request: Request) -> dict:

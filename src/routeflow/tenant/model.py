@@ -41,6 +41,7 @@ class Kind(enum.StrEnum):
     PORT = "port"
     ROUTER = "router"
     NODE = "node"
+    SECURITY_GROUP = "security_group"
 
 
 class _Base(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -137,6 +138,40 @@ class Router(_Base, frozen=True, kw_only=True):
     key: int = 0  # router key for OpenFlow registers; allocated by the server
 
 
+class SecurityGroupRule(msgspec.Struct, frozen=True, kw_only=True):
+    """One rule of a security group; it lives inside its group (a rule change is a new
+    group revision, so a node sees a group and its rules change together).
+
+    ``protocol`` is as the client gave it (a name or a number as text), normalised to
+    lower case; ``port_range_min``/``max`` are ICMP type/code for ICMP. ``key`` is the
+    rule's number in the data plane (conjunction id), allocated by the server.
+    """
+
+    id: str
+    project_id: str = ""
+    description: str = ""
+    direction: Literal["ingress", "egress"]
+    ethertype: Literal["IPv4", "IPv6"] = "IPv4"
+    protocol: str | None = None
+    port_range_min: int | None = None
+    port_range_max: int | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    revision_number: int = 0
+    key: int = 0
+
+
+class SecurityGroup(_Base, frozen=True, kw_only=True):
+    """A security group with its rules (Neutron's ``security_group_rules`` inline)."""
+
+    stateful: bool = True
+    shared: bool = False
+    rules: tuple[SecurityGroupRule, ...] = ()
+    key: int = 0  # allocated by the server (cookies)
+
+
 class Node(_Base, frozen=True, kw_only=True):
     """A compute node: `id` is its name (`routeflow tenant node --name`)."""
 
@@ -144,7 +179,7 @@ class Node(_Base, frozen=True, kw_only=True):
     gateway: bool = False
 
 
-Object = Network | Subnet | Port | Router | Node
+Object = Network | Subnet | Port | Router | Node | SecurityGroup
 
 KIND_OF: dict[type, Kind] = {
     Network: Kind.NETWORK,
@@ -152,6 +187,7 @@ KIND_OF: dict[type, Kind] = {
     Port: Kind.PORT,
     Router: Kind.ROUTER,
     Node: Kind.NODE,
+    SecurityGroup: Kind.SECURITY_GROUP,
 }
 TYPE_OF: dict[Kind, type] = {kind: cls for cls, kind in KIND_OF.items()}
 
@@ -178,6 +214,7 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
     ports: Mapping[str, Port] = msgspec.field(default_factory=dict)
     routers: Mapping[str, Router] = msgspec.field(default_factory=dict)
     nodes: Mapping[str, Node] = msgspec.field(default_factory=dict)
+    security_groups: Mapping[str, SecurityGroup] = msgspec.field(default_factory=dict)
 
     def table(self, kind: Kind) -> Mapping[str, Object]:
         tables: dict[Kind, Mapping[str, Object]] = {
@@ -186,6 +223,7 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
             Kind.PORT: self.ports,
             Kind.ROUTER: self.routers,
             Kind.NODE: self.nodes,
+            Kind.SECURITY_GROUP: self.security_groups,
         }
         return tables[kind]
 
@@ -206,6 +244,7 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
             Kind.PORT: "ports",
             Kind.ROUTER: "routers",
             Kind.NODE: "nodes",
+            Kind.SECURITY_GROUP: "security_groups",
         }[change.kind]
         return msgspec.structs.replace(self, revision=change.revision, **{field: table})
 
@@ -237,6 +276,7 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
             ports=tables[Kind.PORT],  # type: ignore[arg-type]
             routers=tables[Kind.ROUTER],  # type: ignore[arg-type]
             nodes=tables[Kind.NODE],  # type: ignore[arg-type]
+            security_groups=tables[Kind.SECURITY_GROUP],  # type: ignore[arg-type]
         )
 
     def changes(self) -> list[Change]:
@@ -257,6 +297,12 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
     def ports_of(self, network_id: str) -> list[Port]:
         return sorted(
             (p for p in self.ports.values() if p.network_id == network_id), key=lambda p: p.id
+        )
+
+    def members_of(self, group_id: str) -> list[Port]:
+        """Ports in a security group (a remote group's members), by id."""
+        return sorted(
+            (p for p in self.ports.values() if group_id in p.security_groups), key=lambda p: p.id
         )
 
     def router_interfaces(self, router_id: str) -> list[Port]:

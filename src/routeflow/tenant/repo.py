@@ -77,6 +77,7 @@ def load(store: StateStore) -> Cloud:
         ports=tables[Kind.PORT],  # type: ignore[arg-type]
         routers=tables[Kind.ROUTER],  # type: ignore[arg-type]
         nodes=tables[Kind.NODE],  # type: ignore[arg-type]
+        security_groups=tables[Kind.SECURITY_GROUP],  # type: ignore[arg-type]
     )
 
 

@@ -122,7 +122,7 @@ def test_sdk_workflow_errors_and_sigkill(tenant_server: TenantServer) -> None:
     assert code == 400 and "mac_address" in body["NeutronError"]["message"]
     code, body = raw(s, "GET", "/v2.0/networks", token=None)
     assert code == 401
-    code, body = raw(s, "GET", "/v2.0/extensions/security-group")
+    code, body = raw(s, "GET", "/v2.0/extensions/qos")
     assert code == 404
 
     before = raw(s, "GET", "/v2.0/ports")[1]
