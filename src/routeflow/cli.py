@@ -642,6 +642,39 @@ def bench_relay(
     sys.exit(0 if result.ok else 1)
 
 
+@bench.command("tenant")
+@click.option("--nodes", type=click.IntRange(2, 16), default=3, show_default=True)
+@click.option(
+    "--ports",
+    type=click.IntRange(1, 2000),
+    default=30,
+    show_default=True,
+    help="ports measured one at a time: create -> bound -> DHCP lease -> ping across nodes",
+)
+@click.option(
+    "--api-ports",
+    type=click.IntRange(0, 20000),
+    default=300,
+    show_default=True,
+    help="port creates for the API rate (0: skip it)",
+)
+@click.option("--ovn/--no-ovn", default=True, show_default=True, help="measure OVN too")
+@click.option(
+    "--ovn-encap", type=click.Choice(["geneve", "vxlan"]), default="geneve", show_default=True
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+@click.option("--run-dir", default=None, help="where logs and state go")
+@click.option("--log-level", default="INFO", show_default=True, help="of the routeflow daemons")
+def bench_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, log_level) -> None:
+    """Tenant networks: API rate, port -> ping latency, flows per port; OVN in the same run."""
+    from routeflow.bench.tenant import main_tenant
+
+    _require_root()
+    sys.exit(
+        main_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, log_level, console)
+    )
+
+
 def _relay_bench(relay, plan, run_dir, seconds, pings, log_level):
     return relay.run_relay_bench(
         plan,
