@@ -48,6 +48,8 @@ from routeflow.bench import vms
 from routeflow.bench.tenantplan import PortTiming, Scenario, VmSpec
 
 POLL_S = 0.01  # bound polling, both systems
+API_WITH_NODES = "with the node agents"
+API_ALONE = "server alone"
 OVN_MTU = {"geneve": 1442, "vxlan": 1450}
 
 
@@ -64,6 +66,8 @@ class SystemResult:
     latency_ms: dict[str, dict[str, float | None]] = field(default_factory=dict)
     timings: list[PortTiming] = field(default_factory=list)
     failed_ports: list[str] = field(default_factory=list)
+    #: measured ports whose first DHCP DISCOVER went unanswered (udhcpc retries after 1 s)
+    dhcp_retried: int = 0
     flows_per_node: dict[str, int] = field(default_factory=dict)
     #: routeflow: tenantplan.FlowsPerPort.summary(); OVN: growth per port per chassis
     flows_per_port: dict[str, Any] = field(default_factory=dict)
@@ -156,8 +160,9 @@ class System:
 
 def bring_up_port(
     system: System, vm: VmSpec, script: str, ping: str | None
-) -> tuple[PortTiming, str]:
-    """One port from the create call to the first ping reply (if ``ping``); its IP."""
+) -> tuple[PortTiming, str, int]:
+    """One port from the create call to the first ping reply (if ``ping``): its timing,
+    its IP and how many DHCP DISCOVERs the VM sent."""
     node = system.node(vm.node)
     ns = system.vm_ns(vm)
     vms.prepare(node, ns, system.mtu)
@@ -168,21 +173,22 @@ def bring_up_port(
     t_plug = time.monotonic()
     wait_for(lambda: system.bound(iface), 30, f"{vm.name} bound ({system.name})")
     t_bound = time.monotonic()
-    lease = vms.dhcp(ns, script)
+    lease, discovers = vms.dhcp(ns, script)
     t_lease = time.monotonic()
     if lease != ip:
         raise BenchFailure(f"{vm.name}: DHCP gave {lease}, the port has {ip}")
     if ping is not None and not vms.ping_until_reply(ns, ping):
         raise BenchFailure(f"{vm.name} ({ip}) got no reply from {ping}")
     t_ping = time.monotonic()
-    return PortTiming(t_api - t0, t_plug - t0, t_bound - t0, t_lease - t0, t_ping - t0), ip
+    timing = PortTiming(t_api - t0, t_plug - t0, t_bound - t0, t_lease - t0, t_ping - t0)
+    return timing, ip, discovers
 
 
 def bring_up_anchors(system: System, sc: Scenario, script: str) -> dict[str, str]:
     """The anchor VMs, the same way as measured ports but not timed: VM name -> IP."""
     ips: dict[str, str] = {}
     for vm in sc.anchors:
-        _, ips[vm.name] = bring_up_port(system, vm, script, None)
+        _, ips[vm.name], _ = bring_up_port(system, vm, script, None)
     return ips
 
 
@@ -194,11 +200,14 @@ def measure_ports(
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     for vm in sc.ports:
         try:
-            timing, ips[vm.name] = bring_up_port(system, vm, script, ips[sc.target(vm).name])
+            timing, ips[vm.name], discovers = bring_up_port(
+                system, vm, script, ips[sc.target(vm).name]
+            )
         except (BenchFailure, RuntimeError, subprocess.SubprocessError) as exc:
             result.failed_ports.append(f"{vm.name}: {exc}")
             continue
         result.timings.append(timing)
+        result.dhcp_retried += discovers > 1
     result.cpu_s = {n: round(cpu_seconds(pid) - before[n], 2) for n, pid in pids.items()}
     result.rss_peak_mb = {
         n: mb for n, pid in system.daemons().items() if (mb := rss_peak_mb(pid)) is not None
@@ -258,6 +267,61 @@ def raw_api_rate(count: int) -> float:
             raise BenchFailure("the API stub did not start")
         conn = sdk_connect(f"http://127.0.0.1:{line[1]}", "raw")
         return sdk_port_rate(conn, "stub-network", count, "raw")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def server_alone_rate(count: int, run_dir: str) -> float:
+    """The same client against ``routeflow tenant server`` with its SQLite store and no
+    node connected: the API's own rate, without the changes fanned out to node agents."""
+    import socket
+    import urllib.request
+
+    os.makedirs(run_dir, exist_ok=True)
+    token = secrets.token_hex(16)
+    token_file = os.path.join(run_dir, "token")
+    with open(token_file, "w") as fh:
+        fh.write(token + "\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "routeflow.cli", "tenant", "server", "--listen", f"127.0.0.1:{port}",
+        "--store", f"sqlite:{os.path.join(run_dir, 'tenant.db')}", "--token-file", token_file,
+        "--log-level", "WARNING",
+    ]  # fmt: skip
+    with open(os.path.join(run_dir, "tenant-server.log"), "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": _src_path()},
+        )
+    try:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise BenchFailure(f"the tenant server exited; see {run_dir}/tenant-server.log")
+            try:
+                urllib.request.urlopen(url + "/", timeout=1).read()
+                return True
+            except OSError:
+                return False
+
+        wait_for(up, 60, "the tenant server")
+        conn = sdk_connect(url, token)
+        net = conn.network.create_network(name=tp.BULK)
+        conn.network.create_subnet(
+            network_id=net.id, cidr=tp.CIDRS[tp.BULK], ip_version=4, name=tp.BULK
+        )
+        return sdk_port_rate(conn, net.id, count, "alone")
     finally:
         proc.terminate()
         try:
@@ -619,7 +683,7 @@ def run_routeflow(sc: Scenario, run_dir: str, script: str, log_level: str) -> Sy
         system.start()
         result.setup_s = round(time.monotonic() - t0, 2)
         if sc.api_ports:
-            result.api_rate = {"openstacksdk, SQLite": system.api_rate(sc.api_ports)}
+            result.api_rate[API_WITH_NODES] = system.api_rate(sc.api_ports)
         ips = bring_up_anchors(system, sc, script)
         measure_ports(system, sc, script, result, ips)
         system.flows(sc, result)
@@ -685,6 +749,13 @@ def run_tenant_bench(
         result.raw_api_rate = raw_api_rate(api_ports)
     progress("routeflow")
     result.routeflow = run_routeflow(sc, run_dir, script, log_level)
+    if api_ports:
+        progress("routeflow: the tenant server alone")
+        try:
+            alone = server_alone_rate(api_ports, os.path.join(run_dir, "server-alone"))
+            result.routeflow.api_rate[API_ALONE] = alone
+        except (BenchFailure, OSError) as exc:
+            result.routeflow.problems.append(f"the tenant server alone: {exc}")
     if ovn:
         progress("OVN")
         result.ovn = run_ovn(sc, run_dir, script, encap)
@@ -706,7 +777,7 @@ def result_rows(result: TenantBenchResult) -> list[tuple[str, str, str, str, str
     """(figure, routeflow, raw baseline, OVN, routeflow / OVN) rows of the table."""
     rf, ov = result.routeflow, result.ovn
     rows: list[tuple[str, str, str, str, str]] = []
-    rf_rate = next(iter(rf.api_rate.values()), None)
+    rf_rate = rf.api_rate.get(API_WITH_NODES)
     ov_rates = sorted(ov.api_rate.items(), key=lambda kv: -kv[1]) if ov else []
     first = ("API port creates/s", _fmt(rf_rate), f"{_fmt(result.raw_api_rate)} (stub)")
     if not ov_rates:
@@ -719,6 +790,9 @@ def result_rows(result: TenantBenchResult) -> list[tuple[str, str, str, str, str
                 _fmt(tp.ratio(rf_rate, value), "x", 2),
             )
         )
+    alone = rf.api_rate.get(API_ALONE)
+    if alone is not None:
+        rows.append(("  routeflow: the server alone, no node", _fmt(alone), "", "", ""))
     labels = {
         "api": "create -> API answered",
         "plugged": "  -> VIF plugged",
@@ -738,6 +812,15 @@ def result_rows(result: TenantBenchResult) -> list[tuple[str, str, str, str, str
                 _fmt(tp.ratio(a.get("p95"), b.get("p95")), "x", 2) if ov else "-",
             )
         )
+    rows.append(
+        (
+            "  ports whose first DHCP DISCOVER was lost",
+            str(rf.dhcp_retried),
+            "",
+            str(ov.dhcp_retried) if ov else "-",
+            "",
+        )
+    )
     rows.append(
         (
             "ports that did not come up",

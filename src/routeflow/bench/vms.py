@@ -70,9 +70,10 @@ def static_address(vm_ns: str, cidr: str, gateway: str) -> None:
     run(["ip", "-n", vm_ns, "route", "replace", "default", "via", gateway])
 
 
-def dhcp(vm_ns: str, script: str, timeout: float = 20.0) -> str:
-    """Run udhcpc once in the VM (retries a DISCOVER every second, up to 10 times);
-    the leased address, or raise RuntimeError with its output."""
+def dhcp(vm_ns: str, script: str, timeout: float = 20.0) -> tuple[str, int]:
+    """Run udhcpc once in the VM (a DISCOVER every second, up to 10): (the leased
+    address, DISCOVERs sent), or raise RuntimeError with its output. More than one
+    DISCOVER means the first went unanswered and cost a second."""
     argv = [
         "ip", "netns", "exec", vm_ns, "udhcpc", "-i", "eth0", "-n", "-q", "-f",
         "-t", "10", "-T", "1", "-s", script,
@@ -81,7 +82,7 @@ def dhcp(vm_ns: str, script: str, timeout: float = 20.0) -> str:
     m = _LEASE.search(r.stdout + r.stderr)
     if r.returncode != 0 or m is None:
         raise RuntimeError(f"no DHCP lease in {vm_ns}: {(r.stdout + r.stderr).strip()[-300:]}")
-    return m.group(1)
+    return m.group(1), (r.stdout + r.stderr).count("discover")
 
 
 def ping_until_reply(vm_ns: str, target: str, deadline_s: float = 10.0) -> bool:
