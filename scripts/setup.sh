@@ -22,6 +22,8 @@ system() {
     packages+=(etcd-server etcd-client)
     # systemd-analyze checks the unit files in etc/systemd (tests/component/ops).
     packages+=(systemd)
+    # The cloud lab's VMs get their address by DHCP with busybox's udhcpc.
+    packages+=(udhcpc)
 
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: run as root (apt-get, network namespaces, Open vSwitch);" \

@@ -235,18 +235,14 @@ def lab_import(
         click.echo(text, nl=False)
 
 
-def _lab_to_run(file: str, run_dir: str | None):
+def _lab_to_run(file: str, run_dir: str | None, cloud_ok: bool = False):
     """Load a lab file for a command that runs it (as root): (plan, run directory)."""
     from routeflow.lab import scenarios
-
-    plan = _load(file)
     from routeflow.lab.model import load_lab
 
-    if load_lab(file).cloud is not None:
-        console.print(
-            f"[red]{file}: the cloud section is validated (`routeflow lab plan`) but the "
-            "lab runner does not start cloud labs yet[/red]"
-        )
+    plan = _load(file)
+    if load_lab(file).cloud is not None and not cloud_ok:
+        console.print(f"[red]{file}: a cloud lab runs with `lab check` and `lab up` only[/red]")
         sys.exit(2)
     _require_root()
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
@@ -265,7 +261,10 @@ def lab_check(
     """Bring a lab up, wait for convergence, pingall, check flows, tear down."""
     from routeflow.lab import scenarios
 
-    plan, run_dir = _lab_to_run(file, run_dir)
+    plan, run_dir = _lab_to_run(file, run_dir, cloud_ok=True)
+    cloud = _cloud_of(file)
+    if cloud is not None:
+        _cloud_check(plan, cloud, run_dir, json_path, timeout, log_level)
     console.print(
         f"lab [bold]{plan.name}[/bold]: {len(plan.vms)} switches, "
         f"{len(plan.hosts)} hosts, {len(plan.links)} links; logs in {run_dir}"
@@ -286,6 +285,95 @@ def lab_check(
     if json_path:
         scenarios.write_json(result, json_path)
     sys.exit(0 if result.ok else 1)
+
+
+def _cloud_of(file: str):
+    """The lab's validated cloud section (None without one); the plan knows switches only."""
+    from routeflow.lab.model import load_lab
+
+    return load_lab(file).cloud
+
+
+def _cloud_check(plan, cloud, run_dir: str, json_path, timeout: float, log_level: str) -> None:
+    """`lab check` of a cloud lab (lab/cloudcheck.py); exits with its verdict."""
+    from routeflow.lab import scenarios
+    from routeflow.lab.cloudcheck import run_cloud_check
+
+    if plan.vms:
+        console.print(f"[red]{plan.name}: a cloud lab with switches is not supported yet[/red]")
+        sys.exit(2)
+    vms = sum(len(t.vms) for t in cloud.tenants)
+    console.print(
+        f"cloud lab [bold]{plan.name}[/bold]: {len(cloud.nodes)} nodes, "
+        f"{len(cloud.tenants)} tenants, {vms} VMs; logs in {run_dir} (kept on failure)"
+    )
+
+    def progress(stage: dict) -> None:
+        mark = "[green]ok[/green]" if stage["ok"] else "[red]FAIL[/red]"
+        console.print(f"  {mark} {stage['stage']} ({stage['seconds']:.2f} s)")
+
+    scenarios.install_signal_handlers()
+    t0 = time.monotonic()
+    try:
+        result = run_cloud_check(
+            plan.name,
+            cloud,
+            run_dir,
+            timeout=min(timeout, 60.0),
+            log_level=log_level,
+            on_stage=progress,
+        )
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; lab torn down[/yellow]")
+        sys.exit(130)
+    _print_result(result)
+    console.print(f"lab check took {time.monotonic() - t0:.1f} s")
+    if json_path:
+        scenarios.write_json(result, json_path)
+    sys.exit(0 if result.ok else 1)
+
+
+def _cloud_up(plan, cloud, run_dir: str, log_level: str) -> None:
+    """`lab up` of a cloud lab: bring it up, bootstrap, DHCP every VM, wait for Ctrl-C."""
+    from routeflow.lab import scenarios
+    from routeflow.lab.cloudrun import CloudFailure, CloudRun
+    from routeflow.lab.runner import Terminated
+
+    if plan.vms:
+        console.print(f"[red]{plan.name}: a cloud lab with switches is not supported yet[/red]")
+        sys.exit(2)
+    scenarios.install_signal_handlers()
+    run = CloudRun(cloud, run_dir, log_level=log_level)
+    console.print(f"cloud lab {plan.name}: run tag {run.tag}, logs in {run_dir}", markup=False)
+    code = 0
+    try:
+        with console.status("starting nodes, tenant server, node agents..."):
+            run.start()
+            ports = run.bootstrap()
+            for tenant in cloud.tenants:
+                for vm in tenant.vms:
+                    run.plug(vm.name, vm.node, ports[vm.name])
+        for vm in run.vms.values():
+            lease = run.dhcp(vm)
+            console.print(
+                f"  {vm.name} on {vm.node}: {lease.ip}/{lease.prefixlen} via {lease.router}, "
+                f"MTU {lease.mtu} (ip netns exec {vm.ns} ...)",
+                markup=False,
+            )
+        console.print(f"API {run.api_url}, clouds.yaml {run.clouds_yaml()} (OS_CLOUD=rf)")
+        console.print("running; Ctrl-C to stop (the run directory goes with it)")
+        while True:
+            time.sleep(2)
+            run.fail_if_dead()
+    except (KeyboardInterrupt, Terminated):
+        console.print("\nstopping...")
+    except CloudFailure as exc:
+        console.print(f"[red]{exc}[/red] (logs kept in {run_dir})", markup=False)
+        run.remove_run_dir = False
+        code = 1
+    finally:
+        run.stop()
+    sys.exit(code)
 
 
 def _print_result(result) -> None:
@@ -420,7 +508,10 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
     from routeflow.lab.poll import poll_until
     from routeflow.lab.runner import LabFailure, LabRun, Terminated
 
-    plan, run_dir = _lab_to_run(file, run_dir)
+    plan, run_dir = _lab_to_run(file, run_dir, cloud_ok=True)
+    cloud = _cloud_of(file)
+    if cloud is not None:
+        _cloud_up(plan, cloud, run_dir, log_level)
     run = LabRun(plan, run_dir, log_level=log_level)
     scenarios.install_signal_handlers()
     t0 = time.monotonic()

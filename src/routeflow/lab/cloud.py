@@ -17,6 +17,13 @@ Rules checked here, every problem named by its path:
    overlap each other (tenants may overlap: that is what isolation is about).
 5. A router names networks of its own tenant; a VM names a network of its own
    tenant and a node of the cloud; VM names are unique across the cloud.
+6. A VM's optional ``ip`` is a host of its network, not the gateway, and unique
+   in that network (without one the API's IPAM picks). Fixed addresses let a lab
+   give both tenants the *same* address somewhere and an address only one has
+   elsewhere: isolation is then tested both ways.
+
+``run_names`` and the ``*_pairs`` helpers plan a run (pure): namespace names
+per run tag, and which VM pings which in each stage of ``lab check``.
 """
 
 from __future__ import annotations
@@ -31,10 +38,16 @@ __all__ = [
     "CloudLab",
     "CloudNode",
     "CloudSpec",
+    "RunNames",
     "TenantLab",
     "TenantNetwork",
     "TenantRouter",
     "TenantVm",
+    "isolation_pairs",
+    "routed_pairs",
+    "run_names",
+    "same_network_pairs",
+    "shared_address_pairs",
     "validate_cloud",
 ]
 
@@ -62,6 +75,7 @@ class _VmSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     network: str
     node: str
+    ip: str | None = None
 
 
 class _TenantSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -108,6 +122,7 @@ class TenantVm(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     network: str
     node: str
+    ip: str | None = None  # None: the API's IPAM picks
 
 
 class TenantLab(msgspec.Struct, frozen=True, kw_only=True):
@@ -165,6 +180,7 @@ def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab
                 bad(f"{rpath}.networks", "names a network twice")
             routers.append(TenantRouter(name=r.name, networks=tuple(r.networks)))
         vms = []
+        taken: dict[tuple[str, str], str] = {}
         for v_index, v in enumerate(t.vms):
             vpath = f"{path}.vms[{v_index}]"
             if not NODE_NAME_RE.match(v.name):
@@ -176,7 +192,9 @@ def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab
                 bad(f"{vpath}.network", f"{v.network!r} is not a network of tenant {t.name!r}")
             if v.node not in node_names:
                 bad(f"{vpath}.node", f"{v.node!r} is not a node of the cloud")
-            vms.append(TenantVm(name=v.name, network=v.network, node=v.node))
+            if v.ip is not None:
+                _vm_ip(v, networks, taken, vpath, bad)
+            vms.append(TenantVm(name=v.name, network=v.network, node=v.node, ip=v.ip))
         tenants.append(
             TenantLab(
                 name=t.name, networks=tuple(networks), routers=tuple(routers), vms=tuple(vms)
@@ -192,6 +210,32 @@ def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab
         api_listen=spec.api.listen,
         tenants=tuple(tenants),
     )
+
+
+def _vm_ip(
+    v: _VmSpec,
+    networks: list[TenantNetwork],
+    taken: dict[tuple[str, str], str],
+    vpath: str,
+    bad: Callable[[str, str], None],
+) -> None:
+    net = next((n for n in networks if n.name == v.network), None)
+    try:
+        ip = ipaddress.IPv4Address(v.ip)
+    except ValueError:
+        bad(f"{vpath}.ip", f"{v.ip!r} is not an IPv4 address")
+        return
+    if net is None:
+        return
+    cidr = ipaddress.IPv4Network(net.cidr)
+    if ip not in cidr or ip in (cidr.network_address, cidr.broadcast_address):
+        bad(f"{vpath}.ip", f"{ip} is not a host of {v.network} ({cidr})")
+    elif str(ip) == net.gateway_ip:
+        bad(f"{vpath}.ip", f"{ip} is the gateway (router interface) of {v.network}")
+    elif (v.network, str(ip)) in taken:
+        bad(f"{vpath}.ip", f"{ip} is also {taken[(v.network, str(ip))]}'s")
+    else:
+        taken[(v.network, str(ip))] = v.name
 
 
 def _nodes(spec: CloudSpec, bad: Callable[[str, str], None]) -> list[CloudNode]:
@@ -266,4 +310,115 @@ def _networks(t: _TenantSpec, path: str, bad: Callable[[str, str], None]) -> lis
         out.append(
             TenantNetwork(name=n.name, cidr=str(net), gateway_ip=str(net.network_address + 1))
         )
+    return out
+
+
+# --- planning a run (pure) ----------------------------------------------------------
+
+
+class RunNames(msgspec.Struct, frozen=True, kw_only=True):
+    """Every name a run creates on the host, unique per run ``tag``.
+
+    Namespace names stay at most 14 bytes and begin with a per-object index, so the
+    interface names lab/ovsnode.py derives from them (``u<ns>``, ``t<ns>``, cut at 15
+    bytes) never collide, whatever the node and VM names are.
+    """
+
+    tag: str
+    underlay: str
+    nodes: dict[str, str]  # node name -> namespace
+    vms: dict[str, str]  # VM name -> namespace
+
+
+def run_names(cloud: CloudLab, tag: str) -> RunNames:
+    if not re.fullmatch(r"[a-z0-9]{1,6}", tag):
+        raise ValueError(f"run tag {tag!r}: 1-6 of [a-z0-9]")
+    nodes = {n.name: f"n{n.index}-{tag}-{n.name}"[:14] for n in cloud.nodes}
+    vms: dict[str, str] = {}
+    for t in cloud.tenants:
+        for vm in t.vms:
+            vms[vm.name] = f"v{len(vms) + 1}-{tag}-{vm.name}"[:14]
+    return RunNames(tag=tag, underlay=f"ul-{tag}", nodes=nodes, vms=vms)
+
+
+def _vms(cloud: CloudLab) -> list[tuple[TenantLab, TenantVm]]:
+    return [(t, vm) for t in cloud.tenants for vm in t.vms]
+
+
+def same_network_pairs(cloud: CloudLab) -> list[tuple[str, str]]:
+    """(source VM, destination VM): per network, its first VM to each VM of the
+    network on another node."""
+    out = []
+    for t in cloud.tenants:
+        for net in t.networks:
+            vms = [vm for vm in t.vms if vm.network == net.name]
+            out += [(vms[0].name, vm.name) for vm in vms[1:] if vm.node != vms[0].node]
+    return out
+
+
+def routed_pairs(cloud: CloudLab) -> list[tuple[str, str]]:
+    """(source, destination) across a router and across nodes: per router and ordered
+    pair of its networks, the first such VM pair."""
+    out = []
+    for t in cloud.tenants:
+        for r in t.routers:
+            for a in r.networks:
+                for b in r.networks:
+                    if a == b:
+                        continue
+                    pair = next(
+                        (
+                            (x.name, y.name)
+                            for x in t.vms
+                            if x.network == a
+                            for y in t.vms
+                            if y.network == b and y.node != x.node
+                        ),
+                        None,
+                    )
+                    if pair is not None:
+                        out.append(pair)
+    return out
+
+
+def isolation_pairs(cloud: CloudLab, addresses: dict[str, str]) -> list[tuple[str, str]]:
+    """(source VM, destination address) that must NOT answer: for each VM, the other
+    tenants' VM addresses that no VM of its own tenant has (``addresses``: VM name ->
+    IPv4 address as leased). Addresses both tenants use are checked by
+    ``shared_address_pairs`` instead (the answer must come from the own tenant)."""
+    out = []
+    for t, vm in _vms(cloud):
+        own = {addresses[v.name] for v in t.vms if v.name in addresses}
+        targets = sorted(
+            {
+                addresses[v.name]
+                for other, v in _vms(cloud)
+                if other.name != t.name and v.name in addresses
+            }
+            - own
+        )
+        out += [(vm.name, ip) for ip in targets[:2]]
+    return out
+
+
+def shared_address_pairs(
+    cloud: CloudLab, addresses: dict[str, str]
+) -> list[tuple[str, str, str]]:
+    """(source VM, destination VM, the other tenant's VM with the same address): a ping
+    to the address must reach the own tenant's VM (its MAC answers), never the other."""
+    out = []
+    for t, vm in _vms(cloud):
+        for dst in t.vms:
+            if dst.name == vm.name or dst.network != vm.network or dst.name not in addresses:
+                continue
+            twin = next(
+                (
+                    v.name
+                    for other, v in _vms(cloud)
+                    if other.name != t.name and addresses.get(v.name) == addresses[dst.name]
+                ),
+                None,
+            )
+            if twin is not None:
+                out.append((vm.name, dst.name, twin))
     return out

@@ -115,7 +115,9 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
             later: list[Action[Any]] = []
             for action in actions:
                 if isinstance(action, InstallFlows):
-                    if dp is not None:
+                    if dp is None:  # lost just now: the next connect reads and diffs again
+                        log.info("no switch: +%d -%d unsent", len(action.add), len(action.delete))
+                    else:
                         for msg in self.settings.codec.flow_mods(dp, action.add, action.delete):
                             dp.send_msg(msg)
                         dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
@@ -161,6 +163,12 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
 
     def _server_message(self, msg: p.Message) -> None:
         if isinstance(msg, p.TenantChanges):
+            log.log(
+                logging.INFO if msg.full else logging.DEBUG,
+                "model %s at revision %d",
+                "full state" if msg.full else "delta",
+                msg.revision,
+            )
             self._handle(self.core.changes, msg)
         elif isinstance(msg, p.Error):
             log.warning("server says %s: %s", msg.code, msg.detail)
@@ -178,7 +186,10 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
                 return
             self._dp = dp
             self._stats = []
-        log.info("switch %#x connected; reading its flows", dp.id)
+        log.info("switch %s connected; reading its VIFs and flows", dp.address)
+        # Port-status events only tell of changes after this connect: VIFs plugged while
+        # the switch had no controller are read now, or they would never be bound.
+        self._read_vifs()
         codec = self.settings.codec
         read_flows = getattr(codec, "read_flows", None)
         if read_flows is not None:  # the codec reads the switch itself (ovs-ofctl)

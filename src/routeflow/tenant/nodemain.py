@@ -122,6 +122,10 @@ def pipeline(module: str = "", bridge: str = "br-int") -> tuple[Any, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = daemonconf.parse_args(build_parser(), argv)
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1)  # every thread's stack on demand (a stuck agent)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

@@ -6,6 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from routeflow.lab.cloud import (
+    CloudLab,
+    isolation_pairs,
+    routed_pairs,
+    run_names,
+    same_network_pairs,
+    shared_address_pairs,
+)
 from routeflow.lab.model import LabError, load_lab, parse_lab
 
 LABS = Path(__file__).resolve().parents[3] / "labs"
@@ -75,3 +83,82 @@ def test_node_names_and_unknown_fields() -> None:
     assert "cloud.nodes[2].name: 'C_3' must be" in text
     with pytest.raises(LabError, match="unknown field 'nodez'"):
         parse_lab("name: x\nswitches: []\ncloud: {nodez: []}\n")
+
+
+VM_IPS = """
+name: x
+switches: []
+cloud:
+  nodes: [{name: c1}]
+  tenants:
+    - name: t
+      networks: [{name: n1, cidr: 10.0.0.0/24}]
+      vms:
+        - {name: v1, network: n1, node: c1, ip: 10.0.0.1}
+        - {name: v2, network: n1, node: c1, ip: 10.0.1.5}
+        - {name: v3, network: n1, node: c1, ip: 10.0.0.9}
+        - {name: v4, network: n1, node: c1, ip: 10.0.0.9}
+        - {name: v5, network: n1, node: c1, ip: banana}
+        - {name: v6, network: n1, node: c1, ip: 10.0.0.255}
+"""
+
+
+def test_vm_addresses_are_checked() -> None:
+    with pytest.raises(LabError) as info:
+        parse_lab(VM_IPS)
+    text = str(info.value)
+    for needle in [
+        "cloud.tenants[0].vms[0].ip: 10.0.0.1 is the gateway (router interface) of n1",
+        "cloud.tenants[0].vms[1].ip: 10.0.1.5 is not a host of n1 (10.0.0.0/24)",
+        "cloud.tenants[0].vms[3].ip: 10.0.0.9 is also v3's",
+        "cloud.tenants[0].vms[4].ip: 'banana' is not an IPv4 address",
+        "cloud.tenants[0].vms[5].ip: 10.0.0.255 is not a host of n1",
+    ]:
+        assert needle in text, text
+    assert "vms[2]" not in text
+
+
+def _shipped() -> CloudLab:
+    cloud = load_lab(LABS / "cloud.yaml").cloud
+    assert cloud is not None
+    return cloud
+
+
+def test_run_names_are_short_unique_and_tagged() -> None:
+    long = parse_lab(
+        "name: x\nswitches: []\ncloud:\n  nodes: [{name: computenode1}, {name: computenode2}]\n"
+    ).cloud
+    assert long is not None
+    for cloud in (_shipped(), long):
+        names = run_names(cloud, "ab12")
+        spaces = [names.underlay, *names.nodes.values(), *names.vms.values()]
+        assert len(set(spaces)) == len(spaces)
+        assert all("ab12" in ns and len(ns) <= 14 for ns in spaces)
+        # lab/ovsnode.py derives interface names by cutting u<ns>/t<ns> at 15 bytes
+        assert len({f"u{ns}"[:15] for ns in names.nodes.values()}) == len(names.nodes)
+    with pytest.raises(ValueError, match="run tag"):
+        run_names(_shipped(), "AB-12")
+
+
+def test_the_shipped_lab_s_stage_plan() -> None:
+    cloud = _shipped()
+    assert same_network_pairs(cloud) == [("a1", "a2"), ("b1", "b2")]
+    assert routed_pairs(cloud) == [("a1", "a3"), ("a3", "a1"), ("b1", "b3"), ("b3", "b1")]
+    ips = {vm.name: vm.ip for t in cloud.tenants for vm in t.vms if vm.ip}
+    blocked = isolation_pairs(cloud, ips)
+    assert ("a1", "10.0.1.22") in blocked and ("b1", "10.0.1.12") in blocked
+    assert all(ip != "10.0.1.11" for _vm, ip in blocked)  # both tenants have it
+    assert shared_address_pairs(cloud, ips) == [("a2", "a1", "b1"), ("b2", "b1", "a1")]
+
+
+def test_udhcpc_s_lease_file() -> None:
+    from routeflow.lab.cloudrun import CloudFailure, parse_lease
+
+    lease = parse_lease(
+        "interface=eth0\nip=10.0.1.11\nmask=24\nrouter=10.0.1.1 10.0.1.2\nmtu=1450\n", 0.1
+    )
+    got = (lease.ip, lease.prefixlen, lease.router, lease.mtu)
+    assert got == ("10.0.1.11", 24, "10.0.1.1", 1450)
+    assert parse_lease("ip=10.0.0.5\n", 0.2).router is None
+    with pytest.raises(CloudFailure, match="no address"):
+        parse_lease("interface=eth0\n", 0.1)

@@ -1,0 +1,145 @@
+"""The cloud lab end to end: `routeflow lab check labs/cloud.yaml` as an operator runs it.
+
+One bring-up for the check's assertions (three OVS nodes, the tenant server, three node
+agents, two tenants bootstrapped with openstacksdk, six VMs on busybox udhcpc), read
+from its --json result; then `lab up` once, stopped with Ctrl-C, which must leave no
+process and no namespace behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import LABS, ROOT
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/usr/sbin/udhcpc") and not os.path.exists("/sbin/udhcpc"),
+    reason="needs busybox udhcpc (scripts/setup.sh)",
+)
+
+CLOUD = os.path.join(LABS, "cloud.yaml")
+ENV = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
+
+
+def namespaces(tag: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if f"-{tag}" in line]
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (the run directory)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if text.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def check(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cloud") / "result.json"
+    run_dir = f"/tmp/routeflow-tests/cloud-check-{os.getpid()}"
+    t = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "routeflow.cli", "lab", "check", CLOUD, "--json", str(out),
+         "--run-dir", run_dir],
+        capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    seconds = time.monotonic() - t
+    assert out.exists(), done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    result["exit"] = done.returncode
+    result["output"] = done.stdout + done.stderr
+    print(f"\ncloud lab check: {seconds:.1f} s")
+    for s in result["stages"]:
+        print(f"  {s['stage']}: {s['seconds']:.2f} s {s['detail']}")
+    return result
+
+
+def test_every_stage_passes(check):
+    failed = [s for s in check["stages"] if not s["ok"]]
+    assert check["ok"] and check["exit"] == 0, f"{failed}\n{check['output'][-3000:]}"
+    names = [s["stage"] for s in check["stages"]]
+    for stage in [
+        "bootstrap through the API",
+        "VMs plugged, ports ACTIVE",
+        "DHCP lease with MTU 1450",
+        "same-network ping across nodes",
+        "routed ping across nodes",
+        "1450-byte don't-fragment ping",
+        "isolation between tenants",
+        "flows equal the compiler's on every node",
+        "port delete removes its flows everywhere",
+        "flows equal the compiler's after the delete",
+        "teardown",
+    ]:
+        assert stage in names, names
+
+
+def test_what_the_stages_saw(check):
+    stage = {s["stage"]: s for s in check["stages"]}
+    assert sorted(check["dhcp_lease_s"]) == ["a1", "a2", "a3", "b1", "b2", "b3"]
+    assert "(ttl 63)" in stage["routed ping across nodes"]["detail"]
+    assert "12 pings to other tenants' addresses unanswered, 2 to addresses both tenants use" in (
+        stage["isolation between tenants"]["detail"]
+    )
+    assert "on no node after" in stage["port delete removes its flows everywhere"]["detail"]
+    assert check["port_delete_s"] is not None
+
+
+def test_the_check_leaves_nothing_behind(check):
+    assert check["tag"] and namespaces(check["tag"]) == []
+    alive = [pid for pid in check["pids"].values() if os.path.exists(f"/proc/{pid}")]
+    assert alive == [] or all(_zombie_or_gone(pid) for pid in alive)
+    assert not os.path.exists(check["run_dir"])  # removed after a pass
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] == "Z"
+    except OSError:
+        return True
+
+
+def test_lab_up_stops_cleanly_on_ctrl_c(check):
+    run_dir = f"/tmp/routeflow-tests/cloud-up-{os.getpid()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "routeflow.cli", "lab", "up", CLOUD, "--run-dir", run_dir],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "running; Ctrl-C" in line or proc.poll() is not None:
+                break
+        text = "".join(lines)
+        assert "running; Ctrl-C" in text, text
+        assert "MTU 1450" in text and "clouds.yaml" in text, text
+        tag = text.split("run tag ", 1)[1].split(",", 1)[0]
+        assert len(namespaces(tag)) == 3 + 1 + 6  # nodes, underlay, VMs
+        assert processes_naming(run_dir)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines)
+    assert namespaces(tag) == []
+    assert processes_naming(run_dir) == []
+    assert not os.path.exists(run_dir)
