@@ -541,9 +541,15 @@ class OvnSystem(System):
         for i, (_name, ch) in enumerate(self.chassis.items()):
             ch.start(self.underlay, f"198.51.100.{i + 1}/24", self.central, self.encap)
         ovn.wait_chassis(self.central, list(self.chassis))
-        ips = [f"198.51.100.{i + 1}" for i in range(len(self.chassis))]
-        for i, ch in enumerate(self.chassis.values()):
-            ch.node.resolve_underlay(ip for j, ip in enumerate(ips) if j != i)
+        # As the cloud lab runner does for routeflow: every peer's tunnel endpoint in each
+        # node's OVS tunnel neighbour table (OVS would drop a first packet resolving it).
+        nodes = [ch.node for ch in self.chassis.values()]
+        macs = [n.ip("-o", "link", "show", "br-ul").split("link/ether ", 1)[1].split()[0]
+                for n in nodes]  # fmt: skip
+        for i, node in enumerate(nodes):
+            for j, mac in enumerate(macs):
+                if j != i:
+                    node.appctl("tnl/neigh/set", "br-ul", f"198.51.100.{j + 1}", mac)
         nb = self.central.nbctl
         nb("lr-add", "r1")
         for k, name in enumerate((*self.sc.networks(), tp.BULK, "bulk-nbctl", "bulk-daemon")):
