@@ -139,6 +139,12 @@ def _is_link_local_v6(addr: str, plen: int = 128) -> bool:
     return plen >= 10 and _first_hextet(addr) & 0xFFC0 == 0xFE80
 
 
+def _special_v6(prefix: str) -> bool:
+    """A multicast or link-local IPv6 prefix (text ``addr/len``): never a fast-path route."""
+    addr, plen = prefix.rsplit("/", 1)
+    return _is_multicast_v6(addr, int(plen)) or _is_link_local_v6(addr, int(plen))
+
+
 def _is_unicast_v6(ip: str) -> bool:
     return ip != "::" and not _is_multicast_v6(ip)
 
@@ -795,6 +801,7 @@ class KernelView:
             return False
         tos = get("tos")
         shape_key = (
+            AF_INET,
             get("RTA_TABLE") or get("table") or 0,
             0 if tos is None else tos,
             get("RTA_PRIORITY") or 0,
@@ -810,16 +817,20 @@ class KernelView:
         self._add_simple(prefix, shape)
         return True
 
-    def _on_note(self, prefix: str, shape_key: Shape, deleted: bool) -> None:
+    def _on_note(self, prefix: str, shape_key: Shape, deleted: bool, nlflags: int = 0) -> None:
         """A simple route message as fastnl decodes it: the bulk of a full table.
 
         A new prefix by a single hop or a nexthop object, or the removal of
         one, does what the general path would at a fraction of its cost (see
-        _Shape); anything else takes the general path.
+        _Shape); anything else takes the general path. For IPv6 that holds
+        because a new prefix has no route that a replace could take the place
+        of, and a removal of the very route stored leaves none.
         """
         shape = self._shapes.get(shape_key)
         if not deleted:
-            if prefix not in self._kroutes:
+            if prefix not in self._kroutes and (
+                shape_key[0] == AF_INET or prefix[:2] not in ("ff", "fe") or not _special_v6(prefix)
+            ):
                 if shape is None:
                     shape = self._make_shape(shape_key, prefix)
                 if shape is not None:
@@ -828,19 +839,29 @@ class KernelView:
         elif shape is not None and self._kroutes.get(prefix) is shape.cands:
             self._del_simple(prefix, shape)
             return
-        self._on_route(note_dict((prefix, shape_key, deleted)), deleted)
+        self._on_route(note_dict((prefix, shape_key, deleted, nlflags)), deleted)
 
     def _make_shape(self, shape_key: Shape, prefix: str) -> _Shape | None:
-        table, tos, prio, rtype, flags, oif, gw, nhid = shape_key
+        family, table, tos, prio, rtype, flags, oif, gw, nhid = shape_key
         if table not in (RT_TABLE_MAIN, RT_TABLE_LOCAL) or (flags or 0) & RTM_F_CLONED:
             return None
         if rtype != (RTN_UNICAST if table == RT_TABLE_MAIN else RTN_LOCAL):
             return None
+        if family == AF_INET6 and gw is not None and _canon6(gw) != gw:
+            return None  # not fastnl's text of an address: the general path judges it
         hops = () if oif is None else (_Hop(int(oif), str(gw) if gw else None, 1),)
         kr = _KRoute(table, rtype, hops, None if nhid is None else int(nhid))
+        key: _RouteKey
+        if family == AF_INET:
+            key = (table, tos, prio)
+        elif family == AF_INET6:
+            # as _on_route6: a nexthop object's route, the ECMP route, one per device
+            key = (table, 0, prio, -1 if nhid is not None else 0 if gw else (oif or 0))
+        else:
+            return None
         resolved = self._resolve(prefix, kr)
         shape = _Shape(
-            cands={(table, tos, prio): kr},
+            cands={key: kr},
             kroute=kr,
             impossible=self._impossible(kr),
             kind=None if resolved is None else resolved.kind,

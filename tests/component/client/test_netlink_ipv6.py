@@ -12,10 +12,12 @@ fresh dump of the kernel gives.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -261,3 +263,64 @@ def test_poke_makes_the_kernel_solicit_a_link_local_gateway(ns6, watcher6):
     until(lambda: server.apply(watcher.drain()) or (1, gw1) in server.neighbours)
     assert server.neighbours[(1, gw1)] == mac
     assert (1, gw1) not in watcher.unresolved_gateways()
+
+
+@needs_root
+def test_an_ipv6_table_never_reaches_pyroute2(ns6, watcher6):
+    """Routes by a gateway, ECMP, nexthop objects and groups: all on fastnl's path.
+
+    The watcher's and its dumper's general decoder is wrapped to record what
+    it is handed; route messages (types 24, 25) must never be among them, in
+    notifications or in the reconcile dump.
+    """
+    from routeflow.bench import nlroutes
+
+    ns, watcher = ns6, watcher6
+    slow: list[int] = []
+
+    def spy(parse):
+        def counting(data: bytes):
+            slow.append(struct.unpack_from("=H", data, 4)[0])
+            return parse(data)
+
+        return counting
+
+    watcher._parse_slow = spy(watcher._parse_slow)  # type: ignore[method-assign]
+    watcher._dumper._parse_slow = spy(watcher._dumper._parse_slow)  # type: ignore[method-assign]
+    server = Server()
+    server.apply(watcher.snapshot()[0])
+    base = len(server.routes)
+    count = 3000
+    apply = functools.partial(nlroutes.apply_routes, ipv6=True, prefixlen=48)
+    add = functools.partial(apply, via="2001:db8:1::100", dev="eth1")
+    assert in_netns(ns, add, "add", count) == (count, 0)
+    ip(ns, "nexthop add id 71 via 2001:db8:1::100 dev eth1")
+    ip(ns, "nexthop add id 72 via 2001:db8:2::100 dev eth2")
+    ip(ns, "nexthop add id 73 group 71/72,2")
+    ip(ns, "-6 route add 2001:db8:71::/48 nhid 71")
+    ip(ns, "-6 route add 2001:db8:73::/48 nhid 73")
+    ecmp = "nexthop via 2001:db8:1::100 dev eth1 nexthop via 2001:db8:2::100 dev eth2"
+    ip(ns, f"-6 route add 2001:db8:74::/48 {ecmp}")
+    ip(ns, "-6 route replace fd00::/48 nhid 73 proto 99")  # nlroutes deletes its own
+    two = [(1, "2001:db8:1::100", 1), (2, "2001:db8:2::100", 2)]
+    expected = {
+        "2001:db8:71::/48": uni("2001:db8:71::/48", (1, "2001:db8:1::100", 1)),
+        "2001:db8:73::/48": uni("2001:db8:73::/48", *two),
+        "2001:db8:74::/48": uni("2001:db8:74::/48", *[(p, g, 1) for p, g, _w in two]),
+        "fd00::/48": uni("fd00::/48", *two),
+        "fd00:0:bb7::/48": uni("fd00:0:bb7::/48", (1, "2001:db8:1::100", 1)),  # the last
+    }
+
+    def loaded() -> bool:
+        server.apply(watcher.drain())
+        return len(server.routes) == base + count + 3 and all(
+            server.routes.get(p) == r for p, r in expected.items()
+        )
+
+    until(loaded, timeout=30)
+    dumped = in_netns(ns, watcher._dumper.load_view, VM)  # the dump path too
+    assert dumped.routes == server.routes
+    assert in_netns(ns, apply, "del", count) == (count, 0)
+    until(lambda: server.apply(watcher.drain()) or len(server.routes) == base + 3, timeout=30)
+    assert not [kind for kind in slow if kind in (24, 25)]
+    assert slow, "links and nexthop objects still go to pyroute2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 
@@ -16,26 +17,56 @@ from routeflow.client.netlink import RtnlMarshal
 _marshal = RtnlMarshal()
 
 
+def _addr(value):
+    """Address text as KernelView compares it (IPv6 through ipaddress)."""
+    if value is None or ":" not in str(value):
+        return value
+    return str(ipaddress.IPv6Address(str(value)))
+
+
+def _hops(multipath):
+    if not multipath:
+        return None
+    out = []
+    for nh in multipath:
+        via = nh.get("RTA_VIA")
+        out.append(
+            (
+                nh.get("oif"),
+                nh.get("hops") or 0,
+                _addr(nh.get("RTA_GATEWAY")),
+                None if via is None else (via.get("family"), _addr(via.get("addr"))),
+            )
+        )
+    return out
+
+
 def effective(msg) -> tuple:
     """What KernelView takes from a route message (as its general path reads it)."""
     if msg.__class__ is tuple:
         msg = fastnl.note_dict(msg)
     get = msg.get
-    if get("family") != 2:
-        return ("family", get("family"))
+    family = get("family")
+    if family not in (2, 10):
+        return ("family", family)
     table = get("RTA_TABLE") or get("table") or 0
     dst = get("RTA_DST")
+    header = get("header")
+    nh = get("RTA_NH_ID")
+    via = get("RTA_VIA")
     return (
         get("event"),
-        f"{'0.0.0.0' if dst is None else dst}/{get('dst_len') or 0}",
+        f"{_addr(dst) if dst else ('0.0.0.0' if family == 2 else '::')}/{get('dst_len') or 0}",
         (table, get("tos") or 0, get("RTA_PRIORITY") or 0),
         get("type"),
         get("flags") or 0,
-        get("RTA_OIF"),
-        get("RTA_GATEWAY") or None,
-        get("RTA_NH_ID"),
-        repr(get("RTA_MULTIPATH")),
-        repr(get("RTA_VIA")),
+        # a nexthop object's route is read through the object, not its hops
+        None if nh is not None else get("RTA_OIF"),
+        None if nh is not None else _addr(get("RTA_GATEWAY")) or None,
+        nh,
+        None if nh is not None else _hops(get("RTA_MULTIPATH")),
+        None if via is None else (via.get("family"), _addr(via.get("addr"))),
+        (header.get("flags") or 0) & 0x100 if header is not None else 0,  # NLM_F_REPLACE
     )
 
 
@@ -145,10 +176,14 @@ def test_simple_routes_do_not_touch_pyroute2():
     data = message(24, 2, 24, 254, 1, 0, [*attrs, attr(4, u32(3))])
     (note,) = fastnl.parse(data * 1, counting)
     assert not calls
-    assert note == ("100.0.1.0/24", (254, 0, 0, 1, 0, 3, "172.31.2.100", None), False)
+    assert note == ("100.0.1.0/24", (2, 254, 0, 0, 1, 0, 3, "172.31.2.100", None), False, 0)
     mp = message(24, 2, 24, 254, 1, 0, [attr(9, multipath([(3, "1.2.3.4", 1)]))])
-    fastnl.parse(mp, counting)
-    assert calls == [mp]
+    (msg,) = fastnl.parse(mp, counting)
+    assert not calls
+    assert msg["RTA_MULTIPATH"] == [{"flags": 0, "hops": 0, "oif": 3, "RTA_GATEWAY": "1.2.3.4"}]
+    encap = message(24, 2, 24, 254, 1, 0, [attr(22, struct.pack("=HH4s", 8, 1, b"\0\0\1\0"))])
+    fastnl.parse(encap, counting)
+    assert calls == [encap]  # an encapsulation is pyroute2's
 
 
 def test_truncated_input_goes_to_the_general_decoder():
@@ -164,8 +199,8 @@ class GeneralView(KernelView):
     def _on_simple_route(self, msg):
         return False
 
-    def _on_note(self, prefix, shape_key, deleted):
-        self._on_route(fastnl.note_dict((prefix, shape_key, deleted)), deleted)
+    def _on_note(self, prefix, shape_key, deleted, nlflags=0):
+        self._on_route(fastnl.note_dict((prefix, shape_key, deleted, nlflags)), deleted)
 
 
 def link_msg(index: int, up: bool, name: str | None = None) -> bytes:
