@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 LAB ?= labs/rftest2.yaml
 
 .PHONY: setup setup-system setup-venv setup-web demo test test-unit test-component test-e2e \
-	test-web lint check
+	test-web lint check docs
 
 setup:
 	@bash scripts/setup.sh
@@ -53,6 +53,11 @@ test-e2e: setup
 
 test-web: setup
 	$(PYTEST) tests/web
+
+# The manual (mkdocs, docs/) into site/, warnings as errors; its reference pages are
+# generated from the code. `make test` builds it too (tests/unit/docs).
+docs: setup-venv
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 check: setup
 	$(PY) -m routeflow.cli lab check $(LAB)

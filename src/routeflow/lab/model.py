@@ -113,12 +113,16 @@ class LabError(ValueError):
 class OspfOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Lab-wide OSPF timers; short defaults so that labs converge in seconds, not minutes."""
 
+    #: Seconds between OSPF hellos on every link (1-65535).
     hello: int = 1
+    #: Seconds without a hello before a neighbour is declared down; above hello.
     dead: int = 4
     #: BFD on every OSPF link: failures the switch cannot see (the link stays
     #: up, packets vanish) are detected in bfd_interval x bfd_multiplier ms.
     bfd: bool = False
+    #: BFD transmit and receive interval, ms (10-60000).
     bfd_interval: int = 100
+    #: BFD packets missed before the session goes down (2-255).
     bfd_multiplier: int = 3
 
 
@@ -130,7 +134,9 @@ class ControlPlane(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """How rfserver runs: one process on an SQLite file (the default), or
     several sharing an etcd cluster, one leading and the others standing by."""
 
+    #: rfserver processes (1-3): one leads, the others stand by; more than one needs etcd.
     servers: int = 1
+    #: State store: one SQLite file, or the lab's own etcd cluster.
     store: Literal["sqlite", "etcd"] = "sqlite"
     #: Members of the lab's own etcd cluster (on loopback), when store is etcd.
     etcd_members: int = 3
@@ -143,64 +149,101 @@ class ControlPlane(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class _ControllerSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: The controller's id (RFProtocol ct_id), unique in the lab.
     ct_id: int
+    #: Its name in plans and logs (default ct<ct_id>).
     name: str | None = None
     #: rfproxy processes serving this ct_id (one OpenFlow master, the others slaves).
     replicas: int = 1
 
 
 class _SwitchSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Unique node name: a letter, then up to 31 of [A-Za-z0-9_-].
     name: str
+    #: OpenFlow datapath id (64-bit, unique).
     dpid: int
+    #: Routing protocol of this switch's VM (default: the lab's routing).
     routing: Routing | None = None
+    #: Controller of this switch (default: the first of controllers).
     ct_id: int | None = None
+    #: Id of the switch's VM (default: the dpid); its low 24 bits make up the VM's MACs.
     vm_id: int | None = None
+    #: OSPF/BGP router id, an IPv4 address (default 10.255.0.0 + the switch's position + 1).
     router_id: str | None = None
+    #: BGP AS number of the VM (default 65000 + position + 1).
     asn: int | None = None
 
 
 class _LinkSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: The two switches it joins, [a, b]; a link may also be written as just [a, b].
     ends: list[str]
+    #: The link's IPv4 subnet, /30 or larger (default: the next free /30 of link_pool).
     subnet: str | None = None
+    #: Addresses of end a and end b in subnet (default: its first two usable ones).
     addresses: list[str] | None = None
+    #: OSPF cost of both ends (1-65535).
     cost: int = 1
 
 
 class _HostSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Unique node name (as for switches).
     name: str
+    #: The switch it hangs off (a port of its own).
     switch: str
+    #: Address with prefix length, e.g. 172.31.1.100/24; the subnet is the host's alone.
     ip: str
+    #: Default gateway, the VM port's address (default: the subnet's first usable address).
     gateway: str | None = None
 
 
 class _AnnounceSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Consecutive prefixes announced (0-4,000,000).
     count: int
+    #: Network address of the first prefix.
     start: str = "100.64.0.0"
+    #: Length of every prefix (8-32).
     prefixlen: int = 24
 
 
 class _SpeakerSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """An external BGP speaker (ExaBGP) on a switch port, peering with that switch's VM."""
 
+    #: Unique node name; the speaker is also a host of that name.
     name: str
+    #: The switch whose port it sits on; that switch must route with bgp.
     switch: str
+    #: The speaker's address with prefix length; the VM's port is its BGP neighbour.
     ip: str
+    #: The speaker's AS number (not the VM's: the session is eBGP).
     asn: int
+    #: As for hosts (default: the subnet's first usable address).
     gateway: str | None = None
+    #: Prefixes it announces (default: none).
     announce: _AnnounceSpec | None = None
 
 
 class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: The lab's name: 1-24 of [a-z0-9_-]; it also seeds the lab's IPv6 prefix.
     name: str
+    #: The OpenFlow switches; each gets a VM running the routing engine.
     switches: list[_SwitchSpec]
+    #: Switch-to-switch links, [a, b] or a mapping; parallel links are allowed.
     links: list[list[str] | _LinkSpec] = msgspec.field(default_factory=list)
+    #: End hosts, one per switch port, each alone in its subnet.
     hosts: list[_HostSpec] = msgspec.field(default_factory=list)
+    #: External BGP speakers (ExaBGP) peering with a switch's VM.
     speakers: list[_SpeakerSpec] = msgspec.field(default_factory=list)
+    #: Routing of every switch that does not say otherwise.
     routing: Routing = "ospf"
+    #: OSPF timers and BFD, for the whole lab.
     ospf: OspfOptions = msgspec.field(default_factory=OspfOptions)
+    #: The controllers (default: one, ct_id 1, one replica).
     controllers: list[_ControllerSpec] | None = None
+    #: How many rfservers on which store, and how control frames are relayed.
     control: ControlPlane = msgspec.field(default_factory=ControlPlane)
+    #: Where links without a subnet get their /30s.
     link_pool: str = DEFAULT_LINK_POOL
+    #: Dual stack: IPv6 derived for every link and host subnet (needs routing: ospf).
     ipv6: bool = False
     #: Tenant networks on compute nodes (lab/cloud.py); with it, ``switches`` may be empty.
     cloud: CloudSpec | None = None
