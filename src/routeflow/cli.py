@@ -298,6 +298,7 @@ def _cloud_check(plan, cloud, run_dir: str, json_path, timeout: float, log_level
     """`lab check` of a cloud lab (lab/cloudcheck.py); exits with its verdict."""
     from routeflow.lab import scenarios
     from routeflow.lab.cloudcheck import run_cloud_check
+    from routeflow.lab.runner import Terminated
 
     if plan.vms:
         console.print(f"[red]{plan.name}: a cloud lab with switches is not supported yet[/red]")
@@ -305,7 +306,8 @@ def _cloud_check(plan, cloud, run_dir: str, json_path, timeout: float, log_level
     vms = sum(len(t.vms) for t in cloud.tenants)
     console.print(
         f"cloud lab [bold]{plan.name}[/bold]: {len(cloud.nodes)} nodes, "
-        f"{len(cloud.tenants)} tenants, {vms} VMs; logs in {run_dir} (kept on failure)"
+        f"{len(cloud.tenants)} tenants, {vms} VMs; run directory {run_dir} (only its logs "
+        "stay, and only after a failure)"
     )
 
     def progress(stage: dict) -> None:
@@ -323,8 +325,8 @@ def _cloud_check(plan, cloud, run_dir: str, json_path, timeout: float, log_level
             log_level=log_level,
             on_stage=progress,
         )
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted; lab torn down[/yellow]")
+    except (KeyboardInterrupt, Terminated):
+        console.print(f"[yellow]interrupted; lab torn down, logs in {run_dir}[/yellow]")
         sys.exit(130)
     _print_result(result)
     console.print(f"lab check took {time.monotonic() - t0:.1f} s")
@@ -368,8 +370,8 @@ def _cloud_up(plan, cloud, run_dir: str, log_level: str) -> None:
     except (KeyboardInterrupt, Terminated):
         console.print("\nstopping...")
     except CloudFailure as exc:
-        console.print(f"[red]{exc}[/red] (logs kept in {run_dir})", markup=False)
-        run.remove_run_dir = False
+        console.print(f"{exc} (logs kept in {run_dir})", markup=False)
+        run.keep_logs = True
         code = 1
     finally:
         run.stop()

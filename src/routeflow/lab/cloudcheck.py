@@ -66,7 +66,7 @@ def run_cloud_check(
     extra_checks: Callable[[CloudRun, CheckResult], None] | None = None,
 ) -> CloudCheckResult:
     """The whole check; the run is torn down at the end whatever happened (the run
-    directory is kept when a stage failed, for its logs)."""
+    directory goes, but for its logs when a stage failed or the check was stopped)."""
     result = CloudCheckResult(lab=name, run_dir=run_dir, on_stage=on_stage)
     run = CloudRun(cloud, run_dir, log_level=log_level, remove_run_dir=False)
     result.tag = run.tag
@@ -82,13 +82,14 @@ def run_cloud_check(
             extra_checks(run, result)
     except (CloudFailure, OvsError, OSError, TimeoutError) as exc:
         result.add("lab", False, time.monotonic() - t0, str(exc))
-    except Terminated:
-        result.add("lab", False, time.monotonic() - t0, "terminated")
+    except (Terminated, KeyboardInterrupt):
+        result.add("lab", False, time.monotonic() - t0, "interrupted")
         raise
     finally:
         t = time.monotonic()
         result.pids = {p.name: p.pid for p in run.procs.procs}
-        run.remove_run_dir = result.ok
+        run.remove_run_dir = True
+        run.keep_logs = not result.ok
         run.stop()
         result.add("teardown", True, time.monotonic() - t)
     return result

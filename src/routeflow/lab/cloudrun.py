@@ -40,11 +40,12 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routeflow.lab.cloud import CloudLab, RunNames, run_names
+from routeflow.lab.cloud import CloudLab, CloudNode, RunNames, run_names
 from routeflow.lab.ovsnode import OvsNode, Underlay
 from routeflow.lab.poll import poll_until
 from routeflow.lab.procs import ProcessSet
@@ -135,8 +136,10 @@ class CloudRun:
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
     log_level: str = "INFO"
     python: str = sys.executable
-    #: Remove the run directory on stop (logs go with it); lab check keeps it on failure.
+    #: On stop, the run directory (if this run made it) goes; with ``keep_logs`` only
+    #: its ``*.log`` files stay (a failed check's evidence); without either, all stays.
     remove_run_dir: bool = True
+    keep_logs: bool = False
 
     def __post_init__(self) -> None:
         self.names: RunNames = run_names(self.cloud, self.tag)
@@ -195,32 +198,40 @@ class CloudRun:
             self.made_run_dir = True
         t = time.monotonic()
         self.underlay.start()
-        for node in self.cloud.nodes:
-            ovs = OvsNode(
-                self.names.nodes[node.name], os.path.join(self.run_dir, node.name), self.procs
-            )
-            self.nodes[node.name] = ovs
-            ovs.start()
-            ovs.add_underlay(self.underlay, node.tunnel_ip)
-            ovs.add_br_int(
-                local_ip=node.tunnel_ip.split("/")[0], controller=f"tcp:127.0.0.1:{OFP_PORT}"
-            )
-            # The agent starts after the bridge: retry its controller every second at most,
-            # not OVS's default backoff of up to 8 s (this changes no flow).
-            ovs.vsctl("set", "controller", "br-int", "max_backoff=1000")
+        self._start_server()  # its imports take a second: it starts while the nodes do
+        with ThreadPoolExecutor(len(self.cloud.nodes)) as pool:
+            for _ in pool.map(self._start_node, self.cloud.nodes):
+                pass
         self._tunnel_neighbours()
         t = self._step("nodes", t)
-        self._start_server()
+        self._wait_for_api()
         t = self._step("tenant server", t)
         for node in self.cloud.nodes:
             self._start_agent(node.name, node.tunnel_ip.split("/")[0], node.gateway)
         want = {n.name for n in self.cloud.nodes}
-        got = poll_until(lambda: want <= set(self.snapshot().nodes), timeout=30, interval=0.1)
+        got = poll_until(lambda: want <= set(self.snapshot().nodes), timeout=30, interval=0.05)
         if not got.ok:
             self.fail_if_dead()
             have = sorted(self.snapshot().nodes)
             raise CloudFailure(f"node agents did not register within 30 s: {have} of {want}")
         self._step("node agents", t)
+
+    def _start_node(self, node: CloudNode) -> None:
+        """One compute node (run on a thread per node: each has its own ProcessSet,
+        whose daemons are then recorded in the run's too)."""
+        ovs = OvsNode(self.names.nodes[node.name], os.path.join(self.run_dir, node.name))
+        self.nodes[node.name] = ovs
+        try:
+            ovs.start()
+        finally:
+            self.procs.procs.extend(ovs.procs.procs)
+        ovs.add_underlay(self.underlay, node.tunnel_ip)
+        ovs.add_br_int(
+            local_ip=node.tunnel_ip.split("/")[0], controller=f"tcp:127.0.0.1:{OFP_PORT}"
+        )
+        # The agent starts after the bridge: retry its controller every second at most,
+        # not OVS's default backoff of up to 8 s (this changes no flow).
+        ovs.vsctl("set", "controller", "br-int", "max_backoff=1000")
 
     def _tunnel_neighbours(self) -> None:
         """Every peer's tunnel endpoint MAC in each node's OVS tunnel neighbour table.
@@ -253,6 +264,7 @@ class CloudRun:
         ]  # fmt: skip
         self._daemon("tenant-server", argv)
 
+    def _wait_for_api(self) -> None:
         def up() -> bool:
             try:
                 urllib.request.urlopen(self.api_url + "/", timeout=1).read()
@@ -300,6 +312,7 @@ class CloudRun:
     def stop(self) -> None:
         """Stop what this run started, by recorded pid; delete its namespaces (idempotent)."""
         if self._stopped:
+            self._clean_run_dir()  # a second stop may have been told to keep less
             return
         self._stopped = True
         old = {}
@@ -324,7 +337,14 @@ class CloudRun:
             self.procs.stop_all()
         for vm in self.vms.values():  # a VM whose node stop failed
             subprocess.run(["ip", "netns", "delete", vm.ns], capture_output=True, check=False)
-        if self.remove_run_dir and self.made_run_dir:
+        self._clean_run_dir()
+
+    def _clean_run_dir(self) -> None:
+        if not self.made_run_dir or not os.path.isdir(self.run_dir):
+            return
+        if self.keep_logs:
+            prune_to_logs(self.run_dir)
+        elif self.remove_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     # --- the API ------------------------------------------------------------------------
@@ -506,6 +526,18 @@ class CloudRun:
         from routeflow.tenant import ofmsg
 
         return ofmsg.same_flows(self.expected_flows(node, cloud), self.nodes[node].dump_flows())
+
+
+def prune_to_logs(run_dir: str) -> None:
+    """Delete everything under ``run_dir`` but ``*.log`` files (and their directories)."""
+    for top, dirs, files in os.walk(run_dir, topdown=False):
+        for name in files:
+            if not name.endswith(".log"):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(top, name))
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(top, name))  # only if empty
 
 
 @contextlib.contextmanager
