@@ -24,6 +24,10 @@ system() {
     packages+=(systemd)
     # The cloud lab's VMs get their address by DHCP with busybox's udhcpc.
     packages+=(udhcpc)
+    # `routeflow bench tenant` measures OVN as the peer (tests/component/bench): its daemons
+    # run privately per run; the Debian services, if systemd starts them, are neither used
+    # nor touched.
+    packages+=(ovn-central ovn-host)
 
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: run as root (apt-get, network namespaces, Open vSwitch);" \

@@ -368,17 +368,6 @@ def count_by_port(
     return per_port, per_node
 
 
-def cloud_runner() -> Any:
-    """lab/cloudrun.py's CloudRun (the cloud lab runner), or BenchFailure saying it is missing."""
-    import importlib
-
-    try:
-        return importlib.import_module("routeflow.lab.cloudrun").CloudRun
-    except ImportError as exc:
-        msg = f"the cloud lab runner (routeflow.lab.cloudrun) is missing: {exc}"
-        raise BenchFailure(msg) from None
-
-
 class RouteflowSystem(System):
     name = "routeflow"
 
@@ -386,6 +375,7 @@ class RouteflowSystem(System):
         import msgspec
 
         from routeflow.lab.cloud import CloudSpec, validate_cloud
+        from routeflow.lab.cloudrun import CloudRun
 
         spec = msgspec.convert(
             {"nodes": [{"name": n} for n in sc.nodes], "underlay": "198.51.100.0/24"}, CloudSpec
@@ -395,7 +385,7 @@ class RouteflowSystem(System):
         if lab is None or errors:
             raise BenchFailure(f"cloud for the benchmark: {'; '.join(errors)}")
         self.sc = sc
-        self.run = cloud_runner()(lab, run_dir, log_level=log_level, remove_run_dir=False)
+        self.run = CloudRun(lab, run_dir, log_level=log_level, remove_run_dir=False)
         self.networks: dict[str, str] = {}
         self.ports: dict[str, str] = {}  # VM name -> port id
         self.conn: Any = None
@@ -963,11 +953,6 @@ def main_tenant(
                 markup=False,
             )
             return 2
-    try:
-        cloud_runner()
-    except BenchFailure as exc:
-        console.print(f"{exc}", markup=False)
-        return 2
     from routeflow.lab.runner import Terminated
 
     install_signal_handlers()
