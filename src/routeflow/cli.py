@@ -11,6 +11,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from routeflow.web.show import show as show_group
+
 console = Console()
 
 
@@ -593,6 +595,21 @@ def status(
     from routeflow.web.status import main as status_main
 
     sys.exit(status_main(url, run_dir, token, as_json, events, console))
+
+
+# routeflow show associations|routes|fib|flows|controllers|events (web/show.py)
+main.add_command(show_group)
+
+
+@main.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print SHELL's completion script: eval "$(routeflow completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # every choice is one of click's shells
+    click.echo(cls(main, {}, "routeflow", "_ROUTEFLOW_COMPLETE").source())
 
 
 @main.group()

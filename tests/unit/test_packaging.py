@@ -100,6 +100,7 @@ def test_wheel_holds_the_page_the_dissector_and_the_metadata(wheel):
         assert {"routeflow/web/static/index.html", "routeflow/web/static/app.js"} <= names
         assert z.read(f"{data}/wireshark/rfprotocol.lua") == DISSECTOR.read_bytes()
         assert f"{data}/etc/server.yaml" in names
+        assert f"{data}/systemd/routeflow-server.service" in names
         tops = {n.split("/")[0] for n in names}
         assert tops == {"routeflow", f"{dist}.dist-info", f"{dist}.data"}, "only routeflow"
         (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
