@@ -29,6 +29,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,6 +71,9 @@ class ProxySettings:
     relay_links: dict | None = None
     #: Virtual-domain control plane: links mirrored in the virtual switch (vlinks.py).
     virtual_links: list | None = None
+    #: Topology discovery: seconds between link probes (0: off), probes a link may miss.
+    discovery_interval: float = 0.0
+    discovery_misses: int = 3
 
 
 #: Carried out after the lock is released: they may wait on a socket.
@@ -110,6 +114,8 @@ class RFProxy(app_manager.OSKenApp):
             settings.vs_dpid,
             settings.relay_links,
             settings.virtual_links,
+            discovery_interval=settings.discovery_interval,
+            discovery_misses=settings.discovery_misses,
         )
         #: Per physical switch: barrier-paced, bounded writing of flow-mods.
         self._pipes: dict[int, FlowPipe] = {}
@@ -142,6 +148,8 @@ class RFProxy(app_manager.OSKenApp):
         self.link.start()
         if self.settings.stats_interval > 0:
             self._stats_thread = hub.spawn(self._poll_stats)
+        if self.settings.discovery_interval > 0:
+            self._discovery_thread = hub.spawn(self._discover)
         log.info(
             "rfproxy ct_id=%d replica %s, virtual switch dpid=%#x, rfserver %s",
             self.settings.ct_id,
@@ -405,6 +413,15 @@ class RFProxy(app_manager.OSKenApp):
             hub.sleep(self.settings.stats_interval)
             self._handle(self.core.poll_stats)
 
+    def _discover(self) -> None:
+        """Probe the links every discovery interval (the core ages them with this clock)."""
+        while not self._closing.is_set():
+            hub.sleep(self.settings.discovery_interval)
+            try:
+                self._handle(self.core.discovery_tick, time.monotonic())
+            except Exception:  # a switch leaving mid-probe must not end discovery
+                log.exception("link discovery tick failed; continuing")
+
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     @_guarded
     def flow_stats_handler(self, ev):
@@ -444,4 +461,4 @@ class RFProxy(app_manager.OSKenApp):
             frame = bytes(msg.data)
         except (KeyError, TypeError):
             return
-        self._handle(self.core.packet_in, msg.datapath.id, in_port, frame)
+        self._handle(self.core.packet_in, msg.datapath.id, in_port, frame, time.monotonic())

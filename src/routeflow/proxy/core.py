@@ -41,16 +41,25 @@ Theory of operation:
   reconciliation asked for while one streams cancels it and starts when it
   has ended (the switch would be read half-written). A stream writes only
   while ``streaming`` says so (checked by the shell between chunks).
+* Topology discovery (with a ``discovery_interval``): the master probes every
+  up port of every physical switch at each ``discovery_tick`` (probe.py),
+  every switch punts probes (openflow.discovery_flows, part of the desired
+  base flows) and a probe that comes back is a link sighting for the link
+  table (discovery.py). Link changes go to rfserver as DatapathLink; the full
+  table (DatapathLinks) goes after a new rfserver session or mastership, once
+  probing has run for a hold time (so a restarted rfproxy does not wipe links
+  it simply has not seen yet). LLDP from a physical switch is never relayed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from routeflow.proxy import discovery, probe, reconcile
 from routeflow.proxy import openflow as of
-from routeflow.proxy import reconcile
 from routeflow.proxy.actions import (
     Action,
     Barrier,
@@ -116,10 +125,21 @@ class ProxyCore:
         vs_dpid: int,
         relay_links: dict[int, RelayLink] | None = None,
         virtual_links: list[VirtualLink] | None = None,
+        *,
+        discovery_interval: float = 0.0,
+        discovery_misses: int = discovery.DEFAULT_MISSES,
     ) -> None:
         self.ct_id = ct_id
         #: Virtual-domain control plane: switch links mirrored between VM ports (vlinks.py).
         self.vlinks = VirtualLinks(virtual_links or ())
+        #: Seconds between link probes (0: no topology discovery); see discovery.py.
+        self.discovery_interval = discovery_interval
+        hold = (discovery_interval or discovery.DEFAULT_INTERVAL) * discovery_misses
+        self.links = discovery.LinkTable(hold)
+        #: When this replica started probing as master (None: not probing).
+        self._probing_since: float | None = None
+        #: rfserver is owed the full link table (new session, or new master).
+        self._links_owed = False
         #: Datapath relay: dp_id -> its link to the virtual switch (absent: packet-in relay).
         self.relay_links = dict(relay_links or {})
         self.replica = replica
@@ -170,6 +190,7 @@ class ProxyCore:
             p.ControllerRegister(ct_id=self.ct_id, replica=self.replica, ct_role=self.role)
         ]
         self.synced = False
+        self._links_owed = True  # sent by the next discovery_tick that may
         for dp_id in self._physical():
             msgs.extend(self._st(dp_id).ports.values())
         return msgs
@@ -256,6 +277,10 @@ class ProxyCore:
             # Never write again; a full state (Resync) comes with mastership.
             self.synced = False
             self.reads.clear()
+            self.links.clear()  # a slave neither probes nor speaks for the links
+            self._probing_since = None
+        elif before != p.MASTER:
+            self._links_owed = True
         dps = self._physical()
         out: list[Action] = [SendRole(dp_id, self.is_master, self.generation) for dp_id in dps]
         reports: list[p.Message] = []
@@ -335,6 +360,7 @@ class ProxyCore:
             *unrelayed,
             warning("switch %#x left", dp_id),
             ClosePipe(dp_id),
+            *self._link_changes(self.links.switch_left(dp_id)),
         ]
         if self.is_master:
             out.append(ToServer((p.DatapathDown(ct_id=self.ct_id, dp_id=dp_id),)))
@@ -376,13 +402,18 @@ class ProxyCore:
             )
         if self.is_master:
             out.append(ToServer(tuple(msgs + changed)))
+        if not up:
+            out += self._link_changes(self.links.port_down((dp_id, port.port_no)))
         return out
 
-    def packet_in(self, dp_id: int, in_port: int, frame: bytes) -> list[Action]:
+    def packet_in(self, dp_id: int, in_port: int, frame: bytes, now: float = 0.0) -> list[Action]:
+        """A frame a switch sent to the controller (``now``: for a link probe's sighting)."""
         if not self.is_master:
             # The virtual switch hands its frames to every replica: only
             # the master relays (and a slave's switches send it nothing).
             return []
+        if dp_id != self.vs_dpid and _is_lldp(frame):
+            return self._probe_in(dp_id, in_port, frame, now)
         decision = self.relay.decide(dp_id, in_port, frame)
         if isinstance(decision, SendTo):
             if decision.dp_id not in self.switches:
@@ -480,6 +511,8 @@ class ProxyCore:
         dp_id = stream.dp_id
         st = self._st(dp_id)
         specs = list(of.base_flows())
+        if self.discovery_interval > 0:
+            specs += of.discovery_flows()
         for dp_port, mac in st.router_ports.items():
             specs.extend(self._port_flows(dp_id, dp_port, mac))
         desired = reconcile.desired_flows(specs, st.fib.values())
@@ -545,6 +578,56 @@ class ProxyCore:
         del self.reads[dp_id]
         stream = self.streams[dp_id] = Stream(dp_id, read.conn)
         return [StartStream(stream, read)]
+
+    # --- topology discovery -----------------------------------------------------------
+
+    def discovery_tick(self, now: float) -> list[Action]:
+        """Time to probe: age the link table, probe every up port, send what rfserver is owed."""
+        if self.discovery_interval <= 0 or not self.is_master:
+            return []
+        if self._probing_since is None:
+            self._probing_since = now
+        out = self._link_changes(self.links.tick(now))
+        ttl = math.ceil(self.links.hold)
+        for dp_id in self._physical():
+            st = self._st(dp_id)
+            for port_no, reg in sorted(st.ports.items()):
+                if st.link_up.get(port_no, True):
+                    frame = probe.build_probe(dp_id, port_no, reg.hwaddress or _NO_MAC, ttl)
+                    out.append(PacketOut(dp_id, port_no, frame))
+        if self._links_owed and now >= self._probing_since + self.links.hold:
+            self._links_owed = False
+            table = [_ends(link) for link in self.links.links()]
+            out.append(ToServer((p.DatapathLinks(ct_id=self.ct_id, links=table),)))
+        return out
+
+    def _probe_in(self, dp_id: int, in_port: int, frame: bytes, now: float) -> list[Action]:
+        """LLDP from a physical switch: a sighting if it is a probe; never relayed."""
+        if self.discovery_interval <= 0 or self._is_relay_port(dp_id, in_port):
+            return []
+        try:
+            src_dp, src_port, _ttl = probe.parse_probe(frame)
+        except probe.ProbeError as exc:
+            return [debug("LLDP from %#x port %d is not a probe: %s", dp_id, in_port, exc)]
+        return self._link_changes(self.links.seen((src_dp, src_port), (dp_id, in_port), now))
+
+    def _link_changes(self, changes: list[discovery.Change]) -> list[Action]:
+        """The link table's changes as notices, and reports for rfserver (master only)."""
+        out: list[Action] = []
+        msgs: list[p.Message] = []
+        for c in changes:
+            (sd, sp), (dd, dport) = c.link.src, c.link.dst
+            if isinstance(c, discovery.LinkUp):
+                out.append(info("link %#x:%d -> %#x:%d up", sd, sp, dd, dport))
+                msgs.append(p.DatapathLink(ct_id=self.ct_id, link=_ends(c.link), up=True))
+            else:
+                out.append(info("link %#x:%d -> %#x:%d down (%s)", sd, sp, dd, dport, c.reason))
+                msgs.append(
+                    p.DatapathLink(ct_id=self.ct_id, link=_ends(c.link), up=False, reason=c.reason)
+                )
+        if msgs and self.is_master:
+            out.append(ToServer(tuple(msgs)))
+        return out
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -642,3 +725,20 @@ class ProxyCore:
         if not report:
             return []
         return [p.DatapathPortStatus(ct_id=self.ct_id, dp_id=dp_id, dp_port=dp_port, up=up)]
+
+
+#: A probe needs a source MAC; a port that reported none sends from this one.
+_NO_MAC = "02:00:00:00:00:00"
+
+
+def _is_lldp(frame: bytes) -> bool:
+    """LLDP, tagged or not (a switch may punt a probe with the VLAN tag of its port)."""
+    kind = frame[12:14]
+    if kind == b"\x81\x00":
+        kind = frame[16:18]
+    return kind == b"\x88\xcc"
+
+
+def _ends(link: discovery.Link) -> p.LinkEnds:
+    (sd, sp), (dd, dport) = link.src, link.dst
+    return p.LinkEnds(src_dp_id=sd, src_port=sp, dst_dp_id=dd, dst_port=dport)

@@ -137,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
         "of their ends in the virtual switch, one a line, DPID:PORT DPID:PORT",
     )
     parser.add_argument(
+        "--discovery-interval",
+        type=float,
+        default=1.0,
+        help="topology discovery: seconds between LLDP link probes on every switch port (0: off)",
+    )
+    parser.add_argument(
+        "--discovery-misses",
+        type=_int,
+        default=3,
+        help="probes a discovered link may miss before it is declared down",
+    )
+    parser.add_argument(
         "--secret-file", help="shared secret (mode 0600) to answer rfserver's challenge"
     )
     tls.add_arguments(parser)
@@ -164,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.relay == "datapath" and not relay_links:
             raise ValueError("--relay datapath needs --relay-links")
         virtual_links = _virtual_links(args.virtual_links)
+        if args.discovery_interval < 0 or args.discovery_misses < 1:
+            raise ValueError("--discovery-interval must be >= 0 and --discovery-misses >= 1")
         secret, ssl_context = peer_credentials(args, server=False)
     except ValueError as exc:
         print(f"rfproxy: {exc}", file=sys.stderr)
@@ -188,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         ssl_context=ssl_context,
         relay_links=relay_links,
         virtual_links=virtual_links,
+        discovery_interval=args.discovery_interval,
+        discovery_misses=args.discovery_misses,
     )
     if relay_links:
         logging.getLogger("routeflow.proxy").info("datapath relay on %d switches", len(relay_links))

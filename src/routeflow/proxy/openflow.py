@@ -24,6 +24,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 
+from routeflow.proxy.probe import ETH_TYPE_LLDP
 from routeflow.rflib.mapping import MAPPING_ETHERTYPE
 from routeflow.rflib.protocol import Bucket, FibEntry, NextHopMod, RouteKind
 
@@ -54,6 +55,7 @@ class Kind:
     VS = 5
     RELAY = 6  # datapath relay: a router port's frames to and from its relay link
     VLINK = 7  # virtual-domain control plane: VM port to VM port (proxy/vlinks.py)
+    DISCOVERY = 8  # topology discovery: link probes (LLDP) to the controller
 
 
 def cookie(kind: int, detail: int = 0) -> int:
@@ -171,6 +173,27 @@ def base_flows() -> list[FlowSpec]:
     return [
         FlowSpec(TABLE_CLASSIFIER, PRIO_MISS, (), (), c),
         FlowSpec(TABLE_FIB, PRIO_MISS, (), (), c),
+    ]
+
+
+#: Link probes beat every other classifier flow: a probe is never admitted, relayed or dropped.
+PRIO_DISCOVERY = 500
+
+
+def discovery_flows() -> list[FlowSpec]:
+    """Every LLDP frame a physical switch receives goes to the controller (proxy/discovery.py).
+
+    LLDP's nearest-bridge group is never forwarded by a bridge, so what arrives
+    came over one link; rfproxy reads it and never relays it to a VM.
+    """
+    return [
+        FlowSpec(
+            TABLE_CLASSIFIER,
+            PRIO_DISCOVERY,
+            (("eth_type", ETH_TYPE_LLDP),),
+            (ToController(),),
+            cookie(Kind.DISCOVERY),
+        )
     ]
 
 

@@ -310,6 +310,40 @@ class DatapathStats(Message, frozen=True):
     relay_dropped: int = 0
 
 
+# --- topology discovery: rfproxy -> rfserver ----------------------------------
+
+
+class LinkEnds(Message, frozen=True):
+    """A directed switch-to-switch link: rfproxy's probes sent out of the source
+    port arrive at the destination port (see proxy/discovery.py)."""
+
+    src_dp_id: int
+    src_port: int
+    dst_dp_id: int
+    dst_port: int
+
+
+class DatapathLink(Message, frozen=True):
+    """A discovered link came up or went down (one direction; the other is its own).
+
+    ``reason`` says why it went down: "aged" (probes stopped arriving), "port
+    down", "switch left", "replaced" (another neighbour answers at the port).
+    """
+
+    ct_id: int
+    link: LinkEnds
+    up: bool
+    reason: str = ""
+
+
+class DatapathLinks(Message, frozen=True):
+    """Every link the switches of ``ct_id`` hear now: the full table, after a
+    new rfserver session or mastership (rfserver drops the others of ct_id)."""
+
+    ct_id: int
+    links: list[LinkEnds] = []
+
+
 # --- tenant nodes (routeflow tenant server <-> node agents) ------------------
 
 
@@ -367,6 +401,8 @@ AnyMessage = (
     | NextHopMod
     | FibMod
     | DatapathStats
+    | DatapathLink
+    | DatapathLinks
     | NodeHello
     | TenantChanges
     | NodeBinding

@@ -84,6 +84,7 @@ EXPECTED = {
     (0, 200, f"in_port=1,dl_dst={ROUTER_MAC}", "goto_table:1"),
     (0, 0, "", "drop"),
     (1, 0, "", "drop"),
+    (0, 500, "dl_type=0x88cc", "CONTROLLER:65535"),  # link probes (topology discovery)
 }
 
 _FLOW = re.compile(
