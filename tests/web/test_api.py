@@ -363,3 +363,37 @@ def test_the_status_file_and_the_api_show_one_view(live, client):
     assert summary["fib_entries"] == sum(status["fib_entries"].values())
     assert summary["routes"] == sum(status["routes"].values())
     assert summary["clients"] == len(status["clients"])
+
+
+def test_discovered_links_show_in_the_api_the_graph_and_the_metrics(live, client):
+    """Links rfproxy discovered: /api/links, the summary, the drawn edge marked, a new edge."""
+    from routeflow.rflib import protocol as p
+
+    def ends(sd, sp, dd, dport):
+        return p.LinkEnds(src_dp_id=sd, src_port=sp, dst_dp_id=dd, dst_port=dport)
+
+    drawn = [ends(5, 2, 6, 1), ends(6, 1, 5, 2)]  # the topology file's A-B link, both ways
+    new = [ends(5, 3, 6, 4)]  # one way only, not drawn
+    topo = live.server.topology
+    topo.table(p.DatapathLinks(ct_id=1, links=drawn + new), 100.0)
+    try:
+        rows = client.get("/api/links").json()
+        assert [(r["src_dp_id"], r["src_port"], r["reverse"]) for r in rows] == [
+            ("0x5", 2, True),
+            ("0x5", 3, False),
+            ("0x6", 1, True),
+        ]
+        assert rows[0]["src_port_name"] == "s1-eth2" and rows[0]["confirmed"]
+        assert client.get("/api/summary").json()["links"] == 2
+        edges = [e for e in client.get("/api/topology").json()["edges"] if e["kind"] == "link"]
+        by_port = {(e["source_port"], e["target_port"]): e for e in edges}
+        assert by_port[(2, 1)]["discovered"] == "both"
+        assert by_port[(3, 4)]["discovered"] == "one-way"
+        assert by_port[(3, 4)]["state"] == "one-way"
+        metrics = client.get("/metrics").text
+        assert 'routeflow_discovered_links{confirmed="true",ct_id="1"} 3.0' in metrics
+        status = client.get("/api/status").json()
+        assert len(status["links"]) == 3 and status["links"][0]["src_dp_id"] == 5
+    finally:
+        topo.table(p.DatapathLinks(ct_id=1, links=[]), 101.0)
+    assert client.get("/api/links").json() == []

@@ -27,6 +27,7 @@ from routeflow.rflib import auth, ipc
 from routeflow.rflib import protocol as p
 from routeflow.rflib.store import StateStore, StoreClosedError
 from routeflow.rflib.types import AssociationEntry, ConfigEntry, EntryState
+from routeflow.server import discovered
 from routeflow.server.association import (
     AssociationTable,
     ClientDown,
@@ -54,6 +55,7 @@ from routeflow.server.sessions import (
     Resynced,
     SetNeighbours,
     StatsSeen,
+    TopologyReport,
     ToTable,
     VmPortSeen,
     awaiting_resync,
@@ -131,6 +133,11 @@ class RFServer:
         #: what a full-state dump waiting for VMs' resyncs waits on.
         self._news = asyncio.Event()
         self.links = LinkStates()
+        #: Switch-to-switch links rfproxy discovered (server.discovered), kept in the store.
+        stored, unreadable = discovered.from_records(store.kv_items(discovered.RECORD_PREFIX))
+        for name in unreadable:
+            log.warning("ignoring unreadable discovered link record %r", name)
+        self.topology = discovered.Topology(stored)
         self._background: set[asyncio.Future] = set()
         self.status_path = status_path
         self.client_grace = client_grace
@@ -181,6 +188,7 @@ class RFServer:
             DatapathLeft: self._datapath_left,
             StatsSeen: self._stats_seen,
             LinkReport: self._link_report,
+            TopologyReport: self._topology_report,
             NotMaster: self._not_master,
             Refused: self._refused,
         }
@@ -432,6 +440,7 @@ class RFServer:
             del self.dp_ports[key]
         self.stats.pop((a.ct_id, a.dp_id), None)
         self.event("switch", f"switch {a.dp_id:#x} left controller {a.ct_id}", logging.WARNING)
+        self._topology_changed(self.topology.switch_left(a.ct_id, a.dp_id))
 
     async def _stats_seen(self, a: StatsSeen) -> None:
         self.stats[(a.stats.ct_id, a.stats.dp_id)] = (time.time(), a.stats)
@@ -439,6 +448,43 @@ class RFServer:
 
     async def _link_report(self, a: LinkReport) -> None:
         await self._apply(self.links.update(a.status, self.table))
+
+    async def _topology_report(self, a: TopologyReport) -> None:
+        r = a.report
+        now = time.time()
+        if isinstance(r, p.DatapathLink):
+            self._topology_changed(self.topology.link(r, now))
+        else:
+            self._topology_changed(self.topology.table(r, now))
+
+    #: More link changes than this at once are one event, not one each.
+    LINK_EVENTS_MAX = 8
+
+    def _topology_changed(self, actions: list[discovered.Action]) -> None:
+        """Persist the discovered topology's changes; tell the operator."""
+        if not actions:
+            return
+        self._persist("discovered links", self.store.kv_put_many, discovered.records(actions))
+        added = sum(1 for a in actions if isinstance(a, discovered.LinkAdded))
+        self.counters["links_added"] += added
+        self.counters["links_removed"] += len(actions) - added
+        if len(actions) > self.LINK_EVENTS_MAX:
+            self.event(
+                "topology",
+                f"discovered links: {added} up, {len(actions) - added} down; "
+                f"{len(self.topology)} known",
+            )
+        for a in actions if len(actions) <= self.LINK_EVENTS_MAX else ():
+            e = a.link.ends
+            text = (
+                f"link {e.src_dp_id:#x}:{e.src_port} -> {e.dst_dp_id:#x}:{e.dst_port} "
+                f"(controller {a.link.ct_id}) "
+            )
+            if isinstance(a, discovered.LinkAdded):
+                self.event("topology", text + "up")
+            else:
+                self.event("topology", text + f"down: {a.reason}", logging.WARNING)
+        self._write_status()
 
     async def _not_master(self, a: NotMaster) -> None:
         self.counters["rx_ignored_not_master"] += 1

@@ -32,6 +32,9 @@ A controller session (one rfproxy replica of controller ``ct_id``):
     a ``DatapathDown`` forgets the switch (``DatapathLeft``: its ports and
     stats); then these and ``VirtualPlaneMap`` go to the association table.
 11. Anything else from a controller is refused with a reason.
+12. ``DatapathLink`` and ``DatapathLinks`` (discovered links) go to the
+    discovered topology (``TopologyReport``); about another controller, or
+    with a field out of range, they are refused naming the field.
 
 Link states are server-wide, kept by ``server.links.LinkStates``.
 """
@@ -44,6 +47,7 @@ import msgspec
 
 from routeflow.rflib import protocol as p
 from routeflow.server.association import AssociationTable
+from routeflow.server.discovered import check_message
 
 __all__ = [
     "AddRoutes",
@@ -61,6 +65,7 @@ __all__ = [
     "SetNeighbours",
     "StatsSeen",
     "ToTable",
+    "TopologyReport",
     "VmPortSeen",
     "awaiting_resync",
 ]
@@ -152,6 +157,12 @@ class LinkReport(msgspec.Struct, frozen=True):
     status: p.DatapathPortStatus
 
 
+class TopologyReport(msgspec.Struct, frozen=True):
+    """Discovered links as the master reported them (see server.discovered)."""
+
+    report: p.DatapathLink | p.DatapathLinks
+
+
 Action = (
     AddRoutes
     | DeleteRoutes
@@ -167,6 +178,7 @@ Action = (
     | NotMaster
     | Refused
     | LinkReport
+    | TopologyReport
 )
 
 
@@ -244,6 +256,8 @@ class ControllerSession:
             p.DatapathPortRegister: self._port_register,
             p.DatapathDown: self._datapath_down,
             p.VirtualPlaneMap: self._virtual_plane_map,
+            p.DatapathLink: self._topology,
+            p.DatapathLinks: self._topology,
         }
 
     def handle(self, msg: p.Message, *, is_master: bool) -> list[Action]:
@@ -273,6 +287,14 @@ class ControllerSession:
         if msg.ct_id != self.ct_id:
             return self._foreign(msg.ct_id)
         return [DatapathLeft(msg.ct_id, msg.dp_id), ToTable(msg)]
+
+    def _topology(self, msg: p.DatapathLink | p.DatapathLinks) -> list[Action]:
+        if msg.ct_id != self.ct_id:
+            return self._foreign(msg.ct_id)
+        why = check_message(msg)
+        if why is not None:
+            return [Refused(f"controller {self.ct_id}: bad {type(msg).__name__}: {why}")]
+        return [TopologyReport(msg)]
 
     def _virtual_plane_map(self, msg: p.VirtualPlaneMap) -> list[Action]:
         return [ToTable(msg)]  # names a VM port, no controller: the table checks it

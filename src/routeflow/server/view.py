@@ -87,6 +87,21 @@ class ControllerView(msgspec.Struct, frozen=True, kw_only=True):
     replicas: dict[str, str]
 
 
+class LinkView(msgspec.Struct, frozen=True, kw_only=True):
+    """A discovered switch-to-switch link, one direction (server.discovered)."""
+
+    src_dp_id: int
+    src_port: int
+    dst_dp_id: int
+    dst_port: int
+    ct_id: int
+    since: float
+    #: Reported by its controller since this server started (else: from the store).
+    confirmed: bool
+    src_port_name: str
+    dst_port_name: str
+
+
 class OperatorView(msgspec.Struct, frozen=True, kw_only=True):
     pid: int
     time: float
@@ -112,6 +127,8 @@ class OperatorView(msgspec.Struct, frozen=True, kw_only=True):
     reconnects: dict[str, int]
     #: Recent notable events (time, kind, text), oldest first.
     events: list[tuple[float, str, str]]
+    #: Discovered switch-to-switch links, one direction each.
+    links: list[LinkView] = []
 
 
 def operator_view(server: RFServer) -> OperatorView:
@@ -245,6 +262,8 @@ def operator_view(server: RFServer) -> OperatorView:
             sessions[kind] += n
             reconnects[kind] += max(0, n - 1)
 
+    # A link's ends may be under two controllers: port names by (dp_id, port).
+    port_names = {(dp, port): reg.name for (_ct, dp, port), reg in server.dp_ports.items()}
     return OperatorView(
         pid=os.getpid(),
         time=time.time(),
@@ -264,6 +283,20 @@ def operator_view(server: RFServer) -> OperatorView:
         sessions=sessions,
         reconnects=reconnects,
         events=list(server.events),
+        links=[
+            LinkView(
+                src_dp_id=k.ends.src_dp_id,
+                src_port=k.ends.src_port,
+                dst_dp_id=k.ends.dst_dp_id,
+                dst_port=k.ends.dst_port,
+                ct_id=k.ct_id,
+                since=k.since,
+                confirmed=k.confirmed,
+                src_port_name=port_names.get((k.ends.src_dp_id, k.ends.src_port), ""),
+                dst_port_name=port_names.get((k.ends.dst_dp_id, k.ends.dst_port), ""),
+            )
+            for k in server.topology.links()
+        ],
     )
 
 
@@ -338,4 +371,16 @@ def status_document(v: OperatorView) -> dict[str, Any]:
             }
             for s in v.stats
         },
+        "links": [
+            {
+                "src_dp_id": link.src_dp_id,
+                "src_port": link.src_port,
+                "dst_dp_id": link.dst_dp_id,
+                "dst_port": link.dst_port,
+                "ct_id": link.ct_id,
+                "since": link.since,
+                "confirmed": link.confirmed,
+            }
+            for link in v.links
+        ],
     }

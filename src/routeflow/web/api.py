@@ -168,6 +168,24 @@ class ControllerOut(BaseModel):
     generation: int = 0
 
 
+class LinkOut(BaseModel):
+    """A switch-to-switch link rfproxy discovered, one direction (its probes src -> dst)."""
+
+    src_dp_id: str
+    src_port: int
+    src_port_name: str
+    dst_dp_id: str
+    dst_port: int
+    dst_port_name: str
+    #: The controller that heard it (the destination switch's).
+    ct_id: int
+    since: float
+    #: Reported since rfserver started (else: remembered from the state store).
+    confirmed: bool
+    #: The opposite direction is discovered too.
+    reverse: bool
+
+
 class EventOut(BaseModel):
     time: float
     kind: str
@@ -197,6 +215,8 @@ class Summary(BaseModel):
     messages_received: int
     messages_sent: int
     reconnects: dict[str, int]
+    #: Discovered switch-to-switch links (cables: both directions count once).
+    links: int = 0
 
 
 class GraphNode(BaseModel):
@@ -434,6 +454,10 @@ def create_app(
     @app.get("/api/controllers", tags=["state"], summary="Controllers (rfproxy instances)")
     def controllers() -> list[ControllerOut]:
         return [ControllerOut(**c) for c in views.controllers(operator_view(server))]
+
+    @app.get("/api/links", tags=["switches"], summary="Discovered switch-to-switch links")
+    def links() -> list[LinkOut]:
+        return [LinkOut(**row) for row in views.links(operator_view(server))]
 
     @app.get("/api/events", tags=["state"], summary="Recent events, oldest first")
     def events(

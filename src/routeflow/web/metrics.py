@@ -148,6 +148,19 @@ class RouteflowCollector:
                 relay.add_metric([str(ct), direction], n)
         yield relay
 
+        links = GaugeMetricFamily(
+            "routeflow_discovered_links",
+            "Switch-to-switch links rfproxy discovered, one per direction "
+            "(confirmed: reported since rfserver started)",
+            labels=["ct_id", "confirmed"],
+        )
+        per_ct: dict[tuple[str, str], int] = defaultdict(int)
+        for link in v.links:
+            per_ct[(str(link.ct_id), str(link.confirmed).lower())] += 1
+        for labels, n in sorted(per_ct.items()):
+            links.add_metric(list(labels), n)
+        yield links
+
         yield GaugeMetricFamily(
             "routeflow_server_start_time_seconds",
             "When rfserver started (unix time)",

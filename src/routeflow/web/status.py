@@ -76,6 +76,7 @@ def collect(base: str, token: str | None = None, events: int = 10) -> dict[str, 
         "flows": fetch(base, "/api/flows", token),
         "controllers": fetch(base, "/api/controllers", token),
         "events": fetch(base, f"/api/events?limit={events}", token),
+        "links": fetch(base, "/api/links", token),
     }
 
 
@@ -103,7 +104,8 @@ def render(console: Console, data: dict[str, Any], base: str) -> None:
         f"associations active {by_state.get('active', 0)}/{s['associations']}  "
         f"routes {s['routes']}  FIB {s['fib_entries']}  next hops {s['nexthops']}  "
         f"flow packets {s['flow_packets']}  "
-        f"relayed to VMs/switches {s['relayed_to_vm']}/{s['relayed_to_dp']}"
+        f"relayed to VMs/switches {s['relayed_to_vm']}/{s['relayed_to_dp']}  "
+        f"links {s.get('links', 0)}"
     )
 
     t = Table(title="associations", title_justify="left")
@@ -161,6 +163,24 @@ def render(console: Console, data: dict[str, Any], base: str) -> None:
             _ago(c["last_stats_time"]),
         )
     console.print(t)
+
+    if data.get("links"):
+        t = Table(title="discovered links", title_justify="left")
+        for col in ("from", "port", "name", "to", "port", "name", "both ways", "ct", "since"):
+            t.add_column(col)
+        for k in data["links"]:
+            t.add_row(
+                k["src_dp_id"],
+                str(k["src_port"]),
+                k["src_port_name"],
+                k["dst_dp_id"],
+                str(k["dst_port"]),
+                k["dst_port_name"],
+                "yes" if k["reverse"] else _state("idle_client", "one-way"),
+                str(k["ct_id"]),
+                _ago(k["since"]) if k["confirmed"] else _state("idle_client", "stored"),
+            )
+        console.print(t)
 
     t = Table(title="recent events", title_justify="left")
     t.add_column("time")

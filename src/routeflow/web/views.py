@@ -360,6 +360,35 @@ def events(v: OperatorView, limit: int = 100, kind: str | None = None) -> list[d
     return [{"time": t, "kind": k, "text": text} for t, k, text in items[-limit:]]
 
 
+def links(v: OperatorView) -> list[dict[str, Any]]:
+    """Discovered links, one row per direction; ``reverse``: the other direction is up too."""
+    have = {(k.src_dp_id, k.src_port, k.dst_dp_id, k.dst_port) for k in v.links}
+    return [
+        {
+            "src_dp_id": hexid(k.src_dp_id),
+            "src_port": k.src_port,
+            "src_port_name": k.src_port_name,
+            "dst_dp_id": hexid(k.dst_dp_id),
+            "dst_port": k.dst_port,
+            "dst_port_name": k.dst_port_name,
+            "ct_id": k.ct_id,
+            "since": k.since,
+            "confirmed": k.confirmed,
+            "reverse": (k.dst_dp_id, k.dst_port, k.src_dp_id, k.src_port) in have,
+        }
+        for k in v.links
+    ]
+
+
+def _cables(v: OperatorView) -> dict[tuple[tuple[int, int], tuple[int, int]], int]:
+    """Discovered links as cables: (lower end, higher end) -> directions seen (1 or 2)."""
+    out: dict[tuple[tuple[int, int], tuple[int, int]], int] = defaultdict(int)
+    for k in v.links:
+        a, b = sorted([(k.src_dp_id, k.src_port), (k.dst_dp_id, k.dst_port)])
+        out[(a, b)] += 1
+    return out
+
+
 # --- counters ---------------------------------------------------------------------------
 
 
@@ -410,6 +439,7 @@ def summary(v: OperatorView, topology: dict | None = None) -> dict[str, Any]:
         "messages_received": sum(v.received.values()),
         "messages_sent": sum(v.sent.values()),
         "reconnects": dict(v.reconnects),
+        "links": len(_cables(v)),
     }
 
 
@@ -429,6 +459,7 @@ def topology(v: OperatorView, base: dict | None = None) -> dict[str, Any]:
     ``state`` from the live data.
     """
     base = base or {}
+    cables = _cables(v)  # before ``v`` is reused below
     nodes: dict[str, dict[str, Any]] = {}
     for n in base.get("nodes", []):
         nodes[n["id"]] = {**n}
@@ -517,6 +548,7 @@ def topology(v: OperatorView, base: dict | None = None) -> dict[str, Any]:
             host = nodes.get(e["source"])
             if host is not None:
                 host["state"] = e["state"]
+    _discovered_edges(cables, nodes, edges)
     # Drop edges whose ends are unknown (a topology file that names nothing live).
     edges = [e for e in edges if e["source"] in nodes and e["target"] in nodes]
     return {
@@ -524,6 +556,48 @@ def topology(v: OperatorView, base: dict | None = None) -> dict[str, Any]:
         "nodes": sorted(nodes.values(), key=lambda n: (n["kind"], n["id"])),
         "edges": edges,
     }
+
+
+def _discovered_edges(found: dict, nodes: dict, edges: list[dict[str, Any]]) -> None:
+    """Mark the drawn links rfproxy discovered; add the ones nobody drew.
+
+    ``discovered``: "both" (both directions heard), "one-way", or "no" (drawn,
+    not discovered, while discovery found other links).
+    """
+    cables: dict[Any, int] = dict(found)
+    if not cables:
+        return
+    dp_of = {nid: n.get("dp_id") for nid, n in nodes.items() if n.get("kind") == "switch"}
+    for e in edges:
+        if e.get("kind") != "link":
+            continue
+        a = (_dp_int(dp_of.get(e["source"])), e.get("source_port"))
+        b = (_dp_int(dp_of.get(e["target"])), e.get("target_port"))
+        seen = cables.pop((a, b), 0) or cables.pop((b, a), 0)
+        e["discovered"] = {0: "no", 1: "one-way", 2: "both"}[min(seen, 2)]
+    for ((da, pa), (db, pb)), seen in sorted(cables.items()):
+        src, dst = switch_node_id(da), switch_node_id(db)
+        for nid in (src, dst):
+            nodes.setdefault(nid, {"id": nid, "kind": "switch", "label": nid[3:], "state": "down"})
+        edges.append(
+            {
+                "id": f"lldp-{src}:{pa}-{dst}:{pb}",
+                "source": src,
+                "target": dst,
+                "kind": "link",
+                "source_port": pa,
+                "target_port": pb,
+                "discovered": "both" if seen >= 2 else "one-way",
+                "state": "up" if seen >= 2 else "one-way",
+            }
+        )
+
+
+def _dp_int(text: str | None) -> int | None:
+    try:
+        return None if text is None else parse_id(text)
+    except ValueError:
+        return None
 
 
 #: Routes the live page lists (it is re-sent on every change; a full table

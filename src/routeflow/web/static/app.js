@@ -68,6 +68,9 @@ function graphStyle() {
     { selector: 'edge[kind = "link"]', style: { width: 3, "line-color": "#4a5a6a" } },
     { selector: 'edge[kind = "link"][state = "down"]', style: {
         "line-color": STATE_COLOURS.down, "line-style": "dashed" } },
+    { selector: 'edge[kind = "link"][state = "one-way"]', style: {
+        "line-color": STATE_COLOURS.idle_client, "line-style": "dotted" } },
+    { selector: 'edge[kind = "link"][discovered = "no"]', style: { "line-style": "dotted" } },
     { selector: 'edge[kind = "host"]', style: { width: 1.5, "line-color": "#aaa" } },
     { selector: 'edge[kind = "host"][state = "down"]', style: {
         "line-color": STATE_COLOURS.down, "line-style": "dashed" } },
