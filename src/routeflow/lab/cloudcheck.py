@@ -125,9 +125,7 @@ def stages(run: CloudRun, result: CloudCheckResult, timeout: float) -> None:
 
 def _plug(run: CloudRun, result: CheckResult, conn: Any, ports: dict, timeout: float) -> bool:
     t = time.monotonic()
-    for tenant in run.cloud.tenants:
-        for vm in tenant.vms:
-            run.plug(vm.name, vm.node, ports[vm.name])
+    run.plug_many([(vm.name, vm.node, ports[vm.name]) for x in run.cloud.tenants for vm in x.vms])
 
     def down() -> list[str]:
         return sorted(

@@ -151,6 +151,8 @@ class CloudRun:
         self.api_port = 0
         self.made_run_dir = False
         self._stopped = False
+        self._lock = threading.Lock()
+        self._vm_seq = 0
         #: Bring-up steps: (name, seconds), in order.
         self.timings: list[tuple[str, float]] = []
 
@@ -204,21 +206,51 @@ class CloudRun:
                 pass
         self._tunnel_neighbours()
         t = self._step("nodes", t)
-        self._wait_for_api()
-        t = self._step("tenant server", t)
+        # The agents start before br-int exists: OVS would otherwise try their port while
+        # they import, back off (1, 2, 4 s; max_backoff did not shorten it) and connect
+        # seconds late. br-int is made, with its controller, once its agent listens.
         for node in self.cloud.nodes:
             self._start_agent(node.name, node.tunnel_ip.split("/")[0], node.gateway)
+        self._wait_for_api()
+        t = self._step("tenant server", t)
         want = {n.name for n in self.cloud.nodes}
+        waiting = dict(self.nodes)
+        deadline = time.monotonic() + 30
+        while waiting:
+            for name, ovs in list(waiting.items()):
+                if self._listening(ovs):
+                    local_ip = self.cloud_node(name).tunnel_ip.split("/")[0]
+                    ovs.add_br_int(local_ip=local_ip, controller=f"tcp:127.0.0.1:{OFP_PORT}")
+                    del waiting[name]
+            if waiting and time.monotonic() > deadline:
+                self.fail_if_dead()
+                raise CloudFailure(f"no agent listens on {', '.join(waiting)} after 30 s")
+            time.sleep(0.05 if waiting else 0)
         got = poll_until(lambda: want <= set(self.snapshot().nodes), timeout=30, interval=0.05)
         if not got.ok:
             self.fail_if_dead()
             have = sorted(self.snapshot().nodes)
             raise CloudFailure(f"node agents did not register within 30 s: {have} of {want}")
+
+        def unconnected() -> list[str]:
+            # The agent's own word (OVSDB's Controller:is_connected lags by seconds).
+            return [name for name in self.nodes if "switch holds" not in self._agent_log(name)]
+
+        if not poll_until(lambda: not unconnected(), timeout=30, interval=0.05).ok:
+            self.fail_if_dead()
+            raise CloudFailure(f"br-int of {', '.join(unconnected())} has no agent after 30 s")
         self._step("node agents", t)
 
+    def cloud_node(self, name: str) -> CloudNode:
+        return next(n for n in self.cloud.nodes if n.name == name)
+
+    def _listening(self, ovs: OvsNode) -> bool:
+        out = ovs.exec("ss", "-Hltn", f"sport = :{OFP_PORT}", check=False)
+        return bool(out.strip())
+
     def _start_node(self, node: CloudNode) -> None:
-        """One compute node (run on a thread per node: each has its own ProcessSet,
-        whose daemons are then recorded in the run's too)."""
+        """One compute node but its br-int (run on a thread per node: each has its own
+        ProcessSet, whose daemons are then recorded in the run's too)."""
         ovs = OvsNode(self.names.nodes[node.name], os.path.join(self.run_dir, node.name))
         self.nodes[node.name] = ovs
         try:
@@ -226,12 +258,13 @@ class CloudRun:
         finally:
             self.procs.procs.extend(ovs.procs.procs)
         ovs.add_underlay(self.underlay, node.tunnel_ip)
-        ovs.add_br_int(
-            local_ip=node.tunnel_ip.split("/")[0], controller=f"tcp:127.0.0.1:{OFP_PORT}"
-        )
-        # The agent starts after the bridge: retry its controller every second at most,
-        # not OVS's default backoff of up to 8 s (this changes no flow).
-        ovs.vsctl("set", "controller", "br-int", "max_backoff=1000")
+
+    def _agent_log(self, name: str) -> str:
+        try:
+            with open(os.path.join(self.run_dir, f"agent-{name}.log")) as fh:
+                return fh.read()
+        except OSError:
+            return ""
 
     def _tunnel_neighbours(self) -> None:
         """Every peer's tunnel endpoint MAC in each node's OVS tunnel neighbour table.
@@ -423,21 +456,31 @@ class CloudRun:
         The address is not configured: the VM gets it with ``dhcp()``."""
         if node not in self.nodes:
             raise CloudFailure(f"no node {node!r} in this cloud")
-        if name in self.vms:
-            raise CloudFailure(f"VM {name!r} is already plugged")
-        ns = self.names.vms.get(name) or f"v{len(self.vms) + 1}-{self.tag}-{name}"[:14]
-        vm = Vm(
-            name=name,
-            ns=ns,
-            node=node,
-            port_id=port.id,
-            mac=port.mac_address,
-            fixed_ip=port.fixed_ips[0]["ip_address"] if port.fixed_ips else "",
-            network_id=port.network_id,
-        )
-        self.vms[name] = vm
+        with self._lock:
+            if name in self.vms:
+                raise CloudFailure(f"VM {name!r} is already plugged")
+            self._vm_seq += 1
+            # Lab file VMs have planned names; others get a number beyond those.
+            seq = len(self.names.vms) + self._vm_seq
+            ns = self.names.vms.get(name) or f"v{seq}-{self.tag}-{name}"[:14]
+            vm = Vm(
+                name=name,
+                ns=ns,
+                node=node,
+                port_id=port.id,
+                mac=port.mac_address,
+                fixed_ip=port.fixed_ips[0]["ip_address"] if port.fixed_ips else "",
+                network_id=port.network_id,
+            )
+            self.vms[name] = vm
         self.nodes[node].plug_vm(ns, port.id, port.mac_address, mtu=1500)
         return vm
+
+    def plug_many(self, vms: list[tuple[str, str, Any]]) -> list[Vm]:
+        """``plug`` for several (name, node, port) at once, on threads (each is a dozen
+        ip/ovs-vsctl commands)."""
+        with ThreadPoolExecutor(min(8, max(1, len(vms)))) as pool:
+            return list(pool.map(lambda args: self.plug(*args), vms))
 
     def unplug(self, vm: Vm) -> None:
         self.nodes[vm.node].unplug_vm(vm.ns)
@@ -562,9 +605,8 @@ def cloud_up(
     try:
         if bootstrap:
             ports = run.bootstrap()
-            for tenant in cloud.tenants:
-                for vm in tenant.vms:
-                    run.plug(vm.name, vm.node, ports[vm.name])
+            vms = [(vm.name, vm.node, ports[vm.name]) for t in cloud.tenants for vm in t.vms]
+            run.plug_many(vms)
         yield run
     finally:
         run.stop()
