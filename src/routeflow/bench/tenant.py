@@ -92,6 +92,8 @@ class TenantBenchResult:
     ovn: SystemResult | None = None
     run_dir: str = ""
     command: str = ""
+    #: 1-minute load average at the start and at the end (the machine may be shared)
+    load: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -739,6 +741,7 @@ def run_tenant_bench(
     sc = tp.scenario(nodes, ports, api_ports)
     os.makedirs(run_dir, exist_ok=True)
     result = TenantBenchResult(nodes, ports, api_ports, encap, run_dir=run_dir)
+    result.load.append(round(os.getloadavg()[0], 1))
     script = vms.write_udhcpc_script(run_dir)
     if api_ports:
         progress("raw: openstacksdk against a stub")
@@ -755,6 +758,7 @@ def run_tenant_bench(
     if ovn:
         progress("OVN")
         result.ovn = run_ovn(sc, run_dir, script, encap)
+    result.load.append(round(os.getloadavg()[0], 1))
     return result
 
 
@@ -914,9 +918,18 @@ def print_result(result: TenantBenchResult, console: Any) -> None:
             )
         for problem in s.problems:
             console.print(f"[red]{s.name}: {problem}[/red]")
+    if result.routeflow.dhcp_retried:
+        console.print(
+            f"routeflow: {result.routeflow.dhcp_retried} VMs lost their first DHCP DISCOVER "
+            "(udhcpc retries after 1 s): the port was ACTIVE before its flows were on its "
+            "node (OVN sets up only once ovn-controller installed them)",
+            markup=False,
+        )
     console.print(
         "raw: the same openstacksdk client against an HTTP stub that stores nothing. "
-        "Both systems ran one after the other on a shared 2-core machine: compare ratios.",
+        "Both systems ran one after the other (load average "
+        + " -> ".join(f"{x:.1f}" for x in result.load)
+        + f" on {os.cpu_count()} cores): compare ratios.",
         markup=False,
     )
     console.print(f"logs: {result.run_dir}", markup=False)
