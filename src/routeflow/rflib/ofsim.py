@@ -41,6 +41,19 @@ The rules (OpenFlow 1.3.5 section 5; where it leaves room, what OVS does):
   copies bits between fields (apply-actions only). An output made while
   ``tun_ipv4_dst`` is set carries ``tunnel`` = (tunnel_id, tun_ipv4_dst): what
   a flow-based tunnel port (``remote_ip=flow, key=flow``) encapsulates with.
+* Connection tracking as OVS's ``ct`` action does it, for the questions a security
+  group asks: ``Ct(table=T, zone=...)`` looks the packet's connection up in the zone
+  (5-tuple; ICMP by addresses only) among the connections the caller says exist
+  (``run(packet, conntrack=...)``) and those committed earlier in the same run, sets
+  ``ct_state`` (+trk and +new, or +est, with +rpl for the reply direction) and
+  ``ct_zone`` and goes on in table T with a copy (OVS recirculates a clone); the
+  original goes on with the next action. ``Ct(commit=True)`` records the connection: a
+  result's ``commits`` are what the switch would now hold. The zone is a number or the
+  low 16 bits of a register (``zone_src``). Related and invalid states are not modelled.
+* Conjunctive matches (``Conjunction(id, k, n)`` actions): at a priority where no other
+  flow matches, flows that carry only conjunction actions are collected; when every
+  clause 1..n of an id matched, the table is searched again with ``conj_id=id``,
+  ignoring conjunctive flows; found nothing: the lookup goes on at lower priorities.
 """
 
 from __future__ import annotations
@@ -117,12 +130,21 @@ FIELDS: dict[str, tuple[str, int]] = {
     # Nicira extensions OVS offers in OpenFlow 1.3 (the tenant pipeline uses them).
     "tun_ipv4_dst": (IPV4, 32),
     **{f"reg{i}": (INT, 32) for i in range(16)},
+    "ct_state": (INT, 32),
+    "ct_zone": (INT, 16),
+    "conj_id": (INT, 32),
 }
+
+#: ``ct_state`` bits (ovs-fields(7)).
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+CT_FLAGS = {"new": CT_NEW, "est": CT_EST, "rel": CT_REL, "rpl": CT_RPL, "inv": CT_INV,
+            "trk": CT_TRK, "snat": 0x40, "dnat": 0x80}  # fmt: skip
 
 #: Fields of the pipeline, not of the frame: not part of an outcome's headers.
 PIPELINE_FIELDS = frozenset(
     {"in_port", "in_phy_port", "metadata", "tunnel_id", "tun_ipv4_dst"}
     | {f"reg{i}" for i in range(16)}
+    | {"ct_state", "ct_zone", "conj_id"}
 )
 #: Fields every packet has, 0 until set (OVS: registers, metadata, tunnel metadata);
 #: an untagged packet matches ``vlan_vid=0``.
@@ -291,7 +313,40 @@ class Group:
     group_id: int
 
 
-Action = Output | SetField | Move | DecTtl | PushVlan | PopVlan | Group
+@dataclass(frozen=True)
+class Ct:
+    """OVS ``ct``: track in ``zone`` (or the low 16 bits of register ``zone_src``), go on
+    in ``table`` with the tracked copy, and/or ``commit`` the connection."""
+
+    commit: bool = False
+    table: int | None = None
+    zone: int = 0
+    zone_src: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.zone_src is not None and _kind(self.zone_src)[1] < 16:
+            raise SimError(f"ct zone from {self.zone_src}: fewer than 16 bits")
+        if not 0 <= self.zone < 1 << 16:
+            raise SimError(f"ct zone {self.zone} does not fit 16 bits")
+
+
+@dataclass(frozen=True)
+class Conjunction:
+    """Nicira ``conjunction(id, clause/n_clauses)``; ``clause`` counts from 1."""
+
+    id: int
+    clause: int
+    n_clauses: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.clause <= self.n_clauses or self.n_clauses < 2:
+            raise SimError(f"conjunction({self.id},{self.clause}/{self.n_clauses}) is invalid")
+
+
+Action = Output | SetField | Move | DecTtl | PushVlan | PopVlan | Group | Ct | Conjunction
+
+#: A tracked connection: (zone, (ipv4_src, ipv4_dst, ip_proto, l4 src, l4 dst)).
+Connection = tuple[int, tuple[int, int, int, int, int]]
 
 
 @dataclass(frozen=True)
@@ -353,6 +408,16 @@ class Flow:
     @property
     def goto(self) -> int | None:
         return next((i.table for i in self.instructions if isinstance(i, GotoTable)), None)
+
+    @property
+    def conjunctive(self) -> bool:
+        """Only conjunction actions: part of a conjunctive match, never a hit by itself."""
+        return (
+            len(self.instructions) == 1
+            and isinstance(self.instructions[0], ApplyActions)
+            and bool(self.instructions[0].actions)
+            and all(isinstance(a, Conjunction) for a in self.instructions[0].actions)
+        )
 
 
 def _match_pairs(match: Any) -> Iterable[tuple[str, object]]:
@@ -433,6 +498,7 @@ class Execution:
     outcomes: tuple[Outcome, ...]  # never empty: nothing out is one ``drop``
     trace: tuple[Step, ...]
     notes: tuple[str, ...] = ()  # why copies were dropped
+    commits: tuple[Connection, ...] = ()  # connections ``ct(commit)`` recorded
 
 
 @dataclass(frozen=True)
@@ -473,6 +539,11 @@ class Result:
     def dropped(self) -> bool:
         return all(o.kind == DROP for o in self.outcomes)
 
+    @property
+    def commits(self) -> frozenset[Connection]:
+        """Every connection committed on some way through (feed them to the next run)."""
+        return frozenset(c for ex in self.executions for c in ex.commits)
+
 
 # --- the pipeline ----------------------------------------------------------
 
@@ -511,28 +582,60 @@ class Pipeline:
         self.ports = None if ports is None else tuple(ports)
         self.down = frozenset(down)
 
-    def lookup(self, table: int, packet: Mapping[str, int]) -> Flow | None:
-        best: Flow | None = None
-        for flow in self.tables.get(table, ()):
-            if best is not None and flow.priority < best.priority:
-                break
-            if flow.matches(packet):
-                if best is not None:
-                    raise SimError(
-                        f"table {table}: two flows of priority {flow.priority} match: "
-                        f"{best.match} and {flow.match}"
-                    )
-                best = flow
-        return best
+    def lookup(
+        self, table: int, packet: Mapping[str, int], conjunctive: bool = True
+    ) -> Flow | None:
+        flows = self.tables.get(table, [])
+        i = 0
+        while i < len(flows):
+            priority = flows[i].priority
+            j = i
+            while j < len(flows) and flows[j].priority == priority:
+                j += 1
+            level, i = flows[i:j], j
+            hits = [f for f in level if not f.conjunctive and f.matches(packet)]
+            if len(hits) > 1:
+                raise SimError(
+                    f"table {table}: two flows of priority {priority} match: "
+                    f"{hits[0].match} and {hits[1].match}"
+                )
+            if hits:
+                return hits[0]
+            if not conjunctive:
+                continue
+            found = self._conjunction(table, level, packet)
+            if found is not None:
+                return found
+        return None
 
-    def run(self, packet: Mapping[str, object]) -> Result:
-        """Every way ``packet`` (header fields; ``in_port`` required) goes through the tables."""
+    def _conjunction(self, table: int, level: list[Flow], packet: Mapping[str, int]) -> Flow | None:
+        clauses: dict[int, set[int]] = {}
+        need: dict[int, int] = {}
+        for f in level:
+            if f.conjunctive and f.matches(packet):
+                for a in f.instructions[0].actions:  # type: ignore[union-attr]
+                    assert isinstance(a, Conjunction)
+                    clauses.setdefault(a.id, set()).add(a.clause)
+                    need[a.id] = a.n_clauses
+        for cid in sorted(clauses):
+            if len(clauses[cid]) == need[cid]:
+                found = self.lookup(table, {**packet, "conj_id": cid}, conjunctive=False)
+                if found is not None:
+                    return found
+        return None
+
+    def run(self, packet: Mapping[str, object], conntrack: Iterable[Connection] = ()) -> Result:
+        """Every way ``packet`` (header fields; ``in_port`` required) goes through the tables.
+
+        ``conntrack``: the connections the switch holds (a previous result's ``commits``).
+        """
         start = _packet(packet)
+        tracked = frozenset(conntrack)
         executions: list[tuple[tuple[int, ...], Execution]] = []
         pending: list[tuple[int, ...]] = [()]
         while pending:
             prefix = pending.pop()
-            run = _Run(self, prefix)
+            run = _Run(self, prefix, tracked)
             run.table(0, dict(start))
             made = tuple(run.made)
             executions.append((made, run.execution()))
@@ -585,8 +688,8 @@ class _ActionSet:
                 self.group = a
             elif isinstance(a, Output):
                 self.output = a
-            elif isinstance(a, Move):
-                raise SimError("a move in an action set is beyond this model (use apply-actions)")
+            elif isinstance(a, Move | Ct | Conjunction):
+                raise SimError(f"{a} in an action set is beyond this model (use apply-actions)")
 
     def ordered(self) -> Iterator[Action]:
         yield from (a for a in (self.pop, self.push, self.dec) if a is not None)
@@ -600,9 +703,13 @@ class _ActionSet:
 class _Run:
     """One deterministic execution; select groups take the choices in ``prefix``, then bucket 0."""
 
-    def __init__(self, pipeline: Pipeline, prefix: tuple[int, ...]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, prefix: tuple[int, ...], tracked: frozenset[Connection]
+    ) -> None:
         self.p = pipeline
         self.prefix = prefix
+        self.tracked = tracked
+        self.commits: list[Connection] = []
         self.made: list[int] = []
         self.options: list[list[int]] = []
         self.outcomes: list[Outcome] = []
@@ -611,7 +718,7 @@ class _Run:
 
     def execution(self) -> Execution:
         outcomes = tuple(self.outcomes) or (Outcome(DROP),)
-        return Execution(outcomes, tuple(self.trace), tuple(self.notes))
+        return Execution(outcomes, tuple(self.trace), tuple(self.notes), tuple(self.commits))
 
     def emit(self, kind: str, packet: dict[str, int], port: int | None = None) -> None:
         fields = tuple(
@@ -683,7 +790,28 @@ class _Run:
                 packet.pop("vlan_pcp", None)
             elif isinstance(a, Group):
                 self.group(a.group_id, dict(packet))
+            elif isinstance(a, Ct):
+                self.ct(a, packet)
+            elif isinstance(a, Conjunction):
+                raise SimError("a conjunction action next to other actions")
         return True
+
+    def ct(self, a: Ct, packet: dict[str, int]) -> None:
+        zone = a.zone if a.zone_src is None else packet.get(a.zone_src, 0) & 0xFFFF
+        conn = _connection(packet)
+        known = self.tracked | set(self.commits)
+        if conn is None:
+            state = CT_TRK | CT_INV
+        elif (zone, conn) in known:
+            state = CT_TRK | CT_EST
+        elif (zone, _reverse(conn)) in known:
+            state = CT_TRK | CT_EST | CT_RPL
+        else:
+            state = CT_TRK | CT_NEW
+        if a.commit and conn is not None and state & CT_NEW:
+            self.commits.append((zone, conn))
+        if a.table is not None:
+            self.table(a.table, {**packet, "ct_state": state, "ct_zone": zone})
 
     def output(self, port: int, packet: dict[str, int]) -> None:
         in_port = packet["in_port"]
@@ -732,6 +860,22 @@ class _Run:
         self.made.append(choice)
         self.options.append(options)
         return choice
+
+
+def _connection(packet: Mapping[str, int]) -> tuple[int, int, int, int, int] | None:
+    """The 5-tuple conntrack keys an IPv4 packet by (ICMP: addresses and protocol)."""
+    if packet.get("eth_type") != ETH_TYPE_IPV4 or "ipv4_src" not in packet:
+        return None
+    proto = packet.get("ip_proto", 0)
+    l4 = {6: "tcp", 17: "udp", 132: "sctp"}.get(proto)
+    sport = packet.get(f"{l4}_src", 0) if l4 else 0
+    dport = packet.get(f"{l4}_dst", 0) if l4 else 0
+    return (packet["ipv4_src"], packet["ipv4_dst"], proto, sport, dport)
+
+
+def _reverse(conn: tuple[int, int, int, int, int]) -> tuple[int, int, int, int, int]:
+    src, dst, proto, sport, dport = conn
+    return (dst, src, proto, dport, sport)
 
 
 def run(

@@ -12,6 +12,7 @@ cannot make a check pass.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from routeflow.rflib import ofsim
@@ -165,12 +166,14 @@ def _oxm(name: str, value: str, ctx: dict[str, object]) -> tuple[str, object]:
         l4 = {6: "tcp", 17: "udp", 132: "sctp"}.get(proto) if isinstance(proto, int) else None
         if l4 is None:
             raise SimError(f"{name} without tcp/udp/sctp")
-        return f"{l4}{name[2:]}", _int(value)
+        return f"{l4}{name[2:]}", value if "/" in value else _int(value)
     if name in ("icmp_type", "icmp_code"):
         family = "icmpv6" if eth_type == 0x86DD else "icmpv4"
         return f"{family}{name[4:]}", _int(value)
     if name == "in_port":
         return name, _port(value)
+    if name == "ct_state":
+        return name, _ct_state(value)
     if name == "nw_tos":
         return "ip_dscp", _int(value) >> 2
     if name == "dl_vlan":
@@ -190,6 +193,27 @@ def _oxm(name: str, value: str, ctx: dict[str, object]) -> tuple[str, object]:
     return key, _int(value) if kind == ofsim.INT and "/" not in value else value
 
 
+def _ct_state(text: str) -> tuple[int, int]:
+    """``+new+trk`` / ``-est+trk`` / ``0x21/0x21`` -> (value, mask)."""
+    if not text or text[0] not in "+-":
+        v, _, m = text.partition("/")
+        return _int(v), _int(m) if m else 0xFFFFFFFF
+    value = mask = 0
+    for sign, flag in re.findall(r"([+-])([a-z]+)", text):
+        if flag not in ofsim.CT_FLAGS:
+            raise SimError(f"unknown ct_state flag {flag!r}")
+        mask |= ofsim.CT_FLAGS[flag]
+        if sign == "+":
+            value |= ofsim.CT_FLAGS[flag]
+    return value, mask
+
+
+def _ct_state_text(value: int, mask: int) -> str:
+    return "".join(
+        ("+" if value & bit else "-") + flag for flag, bit in ofsim.CT_FLAGS.items() if mask & bit
+    )
+
+
 def _int(text: str) -> int:
     try:
         return int(text, 0)
@@ -203,6 +227,9 @@ def match_text(match: tuple[ofsim.MatchItem, ...]) -> str:
     first = {"eth_type": 0, "ip_proto": 1}
     for name, value, mask in sorted(match, key=lambda m: (first.get(m[0], 2), m[0])):
         full = (1 << ofsim.FIELDS[name][1]) - 1
+        if name == "ct_state":
+            parts.append(f"ct_state={_ct_state_text(value, mask)}")
+            continue
         v = ofsim.render(name, value)
         hexa = mask != full or name in ("eth_type", "metadata", "tunnel_id")
         text = str(v) if not isinstance(v, int) else (f"{v:#x}" if hexa else str(v))
@@ -293,9 +320,35 @@ def _action(token: str) -> ofsim.Action:
         if token.startswith(prefix):
             value = token[len(prefix) :]
             return ofsim.SetField(key, _int(value) if key == "nw_ttl" else value)
+    if token.startswith("ct(") and token.endswith(")"):
+        return _ct(token[3:-1])
+    if token.startswith("conjunction(") and token.endswith(")"):
+        cid, _, clause = token[len("conjunction(") : -1].partition(",")
+        k, _, n = clause.strip().partition("/")
+        return ofsim.Conjunction(_int(cid), _int(k), _int(n))
     if token.startswith("mod_vlan_vid:"):
         return ofsim.SetField("vlan_vid", ofsim.OFPVID_PRESENT | _int(token.split(":", 1)[1]))
     raise SimError(f"no simulation of action {token!r}")
+
+
+def _ct(text: str) -> ofsim.Ct:
+    commit, table, zone, zone_src = False, None, 0, None
+    for item in split_top(text):
+        key, _, value = item.partition("=")
+        if key == "commit":
+            commit = True
+        elif key == "table":
+            table = _int(value)
+        elif key == "zone" and "[" in value:
+            field, ofs, bits = _subfield(value)
+            if ofs != 0 or bits != 16:
+                raise SimError(f"ct zone from bits other than 0..15: {text!r}")
+            zone_src = field
+        elif key == "zone":
+            zone = _int(value)
+        else:
+            raise SimError(f"no simulation of ct option {item!r}")
+    return ofsim.Ct(commit=commit, table=table, zone=zone, zone_src=zone_src)
 
 
 def _subfield(text: str) -> tuple[str, int, int]:
@@ -354,6 +407,17 @@ def actions_text(actions: tuple[ofsim.Action, ...]) -> str:
             out.append("pop_vlan")
         elif isinstance(a, ofsim.Group):
             out.append(f"group:{a.group_id}")
+        elif isinstance(a, ofsim.Ct):
+            opts = ["commit"] if a.commit else []
+            if a.table is not None:
+                opts.append(f"table={a.table}")
+            if a.zone_src is not None:
+                opts.append(f"zone={_ref(a.zone_src, 0, 16)}")
+            elif a.zone:
+                opts.append(f"zone={a.zone}")
+            out.append(f"ct({','.join(opts)})")
+        elif isinstance(a, ofsim.Conjunction):
+            out.append(f"conjunction({a.id},{a.clause}/{a.n_clauses})")
     return ",".join(out)
 
 

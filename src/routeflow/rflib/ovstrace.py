@@ -85,34 +85,54 @@ class Trace:
     dp_hash_mask: int | None = None  # the bits of dp_hash the select group looked at
 
 
+_RECIRC_HEADER = re.compile(r"^=+\n(recirc\(0x[0-9a-f]+\) - .*)\n=+$", re.M)
+
+
 def parse_trace(text: str, packet: Mapping[str, object], dp_ports: Mapping[int, int]) -> Trace:
     """Tables hit in the first bridge and the outcomes; a frame tunnelled out (native
-    tunnelling, ``tnl_push``) is one output of the tunnel port with its ``tunnel``."""
+    tunnelling, ``tnl_push``) is one output of the tunnel port with its ``tunnel``.
+
+    A ``ct(table=...)`` recirculation is followed as OVS's trace follows it (sections
+    "recirc(0x..) - resume conntrack", with ct_state=trk|new as ofsim assumes for a
+    connection it was not told of): the hits of every section in order, and the outputs of
+    every section's datapath actions (conntrack actions change no header)."""
     if "Translation failed" in text:
         raise SimError(f"OVS could not translate the packet:\n{text}")
+    parts = _RECIRC_HEADER.split(text)
+    sections = [parts[0]]
+    for header, body in zip(parts[1::2], parts[2::2], strict=True):
+        if "resume conntrack" not in header:
+            raise SimError(f"recirculation other than conntrack's: {header}")
+        sections.append(body)
     hits: list[tuple[int, int | None]] = []
-    bridges = 0
-    for line in text.splitlines():
-        if line.strip().startswith('bridge("'):
-            bridges += 1  # a second bridge: a tunnelled frame's way through the underlay
-        if bridges > 1:
-            continue
-        m = re.match(r"^\s*(\d+)\. (?:.*, )?priority (\d+)", line)
-        if m:
-            hits.append((int(m[1]), int(m[2])))
-        elif m := re.match(r"^\s*(\d+)\. No match", line):
-            hits.append((int(m[1]), None))
-    m = re.search(r"^Datapath actions: (.*)$", text, re.M)
-    if m is None:
-        raise SimError(f"no datapath actions in the trace:\n{text}")
-    actions = split_top(m[1])
-    if any(a.startswith("recirc(") for a in actions):
-        if not any(a.startswith("hash(") for a in actions):
-            raise SimError(f"recirculation other than a select group's hash: {m[1]}")
-        return Trace(tuple(hits), (), recirculated=True)
-    mask = re.search(r"^Megaflow: .*\bdp_hash=\w+/(0x[0-9a-f]+)", text, re.M)
-    outcomes = replay(actions, packet, dp_ports)
-    return Trace(tuple(hits), outcomes, dp_hash_mask=int(mask[1], 16) if mask else None)
+    outcomes: list[ofsim.Outcome] = []
+    mask = None
+    for i, section in enumerate(sections):
+        bridges = 0
+        for line in section.splitlines():
+            if line.strip().startswith('bridge("'):
+                bridges += 1  # a second bridge: a tunnelled frame's way through the underlay
+            if bridges > 1:
+                continue
+            m = re.match(r"^\s*(\d+)\. (?:.*, )?priority (\d+)", line)
+            if m:
+                hits.append((int(m[1]), int(m[2])))
+            elif m := re.match(r"^\s*(\d+)\. No match", line):
+                hits.append((int(m[1]), None))
+        m = re.search(r"^Datapath actions: (.*)$", section, re.M)
+        if m is None:
+            raise SimError(f"no datapath actions in the trace:\n{text}")
+        actions = split_top(m[1])
+        if any(a.startswith("recirc(") for a in actions):
+            if any(a.startswith("hash(") for a in actions):
+                return Trace(tuple(hits), (), recirculated=True)
+            if i + 1 >= len(sections) or not any(a.startswith("ct(") for a in actions):
+                raise SimError(f"recirculation other than a select group's hash: {m[1]}")
+        actions = [a for a in actions if not a.startswith(("ct(", "recirc("))]
+        outcomes += [o for o in replay(actions, packet, dp_ports) if o.kind != ofsim.DROP]
+        found = re.search(r"^Megaflow: .*\bdp_hash=\w+/(0x[0-9a-f]+)", section, re.M)
+        mask = int(found[1], 16) if found else mask
+    return Trace(tuple(hits), tuple(outcomes) or (ofsim.Outcome(ofsim.DROP),), dp_hash_mask=mask)
 
 
 def replay(

@@ -29,6 +29,7 @@ from fastapi.responses import Response
 from routeflow.tenant import ipam
 from routeflow.tenant.identity import Context
 from routeflow.tenant.model import KEY_MAX, Kind, Port, SecurityGroup, SecurityGroupRule
+from routeflow.tenant.secgroups import PROTOCOLS, protocol_number
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -38,13 +39,6 @@ if TYPE_CHECKING:
 
 DEFAULT = "default"
 
-#: Neutron's protocol names (neutron-lib constants IP_PROTOCOL_MAP) -> IP protocol number.
-PROTOCOLS: dict[str, int] = {
-    "ah": 51, "dccp": 33, "egp": 8, "esp": 50, "gre": 47, "hopopt": 0, "icmp": 1,
-    "igmp": 2, "ipip": 4, "ipv6-encap": 41, "ipv6-frag": 44, "ipv6-icmp": 58, "icmpv6": 58,
-    "ipv6-nonxt": 59, "ipv6-opts": 60, "ipv6-route": 43, "ospf": 89, "pgm": 113,
-    "rsvp": 46, "sctp": 132, "tcp": 6, "udp": 17, "udplite": 136, "vrrp": 112,
-}  # fmt: skip
 PORT_PROTOCOLS = {6, 17, 132, 33, 136}  # tcp, udp, sctp, dccp, udplite
 ICMP_PROTOCOLS = {1, 58}
 ANY_PROTOCOL = ("any", "0")  # Neutron: no protocol match
@@ -55,15 +49,6 @@ RULE_FIELDS = {
     "description", "tenant_id", "project_id", "normalized_cidr",
 }  # fmt: skip
 GROUP_FIELDS = {"name", "description", "tenant_id", "project_id", "stateful", "shared", "tags"}
-
-
-def protocol_number(protocol: str | None) -> int | None:
-    """The IP protocol a stored rule's ``protocol`` names; None: any protocol."""
-    if protocol is None or protocol in ANY_PROTOCOL:
-        return None
-    if protocol.isdigit():
-        return int(protocol)
-    return PROTOCOLS[protocol]
 
 
 # --- views ------------------------------------------------------------------------------

@@ -25,10 +25,12 @@ remote node needs no copy of BUM traffic; a multicast frame goes to the local po
 its network only (DHCP goes to the node agent). An ARP request from a port for its own
 address is not answered (it is a duplicate-address probe) but flooded locally.
 
-Scope (issue 13): IPv4; no security groups, NAT or floating IPs (issue 14: tables
-reserved). Router extra routes are compiled when their next hop is a known port of one
-of the router's subnets; allowed address pairs pass port security but get no host
-route. Ports, networks and routers with ``admin_state_up`` false get no flows.
+Security groups (tenant/secgroups.py): a port with port security goes through
+conntrack and its groups' rules out (tables 10/15) and in (75/80). Scope: IPv4; no
+NAT or floating IPs (issue 14: tables reserved). Router extra routes are compiled when
+their next hop is a known port of one of the router's subnets; allowed address pairs
+pass port security but get no host route. Ports, networks and routers with
+``admin_state_up`` false get no flows.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from routeflow.rflib.ofsim import (
     WriteMetadata,
 )
 from routeflow.tenant import pipeline as p
+from routeflow.tenant import secgroups
 from routeflow.tenant.model import Cloud, Network, Port, Router
 
 ETH_IPV4 = 0x0800
@@ -172,7 +175,11 @@ class _Compiler:
                     self.known_port(port, local=net_id in local_nets)
         for router, ifaces in routers:
             self.router(router, ifaces, local_nets)
-        return frozenset(self.flows)
+        self.flows += secgroups.base_flows()
+        for port, _ in local:
+            if port.port_security_enabled:
+                self.flows += secgroups.port_flows(self.cloud, port)
+        return frozenset(secgroups.merge(self.flows))
 
     def base(self) -> None:
         """The fixed flows: services split, and the defaults of tables that go on."""
@@ -204,8 +211,11 @@ class _Compiler:
             WriteMetadata(net.segmentation_id),
             GotoTable(p.PORT_SEC),
         )
-        ok = GotoTable(p.SERVICES)
+        # Port security: anti-spoofing here, then conntrack and security groups.
+        ok = GotoTable(p.EGRESS_CT)
+        inbound = GotoTable(p.INGRESS_CT)
         if not port.port_security_enabled:
+            ok, inbound = GotoTable(p.SERVICES), GotoTable(p.OUTPUT)
             self.add(p.PORT_SEC, p.PRI_PORT, reg6, c, ok)
         else:
             pairs = [(port.mac_address, f"{ip}/32") for ip in _ipv4(port, self.cloud)]
@@ -272,7 +282,7 @@ class _Compiler:
             {p.NETWORK_REG: net.segmentation_id, "eth_dst": port.mac_address},
             c,
             apply_actions(SetField(p.DST_PORT_REG, port.key)),
-            GotoTable(p.OUTPUT),
+            inbound,
         )
         self.add(p.OUTPUT, p.PRI_PORT, {p.DST_PORT_REG: port.key}, c, apply_actions(Output(ofport)))
 
@@ -308,7 +318,8 @@ class _Compiler:
         here = port.binding_host_id == self.node.name
         if here:
             if port.id in self.node.bindings:
-                self.add(p.DISPATCH, p.PRI_PORT, {p.DST_PORT_REG: port.key}, c, GotoTable(p.OUTPUT))
+                inbound = p.INGRESS_CT if port.port_security_enabled else p.OUTPUT
+                self.add(p.DISPATCH, p.PRI_PORT, {p.DST_PORT_REG: port.key}, c, GotoTable(inbound))
             return
         remote = self.cloud.nodes[port.binding_host_id]
         self.add(

@@ -66,6 +66,15 @@ def _action(ofp: Any, parser: Any, a: ofsim.Action) -> Any:
         return parser.OFPActionPopVlan()
     if isinstance(a, ofsim.Group):
         return parser.OFPActionGroup(a.group_id)
+    if isinstance(a, ofsim.Ct):
+        zone_src, zone = ("", a.zone) if a.zone_src is None else (a.zone_src, (0 << 6) | 15)
+        return parser.NXActionCT(
+            flags=1 if a.commit else 0, zone_src=zone_src, zone_ofs_nbits=zone,
+            recirc_table=0xFF if a.table is None else a.table, alg=0, actions=[],
+        )  # fmt: skip
+    if isinstance(a, ofsim.Conjunction):
+        # On the wire the clause counts from 0 (ovs-ofctl prints it from 1).
+        return parser.NXActionConjunction(a.clause - 1, a.n_clauses, a.id)
     raise ValueError(f"no OpenFlow action for {a!r}")
 
 

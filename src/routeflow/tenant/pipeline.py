@@ -9,7 +9,8 @@ out here are reserved for issue 14 (security groups, NAT, floating IPs).
 | 0  | CLASSIFY  | VM port: reg6 = port key, metadata = VNI -> 5; tunnel + tun_id -> 72 |
 | 5  | PORT_SEC  | the port's eth_src + IPv4 source (fixed IPs, allowed pairs), ARP |
 |    |           | likewise, DHCP from 0.0.0.0 |
-| 10, 15 | -     | egress conntrack / security groups (issue 14) |
+| 10 | EGRESS_CT | IPv4 of a port with port security: ct(zone = reg6[0..15]) -> 15 |
+| 15 | EGRESS_SG | est/rel on, inv drop, DHCP on, new + a rule: commit -> 20; drop |
 | 20 | SERVICES  | ARP -> 25, DHCP client -> 30, the rest -> 40 |
 | 25 | ARP       | responder for every known port and router interface IP |
 | 30 | DHCP      | per port: CONTROLLER (the packet-in's cookie is the port's) |
@@ -22,7 +23,8 @@ out here are reserved for issue 14 (security groups, NAT, floating IPs).
 | 60 | -         | SNAT / floating IP egress (issue 14) |
 | 70 | DISPATCH  | reg7: local -> 85; remote -> tun_dst, tun_id = VNI, the tunnel port |
 | 72 | TUNNEL_IN | from the tunnel: metadata + eth_dst of a local port -> reg7, 85 |
-| 75, 80 | -     | ingress conntrack / security groups (issue 14) |
+| 75 | INGRESS_CT| IPv4 to a port with port security: ct(zone = reg7[0..15]) -> 80 |
+| 80 | INGRESS_SG| est/rel on, inv drop, new + a rule: commit -> 85; drop |
 | 85 | OUTPUT    | reg7 -> the port's ofport |
 
 Registers: ``metadata`` = the network's VNI (segmentation id), ``reg5`` = router key,
@@ -49,8 +51,8 @@ import enum
 # Tables.
 CLASSIFY = 0
 PORT_SEC = 5
-EGRESS_CT = 10  # issue 14
-EGRESS_SG = 15  # issue 14
+EGRESS_CT = 10
+EGRESS_SG = 15
 SERVICES = 20
 ARP = 25
 DHCP = 30
@@ -62,13 +64,15 @@ HOST = 55
 SNAT = 60  # issue 14
 DISPATCH = 70
 TUNNEL_IN = 72
-INGRESS_CT = 75  # issue 14
-INGRESS_SG = 80  # issue 14
+INGRESS_CT = 75
+INGRESS_SG = 80
 OUTPUT = 85
 
 TABLES = {
     CLASSIFY: "classify",
     PORT_SEC: "port security",
+    EGRESS_CT: "egress conntrack",
+    EGRESS_SG: "egress security groups",
     SERVICES: "services",
     ARP: "arp responder",
     DHCP: "dhcp",
@@ -77,6 +81,8 @@ TABLES = {
     HOST: "host lookup",
     DISPATCH: "egress dispatch",
     TUNNEL_IN: "tunnel ingress",
+    INGRESS_CT: "ingress conntrack",
+    INGRESS_SG: "ingress security groups",
     OUTPUT: "output",
 }
 
@@ -115,6 +121,7 @@ class Kind(enum.IntEnum):
     NETWORK = 1
     PORT = 2
     ROUTER = 3
+    SECURITY_GROUP = 4
 
 
 TENANT = 0x7E << 56

@@ -9,6 +9,9 @@ router joining them. VMs (port name -> network, node, address):
     a4 A1 n1 10.0.1.14     b1 B1 n1 10.0.1.11     b2 B2 n3 10.0.2.12
 
 Router interfaces are ``ri-<network>`` at .1; port keys 1.. for VMs, 100.. for interfaces.
+Each tenant has its ``default`` security group (``sg-<project>``) with Neutron's rules
+(egress open, ingress from the group's members) and every VM is in it, as the API
+would have made them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from routeflow.tenant.model import (
     Object,
     Port,
     Router,
+    SecurityGroup,
+    SecurityGroupRule,
     Subnet,
 )
 
@@ -49,9 +54,30 @@ def mac(key: int) -> str:
     return f"fa:16:3e:00:{key >> 8 & 0xFF:02x}:{key & 0xFF:02x}"
 
 
+def default_group(project: str, key: int) -> SecurityGroup:
+    """Neutron's default group: egress open, ingress from its own members."""
+    gid = f"sg-{project}"
+    rules = [
+        SecurityGroupRule(
+            id=f"{gid}-{direction}-{eth}",
+            project_id=project,
+            direction=direction,  # type: ignore[arg-type]
+            ethertype=eth,  # type: ignore[arg-type]
+            remote_group_id=gid if direction == "ingress" else None,
+            key=key * 10 + i,
+        )
+        for i, (direction, eth) in enumerate(
+            [("egress", "IPv4"), ("egress", "IPv6"), ("ingress", "IPv4"), ("ingress", "IPv6")]
+        )
+    ]
+    return SecurityGroup(id=gid, name="default", project_id=project, key=key, rules=tuple(rules))
+
+
 def objects() -> list[Object]:
     """Every object of the sample cloud, ids equal to names (subnets: ``s<net>``)."""
     out: list[Object] = [Node(id=n, name=n, tunnel_ip=ip) for n, ip in NODES.items()]
+    for i, project in enumerate(sorted({p for p, _ in ROUTERS.values()})):
+        out.append(default_group(project, 1 + i))
     for name, (project, key) in ROUTERS.items():
         out.append(Router(id=name, name=name, project_id=project, key=key))
     for i, (name, (project, vni, cidr, router)) in enumerate(NETWORKS.items()):
@@ -90,6 +116,7 @@ def objects() -> list[Object]:
                 fixed_ips=(FixedIP(f"s{net}", ip),),
                 device_owner="compute:nova",
                 binding_host_id=node,
+                security_groups=(f"sg-{NETWORKS[net][0]}",),
                 key=key,
             )
         )

@@ -244,3 +244,27 @@ def test_registers_start_at_zero_moves_copy_bits_and_tunnel_fields_show_on_outpu
     assert dict(out.tunnel) == {"tunnel_id": 100, "tun_ipv4_dst": "198.51.100.2"}
     with pytest.raises(o.SimError, match="widths"):
         o.Move("eth_src", "reg0")
+
+
+def test_conjunctions_and_conntrack_as_ovs_runs_them():
+    """Clause flows alone never hit; all clauses of an id -> the conj_id flow; a
+    connection committed in a zone is established there for both directions."""
+    ip = {"eth_type": 0x0800}
+    flows = [
+        o.Flow(0, 10, {**ip, "ipv4_src": "10.0.0.1"}, (o.ApplyActions((o.Conjunction(5, 1, 2),)),)),
+        o.Flow(0, 10, {**ip, "ipv4_dst": "10.0.0.9"}, (o.ApplyActions((o.Conjunction(5, 2, 2),)),)),
+        o.Flow(0, 10, {"conj_id": 5, **ip}, (o.ApplyActions((o.Ct(table=1, zone=3),)),)),
+        o.Flow(0, 1, ip, (o.ApplyActions((o.Output(9),)),)),
+        o.Flow(1, 5, {"ct_state": (o.CT_EST | o.CT_TRK, o.CT_EST | o.CT_TRK)}, (o.GotoTable(2),)),
+        o.Flow(1, 1, {"ct_state": (o.CT_NEW, o.CT_NEW)},
+               (o.ApplyActions((o.Ct(commit=True, zone=3), o.Output(2))),)),
+        o.Flow(2, 1, {}, (o.ApplyActions((o.Output(3),)),)),
+    ]  # fmt: skip
+    pipe = o.Pipeline(flows)
+    base = {"in_port": 1, **ip, "ip_proto": 17, "nw_ttl": 9, "udp_src": 1, "udp_dst": 2}
+    new = pipe.run({**base, "ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.0.9"})
+    assert new.ports == {2} and len(new.commits) == 1
+    again = pipe.run({**base, "ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.0.9"}, new.commits)
+    assert again.ports == {3} and not again.commits
+    # Only one clause matches: the conjunctive flows are as if absent.
+    assert pipe.run({**base, "ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.0.8"}).ports == {9}

@@ -73,10 +73,12 @@ def test_what_we_write_is_what_we_read():
 
 
 def test_unknown_text_is_refused_not_skipped():
-    with pytest.raises(o.SimError, match="conj"):
-        ovstext.parse_flows("table=0, priority=1 actions=conjunction(1,1/2)")
+    with pytest.raises(o.SimError, match="learn"):
+        ovstext.parse_flows("table=0, priority=1 actions=learn(table=1)")
+    with pytest.raises(o.SimError, match="ct option"):
+        ovstext.parse_flows("table=0, priority=1 actions=ct(nat)")
     with pytest.raises(o.SimError, match="unknown match field"):
-        ovstext.parse_flows("table=0, priority=1,ct_state=+trk actions=drop")
+        ovstext.parse_flows("table=0, priority=1,ct_mark=1 actions=drop")
     with pytest.raises(o.SimError, match="tp_dst without"):
         ovstext.parse_flows("table=0, priority=1,ip,tp_dst=53 actions=drop")
 
@@ -251,3 +253,23 @@ def test_nicira_moves_loads_registers_and_tunnel_fields_round_trip():
     assert ovstext.parse_flows(ovstext.flow_text(flow)) == [flow]
     with pytest.raises(o.SimError, match="bits"):
         ovstext.parse_flows("actions=move:NXM_OF_ETH_SRC[0..15]->NXM_NX_REG0[0..7]")
+
+
+# What OVS 3.1 printed for conntrack and conjunction flows (ovs-ofctl dump-flows).
+CT_DUMP = """\
+ cookie=0x1, table=10, priority=100,ip actions=ct(table=15,zone=NXM_NX_REG6[0..15])
+ cookie=0x1, table=15, priority=1001,ct_state=+inv+trk actions=drop
+ cookie=0x1, table=15, priority=900,ct_state=-new-est+rel-inv+trk actions=goto_table:20
+ cookie=0x1, table=15, priority=50,conj_id=7,ip actions=ct(commit,zone=NXM_NX_REG6[0..15]),goto_table:20
+ cookie=0x1, table=15, priority=50,ct_state=+new+trk,tcp,reg6=0x3,tp_dst=0x1000/0xf000 actions=conjunction(7,1/2),conjunction(8,1/2)
+ cookie=0x1, table=15, priority=40,ct_state=+new+trk,udp,reg6=0x3 actions=ct(commit,zone=5),goto_table:20
+"""  # noqa: E501
+
+
+def test_conntrack_and_conjunction_flows_round_trip():
+    flows = ovstext.parse_flows(CT_DUMP)
+    assert flows[0].instructions == (o.ApplyActions((o.Ct(table=15, zone_src="reg6"),)),)
+    assert dict((n, (v, m)) for n, v, m in flows[2].match)["ct_state"] == (0x24, 0x37)
+    assert flows[4].instructions[0].actions == (o.Conjunction(7, 1, 2), o.Conjunction(8, 1, 2))
+    assert flows[5].instructions[0].actions == (o.Ct(commit=True, zone=5),)
+    assert ovstext.parse_flows("\n".join(map(ovstext.flow_text, flows))) == flows

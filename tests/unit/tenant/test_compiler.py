@@ -248,13 +248,29 @@ def test_allowed_address_pair_and_disabled_port_security_pass():
     pair = msgspec.structs.replace(
         port, allowed_address_pairs=(AddressPair("10.0.1.200"),), revision_number=1
     )
-    open_ = msgspec.structs.replace(port, port_security_enabled=False, revision_number=1)
-    for changed, src in ((pair, "10.0.1.200"), (open_, "10.0.1.99")):
-        cloud = msgspec.structs.replace(CLOUD, ports={**CLOUD.ports, "a1": changed})
+    open_ = msgspec.structs.replace(
+        port, port_security_enabled=False, security_groups=(), revision_number=1
+    )
+    a4 = CLOUD.ports["a4"]
+    open4 = msgspec.structs.replace(
+        a4, port_security_enabled=False, security_groups=(), revision_number=1
+    )
+    for changed, src, dst in (
+        (pair, "10.0.1.200", a4),  # a pair is also a member of a1's groups
+        (open_, "10.0.1.99", open4),  # no port security on either side
+    ):
+        ports = {**CLOUD.ports, "a1": changed, "a4": dst}
+        cloud = msgspec.structs.replace(CLOUD, ports=ports)
         result = ofsim.Pipeline(compile_node(cloud, ctx("n1"))).run(
             {**ip_packet("a1", IP["a4"], MAC["a4"]), "ipv4_src": src}
         )
         assert result.ports == {ofport("a4")}
+    # a1 without port security still meets a4's groups: 10.0.1.99 is no member.
+    cloud = msgspec.structs.replace(CLOUD, ports={**CLOUD.ports, "a1": open_})
+    result = ofsim.Pipeline(compile_node(cloud, ctx("n1"))).run(
+        {**ip_packet("a1", IP["a4"], MAC["a4"]), "ipv4_src": "10.0.1.99"}
+    )
+    assert result.dropped
 
 
 # --- which flows a node gets ------------------------------------------------------------------
@@ -296,7 +312,14 @@ def test_flows_per_port_on_its_own_node_and_on_others(capsys):
             others = {n: c for n, c in per.items() if n != NODE[port]}
             print(f"  {port}: {own} on {NODE[port]}, {others}")
     for port, per in counts.items():
-        assert per[NODE[port]] <= 14
+        # 14 of its own, plus one per IPv4 rule of its groups (no port ranges here).
+        rules = [
+            r
+            for g in CLOUD.ports[port].security_groups
+            for r in CLOUD.security_groups[g].rules
+            if r.ethertype == "IPv4"
+        ]
+        assert per[NODE[port]] <= 14 + len(rules)
         assert all(c <= 4 for n, c in per.items() if n != NODE[port])
     assert "n3" not in counts["a1"]  # no tenant A on n3
 
