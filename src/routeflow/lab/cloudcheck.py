@@ -127,23 +127,15 @@ def _plug(run: CloudRun, result: CheckResult, conn: Any, ports: dict, timeout: f
     t = time.monotonic()
     run.plug_many([(vm.name, vm.node, ports[vm.name]) for x in run.cloud.tenants for vm in x.vms])
 
-    def down() -> list[str]:
-        return sorted(
-            vm.name
-            for vm in run.vms.values()
-            if conn.network.get_port(vm.port_id).status != "ACTIVE"
-        )
-
-    got = poll_until(lambda: not down(), timeout=timeout, interval=0.1)
-    missing = down() if not got.ok else []
+    missing = run.wait_active(list(run.vms.values()), conn, timeout)
     result.add(
         "VMs plugged, ports ACTIVE",
-        got.ok,
+        not missing,
         time.monotonic() - t,
         f"{len(run.vms)} VMs on {len(run.nodes)} nodes"
         + (f"; not ACTIVE: {', '.join(missing)}" if missing else ""),
     )
-    return bool(got.ok)
+    return not missing
 
 
 def _dhcp(run: CloudRun, result: CloudCheckResult) -> dict[str, Lease] | None:

@@ -21,6 +21,7 @@ Reusable API (``routeflow bench tenant`` builds on it)::
         ...
         port = conn.network.create_port(network_id=net.id, binding_host_id="c1")
         vm = run.plug("vm1", "c1", port)          # namespace + OVS port + iface-id
+        run.wait_active([vm], conn)               # the agent bound it (flows are in)
         lease = run.dhcp(vm)                      # udhcpc: address, router, MTU, seconds
         run.ping(vm, "10.0.0.3")
 """
@@ -481,6 +482,21 @@ class CloudRun:
         ip/ovs-vsctl commands)."""
         with ThreadPoolExecutor(min(8, max(1, len(vms)))) as pool:
             return list(pool.map(lambda args: self.plug(*args), vms))
+
+    def wait_active(self, vms: list[Vm], conn: Any = None, timeout: float = 30.0) -> list[str]:
+        """Wait until every VM's port is ACTIVE (its node's agent saw the VIF and installed
+        its flows first), as Nova waits for network-vif-plugged before booting; DHCP sent
+        earlier may be dropped and cost the client's retry. Returns the VMs still not
+        ACTIVE after ``timeout`` ([] when all are)."""
+        conn = conn or self.connect()
+
+        def down() -> list[str]:
+            return [
+                vm.name for vm in vms if conn.network.get_port(vm.port_id).status != "ACTIVE"
+            ]
+
+        poll_until(lambda: not down(), timeout=timeout, interval=0.05)
+        return down()
 
     def unplug(self, vm: Vm) -> None:
         self.nodes[vm.node].unplug_vm(vm.ns)
