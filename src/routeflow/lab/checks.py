@@ -43,6 +43,24 @@ def server_status(run: LabRun) -> dict:
     return run.server_status()
 
 
+def lab_links(plan) -> set[tuple[tuple[int, int], tuple[int, int]]]:
+    """The lab file's links as rfproxy's discovery reports them: both directions."""
+    out = set()
+    for link in plan.links:
+        a = (plan.vm(link.a.switch).dp_id, link.a.port)
+        b = (plan.vm(link.b.switch).dp_id, link.b.port)
+        out |= {(a, b), (b, a)}
+    return out
+
+
+def discovered_links(run: LabRun) -> set[tuple[tuple[int, int], tuple[int, int]]]:
+    """The switch links rfserver says rfproxy discovered (directed, as in its status)."""
+    return {
+        ((k["src_dp_id"], k["src_port"]), (k["dst_dp_id"], k["dst_port"]))
+        for k in server_status(run).get("links", [])
+    }
+
+
 def association_rows(status: dict) -> set[tuple]:
     """The association table of a status, as comparable rows (keys and state)."""
     return {

@@ -85,6 +85,26 @@ def on_shortest_paths(
     return ok
 
 
+def links_discovered(run: LabRun, result: CheckResult, timeout: float) -> bool:
+    """rfproxy's topology discovery found exactly the lab file's links (both directions)."""
+    t = time.monotonic()
+    want = checks.lab_links(run.plan)
+    have: set = set()
+
+    def done() -> bool:
+        nonlocal have
+        _fail_if_dead(run)
+        have = checks.discovered_links(run)
+        return have == want
+
+    ok = checks.wait_until(done, timeout, 0.25)
+    detail = f"{len(have & want)}/{len(want)} directed links"
+    if have - want:
+        detail += f", {len(have - want)} not in the lab file: {sorted(have - want)[:3]}"
+    result.add("switch links discovered", ok, time.monotonic() - t, detail)
+    return ok
+
+
 def _assoc_done(run: LabRun) -> bool:
     _fail_if_dead(run)
     active, want = checks.associations_active(run)
@@ -244,6 +264,7 @@ def run_check(
     try:
         start_lab(run, result)
         if converge(run, result, t0, timeout):
+            links_discovered(run, result, timeout)
             if plan.speakers:
                 speakers.wait_announced(run, result, timeout)
             gateway_pings(run, result)
