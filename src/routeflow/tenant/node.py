@@ -88,6 +88,8 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
         )
         self._lock = threading.Lock()
         self._dp: Any = None
+        #: Barrier xid -> binding reports sent once the switch answers it.
+        self._after_barrier: dict[int, list[p.Message]] = {}
         self._stats: list[Any] = []
         self.link = ServerLink(
             settings.server,
@@ -113,6 +115,7 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
             actions = call(*args)
             dp = self._dp
             later: list[Action[Any]] = []
+            barrier: int | None = None
             for action in actions:
                 if isinstance(action, InstallFlows):
                     if dp is None:  # lost just now: the next connect reads and diffs again
@@ -120,10 +123,28 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
                     else:
                         for msg in self.settings.codec.flow_mods(dp, action.add, action.delete):
                             dp.send_msg(msg)
-                        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+                        request = dp.ofproto_parser.OFPBarrierRequest(dp)
+                        dp.set_xid(request)
+                        dp.send_msg(request)
+                        barrier = request.xid
                         log.info("flows: +%d -%d", len(action.add), len(action.delete))
                 else:
                     later.append(action)
+            if barrier is not None:
+                # A port is reported plugged (ACTIVE) once the switch has its flows, not
+                # when they are merely queued: else a VM's first DHCP request, sent on
+                # ACTIVE, could meet a switch without them and wait for the client's retry.
+                def plugged(a: Action[Any]) -> bool:
+                    return (
+                        isinstance(a, SendToServer)
+                        and isinstance(a.msg, p.NodeBinding)
+                        and a.msg.plugged
+                    )
+
+                held = [a.msg for a in later if isinstance(a, SendToServer) and plugged(a)]
+                if held:
+                    self._after_barrier.setdefault(barrier, []).extend(held)
+                    later = [a for a in later if not plugged(a)]
         for action in later:
             if isinstance(action, SendToServer):
                 self.link.send(action.msg)
@@ -232,11 +253,22 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
     def port_status_handler(self, ev: Any) -> None:
         self._read_vifs()
 
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER])  # type: ignore[misc]
+    def barrier_reply_handler(self, ev: Any) -> None:
+        with self._lock:
+            held = self._after_barrier.pop(ev.msg.xid, [])
+        if held:
+            self.link.send_many(held)
+
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])  # type: ignore[misc]
     def state_change_handler(self, ev: Any) -> None:
         if ev.state == DEAD_DISPATCHER and ev.datapath is self._dp:
             with self._lock:
                 self._dp = None
+                held = [m for msgs in self._after_barrier.values() for m in msgs]
+                self._after_barrier.clear()
+            if held:  # no barrier reply will come: report them (the flows follow on connect)
+                self.link.send_many(held)
             self._handle(self.core.switch_lost)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[misc]
