@@ -774,15 +774,12 @@ def bench_relay(
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
 @click.option("--run-dir", default=None, help="where logs and state go")
-@click.option("--log-level", default="INFO", show_default=True, help="of the routeflow daemons")
-def bench_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, log_level) -> None:
+def bench_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir) -> None:
     """Tenant networks: API rate, port -> ping latency, flows per port; OVN in the same run."""
     from routeflow.bench.tenant import main_tenant
 
     _require_root()
-    sys.exit(
-        main_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, log_level, console)
-    )
+    sys.exit(main_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, console))
 
 
 def _relay_bench(relay, plan, run_dir, seconds, pings, log_level):

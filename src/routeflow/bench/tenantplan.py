@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 ROUTED = ("net1", "net2")
 ISOLATED = "iso"
@@ -206,3 +208,89 @@ def flows_per_port(
             else:
                 out.elsewhere += n
     return out
+
+
+# --- results ------------------------------------------------------------------------
+
+API_WITH_NODES = "with the node agents"
+API_ALONE = "server alone"
+
+
+@dataclass
+class SystemResult:
+    name: str
+    setup_s: float | None = None
+    #: method -> port creates per second
+    api_rate: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    timings: list[PortTiming] = field(default_factory=list)
+    failed_ports: list[str] = field(default_factory=list)
+    #: measured ports whose first DHCP DISCOVER went unanswered (udhcpc retries after 1 s)
+    dhcp_retried: int = 0
+    flows_per_node: dict[str, int] = field(default_factory=dict)
+    #: routeflow: tenantplan.FlowsPerPort.summary(); OVN: growth per port per chassis
+    flows_per_port: dict[str, Any] = field(default_factory=dict)
+    #: flows for the isolated network on the node with no port of it
+    isolated_flows_elsewhere: int | None = None
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    rss_peak_mb: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    #: What the run made on the host, all gone at the end (the smoke test checks).
+    namespaces: list[str] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class TenantBenchResult:
+    nodes: int
+    ports: int
+    api_ports: int
+    ovn_encap: str
+    raw_api_rate: float | None = None
+    routeflow: SystemResult = field(default_factory=lambda: SystemResult("routeflow"))
+    ovn: SystemResult | None = None
+    run_dir: str = ""
+    command: str = ""
+    #: 1-minute load average at the start and at the end (the machine may be shared)
+    load: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        systems = [self.routeflow, *([self.ovn] if self.ovn else [])]
+        return all(not s.problems and s.timings for s in systems)
+
+
+# --- reading switches ----------------------------------------------------------------
+
+_COOKIE = re.compile(r"cookie=(0x[0-9a-f]+)")
+
+
+def cookies(dump: str) -> list[int]:
+    """The cookie of every flow line of ``ovs-ofctl dump-flows``."""
+    return [int(m.group(1), 16) for line in dump.splitlines() if (m := _COOKIE.search(line))]
+
+
+def count_by_port(
+    dumps: dict[str, str], port_keys: dict[int, str]
+) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """(port id -> node -> flows with that port's cookie, node -> tenant flows)."""
+    from routeflow.tenant import pipeline as p
+
+    per_port: dict[str, dict[str, int]] = {}
+    per_node: dict[str, int] = {}
+    for node, text in sorted(dumps.items()):
+        for cookie in cookies(text):
+            kind = p.cookie_kind(cookie)
+            if kind is None:
+                continue
+            per_node[node] = per_node.get(node, 0) + 1
+            if kind[0] is p.Kind.PORT and kind[1] in port_keys:
+                per = per_port.setdefault(port_keys[kind[1]], {})
+                per[node] = per.get(node, 0) + 1
+    return per_port, per_node
+
+
+def metadata_flows(dump: str, key: int) -> int:
+    """Flow lines of ``dump`` that match ``metadata=key``."""
+    pattern = re.compile(rf"\bmetadata=0x{key:x}\b(?!/)")
+    return sum(1 for line in dump.splitlines() if pattern.search(line.split("actions=")[0]))

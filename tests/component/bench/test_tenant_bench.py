@@ -16,6 +16,7 @@ import pytest
 
 from routeflow.bench import ovn as ovn_harness
 from routeflow.bench import tenant
+from routeflow.bench import tenantplan as tp
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
@@ -34,13 +35,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_tenant_bench_smoke(tmp_path) -> None:
-    result = tenant.run_tenant_bench(2, 2, 3, str(tmp_path), log_level="WARNING")
+    result = tenant.run_tenant_bench(2, 2, 3, str(tmp_path))
     rf, ov = result.routeflow, result.ovn
     assert ov is not None
     assert rf.problems == [] and ov.problems == [], (rf.problems, ov.problems)
     assert result.ok
     assert result.raw_api_rate and result.raw_api_rate > 0
-    assert set(rf.api_rate) == {tenant.API_WITH_NODES, tenant.API_ALONE}
+    assert set(rf.api_rate) == {tp.API_WITH_NODES, tp.API_ALONE}
     assert all(v > 0 for v in rf.api_rate.values())
     assert set(ov.api_rate) == {"one ovn-nbctl per port", "ovn-nbctl daemon", "OVSDB JSON-RPC"}
     assert all(v > 0 for v in ov.api_rate.values())

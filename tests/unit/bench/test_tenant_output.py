@@ -11,9 +11,9 @@ from routeflow.bench import tenant
 from routeflow.bench import tenantplan as tp
 
 
-def _system(name: str, scale: float) -> tenant.SystemResult:
+def _system(name: str, scale: float) -> tp.SystemResult:
     timings = [tp.PortTiming(0.01, 0.05, 0.1 * scale, 0.2 * scale, 0.25 * scale)] * 4
-    return tenant.SystemResult(
+    return tp.SystemResult(
         name,
         setup_s=3.0,
         timings=timings,
@@ -26,11 +26,11 @@ def _system(name: str, scale: float) -> tenant.SystemResult:
     )
 
 
-def _result(ovn: bool) -> tenant.TenantBenchResult:
+def _result(ovn: bool) -> tp.TenantBenchResult:
     rf = _system("routeflow", 1.0)
-    rf.api_rate = {tenant.API_WITH_NODES: 100.0, tenant.API_ALONE: 120.0}
+    rf.api_rate = {tp.API_WITH_NODES: 100.0, tp.API_ALONE: 120.0}
     rf.dhcp_retried = 1
-    result = tenant.TenantBenchResult(2, 4, 10, "geneve", raw_api_rate=200.0, routeflow=rf)
+    result = tp.TenantBenchResult(2, 4, 10, "geneve", raw_api_rate=200.0, routeflow=rf)
     if ovn:
         result.ovn = _system("OVN", 2.0)
         result.ovn.api_rate = {"OVSDB JSON-RPC": 400.0, "ovn-nbctl daemon": 50.0}
@@ -64,7 +64,7 @@ def test_print_and_json_with_and_without_ovn(tmp_path) -> None:
         path = tmp_path / f"r{ovn}.json"
         tenant.write_json(result, str(path))
         data = json.loads(path.read_text())
-        assert data["ok"] is True and data["routeflow"]["api_rate"][tenant.API_ALONE] == 120.0
+        assert data["ok"] is True and data["routeflow"]["api_rate"][tp.API_ALONE] == 120.0
         assert (data["ovn"] is None) is not ovn
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from routeflow.bench import apistub, ovn
-from routeflow.bench.tenant import cookies, count_by_port, metadata_flows
+from routeflow.bench.tenantplan import cookies, count_by_port, metadata_flows
 from routeflow.tenant import pipeline as p
 
 PORT7 = p.cookie_of(p.Kind.PORT, 7)
