@@ -643,6 +643,21 @@ def bench() -> None:
     "rfproxy: time until the switch holds the full table again",
 )
 @click.option("--ipv6", is_flag=True, help="IPv6 prefixes (fd00::/8) instead of IPv4")
+@click.option(
+    "--table",
+    "table_path",
+    type=click.Path(dir_okay=False),
+    help="the prefixes of a table file ('prefix [as_path...]' lines, both families) "
+    "instead of --routes generated ones (see `routeflow bench table-gen`)",
+)
+@click.option(
+    "--peers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="with --table: spread it over N next hops, peers offering overlapping prefixes",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="for --peers")
 def bench_fib(
     routes,
     json_path,
@@ -655,6 +670,9 @@ def bench_fib(
     restart_proxy,
     wipe_switch,
     ipv6,
+    table_path,
+    peers,
+    seed,
 ) -> None:
     """Kernel routes -> switch flows: routes/s against ovs-ofctl --bundle, RSS, next-hop change."""
     from routeflow.bench.fib import main_fib
@@ -665,6 +683,10 @@ def bench_fib(
         raise click.BadParameter(
             f"{prefixlen} is outside {'16-128' if ipv6 else '8-32'}", param_hint="--prefixlen"
         )
+    if peers > 1 and table_path is None:
+        raise click.BadParameter("needs --table", param_hint="--peers")
+    if table_path is not None and ipv6:
+        raise click.BadParameter("a table file says its families itself", param_hint="--ipv6")
     _require_root()
     sys.exit(
         main_fib(
@@ -680,8 +702,25 @@ def bench_fib(
             restart_proxy=restart_proxy,
             wipe_switch=wipe_switch,
             ipv6=ipv6,
+            table_path=table_path,
+            peers=peers,
+            seed=seed,
         )
     )
+
+
+@bench.command("table-gen")
+@click.option("--ipv4", type=click.IntRange(0, 2_000_000), default=1_100_000, show_default=True)
+@click.option("--ipv6", type=click.IntRange(0, 1_000_000), default=250_000, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), required=True, help="table file to write"
+)
+def bench_table_gen(ipv4, ipv6, seed, output) -> None:
+    """Write a realistic table: real prefix-length mixes, nesting, many AS paths."""
+    from routeflow.bench.tablegen import main_table_gen
+
+    sys.exit(main_table_gen(ipv4, ipv6, seed, output, console))
 
 
 @bench.command("relay")

@@ -100,6 +100,46 @@ def test_bench_fib_small_ipv6(run_dir, tmp_path):
     assert "IPv6 /48" in stdout
 
 
+def test_bench_fib_small_table_over_three_peers(run_dir, tmp_path):
+    """The shipped table (both families, nested, many AS paths) over 3 overlapping peers."""
+    out = tmp_path / "bench.json"
+    table = os.path.join(os.path.dirname(__file__), "..", "..", "labs", "tables", "small.txt")
+    args = ["--table", table, "--peers", "3", "--json", str(out), "--run-dir", run_dir]
+    proc = subprocess.run(
+        [sys.executable, "-m", "routeflow.cli", "bench", "fib", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["ok"] and not r["problems"], r["problems"]
+    assert r["routes"] == 2500 and r["peers"] == 3 and r["ipv6"] is True
+    assert r["table_stats"]["ipv4"] == 2000 and r["table_stats"]["nested_share"] > 0.5
+    assert r["shared_prefixes"] > 1250
+    # every peer of each family carries routes; each one's group holds exactly them
+    assert len(r["routes_per_peer"]) == 6 and sum(r["routes_per_peer"].values()) == 2500
+    assert r["progress"][-1][1] == 2500 and r["ratio"] > 0
+    assert r["nexthop_flows_unchanged"] is True and r["withdraw_s"] is not None
+    print(
+        f"bench fib --table small.txt --peers 3: ours {r['ours_rate']:,.0f} routes/s, "
+        f"raw {r['raw_rate']:,.0f}/s"
+    )
+
+
+def test_bench_fib_refuses_a_bad_table_naming_the_line(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("100.0.0.0/8 1\n100.1.0.1/16 2\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "routeflow.cli", "bench", "fib", "--table", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"{bad}:2: 100.1.0.1/16 has host bits set" in proc.stdout + proc.stderr
+
+
 def test_bgp_table_lab_carries_the_speakers_prefixes_in_and_out(run_dir):
     plan = lab_plan("bgp-table")
     assert plan.speakers and plan.speakers[0].announce.count >= 1000

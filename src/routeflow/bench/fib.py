@@ -41,16 +41,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
-from routeflow.bench import nlroutes
+from routeflow.bench import fibtable, nlroutes, tablepeers
+from routeflow.bench.table import TableEntry, TableError, read_table, table_stats
 from routeflow.lab import checks
 from routeflow.lab.model import LabPlan, parse_lab, plan
 from routeflow.lab.poll import poll_until
 from routeflow.lab.runner import LabFailure, LabRun
 from routeflow.proxy import openflow as of
 
-__all__ = ["FibBenchResult", "bench_plan", "run_fib_bench"]
+__all__ = ["FibBenchResult", "bench_plan", "load_bench_table", "run_fib_bench"]
 
 BENCH_LAB = """
 name: benchfib
@@ -74,6 +76,7 @@ GW6 = "2001:db8:f::100"
 GW6_MAC = "06:00:00:be:ef:06"
 DAEMONS = ("rfserver", "rfproxy", f"rfclient@{SWITCH}")
 ROUTE_COOKIE = of.cookie(of.Kind.ROUTE)
+AF_INET, AF_INET6 = 2, 10
 
 
 @dataclass
@@ -132,6 +135,13 @@ class FibBenchResult:
     wipe_connected_ratio: float | None = None
     wipe_rss_peak_mb: float | None = None
     wipe_diff: dict[str, int] = field(default_factory=dict)
+    #: --table: the file, its make-up (table_stats), the peers it is spread
+    #: over, the prefixes offered by several, and the routes per next hop.
+    table: str | None = None
+    table_stats: dict[str, object] = field(default_factory=dict)
+    peers: int = 1
+    shared_prefixes: int | None = None
+    routes_per_peer: dict[str, int] = field(default_factory=dict)
     run_dir: str = ""
     command: str = ""
 
@@ -142,6 +152,16 @@ class FibBenchResult:
 
 def bench_plan() -> LabPlan:
     return plan(parse_lab(BENCH_LAB, "<bench fib>"))
+
+
+def load_bench_table(path: str) -> list[TableEntry]:
+    """A table file fit for the bench lab (TableError naming the file, and line, if not)."""
+    table = read_table(path)
+    lab = bench_plan()
+    vm = lab.vm(SWITCH)
+    own = [i.subnet for i in vm.interfaces] + [f"{h.address}/32" for h in lab.hosts] + [NET6]
+    fibtable.check_table(table, path, own)
+    return table
 
 
 class _BenchRun(LabRun):
@@ -230,22 +250,34 @@ def _cpu_all(run: LabRun) -> dict[str, float]:
 # --- the phases ------------------------------------------------------------------------
 
 
-def _raw_baseline(run: LabRun, result: FibBenchResult, net_ints: list[int], src_mac: str) -> None:
-    """ovs-ofctl --bundle add-flows of the N route flows on a fresh bridge."""
+def _synthetic_flow_lines(result: FibBenchResult, net_ints: list[int]) -> Iterator[str]:
+    prio = of.PRIO_ROUTE_BASE + result.prefixlen
+    if result.ipv6:
+        head = f"table={of.TABLE_FIB},priority={prio},cookie={ROUTE_COOKIE:#x},ipv6,ipv6_dst="
+        tail = f"/{result.prefixlen},actions=group:1\n"
+        return (f"{head}{ipaddress.IPv6Address(net)}{tail}" for net in net_ints)
+    mask = (0xFFFFFFFF << (32 - result.prefixlen)) & 0xFFFFFFFF
+    head = f"table={of.TABLE_FIB},priority={prio},cookie={ROUTE_COOKIE:#x},ip,nw_dst="
+    tail = f"/{_dotted(mask)},actions=group:1\n"
+    return (f"{head}{_dotted(net)}{tail}" for net in net_ints)
+
+
+def _raw_baseline(
+    run: LabRun,
+    result: FibBenchResult,
+    lines: Iterable[str],
+    src_mac: str,
+    group_macs: dict[int, str],
+) -> None:
+    """ovs-ofctl --bundle add-flows of the N route flows on a fresh bridge.
+
+    ``group_macs``: the groups the flows point at (id -> next hop's MAC).
+    """
     n = result.routes
     bridge = f"{run.prefix}raw"
     path = os.path.join(run.run_dir, "raw-flows.txt")
-    prio = of.PRIO_ROUTE_BASE + result.prefixlen
     with open(path, "w") as fh:
-        if result.ipv6:
-            head = f"table={of.TABLE_FIB},priority={prio},cookie={ROUTE_COOKIE:#x},ipv6,ipv6_dst="
-            tail = f"/{result.prefixlen},actions=group:1\n"
-            fh.writelines(f"{head}{ipaddress.IPv6Address(net)}{tail}" for net in net_ints)
-        else:
-            mask = (0xFFFFFFFF << (32 - result.prefixlen)) & 0xFFFFFFFF
-            head = f"table={of.TABLE_FIB},priority={prio},cookie={ROUTE_COOKIE:#x},ip,nw_dst="
-            tail = f"/{_dotted(mask)},actions=group:1\n"
-            fh.writelines(f"{head}{_dotted(net)}{tail}" for net in net_ints)
+        fh.writelines(lines)
     run.ovs.vsctl(
         "add-br",
         bridge,
@@ -258,13 +290,14 @@ def _raw_baseline(run: LabRun, result: FibBenchResult, net_ints: list[int], src_
         "fail_mode=secure",
     )
     try:
-        _ofctl(
-            run,
-            "add-group",
-            bridge,
-            f"group_id=1,type=indirect,bucket=actions=set_field:{src_mac}->eth_src,"
-            f"set_field:{NEW_MAC}->eth_dst,dec_ttl,output:1",
-        )
+        for gid, mac in sorted(group_macs.items()):
+            _ofctl(
+                run,
+                "add-group",
+                bridge,
+                f"group_id={gid},type=indirect,bucket=actions=set_field:{src_mac}->eth_src,"
+                f"set_field:{mac}->eth_dst,dec_ttl,output:1",
+            )
         t = time.monotonic()
         r = subprocess.run(
             ["ovs-ofctl", "-O", "OpenFlow13", "--bundle", "add-flows", bridge, path],
@@ -293,11 +326,11 @@ def _dotted(value: int) -> str:
     return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
 
 
-def _vm_python(run: LabRun, *args: str) -> subprocess.Popen:
+def _vm_python(run: LabRun, *args: str, stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
     node = run.vm_node(SWITCH)
     return node.popen(
         [run.python, "-m", "routeflow.bench.nlroutes", *args],
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -344,6 +377,15 @@ def _wait_count(
     return at, loader_done, first
 
 
+def _go(loader: subprocess.Popen) -> None:
+    """Wait for a ``--ready`` loader to have packed its routes (its "ready" line)."""
+    assert loader.stdout is not None
+    line = loader.stdout.readline()
+    if line.strip() != "ready":
+        rest = line + loader.communicate()[0]
+        raise LabFailure(f"the route loader failed before starting: {rest.strip()[-300:]}")
+
+
 def _fail_if_dead(run: LabRun) -> None:
     dead = run.procs.dead()
     if dead:
@@ -364,12 +406,37 @@ def run_fib_bench(
     restart_proxy: bool = False,
     wipe_switch: bool = False,
     ipv6: bool = False,
+    table: list[TableEntry] | None = None,
+    table_source: str | None = None,
+    peers: int = 1,
+    seed: int = 1,
 ) -> FibBenchResult:
-    """The whole benchmark; ``progress(text)`` is told what is happening."""
+    """The whole benchmark; ``progress(text)`` is told what is happening.
+
+    With ``table`` its prefixes (both families, any lengths) are the routes,
+    spread over ``peers`` next hops (see tablepeers.py); ``routes``,
+    ``prefixlen`` and ``ipv6`` are then ignored.
+    """
     say = progress or (lambda _text: None)
+    if table is not None:
+        routes = len(table)
+        families = {e.family for e in table}
+        ipv6 = AF_INET6 in families
+        prefixlen = 0  # mixed
+    else:
+        families = {AF_INET6 if ipv6 else AF_INET}
+        if peers != 1:
+            raise ValueError("--peers needs --table")
+    spread = tablepeers.spread(table or [], peers, seed)
     result = FibBenchResult(routes=routes, prefixlen=prefixlen, ipv6=ipv6, run_dir=run_dir)
     result.command = " ".join(sys.argv) if sys.argv else ""
-    if ipv6:
+    result.peers = peers
+    net_ints: list[int] = []
+    if table is not None:
+        result.table = table_source or "<table>"
+        result.table_stats = table_stats(table)
+        result.shared_prefixes = spread.shared()
+    elif ipv6:
         net_ints = list(nlroutes.prefixes6(routes, prefixlen=prefixlen))
     else:
         net_ints = list(nlroutes.prefixes(routes, prefixlen=prefixlen))
@@ -380,8 +447,21 @@ def run_fib_bench(
     gw = lab.host(GATEWAY_HOST)
     vm = lab.vm(SWITCH)
     gw_port = next(i for i in vm.interfaces if i.peer == GATEWAY_HOST)
+    peer_of = fibtable.make_peers(families, peers, (gw.address, gw.mac), (GW6, GW6_MAC))
+    # The route flows expected per next hop: (family, peer) -> count.
+    if table is not None:
+        expected: dict[tuple[int, int], int] = {}
+        for e, best in zip(table, spread.best, strict=True):
+            expected[(e.family, best)] = expected.get((e.family, best), 0) + 1
+    else:
+        expected = {(next(iter(families)), 0): routes}
+    result.routes_per_peer = {f"{peer_of[k].address}": n for k, n in sorted(expected.items()) if n}
+    # The peer whose MAC the next-hop phase changes: peer 0 of the first family.
+    first_peer = peer_of[(min(families), 0)]
+    gw_mac = first_peer.mac
     relay_ping: subprocess.Popen | None = None
     profilers: list[subprocess.Popen] = []
+    routes_path = os.path.join(run_dir, "routes.txt")
     try:
         say("starting the lab")
         run.start()
@@ -389,20 +469,29 @@ def run_fib_bench(
         if not checks.wait_until(lambda: _assoc_done(run), 60, 0.2):
             raise LabFailure("associations did not become active")
         node = run.vm_node(SWITCH)
-        neigh = f"ip neigh replace {gw.address} dev {gw_port.ifname} nud permanent lladdr"
-        node.cmd(f"{neigh} {gw.mac}")
         want = {f"{i.ip}/32" for i in vm.interfaces} | {i.subnet for i in vm.interfaces}
+        if AF_INET6 in families:
+            # The lab is IPv4 (static routing): the gateway link gets its IPv6
+            # /64 by hand. Only the VM's side is needed; the gateways are
+            # permanent neighbours, as the IPv4 ones are.
+            node.cmd(f"ip -6 addr add {VM6}/64 dev {gw_port.ifname} nodad")
+        for peer in sorted(peer_of.values(), key=lambda p: (p.family, p.index)):
+            v = "-6 " if peer.family == AF_INET6 else ""
+            node.cmd(
+                f"ip {v}neigh replace {peer.address} dev {gw_port.ifname} "
+                f"nud permanent lladdr {peer.mac}"
+            )
+        if AF_INET not in families:
+            node.cmd(
+                f"ip neigh replace {gw.address} dev {gw_port.ifname} nud permanent lladdr {gw.mac}"
+            )
+        v6 = "-6 " if first_peer.family == AF_INET6 else ""
+        neigh = (
+            f"ip {v6}neigh replace {first_peer.address} dev {gw_port.ifname} nud permanent lladdr"
+        )
         if not checks.wait_until(lambda: want <= set(checks.fib_flows(run, SWITCH)), 30, 0.2):
             raise LabFailure(f"the connected routes never reached the switch: {want}")
-        gw_addr, gw_mac = gw.address, gw.mac
-        if ipv6:
-            # The lab is IPv4 (static routing): the gateway link gets its IPv6
-            # /64 by hand. Only the VM's side is needed; the gateway is a
-            # permanent neighbour, as the IPv4 one is.
-            gw_addr, gw_mac = GW6, GW6_MAC
-            node.cmd(f"ip -6 addr add {VM6}/64 dev {gw_port.ifname} nodad")
-            neigh = f"ip -6 neigh replace {GW6} dev {gw_port.ifname} nud permanent lladdr"
-            node.cmd(f"{neigh} {gw_mac}")
+        if AF_INET6 in families:
             want6 = {f"{VM6}/128", NET6}
             if not checks.wait_until(
                 lambda: want6 <= set(checks.fib_flows(run, SWITCH, family=6)), 30, 0.2
@@ -424,31 +513,52 @@ def run_fib_bench(
             raise LabFailure(f"{RELAY_HOST}'s host route never reached the switch")
         time.sleep(0.5)
         base = table_active(run, bridge)
+        base_via = {}
+        for hop in expected:
+            g, _ = _group_of_gateway(run, bridge, peer_of[hop].mac)
+            base_via[hop] = (
+                0
+                if g is None
+                else aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}")
+            )
 
         say(f"loading {routes} routes into the VM kernel and waiting for the switch")
+        family = ["--ipv6"] if ipv6 else []
+        if table is not None:
+            with open(routes_path, "w") as fh:
+                fh.writelines(fibtable.routes_lines(table, spread, peer_of))
+            loader = _vm_python(
+                run,
+                "add",
+                "--routes",
+                routes_path,
+                "--dev",
+                gw_port.ifname,
+                "--ready",
+                stdin=subprocess.PIPE,
+            )
+            _go(loader)  # the clock starts once the loader has packed the table
         profilers = _start_profilers(run, profile_dir) if profile_dir else []
-        gw_group, _ = _group_of_gateway(run, bridge, gw_mac)
-        base_via = (
-            aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={gw_group}")
-            if gw_group is not None
-            else 0
-        )
         cpu0 = _cpu_all(run)
         t0 = time.monotonic()
-        family = ["--ipv6"] if ipv6 else []
-        loader = _vm_python(
-            run,
-            "add",
-            "--count",
-            str(routes),
-            "--via",
-            gw_addr,
-            "--dev",
-            gw_port.ifname,
-            "--prefixlen",
-            str(prefixlen),
-            *family,
-        )
+        if table is None:
+            loader = _vm_python(
+                run,
+                "add",
+                "--count",
+                str(routes),
+                "--via",
+                first_peer.address,
+                "--dev",
+                gw_port.ifname,
+                "--prefixlen",
+                str(prefixlen),
+                *family,
+            )
+        else:
+            assert loader.stdin is not None
+            loader.stdin.write("go\n")
+            loader.stdin.flush()  # communicate() closes it
         done, loaded, first = _wait_count(
             run,
             bridge,
@@ -477,16 +587,26 @@ def run_fib_bench(
         result.ours_s = round(done, 3)
         result.ours_rate = round(routes / done, 1)
 
-        group, groups_text = _group_of_gateway(run, bridge, gw_mac)
+        group = None
+        for hop, n in sorted(expected.items()):
+            peer = peer_of[hop]
+            g, groups_text = _group_of_gateway(run, bridge, peer.mac)
+            if g is None:
+                result.fail(
+                    f"no group rewrites to the next hop's MAC {peer.mac}: {groups_text[:300]}"
+                )
+                return result
+            count = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}")
+            if count != n + base_via[hop]:
+                result.fail(
+                    f"{count - base_via[hop]} route flows point at {peer.address}'s group {g}, "
+                    f"not {n}"
+                )
+            if peer == first_peer:
+                group, via_group = g, count
         if group is None:
-            result.fail(f"no group rewrites to the gateway MAC {gw_mac}: {groups_text[:300]}")
+            result.fail(f"no routes through {first_peer.address}: no next-hop change to time")
             return result
-        via_group = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={group}")
-        if via_group != routes + base_via:
-            result.fail(
-                f"{via_group - base_via} route flows point at the gateway's group {group}, "
-                f"not {routes}"
-            )
 
         if restart_proxy:
             say("SIGKILL rfproxy, restart it, wait for its reconciliation")
@@ -500,8 +620,8 @@ def run_fib_bench(
             after = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={group}")
             if after != via_group:
                 result.fail(
-                    f"after the wipe {after - base_via} route flows point at the gateway's "
-                    f"group {group}, not {routes}"
+                    f"after the wipe {after} flows point at {first_peer.address}'s "
+                    f"group {group}, not {via_group}"
                 )
 
         say("changing the gateway's MAC in the VM")
@@ -528,9 +648,19 @@ def run_fib_bench(
         say(f"withdrawing the {routes} routes")
         cpu0 = _cpu_all(run)
         t0 = time.monotonic()
-        loader = _vm_python(
-            run, "del", "--count", str(routes), "--prefixlen", str(prefixlen), *family
-        )
+        if table is None:
+            loader = _vm_python(
+                run, "del", "--count", str(routes), "--prefixlen", str(prefixlen), *family
+            )
+        else:
+            loader = _vm_python(
+                run, "del", "--routes", routes_path, "--ready", stdin=subprocess.PIPE
+            )
+            _go(loader)
+            t0 = time.monotonic()
+            assert loader.stdin is not None
+            loader.stdin.write("go\n")
+            loader.stdin.flush()  # communicate() closes it
         done, unloaded, _first = _wait_count(
             run, bridge, base, limit, t0=t0, base=base + routes, loader=loader
         )
@@ -545,7 +675,14 @@ def run_fib_bench(
             result.withdraw_rate = round(routes / done, 1)
         if raw:
             say(f"raw baseline: ovs-ofctl --bundle add-flows of {routes} flows")
-            _raw_baseline(run, result, net_ints, gw_port.mac)
+            if table is None:
+                lines: Iterable[str] = _synthetic_flow_lines(result, net_ints)
+                group_macs = {1: gw_mac}
+            else:
+                group_ids = {hop: i for i, hop in enumerate(sorted(peer_of), 1)}
+                lines = fibtable.raw_flow_lines(table, spread, group_ids)
+                group_macs = {i: peer_of[hop].mac for hop, i in group_ids.items()}
+            _raw_baseline(run, result, lines, gw_port.mac, group_macs)
             if result.ours_rate and result.raw_rate:
                 result.ratio = round(result.ours_rate / result.raw_rate, 3)
             if result.wipe_rate and result.raw_rate:
@@ -838,9 +975,26 @@ def print_result(result: FibBenchResult, console) -> None:
 
     n = result.routes
     family = "IPv6 " if result.ipv6 else ""
-    t = Table(title=f"bench fib: {n:,} {family}/{result.prefixlen} routes, one switch, one VM")
+    if result.table:
+        what = f"{n:,} routes of {result.table}"
+        if result.peers > 1:
+            what += f" over {result.peers} peers"
+    else:
+        what = f"{n:,} {family}/{result.prefixlen} routes"
+    t = Table(title=f"bench fib: {what}, one switch, one VM")
     t.add_column("measure")
     t.add_column("value", justify="right")
+    st = result.table_stats
+    if st:
+        t.add_row("table: IPv4 + IPv6 prefixes", f"{st['ipv4']:,} + {st['ipv6']:,}")
+        t.add_row("  nested in a less specific one", f"{st['nested']:,} ({st['nested_share']:.0%})")
+        t.add_row("  distinct AS paths", f"{st['as_paths']:,}")
+        if result.peers > 1:
+            t.add_row("  prefixes offered by several peers", f"{result.shared_prefixes:,}")
+            t.add_row(
+                "  routes per next hop",
+                ", ".join(f"{n:,}" for n in result.routes_per_peer.values()),
+            )
     t.add_row("raw: ovs-ofctl --bundle add-flows", f"{_fmt(result.raw_s, ' s', 3)}")
     t.add_row("raw rate", f"{_fmt(result.raw_rate, ' flows/s', 0)}")
     t.add_row("routeflow: kernel -> switch, all flows", f"{_fmt(result.ours_s, ' s', 3)}")
@@ -920,6 +1074,9 @@ def main_fib(
     restart_proxy: bool = False,
     wipe_switch: bool = False,
     ipv6: bool = False,
+    table_path: str | None = None,
+    peers: int = 1,
+    seed: int = 1,
 ) -> int:
     import logging
 
@@ -930,6 +1087,14 @@ def main_fib(
     from mininet.log import setLogLevel
 
     setLogLevel("error")  # Mininet warnings would garble the progress line
+    table = None
+    if table_path is not None:
+        try:
+            table = load_bench_table(table_path)
+        except TableError as err:
+            print(f"bench fib: {err}", file=sys.stderr)
+            return 2
+        routes = len(table)
     run_dir = run_dir or default_run_dir(f"bench-fib-{routes}")
     install_signal_handlers()
     try:
@@ -946,6 +1111,10 @@ def main_fib(
                 restart_proxy=restart_proxy,
                 wipe_switch=wipe_switch,
                 ipv6=ipv6,
+                table=table,
+                table_source=table_path,
+                peers=peers,
+                seed=seed,
             )
     except (KeyboardInterrupt, Terminated):
         console.print("[yellow]interrupted; lab torn down[/yellow]")

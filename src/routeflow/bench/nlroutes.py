@@ -9,6 +9,10 @@ The routes are what a BGP daemon installs: one prefix each, through one gateway.
     python -m routeflow.bench.nlroutes add --count 1000000 --via 172.31.2.100 --dev eth2
     python -m routeflow.bench.nlroutes del --count 1000000
     python -m routeflow.bench.nlroutes add --ipv6 --count 100000 --via 2001:db8:f::100 --dev eth2
+    python -m routeflow.bench.nlroutes add --routes routes.txt --dev eth2 --ready
+
+A routes file (``prefix gateway`` per line, both families) is what `bench fib
+--table` loads: the kernel's best route of each prefix of a table.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ __all__ = [
     "DEFAULT_START",
     "DEFAULT_START6",
     "PROTO",
+    "RoutesFileError",
     "apply_routes",
     "main",
+    "pack_route_list",
     "prefixes",
     "prefixes6",
+    "read_routes",
+    "send_packed",
 ]
 
 RTM_NEWROUTE = 24
@@ -230,16 +238,130 @@ def _pack128(value: int) -> bytes:
     return value.to_bytes(16, "big")
 
 
+class RoutesFileError(ValueError):
+    """A line of a routes file that is not ``prefix gateway``; names the file and line."""
+
+
+def read_routes(path: str) -> list[tuple[int, int, bytes, bytes]]:
+    """A routes file: ``prefix gateway`` per line (either family, mixed), ``#`` comments.
+
+    Returns (family, prefix length, network bytes, gateway bytes) per route.
+    """
+    out: list[tuple[int, int, bytes, bytes]] = []
+    with open(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            text = line.split("#", 1)[0].split()
+            if not text:
+                continue
+            try:
+                if len(text) != 2:
+                    raise ValueError(f"want 'prefix gateway', got {len(text)} fields")
+                addr, _, plen_text = text[0].partition("/")
+                family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+                net = socket.inet_pton(family, addr)
+                plen = int(plen_text)
+                if not 0 <= plen <= len(net) * 8:
+                    raise ValueError(f"prefix length {plen} is out of range")
+                gw = socket.inet_pton(family, text[1])
+            except (OSError, ValueError) as err:
+                raise RoutesFileError(f"{path}:{lineno}: {err}") from None
+            out.append((family, plen, net, gw))
+    return out
+
+
+def pack_route_list(op: str, routes: list[tuple[int, int, bytes, bytes]], oif: int) -> list[bytes]:
+    """RTM_NEWROUTE (replace) or RTM_DELROUTE requests for ``routes``, in datagrams."""
+    out = []
+    buf = bytearray()
+    for seq, (family, plen, net, gw) in enumerate(routes, 1):
+        v6 = family == socket.AF_INET6
+        alen = 20 if v6 else 8
+        if op == "add":
+            st = _ADD6 if v6 else _ADD
+            head = (st.size, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE, seq, 0)
+            tail: tuple = (alen, RTA_GATEWAY, gw, 8, RTA_OIF, oif)
+        else:
+            st = _DEL6 if v6 else _DEL
+            head = (st.size, RTM_DELROUTE, NLM_F_REQUEST, seq, 0)
+            tail = ()
+        buf += st.pack(
+            *head,
+            family,
+            plen,
+            0,
+            0,
+            RT_TABLE_MAIN,
+            PROTO,
+            0,
+            RTN_UNICAST,
+            0,
+            alen,
+            RTA_DST,
+            net,
+            *tail,
+        )
+        if seq % _PER_SEND == 0:
+            out.append(bytes(buf))
+            buf = bytearray()
+    if buf:
+        out.append(bytes(buf))
+    return out
+
+
+def send_packed(datagrams: list[bytes]) -> tuple[int, int]:
+    """Send prepared requests; returns (requests sent, errors), as apply_routes."""
+    sock = _socket()
+    try:
+        sent = errors = first_errno = 0
+        for data in datagrams:
+            sock.send(data)
+            sent += _count_messages(data)
+            e, f = _count_errors(sock)
+            errors += e
+            first_errno = first_errno or f
+        e, f = _count_errors(sock)
+        errors += e
+        first_errno = first_errno or f
+        if errors:
+            print(
+                f"nlroutes: {errors} of {sent} requests failed "
+                f"(first: {errno.errorcode.get(first_errno, first_errno)})",
+                file=sys.stderr,
+            )
+        return sent, errors
+    finally:
+        sock.close()
+
+
+def _count_messages(data: bytes) -> int:
+    n = off = 0
+    while off + 16 <= len(data):
+        n += 1
+        off += (_NLMSG.unpack_from(data, off)[0] + 3) & ~3
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m routeflow.bench.nlroutes", description=__doc__)
     parser.add_argument("op", choices=["add", "del"])
-    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--count", type=int)
     parser.add_argument("--via", help="gateway (add)")
     parser.add_argument("--dev", help="output device (add)")
     parser.add_argument("--start", default=None, help=f"{DEFAULT_START} ({DEFAULT_START6})")
     parser.add_argument("--prefixlen", type=int, default=24)
     parser.add_argument("--ipv6", action="store_true", help="IPv6 routes (fd00::/8)")
+    parser.add_argument(
+        "--routes",
+        metavar="FILE",
+        help="the routes of FILE ('prefix gateway' lines, both families) instead of --count; "
+        "with --ready, they are packed first, 'ready' is printed and a line on stdin starts it",
+    )
+    parser.add_argument("--ready", action="store_true", help="see --routes")
     args = parser.parse_args(argv)
+    if args.routes:
+        return _main_routes(args)
+    if args.count is None:
+        parser.error("--count or --routes is required")
     t = time.perf_counter()
     try:
         sent, errors = apply_routes(
@@ -252,6 +374,27 @@ def main(argv: list[str] | None = None) -> int:
             ipv6=args.ipv6,
         )
     except (OSError, ValueError) as err:
+        print(f"nlroutes: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.op} {sent} routes in {time.perf_counter() - t:.3f} s, {errors} errors")
+    return 1 if errors else 0
+
+
+def _main_routes(args: argparse.Namespace) -> int:
+    try:
+        routes = read_routes(args.routes)
+        oif = socket.if_nametoindex(args.dev) if args.op == "add" else 0
+        datagrams = pack_route_list(args.op, routes, oif)
+    except (OSError, ValueError) as err:
+        print(f"nlroutes: {err}", file=sys.stderr)
+        return 2
+    if args.ready:
+        print("ready", flush=True)
+        sys.stdin.readline()
+    t = time.perf_counter()
+    try:
+        sent, errors = send_packed(datagrams)
+    except OSError as err:
         print(f"nlroutes: {err}", file=sys.stderr)
         return 2
     print(f"{args.op} {sent} routes in {time.perf_counter() - t:.3f} s, {errors} errors")
