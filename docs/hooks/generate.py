@@ -71,7 +71,7 @@ def config_reference(_arg: str | None) -> str:
             f"Config file: `routeflow {name} --config-file FILE`; check it with "
             f"`routeflow config check {name} FILE`. Every key is also the flag `--KEY`.\n"
         )
-        parts.append(reference(parser))
+        parts.append(reference(parser).replace("| `` |", "|  |"))
         if sample.is_file():
             parts.append(f"Sample (`etc/routeflow/{name}.yaml`):\n")
             parts.append(fence("yaml", sample.read_text(encoding="utf-8")))
@@ -282,6 +282,15 @@ def sample_configs(_arg: str | None) -> str:
     )
 
 
+def include(arg: str | None) -> str:
+    """A file of this checkout, whole, as a code block (the file is what the tests run)."""
+    path = ROOT / (arg or "")
+    if not arg or not path.is_file():
+        raise PluginError(f"generate: include needs a file of the checkout, got {arg!r}")
+    lang = {".sh": "sh", ".yaml": "yaml", ".service": "ini", ".py": "python"}.get(path.suffix, "")
+    return f"`{arg}`:\n\n" + fence(lang, path.read_text(encoding="utf-8"))
+
+
 def fence(lang: str, text: str) -> str:
     ticks = "````" if "```" in text else "```"
     return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}\n"
@@ -293,6 +302,7 @@ GENERATORS: dict[str, Callable[[str | None], str]] = {
     "lab-reference": lab_reference,
     "units": units,
     "sample-configs": sample_configs,
+    "include": include,
 }
 
 os.environ.setdefault("COLUMNS", WIDTH)
