@@ -57,28 +57,38 @@ VXLAN_OVERHEAD = 50
 
 
 class _NodeSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Compute node name: 1-12 of [a-z0-9-], unique (it names the node's namespace).
     name: str
+    #: A gateway node (its agent runs with --gateway).
     gateway: bool = False
 
 
 class _NetworkSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Unique in its tenant.
     name: str
+    #: Its subnet; the first address is the router's; no overlap within the tenant.
     cidr: str
 
 
 class _RouterSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
+    #: Networks of its own tenant that it joins.
     networks: list[str]
 
 
 class _VmSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Unique across the cloud.
     name: str
+    #: A network of its own tenant.
     network: str
+    #: The compute node it runs on.
     node: str
+    #: Fixed address in its network (default: the API's IPAM picks); it gets it by DHCP.
     ip: str | None = None
 
 
 class _TenantSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Unique; tenants may use the same addresses (isolation is what is tested).
     name: str
     networks: list[_NetworkSpec]
     routers: list[_RouterSpec] = msgspec.field(default_factory=list)
@@ -86,17 +96,24 @@ class _TenantSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class _ApiSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    listen: str = "127.0.0.1:0"  # 0: a free port chosen at run time
+    #: HOST:PORT of the API; port 0 is a free port chosen at run time.
+    listen: str = "127.0.0.1:0"
 
 
 class CloudSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The ``cloud:`` mapping as written."""
 
+    #: The compute nodes.
     nodes: list[_NodeSpec]
+    #: The nodes' tunnel network (IPv4); node N gets its host N.
     underlay: str = "198.51.100.0/24"
+    #: MTU of the underlay (1280-9000).
     underlay_mtu: int = 1500
+    #: Tenant MTU, 576-8950 and at most underlay_mtu - 50 (VXLAN) (default: that maximum).
     mtu: int | None = None
+    #: The tenant server's API.
     api: _ApiSpec = msgspec.field(default_factory=_ApiSpec)
+    #: What the lab creates through the API: networks, routers, VMs per tenant.
     tenants: list[_TenantSpec] = msgspec.field(default_factory=list)
 
 
