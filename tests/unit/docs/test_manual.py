@@ -103,3 +103,14 @@ def test_pages_load_nothing_from_outside(site: Path) -> None:
         for url in re.findall(r'(?:src|href)="(https?://[^"]+)"', page.read_text("utf-8")):
             assert not url.endswith((".js", ".css", ".woff2")), f"{page}: loads {url}"
         assert "fonts.googleapis" not in page.read_text("utf-8"), page
+
+
+def test_readme_links_into_the_manual_resolve(site: Path) -> None:
+    """README.md points into docs/ (pages and their sections): every such link lands."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((docs/[^)#\s]+)(?:#([^)\s]+))?\)", readme)
+    for target, anchor in links:
+        assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+        if target.endswith(".md") and anchor:
+            page = site / (target.removeprefix("docs/").removesuffix(".md") + ".html")
+            assert f'id="{anchor}"' in page.read_text("utf-8"), f"README: {target}#{anchor}"
