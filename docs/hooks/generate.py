@@ -267,7 +267,8 @@ def units(_arg: str | None) -> str:
     if not found:
         return "*(No unit files are shipped in `etc/systemd/` in this version.)*\n"
     return "\n".join(
-        f"`etc/systemd/{path.name}`:\n\n" + fence("ini", path.read_text(encoding="utf-8"))
+        f'??? example "etc/systemd/{path.name}"\n\n'
+        + indent(fence("ini", path.read_text(encoding="utf-8")))
         for path in found
     )
 
@@ -289,6 +290,11 @@ def include(arg: str | None) -> str:
         raise PluginError(f"generate: include needs a file of the checkout, got {arg!r}")
     lang = {".sh": "sh", ".yaml": "yaml", ".service": "ini", ".py": "python"}.get(path.suffix, "")
     return f"`{arg}`:\n\n" + fence(lang, path.read_text(encoding="utf-8"))
+
+
+def indent(text: str) -> str:
+    """Text as the body of a collapsed block (pymdownx.details)."""
+    return "".join(f"    {line}" if line.strip() else line for line in text.splitlines(True))
 
 
 def fence(lang: str, text: str) -> str:
