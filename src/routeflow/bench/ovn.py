@@ -22,7 +22,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -322,21 +321,3 @@ def wait_chassis(central: OvnCentral, names: Sequence[str], timeout: float = 60.
 
     if not poll_until(registered, timeout=timeout, interval=0.1):
         raise OvnError(f"chassis {', '.join(names)} did not register in {timeout:.0f} s")
-
-
-def rss_peak_mb(pid: int | None) -> float | None:
-    """VmHWM of a process, MB."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
-def now() -> float:
-    return time.monotonic()

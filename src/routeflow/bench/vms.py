@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 
 from routeflow.lab.ovsnode import OvsNode, netns_add, netns_delete, run, veth
 
@@ -98,7 +97,3 @@ def delete(node: OvsNode, vm_ns: str) -> None:
     if vm_ns in node.vms:
         node.vms.remove(vm_ns)
     netns_delete(vm_ns)
-
-
-def now() -> float:
-    return time.monotonic()
