@@ -348,7 +348,9 @@ def _cloud_up(plan, cloud, run_dir: str, log_level: str) -> None:
         sys.exit(2)
     scenarios.install_signal_handlers()
     run = CloudRun(cloud, run_dir, log_level=log_level)
-    console.print(f"cloud lab {plan.name}: run tag {run.tag}, logs in {run_dir}", markup=False)
+    console.print(
+        f"cloud lab {plan.name}: run tag {run.tag}, logs in {run_dir}", markup=False, soft_wrap=True
+    )
     code = 0
     try:
         with console.status("starting nodes, tenant server, node agents..."):
@@ -363,8 +365,13 @@ def _cloud_up(plan, cloud, run_dir: str, log_level: str) -> None:
                 f"  {vm.name} on {vm.node}: {lease.ip}/{lease.prefixlen} via {lease.router}, "
                 f"MTU {lease.mtu} (ip netns exec {vm.ns} ...)",
                 markup=False,
+                soft_wrap=True,
             )
-        console.print(f"API {run.api_url}, clouds.yaml {run.clouds_yaml()} (OS_CLOUD=rf)")
+        console.print(
+            f"API {run.api_url}, clouds.yaml {run.clouds_yaml()} (OS_CLOUD=rf)",
+            markup=False,
+            soft_wrap=True,
+        )
         console.print("running; Ctrl-C to stop (the run directory goes with it)")
         while True:
             time.sleep(2)

@@ -133,6 +133,18 @@ def test_lab_up_stops_cleanly_on_ctrl_c(check):
         tag = text.split("run tag ", 1)[1].split(",", 1)[0]
         assert len(namespaces(tag)) == 3 + 1 + 6  # nodes, underlay, VMs
         assert processes_naming(run_dir)
+        # the clouds.yaml it printed works for the openstack CLI
+        clouds = text.split("clouds.yaml ", 1)[1].split()[0]
+        env = {**ENV, "OS_CLIENT_CONFIG_FILE": clouds, "OS_CLOUD": "rf"}
+        listed = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "openstack"), "port", "list",
+             "-f", "value", "-c", "Name", "-c", "Status"],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        vms = dict(line.split() for line in listed.stdout.splitlines() if len(line.split()) == 2)
+        assert vms == dict.fromkeys(["a1", "a2", "a3", "b1", "b2", "b3"], "ACTIVE"), (
+            listed.stdout + listed.stderr
+        )
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     finally:

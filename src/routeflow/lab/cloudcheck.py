@@ -67,6 +67,8 @@ def run_cloud_check(
 ) -> CloudCheckResult:
     """The whole check; the run is torn down at the end whatever happened (the run
     directory goes, but for its logs when a stage failed or the check was stopped)."""
+    from openstack.exceptions import SDKException  # the API said no (HTTP 4xx/5xx)
+
     result = CloudCheckResult(lab=name, run_dir=run_dir, on_stage=on_stage)
     run = CloudRun(cloud, run_dir, log_level=log_level, remove_run_dir=False)
     result.tag = run.tag
@@ -80,8 +82,8 @@ def run_cloud_check(
         stages(run, result, timeout)
         if extra_checks is not None and result.ok:
             extra_checks(run, result)
-    except (CloudFailure, OvsError, OSError, TimeoutError) as exc:
-        result.add("lab", False, time.monotonic() - t0, str(exc))
+    except (CloudFailure, OvsError, OSError, TimeoutError, SDKException) as exc:
+        result.add("lab", False, time.monotonic() - t0, f"{type(exc).__name__}: {exc}")
     except (Terminated, KeyboardInterrupt):
         result.add("lab", False, time.monotonic() - t0, "interrupted")
         raise

@@ -109,13 +109,16 @@ def parse_lease(text: str, seconds: float) -> Lease:
     env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     if "ip" not in env:
         raise CloudFailure(f"udhcpc wrote no address: {text!r}")
-    return Lease(
-        ip=env["ip"],
-        prefixlen=int(env.get("mask") or 32),
-        router=(env.get("router") or "").split()[0] if env.get("router") else None,
-        mtu=int(env["mtu"]) if env.get("mtu") else None,
-        seconds=seconds,
-    )
+    try:
+        return Lease(
+            ip=env["ip"],
+            prefixlen=int(env.get("mask") or 32),
+            router=(env.get("router") or "").split()[0] if env.get("router") else None,
+            mtu=int(env["mtu"]) if env.get("mtu") else None,
+            seconds=seconds,
+        )
+    except ValueError:
+        raise CloudFailure(f"udhcpc wrote a bad mask or MTU: {text!r}") from None
 
 
 def free_port() -> int:

@@ -162,3 +162,5 @@ def test_udhcpc_s_lease_file() -> None:
     assert parse_lease("ip=10.0.0.5\n", 0.2).router is None
     with pytest.raises(CloudFailure, match="no address"):
         parse_lease("interface=eth0\n", 0.1)
+    with pytest.raises(CloudFailure, match="bad mask or MTU"):
+        parse_lease("ip=10.0.0.5\nmtu=big\n", 0.1)
