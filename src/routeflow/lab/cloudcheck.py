@@ -159,9 +159,11 @@ def _dhcp(run: CloudRun, result: CloudCheckResult) -> dict[str, Lease] | None:
         if lease.router is None:
             problems.append(f"{vm.name}: no router in the lease")
     times = [lease.seconds for lease in leases.values()]
+    retried = sum(1 for x in times if x > 1.0)  # udhcpc resends after 1 s (-T 1)
     detail = (
         f"{len(leases)}/{len(run.vms)} leases, MTU {run.cloud.mtu}; udhcpc "
         f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"
+        + (f", {retried} after a resend (a request lost)" if retried else "")
         if times
         else "no lease"
     )
