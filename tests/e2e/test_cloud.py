@@ -148,9 +148,13 @@ def test_lab_up_stops_cleanly_on_ctrl_c(check):
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: still tear the lab down (Ctrl-C)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 0, "".join(lines)
     assert namespaces(tag) == []
     assert processes_naming(run_dir) == []
