@@ -135,3 +135,60 @@ def test_the_session_passes_reports_of_its_own_controller_and_names_bad_fields()
 def test_bad_reports_are_refused_naming_the_field(msg, field):
     (refused,) = ControllerSession(1, "ct1").handle(msg, is_master=True)
     assert isinstance(refused, Refused) and field in refused.reason
+
+
+small_ends = st.builds(
+    p.LinkEnds,
+    src_dp_id=st.integers(1, 3),
+    src_port=st.integers(1, 2),
+    dst_dp_id=st.integers(1, 3),
+    dst_port=st.integers(1, 2),
+)
+reports = st.lists(
+    st.one_of(
+        st.builds(p.DatapathLink, ct_id=st.integers(1, 2), link=small_ends, up=st.booleans()),
+        st.builds(p.DatapathLinks, ct_id=st.integers(1, 2), links=st.lists(small_ends, max_size=4)),
+        st.tuples(st.integers(1, 2), st.integers(1, 3)),  # switch (ct, dp) left
+    ),
+    max_size=30,
+)
+
+
+@given(st.lists(small_ends, max_size=4), reports)
+def test_the_actions_replay_into_the_table_and_the_store(stored, evs):
+    """Whatever arrives, the actions (and the store records made of them) say what changed."""
+    from routeflow.server.discovered import key
+
+    t = Topology([KnownLink(ends=e, ct_id=1, since=0.0) for e in stored])
+    replay = {key(k.ends): k for k in t.links()}
+    store = {key(k.ends): True for k in t.links()}
+    for i, ev in enumerate(evs):
+        if isinstance(ev, p.DatapathLink):
+            actions = t.link(ev, float(i))
+        elif isinstance(ev, p.DatapathLinks):
+            actions = t.table(ev, float(i))
+            # Rule 2: afterwards the controller's links are exactly its table.
+            mine = {key(k.ends) for k in t.links() if k.ct_id == ev.ct_id}
+            assert mine == {key(e) for e in ev.links}
+        else:
+            actions = t.switch_left(*ev)
+            assert not [k for k in t.links() if (k.ct_id, k.ends.dst_dp_id) == ev]
+        for a in actions:
+            if isinstance(a, LinkAdded):
+                replay[key(a.link.ends)] = a.link
+            else:
+                assert replay.pop(key(a.link.ends)) == a.link
+        for name, rec in records(actions).items():
+            loaded, _ = from_records([(name, rec)] if rec is not None else [])
+            if rec is None:
+                store = {k: v for k, v in store.items() if _name(k) != name}
+            else:
+                store[key(loaded[0].ends)] = True
+        assert replay == {key(k.ends): k for k in t.links()}
+        assert set(store) == set(replay)
+
+
+def _name(k) -> str:
+    from routeflow.server.discovered import record_key
+
+    return record_key(p.LinkEnds(src_dp_id=k[0], src_port=k[1], dst_dp_id=k[2], dst_port=k[3]))
