@@ -46,7 +46,7 @@ Theory of operation:
   every switch punts probes (openflow.discovery_flows, part of the desired
   base flows) and a probe that comes back is a link sighting for the link
   table (discovery.py). Link changes go to rfserver as DatapathLink; the full
-  table (DatapathLinks) goes after a new rfserver session or mastership, once
+  table (DatapathLinks) goes after each ControllerRole master from rfserver, once
   probing has run for a hold time (so a restarted rfproxy does not wipe links
   it simply has not seen yet). LLDP from a physical switch is never relayed.
 """
@@ -279,7 +279,9 @@ class ProxyCore:
             self.reads.clear()
             self.links.clear()  # a slave neither probes nor speaks for the links
             self._probing_since = None
-        elif before != p.MASTER:
+        else:
+            # rfserver hears only its master: the table goes after its word, even a
+            # word that changes nothing here (it may have held this session back).
             self._links_owed = True
         dps = self._physical()
         out: list[Action] = [SendRole(dp_id, self.is_master, self.generation) for dp_id in dps]

@@ -166,3 +166,16 @@ def test_the_probe_punt_flow_is_desired_on_every_physical_switch_with_discovery_
     assert lldp.key in planned(master())
     assert lldp.key not in planned(master(interval=0.0))
     assert lldp.priority > max(of.PRIO_PUNT_LOCAL_ARP, of.PRIO_MAPPING, of.PRIO_RELAY_ARP)
+
+
+def test_every_mastership_word_from_rfserver_is_owed_the_table():
+    """A session rfserver held back (role hold) dropped the table as not-master's: resend."""
+    c = master()
+    deliver(c, c.discovery_tick(0.0), CABLES, 0.0)
+    c.hello()
+    tick = c.discovery_tick(3.0)
+    assert [m for m in to_server(tick) if isinstance(m, p.DatapathLinks)]
+    deliver(c, tick, CABLES, 3.0)
+    c.server_message(p.ControllerRole(ct_id=1, role=p.MASTER, generation=1))  # the same role
+    full = [m for m in to_server(c.discovery_tick(4.0)) if isinstance(m, p.DatapathLinks)]
+    assert len(full) == 1 and len(full[0].links) == 2
