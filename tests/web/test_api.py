@@ -375,7 +375,7 @@ def test_discovered_links_show_in_the_api_the_graph_and_the_metrics(live, client
     drawn = [ends(5, 2, 6, 1), ends(6, 1, 5, 2)]  # the topology file's A-B link, both ways
     new = [ends(5, 3, 6, 4)]  # one way only, not drawn
     topo = live.server.topology
-    topo.table(p.DatapathLinks(ct_id=1, links=drawn + new), 100.0)
+    topo.table(p.DatapathLinks(ct_id=1, links=drawn + new, dp_ids=[5, 6]), 100.0)
     try:
         rows = client.get("/api/links").json()
         assert [(r["src_dp_id"], r["src_port"], r["reverse"]) for r in rows] == [
@@ -395,5 +395,5 @@ def test_discovered_links_show_in_the_api_the_graph_and_the_metrics(live, client
         status = client.get("/api/status").json()
         assert len(status["links"]) == 3 and status["links"][0]["src_dp_id"] == 5
     finally:
-        topo.table(p.DatapathLinks(ct_id=1, links=[]), 101.0)
+        topo.table(p.DatapathLinks(ct_id=1, links=[], dp_ids=[5, 6]), 101.0)
     assert client.get("/api/links").json() == []

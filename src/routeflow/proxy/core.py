@@ -46,9 +46,11 @@ Theory of operation:
   every switch punts probes (openflow.discovery_flows, part of the desired
   base flows) and a probe that comes back is a link sighting for the link
   table (discovery.py). Link changes go to rfserver as DatapathLink; the full
-  table (DatapathLinks) goes after each ControllerRole master from rfserver, once
-  probing has run for a hold time (so a restarted rfproxy does not wipe links
-  it simply has not seen yet). LLDP from a physical switch is never relayed.
+  table (DatapathLinks) of a switch goes once the switch has been probed for
+  a hold time, after each ControllerRole master from rfserver, each rfserver
+  session and each connect (so a restarted rfproxy, or a switch reconnecting
+  slowly, does not wipe links not seen again yet). LLDP from a physical
+  switch is never relayed.
 """
 
 from __future__ import annotations
@@ -136,10 +138,10 @@ class ProxyCore:
         self.discovery_interval = discovery_interval
         hold = (discovery_interval or discovery.DEFAULT_INTERVAL) * discovery_misses
         self.links = discovery.LinkTable(hold)
-        #: When this replica started probing as master (None: not probing).
-        self._probing_since: float | None = None
-        #: rfserver is owed the full link table (new session, or new master).
-        self._links_owed = False
+        #: Physical switch -> when this replica, as master, first probed it.
+        self._probed_since: dict[int, float] = {}
+        #: Physical switches whose full link table rfserver is owed (see discovery_tick).
+        self._links_owed: set[int] = set()
         #: Datapath relay: dp_id -> its link to the virtual switch (absent: packet-in relay).
         self.relay_links = dict(relay_links or {})
         self.replica = replica
@@ -190,7 +192,7 @@ class ProxyCore:
             p.ControllerRegister(ct_id=self.ct_id, replica=self.replica, ct_role=self.role)
         ]
         self.synced = False
-        self._links_owed = True  # sent by the next discovery_tick that may
+        self._links_owed = set(self._physical())  # sent by discovery_tick when it may
         for dp_id in self._physical():
             msgs.extend(self._st(dp_id).ports.values())
         return msgs
@@ -278,11 +280,11 @@ class ProxyCore:
             self.synced = False
             self.reads.clear()
             self.links.clear()  # a slave neither probes nor speaks for the links
-            self._probing_since = None
+            self._probed_since.clear()
         else:
             # rfserver hears only its master: the table goes after its word, even a
             # word that changes nothing here (it may have held this session back).
-            self._links_owed = True
+            self._links_owed = set(self._physical())
         dps = self._physical()
         out: list[Action] = [SendRole(dp_id, self.is_master, self.generation) for dp_id in dps]
         reports: list[p.Message] = []
@@ -337,6 +339,7 @@ class ProxyCore:
             out.append(SendRole(dp_id, self.is_master, self.generation))  # before anything else
         out.append(OpenPipe(dp_id))
         self._st(dp_id)
+        self._links_owed.add(dp_id)
         if self.synced and self.is_master:
             out += self._reconcile(dp_id)
         return out
@@ -352,6 +355,8 @@ class ProxyCore:
             if d == dp_id:
                 unrelayed += self._unrelay(d, port)
         self.reads.pop(dp_id, None)
+        self._probed_since.pop(dp_id, None)
+        self._links_owed.discard(dp_id)
         stream = self.streams.get(dp_id)
         if stream is not None:
             stream.cancelled = True
@@ -587,20 +592,25 @@ class ProxyCore:
         """Time to probe: age the link table, probe every up port, send what rfserver is owed."""
         if self.discovery_interval <= 0 or not self.is_master:
             return []
-        if self._probing_since is None:
-            self._probing_since = now
         out = self._link_changes(self.links.tick(now))
         ttl = math.ceil(self.links.hold)
         for dp_id in self._physical():
+            self._probed_since.setdefault(dp_id, now)
             st = self._st(dp_id)
             for port_no, reg in sorted(st.ports.items()):
                 if st.link_up.get(port_no, True):
                     frame = probe.build_probe(dp_id, port_no, reg.hwaddress or _NO_MAC, ttl)
                     out.append(PacketOut(dp_id, port_no, frame))
-        if self._links_owed and now >= self._probing_since + self.links.hold:
-            self._links_owed = False
-            table = [_ends(link) for link in self.links.links()]
-            out.append(ToServer((p.DatapathLinks(ct_id=self.ct_id, links=table),)))
+        # A switch's table is complete once every neighbour had a hold time to answer.
+        ready = sorted(
+            dp_id
+            for dp_id in self._links_owed
+            if dp_id in self._probed_since and now >= self._probed_since[dp_id] + self.links.hold
+        )
+        if ready:
+            self._links_owed.difference_update(ready)
+            table = [_ends(k) for k in self.links.links() if k.dst[0] in ready]
+            out.append(ToServer((p.DatapathLinks(ct_id=self.ct_id, links=table, dp_ids=ready),)))
         return out
 
     def _probe_in(self, dp_id: int, in_port: int, frame: bytes, now: float) -> list[Action]:

@@ -337,11 +337,16 @@ class DatapathLink(Message, frozen=True):
 
 
 class DatapathLinks(Message, frozen=True):
-    """Every link the switches of ``ct_id`` hear now: the full table, after a
-    new rfserver session or mastership (rfserver drops the others of ct_id)."""
+    """Every link heard at the switches ``dp_ids`` of ``ct_id``: their full table.
+
+    rfserver drops the links of ct_id heard at those switches that the table
+    lacks; links heard at other switches are left alone (a switch not yet
+    probed long enough, or not connected, has nothing to say yet).
+    """
 
     ct_id: int
     links: list[LinkEnds] = []
+    dp_ids: list[int] = []
 
 
 # --- tenant nodes (routeflow tenant server <-> node agents) ------------------

@@ -11,9 +11,11 @@ Rules:
 
 1. A link up adds the link, or confirms it, under the reporting controller; a
    link down removes it. A repeated report changes nothing (no action).
-2. A full table from controller ``ct_id`` replaces what ``ct_id`` reported:
-   its links not in the table are removed ("not in the table"), the table's
-   links are added or confirmed. Links reported by other controllers stay.
+2. A full table from controller ``ct_id`` for switches ``dp_ids`` replaces
+   what ``ct_id`` reported heard at those switches: such links not in the
+   table are removed ("not in the table"), the table's links are added or
+   confirmed. Links heard at other switches, or reported by other
+   controllers, stay.
 3. A switch that left its controller takes the links that controller heard
    at it (destination end) down: their probes can no longer arrive.
 4. Links loaded from the store are unconfirmed until their controller
@@ -99,6 +101,9 @@ def check_message(msg: p.DatapathLink | p.DatapathLinks) -> str | None:
         why = check_link(ends, f"links[{i}]")
         if why is not None:
             return why
+    for i, dp_id in enumerate(msg.dp_ids):
+        if not 0 <= dp_id < 1 << 64:
+            return f"dp_ids[{i}] {dp_id}: not a 64-bit datapath id"
     return None
 
 
@@ -126,10 +131,11 @@ class Topology:
     def table(self, msg: p.DatapathLinks, now: float) -> list[Action]:
         """Rule 2."""
         keep = {key(e) for e in msg.links}
+        covered = set(msg.dp_ids)
         out: list[Action] = [
             LinkRemoved(self._links.pop(k), "not in the table")
             for k in sorted(self._links)
-            if self._links[k].ct_id == msg.ct_id and k not in keep
+            if self._links[k].ct_id == msg.ct_id and k[2] in covered and k not in keep
         ]
         for ends in msg.links:
             out += self._up(msg.ct_id, ends, now)

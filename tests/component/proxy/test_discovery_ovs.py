@@ -8,7 +8,8 @@ port 1, one end of a discovered link, is a router port whose relay to the VM
 is live. Checked: the links appear in rfserver; a port taken down removes its
 links at once; a link made silent (its probes dropped by a flow of someone
 else) ages out; rfserver restarted remembers the links and reconciles them
-with rfproxy's resent table; and no probe ever leaves the VM's port.
+with rfproxy's resent table; rfproxy killed and restarted drops none; and no
+probe ever leaves the VM's port.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class Net:
             os.unlink(self.status)
 
     def start_proxy(self) -> None:
-        log = open(os.path.join(self.tmp, "rfproxy.log"), "wb")  # noqa: SIM115
+        log = open(os.path.join(self.tmp, "rfproxy.log"), "ab")  # noqa: SIM115
         popen = subprocess.Popen(
             [
                 "ip", "netns", "exec", self.ns, sys.executable, "-m", "routeflow.proxy",
@@ -311,6 +312,18 @@ def test_links_are_discovered_age_out_go_down_with_their_port_and_survive_a_rest
         os.kill(net.proxy.pid, signal.SIGCONT)
     net.vm = FakeVm(net.sock, net.inject)
     wait_for("every link confirmed again", lambda: net.links(confirmed=True) == ALL, 25)
+
+    # rfproxy killed and restarted: its table starts empty, but the full table it owes
+    # rfserver waits a hold time of probing, so no link leaves rfserver meanwhile.
+    os.kill(net.proxy.pid, signal.SIGKILL)
+    net.procs.stop_one(net.proxy)
+    net.start_proxy()
+    deadline = time.monotonic() + 8.0
+    while time.monotonic() < deadline:
+        assert net.links() == ALL
+        time.sleep(0.1)
+    with open(os.path.join(net.tmp, f"rfserver{net.servers}.log")) as fh:
+        assert "down: not in the table" not in fh.read()
 
     # Nothing of all this reached the VM: every probe was punted and none relayed.
     assert net.vm_port_tx() == 0

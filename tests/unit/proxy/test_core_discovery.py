@@ -179,3 +179,21 @@ def test_every_mastership_word_from_rfserver_is_owed_the_table():
     c.server_message(p.ControllerRole(ct_id=1, role=p.MASTER, generation=1))  # the same role
     full = [m for m in to_server(c.discovery_tick(4.0)) if isinstance(m, p.DatapathLinks)]
     assert len(full) == 1 and len(full[0].links) == 2
+
+
+def test_a_switch_table_goes_only_once_it_was_probed_a_hold_time():
+    """A switch that connects late (OVS's reconnect back-off) gets its own table, later:
+    an early table must not speak for it, or rfserver would drop its links meanwhile."""
+    c = master()
+    deliver(c, c.discovery_tick(0.0), CABLES, 0.0)
+    c.switch_connected(0x7, object())
+    c.ports_described(0x7, [Port(1, MAC, "c1", True)])
+    tick = c.discovery_tick(3.0)
+    (table,) = [m for m in to_server(tick) if isinstance(m, p.DatapathLinks)]
+    assert table.dp_ids == [A, B] and len(table.links) == 0  # aged at 3.0: nothing delivered
+    deliver(c, tick, CABLES, 3.0)
+    tick = c.discovery_tick(5.0)
+    assert not [m for m in to_server(tick) if isinstance(m, p.DatapathLinks)]  # 0x7 from 3.0
+    deliver(c, tick, CABLES, 5.0)
+    (table,) = [m for m in to_server(c.discovery_tick(6.0)) if isinstance(m, p.DatapathLinks)]
+    assert table.dp_ids == [0x7] and table.links == []

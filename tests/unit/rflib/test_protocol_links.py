@@ -15,7 +15,7 @@ def test_link_messages_round_trip():
     msgs = [
         p.DatapathLink(ct_id=1, link=ENDS, up=True),
         p.DatapathLink(ct_id=1, link=ENDS, up=False, reason="aged"),
-        p.DatapathLinks(ct_id=2, links=[ENDS, ENDS]),
+        p.DatapathLinks(ct_id=2, links=[ENDS, ENDS], dp_ids=[2**64 - 1]),
         p.DatapathLinks(ct_id=2),
     ]
     assert codec.FrameDecoder().feed(codec.encode_many(msgs)) == msgs

@@ -44,7 +44,8 @@ def test_a_full_table_replaces_what_its_controller_reported_only():
     t.link(up(AB), 1.0)
     t.link(up(BA), 1.0)
     t.link(up(AC, ct=2), 1.0)
-    out = t.table(p.DatapathLinks(ct_id=1, links=[AB]), 5.0)
+    assert t.table(p.DatapathLinks(ct_id=1, links=[AB], dp_ids=[6]), 5.0) == []  # BA is at 5
+    out = t.table(p.DatapathLinks(ct_id=1, links=[AB], dp_ids=[5, 6, 7]), 5.0)
     assert out == [LinkRemoved(KnownLink(ends=BA, ct_id=1, since=1.0), "not in the table")]
     assert [(k.ends, k.ct_id, k.since) for k in t.links()] == [(AB, 1, 1.0), (AC, 2, 1.0)]
 
@@ -53,7 +54,7 @@ def test_stored_links_are_unconfirmed_until_reported_and_keep_their_age():
     stored = [KnownLink(ends=AB, ct_id=1, since=1.0), KnownLink(ends=BA, ct_id=1, since=2.0)]
     t = Topology(stored)
     assert [k.confirmed for k in t.links()] == [False, False]
-    out = t.table(p.DatapathLinks(ct_id=1, links=[AB]), 50.0)
+    out = t.table(p.DatapathLinks(ct_id=1, links=[AB], dp_ids=[5, 6]), 50.0)
     assert out == [
         LinkRemoved(KnownLink(ends=BA, ct_id=1, since=2.0, confirmed=False), "not in the table"),
         LinkAdded(KnownLink(ends=AB, ct_id=1, since=1.0)),
@@ -129,6 +130,7 @@ def test_the_session_passes_reports_of_its_own_controller_and_names_bad_fields()
         (up(ends(sd=-1)), "link.src_dp_id"),
         (up(ends(dd=2**64)), "link.dst_dp_id"),
         (p.DatapathLinks(ct_id=1, links=[AB, ends(sp=0)]), "links[1].src_port"),
+        (p.DatapathLinks(ct_id=1, links=[AB], dp_ids=[5, -1]), "dp_ids[1]"),
         (p.DatapathLink(ct_id=1, link=AB, up=False, reason="x" * 65), "reason"),
     ],
 )
@@ -147,7 +149,12 @@ small_ends = st.builds(
 reports = st.lists(
     st.one_of(
         st.builds(p.DatapathLink, ct_id=st.integers(1, 2), link=small_ends, up=st.booleans()),
-        st.builds(p.DatapathLinks, ct_id=st.integers(1, 2), links=st.lists(small_ends, max_size=4)),
+        st.builds(
+            p.DatapathLinks,
+            ct_id=st.integers(1, 2),
+            links=st.lists(small_ends, max_size=4),
+            dp_ids=st.lists(st.integers(1, 3), max_size=3),
+        ),
         st.tuples(st.integers(1, 2), st.integers(1, 3)),  # switch (ct, dp) left
     ),
     max_size=30,
@@ -167,9 +174,12 @@ def test_the_actions_replay_into_the_table_and_the_store(stored, evs):
             actions = t.link(ev, float(i))
         elif isinstance(ev, p.DatapathLinks):
             actions = t.table(ev, float(i))
-            # Rule 2: afterwards the controller's links are exactly its table.
-            mine = {key(k.ends) for k in t.links() if k.ct_id == ev.ct_id}
-            assert mine == {key(e) for e in ev.links}
+            # Rule 2: afterwards the controller's links at those switches are its table's.
+            at = set(ev.dp_ids)
+            mine = {
+                key(k.ends) for k in t.links() if k.ct_id == ev.ct_id and k.ends.dst_dp_id in at
+            }
+            assert mine == {key(e) for e in ev.links if e.dst_dp_id in at}
         else:
             actions = t.switch_left(*ev)
             assert not [k for k in t.links() if (k.ct_id, k.ends.dst_dp_id) == ev]
