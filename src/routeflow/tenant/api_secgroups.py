@@ -121,13 +121,11 @@ def rule_not_found(oid: object) -> Exception:
 def _port(value: object, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise _bad(f"Invalid input for {field}. Reason: '{value}' is not an integer.")
-    if not 0 <= value <= 65535:
-        raise _bad(f"Invalid input for {field}. Reason: {value} is not in range 0..65535.")
-    return value
+    return value  # the range depends on the protocol (check_rule)
 
 
 def _protocol(value: object) -> str | None:
@@ -193,32 +191,30 @@ def check_rule(body: dict, group: SecurityGroup, groups: dict[str, SecurityGroup
                 "Must also specify protocol if port range is given.",
             )
         if number in PORT_PROTOCOLS:
-            if pmin is None or pmax is None:
+            for field, v in (("port_range_min", pmin), ("port_range_max", pmax)):
+                if v is not None and not 1 <= v <= 65535:
+                    raise _err(
+                        400,
+                        "SecurityGroupInvalidPortValue",
+                        f"Invalid value for port {v} ({field}): ports are 1 to 65535.",
+                    )
+            if pmin is None or pmax is None or pmin > pmax:
                 raise _err(
                     400,
                     "SecurityGroupInvalidPortRange",
-                    "For TCP/UDP protocols, port_range_min and port_range_max must both be given.",
-                )
-            if pmin == 0 or pmax == 0:
-                raise _err(
-                    400,
-                    "SecurityGroupInvalidPortValue",
-                    "Invalid value for port_range_min/port_range_max: 0 is not a port.",
-                )
-            if pmin > pmax:
-                raise _err(
-                    400,
-                    "SecurityGroupInvalidPortRange",
-                    "For TCP/UDP protocols, port_range_min must be <= port_range_max",
+                    "For TCP/UDP protocols, port_range_min must be <= port_range_max (both given).",
                 )
         elif number in ICMP_PROTOCOLS:
-            for field, v in (("port_range_min", pmin), ("port_range_max", pmax)):
-                if v is not None and v > 255:
+            for field, what, v in (
+                ("port_range_min", "type", pmin),
+                ("port_range_max", "code", pmax),
+            ):
+                if v is not None and not 0 <= v <= 255:
                     raise _err(
                         400,
                         "SecurityGroupInvalidIcmpValue",
-                        f"Invalid value for ICMP {field}({'type' if field.endswith('min') else 'code'}): "  # noqa: E501
-                        f"{v}. It must be 0 to 255.",
+                        f"Invalid value for ICMP {what} ({field.replace('_', '-')}): {v}. "
+                        f"It must be 0 to 255.",
                     )
             if pmin is None and pmax is not None:
                 raise _err(

@@ -28,6 +28,8 @@ MODULES = [
     "tempest.api.network.test_routers_negative",
     "tempest.api.network.test_allowed_address_pair",
     "tempest.api.network.test_extensions",
+    "tempest.api.network.test_security_groups",
+    "tempest.api.network.test_security_groups_negative",
     "tempest.api.network.test_versions",
     "tempest.api.network.admin.test_external_network_extension",
     "tempest.api.network.admin.test_external_networks_negative",
@@ -58,7 +60,7 @@ ACCOUNTS = (
     )
 )
 EXTENSIONS = (
-    "router,external-net,binding,net-mtu,ext-gw-mode,extraroute,port-security,"
+    "router,external-net,binding,net-mtu,ext-gw-mode,extraroute,port-security,security-group,"
     "allowed-address-pairs,standard-attr-description,standard-attr-timestamp,"
     "standard-attr-revisions,project-id"
 )
