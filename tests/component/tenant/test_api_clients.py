@@ -151,3 +151,43 @@ def test_port_create_rate(tenant_server: TenantServer) -> None:
     for p in ports:
         conn.network.delete_port(p)
     conn.network.delete_network(net)
+
+
+def test_cli_security_groups(tenant_server: TenantServer) -> None:
+    """The README's security group commands, through the `openstack` CLI."""
+    s = tenant_server
+    cli(
+        s,
+        "security group create web",
+        "security group rule create web --ingress --protocol tcp --dst-port 22"
+        " --remote-ip 0.0.0.0/0",
+        "security group rule create web --ingress --protocol icmp --remote-group web",
+        "network create net-sg",
+        "subnet create sub-sg --network net-sg --subnet-range 10.20.0.0/24",
+        "port create vm-sg --network net-sg --security-group web",
+        "port create vm-def --network net-sg",
+        "port set vm-def --no-security-group --disable-port-security",
+    )
+    web = raw(s, "GET", "/v2.0/security-groups?name=web")[1]["security_groups"][0]
+    rules = {
+        (r["direction"], r["protocol"], r["port_range_min"], r["remote_group_id"])
+        for r in web["security_group_rules"]
+    }
+    assert ("ingress", "tcp", 22, None) in rules and ("ingress", "icmp", None, web["id"]) in rules
+    port = raw(s, "GET", "/v2.0/ports?name=vm-sg")[1]["ports"][0]
+    assert port["security_groups"] == [web["id"]]
+    plain = raw(s, "GET", "/v2.0/ports?name=vm-def")[1]["ports"][0]
+    assert plain["security_groups"] == [] and plain["port_security_enabled"] is False
+    bad = {
+        "security_group_rule": {
+            "security_group_id": web["id"],
+            "direction": "ingress",
+            "protocol": "tcp",
+            "port_range_min": 80,
+            "port_range_max": 22,
+        }
+    }
+    code, body = raw(s, "POST", "/v2.0/security-group-rules", bad)
+    assert code == 400 and "port_range_min" in body["NeutronError"]["message"]
+    code, body = raw(s, "DELETE", f"/v2.0/security-groups/{web['id']}")
+    assert code == 409 and body["NeutronError"]["type"] == "SecurityGroupInUse"
