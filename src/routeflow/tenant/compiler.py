@@ -176,9 +176,8 @@ class _Compiler:
         for router, ifaces in routers:
             self.router(router, ifaces, local_nets)
         self.flows += secgroups.base_flows()
-        for port, _ in local:
-            if port.port_security_enabled:
-                self.flows += secgroups.port_flows(self.cloud, port)
+        guarded = [port for port, _ in local if port.port_security_enabled]
+        self.flows += secgroups.local_flows(self.cloud, guarded)
         return frozenset(secgroups.merge(self.flows))
 
     def base(self) -> None:

@@ -159,78 +159,93 @@ def _rule_match(rule: SecurityGroupRule) -> list[dict[str, object]] | None:
     return [match]
 
 
-def _members(cloud: Cloud, group_id: str) -> list[str]:
-    """The group's address set: its ports' fixed IPv4 addresses and allowed pairs."""
-    out: set[ipaddress.IPv4Network] = set()
-    for port in cloud.members_of(group_id):
+def address_sets(cloud: Cloud) -> dict[str, list[str]]:
+    """Every group's address set (one pass over the ports): its members' fixed IPv4
+    addresses and allowed address pairs, as Neutron's."""
+    sets: dict[str, set[ipaddress.IPv4Network]] = {}
+    for port in cloud.ports.values():
+        if not port.security_groups:
+            continue
+        nets = set()
         for fip in port.fixed_ips:
             sub = cloud.subnets.get(fip.subnet_id)
             if sub is not None and sub.ip_version == 4:
-                out.add(ipaddress.IPv4Network(fip.ip_address))
+                nets.add(ipaddress.IPv4Network(fip.ip_address))
         for pair in port.allowed_address_pairs:
             try:
                 net = ipaddress.ip_network(pair.ip_address, strict=False)
             except ValueError:
                 continue
             if isinstance(net, ipaddress.IPv4Network):
-                out.add(net)
-    return [str(n) if n.prefixlen < 32 else str(n.network_address) for n in sorted(out)]
+                nets.add(net)
+        for gid in port.security_groups:
+            sets.setdefault(gid, set()).update(nets)
+    return {
+        gid: [str(n) if n.prefixlen < 32 else str(n.network_address) for n in sorted(nets)]
+        for gid, nets in sets.items()
+    }
 
 
-def port_flows(cloud: Cloud, port: Port) -> list[Flow]:
-    """A local port's rules (both directions), its remote groups' member flows and the
-    conj_id flows of those rules. Flows of several ports share member and conj_id
-    flows; ``merge`` joins clause flows with one match."""
+def local_flows(cloud: Cloud, ports: Iterable[Port]) -> list[Flow]:
+    """The flows of the ports' groups on their node: per port, its rules (both
+    directions; a remote-group rule's clause 1); per remote-group rule once, its
+    members' clause 2 flows and its conj_id flow. ``merge`` then joins clause flows
+    with one match."""
     out: list[Flow] = []
-    c = p.cookie_of(p.Kind.PORT, port.key)
-    for gid in port.security_groups:
-        group = cloud.security_groups.get(gid)
-        if group is None:
-            continue
-        for rule in sorted(group.rules, key=lambda r: r.key):
-            out += _rule_flows(cloud, port, group, rule, c)
+    remote_rules: dict[int, tuple[SecurityGroup, SecurityGroupRule]] = {}
+    for port in ports:
+        c = p.cookie_of(p.Kind.PORT, port.key)
+        for gid in port.security_groups:
+            group = cloud.security_groups.get(gid)
+            if group is None:
+                continue
+            for rule in group.rules:
+                out += _port_rule_flows(port, rule, c)
+                if rule.remote_group_id is not None:
+                    remote_rules[rule.key] = (group, rule)
+    sets = address_sets(cloud) if remote_rules else {}
+    for _key, (group, rule) in sorted(remote_rules.items()):
+        out += _remote_rule_flows(cloud, group, rule, sets)
     return out
 
 
-def _rule_flows(
-    cloud: Cloud, port: Port, group: SecurityGroup, rule: SecurityGroupRule, c: int
-) -> list[Flow]:
+def _sides(rule: SecurityGroupRule) -> tuple[int, str, GotoTable, ApplyActions]:
+    """(table, the port's register, next table, commit) for the rule's direction."""
+    ingress = rule.direction == "ingress"
+    reg = p.DST_PORT_REG if ingress else p.SRC_PORT_REG
+    commit = ApplyActions((Ct(commit=True, zone_src=reg),))
+    if ingress:
+        return p.INGRESS_SG, reg, GotoTable(p.OUTPUT), commit
+    return p.EGRESS_SG, reg, GotoTable(p.SERVICES), commit
+
+
+def _port_rule_flows(port: Port, rule: SecurityGroupRule, c: int) -> list[Flow]:
     matches = _rule_match(rule)
     if matches is None:
         return []
-    ingress = rule.direction == "ingress"
-    table = p.INGRESS_SG if ingress else p.EGRESS_SG
-    reg = p.DST_PORT_REG if ingress else p.SRC_PORT_REG
-    nxt = GotoTable(p.OUTPUT if ingress else p.SERVICES)
-    commit = ApplyActions((Ct(commit=True, zone_src=reg),))
+    table, reg, nxt, commit = _sides(rule)
     mine = {reg: port.key, "ct_state": _ct_state(CT_NEW | CT_TRK)}
     if rule.remote_group_id is None:
         return [Flow(table, PRI_RULE, {**mine, **m}, (commit, nxt), c) for m in matches]
-    members = _members(cloud, rule.remote_group_id)
-    if not members:
-        return []
-    remote = cloud.security_groups.get(rule.remote_group_id)
-    if remote is None:
-        return []
-    k = rule.key
-    gc = p.cookie_of(p.Kind.SECURITY_GROUP, group.key)
+    clause = (ApplyActions((Conjunction(rule.key, 1, 2),)),)
+    return [Flow(table, PRI_CONJ, {**mine, **m}, clause, c) for m in matches]
+
+
+def _remote_rule_flows(
+    cloud: Cloud, group: SecurityGroup, rule: SecurityGroupRule, sets: dict[str, list[str]]
+) -> list[Flow]:
+    remote = cloud.security_groups.get(rule.remote_group_id or "")
+    members = sets.get(rule.remote_group_id or "", [])
+    if remote is None or not members or _rule_match(rule) is None:
+        return []  # clause 1 alone never completes: nothing passes, as in Neutron
+    table, _reg, nxt, commit = _sides(rule)
+    side = "ipv4_src" if rule.direction == "ingress" else "ipv4_dst"
     rc = p.cookie_of(p.Kind.SECURITY_GROUP, remote.key)
-    out = [
-        Flow(table, PRI_CONJ, {**mine, **m}, (ApplyActions((Conjunction(k, 1, 2),)),), c)
-        for m in matches
-    ]
-    side = "ipv4_src" if ingress else "ipv4_dst"
-    out += [
-        Flow(
-            table,
-            PRI_CONJ,
-            {"eth_type": ETH_IPV4, side: ip},
-            (ApplyActions((Conjunction(k, 2, 2),)),),
-            rc,
-        )
-        for ip in members
-    ]
-    out.append(Flow(table, PRI_CONJ, {"conj_id": k, "eth_type": ETH_IPV4}, (commit, nxt), gc))
+    clause = (ApplyActions((Conjunction(rule.key, 2, 2),)),)
+    out = [Flow(table, PRI_CONJ, {"eth_type": ETH_IPV4, side: ip}, clause, rc) for ip in members]
+    gc = p.cookie_of(p.Kind.SECURITY_GROUP, group.key)
+    match = {"conj_id": rule.key, "eth_type": ETH_IPV4}
+    out.append(Flow(table, PRI_CONJ, match, (commit, nxt), gc))
     return out
 
 
