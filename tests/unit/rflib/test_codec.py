@@ -176,13 +176,26 @@ def test_empty_feed():
 
 
 def test_large_batch_in_one_feed_is_linear():
-    msgs = [protocol.PortConfig(vm_id=i, vm_port=1, operation_id=0) for i in range(50_000)]
-    data = encode_many(msgs)
-    start = time.perf_counter()
-    out = FrameDecoder().feed(data)
-    elapsed = time.perf_counter() - start
-    assert out == msgs
-    assert elapsed < 2.0, f"decoding 50k frames took {elapsed:.2f}s: quadratic buffer handling?"
+    """Ten times the frames in one feed costs about ten times the time, not a hundred.
+
+    A ratio of best-of-three timings, not a wall-clock bound: a loaded CI machine slows
+    both sizes alike, while quadratic buffer handling (re-slicing the rest of the buffer
+    per frame) makes the big feed ~100x the small one.
+    """
+
+    def best_feed(n: int) -> float:
+        msgs = [protocol.PortConfig(vm_id=i, vm_port=1, operation_id=0) for i in range(n)]
+        data = encode_many(msgs)
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            out = FrameDecoder().feed(data)
+            best = min(best, time.perf_counter() - start)
+            assert out == msgs
+        return best
+
+    small, big = best_feed(5_000), best_feed(50_000)
+    assert big < 30 * small, f"5k frames {small:.3f}s, 50k {big:.3f}s: quadratic buffer handling?"
 
 
 def test_encode_accepts_only_protocol_messages():
