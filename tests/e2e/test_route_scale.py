@@ -150,3 +150,19 @@ def test_bgp_table_lab_carries_the_speakers_prefixes_in_and_out(run_dir):
     for stage in ("bgp session x1", "announced prefixes of x1", "hosts reach prefixes", "stopped"):
         assert stage in names, names
     assert os.path.exists(os.path.join(run_dir, "speakers", "x1", "exabgp.conf"))
+
+
+def test_bgp_table_file_lab_announces_a_real_shaped_table(run_dir):
+    """A speaker announces a table file (nested prefixes /8../24, AS paths) in and out."""
+    plan = lab_plan("bgp-table-file")
+    (sp,) = plan.speakers
+    assert sp.announce.file and sp.announce.count == 2000
+    result = run_check(plan, run_dir, timeout=90)
+    failed = [s for s in result.stages if not s["ok"]]
+    assert result.ok, f"failed stages: {failed}; logs in {run_dir}"
+    names = " | ".join(s["stage"] for s in result.stages)
+    for stage in ("announced prefixes of x1", "hosts reach prefixes", "stopped"):
+        assert stage in names, names
+    with open(os.path.join(run_dir, "speakers", "x1", "exabgp.conf")) as fh:
+        conf = fh.read()
+    assert conf.count(" as-path [ 65100 ") == 2000

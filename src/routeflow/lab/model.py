@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -198,7 +199,11 @@ class _HostSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class _AnnounceSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Consecutive prefixes announced (0-4,000,000).
-    count: int
+    count: int = 0
+    #: Instead of count/start/prefixlen: a table file (``prefix [as_path...]`` lines, see
+    #: `routeflow bench table-gen`), relative to the lab file; every prefix is announced
+    #: with its AS path (after the speaker's own AS).
+    file: str | None = None
     #: Network address of the first prefix.
     start: str = "100.64.0.0"
     #: Length of every prefix (8-32).
@@ -315,13 +320,24 @@ class Host(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Announce(msgspec.Struct, frozen=True, kw_only=True):
-    """``count`` consecutive /``prefixlen`` prefixes from ``start``."""
+    """``count`` consecutive /``prefixlen`` prefixes from ``start``, or the ``file``'s."""
 
     count: int
     start: str  # network address of the first prefix
     prefixlen: int
+    file: str | None = None  # a table file (absolute path): its prefixes and AS paths
+
+    def table(self) -> list[Any]:
+        """The table file's routes (routeflow.bench.table.TableEntry); [] without a file."""
+        if self.file is None:
+            return []
+        from routeflow.bench.table import read_table
+
+        return read_table(self.file)
 
     def prefixes(self) -> list[str]:
+        if self.file is not None:
+            return [e.prefix for e in self.table()]
         step = 1 << (32 - self.prefixlen)
         first = int(ipaddress.IPv4Address(self.start))
         return [
@@ -329,6 +345,8 @@ class Announce(msgspec.Struct, frozen=True, kw_only=True):
         ]
 
     def prefix(self, index: int) -> str:
+        if self.file is not None:
+            return self.prefixes()[index]
         step = 1 << (32 - self.prefixlen)
         addr = ipaddress.IPv4Address(int(ipaddress.IPv4Address(self.start)) + index * step)
         return f"{addr}/{self.prefixlen}"
@@ -829,6 +847,8 @@ class _Validator:
     def announce(self, spec: _AnnounceSpec | None, path: str) -> Announce | None:
         if spec is None:
             return Announce(count=0, start="100.64.0.0", prefixlen=24)
+        if spec.file is not None:
+            return self.announce_file(spec, path)
         ok = True
         if not 8 <= spec.prefixlen <= 32:
             self.err(f"{path}.prefixlen", f"{spec.prefixlen} is out of range 8-32")
@@ -857,6 +877,35 @@ class _Validator:
         return Announce(
             count=spec.count, start=str(start.network_address), prefixlen=spec.prefixlen
         )
+
+    def announce_file(self, spec: _AnnounceSpec, path: str) -> Announce | None:
+        """A table file to announce: readable, IPv4 only, clear of the lab's subnets."""
+        from routeflow.bench.table import TableError, read_table
+
+        if spec.count:
+            self.err(path, "give count (with start, prefixlen) or file, not both")
+            return None
+        assert spec.file is not None
+        base = os.path.dirname(self.source) if os.path.exists(self.source) else "."
+        file = os.path.abspath(os.path.join(base, spec.file))
+        try:
+            table = read_table(file)
+        except TableError as exc:
+            self.err(f"{path}.file", str(exc))
+            return None
+        if len(table) > MAX_ANNOUNCE:
+            self.err(f"{path}.file", f"{len(table)} prefixes: more than {MAX_ANNOUNCE}")
+            return None
+        for e in table:
+            if ":" in e.prefix:
+                self.err(f"{path}.file", f"{e.prefix}: IPv6 needs an IPv6 session (not yet)")
+                return None
+            for net, owner in self.subnets:
+                lo, hi = int(net.network_address), int(net.broadcast_address)
+                if e.net <= hi and lo <= e.net | ((1 << (32 - e.plen)) - 1):
+                    self.err(f"{path}.file", f"{e.prefix} overlaps {owner} subnet {net}")
+                    return None
+        return Announce(count=len(table), start="", prefixlen=0, file=file)
 
     def _one_host(self, h: _HostSpec, path: str) -> Host | None:
         """Validate one host-like entry (as hosts() does); None if it has problems."""

@@ -15,13 +15,14 @@ groups as Open vSwitch reports them, and pings from real hosts.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
 from typing import TYPE_CHECKING
 
 from routeflow.lab import checks, exabgp
-from routeflow.lab.model import SpeakerPlan
+from routeflow.lab.model import Announce, SpeakerPlan
 from routeflow.proxy import openflow as of
 
 if TYPE_CHECKING:
@@ -55,6 +56,11 @@ def announced_flows(run: LabRun, sp: SpeakerPlan) -> int:
     group = _group_to(run, sp)
     if group is None:
         return 0
+    if sp.announce.file is not None:
+        # A table file's prefixes are anywhere: read the flows themselves.
+        flows = checks.fib_flows(run, sp.switch)
+        action = f"group:{group}"
+        return sum(1 for p in _table_prefixes(sp.announce) if flows.get(p) == action)
     bridge = run.bridges[sp.switch]
     total = 0
     for block, _n in exabgp.blocks(sp.announce):
@@ -70,8 +76,16 @@ def announced_flows(run: LabRun, sp: SpeakerPlan) -> int:
     return total
 
 
+@functools.lru_cache(maxsize=4)
+def _table_prefixes(announce: Announce) -> frozenset[str]:
+    """A table file's prefixes, read once per check rather than per poll."""
+    return frozenset(announce.prefixes())
+
+
 def _all_flows_in_range(run: LabRun, sp: SpeakerPlan) -> int:
     """FIB flows for the announced prefixes, whatever they point at."""
+    if sp.announce.file is not None:
+        return len(_table_prefixes(sp.announce) & checks.fib_flows(run, sp.switch).keys())
     bridge = run.bridges[sp.switch]
     total = 0
     for block, _n in exabgp.blocks(sp.announce):

@@ -114,3 +114,56 @@ def test_config_and_samples():
     assert len(samples) == 5 and samples[0] == "100.64.0.1"
     assert all(any(ipaddress.IPv4Address(s) in net for net in prefixes) for s in samples)
     assert sp.announce.prefix(999) == sp.announce.prefixes()[-1]
+
+
+def _file_lab(tmp_path, table: str, announce: str = "{file: t.txt}") -> str:
+    (tmp_path / "t.txt").write_text(table)
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB.replace("{count: 1000, start: 100.64.0.0, prefixlen: 24}", announce))
+    return str(path)
+
+
+def test_a_speaker_announces_a_table_file_with_its_as_paths(tmp_path):
+    from routeflow.lab.model import load_lab
+
+    lab = _file_lab(tmp_path, "# t\n1.0.0.0/8 3356 15169\n1.2.0.0/16 3356\n1.2.3.0/24\n")
+    (sp,) = plan(load_lab(lab)).speakers
+    a = sp.announce
+    assert a.file == str(tmp_path / "t.txt") and a.count == 3
+    assert a.prefixes() == ["1.0.0.0/8", "1.2.0.0/16", "1.2.3.0/24"]
+    conf = exabgp.config(sp)
+    assert "route 1.0.0.0/8 next-hop 192.0.2.2 as-path [ 65100 3356 15169 ];" in conf
+    assert "route 1.2.3.0/24 next-hop 192.0.2.2 as-path [ 65100 ];" in conf
+    assert "announcing 3 prefixes of" in conf
+    samples = exabgp.sample_addresses(a)
+    assert samples and samples[0] == "1.0.0.1"
+    nets = [ipaddress.ip_network(p) for p in a.prefixes()]
+    assert all(any(ipaddress.ip_address(s) in n for n in nets) for s in samples)
+
+
+@pytest.mark.parametrize(
+    ("table", "announce", "match"),
+    [
+        ("1.0.0.0/8\n1.0.0.1/16\n", "{file: t.txt}", r"t\.txt:2: 1\.0\.0\.1/16 has host bits"),
+        ("1.0.0.0/8\n", "{file: nope.txt}", r"nope\.txt"),
+        ("1.0.0.0/8\n2001:db8::/32\n", "{file: t.txt}", "IPv6 needs an IPv6 session"),
+        ("172.31.0.0/16\n", "{file: t.txt}", "overlaps .* subnet 172.31.1.0/24"),
+        ("1.0.0.0/8\n", "{file: t.txt, count: 5}", "not both"),
+        ("1.0.0.0/8 x\n", "{file: t.txt}", "AS number 'x'"),
+    ],
+)
+def test_bad_table_files_are_reported(tmp_path, table, announce, match):
+    from routeflow.lab.model import load_lab
+
+    with pytest.raises(LabError, match=match):
+        load_lab(_file_lab(tmp_path, table, announce))
+
+
+def test_the_shipped_table_lab_plans():
+    import pathlib
+
+    from routeflow.lab.model import load_lab
+
+    path = pathlib.Path(__file__).parents[3] / "labs" / "bgp-table-file.yaml"
+    (sp,) = plan(load_lab(path)).speakers
+    assert sp.announce.count == 2000 and len(exabgp.sample_addresses(sp.announce)) == 5
