@@ -665,6 +665,12 @@ def bench() -> None:
     help="with --table: spread it over N next hops, peers offering overlapping prefixes",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="for --peers")
+@click.option(
+    "--peer-down",
+    is_flag=True,
+    help="with --peers: peer 0 dies with the table loaded; time until the switch stops "
+    "forwarding to it and until its prefixes are on the other peers",
+)
 def bench_fib(
     routes,
     json_path,
@@ -680,6 +686,7 @@ def bench_fib(
     table_path,
     peers,
     seed,
+    peer_down,
 ) -> None:
     """Kernel routes -> switch flows: routes/s against ovs-ofctl --bundle, RSS, next-hop change."""
     from routeflow.bench.fib import main_fib
@@ -692,6 +699,8 @@ def bench_fib(
         )
     if peers > 1 and table_path is None:
         raise click.BadParameter("needs --table", param_hint="--peers")
+    if peer_down and peers < 2:
+        raise click.BadParameter("needs --peers 2 or more", param_hint="--peer-down")
     if table_path is not None and ipv6:
         raise click.BadParameter("a table file says its families itself", param_hint="--ipv6")
     _require_root()
@@ -712,6 +721,7 @@ def bench_fib(
             table_path=table_path,
             peers=peers,
             seed=seed,
+            peer_down=peer_down,
         )
     )
 

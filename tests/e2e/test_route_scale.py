@@ -101,10 +101,12 @@ def test_bench_fib_small_ipv6(run_dir, tmp_path):
 
 
 def test_bench_fib_small_table_over_three_peers(run_dir, tmp_path):
-    """The shipped table (both families, nested, many AS paths) over 3 overlapping peers."""
+    """The shipped table (both families, nested, many AS paths) over 3 overlapping peers,
+    one of which then goes down."""
     out = tmp_path / "bench.json"
     table = os.path.join(os.path.dirname(__file__), "..", "..", "labs", "tables", "small.txt")
-    args = ["--table", table, "--peers", "3", "--json", str(out), "--run-dir", run_dir]
+    args = ["--table", table, "--peers", "3", "--peer-down"]
+    args += ["--json", str(out), "--run-dir", run_dir]
     proc = subprocess.run(
         [sys.executable, "-m", "routeflow.cli", "bench", "fib", *args],
         capture_output=True,
@@ -121,6 +123,9 @@ def test_bench_fib_small_table_over_three_peers(run_dir, tmp_path):
     assert len(r["routes_per_peer"]) == 6 and sum(r["routes_per_peer"].values()) == 2500
     assert r["progress"][-1][1] == 2500 and r["ratio"] > 0
     assert r["nexthop_flows_unchanged"] is True and r["withdraw_s"] is not None
+    # peer 0 died: its groups emptied, its prefixes moved to the others or gone
+    assert r["peer_down_moved"] > 0 and r["peer_down_gone"] > 0
+    assert r["peer_down_off_s"] is not None and r["peer_down_moved_s"] is not None
     print(
         f"bench fib --table small.txt --peers 3: ours {r['ours_rate']:,.0f} routes/s, "
         f"raw {r['raw_rate']:,.0f}/s"

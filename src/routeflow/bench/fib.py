@@ -74,6 +74,8 @@ NET6 = "2001:db8:f::/64"
 VM6 = "2001:db8:f::1"
 GW6 = "2001:db8:f::100"
 GW6_MAC = "06:00:00:be:ef:06"
+#: --table: the MAC of IPv4 peer 0 (made up, as every peer's but GW6's).
+TABLE_MAC4 = "06:00:00:04:00:00"
 DAEMONS = ("rfserver", "rfproxy", f"rfclient@{SWITCH}")
 ROUTE_COOKIE = of.cookie(of.Kind.ROUTE)
 AF_INET, AF_INET6 = 2, 10
@@ -142,6 +144,15 @@ class FibBenchResult:
     peers: int = 1
     shared_prefixes: int | None = None
     routes_per_peer: dict[str, int] = field(default_factory=dict)
+    #: --peer-down: peer 0 dies with the table loaded (see _peer_down): seconds
+    #: until no group rewrites to it, until every prefix is on its new next hop
+    #: on the switch, and the kernel's own re-routing; prefixes moved and gone.
+    peer_down_off_s: float | None = None
+    peer_down_moved_s: float | None = None
+    peer_down_kernel_s: float | None = None
+    peer_down_lag_ratio: float | None = None  # moved_s / kernel_s
+    peer_down_moved: int | None = None
+    peer_down_gone: int | None = None
     run_dir: str = ""
     command: str = ""
 
@@ -377,6 +388,112 @@ def _wait_count(
     return at, loader_done, first
 
 
+def _peer_down(
+    run: LabRun,
+    result: FibBenchResult,
+    node,
+    bridge: str,
+    ifname: str,
+    table: list[TableEntry],
+    spread: tablepeers.Spread,
+    peer_of: dict[tuple[int, int], fibtable.Peer],
+    macs: dict[int, str],
+    timeout: float,
+) -> tuple[list[tuple[TableEntry, int]], int]:
+    """Peer 0 dies: its neighbours go, BGP re-routes its prefixes.
+
+    Returns the routes left and the number of host routes (of the dead
+    peers' neighbour entries) that went with them.
+
+    Its neighbour entries are deleted in the VM (the kernel no longer reaches
+    it), and at the same moment the routes through it are replaced by the
+    next peer's (or deleted where no other peer offers them), as bgpd does
+    when the session drops. Timed: until no group of the switch rewrites to
+    the dead peer's MACs (rfserver empties its groups: one group-mod each,
+    whatever number of routes), until the switch holds every moved route on
+    its new next hop, and the kernel's own time for the route changes.
+    """
+    moves, gone = fibtable.peer_down(table, spread, 0)
+    left = [(e, p) for e, p in zip(table, spread.best, strict=True) if p != 0] + moves
+    result.peer_down_moved = len(moves)
+    result.peer_down_gone = len(gone)
+    paths = {}
+    loaders = []
+    for op, lines in (
+        ("add", [f"{e.prefix} {peer_of[(e.family, p)].address}\n" for e, p in moves]),
+        ("del", [f"{e.prefix} {peer_of[(e.family, 0)].address}\n" for e in gone]),
+    ):
+        if not lines:
+            continue
+        paths[op] = os.path.join(run.run_dir, f"peer-down-{op}.txt")
+        with open(paths[op], "w") as fh:
+            fh.writelines(lines)
+        args = ["--dev", ifname] if op == "add" else []
+        loader = _vm_python(run, op, "--routes", paths[op], *args, "--ready", stdin=subprocess.PIPE)
+        _go(loader)
+        loaders.append(loader)
+    dead = [peer_of[(f, 0)] for f in sorted(macs)]
+    on_dead = {f: _group_of_gateway(run, bridge, macs[f])[0] for f in macs}
+    # Resolved neighbours are host routes too: the dead peers' go with them.
+    hosts = sum(
+        aggregate_count(
+            run,
+            bridge,
+            f"table={of.TABLE_FIB},ipv6,ipv6_dst={p.address}/128"
+            if p.family == AF_INET6
+            else f"table={of.TABLE_FIB},ip,nw_dst={p.address}/32",
+        )
+        for p in dead
+    )
+    want_total = table_active(run, bridge) - len(gone) - hosts
+    t0 = time.monotonic()
+    node.cmd(
+        "; ".join(
+            f"ip {'-6 ' if p.family == AF_INET6 else ''}neigh del {p.address} dev {ifname}"
+            for p in dead
+        )
+    )
+    for loader in loaders:
+        assert loader.stdin is not None
+        loader.stdin.write("go\n")
+        loader.stdin.flush()
+    off = moved = None
+    while time.monotonic() - t0 < timeout:
+        now = time.monotonic() - t0
+        if off is None and all(_group_of_gateway(run, bridge, m)[0] is None for m in macs.values()):
+            off = now
+        if off is not None and moved is None:
+            on_old = sum(
+                aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}")
+                for g in on_dead.values()
+                if g is not None
+            )
+            if on_old == 0 and table_active(run, bridge) == want_total:
+                moved = now
+        if off is not None and moved is not None:
+            break
+        _fail_if_dead(run)
+        time.sleep(0.002 if off is None else 0.05)
+    kernel = 0.0
+    for loader in loaders:
+        out = loader.communicate()[0]
+        if loader.returncode != 0:
+            result.fail(f"peer down: re-routing in the kernel failed: {out.strip()[-300:]}")
+        # The loaders started together; each says how long the kernel took for its part.
+        m = re.search(r"routes in ([\d.]+) s", out)
+        kernel = max(kernel, float(m.group(1)) if m else 0.0)
+    result.peer_down_off_s = None if off is None else round(off, 4)
+    result.peer_down_moved_s = None if moved is None else round(moved, 3)
+    result.peer_down_kernel_s = round(kernel, 4)
+    if off is None:
+        result.fail(f"peer down: a group still rewrites to the dead peer after {timeout:.0f} s")
+    if moved is None:
+        result.fail(f"peer down: the switch did not re-route every prefix in {timeout:.0f} s")
+    elif kernel:
+        result.peer_down_lag_ratio = round(moved / kernel, 2)
+    return left, hosts
+
+
 def _go(loader: subprocess.Popen) -> None:
     """Wait for a ``--ready`` loader to have packed its routes (its "ready" line)."""
     assert loader.stdout is not None
@@ -410,6 +527,7 @@ def run_fib_bench(
     table_source: str | None = None,
     peers: int = 1,
     seed: int = 1,
+    peer_down_phase: bool = False,
 ) -> FibBenchResult:
     """The whole benchmark; ``progress(text)`` is told what is happening.
 
@@ -447,7 +565,13 @@ def run_fib_bench(
     gw = lab.host(GATEWAY_HOST)
     vm = lab.vm(SWITCH)
     gw_port = next(i for i in vm.interfaces if i.peer == GATEWAY_HOST)
-    peer_of = fibtable.make_peers(families, peers, (gw.address, gw.mac), (GW6, GW6_MAC))
+    if table is None:
+        peer_of = fibtable.make_peers(families, 1, (gw.address, gw.mac), (GW6, GW6_MAC))
+    else:
+        # Made-up next hops next to the gateway host, not the host itself: a
+        # dead peer must not answer ARP (it would come back with its MAC).
+        v4 = (str(ipaddress.IPv4Address(gw.address) + 1), TABLE_MAC4)
+        peer_of = fibtable.make_peers(families, peers, v4, (GW6, GW6_MAC))
     # The route flows expected per next hop: (family, peer) -> count.
     if table is not None:
         expected: dict[tuple[int, int], int] = {}
@@ -481,7 +605,7 @@ def run_fib_bench(
                 f"ip {v}neigh replace {peer.address} dev {gw_port.ifname} "
                 f"nud permanent lladdr {peer.mac}"
             )
-        if AF_INET not in families:
+        if all(p.address != gw.address for p in peer_of.values()):
             node.cmd(
                 f"ip neigh replace {gw.address} dev {gw_port.ifname} nud permanent lladdr {gw.mac}"
             )
@@ -645,7 +769,23 @@ def run_fib_bench(
             if not result.nexthop_flows_unchanged:
                 result.fail("the flows changed with the next hop's MAC")
 
-        say(f"withdrawing the {routes} routes")
+        if peer_down_phase and table is not None:
+            say("peer 0 goes down: its neighbours vanish, BGP moves its prefixes")
+            macs = {f: peer_of[(f, 0)].mac for f in families}
+            macs[first_peer.family] = NEW_MAC  # changed above
+            remaining, hosts_gone = _peer_down(
+                run, result, node, bridge, gw_port.ifname, table, spread, peer_of, macs, limit
+            )
+            base -= hosts_gone
+            routes_left = len(remaining)
+            with open(routes_path, "w") as fh:
+                fh.writelines(
+                    f"{e.prefix} {peer_of[(e.family, p)].address}\n" for e, p in remaining
+                )
+        else:
+            routes_left = routes
+
+        say(f"withdrawing the {routes_left} routes")
         cpu0 = _cpu_all(run)
         t0 = time.monotonic()
         if table is None:
@@ -661,8 +801,11 @@ def run_fib_bench(
             assert loader.stdin is not None
             loader.stdin.write("go\n")
             loader.stdin.flush()  # communicate() closes it
+        # Open vSwitch deletes flows more slowly than it adds them, a table of
+        # many prefix lengths more slowly still: more time than for the load.
+        wlimit = max(limit, routes_left / 2000)
         done, unloaded, _first = _wait_count(
-            run, bridge, base, limit, t0=t0, base=base + routes, loader=loader
+            run, bridge, base, wlimit, t0=t0, base=base + routes_left, loader=loader
         )
         loader.communicate()
         cpu1 = _cpu_all(run)
@@ -672,7 +815,7 @@ def run_fib_bench(
             result.fail(f"{table_active(run, bridge) - base} route flows left after withdrawal")
         else:
             result.withdraw_s = round(done, 3)
-            result.withdraw_rate = round(routes / done, 1)
+            result.withdraw_rate = round(routes_left / done, 1)
         if raw:
             say(f"raw baseline: ovs-ofctl --bundle add-flows of {routes} flows")
             if table is None:
@@ -1011,6 +1154,15 @@ def print_result(result: FibBenchResult, console) -> None:
         )
     t.add_row("next-hop MAC change for all routes", _fmt(result.nexthop_change_s, " s", 4))
     t.add_row("  route flows untouched by it", str(result.nexthop_flows_unchanged))
+    if result.peer_down_moved is not None:
+        t.add_row(
+            "peer 0 down: prefixes moved, gone",
+            f"{result.peer_down_moved:,}, {result.peer_down_gone:,}",
+        )
+        t.add_row("  switch off the dead next hop after", _fmt(result.peer_down_off_s, " s", 4))
+        t.add_row("  every prefix on its new next hop", _fmt(result.peer_down_moved_s, " s", 3))
+        t.add_row("  the kernel's own re-routing", _fmt(result.peer_down_kernel_s, " s", 3))
+        t.add_row("  switch / kernel", _fmt(result.peer_down_lag_ratio, "", 2))
     t.add_row("withdraw all routes", _fmt(result.withdraw_s, " s", 3))
     t.add_row("withdraw rate", _fmt(result.withdraw_rate, " routes/s", 0))
     t.add_row("  of which the kernel unload", _fmt(result.kernel_unload_s, " s", 3))
@@ -1077,6 +1229,7 @@ def main_fib(
     table_path: str | None = None,
     peers: int = 1,
     seed: int = 1,
+    peer_down: bool = False,
 ) -> int:
     import logging
 
@@ -1115,6 +1268,7 @@ def main_fib(
                 table_source=table_path,
                 peers=peers,
                 seed=seed,
+                peer_down_phase=peer_down,
             )
     except (KeyboardInterrupt, Terminated):
         console.print("[yellow]interrupted; lab torn down[/yellow]")

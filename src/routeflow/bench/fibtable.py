@@ -19,7 +19,7 @@ from routeflow.bench.table import TableEntry, TableError
 from routeflow.bench.tablepeers import Spread
 from routeflow.proxy import openflow as of
 
-__all__ = ["Peer", "check_table", "make_peers", "raw_flow_lines", "routes_lines"]
+__all__ = ["Peer", "check_table", "make_peers", "peer_down", "raw_flow_lines", "routes_lines"]
 
 AF_INET = socket.AF_INET
 AF_INET6 = socket.AF_INET6
@@ -114,3 +114,25 @@ def raw_flow_lines(
             f"table={of.TABLE_FIB},priority={prio},cookie={cookie},{match}={e.prefix},"
             f"actions=group:{group}\n"
         )
+
+
+def peer_down(
+    entries: list[TableEntry], spread: Spread, dead: int
+) -> tuple[list[tuple[TableEntry, int]], list[TableEntry]]:
+    """What BGP does when peer ``dead`` goes: (prefixes moving, their new peer), and gone ones.
+
+    A prefix whose best route was through the dead peer moves to another
+    peer offering it (the lowest one: the order among the survivors does
+    not matter here), or disappears if no other peer offers it.
+    """
+    moves: list[tuple[TableEntry, int]] = []
+    gone: list[TableEntry] = []
+    for e, best, offer in zip(entries, spread.best, spread.offers, strict=True):
+        if best != dead:
+            continue
+        rest = [p for p in offer if p != dead]
+        if rest:
+            moves.append((e, rest[0]))
+        else:
+            gone.append(e)
+    return moves, gone

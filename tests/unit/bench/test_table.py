@@ -200,3 +200,11 @@ def test_tables_that_would_disturb_the_lab_are_refused(tmp_path, line, says):
     path.write_text(f"100.0.0.0/8\n{line}\n")
     with pytest.raises(TableError, match=says):
         load_bench_table(str(path))
+
+
+def test_a_dead_peer_moves_its_prefixes_to_the_next_one():
+    entries = parse_table(["100.1.0.0/16", "100.2.0.0/16", "100.3.0.0/16", "100.4.0.0/16"], "t")
+    sp = tablepeers.Spread(best=[0, 1, 0, 0], offers=[(0, 2), (0, 1), (0,), (0, 1, 2)])
+    moves, gone = fibtable.peer_down(entries, sp, 0)
+    assert [(e.prefix, p) for e, p in moves] == [("100.1.0.0/16", 2), ("100.4.0.0/16", 1)]
+    assert [e.prefix for e in gone] == ["100.3.0.0/16"]
