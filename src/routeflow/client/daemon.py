@@ -25,7 +25,7 @@ from routeflow.client.netlink import (
     send_mapping_packet,
     set_link_state,
 )
-from routeflow.rflib import auth, daemonconf, ipc, sdnotify, tls
+from routeflow.rflib import auth, daemonconf, ipc, logs, sdnotify, tls
 from routeflow.rflib.protocol import (
     AuthChallenge,
     ClientHello,
@@ -352,15 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tls.add_arguments(parser)
     daemonconf.add_log_level_option(parser)
+    logs.add_log_format_option(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = daemonconf.parse_args(build_parser(), argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(args.log_level, args.log_format, "rfclient")
     tune_gc()  # a full table is millions of objects (see rflib.tuning)
     try:
         if args.vm_id is not None:
@@ -374,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"rfclient: error: {err}", file=sys.stderr)
         return 2
+    logs.setup(args.log_level, args.log_format, "rfclient", vm_id=vm_id)  # on every line
     try:
         asyncio.run(
             run_client(

@@ -173,19 +173,24 @@ class StartStream:
 
 @dataclass(frozen=True)
 class Notice:
-    """A log line: ``text % args`` at ``level`` (logging's levels)."""
+    """A log line: ``text % args`` at ``level`` (logging's levels).
+
+    ``ids`` are the log fields of what it is about (rflib.logs: dp_id, vm_id, ...);
+    they do not take part in comparisons (a test matches the line).
+    """
 
     level: int
     text: str
     args: tuple[object, ...] = ()
+    ids: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
 
-def info(text: str, *args: object) -> Notice:
-    return Notice(logging.INFO, text, args)
+def info(text: str, *args: object, **ids: int) -> Notice:
+    return Notice(logging.INFO, text, args, tuple(ids.items()))
 
 
-def warning(text: str, *args: object) -> Notice:
-    return Notice(logging.WARNING, text, args)
+def warning(text: str, *args: object, **ids: int) -> Notice:
+    return Notice(logging.WARNING, text, args, tuple(ids.items()))
 
 
 def error(text: str, *args: object) -> Notice:

@@ -49,6 +49,7 @@ from routeflow.proxy import core, fibwriter, ofmsg, reconcile
 from routeflow.proxy import openflow as of
 from routeflow.proxy.flowpipe import DEFAULT_DEPTH, DEFAULT_WINDOW, FlowPipe
 from routeflow.proxy.serverlink import ServerLink
+from routeflow.rflib import logs
 from routeflow.rflib import protocol as p
 
 log = logging.getLogger("routeflow.proxy")
@@ -140,7 +141,7 @@ class RFProxy(app_manager.OSKenApp):
             act.ClosePipe: self._close_pipe,
             act.ReadSwitch: self._read_switch,
             act.StartStream: self._start_stream,
-            act.Notice: lambda a: log.log(a.level, a.text, *a.args),
+            act.Notice: lambda a: log.log(a.level, a.text, *a.args, extra=dict(a.ids)),
         }
 
     def start(self):
@@ -251,6 +252,7 @@ class RFProxy(app_manager.OSKenApp):
                 msg.dp_id,
                 msg.nexthop_id,
                 msg.buckets,
+                extra=logs.ids(dp_id=msg.dp_id),
             )
             # Like a FibMod, it waits while a reconciliation streams to the switch
             # (the pipe's producer lock; taken before the proxy's lock, as there).
@@ -272,6 +274,7 @@ class RFProxy(app_manager.OSKenApp):
             msg.mod.name,
             msg.dp_id,
             ", ".join(e.prefix for e in msg.entries[:10]),
+            extra=logs.ids(dp_id=msg.dp_id),
         )
         with self._lock:
             pipe = self._pipes.get(msg.dp_id) if self.core.writes(msg.dp_id) else None
@@ -391,7 +394,11 @@ class RFProxy(app_manager.OSKenApp):
                 for data, count in reconcile.raw_chunks(plan.flows, chunk=pipe.window):
                     with self._lock:
                         if not self.core.streaming(stream):
-                            log.info("switch %#x: reconciliation stopped", stream.dp_id)
+                            log.info(
+                                "switch %#x: reconciliation stopped",
+                                stream.dp_id,
+                                extra=logs.ids(dp_id=stream.dp_id),
+                            )
                             return
                     pipe.put(data, count)
                 pipe.flush()
@@ -401,7 +408,11 @@ class RFProxy(app_manager.OSKenApp):
                     self._do(self.core.finish(plan))
             self._do(plan.notices())
         except Exception:
-            log.exception("reconciliation of switch %#x failed", stream.dp_id)
+            log.exception(
+                "reconciliation of switch %#x failed",
+                stream.dp_id,
+                extra=logs.ids(dp_id=stream.dp_id),
+            )
         finally:
             self._handle(self.core.stream_ended, stream)
 

@@ -331,10 +331,10 @@ class ProxyCore:
             for m in self.vlinks.mirrored():
                 relay += of.virtual_link_flows(m.vs_a, m.vs_b)
             return [
-                info("virtual switch %#x connected", dp_id),
+                info("virtual switch %#x connected", dp_id, dp_id=dp_id),
                 *self._flows(dp_id, of.virtual_switch_flows() + relay),
             ]
-        out: list[Action] = [info("switch %#x connected", dp_id)]
+        out: list[Action] = [info("switch %#x connected", dp_id, dp_id=dp_id)]
         if self.role:
             out.append(SendRole(dp_id, self.is_master, self.generation))  # before anything else
         out.append(OpenPipe(dp_id))
@@ -349,7 +349,7 @@ class ProxyCore:
             return []  # an older connection of a switch that has reconnected
         del self.switches[dp_id]
         if dp_id == self.vs_dpid:
-            return [warning("virtual switch %#x left", dp_id)]
+            return [warning("virtual switch %#x left", dp_id, dp_id=dp_id)]
         unrelayed: list[Action] = []
         for d, port, _vs, _vp in self.relay.mappings():
             if d == dp_id:
@@ -365,7 +365,7 @@ class ProxyCore:
         self.state.pop(dp_id, None)
         out: list[Action] = [
             *unrelayed,
-            warning("switch %#x left", dp_id),
+            warning("switch %#x left", dp_id, dp_id=dp_id),
             ClosePipe(dp_id),
             *self._link_changes(self.links.switch_left(dp_id)),
         ]
@@ -384,7 +384,7 @@ class ProxyCore:
                 continue
             msgs.append(self._register(dp_id, st, port))
             msgs += self._link_state(dp_id, st, port.port_no, port.up, initial=True)
-        out: list[Action] = [info("switch %#x: %d ports registered", dp_id, len(msgs))]
+        out: list[Action] = [info("switch %#x: %d ports registered", dp_id, len(msgs), dp_id=dp_id)]
         out += self._mirror([(dp_id, port.port_no) for port in ports])
         if self.is_master:  # a new master reports them all (_role)
             out.append(ToServer(tuple(msgs)))
@@ -405,7 +405,14 @@ class ProxyCore:
         out: list[Action] = self._mirror([(dp_id, port.port_no)])
         if changed:
             out.append(
-                info("switch %#x port %d link %s", dp_id, port.port_no, "up" if up else "down")
+                info(
+                    "switch %#x port %d link %s",
+                    dp_id,
+                    port.port_no,
+                    "up" if up else "down",
+                    dp_id=dp_id,
+                    dp_port=port.port_no,
+                )
             )
         if self.is_master:
             out.append(ToServer(tuple(msgs + changed)))
@@ -433,6 +440,8 @@ class ProxyCore:
                     decision.vm_id,
                     decision.vm_port,
                     decision.vs_port,
+                    vm_id=decision.vm_id,
+                    vm_port=decision.vm_port,
                 ),
                 ToServer(
                     (

@@ -9,7 +9,7 @@ import re
 import sys
 
 from routeflow.proxy.openflow import DEFAULT_VS_DPID
-from routeflow.rflib import daemonconf, sdnotify, tls
+from routeflow.rflib import daemonconf, logs, sdnotify, tls
 
 
 def _int(text: str) -> int:
@@ -153,16 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tls.add_arguments(parser)
     daemonconf.add_log_level_option(parser)
+    logs.add_log_format_option(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = daemonconf.parse_args(build_parser(), argv)
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    logs.setup(args.log_level, args.log_format, "rfproxy", ct_id=args.ct_id)
     from routeflow.rflib.tuning import tune_gc
 
     tune_gc()  # a full table is millions of objects (see rflib.tuning)

@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 
-from routeflow.rflib import daemonconf, sdnotify, tls
+from routeflow.rflib import daemonconf, logs, sdnotify, tls
 from routeflow.rflib.auth import peer_credentials
 from routeflow.rflib.store import StoreError, open_store
 from routeflow.rflib.tuning import tune_gc
@@ -86,15 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="shared secret (mode 0600): peers must prove they know it (HMAC challenge)",
     )
     daemonconf.add_log_level_option(parser)
+    logs.add_log_format_option(parser)
     add_web_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = daemonconf.parse_args(build_parser(), argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logs.setup(args.log_level, args.log_format, "rfserver")
     tune_gc()  # a full table is millions of objects (see rflib.tuning)
     try:
         web = web_options(args)

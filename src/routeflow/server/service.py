@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
-from routeflow.rflib import auth, ipc
+from routeflow.rflib import auth, ipc, logs
 from routeflow.rflib import protocol as p
 from routeflow.rflib.store import StateStore, StoreClosedError
 from routeflow.rflib.types import AssociationEntry, ConfigEntry, EntryState
@@ -195,9 +195,9 @@ class RFServer:
         if persisted:
             log.info("resumed %d association rows from the state store", len(persisted))
 
-    def event(self, kind: str, text: str, level: int = logging.INFO) -> None:
-        """Log a notable event and keep it for the status API."""
-        log.log(level, "%s", text)
+    def event(self, kind: str, text: str, level: int = logging.INFO, **ids: int | None) -> None:
+        """Log a notable event (with the ids it concerns) and keep it for the status API."""
+        log.log(level, "%s", text, extra=logs.ids(**ids))
         self.events.append((time.time(), kind, text))
 
     # --- lifecycle -------------------------------------------------------------
@@ -320,11 +320,15 @@ class RFServer:
             timer.cancel()
         old = self.clients.get(vm_id)
         if old is not None:
-            log.warning("vm %#x connected again; dropping its previous session", vm_id)
+            log.warning(
+                "vm %#x connected again; dropping its previous session",
+                vm_id,
+                extra=logs.ids(vm_id=vm_id),
+            )
             await old.close()
         self.clients[vm_id] = conn
         self.sessions[("client", vm_id)] += 1
-        self.event("client", f"rfclient vm {vm_id:#x} connected from {conn.peer}")
+        self.event("client", f"rfclient vm {vm_id:#x} connected from {conn.peer}", vm_id=vm_id)
         session = ClientSession(vm_id)
         try:
             async for msg in conn:
@@ -338,6 +342,7 @@ class RFServer:
                     f"rfclient vm {vm_id:#x} disconnected; keeping its routes for "
                     f"{self.client_grace:.0f} s",
                     logging.WARNING,
+                    vm_id=vm_id,
                 )
                 loop = asyncio.get_running_loop()
                 self._grace_timers[vm_id] = loop.call_later(
@@ -352,6 +357,7 @@ class RFServer:
             "client",
             f"vm {vm_id:#x} did not come back; withdrawing its routes and ports",
             logging.WARNING,
+            vm_id=vm_id,
         )
         await self._apply(self.routing.forget_vm(vm_id))
         await self._apply(self.table.handle(ClientDown(vm_id)))
@@ -374,6 +380,7 @@ class RFServer:
             "controller",
             f"rfproxy ct_id {ct_id} replica {name} connected from {conn.peer}"
             f" (holds {hello.ct_role or 'no role'})",
+            ct_id=ct_id,
         )
         await self._apply_roles(self.roles.connect(ct_id, name, hello.ct_role))
         session = ControllerSession(ct_id, name)
@@ -394,6 +401,7 @@ class RFServer:
                     "controller",
                     f"rfproxy ct_id {ct_id} replica {name} disconnected",
                     logging.WARNING,
+                    ct_id=ct_id,
                 )
                 await self._apply_roles(self.roles.disconnect(ct_id, name))
 
@@ -417,7 +425,11 @@ class RFServer:
 
     async def _replace_vm(self, a: ReplaceVm) -> None:
         log.info(
-            "vm %#x resync: %d routes, %d neighbours", a.vm_id, len(a.routes), len(a.neighbours)
+            "vm %#x resync: %d routes, %d neighbours",
+            a.vm_id,
+            len(a.routes),
+            len(a.neighbours),
+            extra=logs.ids(vm_id=a.vm_id),
         )
         await self._apply(self.routing.replace_vm(a.vm_id, a.routes, a.neighbours))
 
@@ -439,7 +451,13 @@ class RFServer:
         for key in [k for k in self.dp_ports if k[:2] == (a.ct_id, a.dp_id)]:
             del self.dp_ports[key]
         self.stats.pop((a.ct_id, a.dp_id), None)
-        self.event("switch", f"switch {a.dp_id:#x} left controller {a.ct_id}", logging.WARNING)
+        self.event(
+            "switch",
+            f"switch {a.dp_id:#x} left controller {a.ct_id}",
+            logging.WARNING,
+            ct_id=a.ct_id,
+            dp_id=a.dp_id,
+        )
         self._topology_changed(self.topology.switch_left(a.ct_id, a.dp_id))
 
     async def _stats_seen(self, a: StatsSeen) -> None:
@@ -640,6 +658,11 @@ class RFServer:
                         "association",
                         f"association active: vm {after.vm_id:#x} port {after.vm_port} "
                         f"<-> dp {after.dp_id:#x} port {after.dp_port}",
+                        vm_id=after.vm_id,
+                        vm_port=after.vm_port,
+                        ct_id=after.ct_id,
+                        dp_id=after.dp_id,
+                        dp_port=after.dp_port,
                     )
             elif isinstance(action, Notice):
                 log.info("%s: %s", action.code.value, action.detail)
@@ -649,6 +672,9 @@ class RFServer:
                     f"switch {action.dp_id:#x} port {action.dp_port} link "
                     f"{'up' if action.up else 'down'}",
                     logging.INFO if action.up else logging.WARNING,
+                    ct_id=action.ct_id,
+                    dp_id=action.dp_id,
+                    dp_port=action.dp_port,
                 )
             elif isinstance(action, p.PortConfig):
                 out[("vm", action.vm_id)].append(action)
