@@ -153,6 +153,8 @@ class FibBenchResult:
     peer_down_lag_ratio: float | None = None  # moved_s / kernel_s
     peer_down_moved: int | None = None
     peer_down_gone: int | None = None
+    #: CPU seconds each daemon spent until every prefix was re-routed.
+    cpu_peer_down_s: dict[str, float] = field(default_factory=dict)
     run_dir: str = ""
     command: str = ""
 
@@ -453,6 +455,7 @@ def _peer_down(
             for p in dead
         )
     )
+    cpu0 = _cpu_all(run)
     for loader in loaders:
         assert loader.stdin is not None
         loader.stdin.write("go\n")
@@ -474,6 +477,8 @@ def _peer_down(
             break
         _fail_if_dead(run)
         time.sleep(0.002 if off is None else 0.05)
+    cpu1 = _cpu_all(run)
+    result.cpu_peer_down_s = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1}
     kernel = 0.0
     for loader in loaders:
         out = loader.communicate()[0]
@@ -1163,6 +1168,8 @@ def print_result(result: FibBenchResult, console) -> None:
         t.add_row("  every prefix on its new next hop", _fmt(result.peer_down_moved_s, " s", 3))
         t.add_row("  the kernel's own re-routing", _fmt(result.peer_down_kernel_s, " s", 3))
         t.add_row("  switch / kernel", _fmt(result.peer_down_lag_ratio, "", 2))
+        for name, cpu in sorted(result.cpu_peer_down_s.items()):
+            t.add_row(f"  CPU meanwhile: {name}", f"{cpu:.2f} s")
     t.add_row("withdraw all routes", _fmt(result.withdraw_s, " s", 3))
     t.add_row("withdraw rate", _fmt(result.withdraw_rate, " routes/s", 0))
     t.add_row("  of which the kernel unload", _fmt(result.kernel_unload_s, " s", 3))

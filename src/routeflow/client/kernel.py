@@ -828,13 +828,26 @@ class KernelView:
         """
         shape = self._shapes.get(shape_key)
         if not deleted:
-            if prefix not in self._kroutes and (
+            old = self._kroutes.get(prefix)
+            if old is None and (
                 shape_key[0] == AF_INET or prefix[:2] not in ("ff", "fe") or not _special_v6(prefix)
             ):
                 if shape is None:
                     shape = self._make_shape(shape_key, prefix)
                 if shape is not None:
                     self._add_simple(prefix, shape)
+                    return
+            elif old is not None and len(old) == 1:
+                # A route replaced by another of the same key (BGP moving a prefix
+                # to another peer): the general path would end with the new one
+                # alone, which is the new shape's.
+                if shape is None:
+                    shape = self._make_shape(shape_key, prefix)
+                if shape is not None and not shape.impossible and old.keys() == shape.cands.keys():
+                    if old is not shape.cands:
+                        for kr in old.values():
+                            self._index(prefix, kr, add=False)
+                        self._add_simple(prefix, shape)
                     return
         elif shape is not None and self._kroutes.get(prefix) is shape.cands:
             self._del_simple(prefix, shape)
