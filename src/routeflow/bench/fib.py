@@ -27,6 +27,14 @@ rftest1. The benchmark:
 ``--ipv6`` does the same with IPv6 prefixes (fd00::/8, see nlroutes.py)
 through a gateway on an IPv6 /64 of the documentation range added to the
 VM's port towards the gateway host.
+
+``--table FILE`` takes the routes from a table file instead (table.py: any
+prefix lengths, both families mixed), ``--peers N`` spreads them over N
+made-up next hops on the gateway link with overlapping offers
+(tablepeers.py, fibtable.py: each next hop its own group, checked per group),
+and ``--peer-down`` then kills peer 0 (its neighbours vanish while its
+prefixes are re-routed to the other peers) and times the switch's reaction.
+The loader packs a table's requests before the clock starts.
 """
 
 from __future__ import annotations
