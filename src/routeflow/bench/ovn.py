@@ -112,14 +112,20 @@ class OvsdbRpc:
 
 
 def lsp_insert_ops(
-    switch_uuid: str, name: str, mac: str, ip: str, dhcp_uuid: str | None
+    switch_uuid: str,
+    name: str,
+    mac: str,
+    ip: str,
+    dhcp_uuid: str | None,
+    port_group: str | None = None,
 ) -> list[dict[str, Any]]:
     """The NB operations of ``lsp-add SWITCH NAME -- lsp-set-addresses NAME "MAC IP"
-    [-- lsp-set-dhcpv4-options NAME UUID]`` (pure)."""
+    [-- lsp-set-dhcpv4-options NAME UUID]``, and the port's membership of ``port_group``
+    (what ML2/OVN does for a security group) in the same transaction (pure)."""
     row: dict[str, Any] = {"name": name, "addresses": f"{mac} {ip}"}
     if dhcp_uuid is not None:
         row["dhcpv4_options"] = ["uuid", dhcp_uuid]
-    return [
+    ops: list[dict[str, Any]] = [
         {"op": "insert", "table": "Logical_Switch_Port", "row": row, "uuid-name": "lsp"},
         {
             "op": "mutate",
@@ -128,6 +134,32 @@ def lsp_insert_ops(
             "mutations": [["ports", "insert", ["set", [["named-uuid", "lsp"]]]]],
         },
     ]
+    if port_group is not None:
+        ops.append(
+            {
+                "op": "mutate",
+                "table": "Port_Group",
+                "where": [["name", "==", port_group]],
+                "mutations": [["ports", "insert", ["set", [["named-uuid", "lsp"]]]]],
+            }
+        )
+    return ops
+
+
+#: Neutron's default security group as ML2/OVN writes it: egress allowed, ingress only from
+#: members of the group (its address set), replies of allowed connections, the rest dropped.
+DEFAULT_SG = "pg_default"
+DEFAULT_SG_ACLS = (
+    ("from-lport", "1002", f"inport == @{DEFAULT_SG} && ip4", "allow-related"),
+    (
+        "to-lport",
+        "1002",
+        f"outport == @{DEFAULT_SG} && ip4 && ip4.src == ${DEFAULT_SG}_ip4",
+        "allow-related",
+    ),
+    ("from-lport", "1001", f"inport == @{DEFAULT_SG} && ip", "drop"),
+    ("to-lport", "1001", f"outport == @{DEFAULT_SG} && ip", "drop"),
+)
 
 
 # --- central: NB, SB, northd -----------------------------------------------------------

@@ -350,6 +350,10 @@ class OvnSystem(System):
                     node.appctl("tnl/neigh/set", "br-ul", f"198.51.100.{j + 1}", mac)
         nb = self.central.nbctl
         nb("lr-add", "r1")
+        # The ports' security group, as routeflow's API gives every port its project's default.
+        nb("pg-add", ovn.DEFAULT_SG)
+        for direction, priority, match, verdict in ovn.DEFAULT_SG_ACLS:
+            nb("acl-add", ovn.DEFAULT_SG, direction, priority, match, verdict)
         for k, name in enumerate((*self.sc.networks(), tp.BULK, "bulk-nbctl", "bulk-daemon")):
             cidr = tp.CIDRS.get(name, tp.CIDRS[tp.BULK])
             nb("ls-add", name, "--", "set", "logical_switch", name, f"other_config:subnet={cidr}")
@@ -397,7 +401,7 @@ class OvnSystem(System):
     def create_port(self, vm: VmSpec) -> tuple[str, str, str]:
         mac, ip = tp.mac(vm.index), tp.address(vm.network, vm.index)
         ops = self.ovn.lsp_insert_ops(
-            self.switches[vm.network], vm.name, mac, ip, self.dhcp[vm.network]
+            self.switches[vm.network], vm.name, mac, ip, self.dhcp[vm.network], self.ovn.DEFAULT_SG
         )
         self.rpc.transact("OVN_Northbound", *ops)
         return vm.name, mac, ip

@@ -48,3 +48,11 @@ def test_the_api_stub_answers_a_port_create() -> None:
     body = apistub.port_body({"port": {"network_id": "n", "name": "x"}})["port"]
     assert body["network_id"] == "n" and body["name"] == "x" and body["id"]
     assert apistub.port_body("junk")["port"]["network_id"] == ""
+
+
+def test_a_port_joins_its_security_group_in_the_same_transaction() -> None:
+    ops = ovn.lsp_insert_ops("s", "p", "m", "i", None, ovn.DEFAULT_SG)
+    assert ops[2]["table"] == "Port_Group"
+    assert ops[2]["where"] == [["name", "==", ovn.DEFAULT_SG]]
+    assert ops[2]["mutations"] == [["ports", "insert", ["set", [["named-uuid", "lsp"]]]]]
+    assert {verdict for *_, verdict in ovn.DEFAULT_SG_ACLS} == {"allow-related", "drop"}
