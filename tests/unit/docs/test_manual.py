@@ -114,3 +114,9 @@ def test_readme_links_into_the_manual_resolve(site: Path) -> None:
         if target.endswith(".md") and anchor:
             page = site / (target.removeprefix("docs/").removesuffix(".md") + ".html")
             assert f'id="{anchor}"' in page.read_text("utf-8"), f"README: {target}#{anchor}"
+
+
+def test_every_shipped_lab_is_in_the_labs_page() -> None:
+    text = (ROOT / "docs" / "labs.md").read_text(encoding="utf-8")
+    for lab in sorted((ROOT / "labs").glob("*.yaml")):
+        assert f"`labs/{lab.name}`" in text, f"labs/{lab.name} is not in docs/labs.md"
