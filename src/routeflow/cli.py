@@ -654,8 +654,9 @@ def bench() -> None:
     "--table",
     "table_path",
     type=click.Path(dir_okay=False),
-    help="the prefixes of a table file ('prefix [as_path...]' lines, both families) "
-    "instead of --routes generated ones (see `routeflow bench table-gen`)",
+    help="the prefixes of a table file ('prefix [as_path...]' lines, both families) or of "
+    "an MRT RIB dump (TABLE_DUMP_V2, maybe gzip/bzip2) instead of --routes generated ones "
+    "(see `routeflow bench table-gen`)",
 )
 @click.option(
     "--peers",

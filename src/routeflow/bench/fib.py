@@ -53,7 +53,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from routeflow.bench import fibtable, nlroutes, tablepeers
-from routeflow.bench.table import TableEntry, TableError, read_table, table_stats
+from routeflow.bench.table import TableEntry, TableError, read_table_file, table_stats
 from routeflow.lab import checks
 from routeflow.lab.model import LabPlan, parse_lab, plan
 from routeflow.lab.poll import poll_until
@@ -177,7 +177,7 @@ def bench_plan() -> LabPlan:
 
 def load_bench_table(path: str) -> list[TableEntry]:
     """A table file fit for the bench lab (TableError naming the file, and line, if not)."""
-    table = read_table(path)
+    table = read_table_file(path)
     lab = bench_plan()
     vm = lab.vm(SWITCH)
     own = [i.subnet for i in vm.interfaces] + [f"{h.address}/32" for h in lab.hosts] + [NET6]

@@ -5,8 +5,9 @@
     2001:67c:2e8::/48 6939 3333
     10.0.0.0/8                      # no AS path: an IGP or static route
 
-Both families may be mixed. A prefix must be a network address (no host
-bits) and appear once; AS numbers are 1 to 4294967295 (no AS sets). Bad
+Both families may be mixed (``read_table_file`` also takes MRT RIB dumps,
+see tablemrt.py). A prefix must be a network address (no host bits) and
+appear once; AS numbers are 1 to 4294967295 (no AS sets). Bad
 lines raise TableError naming the source and the line, so a million-line
 file is never half loaded. Parsing is pure (``parse_table``); ``read_table``
 is the file-reading shell.
@@ -33,6 +34,7 @@ __all__ = [
     "nested_count",
     "parse_table",
     "read_table",
+    "read_table_file",
     "table_stats",
 ]
 
@@ -118,6 +120,13 @@ def read_table(path: str) -> list[TableEntry]:
             return parse_table(fh, path)
     except (OSError, UnicodeDecodeError) as err:
         raise TableError(f"{path}: {err}") from None
+
+
+def read_table_file(path: str) -> list[TableEntry]:
+    """A table file or an MRT RIB dump (tablemrt.py), told apart by their first bytes."""
+    from routeflow.bench.tablemrt import is_mrt, read_mrt
+
+    return read_mrt(path) if is_mrt(path) else read_table(path)
 
 
 def format_table(entries: Iterable[TableEntry], header: Iterable[str] = ()) -> Iterator[str]:

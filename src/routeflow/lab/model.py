@@ -331,9 +331,9 @@ class Announce(msgspec.Struct, frozen=True, kw_only=True):
         """The table file's routes (routeflow.bench.table.TableEntry); [] without a file."""
         if self.file is None:
             return []
-        from routeflow.bench.table import read_table
+        from routeflow.bench.table import read_table_file
 
-        return read_table(self.file)
+        return read_table_file(self.file)
 
     def prefixes(self) -> list[str]:
         if self.file is not None:
@@ -880,7 +880,7 @@ class _Validator:
 
     def announce_file(self, spec: _AnnounceSpec, path: str) -> Announce | None:
         """A table file to announce: readable, IPv4 only, clear of the lab's subnets."""
-        from routeflow.bench.table import TableError, read_table
+        from routeflow.bench.table import TableError, read_table_file
 
         if spec.count:
             self.err(path, "give count (with start, prefixlen) or file, not both")
@@ -889,7 +889,7 @@ class _Validator:
         base = os.path.dirname(self.source) if os.path.exists(self.source) else "."
         file = os.path.abspath(os.path.join(base, spec.file))
         try:
-            table = read_table(file)
+            table = read_table_file(file)
         except TableError as exc:
             self.err(f"{path}.file", str(exc))
             return None
