@@ -7,12 +7,12 @@ is a set difference: ``diff(old, new)`` says what to delete and what to add.
 
 What a node gets:
 
-* **Local networks**: networks with a VIF port bound here (``binding_host_id`` = the
-  node and the port in ``node.bindings``, which the agent reads from OVSDB
-  ``external_ids:iface-id``). For them: classification and port security of local ports,
-  tunnel ingress, ARP responder for every known port and router interface IP, L2 lookup
-  of every bound port (local or remote) and router interface, multicast to local ports,
-  DHCP to the controller.
+* **Local networks**: networks with a VIF port plugged here (the port in
+  ``node.bindings``, which the agent reads from OVSDB ``external_ids:iface-id``) and
+  bound here or not bound yet (``binding_host_id`` the node or empty). For them:
+  classification and port security of local ports, tunnel ingress, ARP responder for
+  every known port and router interface IP, L2 lookup of every bound port (local or
+  remote) and router interface, multicast to local ports, DHCP to the controller.
 * **Routed networks**: networks on a router that has an interface on a local network.
   For them only what routing on the source node needs: host lookup (IP -> MAC, port key)
   and dispatch of their bound ports. Routing is on the source node; the destination node
@@ -135,10 +135,14 @@ class _Compiler:
         out = []
         for port_id, ofport in sorted(self.node.bindings.items()):
             port = self.cloud.ports.get(port_id)
+            # Plugged here and bound here, or plugged here and not bound yet: the server
+            # records the binding only after this agent reports the VIF, and the VM's
+            # first DHCP request must not wait for that round trip (it was lost, and
+            # udhcpc retried a second later). A port bound to another node is not ours.
             if (
                 port is not None
                 and port.is_vif
-                and port.binding_host_id == self.node.name
+                and port.binding_host_id in ("", self.node.name)
                 and _usable(port, self.cloud)
             ):
                 out.append((port, ofport))

@@ -227,6 +227,35 @@ def test_dhcp_goes_to_the_controller_with_the_port_s_cookie():
     assert p.cookie_kind(last.cookie) == (p.Kind.PORT, CLOUD.ports["a1"].key)
 
 
+def _rebound(vm: str, host: str) -> Cloud:
+    port = msgspec.structs.replace(CLOUD.ports[vm], binding_host_id=host)
+    return CLOUD.apply(Change(kind=Kind.PORT, id=vm, revision=CLOUD.revision + 1, obj=port))
+
+
+def test_a_vif_plugged_before_the_server_records_its_binding_already_gets_dhcp():
+    """The binding comes back from the server only after the agent reports the VIF:
+    the VM's first DHCP request must not be lost waiting for it."""
+    node = NODE["a1"]
+    discover = {
+        "in_port": ofport("a1"),
+        "eth_src": MAC["a1"],
+        "eth_dst": "ff:ff:ff:ff:ff:ff",
+        "eth_type": 0x0800,
+        "ip_proto": 17,
+        "ipv4_src": "0.0.0.0",
+        "ipv4_dst": "255.255.255.255",
+        "udp_src": 68,
+        "udp_dst": 67,
+        "nw_ttl": 64,
+    }
+    unbound = ofsim.Pipeline(compile_node(_rebound("a1", ""), ctx(node)))
+    assert [o.kind for o in unbound.run(discover).outcomes] == ["controller"]
+    # bound to another node (a stale plug here): this node does not serve it
+    other = next(n for n in sorted(sample.NODES) if n != node)
+    elsewhere = ofsim.Pipeline(compile_node(_rebound("a1", other), ctx(node)))
+    assert elsewhere.run(discover).dropped
+
+
 @pytest.mark.parametrize(
     "change",
     [
