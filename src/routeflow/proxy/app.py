@@ -31,7 +31,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -45,36 +44,15 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
 from routeflow.proxy import actions as act
-from routeflow.proxy import core, fibwriter, ofmsg, reconcile
+from routeflow.proxy import fibwriter, ofmsg, reconcile
 from routeflow.proxy import openflow as of
-from routeflow.proxy.flowpipe import DEFAULT_DEPTH, DEFAULT_WINDOW, FlowPipe
+from routeflow.proxy.flowpipe import FlowPipe
 from routeflow.proxy.serverlink import ServerLink
+from routeflow.proxy.settings import ProxySettings
 from routeflow.rflib import logs
 from routeflow.rflib import protocol as p
 
 log = logging.getLogger("routeflow.proxy")
-
-
-@dataclass
-class ProxySettings:
-    server: str = "unix:/run/routeflow/rfserver.sock"
-    ct_id: int = 1
-    #: This process among the replicas of ct_id (default "ct<ct_id>"); see ControllerRole.
-    replica: str = ""
-    vs_dpid: int = of.DEFAULT_VS_DPID
-    stats_interval: float = 5.0  # 0 disables flow statistics polling
-    secret: bytes | None = None
-    ssl_context: object = None
-    #: Each switch's FlowPipe: messages per barrier, and windows in flight.
-    pipe_window: int = DEFAULT_WINDOW
-    pipe_depth: int = DEFAULT_DEPTH
-    #: Datapath relay links, dp_id -> link (relay.parse_relay_links); empty: packet-in relay.
-    relay_links: dict | None = None
-    #: Virtual-domain control plane: links mirrored in the virtual switch (vlinks.py).
-    virtual_links: list | None = None
-    #: Topology discovery: seconds between link probes (0: off), probes a link may miss.
-    discovery_interval: float = 0.0
-    discovery_misses: int = 3
 
 
 #: Carried out after the lock is released: they may wait on a socket.
@@ -108,16 +86,7 @@ class RFProxy(app_manager.OSKenApp):
         self.settings = settings
         ofmsg.install_flow_stats_parser()  # reconciliation reads flow statistics raw
         self._lock = threading.RLock()
-        replica = settings.replica or f"ct{settings.ct_id}"
-        self.core = core.ProxyCore(
-            settings.ct_id,
-            replica,
-            settings.vs_dpid,
-            settings.relay_links,
-            settings.virtual_links,
-            discovery_interval=settings.discovery_interval,
-            discovery_misses=settings.discovery_misses,
-        )
+        self.core = settings.make_core()
         #: Per physical switch: barrier-paced, bounded writing of flow-mods.
         self._pipes: dict[int, FlowPipe] = {}
         self._stats_parts: dict[int, list] = {}
