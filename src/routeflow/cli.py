@@ -46,7 +46,7 @@ main.add_command(_passthrough("server", "Run rfserver (see `routeflow server --h
 main.add_command(_passthrough("proxy", "Run rfproxy, the os-ken app (`routeflow proxy --help`)."))
 main.add_command(_passthrough("client", "Run rfclient inside a VM (`routeflow client --help`)."))
 
-DAEMONS = ("server", "proxy", "client")
+DAEMONS = ("server", "proxy", "client", "tenant-server", "tenant-node")
 
 
 def _daemon_parser(daemon: str):
@@ -54,8 +54,12 @@ def _daemon_parser(daemon: str):
         from routeflow.server.main import build_parser
     elif daemon == "proxy":
         from routeflow.proxy.main import build_parser
-    else:
+    elif daemon == "client":
         from routeflow.client.daemon import build_parser
+    elif daemon == "tenant-server":
+        from routeflow.tenant.servermain import build_parser
+    else:
+        from routeflow.tenant.nodemain import build_parser
     return build_parser()
 
 
@@ -858,44 +862,17 @@ def tenant() -> None:
     """Tenant networks: the Neutron-compatible server and the node agents."""
 
 
-@tenant.command("server")
-@click.option("--listen", default="127.0.0.1:9696", show_default=True, help="API HOST:PORT")
-@click.option(
-    "--store", default="sqlite:tenant.db", show_default=True, help="sqlite:PATH or etcd://"
+@tenant.command(
+    "server",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
 )
-@click.option("--token-file", default=None, help="require this token (X-Auth-Token) on every call")
-@click.option("--users", default=None, help="users YAML for the Keystone v3 shim (/identity/v3)")
-@click.option(
-    "--nodes-listen", default=None, help="where node agents connect: tcp:HOST:PORT or unix:PATH"
-)
-@click.option("--nodes-secret-file", default=None, help="shared secret of the node sessions")
-@click.option("--log-level", default="INFO", show_default=True)
-def tenant_server(
-    listen: str,
-    store: str,
-    token_file: str | None,
-    users: str | None,
-    nodes_listen: str | None,
-    nodes_secret_file: str | None,
-    log_level: str,
-) -> None:
-    """Serve the Neutron v2.0 subset with a durable store."""
-    from routeflow.tenant.server import ServerConfig, ServerConfigError, build, run
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def tenant_server(args) -> None:
+    """Serve the Neutron v2.0 subset with a durable store (`routeflow tenant server --help`)."""
+    from routeflow.tenant.servermain import main as server_main
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    config = ServerConfig(listen, store, token_file, users, nodes_listen, nodes_secret_file)
-    try:
-        build(config)[0].store.close()  # check every flag before serving
-    except ServerConfigError as err:
-        console.print(f"routeflow tenant server: {err}", markup=False)
-        sys.exit(2)
-    try:
-        run(config)
-    except KeyboardInterrupt:
-        pass
-    except (ServerConfigError, OSError) as err:
-        console.print(f"routeflow tenant server: {err}", markup=False)
-        sys.exit(1)
+    sys.exit(server_main(list(args)))
 
 
 @tenant.command(

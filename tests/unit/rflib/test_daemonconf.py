@@ -11,11 +11,19 @@ from routeflow.proxy.main import build_parser as proxy_parser
 from routeflow.rflib import daemonconf
 from routeflow.rflib.daemonconf import ConfigFileError
 from routeflow.server.main import build_parser as server_parser
+from routeflow.tenant.nodemain import build_parser as tenant_node_parser
+from routeflow.tenant.servermain import build_parser as tenant_server_parser
 
 ETC = os.path.join(os.path.dirname(__file__), "..", "..", "..", "etc", "routeflow")
 
 
-PARSERS = [("server", server_parser), ("proxy", proxy_parser), ("client", client_parser)]
+PARSERS = [
+    ("server", server_parser),
+    ("proxy", proxy_parser),
+    ("client", client_parser),
+    ("tenant-server", tenant_server_parser),
+    ("tenant-node", tenant_node_parser),
+]
 
 
 @pytest.mark.parametrize(("name", "parser"), PARSERS)
@@ -78,3 +86,19 @@ def test_every_option_is_documented_in_the_reference():
     text = daemonconf.reference(server_parser())
     for opt in daemonconf.options(server_parser()):
         assert f"| `{opt.key}` |" in text
+
+
+def test_tenant_server_flags_win_over_its_config_file(tmp_path):
+    path = tmp_path / "tenant-server.yaml"
+    path.write_text("listen: 127.0.0.1:9797\nstore: sqlite:/tmp/x.db\n")
+    args = daemonconf.parse_args(
+        tenant_server_parser(), ["--config-file", str(path), "--listen", "127.0.0.1:9898"]
+    )
+    assert (args.listen, args.store) == ("127.0.0.1:9898", "sqlite:/tmp/x.db")
+
+
+def test_a_tenant_server_typo_names_file_line_and_key(tmp_path):
+    path = tmp_path / "tenant-server.yaml"
+    path.write_text("listen: 127.0.0.1:9696\nnode-listen: tcp:1.2.3.4:6700\n")
+    with pytest.raises(ConfigFileError, match=r"tenant-server.yaml:2: unknown key `node-listen`"):
+        daemonconf.load(str(path), tenant_server_parser())

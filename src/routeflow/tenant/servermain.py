@@ -1,0 +1,59 @@
+"""`routeflow tenant server`: its options (also the schema of its config file) and start-up.
+
+argparse like the other daemons, so `--config-file`, `routeflow config check tenant-server`
+and the manual's generated reference come from the same parser (rflib.daemonconf).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from routeflow.rflib import daemonconf
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="routeflow tenant server",
+        description="Serve the Neutron v2.0 subset with a durable store, and the node agents.",
+    )
+    daemonconf.add_config_file_option(parser)
+    parser.add_argument("--listen", default="127.0.0.1:9696", help="API HOST:PORT")
+    parser.add_argument("--store", default="sqlite:tenant.db", help="sqlite:PATH or etcd://...")
+    parser.add_argument("--token-file", help="require this token (X-Auth-Token) on every call")
+    parser.add_argument("--users", help="users YAML for the Keystone v3 shim (/identity/v3)")
+    parser.add_argument(
+        "--nodes-listen", help="where node agents connect: tcp:HOST:PORT or unix:PATH"
+    )
+    parser.add_argument("--nodes-secret-file", help="shared secret of the node sessions")
+    daemonconf.add_log_level_option(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = daemonconf.parse_args(build_parser(), argv)
+    from routeflow.tenant.server import ServerConfig, ServerConfigError, build, run
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    config = ServerConfig(
+        args.listen,
+        args.store,
+        args.token_file,
+        args.users,
+        args.nodes_listen,
+        args.nodes_secret_file,
+    )
+    try:
+        build(config)[0].store.close()  # check every flag before serving
+    except ServerConfigError as err:
+        print(f"routeflow tenant server: {err}", file=sys.stderr)
+        return 2
+    try:
+        run(config)
+    except KeyboardInterrupt:
+        pass
+    except (ServerConfigError, OSError) as err:
+        print(f"routeflow tenant server: {err}", file=sys.stderr)
+        return 1
+    return 0
