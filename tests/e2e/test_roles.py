@@ -107,7 +107,10 @@ def test_controller_failover_by_roles(run_dir):
         flows_after = {sw: set(checks.fib_flows(run, sw)) for sw in before}
         with open(f"{run.run_dir}/{run.proxy_name(1, 'ct1b')}.log") as fh:
             log_b = fh.read()
-        reconciled = re.findall(r"reconciled switch (0x[0-9a-f]+): (.*)", log_b)
+        # each line ends in its structured fields (rflib/logs.py: " ct_id=1 dp_id=...")
+        reconciled = re.findall(
+            r"reconciled switch (0x[0-9a-f]+): (.*?)(?: \w+_id=\S+)*$", log_b, re.M
+        )
         replies = re.findall(
             r"^(\S+ \S+) routeflow.proxy INFO switch (0x[0-9a-f]+): replica ct1b is master "
             r"\(generation 2\)",

@@ -252,7 +252,8 @@ def wait_for(what: str, check, timeout: float = 30.0):
 
 def reconciled(log_path: str) -> str | None:
     with open(log_path, errors="replace") as fh:
-        m = re.search(r"reconciled switch 0x6a: (.*)", fh.read())
+        # the line ends in its structured fields (rflib/logs.py: " ct_id=1 dp_id=...")
+        m = re.search(r"reconciled switch 0x6a: (.*?)(?: \w+_id=\S+)*$", fh.read(), re.M)
     return m[1] if m else None
 
 
