@@ -504,7 +504,9 @@ def _resolve(run, fault: Fault) -> tuple[str, Callable[[], None], Callable[[], N
             lambda: run.kill(name),
             lambda: run.start_client(vm),
             lambda: _rejoin_evidence(
-                run, log_path, [r"routeflow\.client: connected to .*resync sent"]
+                # Only the message: the line's layout (logger, level, id fields)
+                # belongs to --log-format.
+                run, log_path, [r"\bconnected to .*; resync sent"]
             ),
         )
     if kind in ("etcd-member", "etcd-leader"):
