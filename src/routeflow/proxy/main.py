@@ -27,6 +27,39 @@ def _replica(text: str) -> str:
     return text
 
 
+def _listening_tcp_ports() -> set[int]:
+    """Local TCP ports in LISTEN in this network namespace (/proc/net/tcp, tcp6)."""
+    ports = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(name) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _wait_for_openflow_listener(hub, timeout: float = 10.0) -> None:
+    """Yield to os-ken's hub until its OpenFlow port listens (or ``timeout`` passes)."""
+    import time
+
+    from os_ken import cfg
+
+    tls_on = cfg.CONF.ctl_privkey is not None and cfg.CONF.ctl_cert is not None
+    port = cfg.CONF.ofp_ssl_listen_port if tls_on else cfg.CONF.ofp_tcp_listen_port
+    deadline = time.monotonic() + timeout
+    hub.sleep(0)
+    while port not in _listening_tcp_ports():
+        if time.monotonic() > deadline:
+            logging.getLogger(__name__).warning(
+                "OpenFlow port %s not listening %.0f s after start; saying ready anyway",
+                port,
+                timeout,
+            )
+            return
+        hub.sleep(0.02)
+
+
 def _run_apps(apps: list[str], **kwargs) -> None:
     """os-ken's AppManager.run_apps, with ``kwargs`` for the applications.
 
@@ -43,8 +76,10 @@ def _run_apps(apps: list[str], **kwargs) -> None:
     mgr.load_apps(apps)
     contexts = mgr.create_contexts()
     services = mgr.instantiate_apps(**contexts, **kwargs)
-    # The OpenFlow listener runs from here on; the watchdog pings from os-ken's own
-    # hub, so a wedged hub stops the pings and systemd restarts rfproxy.
+    # os-ken's OpenFlow listener binds in a green thread of its own: READY=1 only once
+    # it listens. The watchdog pings from os-ken's own hub, so a wedged hub stops the
+    # pings and systemd restarts rfproxy.
+    _wait_for_openflow_listener(hub)
     sdnotify.notify("READY=1", "STATUS=OpenFlow listener up")
     period = sdnotify.watchdog_period()
 

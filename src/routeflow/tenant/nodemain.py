@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import logging
 import re
 import sys
 from typing import Any
 
-from routeflow.rflib import daemonconf
+from routeflow.rflib import daemonconf, logs
 
 
 def _name(text: str) -> str:
@@ -56,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compiler (tests use a toy pipeline)",
     )
     daemonconf.add_log_level_option(parser)
+    logs.add_log_format_option(parser)
     return parser
 
 
@@ -126,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     faulthandler.register(signal.SIGUSR1)  # every thread's stack on demand (a stuck agent)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logs.setup(args.log_level, args.log_format, "routeflow-tenant-node")
     from routeflow.rflib.auth import AuthError, load_secret
     from routeflow.rflib.ipc import parse_addresses
 

@@ -9,13 +9,18 @@ starts on the same loop when `--nodes-listen` is given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 
+from routeflow.rflib import sdnotify
 from routeflow.rflib.auth import AuthError, load_secret
 from routeflow.rflib.store import StoreError, open_store
 from routeflow.tenant.api import create_app
@@ -102,17 +107,53 @@ async def _start_nodes(repo: Repository, config: ServerConfig) -> object:
 async def serve(config: ServerConfig) -> None:
     repo, auth, (host, port) = build(config)
     app = create_app(repo, auth)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
         )
     )
     nodes = asyncio.create_task(_start_nodes(repo, config))
+    ready = asyncio.create_task(_notify_when_serving(server, f"{host}:{port}"))
     try:
         await server.serve()
     finally:
+        sdnotify.notify("STOPPING=1")
+        ready.cancel()
         nodes.cancel()
         repo.store.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping on SIGTERM/SIGINT by returning from serve().
+
+    uvicorn re-raises a captured signal once it has shut down, which kills the
+    process before serve()'s caller runs: systemd would hear no STOPPING=1 and the
+    store would not be closed. Here the signal only asks the server to exit.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+async def _notify_when_serving(server: uvicorn.Server, listen: str) -> None:
+    """systemd's READY once the API accepts connections, then its watchdog.
+
+    The pings come from the event loop that serves the API: a wedged loop stops them.
+    """
+    while not server.started:
+        await asyncio.sleep(0.05)
+    sdnotify.notify("READY=1", f"STATUS=serving the Neutron API on {listen}")
+    await sdnotify.watchdog()
 
 
 def run(config: ServerConfig) -> None:

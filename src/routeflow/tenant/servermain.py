@@ -7,10 +7,9 @@ and the manual's generated reference come from the same parser (rflib.daemonconf
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from routeflow.rflib import daemonconf
+from routeflow.rflib import daemonconf, logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--nodes-secret-file", help="shared secret of the node sessions")
     daemonconf.add_log_level_option(parser)
+    logs.add_log_format_option(parser)
     return parser
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = daemonconf.parse_args(build_parser(), argv)
     from routeflow.tenant.server import ServerConfig, ServerConfigError, build, run
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logs.setup(args.log_level, args.log_format, "routeflow-tenant-server")
     config = ServerConfig(
         args.listen,
         args.store,

@@ -124,6 +124,37 @@ def test_rfproxy_says_ready_once_openflow_listens(tmp_path, notify):
         _stop(proc)
 
 
+def test_tenant_server_says_ready_once_the_api_answers(tmp_path, notify):
+    import urllib.request
+
+    port = _free_port()
+    proc = _daemon(
+        tmp_path,
+        [
+            "tenant",
+            "server",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--store",
+            f"sqlite:{tmp_path / 'tenant.db'}",
+            "--log-format",
+            "json",
+        ],
+    )
+    try:
+        got = _messages(notify, "READY=1")
+        assert any(m.startswith("STATUS=serving the Neutron API") for m in got), got
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as reply:
+            assert reply.status == 200  # READY=1 was said once the API answers
+        _messages(notify, "WATCHDOG=1", timeout=5)
+        proc.send_signal(signal.SIGTERM)
+        _messages(notify, "STOPPING=1", timeout=10)
+        proc.wait(10)
+    finally:
+        _stop(proc)
+    assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+
+
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_unit_files_verify(tmp_path, unit):
     """`systemd-analyze verify` on each unit, ExecStart pointed at this checkout's routeflow."""
