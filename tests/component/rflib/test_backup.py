@@ -46,7 +46,9 @@ def test_sqlite_online_backup_and_restore(tmp_path):
         assert (tmp_path / "state.db-wal").exists()  # recent writes are in the WAL
         # docs/operations.md, word for word (minus the paths), from another process as
         # an operator runs it
-        line = f"import sqlite3; sqlite3.connect({str(path)!r}).backup(sqlite3.connect({str(copy)!r}))"
+        line = (
+            f"import sqlite3; sqlite3.connect({str(path)!r}).backup(sqlite3.connect({str(copy)!r}))"
+        )
         subprocess.run([sys.executable, "-c", line], check=True, timeout=30)
         store.put_association(LATE)  # after the backup: not in the copy
     finally:
@@ -118,17 +120,18 @@ def test_etcd_snapshot_save_and_restore(etcd1, prefix, tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
     log = open(tmp_path / "restored.log", "wb")  # noqa: SIM115 (the child keeps it)
+    argv = [
+        ETCD,
+        "--name", "restored",
+        "--data-dir", str(data),
+        "--listen-client-urls", f"http://127.0.0.1:{client}",
+        "--advertise-client-urls", f"http://127.0.0.1:{client}",
+        "--listen-peer-urls", peer_url,
+        "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"restored={peer_url}",
+    ]  # fmt: skip
     proc = subprocess.Popen(
-        [
-            ETCD,
-            "--name", "restored",
-            "--data-dir", str(data),
-            "--listen-client-urls", f"http://127.0.0.1:{client}",
-            "--advertise-client-urls", f"http://127.0.0.1:{client}",
-            "--listen-peer-urls", peer_url,
-            "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"restored={peer_url}",
-        ],  # fmt: skip
+        argv,
         stdout=log,
         stderr=log,
         env=env,
