@@ -4,8 +4,8 @@ A FastAPI app over a `Repository`: JSON in, Neutron rules applied to the current
 snapshot, one atomic commit out. Shapes, status codes and error bodies follow
 neutron-lib's api-ref; only what is implemented is advertised in `/v2.0/extensions`
 (clients probe aliases and change behaviour on a 200). Security groups are in
-`tenant.api_secgroups`; floating IPs are not here (issue 14). The Keystone v3 shim lives
-in `tenant.identity`.
+`tenant.api_secgroups`, floating IPs in `tenant.api_floatingips`. The Keystone v3 shim
+lives in `tenant.identity`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from routeflow.tenant.api_secgroups import SecurityGroups, secgroup_routes
 from routeflow.tenant.identity import Auth, Context, identity_routes
 from routeflow.tenant.model import (
     DEVICE_DHCP,
+    DEVICE_FLOATINGIP,
     DEVICE_ROUTER_GATEWAY,
     DEVICE_ROUTER_INTERFACE,
     KEY_MAX,
@@ -46,7 +47,11 @@ from routeflow.tenant.model import (
 from routeflow.tenant.repo import Repository
 
 EXTENSIONS = {
-    "router": ("Neutron L3 Router", "Routers with interfaces and an external gateway"),
+    "router": (
+        "Neutron L3 Router",
+        "Routers with interfaces and an external gateway; floating IPs (SNAT/DNAT on gateway "
+        "nodes)",
+    ),
     "external-net": ("Neutron external network", "router:external networks"),
     "ext-gw-mode": ("Neutron L3 Configurable external gateway mode", "enable_snat"),
     "extraroute": ("Neutron Extra Route", "Static routes on routers"),
@@ -304,6 +309,9 @@ class NeutronAPI:
     def __init__(self, repo: Repository):
         self.repo = repo
         self.secgroups = SecurityGroups(self, repo.clock)
+        from routeflow.tenant.api_floatingips import FloatingIPs  # (it imports this module)
+
+        self.fips = FloatingIPs(self)
 
     @property
     def cloud(self) -> Cloud:
@@ -444,7 +452,10 @@ class NeutronAPI:
 
     def delete_network(self, net: Network) -> tuple[list[Any], list[tuple[Kind, str]]]:
         ports = self.cloud.ports_of(net.id)
-        if any(p.device_owner != DEVICE_DHCP for p in ports):
+        # Unassociated floating IPs go with their network (Neutron's); associated ones hold it.
+        fips = self.fips.on_network_delete(net)
+        held = {p.id for p in ports if p.device_owner == DEVICE_FLOATINGIP and p.device_id in fips}
+        if any(p.device_owner != DEVICE_DHCP and p.id not in held for p in ports):
             raise conflict(
                 "NetworkInUse",
                 f"Unable to complete operation on network {net.id}. There are one or more ports "
@@ -452,6 +463,7 @@ class NeutronAPI:
             )
         deletes = [(Kind.PORT, p.id) for p in ports]
         deletes += [(Kind.SUBNET, s.id) for s in self.cloud.subnets_of(net.id)]
+        deletes += [(Kind.FLOATINGIP, fid) for fid in sorted(fips)]
         return [], [*deletes, (Kind.NETWORK, net.id)]
 
     # Subnets.
@@ -867,7 +879,7 @@ class NeutronAPI:
                 f"Port {port.id} cannot be deleted directly via the port API: has device owner "
                 f"{port.device_owner}.",
             )
-        return [], [(Kind.PORT, port.id)]
+        return self.fips.on_port_delete(port), [(Kind.PORT, port.id)]
 
     # Routers.
 
@@ -893,6 +905,8 @@ class NeutronAPI:
         ]
         deletes = [(Kind.PORT, p.id) for p in old_ports]
         if info is None or info == {}:
+            if router.external_gateway_info is not None:
+                self.fips.check_gateway_clear(router)
             return None, [], deletes
         if not isinstance(info, dict) or not set(info) <= {
             "network_id",
@@ -915,6 +929,8 @@ class NeutronAPI:
         if requested is not None and not isinstance(requested, list):
             raise bad("Invalid input for external_fixed_ips. Reason: not a list.")
         same = old_ports and old_ports[0].network_id == network_id and requested is None
+        if old_ports and old_ports[0].network_id != network_id:
+            self.fips.check_gateway_clear(router)
         if same:
             port = old_ports[0]
             return (
@@ -1138,6 +1154,7 @@ class NeutronAPI:
                     f"Router {router.id} has no interface on subnet {subnet_id}",
                 )
         port = match[0]
+        self.fips.check_interface_removal(router, port)
         sub_ids = [f.subnet_id for f in port.fixed_ips]
         for route in router.routes:
             for sid in sub_ids:
@@ -1214,6 +1231,9 @@ def create_app(repo: Repository, auth: Auth | None = None) -> FastAPI:
 
     identity_routes(app, auth)
     api.secgroups = secgroup_routes(app, api, repo)
+    from routeflow.tenant.api_floatingips import floatingip_routes
+
+    api.fips = floatingip_routes(app, api, repo)
 
     @app.get("/")
     async def versions(request: Request) -> dict:
@@ -1234,7 +1254,7 @@ def create_app(repo: Repository, auth: Auth | None = None) -> FastAPI:
         return {
             "resources": [
                 {"name": s, "collection": c, "links": [{"href": f"{base}/v2.0/{c}", "rel": "self"}]}
-                for c, (_k, s) in COLLECTIONS.items()
+                for c, (_k, s) in [*COLLECTIONS.items(), ("floatingips", (None, "floatingip"))]
             ]
         }
 

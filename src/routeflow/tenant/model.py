@@ -42,6 +42,7 @@ class Kind(enum.StrEnum):
     ROUTER = "router"
     NODE = "node"
     SECURITY_GROUP = "security_group"
+    FLOATINGIP = "floatingip"
 
 
 class _Base(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -179,7 +180,26 @@ class Node(_Base, frozen=True, kw_only=True):
     gateway: bool = False
 
 
-Object = Network | Subnet | Port | Router | Node | SecurityGroup
+class FloatingIP(_Base, frozen=True, kw_only=True):
+    """A floating IP: an address of an external network, NATed 1:1 to a port's fixed IP.
+
+    The address itself is held by a ``network:floatingip`` port on the external network
+    (as Neutron does), so IPAM and "network in use" see it. Associated when ``port_id``
+    is set; then ``router_id`` is the router joining the port's network to the external
+    one (the gateway node NATs for that router).
+    """
+
+    floating_network_id: str
+    floating_ip_address: str
+    floating_subnet_id: str = ""
+    port_id: str | None = None
+    fixed_ip_address: str | None = None
+    router_id: str | None = None
+    status: Literal["ACTIVE", "DOWN", "ERROR"] = "DOWN"
+    key: int = 0  # allocated by the server (cookies)
+
+
+Object = Network | Subnet | Port | Router | Node | SecurityGroup | FloatingIP
 
 KIND_OF: dict[type, Kind] = {
     Network: Kind.NETWORK,
@@ -188,6 +208,7 @@ KIND_OF: dict[type, Kind] = {
     Router: Kind.ROUTER,
     Node: Kind.NODE,
     SecurityGroup: Kind.SECURITY_GROUP,
+    FloatingIP: Kind.FLOATINGIP,
 }
 TYPE_OF: dict[Kind, type] = {kind: cls for cls, kind in KIND_OF.items()}
 
@@ -215,6 +236,7 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
     routers: Mapping[str, Router] = msgspec.field(default_factory=dict)
     nodes: Mapping[str, Node] = msgspec.field(default_factory=dict)
     security_groups: Mapping[str, SecurityGroup] = msgspec.field(default_factory=dict)
+    floatingips: Mapping[str, FloatingIP] = msgspec.field(default_factory=dict)
 
     def table(self, kind: Kind) -> Mapping[str, Object]:
         tables: dict[Kind, Mapping[str, Object]] = {
@@ -224,6 +246,7 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
             Kind.ROUTER: self.routers,
             Kind.NODE: self.nodes,
             Kind.SECURITY_GROUP: self.security_groups,
+            Kind.FLOATINGIP: self.floatingips,
         }
         return tables[kind]
 
@@ -245,6 +268,7 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
             Kind.ROUTER: "routers",
             Kind.NODE: "nodes",
             Kind.SECURITY_GROUP: "security_groups",
+            Kind.FLOATINGIP: "floatingips",
         }[change.kind]
         return msgspec.structs.replace(self, revision=change.revision, **{field: table})
 
@@ -277,6 +301,7 @@ class Cloud(msgspec.Struct, frozen=True, kw_only=True):
             routers=tables[Kind.ROUTER],  # type: ignore[arg-type]
             nodes=tables[Kind.NODE],  # type: ignore[arg-type]
             security_groups=tables[Kind.SECURITY_GROUP],  # type: ignore[arg-type]
+            floatingips=tables[Kind.FLOATINGIP],  # type: ignore[arg-type]
         )
 
     def changes(self) -> list[Change]:

@@ -78,6 +78,7 @@ def load(store: StateStore) -> Cloud:
         routers=tables[Kind.ROUTER],  # type: ignore[arg-type]
         nodes=tables[Kind.NODE],  # type: ignore[arg-type]
         security_groups=tables[Kind.SECURITY_GROUP],  # type: ignore[arg-type]
+        floatingips=tables[Kind.FLOATINGIP],  # type: ignore[arg-type]
     )
 
 

@@ -36,11 +36,15 @@ MODULES = [
     "tempest.api.network.admin.test_ports",
     "tempest.api.network.admin.test_routers",
     "tempest.api.network.admin.test_routers_negative",
+    "tempest.api.network.test_floating_ips",
+    "tempest.api.network.test_floating_ips_negative",
+    "tempest.api.network.admin.test_floating_ips_admin_actions",
 ]
-# Left out, with the reason (floating IPs and security groups are issue 14):
+# Left out, with the reason:
 EXCLUDED = {
-    "test_delete_external_networks_with_floating_ip": "floating IPs (issue 14)",
-    "test_create_port_with_precreated_floatingip_as_fixed_ip": "floating IPs (issue 14)",
+    "test_list_floating_ips_from_admin_and_nonadmin": (
+        "pre-provisioned 'alt' may be a reader of the primary's project (accounts.yaml)"
+    ),
     "test_create_router_setting_project_id": "creates projects: needs Keystone's admin API",
 }
 
