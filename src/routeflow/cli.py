@@ -261,8 +261,19 @@ def _lab_to_run(file: str, run_dir: str | None, cloud_ok: bool = False):
 @click.option("--timeout", default=120.0, show_default=True, help="seconds per convergence stage")
 @click.option("--run-dir", default=None, help="where logs and state go")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--auto",
+    is_flag=True,
+    help="rfserver --auto: only the lab's switches, links and hosts are used; rfserver "
+    "discovers them and starts the VMs with addresses of its own",
+)
 def lab_check(
-    file: str, json_path: str | None, timeout: float, run_dir: str | None, log_level: str
+    file: str,
+    json_path: str | None,
+    timeout: float,
+    run_dir: str | None,
+    log_level: str,
+    auto: bool,
 ) -> None:
     """Bring a lab up, wait for convergence, pingall, check flows, tear down."""
     from routeflow.lab import scenarios
@@ -271,6 +282,7 @@ def lab_check(
     cloud = _cloud_of(file)
     if cloud is not None:
         _cloud_check(plan, cloud, run_dir, json_path, timeout, log_level)
+    _check_auto(plan, auto)
     console.print(
         f"lab [bold]{plan.name}[/bold]: {len(plan.vms)} switches, "
         f"{len(plan.hosts)} hosts, {len(plan.links)} links; logs in {run_dir}"
@@ -282,7 +294,7 @@ def lab_check(
             console.print(f"  {mark} {stage['stage']} ({stage['seconds']:.1f} s)")
 
         result = scenarios.run_check(
-            plan, run_dir, timeout=timeout, log_level=log_level, on_stage=progress
+            plan, run_dir, timeout=timeout, log_level=log_level, on_stage=progress, auto=auto
         )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; lab torn down[/yellow]")
@@ -291,6 +303,16 @@ def lab_check(
     if json_path:
         scenarios.write_json(result, json_path)
     sys.exit(0 if result.ok else 1)
+
+
+def _check_auto(plan, auto: bool) -> None:
+    from routeflow.lab import scenarios
+
+    problems = scenarios.auto_problems(plan) if auto else []
+    for problem in problems:
+        console.print(f"[red]{plan.source}: {problem}[/red]")
+    if problems:
+        sys.exit(2)
 
 
 def _cloud_of(file: str):
@@ -517,7 +539,12 @@ def lab_chaos(
 @click.option("--run-dir", default=None, help="where logs and state go")
 @click.option("--timeout", default=120.0, show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
-def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> None:
+@click.option(
+    "--auto",
+    is_flag=True,
+    help="rfserver --auto: rfserver discovers the lab's switches and links and starts the VMs",
+)
+def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str, auto: bool) -> None:
     """Run a lab until Ctrl-C, showing convergence progress."""
     from routeflow.lab import checks, scenarios
     from routeflow.lab.poll import poll_until
@@ -527,7 +554,8 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str) -> No
     cloud = _cloud_of(file)
     if cloud is not None:
         _cloud_up(plan, cloud, run_dir, log_level)
-    run = LabRun(plan, run_dir, log_level=log_level)
+    _check_auto(plan, auto)
+    run = LabRun(plan, run_dir, log_level=log_level, auto=auto)
     scenarios.install_signal_handlers()
     t0 = time.monotonic()
     console.print(f"web interface: {run.web_url}", markup=False)

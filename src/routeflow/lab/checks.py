@@ -133,10 +133,24 @@ def kernel_neighbours(run: LabRun, switch: str) -> dict[str, str]:
     return neigh
 
 
+def vm_addresses(run: LabRun, switch: str) -> set[str]:
+    """The IPv4 addresses of the VM's ports, read from its kernel (--auto labs: rfserver
+    chose them)."""
+    return {
+        a["local"]
+        for link in _ip_json(run, switch, "ip -4 -j addr show")
+        if _VM_PORT.fullmatch(link.get("ifname", ""))
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet"
+    }
+
+
 def expected_prefixes(run: LabRun) -> dict[str, set[str]]:
-    """Every prefix a converged VM must know: all host and link subnets."""
+    """Every prefix a converged VM must know: all host and link subnets (with --auto, the
+    host subnets: the link subnets are rfserver's choice, not the lab file's)."""
     subnets = {str(ipaddress.IPv4Interface(h.ip).network) for h in run.plan.hosts}
-    subnets |= {link.subnet for link in run.plan.links}
+    if not run.auto:
+        subnets |= {link.subnet for link in run.plan.links}
     return {vm.switch: set(subnets) for vm in run.plan.vms}
 
 
@@ -227,12 +241,16 @@ def check_flows(run: LabRun) -> FlowCheck:
             kernel_neighbours(run, sw),
             fib_flows(run, sw),
             groups(run, sw),
+            vm_addresses(run, sw) if run.auto else None,
         ),
     )
     for vm in run.plan.vms:
-        routes, neigh, flows, grp = probed[vm.switch]
+        routes, neigh, flows, grp, auto_addresses = probed[vm.switch]
         want = set(routes)
-        want |= {f"{iface.ip}/32" for iface in vm.interfaces}  # router addresses
+        if auto_addresses is None:
+            want |= {f"{iface.ip}/32" for iface in vm.interfaces}  # router addresses
+        else:
+            want |= {f"{ip}/32" for ip in auto_addresses}
         want |= {f"{ip}/32" for ip in neigh}  # resolved neighbours
         result.routes += len(routes)
         result.compare(vm.switch, want, flows)
@@ -574,6 +592,8 @@ def shortest_paths(run: LabRun, where: str, family: int = 4) -> PathCheck:
     (``where="switch"``) with the lab graph's shortest paths, for every host subnet of
     ``family``. A switch is not asked about the subnets on its own ports (no next hop)."""
     base = paths.oracle(run.plan)
+    if run.auto:  # rfserver chose the addresses: the ports are the evidence
+        base = base.only(gateway=False, mac=False)
     if where == "kernel":
         oracle = base.only(gateway=family == 4, mac=False)
         probe = kernel_next_hops
@@ -584,6 +604,8 @@ def shortest_paths(run: LabRun, where: str, family: int = 4) -> PathCheck:
     probed = per_switch(run, probe, family)
     for vm in run.plan.vms:
         have = probed[vm.switch]
+        if run.auto:
+            have = {k: frozenset(Hop(h.port, "", "") for h in v) for k, v in have.items()}
         for prefix, want in oracle.hops[vm.switch].items():
             if ipaddress.ip_network(prefix).version != family or (where == "switch" and not want):
                 continue

@@ -118,6 +118,9 @@ class LabRun:
     start_proxy: bool = True
     #: rfproxy's flow statistics poll in seconds (short, so rfweb's counters move).
     stats_interval: float = 2.0
+    #: rfserver --auto: the lab's switches, links and hosts are the physical network; the
+    #: VMs, their addresses and the mapping are rfserver's to decide (server/autoconf.py).
+    auto: bool = False
 
     def __post_init__(self) -> None:
         self.prefix = f"r{self.run_id}"
@@ -179,7 +182,21 @@ class LabRun:
         )
 
     def vm_dir(self, vm: VmPlan) -> str:
+        if self.auto:  # where rfserver's netns backend keeps the VM (server/vmnetns.py)
+            return os.path.join(self.auto_vm_dir, f"vm-{vm.dp_id:x}")
         return os.path.join(self.run_dir, "vms", vm.switch)
+
+    @property
+    def auto_vm_dir(self) -> str:
+        return os.path.join(self.run_dir, "auto-vms")
+
+    def edge_ports_text(self) -> str:
+        """rfserver --edge-ports of an --auto lab: each host's switch port and gateway."""
+        lines = [f"# {self.plan.name}: the hosts' ports", "dp_id,dp_port,address"]
+        for h in self.plan.hosts:
+            prefixlen = h.ip.split("/", 1)[1]
+            lines.append(f"{self.plan.vm(h.switch).dp_id:#x},{h.dp_port},{h.gateway}/{prefixlen}")
+        return "\n".join(lines) + "\n"
 
     # --- bring-up ---------------------------------------------------------------
 
@@ -204,9 +221,10 @@ class LabRun:
         if self.start_proxy:
             self.start_proxy_process()
         self._stage("rfserver+rfproxy", t)
-        t = time.monotonic()
-        self._start_vms()
-        self._stage("vms (frr+rfclient)", t)
+        if not self.auto:  # --auto: rfserver starts them as switches connect
+            t = time.monotonic()
+            self._start_vms()
+            self._stage("vms (frr+rfclient)", t)
         if self.plan.speakers:
             from routeflow.lab import exabgp
 
@@ -364,8 +382,7 @@ class LabRun:
                 self.python,
                 "-m",
                 "routeflow.server",
-                "--config",
-                config_path,
+                *(self._auto_args() if self.auto else ["--config", config_path]),
                 *store,
                 "--listen",
                 f"unix:{sock}",
@@ -392,6 +409,24 @@ class LabRun:
         )
         if not up.value:
             raise LabFailure(f"{name} did not start; see {self.run_dir}/{name}.log")
+
+    def _auto_args(self) -> list[str]:
+        edge = os.path.join(self.run_dir, "edge-ports.csv")
+        with open(edge, "w") as fh:
+            fh.write(self.edge_ports_text())
+        return [
+            "--auto",
+            "--edge-ports",
+            edge,
+            "--vm-dir",
+            self.auto_vm_dir,
+            "--vs-bridge",
+            self.vs_name,
+            "--vs-netns",
+            f"/proc/{self.nodes['__ovs__'].pid}/ns/net",
+            "--auto-grace",
+            "30",
+        ]
 
     def replicas(self, ct_id: int) -> tuple[str, ...]:
         """Replica names of a controller (see model.Controller.replica_names)."""
@@ -511,7 +546,7 @@ class LabRun:
             self.bridges[vm.switch] = vm.bridge
         for i, h in enumerate(plan.hosts):
             self.nodes[h.name] = net.addHost(f"{self.prefix}h{i + 1}", ip=h.ip, mac=h.mac)
-        for i, vm in enumerate(plan.vms):
+        for i, vm in enumerate(() if self.auto else plan.vms):
             self.nodes[f"vm:{vm.switch}"] = net.addHost(f"{self.prefix}v{i + 1}", ip=None)
         if plan.ipv6:
             # Before the links: interfaces created from now on inherit "default". The
@@ -546,7 +581,7 @@ class LabRun:
             self._ports[link.a.switch].append((a, link.a.port))
             self._ports[link.b.switch].append((b, link.b.port))
         vs_port = 1
-        for vm in plan.vms:
+        for vm in () if self.auto else plan.vms:
             node = self.nodes[f"vm:{vm.switch}"]
             for iface in vm.interfaces:
                 name = f"vs-eth{vs_port}"
@@ -918,6 +953,14 @@ class LabRun:
         return self.nodes[name]
 
     def vm_node(self, switch: str):
+        if self.auto:
+            from routeflow.server.vmnetns import NsNode, holder_of
+
+            vm = self.plan.vm(switch)
+            pid = holder_of(self.auto_vm_dir, f"vm-{vm.dp_id:x}")
+            if pid is None:
+                raise LabFailure(f"rfserver has not started the VM of {switch} (yet)")
+            return NsNode(pid)
         return self.nodes[f"vm:{switch}"]
 
     def vtysh(self, switch: str, command: str) -> str:
@@ -956,6 +999,11 @@ class LabRun:
         try:
             # Clients and routing daemons first (they live in namespaces the
             # network teardown removes), then the network, then the rest.
+            if self.auto:  # rfserver first (it starts VMs), then the VMs it recorded
+                from routeflow.server.vmnetns import stop_all
+
+                self.procs.stop_many([t for t in self.procs.procs if t.name in self.server_names])
+                stop_all(self.auto_vm_dir, self.vs_name, self._env())
             self.procs.stop_many(
                 [
                     t

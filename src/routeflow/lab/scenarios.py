@@ -255,11 +255,14 @@ def run_check(
     log_level: str = "INFO",
     extra_checks=None,
     on_stage=None,
+    auto: bool = False,
 ) -> CheckResult:
-    """The whole `lab check`; ``extra_checks(run, result)`` runs before teardown."""
+    """The whole `lab check`; ``extra_checks(run, result)`` runs before teardown.
+
+    ``auto``: rfserver --auto builds the VMs from discovery (see auto_problems)."""
     result = CheckResult(lab=plan.name, run_dir=run_dir, on_stage=on_stage)
     t0 = time.monotonic()
-    run = LabRun(plan, run_dir, log_level=log_level)
+    run = LabRun(plan, run_dir, log_level=log_level, auto=auto)
     install_signal_handlers()
     try:
         start_lab(run, result)
@@ -288,6 +291,24 @@ def run_check(
             result.peak_rss_kib = {kind: kib for kind, (_n, kib) in run.memory.items()}
             result.add("daemons' peak memory", True, 0.0, memory_summary(run.memory))
     return result
+
+
+def auto_problems(plan: LabPlan) -> list[str]:
+    """Why a lab cannot run with --auto (rfserver's automatic configuration), or []."""
+    problems = []
+    if any(vm.routing != "ospf" for vm in plan.vms):
+        problems.append("--auto configures OSPF only; the lab has bgp or static switches")
+    if plan.ipv6:
+        problems.append("--auto addresses IPv4 only; the lab says ipv6: true")
+    if plan.speakers:
+        problems.append("--auto has no BGP speakers yet")
+    if plan.control.servers > 1:
+        problems.append("--auto runs one rfserver (the VMs are its processes)")
+    if plan.control_plane != "classic":
+        problems.append("--auto with control_plane: virtual is not done yet")
+    if plan.control.relay != "controller":
+        problems.append("--auto with relay: datapath is not done yet")
+    return problems
 
 
 def memory_summary(memory: dict[str, tuple[int, int]]) -> str:

@@ -36,6 +36,7 @@ from routeflow.server.association import (
     Notice,
     data_plane_map,
 )
+from routeflow.server.autorun import AutoRunner, directed_links
 from routeflow.server.config import ConfigError, load_config
 from routeflow.server.links import LinkChanged, LinkStates
 from routeflow.server.roles import MASTER, Assign, Generation, Hold, RoleArbiter
@@ -139,6 +140,8 @@ class RFServer:
             log.warning("ignoring unreadable discovered link record %r", name)
         self.topology = discovered.Topology(stored)
         self._background: set[asyncio.Future] = set()
+        #: rfserver --auto: the planner's shell (server/autorun.py), set by main before serve().
+        self.auto: AutoRunner | None = None
         self.status_path = status_path
         self.client_grace = client_grace
         persisted = store.load_associations()
@@ -207,6 +210,8 @@ class RFServer:
         log.info("rfserver listening on %s", address)
         await self._apply(self._pending)
         self._pending = []
+        if self.auto is not None:
+            await self.auto.start()
         self._write_status()
         if ready is not None:
             ready.set()
@@ -446,6 +451,8 @@ class RFServer:
 
     async def _dp_port_seen(self, a: DpPortSeen) -> None:
         self.dp_ports[(a.port.ct_id, a.port.dp_id, a.port.dp_port)] = a.port
+        if self.auto is not None:
+            self.auto.switch_up(a.port.ct_id, a.port.dp_id)
 
     async def _datapath_left(self, a: DatapathLeft) -> None:
         for key in [k for k in self.dp_ports if k[:2] == (a.ct_id, a.dp_id)]:
@@ -459,6 +466,8 @@ class RFServer:
             dp_id=a.dp_id,
         )
         self._topology_changed(self.topology.switch_left(a.ct_id, a.dp_id))
+        if self.auto is not None:
+            self.auto.switch_down(a.dp_id)
 
     async def _stats_seen(self, a: StatsSeen) -> None:
         self.stats[(a.stats.ct_id, a.stats.dp_id)] = (time.time(), a.stats)
@@ -483,6 +492,8 @@ class RFServer:
         if not actions:
             return
         self._persist("discovered links", self.store.kv_put_many, discovered.records(actions))
+        if self.auto is not None:
+            self.auto.links(directed_links(self.topology.links()))
         added = sum(1 for a in actions if isinstance(a, discovered.LinkAdded))
         self.counters["links_added"] += added
         self.counters["links_removed"] += len(actions) - added
@@ -617,6 +628,8 @@ class RFServer:
         path = path or self.config_path
         if path is None:
             return ["no config file to reload"]
+        if self.auto is not None:
+            return ["--auto: the mapping CSV is read at start only (restart to change it)"]
         try:
             config = load_config(path)
             actions = self.table.handle(ConfigReplaced(tuple(config)))
@@ -631,6 +644,17 @@ class RFServer:
         self._background.add(task := asyncio.ensure_future(self._apply(actions)))
         task.add_done_callback(self._background.discard)
         return []
+
+    def apply_auto_mapping(self, entries: tuple[ConfigEntry, ...]) -> None:
+        """rfserver --auto: the planner's mapping replaces the association table's config."""
+        try:
+            actions = self.table.handle(ConfigReplaced(tuple(entries)))
+        except ValueError as exc:  # duplicates: a planner bug or a CSV clashing with it
+            self.event("auto", f"automatic mapping refused: {exc}", logging.ERROR)
+            return
+        self._persist("the automatic mapping", self.store.replace_config, list(entries))
+        self._background.add(task := asyncio.ensure_future(self._apply(actions)))
+        task.add_done_callback(self._background.discard)
 
     # --- actions ---------------------------------------------------------------
 
@@ -708,7 +732,10 @@ class RFServer:
 
     def status(self) -> dict:
         """The status file's document (see server.view, which rfweb renders too)."""
-        return status_document(operator_view(self))
+        doc = status_document(operator_view(self))
+        if self.auto is not None:
+            doc["auto"] = self.auto.view()
+        return doc
 
     #: A full table arrives as a hundred batches a second: the status file is
     #: rewritten at most this often, and always once more after the last change.
