@@ -773,6 +773,19 @@ def bench_table_gen(ipv4, ipv6, seed, output) -> None:
     sys.exit(main_table_gen(ipv4, ipv6, seed, output, console))
 
 
+@bench.command("web")
+@click.option("--routes", type=click.IntRange(1, 4_000_000), default=1_000_000, show_default=True)
+@click.option(
+    "--table", "table_path", type=click.Path(dir_okay=False), help="its IPv4 prefixes instead"
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+def bench_web(routes, table_path, json_path) -> None:
+    """rfweb's paged /api/fib and /api/routes with a full table in rfserver (no switch)."""
+    from routeflow.bench.web import main_web
+
+    sys.exit(main_web(routes, table_path, json_path, console))
+
+
 @bench.command("relay")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(

@@ -42,6 +42,7 @@ from routeflow.rflib.protocol import (
     Route,
     RouteKind,
 )
+from routeflow.server.prefixindex import REBUILD_SHARE, PrefixIndex
 
 _UNICAST = RouteKind.UNICAST
 
@@ -156,6 +157,10 @@ class RoutingTable:
         self._members: dict[tuple[int, int, str], set[NextHopKey]] = defaultdict(set)
         self._next_id: dict[tuple[int, int], int] = defaultdict(lambda: 1)
         self._free_ids: dict[tuple[int, int], list[int]] = defaultdict(list)
+        #: vm_id -> prefixes whose route or FIB entry changed since its
+        #: PrefixIndex last read them; only while an index watches that VM.
+        self._watch: dict[int, set[str]] = {}
+        self._indexes: dict[int, PrefixIndex] = {}
 
     # --- inputs ----------------------------------------------------------------
 
@@ -166,8 +171,11 @@ class RoutingTable:
         plans = self._plans
         fib_add = batch.fib_add
         fib_count = self._fib_count
+        touched = self._watch.get(vm_id)
         for route in routes:
             prefix = _normalise(route.prefix)
+            if touched is not None:
+                touched.add(prefix)
             shape = (vm_id, route.kind, tuple(route.nexthops))
             plan = plans.get(shape)
             if plan is None:
@@ -191,14 +199,18 @@ class RoutingTable:
                 if old.nh_key == desired.nh_key and old.kind == _UNICAST:
                     continue  # the same route again: nothing changes on the switch
             self._refresh(batch, vm_id, prefix)
+        self._check_watch(vm_id)
         return self._finish(batch)
 
     def delete_routes(self, vm_id: int, prefixes: list[str]) -> list[Message]:
         batch = _Batch()
         table = self.routes[vm_id]
         installed = self._installed[vm_id]
+        touched = self._watch.get(vm_id)
         for raw in prefixes:
             prefix = _normalise(raw)
+            if touched is not None:
+                touched.add(prefix)
             table.pop(prefix, None)
             old = installed.get(prefix)
             if old is not None and old.nh_key is not None and not _is_host(prefix):
@@ -211,6 +223,7 @@ class RoutingTable:
                 self._release(batch, old.nh_key)
                 continue
             self._refresh(batch, vm_id, prefix)
+        self._check_watch(vm_id)
         return self._finish(batch)
 
     def set_neighbours(self, vm_id: int, neighbours: list[Neighbour]) -> list[Message]:
@@ -252,6 +265,7 @@ class RoutingTable:
                 self._neighbour_changed(batch, vm_id, port, _unzoned(key))
         for prefix in old_prefixes | set(self.routes[vm_id]):
             self._refresh(batch, vm_id, prefix)
+        self._check_watch(vm_id)
         return self._finish(batch)
 
     def forget_vm(self, vm_id: int) -> list[Message]:
@@ -323,6 +337,26 @@ class RoutingTable:
         i = self._installed.get(vm_id, {}).get(prefix)
         return None if i is None else (i.ct_id, i.dp_id, i.entry(prefix))
 
+    def prefix_index(self, vm_id: int) -> PrefixIndex:
+        """``vm_id``'s routes and FIB prefixes in text order (built on first use)."""
+        index = self._indexes.get(vm_id)
+        if index is None:
+            index = self._indexes[vm_id] = PrefixIndex(
+                routes=lambda: self.routes.get(vm_id, {}).keys(),
+                fib=lambda: self._installed.get(vm_id, {}).keys(),
+                touched=lambda: self._watch.get(vm_id),
+                watch=lambda: self._watch.setdefault(vm_id, set()),
+            )
+        return index
+
+    def _check_watch(self, vm_id: int) -> None:
+        """Stop recording a VM's changes once its index would rather sort again."""
+        touched = self._watch.get(vm_id)
+        if touched is not None and len(touched) * REBUILD_SHARE > (
+            len(self.routes.get(vm_id, ())) + len(self._installed.get(vm_id, ())) + 1000
+        ):
+            del self._watch[vm_id]
+
     def installed_switch(self, vm_id: int) -> tuple[int, int] | None:
         """(ct_id, dp_id) where ``vm_id``'s FIB entries are, if it has any."""
         for i in self._installed.get(vm_id, {}).values():
@@ -378,6 +412,9 @@ class RoutingTable:
 
     def _refresh(self, batch: _Batch, vm_id: int, prefix: str) -> None:
         installed = self._installed[vm_id]
+        touched = self._watch.get(vm_id)
+        if touched is not None:
+            touched.add(prefix)
         old = installed.get(prefix)
         new = self._desired(vm_id, prefix)
         if new is not None and new.nh_key is not None:

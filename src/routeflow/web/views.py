@@ -3,7 +3,8 @@
 Every function here renders the server's ``OperatorView`` (server/view.py,
 which the status file renders too) as plain JSON-ready data, except the
 paged routes and FIB, which read the routing table of the ``RFServer``
-itself. The REST API, the live page's event stream, the metrics and
+itself (through its sorted prefix index: a page of a million routes costs
+the page, not a sort). The REST API, the live page's event stream, the metrics and
 `routeflow status` all show the same numbers because they all come from one
 view.
 
@@ -14,7 +15,10 @@ Ports and controller ids are plain integers.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from routeflow.rflib.types import EntryState
@@ -149,7 +153,7 @@ def routes(
     def make_rows(vm: int, table: dict, lo: int, hi: int) -> list[dict[str, Any]]:
         installed = server.routing.installed_prefixes(vm)
         out = []
-        for prefix in sorted(table)[lo:hi]:
+        for prefix in server.routing.prefix_index(vm).routes()[lo:hi]:
             route = table[prefix]
             out.append(
                 {
@@ -185,11 +189,18 @@ def fib(
             vms_by_dp[where[1]].append(vm)
 
     def make_rows(dp: int, lo: int, hi: int) -> list[dict[str, Any]]:
-        keys = sorted(
-            (prefix, vm) for vm in vms_by_dp[dp] for prefix in routing.installed_prefixes(vm)
-        )
+        vms = vms_by_dp[dp]
+        if len(vms) == 1:  # one VM per switch: a slice of its index
+            keys: Iterable[tuple[str, int]] = (
+                (prefix, vms[0]) for prefix in routing.prefix_index(vms[0]).fib()[lo:hi]
+            )
+        else:
+            merged = heapq.merge(
+                *(((prefix, vm) for prefix in routing.prefix_index(vm).fib()) for vm in vms)
+            )
+            keys = itertools.islice(merged, lo, hi)
         out = []
-        for prefix, vm in keys[lo:hi]:
+        for prefix, vm in keys:
             found = routing.installed_entry(vm, prefix)
             assert found is not None  # listed by installed_prefixes a moment ago
             ct, d, e = found
