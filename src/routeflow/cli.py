@@ -884,6 +884,44 @@ def bench_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir) ->
     sys.exit(main_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, console))
 
 
+@bench.command("tenant-compile")
+@click.option(
+    "--ports",
+    "sizes",
+    default="100,1000,3000",
+    show_default=True,
+    help="local ports on the measured node, comma-separated sizes",
+)
+@click.option(
+    "--remote", type=float, default=0.0, show_default=True, help="remote ports per local port"
+)
+@click.option(
+    "--changes", type=click.IntRange(1, 1000), default=20, show_default=True,
+    help="ports brought up (3 deltas each) per size for the per-change figures",
+)  # fmt: skip
+@click.option("--build/--no-build", default=True, help="also add every port one at a time")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+def bench_tenant_compile(sizes, remote, changes, build, json_path) -> None:
+    """A node agent's flow compiler alone: full compile, per change full vs incremental."""
+    import json
+
+    from routeflow.bench import tenantcompile
+
+    try:
+        ports = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{sizes!r}: comma-separated integers", param_hint="--ports"
+        ) from None
+    if not ports or any(not 1 <= n <= 20000 for n in ports):
+        raise click.BadParameter("sizes from 1 to 20000", param_hint="--ports")
+    results = tenantcompile.run(ports, remote, changes, build)
+    tenantcompile.print_results(results, console)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(tenantcompile.to_json(results), fh, indent=1)
+
+
 def _relay_bench(relay, plan, run_dir, seconds, pings, log_level):
     return relay.run_relay_bench(
         plan,

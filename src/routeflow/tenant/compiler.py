@@ -5,6 +5,15 @@ br-int (tables, registers and cookies in tenant/pipeline.py). It depends only on
 snapshot, so applying the same changes in any order compiles the same set, and an update
 is a set difference: ``diff(old, new)`` says what to delete and what to add.
 
+The flows are compiled per object (a *fragment*: a local port, a known port, a local
+network, a router, a remote-group rule, one member of a remote group), each a pure
+function of the objects it reads, found through an ``Index`` (reverse lookups kept up to
+date) rather than scans of every port, so a whole node costs O(flows).
+``NodeCompiler`` keeps the fragments of one node: a change recompiles only the
+fragments that read a changed object (memoised on the objects' values, so an unchanged
+port re-sent in a full state costs a hash) and returns the flow diff; its output equals
+``compile_node`` on the same snapshot after every change (property-tested).
+
 What a node gets:
 
 * **Local networks**: networks with a VIF port plugged here (the port in
@@ -35,6 +44,7 @@ pass port security but get no host route. Ports, networks and routers with
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,12 +62,20 @@ from routeflow.rflib.ofsim import (
 )
 from routeflow.tenant import pipeline as p
 from routeflow.tenant import secgroups
-from routeflow.tenant.model import Cloud, Network, Port, Router
+from routeflow.tenant.model import (
+    Cloud,
+    Port,
+    Router,
+    SecurityGroup,
+)
+from routeflow.tenant.nodeindex import Facts, Index, bound, ipv4, usable
 
 ETH_IPV4 = 0x0800
 ETH_ARP = 0x0806
 IP_ICMP = 1
 IP_UDP = 17
+#: Fragments memoised per kind (the node's ports, twice over, and some slack).
+MEMO = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -92,32 +110,14 @@ def apply_actions(*actions: ofsim.Action) -> ApplyActions:
     return ApplyActions(tuple(actions))
 
 
-def _ipv4(port: Port, cloud: Cloud) -> list[str]:
-    """The port's IPv4 addresses on subnets that exist."""
-    out = []
-    for fip in port.fixed_ips:
-        subnet = cloud.subnets.get(fip.subnet_id)
-        if subnet is None or subnet.ip_version != 4:
-            continue
-        out.append(fip.ip_address)
-    return out
+# --- fragments: one object's flows --------------------------------------------------------
+
+FragKey = tuple[object, ...]
 
 
-def _usable(port: Port, cloud: Cloud) -> bool:
-    net = cloud.networks.get(port.network_id)
-    return port.admin_state_up and net is not None and net.admin_state_up
-
-
-def _bound(port: Port, cloud: Cloud) -> bool:
-    """A VIF port the data plane delivers to: bound to a known node."""
-    return port.is_vif and bool(port.binding_host_id) and port.binding_host_id in cloud.nodes
-
-
-@dataclass
-class _Compiler:
-    cloud: Cloud
-    node: NodeContext
-    flows: list[Flow] = field(default_factory=list)
+class _Out:
+    def __init__(self) -> None:
+        self.flows: list[Flow] = []
 
     def add(
         self,
@@ -128,214 +128,6 @@ class _Compiler:
         *instructions: ofsim.Instruction,
     ) -> None:
         self.flows.append(Flow(table, priority, match, tuple(instructions), cookie))
-
-    # --- which objects this node sees --------------------------------------------------
-
-    def local_ports(self) -> list[tuple[Port, int]]:
-        out = []
-        for port_id, ofport in sorted(self.node.bindings.items()):
-            port = self.cloud.ports.get(port_id)
-            # Plugged here and bound here, or plugged here and not bound yet: the server
-            # records the binding only after this agent reports the VIF, and the VM's
-            # first DHCP request must not wait for that round trip (it was lost, and
-            # udhcpc retried a second later). A port bound to another node is not ours.
-            if (
-                port is not None
-                and port.is_vif
-                and port.binding_host_id in ("", self.node.name)
-                and _usable(port, self.cloud)
-            ):
-                out.append((port, ofport))
-        return out
-
-    def routers_of(self, network_ids: set[str]) -> list[tuple[Router, list[Port]]]:
-        """Routers with an interface on one of ``network_ids``, with all their interfaces."""
-        out = []
-        for router in sorted(self.cloud.routers.values(), key=lambda r: r.id):
-            if not router.admin_state_up:
-                continue
-            ifaces = [i for i in self.cloud.router_interfaces(router.id) if _usable(i, self.cloud)]
-            if any(i.network_id in network_ids for i in ifaces):
-                out.append((router, ifaces))
-        return out
-
-    # --- the whole node ----------------------------------------------------------------
-
-    def compile(self) -> frozenset[Flow]:
-        local = self.local_ports()
-        if not local:
-            return frozenset()
-        local_nets = {port.network_id for port, _ in local}
-        routers = self.routers_of(local_nets)
-        routed_nets = {i.network_id for _, ifaces in routers for i in ifaces} - local_nets
-        self.base()
-        for port, ofport in local:
-            self.local_port(port, ofport)
-        for net_id in sorted(local_nets):
-            self.local_network(self.cloud.networks[net_id], [p_ for p_, _ in local])
-        for net_id in sorted(local_nets | routed_nets):
-            for port in self.cloud.ports_of(net_id):
-                if _bound(port, self.cloud) and _usable(port, self.cloud):
-                    self.known_port(port, local=net_id in local_nets)
-        for router, ifaces in routers:
-            self.router(router, ifaces, local_nets)
-        self.flows += secgroups.base_flows()
-        guarded = [port for port, _ in local if port.port_security_enabled]
-        self.flows += secgroups.local_flows(self.cloud, guarded)
-        return frozenset(secgroups.merge(self.flows))
-
-    def base(self) -> None:
-        """The fixed flows: services split, and the defaults of tables that go on."""
-        c = p.cookie_of(p.Kind.BASE)
-        self.add(p.SERVICES, p.PRI_PORT, {"eth_type": ETH_ARP}, c, GotoTable(p.ARP))
-        dhcp = {
-            "eth_type": ETH_IPV4,
-            "ip_proto": IP_UDP,
-            "udp_src": p.DHCP_CLIENT_PORT,
-            "udp_dst": p.DHCP_SERVER_PORT,
-        }
-        self.add(p.SERVICES, p.PRI_PORT, dhcp, c, GotoTable(p.DHCP))
-        self.add(p.SERVICES, p.PRI_DEFAULT, {}, c, GotoTable(p.L2))
-        self.add(p.ARP, p.PRI_DEFAULT, {}, c, GotoTable(p.L2))
-
-    # --- ports -------------------------------------------------------------------------
-
-    def local_port(self, port: Port, ofport: int) -> None:
-        """Classification, port security, DHCP and delivery of a port bound here."""
-        net = self.cloud.networks[port.network_id]
-        c = p.cookie_of(p.Kind.PORT, port.key)
-        reg6 = {p.SRC_PORT_REG: port.key}
-        self.add(
-            p.CLASSIFY,
-            p.PRI_PORT,
-            {"in_port": ofport},
-            c,
-            apply_actions(SetField(p.SRC_PORT_REG, port.key)),
-            WriteMetadata(net.segmentation_id),
-            GotoTable(p.PORT_SEC),
-        )
-        # Port security: anti-spoofing here, then conntrack and security groups.
-        ok = GotoTable(p.EGRESS_CT)
-        inbound = GotoTable(p.INGRESS_CT)
-        if not port.port_security_enabled:
-            ok, inbound = GotoTable(p.SERVICES), GotoTable(p.OUTPUT)
-            self.add(p.PORT_SEC, p.PRI_PORT, reg6, c, ok)
-        else:
-            pairs = [(port.mac_address, f"{ip}/32") for ip in _ipv4(port, self.cloud)]
-            for pair in port.allowed_address_pairs:
-                try:
-                    net4 = ipaddress.ip_network(pair.ip_address, strict=False)
-                except ValueError:
-                    continue
-                if net4.version == 4:
-                    pairs.append((pair.mac_address or port.mac_address, str(net4)))
-            for mac, cidr in sorted(set(pairs)):
-                self.add(
-                    p.PORT_SEC,
-                    p.PRI_PORT,
-                    {**reg6, "eth_src": mac, "eth_type": ETH_IPV4, "ipv4_src": cidr},
-                    c,
-                    ok,
-                )
-                self.add(
-                    p.PORT_SEC,
-                    p.PRI_PORT,
-                    {**reg6, "eth_src": mac, "eth_type": ETH_ARP, "arp_spa": cidr, "arp_sha": mac},
-                    c,
-                    ok,
-                )
-            dhcp = {
-                **reg6,
-                "eth_src": port.mac_address,
-                "eth_type": ETH_IPV4,
-                "ip_proto": IP_UDP,
-                "ipv4_src": "0.0.0.0",
-                "udp_src": p.DHCP_CLIENT_PORT,
-                "udp_dst": p.DHCP_SERVER_PORT,
-            }
-            self.add(p.PORT_SEC, p.PRI_PORT, dhcp, c, ok)
-            # ARP probes (duplicate address detection) come from 0.0.0.0.
-            self.add(
-                p.PORT_SEC,
-                p.PRI_PORT,
-                {
-                    **reg6,
-                    "eth_src": port.mac_address,
-                    "eth_type": ETH_ARP,
-                    "arp_spa": "0.0.0.0",
-                    "arp_sha": port.mac_address,
-                },
-                c,
-                ok,
-            )
-        if any(s.enable_dhcp for s in self.cloud.subnets_of(net.id) if s.ip_version == 4):
-            self.add(p.DHCP, p.PRI_PORT, reg6, c, apply_actions(Output(ofsim.CONTROLLER)))
-        # Its own address is not answered for it (DAD probe): flooded locally instead.
-        for ip in _ipv4(port, self.cloud):
-            self.add(
-                p.ARP,
-                p.PRI_HIGH,
-                {**reg6, "eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip},
-                c,
-                GotoTable(p.L2),
-            )
-        self.add(
-            p.TUNNEL_IN,
-            p.PRI_PORT,
-            {p.NETWORK_REG: net.segmentation_id, "eth_dst": port.mac_address},
-            c,
-            apply_actions(SetField(p.DST_PORT_REG, port.key)),
-            inbound,
-        )
-        self.add(p.OUTPUT, p.PRI_PORT, {p.DST_PORT_REG: port.key}, c, apply_actions(Output(ofport)))
-
-    def known_port(self, port: Port, local: bool) -> None:
-        """A bound port of a network this node sees: ARP, L2 (only where the network is
-        local), host lookup and dispatch (also where it is only routed to)."""
-        net = self.cloud.networks[port.network_id]
-        vni = net.segmentation_id
-        c = p.cookie_of(p.Kind.PORT, port.key)
-        ips = _ipv4(port, self.cloud)
-        if local:
-            for ip in ips:
-                self.arp_responder(vni, ip, port.mac_address, c)
-            self.add(
-                p.L2,
-                p.PRI_PORT,
-                {p.NETWORK_REG: vni, "eth_dst": port.mac_address},
-                c,
-                apply_actions(SetField(p.DST_PORT_REG, port.key)),
-                GotoTable(p.DISPATCH),
-            )
-        for ip in ips:
-            self.add(
-                p.HOST,
-                p.PRI_PORT,
-                {p.NETWORK_REG: vni, "eth_type": ETH_IPV4, "ipv4_dst": ip},
-                c,
-                apply_actions(
-                    SetField("eth_dst", port.mac_address), SetField(p.DST_PORT_REG, port.key)
-                ),
-                GotoTable(p.DISPATCH),
-            )
-        here = port.binding_host_id == self.node.name
-        if here:
-            if port.id in self.node.bindings:
-                inbound = p.INGRESS_CT if port.port_security_enabled else p.OUTPUT
-                self.add(p.DISPATCH, p.PRI_PORT, {p.DST_PORT_REG: port.key}, c, GotoTable(inbound))
-            return
-        remote = self.cloud.nodes[port.binding_host_id]
-        self.add(
-            p.DISPATCH,
-            p.PRI_PORT,
-            {p.DST_PORT_REG: port.key},
-            c,
-            apply_actions(
-                SetField("tun_ipv4_dst", remote.tunnel_ip),
-                SetField("tunnel_id", vni),
-                Output(self.node.tunnel_ofport),
-            ),
-        )
 
     def arp_responder(self, vni: int, ip: str, mac: str, cookie: int) -> None:
         """Answer "who has ip" with mac, back out of the asking port (Nicira moves)."""
@@ -357,42 +149,330 @@ class _Compiler:
             ),
         )
 
-    def local_network(self, net: Network, local: list[Port]) -> None:
-        """Tunnel ingress and multicast of a network with a port here."""
-        c = p.cookie_of(p.Kind.NETWORK, net.segmentation_id)
-        vni = net.segmentation_id
-        self.add(
-            p.CLASSIFY,
+
+def _base() -> frozenset[Flow]:
+    """The fixed flows: services split, the defaults of tables that go on, and the
+    security-group tables' own."""
+    out = _Out()
+    c = p.cookie_of(p.Kind.BASE)
+    out.add(p.SERVICES, p.PRI_PORT, {"eth_type": ETH_ARP}, c, GotoTable(p.ARP))
+    dhcp = {
+        "eth_type": ETH_IPV4,
+        "ip_proto": IP_UDP,
+        "udp_src": p.DHCP_CLIENT_PORT,
+        "udp_dst": p.DHCP_SERVER_PORT,
+    }
+    out.add(p.SERVICES, p.PRI_PORT, dhcp, c, GotoTable(p.DHCP))
+    out.add(p.SERVICES, p.PRI_DEFAULT, {}, c, GotoTable(p.L2))
+    out.add(p.ARP, p.PRI_DEFAULT, {}, c, GotoTable(p.L2))
+    return frozenset(out.flows + secgroups.base_flows())
+
+
+BASE = _base()
+
+
+@functools.lru_cache(maxsize=MEMO)
+def _local_port(
+    port: Port,
+    ofport: int,
+    vni: int,
+    ips: tuple[str, ...],
+    dhcp_on: bool,
+    groups: tuple[SecurityGroup, ...],
+) -> frozenset[Flow]:
+    """Classification, port security, DHCP and delivery of a port bound here, and its
+    security groups' rules (``groups``: those of its groups that exist)."""
+    out = _Out()
+    add = out.add
+    c = p.cookie_of(p.Kind.PORT, port.key)
+    reg6 = {p.SRC_PORT_REG: port.key}
+    add(
+        p.CLASSIFY,
+        p.PRI_PORT,
+        {"in_port": ofport},
+        c,
+        apply_actions(SetField(p.SRC_PORT_REG, port.key)),
+        WriteMetadata(vni),
+        GotoTable(p.PORT_SEC),
+    )
+    # Port security: anti-spoofing here, then conntrack and security groups.
+    ok = GotoTable(p.EGRESS_CT)
+    inbound = GotoTable(p.INGRESS_CT)
+    if not port.port_security_enabled:
+        ok, inbound = GotoTable(p.SERVICES), GotoTable(p.OUTPUT)
+        add(p.PORT_SEC, p.PRI_PORT, reg6, c, ok)
+    else:
+        pairs = [(port.mac_address, f"{ip}/32") for ip in ips]
+        for pair in port.allowed_address_pairs:
+            try:
+                net4 = ipaddress.ip_network(pair.ip_address, strict=False)
+            except ValueError:
+                continue
+            if net4.version == 4:
+                pairs.append((pair.mac_address or port.mac_address, str(net4)))
+        for mac, cidr in sorted(set(pairs)):
+            add(
+                p.PORT_SEC,
+                p.PRI_PORT,
+                {**reg6, "eth_src": mac, "eth_type": ETH_IPV4, "ipv4_src": cidr},
+                c,
+                ok,
+            )
+            add(
+                p.PORT_SEC,
+                p.PRI_PORT,
+                {**reg6, "eth_src": mac, "eth_type": ETH_ARP, "arp_spa": cidr, "arp_sha": mac},
+                c,
+                ok,
+            )
+        dhcp = {
+            **reg6,
+            "eth_src": port.mac_address,
+            "eth_type": ETH_IPV4,
+            "ip_proto": IP_UDP,
+            "ipv4_src": "0.0.0.0",
+            "udp_src": p.DHCP_CLIENT_PORT,
+            "udp_dst": p.DHCP_SERVER_PORT,
+        }
+        add(p.PORT_SEC, p.PRI_PORT, dhcp, c, ok)
+        # ARP probes (duplicate address detection) come from 0.0.0.0.
+        add(
+            p.PORT_SEC,
             p.PRI_PORT,
-            {"in_port": self.node.tunnel_ofport, "tunnel_id": vni},
+            {
+                **reg6,
+                "eth_src": port.mac_address,
+                "eth_type": ETH_ARP,
+                "arp_spa": "0.0.0.0",
+                "arp_sha": port.mac_address,
+            },
             c,
-            WriteMetadata(vni),
-            GotoTable(p.TUNNEL_IN),
+            ok,
         )
-        outs = sorted(self.node.bindings[q.id] for q in local if q.network_id == net.id)
-        self.add(
+        out.flows += secgroups.port_flows(port, groups)
+    if dhcp_on:
+        add(p.DHCP, p.PRI_PORT, reg6, c, apply_actions(Output(ofsim.CONTROLLER)))
+    # Its own address is not answered for it (DAD probe): flooded locally instead.
+    for ip in ips:
+        add(
+            p.ARP,
+            p.PRI_HIGH,
+            {**reg6, "eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip},
+            c,
+            GotoTable(p.L2),
+        )
+    add(
+        p.TUNNEL_IN,
+        p.PRI_PORT,
+        {p.NETWORK_REG: vni, "eth_dst": port.mac_address},
+        c,
+        apply_actions(SetField(p.DST_PORT_REG, port.key)),
+        inbound,
+    )
+    add(p.OUTPUT, p.PRI_PORT, {p.DST_PORT_REG: port.key}, c, apply_actions(Output(ofport)))
+    return frozenset(out.flows)
+
+
+@functools.lru_cache(maxsize=MEMO)
+def _known_port(
+    port: Port,
+    vni: int,
+    ips: tuple[str, ...],
+    local: bool,
+    dispatch: int | str | None,
+    tunnel_ofport: int,
+) -> frozenset[Flow]:
+    """A bound port of a network this node sees: ARP, L2 (only where the network is
+    local), host lookup and dispatch (also where it is only routed to). ``dispatch``: the
+    table a port plugged here goes on to, the tunnel endpoint of a remote one, or None."""
+    out = _Out()
+    c = p.cookie_of(p.Kind.PORT, port.key)
+    if local:
+        for ip in ips:
+            out.arp_responder(vni, ip, port.mac_address, c)
+        out.add(
             p.L2,
-            p.PRI_MULTICAST,
-            {p.NETWORK_REG: vni, "eth_dst": p.MULTICAST_MAC},
+            p.PRI_PORT,
+            {p.NETWORK_REG: vni, "eth_dst": port.mac_address},
             c,
-            apply_actions(*(Output(o) for o in outs)),
+            apply_actions(SetField(p.DST_PORT_REG, port.key)),
+            GotoTable(p.DISPATCH),
         )
+    for ip in ips:
+        out.add(
+            p.HOST,
+            p.PRI_PORT,
+            {p.NETWORK_REG: vni, "eth_type": ETH_IPV4, "ipv4_dst": ip},
+            c,
+            apply_actions(
+                SetField("eth_dst", port.mac_address), SetField(p.DST_PORT_REG, port.key)
+            ),
+            GotoTable(p.DISPATCH),
+        )
+    if isinstance(dispatch, int):
+        out.add(p.DISPATCH, p.PRI_PORT, {p.DST_PORT_REG: port.key}, c, GotoTable(dispatch))
+    elif isinstance(dispatch, str):
+        out.add(
+            p.DISPATCH,
+            p.PRI_PORT,
+            {p.DST_PORT_REG: port.key},
+            c,
+            apply_actions(
+                SetField("tun_ipv4_dst", dispatch),
+                SetField("tunnel_id", vni),
+                Output(tunnel_ofport),
+            ),
+        )
+    return frozenset(out.flows)
 
-    # --- routers -----------------------------------------------------------------------
 
-    def router(self, router: Router, ifaces: list[Port], local_nets: set[str]) -> None:
+def _local_network(vni: int, tunnel_ofport: int, outs: tuple[int, ...]) -> frozenset[Flow]:
+    """Tunnel ingress and multicast of a network with a port here."""
+    out = _Out()
+    c = p.cookie_of(p.Kind.NETWORK, vni)
+    out.add(
+        p.CLASSIFY,
+        p.PRI_PORT,
+        {"in_port": tunnel_ofport, "tunnel_id": vni},
+        c,
+        WriteMetadata(vni),
+        GotoTable(p.TUNNEL_IN),
+    )
+    out.add(
+        p.L2,
+        p.PRI_MULTICAST,
+        {p.NETWORK_REG: vni, "eth_dst": p.MULTICAST_MAC},
+        c,
+        apply_actions(*(Output(o) for o in outs)),
+    )
+    return frozenset(out.flows)
+
+
+class Fragments:
+    """Computes one fragment from a snapshot, its index and the node's facts; a key is
+    (kind, ids...): base, port, known, net, router, rule, member (rule key, port id)."""
+
+    def __init__(self, cloud: Cloud, index: Index, node: NodeContext, facts: Facts) -> None:
+        self.cloud, self.index, self.node, self.facts = cloud, index, node, facts
+
+    def __call__(self, key: FragKey) -> frozenset[Flow]:
+        kind = key[0]
+        if kind == "port":
+            return self.local_port(str(key[1]))
+        if kind == "known":
+            return self.known_port(str(key[1]))
+        if kind == "member":
+            return self.member(int(key[1]), str(key[2]))  # type: ignore[call-overload]
+        if kind == "net":
+            return self.local_network(str(key[1]))
+        if kind == "router":
+            return self.router(str(key[1]))
+        if kind == "rule":
+            return self.rule(int(key[1]))  # type: ignore[call-overload]
+        if kind == "base":
+            return BASE if self.facts.local else frozenset()
+        raise ValueError(f"unknown fragment {key}")
+
+    def all_keys(self) -> list[FragKey]:
+        """Every fragment that may have flows (a full compile)."""
+        f, index = self.facts, self.index
+        keys: list[FragKey] = [("base",)]
+        keys += [("port", pid) for pid in f.local]
+        keys += [("net", nid) for nid in f.local_by_net]
+        for nid in (*f.local_by_net, *f.routed_nets):
+            keys += [("known", pid) for pid in index.ports_by_net.get(nid, ())]
+        keys += [("router", rid) for rid in f.routers]
+        for rkey, (_gid, rule) in f.rules.items():
+            keys.append(("rule", rkey))
+            members = index.members.get(rule.remote_group_id or "", ())
+            keys += [("member", rkey, pid) for pid in members]
+        return keys
+
+    def local_port(self, pid: str) -> frozenset[Flow]:
+        ofport = self.facts.local.get(pid)
+        if ofport is None:
+            return frozenset()
+        cloud = self.cloud
+        port = cloud.ports[pid]
+        vni = cloud.networks[port.network_id].segmentation_id
+        dhcp_on = any(
+            s.enable_dhcp and s.ip_version == 4
+            for s in (cloud.subnets[i] for i in self.index.subnets_by_net.get(port.network_id, ()))
+        )
+        groups: tuple[SecurityGroup, ...] = ()
+        if port.port_security_enabled:
+            groups = tuple(
+                g for gid in port.security_groups if (g := cloud.security_groups.get(gid))
+            )
+        return _local_port(port, ofport, vni, ipv4(port, cloud), dhcp_on, groups)
+
+    def known_port(self, pid: str) -> frozenset[Flow]:
+        cloud, node = self.cloud, self.node
+        port = cloud.ports.get(pid)
+        if port is None or not bound(port, cloud) or not usable(port, cloud):
+            return frozenset()
+        status = self.facts.status(port.network_id)
+        if not status:
+            return frozenset()
+        dispatch: int | str | None = None
+        if port.binding_host_id == node.name:
+            if pid in node.bindings:
+                dispatch = p.INGRESS_CT if port.port_security_enabled else p.OUTPUT
+        else:
+            dispatch = cloud.nodes[port.binding_host_id].tunnel_ip
+        vni = cloud.networks[port.network_id].segmentation_id
+        return _known_port(port, vni, ipv4(port, cloud), status == 2, dispatch, node.tunnel_ofport)
+
+    def local_network(self, nid: str) -> frozenset[Flow]:
+        ports = self.facts.local_by_net.get(nid)
+        if not ports:
+            return frozenset()
+        vni = self.cloud.networks[nid].segmentation_id
+        return _local_network(vni, self.node.tunnel_ofport, tuple(sorted(ports.values())))
+
+    def rule(self, rkey: int) -> frozenset[Flow]:
+        got = self.facts.rules.get(rkey)
+        if got is None:
+            return frozenset()
+        gid, rule = got
+        group = self.cloud.security_groups[gid]
+        remote = self.cloud.security_groups.get(rule.remote_group_id or "")
+        members = any(
+            secgroups.port_addresses(self.cloud, self.cloud.ports[m])
+            for m in self.index.members.get(rule.remote_group_id or "", ())
+        )
+        return frozenset(secgroups.remote_rule_flow(group, rule, remote, members))
+
+    def member(self, rkey: int, pid: str) -> frozenset[Flow]:
+        got = self.facts.rules.get(rkey)
+        port = self.cloud.ports.get(pid)
+        if got is None or port is None or got[1].remote_group_id not in port.security_groups:
+            return frozenset()
+        rule = got[1]
+        remote = self.cloud.security_groups.get(rule.remote_group_id or "")
+        addresses = secgroups.port_addresses(self.cloud, port)
+        return frozenset(secgroups.member_flows(rule, remote, addresses))
+
+    def router(self, rid: str) -> frozenset[Flow]:
         """A distributed router: its interfaces' MACs and IPs on local networks, routes to
         every subnet it joins, extra routes, and an echo responder for its addresses."""
+        iface_ids = self.facts.routers.get(rid)
+        if iface_ids is None:
+            return frozenset()
+        cloud = self.cloud
+        router = cloud.routers[rid]
+        ifaces = [cloud.ports[i] for i in iface_ids]
+        out = _Out()
         rkey = router.key
         for iface in ifaces:
-            net = self.cloud.networks[iface.network_id]
+            net = cloud.networks[iface.network_id]
             vni = net.segmentation_id
             c = p.cookie_of(p.Kind.PORT, iface.key)
-            ips = _ipv4(iface, self.cloud)
-            if iface.network_id in local_nets:
+            ips = ipv4(iface, cloud)
+            if iface.network_id in self.facts.local_by_net:
                 for ip in ips:
-                    self.arp_responder(vni, ip, iface.mac_address, c)
-                self.add(
+                    out.arp_responder(vni, ip, iface.mac_address, c)
+                out.add(
                     p.L2,
                     p.PRI_PORT,
                     {p.NETWORK_REG: vni, "eth_dst": iface.mac_address},
@@ -401,7 +481,7 @@ class _Compiler:
                     GotoTable(p.ROUTING),
                 )
             for fip in iface.fixed_ips:
-                subnet = self.cloud.subnets.get(fip.subnet_id)
+                subnet = cloud.subnets.get(fip.subnet_id)
                 if subnet is None or subnet.ip_version != 4:
                     continue
                 ip = fip.ip_address
@@ -412,7 +492,7 @@ class _Compiler:
                     "ipv4_dst": ip,
                     "icmpv4_type": 8,
                 }
-                self.add(
+                out.add(
                     p.ROUTING,
                     p.PRI_HIGH + 1,
                     echo,
@@ -432,14 +512,14 @@ class _Compiler:
                     ),
                 )
                 # Anything else to the router itself stops here.
-                self.add(
+                out.add(
                     p.ROUTING,
                     p.PRI_HIGH,
                     {p.ROUTER_REG: rkey, "eth_type": ETH_IPV4, "ipv4_dst": ip},
                     c,
                 )
                 cidr = ipaddress.ip_network(subnet.cidr, strict=False)
-                self.add(
+                out.add(
                     p.ROUTING,
                     p.route_priority(cidr.prefixlen, connected=True),
                     {p.ROUTER_REG: rkey, "eth_type": ETH_IPV4, "ipv4_dst": str(cidr)},
@@ -448,14 +528,16 @@ class _Compiler:
                     WriteMetadata(vni),
                     GotoTable(p.HOST),
                 )
-        self.extra_routes(router, ifaces)
+        self.extra_routes(out, router, ifaces)
+        return frozenset(out.flows)
 
-    def extra_routes(self, router: Router, ifaces: list[Port]) -> None:
+    def extra_routes(self, out: _Out, router: Router, ifaces: list[Port]) -> None:
+        cloud = self.cloud
         c = p.cookie_of(p.Kind.ROUTER, router.key)
         by_ip: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, Port] = {}
         for iface in ifaces:
             for fip in iface.fixed_ips:
-                subnet = self.cloud.subnets.get(fip.subnet_id)
+                subnet = cloud.subnets.get(fip.subnet_id)
                 if subnet is not None and subnet.ip_version == 4:
                     by_ip[ipaddress.ip_network(subnet.cidr, strict=False)] = iface
         for route in sorted(set(router.routes), key=lambda r: (r.destination, r.nexthop)):
@@ -472,19 +554,20 @@ class _Compiler:
             if out_iface is None:
                 continue
             iface = out_iface
+            candidates = self.index.ports_by_ip.get((iface.network_id, str(hop)), ())
             target = next(
                 (
                     q
-                    for q in self.cloud.ports_of(iface.network_id)
-                    if str(hop) in _ipv4(q, self.cloud) and _bound(q, self.cloud)
+                    for q in (cloud.ports[i] for i in sorted(candidates))
+                    if str(hop) in ipv4(q, cloud) and bound(q, cloud)
                 ),
                 None,
             )
             if target is None:
                 continue
-            vni = self.cloud.networks[iface.network_id].segmentation_id
+            vni = cloud.networks[iface.network_id].segmentation_id
             # Just below a connected subnet of the same length: connected routes win.
-            self.add(
+            out.add(
                 p.ROUTING,
                 p.route_priority(dest.prefixlen, connected=False),
                 {p.ROUTER_REG: router.key, "eth_type": ETH_IPV4, "ipv4_dst": str(dest)},
@@ -500,9 +583,27 @@ class _Compiler:
             )
 
 
+def node_facts(cloud: Cloud, index: Index, node: NodeContext) -> Facts:
+    """What ``node`` sees of ``cloud``, from scratch."""
+    facts = Facts()
+    for pid in sorted(node.bindings):
+        facts.set_local(cloud, node, pid)
+    facts.set_routers(cloud, index)
+    facts.set_rules(cloud)
+    return facts
+
+
 def compile_node(cloud: Cloud, node: NodeContext) -> frozenset[Flow]:
     """Every flow of ``node``'s br-int for the tenant pipeline (see the module docstring)."""
-    return _Compiler(cloud, node).compile()
+    index = Index.of(cloud)
+    facts = node_facts(cloud, index, node)
+    if not facts.local:
+        return frozenset()
+    frag = Fragments(cloud, index, node, facts)
+    flows: set[Flow] = set()
+    for key in frag.all_keys():
+        flows.update(frag(key))
+    return frozenset(secgroups.merge(flows))
 
 
 def flows_per_port(cloud: Cloud, nodes: Mapping[str, NodeContext]) -> dict[str, dict[str, int]]:

@@ -128,9 +128,7 @@ def reply(frame: bytes, lease: Lease) -> bytes | None:
     if str(req.chaddr).lower() != lease.mac or str(eth.src).lower() != lease.mac:
         return None
     kind = _message_type(req)
-    answer = {dhcp.DHCP_DISCOVER: dhcp.DHCP_OFFER, dhcp.DHCP_REQUEST: dhcp.DHCP_ACK}.get(
-        kind or 0
-    )
+    answer = {dhcp.DHCP_DISCOVER: dhcp.DHCP_OFFER, dhcp.DHCP_REQUEST: dhcp.DHCP_ACK}.get(kind or 0)
     if answer is None:
         return None
     broadcast = bool(req.flags & 0x8000)

@@ -70,6 +70,8 @@ class NodeSettings:
     ovsdb: str = ""  # ovs-vsctl --db=... (empty: the default database)
     secret: bytes | None = None
     gateway: bool = False
+    #: Makes the compiler's incremental form (nodecore.Incremental), or None.
+    incremental: Callable[[], Any] | None = None
     ovs_vsctl: tuple[str, ...] = ("ovs-vsctl",)
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -85,6 +87,7 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
             tunnel_ip=settings.tunnel_ip,
             gateway=settings.gateway,
             compile=settings.compile,
+            incremental=settings.incremental() if settings.incremental else None,
         )
         self._lock = threading.Lock()
         self._dp: Any = None

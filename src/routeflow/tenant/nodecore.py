@@ -14,6 +14,9 @@ Rules:
    full model; then it installs the *difference* between what the compiler
    wants and what the switch holds. A restart with nothing changed writes
    nothing. Losing the server keeps the flows (forwarding goes on headless).
+   With an ``Incremental`` compiler (compiler.NodeCompiler) a delta costs what
+   it touches: the compiler returns the flow diff of the objects the delta
+   names, and the switch's flows are compared in full only once per connect.
 3. VIFs come from OVSDB (``external_ids:iface-id`` -> ofport). Each plugged or
    unplugged VIF is reported to the server (``NodeBinding``); on every server
    (re)connect all plugged VIFs are reported again, and ports the model binds
@@ -25,12 +28,13 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from routeflow.rflib import protocol as p
 from routeflow.tenant import dhcp, wire
-from routeflow.tenant.model import Cloud
+from routeflow.tenant.model import Cloud, Kind
 
 __all__ = [
     "DhcpReply",
@@ -41,6 +45,7 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Hashable)
+F_co = TypeVar("F_co", bound=Hashable, covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,21 @@ class DhcpReply:
 Action = SendToServer | InstallFlows[F] | DhcpReply
 
 Compiler = Callable[[Cloud, NodeView], frozenset[F]]
+Touched = frozenset[tuple[Kind, str]]
+
+
+class Incremental(Protocol[F_co]):
+    """A compiler that keeps its last output: ``update`` moves it to a snapshot and
+    returns (added, deleted); ``touched`` names the objects changed since the last call
+    (None: unknown, compare the snapshots). ``flows`` must equal ``compile`` of the same
+    snapshot and view."""
+
+    @property
+    def flows(self) -> AbstractSet[F_co]: ...
+
+    def update(
+        self, cloud: Cloud, view: NodeView, touched: Touched | None = None
+    ) -> tuple[frozenset[F_co], frozenset[F_co]]: ...
 
 
 @dataclass
@@ -94,13 +114,17 @@ class NodeCore(Generic[F]):
     tunnel_ofport: int = 0
     dhcp_rate: float = 5.0
     dhcp_burst: float = 10.0
+    #: Optional: the same compiler kept incrementally (``compile`` stays the reference).
+    incremental: Incremental[F] | None = None
     cloud: Cloud | None = None
     vifs: dict[str, int] = field(default_factory=dict)
     #: The switch's flows as last read or written; None while it is not connected.
-    installed: frozenset[F] | None = None
+    installed: set[F] | None = None
     server_up: bool = False
     counters: _Counters = field(default_factory=_Counters)
     _buckets: dict[str, dhcp.TokenBucket] = field(default_factory=dict)
+    #: ``installed`` equals the incremental compiler's output (diffs apply as they are).
+    _in_sync: bool = False
 
     # --- server -------------------------------------------------------------
 
@@ -113,9 +137,7 @@ class NodeCore(Generic[F]):
     def server_connected(self) -> list[Action[F]]:
         """Rule 3: re-announce every plugged VIF (unplugged ones follow the full state)."""
         self.server_up = True
-        return [
-            SendToServer(p.NodeBinding(port_id=pid, plugged=True)) for pid in sorted(self.vifs)
-        ]
+        return [SendToServer(p.NodeBinding(port_id=pid, plugged=True)) for pid in sorted(self.vifs)]
 
     def server_lost(self) -> list[Action[F]]:
         self.server_up = False
@@ -129,6 +151,7 @@ class NodeCore(Generic[F]):
             self.counters.bad_messages += 1
             return []
         out: list[Action[F]] = []
+        touched: Touched | None = None
         if msg.full:
             self.cloud = wire.full_cloud(msg.revision, changes)
             out += self._unplugged_bound_here()
@@ -136,7 +159,8 @@ class NodeCore(Generic[F]):
             return []
         else:
             self.cloud = self.cloud.apply_all(changes)
-        return out + self._reconcile()
+            touched = frozenset((c.kind, c.id) for c in changes)
+        return out + self._reconcile(touched)
 
     def _unplugged_bound_here(self) -> list[Action[F]]:
         assert self.cloud is not None
@@ -150,11 +174,13 @@ class NodeCore(Generic[F]):
 
     def switch_connected(self, flows: frozenset[F]) -> list[Action[F]]:
         """Rule 2: ``flows`` are the switch's own (read back by cookie)."""
-        self.installed = frozenset(flows)
-        return self._reconcile()
+        self.installed = set(flows)
+        self._in_sync = False
+        return self._reconcile(frozenset())
 
     def switch_lost(self) -> list[Action[F]]:
         self.installed = None
+        self._in_sync = False
         return []
 
     def vifs_read(self, vifs: Mapping[str, int], tunnel_ofport: int) -> list[Action[F]]:
@@ -171,7 +197,7 @@ class NodeCore(Generic[F]):
         changed = new != self.vifs or tunnel_ofport != self.tunnel_ofport
         self.vifs = new
         self.tunnel_ofport = tunnel_ofport
-        return out + (self._reconcile() if changed else [])
+        return out + (self._reconcile(frozenset()) if changed else [])
 
     def view(self) -> NodeView:
         return NodeView(name=self.name, bindings=dict(self.vifs), tunnel_ofport=self.tunnel_ofport)
@@ -179,15 +205,34 @@ class NodeCore(Generic[F]):
     def desired(self) -> frozenset[F] | None:
         if self.cloud is None:
             return None
+        if self.incremental is not None:
+            self.incremental.update(self.cloud, self.view(), frozenset())
+            return frozenset(self.incremental.flows)
         return self.compile(self.cloud, self.view())
 
-    def _reconcile(self) -> list[Action[F]]:
-        if self.cloud is None or self.installed is None:
+    def _reconcile(self, touched: Touched | None = None) -> list[Action[F]]:
+        """``touched``: the objects changed since the last call (None: unknown)."""
+        if self.cloud is None:
             return []
-        want = self.compile(self.cloud, self.view())
-        add = want - self.installed
-        delete = self.installed - want
-        self.installed = want
+        inc = self.incremental
+        if inc is not None:
+            # Kept current even without a switch, so a connect diffs against it.
+            add, delete = inc.update(self.cloud, self.view(), touched)
+            if self.installed is None:
+                return []
+            if not self._in_sync:  # once per connect: the switch's flows in full
+                add = frozenset(inc.flows - self.installed)
+                delete = frozenset(self.installed - inc.flows)
+                self._in_sync = True
+            self.installed -= delete
+            self.installed |= add
+        else:
+            if self.installed is None:
+                return []
+            want = self.compile(self.cloud, self.view())
+            add = frozenset(want - self.installed)
+            delete = frozenset(self.installed - want)
+            self.installed = set(want)
         if not add and not delete:
             return []
         self.counters.installs += 1
@@ -215,4 +260,3 @@ class NodeCore(Generic[F]):
             return []
         self.counters.dhcp_answered += 1
         return [DhcpReply(ofport, answer)]
-

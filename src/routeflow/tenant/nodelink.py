@@ -168,9 +168,7 @@ class NodeServer:
                 log.warning("node %s: %s", session.name, action.reason)
 
 
-async def serve_nodes(
-    repo: NodeRepository, listen: str, secret: bytes | None = None
-) -> NodeServer:
+async def serve_nodes(repo: NodeRepository, listen: str, secret: bytes | None = None) -> NodeServer:
     """Listen for node agents on ``listen`` (``tcp:HOST:PORT`` or ``unix:PATH``)."""
     link = NodeServer(repo, secret)
     link.server = await ipc.serve(listen, link.handle)

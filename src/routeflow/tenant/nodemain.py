@@ -120,6 +120,16 @@ def pipeline(module: str = "", bridge: str = "br-int") -> tuple[Any, Any]:
     return compile_view, TenantCodec(ofmsg, bridge)
 
 
+def incremental(module: str = "") -> Any:
+    """What makes the compiler's incremental form (None for a ``--pipeline`` module
+    without one)."""
+    import importlib
+
+    if module:
+        return getattr(importlib.import_module(module), "incremental", None)
+    return importlib.import_module("routeflow.tenant.incremental").NodeCompiler
+
+
 def main(argv: list[str] | None = None) -> int:
     args = daemonconf.parse_args(build_parser(), argv)
     import faulthandler
@@ -160,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         ovsdb=args.ovsdb,
         secret=secret,
         gateway=args.gateway,
+        incremental=incremental(args.pipeline),
     )
     with contextlib.suppress(KeyboardInterrupt):
         _run_apps(["routeflow.tenant.node"], settings=settings)

@@ -159,31 +159,68 @@ def _rule_match(rule: SecurityGroupRule) -> list[dict[str, object]] | None:
     return [match]
 
 
+def port_addresses(cloud: Cloud, port: Port) -> tuple[str, ...]:
+    """What ``port`` adds to the address set of each of its groups: its fixed IPv4
+    addresses and allowed address pairs, as Neutron's (sorted, /32 as a bare address)."""
+    nets: set[ipaddress.IPv4Network] = set()
+    for fip in port.fixed_ips:
+        sub = cloud.subnets.get(fip.subnet_id)
+        if sub is not None and sub.ip_version == 4:
+            nets.add(ipaddress.IPv4Network(fip.ip_address))
+    for pair in port.allowed_address_pairs:
+        try:
+            net = ipaddress.ip_network(pair.ip_address, strict=False)
+        except ValueError:
+            continue
+        if isinstance(net, ipaddress.IPv4Network):
+            nets.add(net)
+    return tuple(str(n) if n.prefixlen < 32 else str(n.network_address) for n in sorted(nets))
+
+
 def address_sets(cloud: Cloud) -> dict[str, list[str]]:
     """Every group's address set (one pass over the ports): its members' fixed IPv4
     addresses and allowed address pairs, as Neutron's."""
-    sets: dict[str, set[ipaddress.IPv4Network]] = {}
+    sets: dict[str, set[str]] = {}
     for port in cloud.ports.values():
         if not port.security_groups:
             continue
-        nets = set()
-        for fip in port.fixed_ips:
-            sub = cloud.subnets.get(fip.subnet_id)
-            if sub is not None and sub.ip_version == 4:
-                nets.add(ipaddress.IPv4Network(fip.ip_address))
-        for pair in port.allowed_address_pairs:
-            try:
-                net = ipaddress.ip_network(pair.ip_address, strict=False)
-            except ValueError:
-                continue
-            if isinstance(net, ipaddress.IPv4Network):
-                nets.add(net)
+        addresses = port_addresses(cloud, port)
         for gid in port.security_groups:
-            sets.setdefault(gid, set()).update(nets)
-    return {
-        gid: [str(n) if n.prefixlen < 32 else str(n.network_address) for n in sorted(nets)]
-        for gid, nets in sets.items()
-    }
+            sets.setdefault(gid, set()).update(addresses)
+    return {gid: sorted(ips, key=lambda a: ipaddress.IPv4Network(a)) for gid, ips in sets.items()}
+
+
+def port_flows(port: Port, groups: Iterable[SecurityGroup]) -> list[Flow]:
+    """A guarded port's own rule flows on its node (a remote-group rule's clause 1)."""
+    c = p.cookie_of(p.Kind.PORT, port.key)
+    return [f for group in groups for rule in group.rules for f in _port_rule_flows(port, rule, c)]
+
+
+def remote_rule_flow(
+    group: SecurityGroup, rule: SecurityGroupRule, remote: SecurityGroup | None, members: bool
+) -> list[Flow]:
+    """A remote-group rule's conj_id flow: only while its remote group exists and has an
+    address (clause 1 alone never completes: nothing passes, as in Neutron)."""
+    if remote is None or not members or _rule_match(rule) is None:
+        return []
+    table, _reg, nxt, commit = _sides(rule)
+    gc = p.cookie_of(p.Kind.SECURITY_GROUP, group.key)
+    match = {"conj_id": rule.key, "eth_type": ETH_IPV4}
+    return [Flow(table, PRI_CONJ, match, (commit, nxt), gc)]
+
+
+def member_flows(
+    rule: SecurityGroupRule, remote: SecurityGroup | None, addresses: Iterable[str]
+) -> list[Flow]:
+    """A remote-group rule's clause 2 for one member's addresses (members with the
+    same address give the same flow: the caller keeps one)."""
+    if remote is None or _rule_match(rule) is None:
+        return []
+    table, _reg, _nxt, _commit = _sides(rule)
+    side = "ipv4_src" if rule.direction == "ingress" else "ipv4_dst"
+    rc = p.cookie_of(p.Kind.SECURITY_GROUP, remote.key)
+    clause = (ApplyActions((Conjunction(rule.key, 2, 2),)),)
+    return [Flow(table, PRI_CONJ, {"eth_type": ETH_IPV4, side: ip}, clause, rc) for ip in addresses]
 
 
 def local_flows(cloud: Cloud, ports: Iterable[Port]) -> list[Flow]:
@@ -259,18 +296,21 @@ def merge(flows: Iterable[Flow]) -> list[Flow]:
             joined.setdefault((f.table, f.priority, f.match), []).append(f)
         else:
             plain.append(f)
-    for (table, priority, match), group in joined.items():
-        actions: set[ofsim.Action] = set()
-        for f in group:
-            actions.update(f.instructions[0].actions)  # type: ignore[union-attr]
-        ordered = tuple(
-            sorted(
-                actions, key=lambda a: (a.id, a.clause) if isinstance(a, Conjunction) else (0, 0)
-            )
-        )
-        cookie = min(f.cookie for f in group)
-        plain.append(Flow(table, priority, match, (ApplyActions(ordered),), cookie))
+    for group in joined.values():
+        plain.append(join(group))
     return plain
+
+
+def join(group: Iterable[Flow]) -> Flow:
+    """Conjunctive flows of one (table, priority, match) as the one flow OVS holds."""
+    group = list(group)
+    actions: set[ofsim.Action] = set()
+    for f in group:
+        actions.update(f.instructions[0].actions)  # type: ignore[union-attr]
+    ordered = tuple(sorted(actions, key=_conj_order))
+    first = group[0]
+    cookie = min(f.cookie for f in group)
+    return Flow(first.table, first.priority, first.match, (ApplyActions(ordered),), cookie)
 
 
 def _conj_order(a: ofsim.Action) -> tuple[int, int]:

@@ -19,6 +19,7 @@ __all__ = ["WireError", "decode", "delta", "encode", "full_cloud", "full_state"]
 
 _decoder = msgspec.msgpack.Decoder(list[Change])
 
+
 class WireError(ValueError):
     pass
 
