@@ -876,12 +876,17 @@ def bench_relay(
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
 @click.option("--run-dir", default=None, help="where logs and state go")
-def bench_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir) -> None:
+@click.option(
+    "--bulk", is_flag=True, help="all measured ports at once: time to create, until all ping"
+)
+def bench_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, bulk) -> None:
     """Tenant networks: API rate, port -> ping latency, flows per port; OVN in the same run."""
     from routeflow.bench.tenant import main_tenant
 
     _require_root()
-    sys.exit(main_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, console))
+    sys.exit(
+        main_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, console, bulk)
+    )
 
 
 @bench.command("tenant-compile")

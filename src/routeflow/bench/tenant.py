@@ -152,7 +152,19 @@ def _src_path() -> str:
 # --- the run ---------------------------------------------------------------------------
 
 
-def run_routeflow(sc: Scenario, run_dir: str, script: str, log_level: str) -> SystemResult:
+def _measure(system: Any, sc: Scenario, script: str, result: SystemResult,
+             ips: dict[str, str], bulk: bool) -> None:  # fmt: skip
+    if bulk:
+        from routeflow.bench.tenantbulk import measure_bulk
+
+        measure_bulk(system, sc, script, result, ips)
+    else:
+        measure_ports(system, sc, script, result, ips)
+
+
+def run_routeflow(
+    sc: Scenario, run_dir: str, script: str, log_level: str, bulk: bool = False
+) -> SystemResult:
     result = SystemResult("routeflow")
     system: RouteflowSystem | None = None
     t0 = time.monotonic()
@@ -163,7 +175,7 @@ def run_routeflow(sc: Scenario, run_dir: str, script: str, log_level: str) -> Sy
         if sc.api_ports:
             result.api_rate[API_WITH_NODES] = system.api_rate(sc.api_ports)
         ips = bring_up_anchors(system, sc, script)
-        measure_ports(system, sc, script, result, ips)
+        _measure(system, sc, script, result, ips, bulk)
         system.flows(sc, result)
     except Exception as exc:  # a broken run still reports what it measured
         result.problems.append(f"{type(exc).__name__}: {exc}")
@@ -174,7 +186,9 @@ def run_routeflow(sc: Scenario, run_dir: str, script: str, log_level: str) -> Sy
     return result
 
 
-def run_ovn(sc: Scenario, run_dir: str, script: str, encap: str) -> SystemResult:
+def run_ovn(
+    sc: Scenario, run_dir: str, script: str, encap: str, bulk: bool = False
+) -> SystemResult:
     result = SystemResult("OVN")
     system = OvnSystem(sc, os.path.join(run_dir, "ovn"), encap)
     t0 = time.monotonic()
@@ -188,11 +202,11 @@ def run_ovn(sc: Scenario, run_dir: str, script: str, encap: str) -> SystemResult
         ips = bring_up_anchors(system, sc, script)
         system.central.nbctl("--wait=hv", "sync")
         mid = system.flows_total()  # what the measured ports add to every chassis, below
-        measure_ports(system, sc, script, result, ips)
+        _measure(system, sc, script, result, ips, bulk)
         system.central.nbctl("--wait=hv", "sync")
         after = system.flows_total()
         result.flows_per_node = after
-        n = max(1, len(result.timings))
+        n = max(1, len(result.timings) or int(result.bulk.get("up") or 0))
         growth = [(after[c] - mid[c]) / n for c in after]
         result.flows_per_port = {
             "per_port_on_every_chassis": round(sum(growth) / len(growth), 1),
@@ -217,6 +231,7 @@ def run_tenant_bench(
     encap: str = "geneve",
     log_level: str = "INFO",
     progress: Callable[[str], None] = lambda text: None,
+    bulk: bool = False,
 ) -> TenantBenchResult:
     sc = tp.scenario(nodes, ports, api_ports)
     os.makedirs(run_dir, exist_ok=True)
@@ -227,7 +242,7 @@ def run_tenant_bench(
         progress("raw: openstacksdk against a stub")
         result.raw_api_rate = raw_api_rate(api_ports)
     progress("routeflow")
-    result.routeflow = run_routeflow(sc, run_dir, script, log_level)
+    result.routeflow = run_routeflow(sc, run_dir, script, log_level, bulk)
     if api_ports:
         progress("routeflow: the tenant server alone")
         try:
@@ -237,7 +252,7 @@ def run_tenant_bench(
             result.routeflow.problems.append(f"the tenant server alone: {exc}")
     if ovn:
         progress("OVN")
-        result.ovn = run_ovn(sc, run_dir, script, encap)
+        result.ovn = run_ovn(sc, run_dir, script, encap, bulk)
     result.load.append(round(os.getloadavg()[0], 1))
     return result
 
@@ -310,6 +325,10 @@ def result_rows(result: TenantBenchResult) -> list[tuple[str, str, str, str, str
             "",
         )
     )
+    if rf.bulk or (ov and ov.bulk):
+        from routeflow.bench.tenantbulk import bulk_rows
+
+        rows += bulk_rows(rf, ov)
     rf_total = sum(rf.flows_per_node.values())
     ov_total = sum(ov.flows_per_node.values()) if ov else None
     rows.append(
@@ -430,10 +449,11 @@ def main_tenant(
     json_path: str | None,
     run_dir: str | None,
     console: Any,
+    bulk: bool = False,
 ) -> int:
     from routeflow.lab.scenarios import default_run_dir, install_signal_handlers
 
-    run_dir = run_dir or default_run_dir(f"bench-tenant-{nodes}x{ports}")
+    run_dir = run_dir or default_run_dir(f"bench-tenant-{nodes}x{ports}{'-bulk' if bulk else ''}")
     if ovn:
         from routeflow.bench.ovn import missing_tools
 
@@ -458,6 +478,7 @@ def main_tenant(
                 ovn=ovn,
                 encap=encap,
                 progress=lambda text: status.update(f"bench tenant: {text}"),
+                bulk=bulk,
             )
     except (KeyboardInterrupt, Terminated):
         console.print("interrupted; everything started was stopped", markup=False)

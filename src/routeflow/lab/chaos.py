@@ -506,7 +506,9 @@ def _resolve(run, fault: Fault) -> tuple[str, Callable[[], None], Callable[[], N
             lambda: _rejoin_evidence(
                 # Only the message: the line's layout (logger, level, id fields)
                 # belongs to --log-format.
-                run, log_path, [r"\bconnected to .*; resync sent"]
+                run,
+                log_path,
+                [r"\bconnected to .*; resync sent"],
             ),
         )
     if kind in ("etcd-member", "etcd-leader"):

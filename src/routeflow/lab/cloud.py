@@ -213,9 +213,7 @@ def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab
                 _vm_ip(v, networks, taken, vpath, bad)
             vms.append(TenantVm(name=v.name, network=v.network, node=v.node, ip=v.ip))
         tenants.append(
-            TenantLab(
-                name=t.name, networks=tuple(networks), routers=tuple(routers), vms=tuple(vms)
-            )
+            TenantLab(name=t.name, networks=tuple(networks), routers=tuple(routers), vms=tuple(vms))
         )
     if problems:
         return None
@@ -418,9 +416,7 @@ def isolation_pairs(cloud: CloudLab, addresses: dict[str, str]) -> list[tuple[st
     return out
 
 
-def shared_address_pairs(
-    cloud: CloudLab, addresses: dict[str, str]
-) -> list[tuple[str, str, str]]:
+def shared_address_pairs(cloud: CloudLab, addresses: dict[str, str]) -> list[tuple[str, str, str]]:
     """(source VM, destination VM, the other tenant's VM with the same address): a ping
     to the address must reach the own tenant's VM (its MAC answers), never the other."""
     out = []

@@ -494,9 +494,7 @@ class CloudRun:
         conn = conn or self.connect()
 
         def down() -> list[str]:
-            return [
-                vm.name for vm in vms if conn.network.get_port(vm.port_id).status != "ACTIVE"
-            ]
+            return [vm.name for vm in vms if conn.network.get_port(vm.port_id).status != "ACTIVE"]
 
         poll_until(lambda: not down(), timeout=timeout, interval=0.05)
         return down()
