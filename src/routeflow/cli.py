@@ -267,6 +267,12 @@ def _lab_to_run(file: str, run_dir: str | None, cloud_ok: bool = False):
     help="rfserver --auto: only the lab's switches, links and hosts are used; rfserver "
     "discovers them and starts the VMs with addresses of its own",
 )
+@click.option(
+    "--add-switch",
+    default=None,
+    metavar="SWITCH",
+    help="start SWITCH without a controller, connect it once the rest pings, and time it",
+)
 def lab_check(
     file: str,
     json_path: str | None,
@@ -274,6 +280,7 @@ def lab_check(
     run_dir: str | None,
     log_level: str,
     auto: bool,
+    add_switch: str | None,
 ) -> None:
     """Bring a lab up, wait for convergence, pingall, check flows, tear down."""
     from routeflow.lab import scenarios
@@ -283,6 +290,9 @@ def lab_check(
     if cloud is not None:
         _cloud_check(plan, cloud, run_dir, json_path, timeout, log_level)
     _check_auto(plan, auto)
+    if add_switch is not None and add_switch not in {vm.switch for vm in plan.vms}:
+        console.print(f"[red]--add-switch {add_switch}: no such switch in {file}[/red]")
+        sys.exit(2)
     console.print(
         f"lab [bold]{plan.name}[/bold]: {len(plan.vms)} switches, "
         f"{len(plan.hosts)} hosts, {len(plan.links)} links; logs in {run_dir}"
@@ -294,7 +304,13 @@ def lab_check(
             console.print(f"  {mark} {stage['stage']} ({stage['seconds']:.1f} s)")
 
         result = scenarios.run_check(
-            plan, run_dir, timeout=timeout, log_level=log_level, on_stage=progress, auto=auto
+            plan,
+            run_dir,
+            timeout=timeout,
+            log_level=log_level,
+            on_stage=progress,
+            auto=auto,
+            add_switch=add_switch,
         )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; lab torn down[/yellow]")
@@ -429,7 +445,11 @@ def _print_result(result) -> None:
     console.print(t)
     if result.first_ping_s is not None:
         console.print(f"first successful ping after {result.first_ping_s:.1f} s")
-    if result.full_pingall_s is not None:
+    if result.added_switch_s is not None:
+        console.print(
+            f"switch added: 100 % pingall {result.added_switch_s:.1f} s after connecting it"
+        )
+    elif result.full_pingall_s is not None:
         console.print(f"100 % pingall after {result.full_pingall_s:.1f} s")
     if getattr(result, "full_pingall6_s", None) is not None:
         # Checked after every IPv4 stage, so an upper bound of when IPv6 got there.

@@ -121,6 +121,9 @@ class LabRun:
     #: rfserver --auto: the lab's switches, links and hosts are the physical network; the
     #: VMs, their addresses and the mapping are rfserver's to decide (server/autoconf.py).
     auto: bool = False
+    #: Switches built without a controller: dark until connect_switch() (a switch added
+    #: to a running network).
+    held: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.prefix = f"r{self.run_id}"
@@ -338,8 +341,9 @@ class LabRun:
     def start_server(self, name: str | None = None) -> None:
         """Start every rfserver of the lab (or the one named), and wait until it is up."""
         config_path = os.path.join(self.run_dir, "rfserver.csv")
-        with open(config_path, "w") as fh:
-            fh.write(dump_config(self.plan.config_entries()))
+        if not self.auto:  # --auto: no mapping; rfserver derives it from what it discovers
+            with open(config_path, "w") as fh:
+                fh.write(dump_config(self.plan.config_entries()))
         write_topology(self.plan, self.topology_path)
         control = self.plan.control
         if control.store == "etcd" and self.etcd is None:
@@ -672,7 +676,12 @@ class LabRun:
         # A switch connects to every replica of its controller; OpenFlow roles
         # (requested by the replicas, decided by rfserver) say which one programs it.
         bridges = [
-            (vm.switch, self.bridges[vm.switch], vm.dp_id, self.controller_targets(vm.ct_id))
+            (
+                vm.switch,
+                self.bridges[vm.switch],
+                vm.dp_id,
+                [] if vm.switch in self.held else self.controller_targets(vm.ct_id),
+            )
             for vm in self.plan.vms
         ]
         # The virtual switch holds every VM port: it talks to every controller
@@ -735,6 +744,16 @@ class LabRun:
             self.ovs.vsctl(*args, timeout=60)
         except (OvsError, subprocess.TimeoutExpired) as exc:
             raise LabFailure(f"creating the lab's bridges: {str(exc)[-1500:]}") from exc
+
+    def connect_switch(self, switch: str) -> None:
+        """Give a held switch its controllers: to routeflow, a switch that was just added."""
+        targets = self.controller_targets(self.plan.vm(switch).ct_id)
+        args: list[str] = []
+        for i, target in enumerate(targets):
+            args += ["--", f"--id=@c{i}", "create", "controller", f'target="{target}"']
+            args += ["max_backoff=1000", "inactivity_probe=5000"]
+        ids = ",".join(f"@c{i}" for i in range(len(targets)))
+        self.ovs.vsctl(*args, "--", "set", "bridge", self.bridges[switch], f"controller=[{ids}]")
 
     def verify_ports(self, timeout: float = 5.0) -> None:
         """Fail unless every port the plan names is in OVS with its OpenFlow port number.

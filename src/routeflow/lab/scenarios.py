@@ -24,6 +24,8 @@ class CheckResult:
     stages: list[dict] = field(default_factory=list)
     first_ping_s: float | None = None
     full_pingall_s: float | None = None
+    #: --add-switch: seconds from connecting the held switch to 100 % pingall.
+    added_switch_s: float | None = None
     #: Dual-stack labs: when every host first reached every other over IPv6.
     full_pingall6_s: float | None = None
     #: Daemon kind -> summed peak RSS (KiB) of its processes, taken at teardown.
@@ -238,6 +240,29 @@ def ipv6_checks(run: LabRun, result: CheckResult, t0: float, timeout: float) -> 
                 pingall_one_round(run, result, ipv6=True)
 
 
+def pingall_without(run: LabRun, result: CheckResult, switch: str, timeout: float) -> bool:
+    """Every host not on ``switch`` reaches every other (the network before it is added)."""
+    t = time.monotonic()
+    hosts = [h for h in run.plan.hosts if h.switch != switch]
+    pairs = [(a.name, b.address) for a in hosts for b in hosts if a is not b]
+    answered: set = set()
+
+    def pending() -> int:
+        nonlocal answered
+        _fail_if_dead(run)
+        answered |= checks.ping_pairs(run, [p for p in pairs if p not in answered])
+        return len(pairs) - len(answered)
+
+    ok = poll_until(pending, lambda n: n == 0, timeout=timeout, interval=0.5).ok
+    result.add(
+        f"pingall without {switch} (until 100%)",
+        ok,
+        time.monotonic() - t,
+        f"{len(answered)}/{len(pairs)} pairs; {switch} connected next",
+    )
+    return ok
+
+
 def start_lab(run: LabRun, result: CheckResult) -> None:
     """``run.start()``, with each bring-up stage recorded (also when one fails)."""
     try:
@@ -256,22 +281,33 @@ def run_check(
     extra_checks=None,
     on_stage=None,
     auto: bool = False,
+    add_switch: str | None = None,
 ) -> CheckResult:
     """The whole `lab check`; ``extra_checks(run, result)`` runs before teardown.
 
-    ``auto``: rfserver --auto builds the VMs from discovery (see auto_problems)."""
+    ``auto``: rfserver --auto builds the VMs from discovery (see auto_problems).
+    ``add_switch``: that switch starts without a controller; once the rest pings, it is
+    connected (a switch added to a running network) and every check runs after that."""
     result = CheckResult(lab=plan.name, run_dir=run_dir, on_stage=on_stage)
     t0 = time.monotonic()
-    run = LabRun(plan, run_dir, log_level=log_level, auto=auto)
+    held = frozenset({add_switch} if add_switch else ())
+    run = LabRun(plan, run_dir, log_level=log_level, auto=auto, held=held)
     install_signal_handlers()
     try:
         start_lab(run, result)
+        if add_switch is not None:
+            if not pingall_without(run, result, add_switch, timeout):
+                return result
+            t0 = time.monotonic()
+            run.connect_switch(add_switch)
         if converge(run, result, t0, timeout):
             links_discovered(run, result, timeout)
             if plan.speakers:
                 speakers.wait_announced(run, result, timeout)
             gateway_pings(run, result)
             if pingall_until_full(run, result, t0, timeout):
+                if add_switch is not None:
+                    result.added_switch_s = result.full_pingall_s
                 flows_match_routes(run, result)
                 if on_shortest_paths(run, result, 30.0, "switch"):
                     pingall_one_round(run, result)

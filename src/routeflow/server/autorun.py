@@ -7,6 +7,11 @@ threads. Each VM is reconciled on its own: the worker compares the VM the backen
 with the one wanted *now* (autoconf.vm_ops), so a burst of link discoveries while a VM is
 still starting becomes one AddInterfaces, not one per link. A failed step is reported and
 retried after ``RETRY_S`` from whatever the backend then runs.
+
+The association table gets a VM port's mapping only once the backend has plugged it:
+rfclient sends its mapping packet as soon as the port is associated, and one sent from an
+interface still down, or not yet on the virtual switch, is lost (rfserver asks again only
+seconds later).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class AutoRunner:
         self._timer: asyncio.TimerHandle | None = None
         self._mapping: tuple | None = None
         self._mapping_due = False
+        self._applied: tuple | None = None
         #: vm_id -> when it was first wanted and when it started (for the operator and tests).
         self.started_at: dict[int, float] = {}
         self.counters = {"vm_starts": 0, "vm_stops": 0, "interfaces_added": 0, "failures": 0}
@@ -95,19 +101,28 @@ class AutoRunner:
                 self.store_writes(a.writes)
             elif isinstance(a, ac.MappingChanged):
                 self._mapping = a.entries
-                if not self._mapping_due:  # one table update per burst of changes
-                    self._mapping_due = True
-                    asyncio.get_running_loop().call_soon(self._flush_mapping)
+                self._schedule_mapping()
             elif isinstance(a, ac.Problem):
                 self.event("auto", a.text, logging.WARNING)
             elif isinstance(a, ac.VmWanted):
                 self._want(a.dp_id, a.spec)
         self._arm_timer()
 
+    def _schedule_mapping(self) -> None:
+        if not self._mapping_due:  # one table update per burst of changes
+            self._mapping_due = True
+            asyncio.get_running_loop().call_soon(self._flush_mapping)
+
     def _flush_mapping(self) -> None:
         self._mapping_due = False
-        if self._mapping is not None:
-            self.apply_mapping(self._mapping)
+        if self._mapping is None:
+            return
+        plugged = {(s.vm_id, i.port) for s in self.actual.values() for i in s.interfaces}
+        manual = set(self.conf.manual)
+        ready = tuple(e for e in self._mapping if e in manual or e.vm_key in plugged)
+        if ready != self._applied:
+            self._applied = ready
+            self.apply_mapping(ready)
 
     def _arm_timer(self) -> None:
         deadline = self.conf.next_deadline()
@@ -136,6 +151,7 @@ class AutoRunner:
                 try:
                     for op in ops:
                         await self._do(op)
+                        self._schedule_mapping()
                 except BackendError as exc:
                     self.counters["failures"] += 1
                     self.event(

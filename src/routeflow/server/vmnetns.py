@@ -288,9 +288,11 @@ class NetnsBackend:
             args += ["--", "--may-exist", "add-port", self.vs_bridge, vs]
             record["ports"][str(i.port)] = vs
         self._write(spec.name, record)
+        # The VM end comes up last: rfclient sends its mapping packet as soon as it sees
+        # the interface, and one sent before the port is on the virtual switch is lost.
         self._run([*self._in_vs(), "sh", "-c", "\n".join(vs_lines)], spec, "creating veths")
-        self._vm_sh(spec, holder, "addressing interfaces", vm_lines)
         self._run(["ovs-vsctl", "--timeout=30", *args], spec, "adding virtual switch ports")
+        self._vm_sh(spec, holder, "addressing interfaces", vm_lines)
 
     def _write_config(self, spec: VmSpec) -> None:
         path = os.path.join(self._dir(spec.name), "frr.conf")
