@@ -430,6 +430,8 @@ class LabRun:
             f"/proc/{self.nodes['__ovs__'].pid}/ns/net",
             "--auto-grace",
             "30",
+            "--vm-starts",
+            str(self.VM_START_THREADS),
         ]
 
     def replicas(self, ct_id: int) -> tuple[str, ...]:

@@ -214,6 +214,9 @@ class AutoRunner:
             vm["running"] = have is not None
             vm["running_interfaces"] = 0 if have is None else len(have.interfaces)
         out["counters"] = dict(self.counters)
+        timings = getattr(self.backend, "timings", None)
+        if timings:
+            out["backend_seconds"] = {k: [int(n), round(t, 2)] for k, (n, t) in timings.items()}
         return out
 
 

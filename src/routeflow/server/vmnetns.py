@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 from routeflow.server.autoconf import IfaceSpec, VmSpec, decode_spec, encode_spec
@@ -96,6 +97,11 @@ class NetnsBackend:
         self.env = env
         self.frr_dir = frr_dir
         self._children: dict[int, subprocess.Popen] = {}
+        self._ovs_pending: list[tuple[list[str], threading.Event, list]] = []
+        self._ovs_pending_lock = threading.Lock()
+        self._ovs_run_lock = threading.Lock()
+        #: step -> [calls, seconds]: where starting and changing VMs spends its time.
+        self.timings: dict[str, list[float]] = {}
         os.makedirs(vm_dir, exist_ok=True)
         os.chmod(vm_dir, 0o755)
 
@@ -169,13 +175,17 @@ class NetnsBackend:
             lines.append(f"mount --bind {source} {target}")
         lines += [f"sysctl -qw {s}" for s in SYSCTLS]
         lines += ["ip link set lo up", f"ip addr replace {spec.router_id}/32 dev lo"]
-        self._vm_sh(spec, holder.pid, "setup", lines)
-        self._plug(spec, holder.pid, spec.interfaces, record)
+        lines += self._plug(spec, holder.pid, spec.interfaces, record)
         self._write_config(spec)
         with open(os.path.join(d, "zebra.conf"), "w") as fh:
             fh.write(f"hostname {spec.name}\n")
         for daemon in DAEMONS[spec.routing]:
-            self._start_daemon(spec, holder.pid, daemon)
+            lines += self._daemon_lines(spec, daemon)
+        # One script for the whole VM side: under load every process started costs
+        # (fork, exec, nsenter), and a backbone starts hundreds of them.
+        self._vm_sh(spec, holder.pid, "setting up the VM and starting FRR", lines)
+        for daemon in DAEMONS[spec.routing]:
+            self._wait_daemon(spec, daemon)
         log = open(os.path.join(d, "rfclient.log"), "ab")  # noqa: SIM115
         client = subprocess.Popen(
             [*self._in_vm(holder.pid), *self.client_argv, "--vm-id", hex(spec.vm_id)],
@@ -194,7 +204,8 @@ class NetnsBackend:
         record = self._read(spec.name)
         if record is None or not _alive(record.get("holder"), "sleep"):
             raise BackendError(f"{spec.name}: not running; cannot add interfaces")
-        self._plug(spec, record["holder"], ifaces, record)
+        lines = self._plug(spec, record["holder"], ifaces, record)
+        self._vm_sh(spec, record["holder"], "addressing interfaces", ["set -e", *lines])
         self._write_config(spec)
         path = os.path.join(self._dir(spec.name), "add.conf")
         with open(path, "w") as fh:
@@ -232,8 +243,7 @@ class NetnsBackend:
                     self._stop(name, record)
 
     def stop_all(self) -> None:
-        for name, record in self._records().items():
-            self._stop(name, record)
+        self._stop_many(self._records())
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -243,11 +253,19 @@ class NetnsBackend:
     def _in_vs(self) -> list[str]:
         return ["nsenter", f"--net={self.vs_netns}", "--"] if self.vs_netns else []
 
+    def _timed(self, step: str, since: float) -> None:
+        t = self.timings.setdefault(step, [0, 0.0])
+        t[0] += 1
+        t[1] += time.monotonic() - since
+
     def _run(self, argv: list[str], spec: VmSpec, step: str, check: bool = True) -> str:
+        t = time.monotonic()
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=self.env)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise BackendError(f"{spec.name}: {step}: {exc}") from exc
+        finally:
+            self._timed(step, t)
         if check and r.returncode != 0:
             why = (r.stderr or r.stdout).strip()[-500:]
             raise BackendError(f"{spec.name}: {step}: {argv[0]} exit {r.returncode}: {why}")
@@ -259,19 +277,24 @@ class NetnsBackend:
     def _wait_namespaces(self, spec: VmSpec, pid: int, timeout: float = 5.0) -> None:
         """unshare has made the namespaces once it runs sleep in them."""
         mine = os.readlink("/proc/self/ns/net")
-        deadline = time.monotonic() + timeout
+        t = time.monotonic()
+        deadline = t + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
                 if os.readlink(f"/proc/{pid}/ns/net") != mine and "sleep" in _cmdline(pid):
+                    self._timed("namespaces", t)
                     return
             time.sleep(0.01)
         raise BackendError(f"{spec.name}: the namespace holder (pid {pid}) did not start")
 
-    def _plug(self, spec: VmSpec, holder: int, ifaces, record: dict) -> None:
-        """veth pairs: eth<N> in the VM, the other end a port of the virtual switch."""
+    def _plug(self, spec: VmSpec, holder: int, ifaces, record: dict) -> list[str]:
+        """veth pairs: eth<N> in the VM, the other end a port of the virtual switch.
+
+        Returns the VM side's lines (addresses, link up) for the caller's VM script.
+        """
         if not ifaces:
-            return
-        vs_lines, vm_lines, args = ["set -e"], ["set -e"], []
+            return []
+        vs_lines, vm_lines, args = ["set -e"], [], []
         for i in ifaces:
             vs = vs_port_name(spec.vm_id, i.port)
             vs_lines += [
@@ -291,8 +314,34 @@ class NetnsBackend:
         # The VM end comes up last: rfclient sends its mapping packet as soon as it sees
         # the interface, and one sent before the port is on the virtual switch is lost.
         self._run([*self._in_vs(), "sh", "-c", "\n".join(vs_lines)], spec, "creating veths")
-        self._run(["ovs-vsctl", "--timeout=30", *args], spec, "adding virtual switch ports")
-        self._vm_sh(spec, holder, "addressing interfaces", vm_lines)
+        self._ovs_add(spec, args)
+        return vm_lines
+
+    def _ovs_add(self, spec: VmSpec, args: list[str]) -> None:
+        """ovs-vsctl for these ports, in one transaction with whatever other VMs add now.
+
+        ovs-vsctl waits until ovs-vswitchd has reconfigured, which at a backbone's size
+        takes most of a second under load; VMs starting side by side share one.
+        """
+        done = threading.Event()
+        box: list[BackendError | None] = []
+        with self._ovs_pending_lock:
+            self._ovs_pending.append((args, done, box))
+        with self._ovs_run_lock:
+            if not done.is_set():
+                with self._ovs_pending_lock:
+                    batch, self._ovs_pending = self._ovs_pending, []
+                error: BackendError | None = None
+                try:
+                    every = [a for args, _d, _b in batch for a in args]
+                    self._run(["ovs-vsctl", "--timeout=30", *every], spec, "adding vs ports")
+                except BackendError as exc:
+                    error = exc
+                for _args, event, result in batch:
+                    result.append(error)
+                    event.set()
+        if box and box[0] is not None:
+            raise BackendError(f"{spec.name}: {box[0]}")
 
     def _write_config(self, spec: VmSpec) -> None:
         path = os.path.join(self._dir(spec.name), "frr.conf")
@@ -301,76 +350,82 @@ class NetnsBackend:
         os.chmod(path + ".tmp", 0o644)
         os.replace(path + ".tmp", path)
 
-    def _start_daemon(self, spec: VmSpec, holder: int, daemon: str) -> None:
+    def _daemon_lines(self, spec: VmSpec, daemon: str) -> list[str]:
+        """sh lines starting an FRR daemon in the VM (zebra: and waiting for its socket)."""
         d = self._dir(spec.name)
         pidfile = os.path.join(d, f"{daemon}.pid")
         with contextlib.suppress(FileNotFoundError):
-            os.remove(pidfile)
+            os.remove(pidfile)  # a stale one would name a dead (or reused) pid
         cfg = os.path.join(d, "zebra.conf" if daemon == "zebra" else "frr.conf")
-        self._run(
-            [
-                *self._in_vm(holder),
-                f"{self.frr_dir}/{daemon}",
-                "-d",
-                "-i",
-                pidfile,
-                "-z",
-                f"{d}/zserv.api",
-                "--vty_socket",
-                d,
-                "-f",
-                cfg,
-                "--log",
-                f"file:{d}/{daemon}.log",
-            ],
-            spec,
-            f"starting {daemon}",
-        )
-        wait_for = [pidfile] + ([f"{d}/zserv.api"] if daemon == "zebra" else [])
-        deadline = time.monotonic() + 10
-        while not all(os.path.exists(p) for p in wait_for):
-            if time.monotonic() > deadline:
+        lines = [
+            f"{self.frr_dir}/{daemon} -d -i {pidfile} -z {d}/zserv.api --vty_socket {d} "
+            f"-f {cfg} --log file:{d}/{daemon}.log"
+        ]
+        if daemon == "zebra":  # its clients need the socket
+            lines.append(
+                f"i=0; while [ ! -S {d}/zserv.api ]; do i=$((i+1)); "
+                f'[ $i -gt 500 ] && {{ echo "zebra: no {d}/zserv.api"; exit 1; }}; '
+                "sleep 0.02; done"
+            )
+        return lines
+
+    def _wait_daemon(self, spec: VmSpec, daemon: str) -> None:
+        d = self._dir(spec.name)
+        pidfile = os.path.join(d, f"{daemon}.pid")
+        t = time.monotonic()
+        while not os.path.exists(pidfile):
+            if time.monotonic() > t + 10:
                 raise BackendError(f"{spec.name}: {daemon} did not come up (see {d}/{daemon}.log)")
             time.sleep(0.02)
+        self._timed(f"{daemon} ready", t)
 
     def _vtysh(self, spec: VmSpec, args: list[str], step: str) -> None:
         self._run(["vtysh", "--vty_socket", self._dir(spec.name), *args], spec, step)
 
     def _stop(self, name: str, record: dict) -> None:
-        d = self._dir(name)
-        victims: list[tuple[int | None, str]] = [(record.get("client"), "routeflow.client")]
-        for daemon in ("ospfd", "bgpd", "bfdd", "staticd", "zebra"):
-            with contextlib.suppress(OSError, ValueError), open(f"{d}/{daemon}.pid") as fh:
-                victims.append((int(fh.read().strip()), daemon))
-        victims.append((record.get("holder"), "sleep"))
+        self._stop_many({name: record})
+
+    def _stop_many(self, records: dict[str, dict]) -> None:
+        """Kill every process of these VMs (SIGKILL: a VM is disposable, its routes are
+        rfserver's), wait for them, then take their ports off the virtual switch at once."""
+        victims: list[tuple[int | None, str]] = []
+        ports: list[str] = []
+        for name, record in records.items():
+            d = self._dir(name)
+            victims.append((record.get("client"), "routeflow.client"))
+            for daemon in ("ospfd", "bgpd", "bfdd", "staticd", "zebra"):
+                with contextlib.suppress(OSError, ValueError), open(f"{d}/{daemon}.pid") as fh:
+                    victims.append((int(fh.read().strip()), daemon))
+            victims.append((record.get("holder"), "sleep"))
+            ports += list(record.get("ports", {}).values())
         for pid, needle in victims:
             if pid and _alive(pid, needle):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
         for pid, needle in victims:
             if not pid:
                 continue
             child = self._children.pop(pid, None)
             if child is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=5)
-            deadline = time.monotonic() + 5
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
             while _alive(pid, needle) and time.monotonic() < deadline:
                 time.sleep(0.01)
-        ports = list(record.get("ports", {}).values())
         if ports:
             args: list[str] = []
             for n in ports:
                 args += ["--", "--if-exists", "del-port", self.vs_bridge, n]
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 subprocess.run(
-                    ["ovs-vsctl", "--timeout=10", *args],
+                    ["ovs-vsctl", "--timeout=20", *args],
                     capture_output=True,
-                    timeout=20,
+                    timeout=30,
                     env=self.env,
                 )
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(d, RECORD))
+        for name in records:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self._dir(name), RECORD))
 
 
 def stop_all(vm_dir: str, vs_bridge: str, env: dict[str, str] | None = None) -> None:
