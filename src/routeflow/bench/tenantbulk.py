@@ -47,7 +47,7 @@ def measure_bulk(
     result: SystemResult,
     ips: dict[str, str],
     workers: int = WORKERS,
-    deadline_s: float = 120.0,
+    deadline_s: float = 600.0,
 ) -> None:
     """All of ``sc.ports`` at once (see the module docstring); figures in ``result.bulk``."""
     with ThreadPoolExecutor(workers) as pool:
@@ -71,13 +71,13 @@ def measure_bulk(
         def up(vm: VmSpec) -> tuple[float, float, int]:
             ns = system.vm_ns(vm)
             _iface, _mac, ip = made[vm.name]
-            left = max(5, int(deadline_s - (time.monotonic() - t0)))
+            left = max(10, int(deadline_s - (time.monotonic() - t0)))
             lease, discovers = _dhcp(ns, script, left)
             t_lease = time.monotonic() - t0
             if lease != ip:
                 raise BenchFailure(f"{vm.name}: DHCP gave {lease}, the port has {ip}")
             target = ips[sc.target(vm).name]
-            wait = max(5.0, deadline_s - (time.monotonic() - t0))
+            wait = max(10.0, deadline_s - (time.monotonic() - t0))
             if not vms.ping_until_reply(ns, target, wait):
                 raise BenchFailure(f"{vm.name} ({ip}) got no reply from {target}")
             return t_lease, time.monotonic() - t0, discovers
