@@ -292,7 +292,7 @@ class CloudRun:
             fh.write(self.token + "\n")
         os.chmod(token_file, 0o600)
         host, _, port = self.cloud.api_listen.rpartition(":")
-        self.api_port = int(port) or free_port()
+        self.api_port = self.api_port or int(port) or free_port()  # a restart keeps it
         argv = [
             self.python, "-m", "routeflow.cli", "tenant", "server",
             "--listen", f"{host}:{self.api_port}", "--store", f"sqlite:{self.store_path}",
@@ -336,6 +336,26 @@ class CloudRun:
                 start_new_session=True,
             )
         self.procs.add_popen(name, proc)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the daemon recorded as ``name`` (``tenant-server``, ``agent-c1``)
+        and, unless it is SIGSTOP/SIGCONT, reap it and forget it (chaos tests)."""
+        tracked = next(t for t in self.procs.procs if t.name == name)
+        os.kill(tracked.pid, sig)
+        if sig not in (signal.SIGSTOP, signal.SIGCONT):
+            if tracked.popen is not None:
+                tracked.popen.wait(timeout=10)
+            self.procs.procs.remove(tracked)
+
+    def restart_server(self) -> None:
+        """Start the tenant server again on the same port and store (after ``kill``)."""
+        self._start_server()
+        self._wait_for_api()
+
+    def restart_agent(self, name: str) -> None:
+        """Start node ``name``'s agent again (after ``kill``); its log grows on."""
+        node = self.cloud_node(name)
+        self._start_agent(name, node.tunnel_ip.split("/")[0], node.gateway)
 
     def fail_if_dead(self) -> None:
         dead = [t.name for t in self.procs.dead()]

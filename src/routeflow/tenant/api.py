@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routeflow.tenant import ipam
+from routeflow.tenant import ipam, openapi
 from routeflow.tenant.api_secgroups import SecurityGroups, secgroup_routes
 from routeflow.tenant.identity import Auth, Context, identity_routes
 from routeflow.tenant.model import (
@@ -1213,6 +1214,12 @@ def create_app(repo: Repository, auth: Auth | None = None) -> FastAPI:
     async def _neutron_error(request: Request, exc: NeutronError) -> JSONResponse:
         return error_response(exc.status, exc.kind, exc.message)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The router's own answers (unknown path, method not allowed) in Neutron's shape.
+        kind = {404: "HTTPNotFound", 405: "HTTPMethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return error_response(exc.status_code, kind, str(exc.detail))
+
     @app.middleware("http")
     async def _authenticate(request: Request, call_next: Callable) -> Any:
         path = request.url.path.rstrip("/")
@@ -1377,4 +1384,11 @@ def create_app(repo: Repository, auth: Auth | None = None) -> FastAPI:
         repo.commit([], deletes)
         return info
 
+    def _openapi() -> dict:  # one path per collection, with bodies (tenant.openapi)
+        if app.openapi_schema is None:
+            generic = {coll: singular for coll, (_k, singular) in COLLECTIONS.items()}
+            app.openapi_schema = openapi.document(app, generic)
+        return app.openapi_schema
+
+    app.openapi = _openapi  # type: ignore[method-assign]
     return app
