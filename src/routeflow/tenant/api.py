@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from routeflow.rflib.store import StoreError
 from routeflow.tenant import ipam, openapi
 from routeflow.tenant.api_secgroups import SecurityGroups, secgroup_routes
 from routeflow.tenant.identity import Auth, Context, identity_routes
@@ -1213,6 +1214,13 @@ def create_app(repo: Repository, auth: Auth | None = None) -> FastAPI:
     @app.exception_handler(NeutronError)
     async def _neutron_error(request: Request, exc: NeutronError) -> JSONResponse:
         return error_response(exc.status, exc.kind, exc.message)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        # Not stored, so not acknowledged: etcd unreachable, or this server was deposed.
+        response = error_response(503, "ServiceUnavailable", f"Change not stored: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -12,11 +12,15 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
+import re
 import signal
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -42,6 +46,11 @@ class ServerConfig:
     users: str | None = None
     nodes_listen: str | None = None
     nodes_secret_file: str | None = None
+    #: With an etcd store: this server's name in the leader election, the lease's TTL
+    #: and the API URL the others forward to while it leads (tenant.standby).
+    name: str | None = None
+    lease_ttl: int = 2
+    advertise: str | None = None
 
 
 def parse_listen(value: str, flag: str) -> tuple[str, int]:
@@ -73,6 +82,14 @@ def node_secret(config: ServerConfig) -> bytes | None:
 def build(config: ServerConfig) -> tuple[Repository, Auth, tuple[str, int]]:
     """Check every flag and open the store; raises ServerConfigError with a clear message."""
     host, port = parse_listen(config.listen, "--listen")
+    if config.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", config.name):
+        raise ServerConfigError(f"--name {config.name!r}: 1-63 characters of [A-Za-z0-9_.-]")
+    if config.lease_ttl < 1:
+        raise ServerConfigError(f"--lease-ttl {config.lease_ttl}: at least 1 second")
+    if config.advertise is not None and not re.fullmatch(r"https?://\S+", config.advertise):
+        raise ServerConfigError(
+            f"--advertise-url {config.advertise!r}: expected http(s)://HOST:PORT"
+        )
     node_secret(config)
     token = read_token(config.token_file, "--token-file") if config.token_file else None
     try:
@@ -104,14 +121,66 @@ async def _start_nodes(repo: Repository, config: ServerConfig) -> object:
     return link
 
 
-async def serve(config: ServerConfig) -> None:
-    repo, auth, (host, port) = build(config)
-    app = create_app(repo, auth)
-    server = _Server(
+def _uvicorn(app: Any, host: str, port: int) -> uvicorn.Server:
+    return _Server(
         uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
         )
     )
+
+
+async def _serve_ha(config: ServerConfig, store: Any, auth: Auth, host: str, port: int) -> None:
+    """A shared (etcd) store: lead or stand by (tenant.standby), one listening socket."""
+    from routeflow.rflib.election import LeaderElection
+    from routeflow.tenant import standby
+
+    url = config.advertise or f"http://{host}:{port}"
+    name = config.name or f"{socket.gethostname()}-{os.getpid()}"
+    election = LeaderElection(
+        store,
+        standby.identity(name, url),
+        key=standby.LEADER_KEY,
+        ttl=config.lease_ttl,
+    )
+    proxy = standby.StandbyProxy(url)
+    dispatch = standby.Dispatch(proxy)
+
+    async def lead() -> Callable[[], Awaitable[None]]:
+        repo = await asyncio.to_thread(Repository, store)  # the model as etcd has it now
+        dispatch.app = create_app(repo, auth)
+        link = await _start_nodes(repo, config)
+        log.info("%s leads at model revision %d", name, repo.snapshot().revision)
+
+        async def undo() -> None:
+            close = getattr(link, "close", None)
+            if close is not None:
+                close()
+                await link.wait_closed()  # type: ignore[attr-defined]
+
+        return undo
+
+    server = _uvicorn(dispatch, host, port)
+    ha = asyncio.ensure_future(
+        standby.run_ha(store=store, election=election, dispatch=dispatch, proxy=proxy, lead=lead)
+    )
+    ready = asyncio.create_task(_notify_when_serving(server, f"{host}:{port}"))
+    try:
+        await server.serve()
+    finally:
+        sdnotify.notify("STOPPING=1")
+        ready.cancel()
+        ha.cancel()
+        await asyncio.gather(ha, return_exceptions=True)
+        store.close()
+
+
+async def serve(config: ServerConfig) -> None:
+    repo, auth, (host, port) = build(config)
+    if hasattr(repo.store, "fence"):  # a replicated store: run the leader election
+        await _serve_ha(config, repo.store, auth, host, port)
+        return
+    app = create_app(repo, auth)
+    server = _uvicorn(app, host, port)
     nodes = asyncio.create_task(_start_nodes(repo, config))
     ready = asyncio.create_task(_notify_when_serving(server, f"{host}:{port}"))
     try:

@@ -26,6 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--nodes-listen", help="where node agents connect: tcp:HOST:PORT or unix:PATH"
     )
     parser.add_argument("--nodes-secret-file", help="shared secret of the node sessions")
+    parser.add_argument(
+        "--name", help="this server's name in the leader election (etcd store only)"
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=2,
+        help="seconds the leader lease outlives a dead leader (etcd store only)",
+    )
+    parser.add_argument(
+        "--advertise-url",
+        help="API URL the standbys forward requests to while this server leads "
+        "(etcd store only; default http://LISTEN)",
+    )
     daemonconf.add_log_level_option(parser)
     logs.add_log_format_option(parser)
     return parser
@@ -43,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         args.users,
         args.nodes_listen,
         args.nodes_secret_file,
+        args.name,
+        args.lease_ttl,
+        args.advertise_url,
     )
     try:
         build(config)[0].store.close()  # check every flag before serving
