@@ -508,7 +508,10 @@ class LabRun:
                     else []
                 ),
                 *(
-                    ["--virtual-links", self._virtual_links_file(ct_id)]
+                    [
+                        "--virtual-links",
+                        "discovered" if self.auto else self._virtual_links_file(ct_id),
+                    ]
                     if self.plan.control_plane == "virtual"
                     else []
                 ),

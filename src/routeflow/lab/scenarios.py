@@ -340,8 +340,6 @@ def auto_problems(plan: LabPlan) -> list[str]:
         problems.append("--auto has no BGP speakers yet")
     if plan.control.servers > 1:
         problems.append("--auto runs one rfserver (the VMs are its processes)")
-    if plan.control_plane != "classic":
-        problems.append("--auto with control_plane: virtual is not done yet")
     if plan.control.relay != "controller":
         problems.append("--auto with relay: datapath is not done yet")
     return problems

@@ -128,12 +128,13 @@ class ProxyCore:
         relay_links: dict[int, RelayLink] | None = None,
         virtual_links: list[VirtualLink] | None = None,
         *,
+        mirror_discovered: bool = False,
         discovery_interval: float = 0.0,
         discovery_misses: int = discovery.DEFAULT_MISSES,
     ) -> None:
         self.ct_id = ct_id
         #: Virtual-domain control plane: switch links mirrored between VM ports (vlinks.py).
-        self.vlinks = VirtualLinks(virtual_links or ())
+        self.vlinks = VirtualLinks(virtual_links or (), discovered=mirror_discovered)
         #: Seconds between link probes (0: no topology discovery); see discovery.py.
         self.discovery_interval = discovery_interval
         hold = (discovery_interval or discovery.DEFAULT_INTERVAL) * discovery_misses
@@ -648,7 +649,24 @@ class ProxyCore:
                 )
         if msgs and self.is_master:
             out.append(ToServer(tuple(msgs)))
+        if self.vlinks.discovered:
+            out += self._discovered_mirrors(changes)
         return out
+
+    def _discovered_mirrors(self, changes: list[discovery.Change]) -> list[Action]:
+        """--virtual-links discovered: a link up both ways is mirrored; either way down
+        takes the mirror down at once."""
+        out: list[Action] = []
+        touched: list[End] = []
+        for c in changes:
+            src, dst = c.link.src, c.link.dst
+            if isinstance(c, discovery.LinkDown):
+                for m in self.vlinks.discard(src) + self.vlinks.discard(dst):
+                    out += self._flows(self.vs_dpid, of.virtual_link_flows(m.vs_a, m.vs_b), True)
+                    out.append(info("virtual link %#x:%d - %#x:%d down", *m.link.a, *m.link.b))
+            elif self.links.has(dst, src) and self.vlinks.add(VirtualLink(*sorted((src, dst)))):
+                touched += [src, dst]
+        return out + self._mirror(touched)
 
     # --- helpers ----------------------------------------------------------------------
 

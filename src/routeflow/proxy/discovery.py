@@ -77,6 +77,11 @@ class LinkTable:
     def __len__(self) -> int:
         return len(self._at)
 
+    def has(self, src: End, dst: End) -> bool:
+        """Whether the directed link ``src`` -> ``dst`` is up."""
+        seen = self._at.get(dst)
+        return seen is not None and seen[0] == Link(src, dst)
+
     def seen(self, src: End, dst: End, now: float) -> list[Change]:
         """A probe from ``src`` arrived at ``dst`` at ``now`` (rules 1, 2)."""
         link = Link(src, dst)

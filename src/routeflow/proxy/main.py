@@ -167,9 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--virtual-links",
         default=None,
-        metavar="FILE",
+        metavar="FILE|discovered",
         help="virtual-domain control plane: switch links to mirror between the VM ports "
-        "of their ends in the virtual switch, one a line, DPID:PORT DPID:PORT",
+        "of their ends in the virtual switch, one a line, DPID:PORT DPID:PORT; or "
+        "'discovered': the links topology discovery sees both ways",
     )
     parser.add_argument(
         "--discovery-interval",
@@ -208,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         relay_links = parse_relay_links(args.relay_links) if args.relay == "datapath" else {}
         if args.relay == "datapath" and not relay_links:
             raise ValueError("--relay datapath needs --relay-links")
-        virtual_links = _virtual_links(args.virtual_links)
+        mirror_discovered = args.virtual_links == "discovered"
+        virtual_links = [] if mirror_discovered else _virtual_links(args.virtual_links)
+        if mirror_discovered and args.discovery_interval <= 0:
+            raise ValueError("--virtual-links discovered needs --discovery-interval > 0")
         if args.discovery_interval < 0 or args.discovery_misses < 1:
             raise ValueError("--discovery-interval must be >= 0 and --discovery-misses >= 1")
         secret, ssl_context = peer_credentials(args, server=False)
@@ -235,11 +239,16 @@ def main(argv: list[str] | None = None) -> int:
         ssl_context=ssl_context,
         relay_links=relay_links,
         virtual_links=virtual_links,
+        mirror_discovered=mirror_discovered,
         discovery_interval=args.discovery_interval,
         discovery_misses=args.discovery_misses,
     )
     if relay_links:
         logging.getLogger("routeflow.proxy").info("datapath relay on %d switches", len(relay_links))
+    if mirror_discovered:
+        logging.getLogger("routeflow.proxy").info(
+            "virtual-domain control plane: links mirrored as discovery finds them"
+        )
     if virtual_links:
         logging.getLogger("routeflow.proxy").info(
             "virtual-domain control plane: %d links mirrored", len(virtual_links)

@@ -26,6 +26,8 @@ class ProxySettings:
     relay_links: dict | None = None
     #: Virtual-domain control plane: links mirrored in the virtual switch (vlinks.py).
     virtual_links: list | None = None
+    #: ... or the links topology discovery sees both ways (--virtual-links discovered).
+    mirror_discovered: bool = False
     #: Topology discovery: seconds between link probes (0: off), probes a link may miss.
     discovery_interval: float = 0.0
     discovery_misses: int = 3
@@ -38,6 +40,7 @@ class ProxySettings:
             self.vs_dpid,
             self.relay_links,
             self.virtual_links,
+            mirror_discovered=self.mirror_discovered,
             discovery_interval=self.discovery_interval,
             discovery_misses=self.discovery_misses,
         )

@@ -14,9 +14,12 @@ A port going down deletes the two flows at once; the VMs also hear it from rfser
 link go, not just silence. Traffic to and from hosts and external peers, and whatever a
 switch's FIB punts to a router, still takes the relay.
 
-The links come from whoever knows the cabling (the lab runner writes them from the lab
-file; later, topology discovery). This module only decides: the proxy core calls
-``VirtualLinks.update`` with what changed and writes what comes back.
+The links come from whoever knows the cabling: a file (the lab runner writes it from the
+lab file), or rfproxy's own topology discovery (``--virtual-links discovered``): a link
+seen in both directions is mirrored, and loses its mirror as soon as either direction
+goes (port down, probes lost, switch gone). This module only decides: the proxy core
+calls ``VirtualLinks.update`` (or ``add``/``discard``) with what changed and writes what
+comes back.
 """
 
 from __future__ import annotations
@@ -89,7 +92,9 @@ class VirtualLinks:
     virtual switch that (re)connects.
     """
 
-    def __init__(self, links: Iterable[VirtualLink] = ()) -> None:
+    def __init__(self, links: Iterable[VirtualLink] = (), discovered: bool = False) -> None:
+        #: Links come and go with topology discovery (add, discard) instead of a file.
+        self.discovered = discovered
         self.links = list(links)
         self._by_end: dict[End, VirtualLink] = {}
         for link in self.links:
@@ -99,7 +104,26 @@ class VirtualLinks:
         self._mirrored: dict[VirtualLink, tuple[int, int]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.links)
+        return bool(self.links) or self.discovered
+
+    def add(self, link: VirtualLink) -> bool:
+        """A discovered link; False if one of its ends already has a link."""
+        if link.a in self._by_end or link.b in self._by_end or link.a == link.b:
+            return False
+        self.links.append(link)
+        self._by_end[link.a] = link
+        self._by_end[link.b] = link
+        return True
+
+    def discard(self, end: End) -> list[Mirror]:
+        """Forget the link at ``end`` (it went down); its mirror's removal, if it had one."""
+        link = self._by_end.get(end)
+        if link is None:
+            return []
+        del self._by_end[link.a], self._by_end[link.b]
+        self.links.remove(link)
+        have = self._mirrored.pop(link, None)
+        return [] if have is None else [Mirror(link, *have, delete=True)]
 
     def covers(self, end: End) -> bool:
         return end in self._by_end

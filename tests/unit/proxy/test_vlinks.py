@@ -164,3 +164,47 @@ def test_update_is_idempotent_and_ignores_unknown_ends():
     assert len(first) == 1 and not first[0].delete
     assert v.update([(A, A_PORT), (B, B_PORT)], ports.get, lambda _e: True) == []
     assert v.is_mirrored((B, B_PORT)) and not v.is_mirrored((9, 9))
+
+
+# --- --virtual-links discovered: mirrors follow topology discovery -----------------------------
+
+
+def _discovering() -> ProxyCore:
+    from routeflow.proxy.actions import Port
+
+    c = ProxyCore(ct_id=1, replica="a", vs_dpid=VS, mirror_discovered=True, discovery_interval=1.0)
+    for dp_id in (A, B, VS):
+        c.switch_connected(dp_id, object())
+    c.server_message(p.ControllerRole(ct_id=1, role=p.MASTER, generation=1))
+    c.server_message(p.Resync(phase="begin"))
+    c.server_message(p.Resync(phase="end"))
+    for dp_id, port in ((A, A_PORT), (B, B_PORT)):
+        c.port_status(dp_id, "add", Port(port, f"02:00:00:00:00:{port:02x}", "x", up=True))
+    return mirrored(c)
+
+
+def _probe(c: ProxyCore, src, dst, now: float):
+    from routeflow.proxy import probe
+
+    return c.packet_in(*dst, probe.build_probe(*src, "02:00:00:00:00:01", 3), now)
+
+
+def test_discovered_links_are_mirrored_once_seen_both_ways_and_lose_it_with_either():
+    c = _discovering()
+    assert vs_writes(_probe(c, (A, A_PORT), (B, B_PORT), 1.0)) == []  # one way: not yet
+    written = vs_writes(_probe(c, (B, B_PORT), (A, A_PORT), 1.1))
+    assert written == [(False, f) for f in of.virtual_link_flows(VS_A, VS_B)]
+    assert vs_writes(_probe(c, (B, B_PORT), (A, A_PORT), 1.5)) == []  # seen again: nothing
+    # One direction ages out (its probes are lost): the mirror goes at once.
+    _probe(c, (B, B_PORT), (A, A_PORT), 3.5)
+    gone = vs_writes(c.discovery_tick(4.2))
+    assert gone == [(True, f) for f in of.virtual_link_flows(VS_A, VS_B)]
+    again = vs_writes(_probe(c, (A, A_PORT), (B, B_PORT), 5.0))
+    assert again == [(False, f) for f in of.virtual_link_flows(VS_A, VS_B)]
+
+
+def test_virtual_links_add_and_discard():
+    v = VirtualLinks(discovered=True)
+    assert v and v.add(LINK) and not v.add(VirtualLink((A, A_PORT), (B, 9)))
+    assert v.discard((B, B_PORT)) == [] and not v.covers((A, A_PORT))
+    assert v.discard((A, A_PORT)) == []
