@@ -32,6 +32,7 @@ from routeflow.web import metrics, views
 
 if TYPE_CHECKING:
     from routeflow.server.service import RFServer
+    from routeflow.web.tenant import TenantSource
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 ID_PATTERN = r"^(0[xX][0-9a-fA-F]{1,16}|[0-9]{1,19})$"
@@ -43,6 +44,18 @@ StateCode.__doc__ = "Association state: active, associated, idle_client, idle_da
 
 
 # --- response models (the OpenAPI document; views.py builds the data) ----------------
+
+
+class TenantView(BaseModel):
+    """The Tenants tab (web/tenant.py): from the tenant server's API when configured."""
+
+    configured: bool
+    source: str | None = None
+    error: str | None = None
+    networks: list[dict[str, Any]] = []
+    routers: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    floating_ips: list[dict[str, Any]] = []
 
 
 class Association(BaseModel):
@@ -298,8 +311,10 @@ def create_app(
     *,
     token: str | None = None,
     topology: dict[str, Any] | None = None,
+    tenant: TenantSource | None = None,
 ) -> FastAPI:
-    """The rfweb application for ``server`` (an RFServer, read-only apart from reload)."""
+    """The rfweb application for ``server`` (an RFServer, read-only apart from reload);
+    ``tenant`` feeds the Tenants tab (/api/tenant)."""
     app = FastAPI(
         title="routeflow rfserver",
         version="1",
@@ -356,6 +371,13 @@ def create_app(
     @app.get("/api/summary", tags=["state"], summary="Counts at a glance")
     def summary() -> Summary:
         return Summary(**views.summary(operator_view(server), topology))
+
+    @app.get("/api/tenant", tags=["tenant"], summary="Tenant networks, routers, ports per node")
+    async def tenant_networks() -> TenantView:
+        if tenant is None:
+            return TenantView(configured=False)
+        view = await tenant.fetch()
+        return TenantView(configured=True, source=tenant.url, **view)
 
     @app.get("/api/status", tags=["state"], summary="rfserver's own status snapshot")
     def status() -> dict[str, Any]:

@@ -22,6 +22,9 @@ class WebOptions:
     port: int
     token: str | None = None
     topology: dict[str, Any] | None = None
+    #: The tenant server's API for the page's Tenants tab (web/tenant.py), and its token.
+    tenant_api: str | None = None
+    tenant_token: str | None = None
 
     @property
     def url(self) -> str:
@@ -67,12 +70,23 @@ def add_web_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="JSON drawing of the network (nodes, edges) for the web graph",
     )
+    group.add_argument(
+        "--tenant-api",
+        metavar="URL",
+        default=None,
+        help="the tenant server's API (http://HOST:PORT) for the page's Tenants tab",
+    )
+    group.add_argument(
+        "--tenant-token-file",
+        default=None,
+        help="file whose first line is the tenant API's token (X-Auth-Token)",
+    )
 
 
 def web_options(args: argparse.Namespace) -> WebOptions | None:
     """Check the web options before anything starts; None when --web is absent."""
     if not getattr(args, "web", None):
-        for opt in ("web_token", "web_token_file", "topology"):
+        for opt in ("web_token", "web_token_file", "topology", "tenant_api", "tenant_token_file"):
             if getattr(args, opt, None):
                 raise WebError(f"--{opt.replace('_', '-')} needs --web")
         return None
@@ -98,4 +112,23 @@ def web_options(args: argparse.Namespace) -> WebOptions | None:
             topology = load_topology(args.topology)
         except TopologyError as exc:
             raise WebError(str(exc)) from exc
-    return WebOptions(host=host, port=port, token=token or None, topology=topology)
+    tenant_api = getattr(args, "tenant_api", None)
+    tenant_token = None
+    if tenant_api is not None and not tenant_api.startswith(("http://", "https://")):
+        raise WebError(f"--tenant-api {tenant_api!r}: expected http(s)://HOST:PORT")
+    if getattr(args, "tenant_token_file", None):
+        if tenant_api is None:
+            raise WebError("--tenant-token-file needs --tenant-api")
+        try:
+            with open(args.tenant_token_file) as fh:
+                tenant_token = fh.readline().strip() or None
+        except OSError as exc:
+            raise WebError(f"--tenant-token-file {args.tenant_token_file}: {exc.strerror}") from exc
+    return WebOptions(
+        host=host,
+        port=port,
+        token=token or None,
+        topology=topology,
+        tenant_api=tenant_api,
+        tenant_token=tenant_token,
+    )

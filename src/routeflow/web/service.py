@@ -50,7 +50,12 @@ def _bind(host: str, port: int) -> socket.socket:
 class WebService:
     def __init__(self, server: RFServer, options: WebOptions) -> None:
         self.options = options
-        self.app = create_app(server, token=options.token, topology=options.topology)
+        tenant = None
+        if options.tenant_api:
+            from routeflow.web.tenant import TenantSource
+
+            tenant = TenantSource(options.tenant_api, options.tenant_token)
+        self.app = create_app(server, token=options.token, topology=options.topology, tenant=tenant)
         self.sock = _bind(options.host, options.port)
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(

@@ -272,6 +272,73 @@ function connect() {
   };
 }
 
+// --- tenants tab (GET /api/tenant: rfweb reads the tenant server's API) -------------
+
+function drawTenants(t) {
+  const status = document.getElementById("tenant-status");
+  if (!t.configured) {
+    status.textContent = "No tenant server: start rfserver with --tenant-api URL " +
+      "(and --tenant-token-file) to see tenant networks here.";
+  } else if (t.error) {
+    status.textContent = t.error;
+  } else {
+    status.textContent = `from ${t.source}: ${t.networks.length} networks, ` +
+      `${t.routers.length} routers, ${t.nodes.length} nodes`;
+  }
+  status.className = t.error ? "error" : "";
+  replaceRows("#tenant-networks", t.networks.map((n) => el("tr", { "data-id": n.id },
+    el("td", {}, n.project_id), el("td", {}, n.name + (n.external ? " (external)" : "")),
+    el("td", {}, n.cidrs.join(" ")), el("td", {}, n.vni ?? ""),
+    el("td", { class: "num" }, n.ports))));
+  replaceRows("#tenant-routers", t.routers.map((r) => el("tr", { "data-id": r.id },
+    el("td", {}, r.project_id), el("td", {}, r.name),
+    el("td", { class: "wrap" }, r.interfaces.join(", ")),
+    el("td", {}, r.gateway.join(" ") + (r.snat ? " (SNAT)" : "")))));
+  replaceRows("#tenant-fips", t.floating_ips.map((f) => el("tr", { "data-id": f.id },
+    el("td", {}, f.address), el("td", {}, f.fixed), el("td", {}, f.port_id.slice(0, 8)),
+    el("td", {}, f.status))));
+  document.getElementById("tenant-nodes").replaceChildren(...t.nodes.map((n) =>
+    el("div", { class: "tenant-node", "data-node": n.node },
+      el("h3", {}, `${n.node} `, el("small", {}, `${n.ports.length} ports`)),
+      el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "port"), el("th", {}, "network"),
+        el("th", {}, "addresses"), el("th", {}, "MAC"), el("th", {}, "status"))),
+      el("tbody", {}, ...n.ports.map((p) => el("tr", { "data-id": p.id },
+        el("td", {}, p.name), el("td", {}, p.network), el("td", {}, p.ips.join(" ")),
+        el("td", {}, p.mac),
+        el("td", {}, stateBadge(p.status === "ACTIVE" ? "up" : "down", p.status)))))))));
+  rfweb.tenantUpdates = (rfweb.tenantUpdates || 0) + 1;
+  document.body.setAttribute("data-tenant-updates", rfweb.tenantUpdates);
+}
+
+async function pollTenants() {
+  if (document.getElementById("view-tenants").hidden) return;
+  try {
+    const resp = await fetch("/api/tenant");
+    drawTenants(await resp.json());
+  } catch (err) {
+    document.getElementById("tenant-status").textContent = `rfweb did not answer: ${err}`;
+  }
+}
+
+function showTab(name) {
+  for (const b of document.querySelectorAll("#tabs button")) {
+    b.setAttribute("aria-selected", String(b.dataset.tab === name));
+  }
+  document.getElementById("view-network").hidden = name !== "network";
+  document.getElementById("view-tenants").hidden = name !== "tenants";
+  if (name === "tenants") pollTenants();
+  if (name === "network" && rfweb.cy) rfweb.cy.resize();
+}
+
+for (const b of document.querySelectorAll("#tabs button")) {
+  b.addEventListener("click", () => {
+    history.replaceState(null, "", b.dataset.tab === "network" ? "#" : `#${b.dataset.tab}`);
+    showTab(b.dataset.tab);
+  });
+}
+showTab(location.hash === "#tenants" ? "tenants" : "network");
+setInterval(pollTenants, 2000);
+
 for (const id of ["route-vm", "flow-switch", "flow-fib-only"]) {
   document.getElementById(id).addEventListener("change", () => {
     if (rfweb.snapshot) render(rfweb.snapshot);
