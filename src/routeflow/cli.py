@@ -793,6 +793,61 @@ def bench_table_gen(ipv4, ipv6, seed, output) -> None:
     sys.exit(main_table_gen(ipv4, ipv6, seed, output, console))
 
 
+@bench.command("churn-gen")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), required=True)
+@click.option("--seconds", type=click.FloatRange(1, 86400), default=30.0, show_default=True)
+@click.option("--rate", type=click.FloatRange(0.1, 100000), default=50.0, show_default=True)
+@click.option("--reset-share", type=click.FloatRange(0, 1), default=0.4, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+def bench_churn_gen(table_path, seconds, rate, reset_share, seed, output) -> None:
+    """Write an update stream: a table, then steady churn and a session-reset burst."""
+    from routeflow.bench import churn
+    from routeflow.bench.table import TableError, read_table_file
+
+    try:
+        table = read_table_file(table_path)
+    except TableError as err:
+        raise click.ClickException(str(err)) from None
+    updates = churn.generate(table, seconds=seconds, rate=rate, reset_share=reset_share, seed=seed)
+    with open(output, "w") as fh:
+        fh.writelines(
+            churn.format_stream(
+                updates,
+                f"bench churn-gen --table {table_path} --seconds {seconds:g} --rate {rate:g} "
+                f"--reset-share {reset_share:g} --seed {seed}: {len(updates)} updates",
+            )
+        )
+    console.print(
+        f"{len(updates)} updates over {updates[-1].t if updates else 0:.1f} s -> {output}"
+    )
+
+
+@bench.command("churn")
+@click.argument("stream", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--speed",
+    type=click.FloatRange(0, 1000),
+    default=1.0,
+    show_default=True,
+    help="the stream's pace multiplied by this; 0: as fast as possible",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 86400),
+    default=120.0,
+    show_default=True,
+    help="seconds after the stream's end to wait for the switch",
+)
+@click.option("--run-dir", default=None, help="where logs and state go")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+def bench_churn(stream, speed, timeout, run_dir, json_path) -> None:
+    """Replay an update stream into a VM through a BGP speaker; the switch must follow."""
+    from routeflow.bench.churnrun import main_churn
+
+    sys.exit(main_churn(stream, speed, run_dir, json_path, timeout, console))
+
+
 @bench.command("web")
 @click.option("--routes", type=click.IntRange(1, 4_000_000), default=1_000_000, show_default=True)
 @click.option(

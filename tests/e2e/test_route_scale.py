@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import lab_plan
+from conftest import LABS, lab_plan
 
 from routeflow.lab.scenarios import run_check
 
@@ -157,17 +157,46 @@ def test_bgp_table_lab_carries_the_speakers_prefixes_in_and_out(run_dir):
     assert os.path.exists(os.path.join(run_dir, "speakers", "x1", "exabgp.conf"))
 
 
-def test_bgp_table_file_lab_announces_a_real_shaped_table(run_dir):
-    """A speaker announces a table file (nested prefixes /8../24, AS paths) in and out."""
+def test_bgp_table_file_lab_announces_a_real_shaped_table_in_both_families(run_dir):
+    """A speaker announces a table file (IPv4 /8../24 and IPv6 /19../48, nested, AS
+    paths) over one session, IPv6 by MP-BGP: every prefix reaches the switch through
+    the speaker's groups, hosts reach addresses inside them (IPv6 too), and they go."""
     plan = lab_plan("bgp-table-file")
     (sp,) = plan.speakers
-    assert sp.announce.file and sp.announce.count == 2000
+    assert sp.announce.file and sp.announce.count == 2500 and sp.address6
     result = run_check(plan, run_dir, timeout=90)
     failed = [s for s in result.stages if not s["ok"]]
     assert result.ok, f"failed stages: {failed}; logs in {run_dir}"
     names = " | ".join(s["stage"] for s in result.stages)
     for stage in ("announced prefixes of x1", "hosts reach prefixes", "stopped"):
         assert stage in names, names
+    reach = next(s for s in result.stages if s["stage"].startswith("hosts reach prefixes"))
+    assert "10/10 pings" in reach["detail"] and "::" in reach["detail"], reach
     with open(os.path.join(run_dir, "speakers", "x1", "exabgp.conf")) as fh:
         conf = fh.read()
     assert conf.count(" as-path [ 65100 ") == 2000
+    with open(os.path.join(run_dir, "speakers", "x1", "announce6.txt")) as fh:
+        assert fh.read().count(f" next-hop {sp.address6} ") == 500
+
+
+def test_bench_churn_replays_a_stream_through_a_speaker(run_dir, tmp_path):
+    """`bench churn` at CI size: a 300-prefix table (both families), 2 s of churn and a
+    session reset, replayed as fast as possible; the switch ends exactly as the kernel."""
+    stream = tmp_path / "stream.txt"
+    cli = [sys.executable, "-m", "routeflow.cli", "bench"]
+    seed = os.path.join(LABS, "tables", "churn-seed.txt")
+    subprocess.run(
+        [*cli, "churn-gen", "--table", seed, "--seconds", "2",
+         "--rate", "40", "-o", str(stream)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    out = tmp_path / "churn.json"
+    proc = subprocess.run(
+        [*cli, "churn", str(stream), "--speed", "0", "--timeout", "30", "--run-dir", run_dir,
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["ok"] and r["converged_s"] is not None and r["never_seen"] == 0, r["problems"]
+    assert r["latency_counted"] >= 300 and r["latency_s"]["p50"] > 0

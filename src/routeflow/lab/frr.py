@@ -210,7 +210,18 @@ def _bgp(vm: VmPlan) -> list[str]:
         if n.peer == "speaker":
             # An external feed (a full table, say) is only learned, never echoed back.
             lines.append(f"  neighbor {n.address} route-map {SPEAKER_OUT} out")
-    lines += [" exit-address-family", "!"]
+    lines.append(" exit-address-family")
+    if any(i.address6 for i in vm.interfaces):
+        # Dual stack: IPv6 unicast over the same (IPv4) sessions, MP-BGP. The next
+        # hop FRR sends is its global IPv6 address on the session's interface, one
+        # the peer reaches on-link, as a speaker's own is for the VM.
+        lines += [" !", " address-family ipv6 unicast", "  redistribute connected"]
+        for n in vm.bgp_neighbors:
+            lines.append(f"  neighbor {n.address} activate")
+            if n.peer == "speaker":
+                lines.append(f"  neighbor {n.address} route-map {SPEAKER_OUT} out")
+        lines.append(" exit-address-family")
+    lines.append("!")
     if any(n.peer == "speaker" for n in vm.bgp_neighbors):
         lines += [f"route-map {SPEAKER_OUT} deny 10", "!"]
     return lines

@@ -94,7 +94,8 @@ NODE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 IPV6_ROUTER = 1  # a VM's port on a host subnet, and end a of a link
 IPV6_HOST = 0x100  # the host on its subnet
 IPV6_LINK_BASE = 0x8000  # subnet ID of links[0]; hosts take 1 .. IPV6_LINK_BASE - 1
-IPV6_ROUTINGS = ("ospf",)  # OSPFv3 (ospf6d) carries the IPv6 routes; nothing else does yet
+#: OSPFv3 (ospf6d) or MP-BGP (IPv6 unicast over the IPv4 sessions) carries the IPv6 routes.
+IPV6_ROUTINGS = ("ospf", "bgp")
 
 
 class LabError(ValueError):
@@ -248,7 +249,7 @@ class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     control: ControlPlane = msgspec.field(default_factory=ControlPlane)
     #: Where links without a subnet get their /30s.
     link_pool: str = DEFAULT_LINK_POOL
-    #: Dual stack: IPv6 derived for every link and host subnet (needs routing: ospf).
+    #: Dual stack: IPv6 derived for every link and host subnet (needs routing: ospf or bgp).
     ipv6: bool = False
     #: Tenant networks on compute nodes (lab/cloud.py); with it, ``switches`` may be empty.
     cloud: CloudSpec | None = None
@@ -558,12 +559,12 @@ class _Validator:
             self.err("ospf.bfd_multiplier", f"{ospf.bfd_multiplier} is out of range 2-255")
 
     def check_ipv6(self, switches: list[Switch]) -> None:
-        """IPv6 routes come from OSPFv3 alone, and the subnet IDs must not run into each other."""
+        """IPv6 routes come from OSPFv3 or MP-BGP; the subnet IDs must not run into each other."""
         if self.spec.routing not in IPV6_ROUTINGS:
             self.err(
                 "ipv6",
-                f"needs routing: ospf (this lab routes with {self.spec.routing}); "
-                "IPv6 routes are carried by OSPFv3 only",
+                f"needs routing: ospf or bgp (this lab routes with {self.spec.routing}); "
+                "IPv6 routes are carried by OSPFv3 or MP-BGP only",
             )
         for sw in switches:
             spec = self.spec.switches[sw.index]
@@ -571,7 +572,7 @@ class _Validator:
                 self.err(
                     f"switches[{sw.index}].routing",
                     f"{spec.routing}: with ipv6: true every switch must route with ospf "
-                    "(OSPFv3 carries the IPv6 routes)",
+                    "or bgp (OSPFv3 or MP-BGP carries the IPv6 routes)",
                 )
         if len(self.spec.hosts) + len(self.spec.speakers) >= IPV6_LINK_BASE:
             self.err("hosts", f"ipv6: true numbers at most {IPV6_LINK_BASE - 1} host subnets")
@@ -896,10 +897,20 @@ class _Validator:
         if len(table) > MAX_ANNOUNCE:
             self.err(f"{path}.file", f"{len(table)} prefixes: more than {MAX_ANNOUNCE}")
             return None
+        lab6 = ipv6_prefix(self.spec.name) if self.spec.ipv6 else None
         for e in table:
             if ":" in e.prefix:
-                self.err(f"{path}.file", f"{e.prefix}: IPv6 needs an IPv6 session (not yet)")
-                return None
+                if lab6 is None:
+                    self.err(
+                        f"{path}.file",
+                        f"{e.prefix}: IPv6 prefixes need ipv6: true "
+                        "(MP-BGP carries them over the speaker's session)",
+                    )
+                    return None
+                if ipaddress.IPv6Network(e.prefix).overlaps(lab6):
+                    self.err(f"{path}.file", f"{e.prefix} overlaps the lab's IPv6 prefix {lab6}")
+                    return None
+                continue
             for net, owner in self.subnets:
                 lo, hi = int(net.network_address), int(net.broadcast_address)
                 if e.net <= hi and lo <= e.net | ((1 << (32 - e.plen)) - 1):
@@ -1135,10 +1146,17 @@ class SpeakerPlan(msgspec.Struct, frozen=True, kw_only=True):
     asn: int
     vm_asn: int
     announce: Announce
+    #: Dual-stack labs: the speaker's IPv6 address ("fd..:2::100/64"), the next hop
+    #: of the IPv6 prefixes it announces over its (IPv4) session with MP-BGP.
+    ip6: str | None = None
 
     @property
     def address(self) -> str:
         return self.ip.split("/", 1)[0]
+
+    @property
+    def address6(self) -> str | None:
+        return None if self.ip6 is None else self.ip6.split("/", 1)[0]
 
 
 class StaticRoute(msgspec.Struct, frozen=True, kw_only=True):
@@ -1477,6 +1495,7 @@ def plan(lab: Lab) -> LabPlan:
                 asn=sp.asn,
                 vm_asn=asns[sp.switch],
                 announce=sp.announce,
+                ip6=h.ip6,
             )
             for sp in lab.speakers
             for h in hosts

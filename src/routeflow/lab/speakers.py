@@ -42,25 +42,35 @@ def session_state(run: LabRun, sp: SpeakerPlan) -> str:
     return str(data.get(sp.address, {}).get("bgpState", "unknown"))
 
 
-def _group_to(run: LabRun, sp: SpeakerPlan) -> int | None:
-    """The group rewriting to the speaker's MAC on its switch (None if there is none)."""
+def _groups_to(run: LabRun, sp: SpeakerPlan) -> list[int]:
+    """The groups rewriting to the speaker's MAC on its switch: one per next hop, so
+    one per family when it announces both (its IPv4 and its IPv6 address)."""
     mac = run.plan.host(sp.name).mac
-    for gid, bucket in checks.groups(run, sp.switch).items():
-        if f"set_field:{mac}->eth_dst" in bucket:
-            return gid
-    return None
+    return [
+        gid
+        for gid, bucket in checks.groups(run, sp.switch).items()
+        if f"set_field:{mac}->eth_dst" in bucket
+    ]
+
+
+def _fib_flows(run: LabRun, sp: SpeakerPlan) -> dict[str, str]:
+    flows = checks.fib_flows(run, sp.switch)
+    if sp.address6 is not None:
+        flows.update(checks.fib_flows(run, sp.switch, family=6))
+    return flows
 
 
 def announced_flows(run: LabRun, sp: SpeakerPlan) -> int:
     """FIB flows on the speaker's switch for its announced prefixes that use its group."""
-    group = _group_to(run, sp)
-    if group is None:
+    groups = _groups_to(run, sp)
+    if not groups:
         return 0
     if sp.announce.file is not None:
         # A table file's prefixes are anywhere: read the flows themselves.
-        flows = checks.fib_flows(run, sp.switch)
-        action = f"group:{group}"
-        return sum(1 for p in _table_prefixes(sp.announce) if flows.get(p) == action)
+        flows = _fib_flows(run, sp)
+        actions = {f"group:{g}" for g in groups}
+        return sum(1 for p in _table_prefixes(sp.announce) if flows.get(p) in actions)
+    group = groups[0]
     bridge = run.bridges[sp.switch]
     total = 0
     for block, _n in exabgp.blocks(sp.announce):
@@ -85,7 +95,7 @@ def _table_prefixes(announce: Announce) -> frozenset[str]:
 def _all_flows_in_range(run: LabRun, sp: SpeakerPlan) -> int:
     """FIB flows for the announced prefixes, whatever they point at."""
     if sp.announce.file is not None:
-        return len(_table_prefixes(sp.announce) & checks.fib_flows(run, sp.switch).keys())
+        return len(_table_prefixes(sp.announce) & _fib_flows(run, sp).keys())
     bridge = run.bridges[sp.switch]
     total = 0
     for block, _n in exabgp.blocks(sp.announce):

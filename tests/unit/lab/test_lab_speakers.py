@@ -146,7 +146,7 @@ def test_a_speaker_announces_a_table_file_with_its_as_paths(tmp_path):
     [
         ("1.0.0.0/8\n1.0.0.1/16\n", "{file: t.txt}", r"t\.txt:2: 1\.0\.0\.1/16 has host bits"),
         ("1.0.0.0/8\n", "{file: nope.txt}", r"nope\.txt"),
-        ("1.0.0.0/8\n2001:db8::/32\n", "{file: t.txt}", "IPv6 needs an IPv6 session"),
+        ("1.0.0.0/8\n2001:db8::/32\n", "{file: t.txt}", "IPv6 prefixes need ipv6: true"),
         ("172.31.0.0/16\n", "{file: t.txt}", "overlaps .* subnet 172.31.1.0/24"),
         ("1.0.0.0/8\n", "{file: t.txt, count: 5}", "not both"),
         ("1.0.0.0/8 x\n", "{file: t.txt}", "AS number 'x'"),
@@ -165,5 +165,16 @@ def test_the_shipped_table_lab_plans():
     from routeflow.lab.model import load_lab
 
     path = pathlib.Path(__file__).parents[3] / "labs" / "bgp-table-file.yaml"
-    (sp,) = plan(load_lab(path)).speakers
-    assert sp.announce.count == 2000 and len(exabgp.sample_addresses(sp.announce)) == 5
+    lab = plan(load_lab(path))
+    (sp,) = lab.speakers
+    assert sp.announce.count == 2500 and sp.address6 is not None
+    samples = exabgp.sample_addresses(sp.announce)
+    assert len(samples) == 10 and sum(":" in a for a in samples) == 5
+    conf = exabgp.config(sp, "/run/announce6.sh")
+    assert "ipv6 unicast;" in conf and "run /run/announce6.sh;" in conf
+    assert "::" not in conf  # ExaBGP 5.0 refuses a static IPv6 /32 next to its peer's /32
+    lines = exabgp.announce6_lines(sp)
+    assert len(lines) == 500 and all(
+        f" next-hop {sp.address6} as-path [ 65100 " in x for x in lines
+    )
+    assert "address-family ipv6 unicast" in frr.frr_config(lab, "A")
