@@ -92,9 +92,8 @@ def test_what_the_stages_saw(check):
     stage = {s["stage"]: s for s in check["stages"]}
     assert sorted(check["dhcp_lease_s"]) == ["a1", "a2", "a3", "b1", "b2", "b3"]
     assert "(ttl 63)" in stage["routed ping across nodes"]["detail"]
-    assert (
-        "12 pings to other tenants' addresses unanswered, 2 to addresses both tenants use"
-        in (stage["isolation between tenants"]["detail"])
+    assert "12 pings to other tenants' addresses unanswered, 2 to addresses both tenants use" in (
+        stage["isolation between tenants"]["detail"]
     )
     assert "on no node after" in stage["port delete removes its flows everywhere"]["detail"]
     assert check["port_delete_s"] is not None
