@@ -80,11 +80,6 @@ class ClientDaemon:
         self.mapping_packets_sent = 0
         self.watcher_failed = False
         self._wake = asyncio.Event()
-        #: A wake-up is queued on the event loop and has not run yet: the
-        #: watcher thread posts at most one at a time (each post is a write to
-        #: the loop's self-pipe; at a full table's pace they were 13 % of
-        #: rfclient's time).
-        self._wake_posted = False
         self._client = ipc.ReconnectingClient(
             self.addresses,
             self._session,
@@ -102,16 +97,9 @@ class ClientDaemon:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
 
-        def wake() -> None:
-            self._wake_posted = False  # changes from now on post again
-            self._wake.set()
-
         def on_change() -> None:  # called from the watcher thread
-            if self._wake_posted:
-                return  # the queued wake-up has not run: its drain sees this change
-            self._wake_posted = True
             with contextlib.suppress(RuntimeError):  # loop already closed
-                loop.call_soon_threadsafe(wake)
+                loop.call_soon_threadsafe(self._wake.set)
 
         self._io = concurrent.futures.ThreadPoolExecutor(
             max_workers=1,
