@@ -29,18 +29,16 @@ lint: setup-venv
 	$(PY) -m mypy
 
 # Levels come from the folders (tests/conftest.py): unit runs as any user, component
-# needs root and daemons, e2e builds labs. With CI=true a skipped test fails. Unit tests
-# run side by side on every core; component and web ones two files at a time (unique
-# names, and they mostly wait on daemons: a serial run used a third of a core); labs one
-# at a time (their timings matter).
+# needs root and daemons, e2e builds labs. With CI=true a skipped test fails. `make test`
+# runs ruff, then two parts at once (scripts/test.sh): component, web and e2e tests two
+# files side by side (unique names; they mostly wait on daemons, timers and pings), and
+# next to them, at nice 10, mypy and the unit tests on every core.
 JOBS ?= auto
 # tests/fuzz first: its one long atheris run then overlaps the many short tests.
 UNIT := -m unit tests/fuzz tests/unit tests/web
 
-test: setup lint
-	$(PYTEST) -n $(JOBS) $(UNIT)
-	$(PYTEST) -n 2 --dist loadfile -m "not unit" tests/component tests/web
-	$(PYTEST) -m "not unit" tests/e2e
+test: setup
+	JOBS=$(JOBS) bash scripts/test.sh
 
 test-unit: setup-venv
 	$(PYTEST) -n $(JOBS) $(UNIT)

@@ -98,13 +98,20 @@ web() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(system venv tempest web)
+[ ${#steps[@]} -gt 0 ] || steps=(system tempest venv web)
+tempest_pid=""
 for step in "${steps[@]}"; do
     case "$step" in
-        system | venv | tempest | web) "$step" ;;
+        system | venv | web) "$step" ;;
+        # Its venv is independent of .venv and pip uses one core: on a fresh clone it is
+        # built while the next steps run (15-20 s less on two cores).
+        tempest) tempest & tempest_pid=$! ;;
         *) echo "setup: unknown step $step (system, venv, tempest, web)" >&2; exit 2 ;;
     esac
 done
+if [ -n "$tempest_pid" ]; then
+    wait "$tempest_pid" || { echo "setup: building .venv-tempest failed" >&2; exit 1; }
+fi
 if [[ " ${steps[*]} " == *" system "* && " ${steps[*]} " == *" venv "* ]]; then
     .venv/bin/python -c "import mininet.net" \
         || { echo "setup: the venv does not see Debian's mininet; remove .venv and retry" >&2; exit 1; }

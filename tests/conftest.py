@@ -61,6 +61,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(level)
         for name in extra:
             item.add_marker(name)
+    _labs_first(items)
+
+
+def _labs_first(items: list[pytest.Item]) -> None:
+    """Files with labs first, then component files, then unit ones; each file stays whole.
+
+    ``-n N --dist loadfile`` hands out whole files in this order: a long lab file handed
+    out last would run alone at the end, while many short component files even out the
+    tail. A file stays contiguous, or its module fixture (a lab) would be set up twice.
+    """
+    rank: dict[Path, int] = {}
+    first: dict[Path, int] = {}
+    for i, item in enumerate(items):
+        level = next(name for name in LEVELS if item.get_closest_marker(name))
+        path = Path(str(item.path))
+        rank[path] = min(rank.get(path, 3), ("e2e", "component", "unit").index(level))
+        first.setdefault(path, i)
+    items.sort(key=lambda item: (rank[Path(str(item.path))], first[Path(str(item.path))]))
 
 
 def _skip_reason(longrepr: object) -> str:
