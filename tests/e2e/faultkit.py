@@ -6,6 +6,7 @@ which is what the closing notes and the README tables quote.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -43,14 +44,17 @@ def converged_lab(name: str, tag: str) -> Iterator[LabRun]:
 
 
 def record(case: str, **numbers) -> None:
-    try:
-        with open(RESULTS) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        data = {}
-    data[case] = numbers
-    with open(RESULTS, "w") as fh:
-        json.dump(data, fh, indent=1)
+    # Under a lock: test files run side by side (`make test`) and all write this file.
+    with open(RESULTS + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(RESULTS) as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            data = {}
+        data[case] = numbers
+        with open(RESULTS, "w") as fh:
+            json.dump(data, fh, indent=1)
     print(f"{case}: {numbers}")
 
 

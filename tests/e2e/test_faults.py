@@ -348,10 +348,15 @@ def _silent_failure(run: LabRun, a: str, b: str, drop: bool) -> None:
 
 def _measure_silent_failure(run: LabRun) -> float:
     healthy(run)
-    ping = ContinuousPing(run.host("h1"), run.plan.host("h4").address, interval=0.02)
+    h4 = run.plan.host("h4").address
+    ping = ContinuousPing(run.host("h1"), h4, interval=0.02)
     time.sleep(1)
     _silent_failure(run, "A", "D", drop=True)
-    time.sleep(8)  # well past the OSPF dead interval (4 s)
+    # Until traffic has gone round the black hole (a ping of its own is answered; 8 s
+    # is well past the OSPF dead interval of 4 s), then 2 s more of the continuous
+    # ping, whose longest gap is the outage.
+    assert checks.wait_until(lambda: checks.ping(run, "h1", h4), 8, 0.05), "never rerouted"
+    time.sleep(2)
     result = ping.stop()
     _silent_failure(run, "A", "D", drop=False)
     healthy(run, timeout=90)
