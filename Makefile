@@ -30,7 +30,7 @@ lint: setup-venv
 
 # Levels come from the folders (tests/conftest.py): unit runs as any user, component
 # needs root and daemons, e2e builds labs. With CI=true a skipped test fails. `make test`
-# runs ruff, then two parts at once (scripts/test.sh): component, web and e2e tests three
+# runs ruff, then two parts at once (scripts/test.sh): component, web and e2e tests two
 # files side by side (unique names; they mostly wait on daemons, timers and pings), and
 # next to them, at nice 10, mypy and the unit tests on every core.
 JOBS ?= auto
