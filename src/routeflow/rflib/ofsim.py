@@ -50,6 +50,11 @@ The rules (OpenFlow 1.3.5 section 5; where it leaves room, what OVS does):
   original goes on with the next action. ``Ct(commit=True)`` records the connection: a
   result's ``commits`` are what the switch would now hold. The zone is a number or the
   low 16 bits of a register (``zone_src``). Related and invalid states are not modelled.
+  ``Ct(nat=Nat("src"|"dst", address))`` translates a new connection's source or
+  destination address (committed: recorded with its translated reply, a 3-tuple in
+  ``commits``); ``Nat()`` alone and any ``nat`` on a known connection apply the recorded
+  translation in the packet's direction, as OVS's ``ct(nat)`` does. Ports are never
+  changed (OVS picks another source port only on a clash, which this model has not).
 * Conjunctive matches (``Conjunction(id, k, n)`` actions): at a priority where no other
   flow matches, flows that carry only conjunction actions are collected; when every
   clause 1..n of an id matched, the table is searched again with ``conj_id=id``,
@@ -314,14 +319,32 @@ class Group:
 
 
 @dataclass(frozen=True)
+class Nat:
+    """OVS ``nat`` inside ``ct``: ``kind`` "src" or "dst" with an IPv4 ``address``;
+    "" (plain ``nat``) only applies a known connection's translation."""
+
+    kind: str = ""
+    address: int | str = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("", "src", "dst"):
+            raise SimError(f"nat kind {self.kind!r} is not src or dst")
+        object.__setattr__(self, "address", field_value("ipv4_src", self.address)[0])
+        if bool(self.kind) != bool(self.address):
+            raise SimError(f"nat({self.kind}={self.address}): an address needs a kind")
+
+
+@dataclass(frozen=True)
 class Ct:
     """OVS ``ct``: track in ``zone`` (or the low 16 bits of register ``zone_src``), go on
-    in ``table`` with the tracked copy, and/or ``commit`` the connection."""
+    in ``table`` with the tracked copy, and/or ``commit`` the connection; ``nat``
+    translates (see the module docstring)."""
 
     commit: bool = False
     table: int | None = None
     zone: int = 0
     zone_src: str | None = None
+    nat: Nat | None = None
 
     def __post_init__(self) -> None:
         if self.zone_src is not None and _kind(self.zone_src)[1] < 16:
@@ -345,8 +368,10 @@ class Conjunction:
 
 Action = Output | SetField | Move | DecTtl | PushVlan | PopVlan | Group | Ct | Conjunction
 
-#: A tracked connection: (zone, (ipv4_src, ipv4_dst, ip_proto, l4 src, l4 dst)).
-Connection = tuple[int, tuple[int, int, int, int, int]]
+#: A tracked connection: (zone, (ipv4_src, ipv4_dst, ip_proto, l4 src, l4 dst)), and for a
+#: NATed one the reply it expects as a third item.
+FiveTuple = tuple[int, int, int, int, int]
+Connection = tuple[int, FiveTuple] | tuple[int, FiveTuple, FiveTuple]
 
 
 @dataclass(frozen=True)
@@ -799,19 +824,43 @@ class _Run:
     def ct(self, a: Ct, packet: dict[str, int]) -> None:
         zone = a.zone if a.zone_src is None else packet.get(a.zone_src, 0) & 0xFFFF
         conn = _connection(packet)
-        known = self.tracked | set(self.commits)
+        # Each known connection is found by its original tuple or by the reply it expects.
+        forward: dict[tuple[int, FiveTuple], FiveTuple] = {}
+        backward: dict[tuple[int, FiveTuple], FiveTuple] = {}
+        for entry in (*self.tracked, *self.commits):
+            orig = entry[1]
+            reply = entry[2] if len(entry) == 3 else _reverse(orig)
+            forward[(entry[0], orig)] = reply
+            backward[(entry[0], reply)] = orig
+        out = dict(packet)
         if conn is None:
             state = CT_TRK | CT_INV
-        elif (zone, conn) in known:
+        elif (zone, conn) in forward:
             state = CT_TRK | CT_EST
-        elif (zone, _reverse(conn)) in known:
+            if a.nat is not None:  # the original direction looks like the reversed reply
+                _rewrite(out, _reverse(forward[(zone, conn)]))
+        elif (zone, conn) in backward:
             state = CT_TRK | CT_EST | CT_RPL
+            if a.nat is not None:
+                _rewrite(out, _reverse(backward[(zone, conn)]))
         else:
             state = CT_TRK | CT_NEW
-        if a.commit and conn is not None and state & CT_NEW:
-            self.commits.append((zone, conn))
+            translated = conn
+            if a.nat is not None and a.nat.kind:
+                src, dst, proto, sport, dport = conn
+                addr = int(a.nat.address)
+                if a.nat.kind == "src":
+                    translated = (addr, dst, proto, sport, dport)
+                else:
+                    translated = (src, addr, proto, sport, dport)
+                _rewrite(out, translated)
+            if a.commit:
+                if translated == conn:
+                    self.commits.append((zone, conn))
+                else:
+                    self.commits.append((zone, conn, _reverse(translated)))
         if a.table is not None:
-            self.table(a.table, {**packet, "ct_state": state, "ct_zone": zone})
+            self.table(a.table, {**out, "ct_state": state, "ct_zone": zone})
 
     def output(self, port: int, packet: dict[str, int]) -> None:
         in_port = packet["in_port"]
@@ -862,7 +911,7 @@ class _Run:
         return choice
 
 
-def _connection(packet: Mapping[str, int]) -> tuple[int, int, int, int, int] | None:
+def _connection(packet: Mapping[str, int]) -> FiveTuple | None:
     """The 5-tuple conntrack keys an IPv4 packet by (ICMP: addresses and protocol)."""
     if packet.get("eth_type") != ETH_TYPE_IPV4 or "ipv4_src" not in packet:
         return None
@@ -873,9 +922,18 @@ def _connection(packet: Mapping[str, int]) -> tuple[int, int, int, int, int] | N
     return (packet["ipv4_src"], packet["ipv4_dst"], proto, sport, dport)
 
 
-def _reverse(conn: tuple[int, int, int, int, int]) -> tuple[int, int, int, int, int]:
+def _reverse(conn: FiveTuple) -> FiveTuple:
     src, dst, proto, sport, dport = conn
     return (dst, src, proto, dport, sport)
+
+
+def _rewrite(packet: dict[str, int], conn: FiveTuple) -> None:
+    """Give ``packet`` the addresses and ports of ``conn`` (a NAT translation)."""
+    src, dst, proto, sport, dport = conn
+    packet["ipv4_src"], packet["ipv4_dst"] = src, dst
+    l4 = {6: "tcp", 17: "udp", 132: "sctp"}.get(proto)
+    if l4:
+        packet[f"{l4}_src"], packet[f"{l4}_dst"] = sport, dport
 
 
 def run(

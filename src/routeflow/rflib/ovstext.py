@@ -333,9 +333,17 @@ def _action(token: str) -> ofsim.Action:
 
 def _ct(text: str) -> ofsim.Ct:
     commit, table, zone, zone_src = False, None, 0, None
+    nat: ofsim.Nat | None = None
     for item in split_top(text):
         key, _, value = item.partition("=")
-        if key == "commit":
+        if item == "nat":
+            nat = ofsim.Nat()
+        elif item.startswith("nat(") and item.endswith(")"):
+            kind, _, address = item[4:-1].partition("=")
+            if kind not in ("src", "dst") or "-" in address or ":" in address:
+                raise SimError(f"no simulation of ct option {item!r}")
+            nat = ofsim.Nat(kind, address)
+        elif key == "commit":
             commit = True
         elif key == "table":
             table = _int(value)
@@ -348,7 +356,7 @@ def _ct(text: str) -> ofsim.Ct:
             zone = _int(value)
         else:
             raise SimError(f"no simulation of ct option {item!r}")
-    return ofsim.Ct(commit=commit, table=table, zone=zone, zone_src=zone_src)
+    return ofsim.Ct(commit=commit, table=table, zone=zone, zone_src=zone_src, nat=nat)
 
 
 def _subfield(text: str) -> tuple[str, int, int]:
@@ -415,6 +423,9 @@ def actions_text(actions: tuple[ofsim.Action, ...]) -> str:
                 opts.append(f"zone={_ref(a.zone_src, 0, 16)}")
             elif a.zone:
                 opts.append(f"zone={a.zone}")
+            if a.nat is not None:
+                addr = ofsim.render("ipv4_src", int(a.nat.address))
+                opts.append(f"nat({a.nat.kind}={addr})" if a.nat.kind else "nat")
             out.append(f"ct({','.join(opts)})")
         elif isinstance(a, ofsim.Conjunction):
             out.append(f"conjunction({a.id},{a.clause}/{a.n_clauses})")

@@ -35,8 +35,10 @@ its network only (DHCP goes to the node agent). An ARP request from a port for i
 address is not answered (it is a duplicate-address probe) but flooded locally.
 
 Security groups (tenant/secgroups.py): a port with port security goes through
-conntrack and its groups' rules out (tables 10/15) and in (75/80). Scope: IPv4; no
-NAT or floating IPs (issue 14: tables reserved). Router extra routes are compiled when
+conntrack and its groups' rules out (tables 10/15) and in (75/80). Router gateways,
+SNAT and floating IPs (tenant/nat.py): a router's fragment carries its default route to
+its gateway node; the gateway node also compiles the routers it serves (local ports or
+not) and one "nat" fragment with their NAT. Scope: IPv4. Router extra routes are compiled when
 their next hop is a known port of one of the router's subnets; allowed address pairs
 pass port security but get no host route. Ports, networks and routers with
 ``admin_state_up`` false get no flows.
@@ -60,8 +62,8 @@ from routeflow.rflib.ofsim import (
     SetField,
     WriteMetadata,
 )
+from routeflow.tenant import nat, secgroups
 from routeflow.tenant import pipeline as p
-from routeflow.tenant import secgroups
 from routeflow.tenant.model import (
     Cloud,
     Port,
@@ -86,6 +88,9 @@ class NodeContext:
     name: str
     bindings: Mapping[str, int] = field(default_factory=dict)
     tunnel_ofport: int = p.TUNNEL_OFPORT
+    #: A gateway node's external port (0: none) and the MACs its agent learned there.
+    external_ofport: int = 0
+    neighbours: Mapping[str, str] = field(default_factory=dict)
 
 
 def diff(old: Iterable[Flow], new: Iterable[Flow]) -> tuple[list[Flow], list[Flow]]:
@@ -370,13 +375,21 @@ class Fragments:
         if kind == "rule":
             return self.rule(int(key[1]))  # type: ignore[call-overload]
         if kind == "base":
-            return BASE if self.facts.local else frozenset()
+            f = self.facts
+            return BASE if f.local or f.routers or f.served else frozenset()
+        if kind == "nat":
+            node = self.node
+            served = [self.cloud.routers[rid] for rid in sorted(self.facts.served)]
+            return frozenset(
+                nat.gateway_flows(self.cloud, served, node.tunnel_ofport,
+                                  node.external_ofport, node.neighbours)  # fmt: skip
+            )
         raise ValueError(f"unknown fragment {key}")
 
     def all_keys(self) -> list[FragKey]:
         """Every fragment that may have flows (a full compile)."""
         f, index = self.facts, self.index
-        keys: list[FragKey] = [("base",)]
+        keys: list[FragKey] = [("base",), ("nat",)]
         keys += [("port", pid) for pid in f.local]
         keys += [("net", nid) for nid in f.local_by_net]
         for nid in (*f.local_by_net, *f.routed_nets):
@@ -529,6 +542,7 @@ class Fragments:
                     GotoTable(p.HOST),
                 )
         self.extra_routes(out, router, ifaces)
+        out.flows += nat.source_flows(cloud, router, self.node.tunnel_ofport, self.node.name)
         return frozenset(out.flows)
 
     def extra_routes(self, out: _Out, router: Router, ifaces: list[Port]) -> None:
@@ -588,6 +602,7 @@ def node_facts(cloud: Cloud, index: Index, node: NodeContext) -> Facts:
     facts = Facts()
     for pid in sorted(node.bindings):
         facts.set_local(cloud, node, pid)
+    facts.served = frozenset(r.id for r in nat.served_routers(cloud, node.name))
     facts.set_routers(cloud, index)
     facts.set_rules(cloud)
     return facts
@@ -597,7 +612,7 @@ def compile_node(cloud: Cloud, node: NodeContext) -> frozenset[Flow]:
     """Every flow of ``node``'s br-int for the tenant pipeline (see the module docstring)."""
     index = Index.of(cloud)
     facts = node_facts(cloud, index, node)
-    if not facts.local:
+    if not facts.local and not facts.served:
         return frozenset()
     frag = Fragments(cloud, index, node, facts)
     flows: set[Flow] = set()

@@ -6,7 +6,11 @@ read a touched object or a changed binding, found through the ``Index``, and mer
 conjunctive flows per (table, priority, match) as ``secgroups.merge`` does, so its
 ``flows`` equal ``compile_node`` on the same snapshot after every update (a hypothesis
 test checks it at every step of random deltas). A change of the node's name or tunnel
-port, or of a kind it does not know, rebuilds everything.
+port, or of a kind it does not know (floating IPs), rebuilds everything; so does any
+change on a gateway node that serves a router (its NAT, tenant/nat.py, reads routers,
+ports and floating IPs across tenants; gateway nodes are few). Elsewhere a change of a
+node, a router gateway port or an external network recompiles the node's routers
+(their default route names the gateway node, its VNI and the gateway port's MAC).
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from routeflow.rflib.ofsim import Flow
-from routeflow.tenant import secgroups
+from routeflow.tenant import nat, secgroups
 from routeflow.tenant.compiler import FragKey, Fragments, NodeContext, node_facts
-from routeflow.tenant.model import Cloud, Kind
+from routeflow.tenant.model import DEVICE_ROUTER_GATEWAY, Cloud, Kind
 from routeflow.tenant.nodeindex import Facts, Index, NodeLike
 
 EMPTY: frozenset[Flow] = frozenset()
@@ -65,13 +69,21 @@ class NodeCompiler:
     ) -> tuple[frozenset[Flow], frozenset[Flow]]:
         """Move to ``cloud`` and ``node``; ``touched``: the objects changed since the last
         update (None: found by comparing the snapshots)."""
-        ctx = NodeContext(node.name, node.bindings, node.tunnel_ofport)
+        ctx = NodeContext(
+            node.name, node.bindings, node.tunnel_ofport,
+            external_ofport=getattr(node, "external_ofport", 0),
+            neighbours=getattr(node, "neighbours", {}),
+        )  # fmt: skip
         old, before = self.cloud, self.node
         if (
             old is None
             or before is None
             or ctx.name != before.name
             or ctx.tunnel_ofport != before.tunnel_ofport
+            or ctx.external_ofport != before.external_ofport
+            or ctx.neighbours != before.neighbours
+            or self.facts.served
+            or nat.served_routers(cloud, ctx.name)
         ):
             return self._rebuild(cloud, ctx)
         objs = changed_objects(old, cloud) if touched is None else set(touched)
@@ -88,7 +100,8 @@ class NodeCompiler:
         self.index = Index.of(cloud)
         self.facts = node_facts(cloud, self.index, node)
         frag = Fragments(cloud, self.index, node, self.facts)
-        new = {key: frag(key) for key in frag.all_keys()} if self.facts.local else {}
+        facts = self.facts
+        new = {key: frag(key) for key in frag.all_keys()} if facts.local or facts.served else {}
         for key in self.fragments:
             new.setdefault(key, EMPTY)
         self.recompiled = len(new)
@@ -109,6 +122,7 @@ class NodeCompiler:
         routers: set[str] = set()
         groups: set[str] = set()
         recheck_routers = False
+        gateways = False  # something a router's default route reads (tenant/nat.py)
         for kind, oid in objs:
             if kind is Kind.PORT:
                 a, b = old.ports.get(oid), cloud.ports.get(oid)
@@ -118,6 +132,8 @@ class NodeCompiler:
                     if q is not None and q.is_router_interface:
                         routers.add(q.device_id)
                         recheck_routers = True
+                    if q is not None and q.device_owner == DEVICE_ROUTER_GATEWAY:
+                        gateways = True
             elif kind is Kind.SUBNET:
                 sa, sb = old.subnets.get(oid), cloud.subnets.get(oid)
                 index.subnet(sa, sb)
@@ -125,11 +141,16 @@ class NodeCompiler:
                 ports.update(index.ports_by_subnet.get(oid, ()))
             elif kind is Kind.NETWORK:
                 nets.add(oid)
+                gateways = gateways or any(
+                    n is not None and n.external
+                    for n in (old.networks.get(oid), cloud.networks.get(oid))
+                )
             elif kind is Kind.ROUTER:
                 routers.add(oid)
                 recheck_routers = True
             elif kind is Kind.NODE:
                 ports.update(index.ports_by_host.get(oid, ()))
+                gateways = True
             elif kind is Kind.SECURITY_GROUP:
                 groups.add(oid)
         if node.bindings != before.bindings:  # the plugged, unplugged and moved VIFs
@@ -187,6 +208,8 @@ class NodeCompiler:
             dirty.add(("net", nid))
         for nid in status:
             dirty.update(("known", q) for q in index.ports_by_net.get(nid, ()))
+        if gateways:
+            routers.update(old_routers.keys() | facts.routers.keys())
         dirty.update(("router", rid) for rid in routers)
         for g in groups:
             dirty.update(("port", q) for q in index.members.get(g, ()) if q in facts.local)

@@ -70,6 +70,8 @@ class NodeSettings:
     ovsdb: str = ""  # ovs-vsctl --db=... (empty: the default database)
     secret: bytes | None = None
     gateway: bool = False
+    external_ofport: int = 0  # a gateway node's external port on br-int
+    arp_interval: float = 0.5  # how often the external next hops are looked at
     #: Makes the compiler's incremental form (nodecore.Incremental), or None.
     incremental: Callable[[], Any] | None = None
     ovs_vsctl: tuple[str, ...] = ("ovs-vsctl",)
@@ -86,9 +88,11 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
             name=settings.name,
             tunnel_ip=settings.tunnel_ip,
             gateway=settings.gateway,
+            external_ofport=settings.external_ofport,
             compile=settings.compile,
             incremental=settings.incremental() if settings.incremental else None,
         )
+        self._stop = threading.Event()
         self._lock = threading.Lock()
         self._dp: Any = None
         #: Barrier xid -> binding reports sent once the switch answers it.
@@ -105,11 +109,22 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
         thread = super().start()
         self._read_vifs()
         self.link.start()
+        if self.settings.gateway and self.settings.external_ofport:
+            threading.Thread(target=self._arp_loop, name="tenant-arp", daemon=True).start()
         return thread
 
     def close(self) -> None:
+        self._stop.set()
         self.link.stop()
         super().close()
+
+    def _arp_loop(self) -> None:
+        """Rule 5's clock: ask for the external next hops (the core says which, when)."""
+        while not self._stop.wait(self.settings.arp_interval):
+            try:
+                self._handle(self.core.arp_tick, time.monotonic())
+            except Exception:  # never let the timer die
+                log.exception("external ARP tick failed")
 
     # --- plumbing -----------------------------------------------------------
 
@@ -280,7 +295,11 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
         in_port = msg.match.get("in_port")
         if in_port is None or msg.datapath is not self._dp:
             return
-        self._handle(self.core.dhcp_request, in_port, bytes(msg.data), time.monotonic())
+        frame = bytes(msg.data)
+        if frame[12:14] == b"\x08\x06":  # ARP: a reply from an external next hop
+            self._handle(self.core.arp_reply, frame)
+            return
+        self._handle(self.core.dhcp_request, in_port, frame, time.monotonic())
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])  # type: ignore[misc]
     def error_handler(self, ev: Any) -> None:

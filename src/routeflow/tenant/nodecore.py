@@ -23,6 +23,9 @@ Rules:
    here that are not plugged are reported unplugged.
 4. DHCP requests (packet-in) are answered only for a plugged VIF on the port it
    came in on, within the port's rate limit (``dhcp.TokenBucket``).
+5. A gateway node ARPs for its routers' external next hops on its external port
+   (``arp_tick``, driven by the shell's timer) and learns their MACs from the replies
+   the pipeline punts (``arp_reply``); a new MAC recompiles (tenant/extarp.py).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from routeflow.rflib import protocol as p
-from routeflow.tenant import dhcp, wire
+from routeflow.tenant import dhcp, extarp, nat, wire
 from routeflow.tenant.model import Cloud, Kind
 
 __all__ = [
@@ -55,6 +58,8 @@ class NodeView:
     name: str
     bindings: Mapping[str, int]  # port id -> ofport of its VIF on br-int
     tunnel_ofport: int
+    external_ofport: int = 0  # a gateway node's external port (0: none)
+    neighbours: Mapping[str, str] = field(default_factory=dict)  # next hop IP -> MAC
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,8 @@ class InstallFlows(Generic[F]):
 
 @dataclass(frozen=True, slots=True)
 class DhcpReply:
+    """A frame the shell sends out of ``ofport`` (packet-out): DHCP answers, ARP requests."""
+
     ofport: int
     frame: bytes
 
@@ -112,6 +119,7 @@ class NodeCore(Generic[F]):
     compile: Compiler[F]
     gateway: bool = False
     tunnel_ofport: int = 0
+    external_ofport: int = 0  # set with gateway: the external port's ofport
     dhcp_rate: float = 5.0
     dhcp_burst: float = 10.0
     #: Optional: the same compiler kept incrementally (``compile`` stays the reference).
@@ -123,6 +131,7 @@ class NodeCore(Generic[F]):
     server_up: bool = False
     counters: _Counters = field(default_factory=_Counters)
     _buckets: dict[str, dhcp.TokenBucket] = field(default_factory=dict)
+    arp: extarp.Resolver = field(default_factory=extarp.Resolver)
     #: ``installed`` equals the incremental compiler's output (diffs apply as they are).
     _in_sync: bool = False
 
@@ -200,7 +209,28 @@ class NodeCore(Generic[F]):
         return out + (self._reconcile(frozenset()) if changed else [])
 
     def view(self) -> NodeView:
-        return NodeView(name=self.name, bindings=dict(self.vifs), tunnel_ofport=self.tunnel_ofport)
+        return NodeView(
+            name=self.name,
+            bindings=dict(self.vifs),
+            tunnel_ofport=self.tunnel_ofport,
+            external_ofport=self.external_ofport if self.gateway else 0,
+            neighbours=dict(self.arp.neighbours),
+        )
+
+    # --- external next hops (rule 5) ------------------------------------------
+
+    def _hops(self) -> list[tuple[str, str, str]]:
+        if not self.gateway or not self.external_ofport or self.cloud is None:
+            return []
+        return nat.next_hops(self.cloud, self.name)
+
+    def arp_tick(self, now: float) -> list[Action[F]]:
+        return [DhcpReply(self.external_ofport, f) for f in self.arp.due(self._hops(), now)]
+
+    def arp_reply(self, frame: bytes) -> list[Action[F]]:
+        if self.arp.learn(frame, [hop for hop, _, _ in self._hops()]):
+            return self._reconcile(frozenset())
+        return []
 
     def desired(self) -> frozenset[F] | None:
         if self.cloud is None:

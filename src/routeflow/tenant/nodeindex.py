@@ -141,6 +141,7 @@ class Facts:
     routers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id -> usable ifaces
     routed_nets: frozenset[str] = frozenset()
     guarded: Counter[str] = field(default_factory=Counter)  # group -> guarded local ports
+    served: frozenset[str] = frozenset()  # routers whose NAT runs here (tenant/nat.py)
     rules: dict[int, tuple[str, SecurityGroupRule]] = field(default_factory=dict)
 
     def status(self, net_id: str) -> int:
@@ -188,8 +189,9 @@ class Facts:
     _guarded_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def set_routers(self, cloud: Cloud, index: Index) -> None:
-        """Routers with a usable interface on a local network, with all their usable
-        interfaces; the networks they join that are not local are routed to."""
+        """Routers with a usable interface on a local network (or served here: their
+        NAT runs on this node), with all their usable interfaces; the networks they join
+        that are not local are routed to."""
         routers: dict[str, tuple[str, ...]] = {}
         for rid in sorted(index.ifaces_by_router):
             router = cloud.routers.get(rid)
@@ -200,7 +202,9 @@ class Facts:
                 for q in (cloud.ports[i] for i in index.ifaces_by_router[rid])
                 if usable(q, cloud)
             )
-            if any(cloud.ports[i].network_id in self.local_by_net for i in ifaces):
+            if rid in self.served or any(
+                cloud.ports[i].network_id in self.local_by_net for i in ifaces
+            ):
                 routers[rid] = tuple(ifaces)
         self.routers = routers
         self.routed_nets = frozenset(

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from routeflow.rflib import daemonconf, logs
+from routeflow.tenant.pipeline import EXTERNAL_OFPORT
 
 
 def _name(text: str) -> str:
@@ -114,7 +115,13 @@ def pipeline(module: str = "", bridge: str = "br-int") -> tuple[Any, Any]:
     ofmsg = importlib.import_module("routeflow.tenant.ofmsg")
 
     def compile_view(cloud: Any, view: NodeView) -> Any:
-        ctx = compiler.NodeContext(view.name, dict(view.bindings), view.tunnel_ofport)
+        ctx = compiler.NodeContext(
+            view.name,
+            dict(view.bindings),
+            view.tunnel_ofport,
+            external_ofport=view.external_ofport,
+            neighbours=dict(view.neighbours),
+        )
         return compiler.compile_node(cloud, ctx)
 
     return compile_view, TenantCodec(ofmsg, bridge)
@@ -170,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         ovsdb=args.ovsdb,
         secret=secret,
         gateway=args.gateway,
+        # The external port is created at this ofport (lab/ovsnode.py add_external).
+        external_ofport=EXTERNAL_OFPORT if args.gateway else 0,
         incremental=incremental(args.pipeline),
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -68,9 +68,14 @@ def _action(ofp: Any, parser: Any, a: ofsim.Action) -> Any:
         return parser.OFPActionGroup(a.group_id)
     if isinstance(a, ofsim.Ct):
         zone_src, zone = ("", a.zone) if a.zone_src is None else (a.zone_src, (0 << 6) | 15)
+        nat = []
+        if a.nat is not None:
+            addr = ofsim.render("ipv4_src", int(a.nat.address)) if a.nat.kind else ""
+            flags = {"": 0, "src": 1, "dst": 2}[a.nat.kind]  # NX_NAT_F_SRC / NX_NAT_F_DST
+            nat = [parser.NXActionNAT(flags, range_ipv4_min=addr, range_ipv4_max=addr)]
         return parser.NXActionCT(
             flags=1 if a.commit else 0, zone_src=zone_src, zone_ofs_nbits=zone,
-            recirc_table=0xFF if a.table is None else a.table, alg=0, actions=[],
+            recirc_table=0xFF if a.table is None else a.table, alg=0, actions=nat,
         )  # fmt: skip
     if isinstance(a, ofsim.Conjunction):
         # On the wire the clause counts from 0 (ovs-ofctl prints it from 1).

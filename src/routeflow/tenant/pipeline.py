@@ -1,8 +1,8 @@
 """The tenant pipeline on a node's br-int: tables, registers, cookies, fixed ports (pure).
 
 One place for the numbers the compiler writes, the node agent reconciles by and the
-lab check compares (notes/tenant-networks.md §4.2, Dragonflow's layout). Tables left
-out here are reserved for issue 14 (security groups, NAT, floating IPs).
+lab check compares (notes/tenant-networks.md §4.2, Dragonflow's layout). NAT and floating
+IPs are tenant/nat.py's.
 
 | table | name | what |
 |---|---|---|
@@ -16,11 +16,16 @@ out here are reserved for issue 14 (security groups, NAT, floating IPs).
 | 30 | DHCP      | per port: CONTROLLER (the packet-in's cookie is the port's) |
 | 40 | L2        | metadata + eth_dst: router MAC -> reg5, 50; port MAC -> reg7, 70; |
 |    |           | multicast -> the network's local ports |
-| 45, 46 | -     | un-SNAT / DNAT (issue 14) |
+| 45 | UNSNAT    | gateway node, from outside: reg5 + the router's gateway IP -> |
+|    |           | ct(nat) (un-SNAT); + a floating IP -> ct(commit,nat(dst=fixed)) |
+| 46 | DNAT      | after NAT: still to the gateway IP (no connection) drop; -> 50 |
 | 50 | ROUTING   | reg5: ICMP echo responder for router IPs; longest prefix by |
 |    |           | priority -> dec_ttl, eth_src = router MAC, metadata = VNI, 55 |
 | 55 | HOST      | metadata + ipv4_dst -> eth_dst, reg7 -> 70 |
-| 60 | -         | SNAT / floating IP egress (issue 14) |
+| 60 | SNAT      | gateway node, to outside: a floating IP's fixed IP -> |
+|    |           | ct(commit,nat(src=FIP)); the router's subnets -> nat(src=gw IP) |
+| 65 | EXT_OUT   | after NAT: eth_src = gateway port MAC, eth_dst = the external |
+|    |           | next hop (learned by ARP), out of the external port |
 | 70 | DISPATCH  | reg7: local -> 85; remote -> tun_dst, tun_id = VNI, the tunnel port |
 | 72 | TUNNEL_IN | from the tunnel: metadata + eth_dst of a local port -> reg7, 85 |
 | 75 | INGRESS_CT| IPv4 to a port with port security: ct(zone = reg7[0..15]) -> 80 |
@@ -57,11 +62,12 @@ SERVICES = 20
 ARP = 25
 DHCP = 30
 L2 = 40
-UNSNAT = 45  # issue 14
-DNAT = 46  # issue 14
+UNSNAT = 45
+DNAT = 46
 ROUTING = 50
 HOST = 55
-SNAT = 60  # issue 14
+SNAT = 60
+EXT_OUT = 65
 DISPATCH = 70
 TUNNEL_IN = 72
 INGRESS_CT = 75
@@ -77,8 +83,12 @@ TABLES = {
     ARP: "arp responder",
     DHCP: "dhcp",
     L2: "l2 lookup",
+    UNSNAT: "un-snat",
+    DNAT: "dnat",
     ROUTING: "routing",
     HOST: "host lookup",
+    SNAT: "snat",
+    EXT_OUT: "external egress",
     DISPATCH: "egress dispatch",
     TUNNEL_IN: "tunnel ingress",
     INGRESS_CT: "ingress conntrack",
@@ -96,6 +106,8 @@ SCRATCH_REG1 = "reg1"
 
 # The flow-based VXLAN port of br-int (``ofport_request``; lab/ovsnode.py creates it so).
 TUNNEL_OFPORT = 100
+# A gateway node's external port on br-int (``ofport_request``; lab/ovsnode.py).
+EXTERNAL_OFPORT = 101
 
 # Priorities.
 PRI_HIGH = 1000  # responders and exceptions
@@ -122,6 +134,7 @@ class Kind(enum.IntEnum):
     PORT = 2
     ROUTER = 3
     SECURITY_GROUP = 4
+    FLOATINGIP = 5
 
 
 TENANT = 0x7E << 56

@@ -17,11 +17,15 @@ would have made them.
 from __future__ import annotations
 
 from routeflow.tenant.model import (
+    DEVICE_ROUTER_GATEWAY,
     DEVICE_ROUTER_INTERFACE,
     KIND_OF,
     Change,
     Cloud,
+    ExternalFixedIP,
     FixedIP,
+    FloatingIP,
+    GatewayInfo,
     Network,
     Node,
     Object,
@@ -139,3 +143,59 @@ def bindings(node: str, first_ofport: int = 1) -> dict[str, int]:
     """The sample VMs plugged on ``node``: port id -> ofport, in name order."""
     names = sorted(n for n, (_, where, _) in VMS.items() if where == node)
     return {n: first_ofport + i for i, n in enumerate(names)}
+
+
+# --- north-south: an external network, a gateway node, SNAT and a floating IP ----------
+
+GATEWAY_NODE = ("g1", "198.51.100.9")
+EXTERNAL = ("EXT", 900, "203.0.113.0/24", "203.0.113.1")  # id, VNI, cidr, next hop
+ROUTER_GATEWAY_IP = "203.0.113.10"  # RA's SNAT address
+FLOATING_IP = ("fip-a3", "203.0.113.20", "a3")  # id, address, port
+
+
+def external_objects() -> list[Object]:
+    """RA gets a gateway on EXT (SNAT on node g1) and a3 a floating IP."""
+    ext, vni, cidr, hop = EXTERNAL
+    name, ip = GATEWAY_NODE
+    fid, fip, port = FLOATING_IP
+    return [
+        Node(id=name, name=name, tunnel_ip=ip, gateway=True),
+        Network(id=ext, name=ext, project_id="admin", segmentation_id=vni, external=True),
+        Subnet(id=f"s{ext}", network_id=ext, project_id="admin", cidr=cidr, gateway_ip=hop),
+        Router(
+            id="RA",
+            name="RA",
+            project_id="tenant-a",
+            key=1,
+            external_gateway_info=GatewayInfo(
+                network_id=ext,
+                external_fixed_ips=(ExternalFixedIP(f"s{ext}", ROUTER_GATEWAY_IP),),
+            ),
+        ),
+        Port(
+            id="gw-RA",
+            network_id=ext,
+            mac_address=mac(200),
+            fixed_ips=(FixedIP(f"s{ext}", ROUTER_GATEWAY_IP),),
+            device_id="RA",
+            device_owner=DEVICE_ROUTER_GATEWAY,
+            key=200,
+        ),
+        FloatingIP(
+            id=fid,
+            project_id="tenant-a",
+            floating_network_id=ext,
+            floating_ip_address=fip,
+            port_id=port,
+            fixed_ip_address=VMS[port][2],
+            router_id="RA",
+            status="ACTIVE",
+            key=1,
+        ),
+    ]
+
+
+def cloud_external() -> Cloud:
+    """The sample cloud with ``external_objects()`` created after it."""
+    objs = objects()
+    return Cloud().apply_all(changes(objs) + changes(external_objects(), len(objs) + 1))

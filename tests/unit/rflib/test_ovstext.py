@@ -76,7 +76,7 @@ def test_unknown_text_is_refused_not_skipped():
     with pytest.raises(o.SimError, match="learn"):
         ovstext.parse_flows("table=0, priority=1 actions=learn(table=1)")
     with pytest.raises(o.SimError, match="ct option"):
-        ovstext.parse_flows("table=0, priority=1 actions=ct(nat)")
+        ovstext.parse_flows("table=0, priority=1 actions=ct(nat(src=10.0.0.1-10.0.0.9))")
     with pytest.raises(o.SimError, match="unknown match field"):
         ovstext.parse_flows("table=0, priority=1,ct_mark=1 actions=drop")
     with pytest.raises(o.SimError, match="tp_dst without"):
@@ -273,3 +273,12 @@ def test_conntrack_and_conjunction_flows_round_trip():
     assert flows[4].instructions[0].actions == (o.Conjunction(7, 1, 2), o.Conjunction(8, 1, 2))
     assert flows[5].instructions[0].actions == (o.Ct(commit=True, zone=5),)
     assert ovstext.parse_flows("\n".join(map(ovstext.flow_text, flows))) == flows
+
+
+def test_ct_nat_round_trips():
+    for text in (
+        "ct(commit,table=65,zone=65534,nat(src=203.0.113.10))",
+        "ct(table=46,zone=65534,nat)",
+    ):
+        (flow,) = ovstext.parse_flows(f"table=60, priority=100 actions={text}")
+        assert ovstext.flow_text(flow).endswith(f"actions={text}")
