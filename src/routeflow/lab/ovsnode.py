@@ -43,6 +43,7 @@ from routeflow.lab.ovs import OvsError, OvsInstance
 from routeflow.lab.procs import ProcessSet, Tracked
 
 TUNNEL_OFPORT = 100  # the flow-based VXLAN port of br-int (tenant/pipeline.py uses the same)
+EXTERNAL_OFPORT = 101  # a gateway node's external port on br-int (tenant/pipeline.py too)
 BR_INT = "br-int"
 BR_UL = "br-ul"
 OF13 = ("-O", "OpenFlow13")
@@ -257,6 +258,18 @@ class OvsNode:
         if vm_ns in self.vms:
             self.vms.remove(vm_ns)
         netns_delete(vm_ns)
+
+    def add_external(
+        self, peer: str, peer_ns: str, ofport: int = EXTERNAL_OFPORT, bridge: str = BR_INT
+    ) -> str:
+        """A gateway node's external port: a veth from ``br-int`` (at ``ofport``) to
+        ``peer`` in namespace ``peer_ns`` (an "outside" host, a fabric switch's port).
+        Returns the node end's name. The caller removes ``peer_ns``'s end with it."""
+        dev = f"x{self.ns}"[:15]
+        veth(dev, self.ns, peer, peer_ns)
+        self.vsctl("add-port", bridge, dev, "--", "set", "interface", dev,
+                   f"ofport_request={ofport}")  # fmt: skip
+        return dev
 
     def ofport(self, dev: str) -> int:
         return int(self.vsctl("get", "interface", dev, "ofport").strip())
