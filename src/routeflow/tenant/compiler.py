@@ -381,8 +381,9 @@ class Fragments:
             node = self.node
             served = [self.cloud.routers[rid] for rid in sorted(self.facts.served)]
             return frozenset(
-                nat.gateway_flows(self.cloud, served, node.tunnel_ofport,
-                                  node.external_ofport, node.neighbours)  # fmt: skip
+                nat.gateway_flows(
+                    self.cloud, served, node.tunnel_ofport, node.external_ofport, node.neighbours
+                )
             )
         raise ValueError(f"unknown fragment {key}")
 

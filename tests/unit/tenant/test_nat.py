@@ -15,7 +15,7 @@ from routeflow.rflib import ofsim
 from routeflow.tenant import nat, sample
 from routeflow.tenant import pipeline as p
 from routeflow.tenant.compiler import NodeContext, compile_node
-from routeflow.tenant.model import Cloud
+from routeflow.tenant.model import Change, Cloud, Kind
 
 CLOUD = sample.cloud_external()
 IP = {name: ip for name, (_, _, ip) in sample.VMS.items()}
@@ -156,3 +156,34 @@ def test_gateway_node_choice_and_nodes_without_nat() -> None:
     assert compile_node(without, NodeContext("g1")) == frozenset()
     flows = compile_node(CLOUD, NodeContext("n3", sample.bindings("n3")))
     assert not [f for f in flows if f.table in (p.SNAT, p.UNSNAT, p.EXT_OUT)]
+
+
+def test_incremental_compile_equals_full_with_gateways() -> None:
+    """Deltas that add a gateway, a floating IP, move it and remove the gateway node,
+    applied one by one: the incremental compiler equals a full compile at every step."""
+    from routeflow.tenant.incremental import NodeCompiler
+
+    objs = sample.objects()
+    changes = sample.changes(objs) + sample.changes(sample.external_objects(), len(objs) + 1)
+    cloud = Cloud().apply_all(changes)
+    fid = sample.FLOATING_IP[0]
+    moved_fip = msgspec.structs.replace(
+        cloud.floatingips[fid], port_id="a1", fixed_ip_address=IP["a1"]
+    )
+    n = len(changes)
+    changes += sample.changes([moved_fip], n + 1)
+    changes.append(Change(kind=Kind.NODE, id="g1", revision=n + 2))
+    changes.append(Change(kind=Kind.PORT, id="gw-RA", revision=n + 3))
+    contexts = [
+        NodeContext("n1", sample.bindings("n1")),
+        NodeContext("n2", sample.bindings("n2")),
+        NodeContext(
+            "g1", {}, external_ofport=p.EXTERNAL_OFPORT, neighbours={"203.0.113.1": HOP_MAC}
+        ),
+    ]
+    for ctx in contexts:
+        nc, cloud = NodeCompiler(), Cloud()
+        for change in changes:
+            cloud = cloud.apply(change)
+            nc.update(cloud, ctx, {(change.kind, change.id)})
+            assert nc.flows == compile_node(cloud, ctx), (ctx.name, change.kind, change.id)
