@@ -344,8 +344,11 @@ def _cloud_check(plan, cloud, run_dir: str, json_path, timeout: float, log_level
     from routeflow.lab.cloudcheck import run_cloud_check
     from routeflow.lab.runner import Terminated
 
-    if plan.vms:
-        console.print(f"[red]{plan.name}: a cloud lab with switches is not supported yet[/red]")
+    if plan.vms and cloud.external is None:
+        console.print(
+            f"[red]{plan.name}: a cloud lab with switches needs cloud.external (the fabric "
+            "is its external network)[/red]"
+        )
         sys.exit(2)
     vms = sum(len(t.vms) for t in cloud.tenants)
     console.print(
@@ -361,6 +364,17 @@ def _cloud_check(plan, cloud, run_dir: str, json_path, timeout: float, log_level
     scenarios.install_signal_handlers()
     t0 = time.monotonic()
     try:
+        if plan.vms:
+            from routeflow.lab.cloudfabric import run_fabric_cloud_check
+
+            fabric = run_fabric_cloud_check(
+                plan, cloud, run_dir, timeout=timeout, log_level=log_level, on_stage=progress
+            )
+            _print_result(fabric)
+            console.print(f"lab check took {time.monotonic() - t0:.1f} s")
+            if json_path:
+                scenarios.write_json(fabric, json_path)
+            sys.exit(0 if fabric.ok else 1)
         result = run_cloud_check(
             plan.name,
             cloud,

@@ -21,6 +21,10 @@ Rules checked here, every problem named by its path:
    in that network (without one the API's IPAM picks). Fixed addresses let a lab
    give both tenants the *same* address somewhere and an address only one has
    elsewhere: isolation is then tested both ways.
+7. ``external`` (with switches: the routeflow fabric is the external network) names
+   the lab host whose subnet becomes the external network, the host "outside" that
+   the checks use, and VMs that get a floating IP; at least one node is a gateway
+   node. That the hosts exist is checked with the rest of the lab (lab/model.py).
 
 ``run_names`` and the ``*_pairs`` helpers plan a run (pure): namespace names
 per run tag, and which VM pings which in each stage of ``lab check``.
@@ -95,6 +99,18 @@ class _TenantSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     vms: list[_VmSpec] = msgspec.field(default_factory=list)
 
 
+class _ExternalSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: A lab host whose subnet becomes the external network (its switch's VM is the
+    #: next hop); every gateway node's external port joins that host's link.
+    host: str
+    #: A lab host elsewhere on the fabric: the checks' "outside".
+    outside: str
+    #: ``connected``: the external subnet is that host subnet, carried by OSPF.
+    mode: str = "connected"
+    #: VMs given a floating IP (each of a tenant whose routers get the gateway).
+    floating_ips: list[str] = msgspec.field(default_factory=list)
+
+
 class _ApiSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: HOST:PORT of the API; port 0 is a free port chosen at run time.
     listen: str = "127.0.0.1:0"
@@ -115,6 +131,8 @@ class CloudSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api: _ApiSpec = msgspec.field(default_factory=_ApiSpec)
     #: What the lab creates through the API: networks, routers, VMs per tenant.
     tenants: list[_TenantSpec] = msgspec.field(default_factory=list)
+    #: The external network on the routeflow fabric (SNAT, floating IPs, gateway nodes).
+    external: _ExternalSpec | None = None
 
 
 class CloudNode(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,6 +167,13 @@ class TenantLab(msgspec.Struct, frozen=True, kw_only=True):
     vms: tuple[TenantVm, ...]
 
 
+class ExternalLab(msgspec.Struct, frozen=True, kw_only=True):
+    host: str
+    outside: str
+    mode: str
+    floating_ips: tuple[str, ...]
+
+
 class CloudLab(msgspec.Struct, frozen=True, kw_only=True):
     """A validated cloud section; every address derived."""
 
@@ -158,6 +183,7 @@ class CloudLab(msgspec.Struct, frozen=True, kw_only=True):
     mtu: int
     api_listen: str
     tenants: tuple[TenantLab, ...]
+    external: ExternalLab | None = None
 
 
 def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab | None:
@@ -215,6 +241,21 @@ def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab
         tenants.append(
             TenantLab(name=t.name, networks=tuple(networks), routers=tuple(routers), vms=tuple(vms))
         )
+    external = None
+    if spec.external is not None:
+        x = spec.external
+        if x.mode != "connected":
+            bad("cloud.external.mode", f"{x.mode!r}: only 'connected' is implemented")
+        if not any(n.gateway for n in nodes):
+            bad("cloud.nodes", "an external network needs a node with gateway: true")
+        if x.host == x.outside:
+            bad("cloud.external.outside", "must be another host than cloud.external.host")
+        for i, vm in enumerate(x.floating_ips):
+            if vm not in vm_names:
+                bad(f"cloud.external.floating_ips[{i}]", f"{vm!r} is not a VM of the cloud")
+        external = ExternalLab(
+            host=x.host, outside=x.outside, mode=x.mode, floating_ips=tuple(x.floating_ips)
+        )
     if problems:
         return None
     return CloudLab(
@@ -224,6 +265,7 @@ def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab
         mtu=mtu,
         api_listen=spec.api.listen,
         tenants=tuple(tenants),
+        external=external,
     )
 
 

@@ -525,6 +525,11 @@ class _Validator:
         if spec.ipv6:
             self.check_ipv6(switches)
         cloud = validate_cloud(spec.cloud, self.err) if spec.cloud is not None else None
+        if cloud is not None and cloud.external is not None:
+            names = {h.name for h in hosts}
+            for field in ("host", "outside"):
+                if getattr(cloud.external, field) not in names:
+                    self.err(f"cloud.external.{field}", "is not a host of the lab")
         if self.errors:
             raise LabError(self.source, self.errors)
         return Lab(
