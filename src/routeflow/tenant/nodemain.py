@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tunnel-ip", type=_ip, default="127.0.0.1", help="this node's VXLAN endpoint"
     )
-    parser.add_argument("--gateway", action="store_true", help="this node is a gateway node")
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help="this node is a gateway node: it NATs for routers scheduled on it, through its "
+        "external port (br-int ofport 101)",
+    )
     parser.add_argument("--ofp-host", default="127.0.0.1", help="OpenFlow listen address")
     parser.add_argument("--ofp-port", type=int, default=6653, help="OpenFlow listen port")
     parser.add_argument(

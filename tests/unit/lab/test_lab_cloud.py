@@ -164,3 +164,28 @@ def test_udhcpc_s_lease_file() -> None:
         parse_lease("interface=eth0\n", 0.1)
     with pytest.raises(CloudFailure, match="bad mask or MTU"):
         parse_lease("ip=10.0.0.5\nmtu=big\n", 0.1)
+
+
+def test_the_external_network_section() -> None:
+    lab = load_lab(str(Path(__file__).resolve().parents[3] / "labs" / "cloud-external.yaml"))
+    assert lab.cloud is not None and lab.cloud.external is not None
+    assert lab.cloud.external.floating_ips == ("a1",)
+    assert [n.name for n in lab.cloud.nodes if n.gateway] == ["gw1", "gw2"]
+    bad = """
+name: x
+switches: [{name: A, dpid: 5}]
+hosts: [{name: h1, switch: A, ip: 172.31.1.100/24}]
+cloud:
+  nodes: [{name: c1}]
+  external: {host: h1, outside: nope, mode: bgp, floating_ips: [v9]}
+  tenants: [{name: t, networks: [{name: n, cidr: 10.0.0.0/24}], vms: [{name: v1, network: n, node: c1}]}]
+"""
+    with pytest.raises(LabError) as info:
+        parse_lab(bad)
+    text = str(info.value)
+    for needle in [
+        "cloud.external.mode: 'bgp': only 'connected' is implemented",
+        "cloud.nodes: an external network needs a node with gateway: true",
+        "cloud.external.floating_ips[0]: 'v9' is not a VM of the cloud",
+    ]:
+        assert needle in text, text
