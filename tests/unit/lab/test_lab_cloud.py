@@ -178,7 +178,10 @@ hosts: [{name: h1, switch: A, ip: 172.31.1.100/24}]
 cloud:
   nodes: [{name: c1}]
   external: {host: h1, outside: nope, mode: bgp, floating_ips: [v9]}
-  tenants: [{name: t, networks: [{name: n, cidr: 10.0.0.0/24}], vms: [{name: v1, network: n, node: c1}]}]
+  tenants:
+    - name: t
+      networks: [{name: n, cidr: 10.0.0.0/24}]
+      vms: [{name: v1, network: n, node: c1}]
 """
     with pytest.raises(LabError) as info:
         parse_lab(bad)
