@@ -124,6 +124,20 @@ BODIES: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
         },
         (),
     ),
+    "floatingips": (
+        "floatingip",
+        {
+            "description": _STR,
+            "project_id": _STR,
+            "tenant_id": _STR,
+            "floating_network_id": _STR,
+            "floating_ip_address": _STR,
+            "subnet_id": _STR,
+            "port_id": _NSTR,
+            "fixed_ip_address": _NSTR,
+        },
+        ("floating_network_id",),
+    ),
     "security-groups": (
         "security_group",
         {**_STANDARD, "stateful": _BOOL},
@@ -148,7 +162,10 @@ BODIES: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
     ),
 }
 #: Attributes a PUT may not change (Neutron: 400 "Cannot update read-only attribute").
-_CREATE_ONLY = {"network_id", "ip_version", "cidr", "project_id", "tenant_id", "security_group_id"}
+_CREATE_ONLY = {
+    "network_id", "ip_version", "cidr", "project_id", "tenant_id", "security_group_id",
+    "floating_network_id", "floating_ip_address", "subnet_id",
+}  # fmt: skip
 _INTERFACE = {
     "type": "object",
     "properties": {"subnet_id": _STR, "port_id": _STR},
