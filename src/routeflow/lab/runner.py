@@ -86,6 +86,13 @@ def virtual_links_text(plan: LabPlan, ct_id: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _NoVm:
+    """A VM rfserver --auto has not started (yet): it has nothing to say."""
+
+    def cmd(self, text: str, timeout: float = 30.0) -> str:
+        return ""
+
+
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so teardown runs like on Ctrl-C."""
 
@@ -982,9 +989,7 @@ class LabRun:
 
             vm = self.plan.vm(switch)
             pid = holder_of(self.auto_vm_dir, f"vm-{vm.dp_id:x}")
-            if pid is None:
-                raise LabFailure(f"rfserver has not started the VM of {switch} (yet)")
-            return NsNode(pid)
+            return NsNode(pid) if pid is not None else _NoVm()
         return self.nodes[f"vm:{switch}"]
 
     def vtysh(self, switch: str, command: str) -> str:

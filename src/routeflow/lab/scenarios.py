@@ -241,10 +241,23 @@ def ipv6_checks(run: LabRun, result: CheckResult, t0: float, timeout: float) -> 
 
 
 def pingall_without(run: LabRun, result: CheckResult, switch: str, timeout: float) -> bool:
-    """Every host not on ``switch`` reaches every other (the network before it is added)."""
+    """Every host not on ``switch`` reaches every other it still has a path to (the
+    network before the switch is added; a hub's absence may cut it in pieces)."""
+    import networkx as nx
+
+    from routeflow.lab import paths
+
     t = time.monotonic()
+    g = paths.graph(run.plan)
+    g.remove_node(switch)
+    part = {sw: i for i, comp in enumerate(nx.connected_components(g)) for sw in comp}
     hosts = [h for h in run.plan.hosts if h.switch != switch]
-    pairs = [(a.name, b.address) for a in hosts for b in hosts if a is not b]
+    pairs = [
+        (a.name, b.address)
+        for a in hosts
+        for b in hosts
+        if a is not b and part[a.switch] == part[b.switch]
+    ]
     answered: set = set()
 
     def pending() -> int:
