@@ -69,7 +69,17 @@ class AutoRunner:
         for problem in self.conf.restore_problems:
             self.event("auto", f"ignoring unusable autoconf record {problem}", logging.WARNING)
         self._carry_out(self.conf.start())
-        for vm_id in set(self.actual) - set(self.conf.wanted()):
+        # A running VM the store knows nothing of (a lost store, say) gets the grace
+        # period, like a switch that left, for its switch to connect again.
+        strays = set(self.actual) - set(self.conf.wanted())
+        if strays:
+            asyncio.get_running_loop().call_later(
+                self.conf.settings.grace, self._stop_strays, strays
+            )
+
+    def _stop_strays(self, strays: set[int]) -> None:
+        for vm_id in strays - set(self.conf.wanted()):
+            self.event("auto", f"VM {vm_id:#x}: no switch of it came back; stopping it")
             self._want(vm_id, None)
 
     def stop(self) -> None:
@@ -157,19 +167,20 @@ class AutoRunner:
                     self.event(
                         "auto", f"VM {vm_id:#x}: {exc}; retrying", logging.ERROR, vm_id=vm_id
                     )
-                    self.actual = {**self.actual, **await self._running_one(vm_id)}
+                    await self._refresh(vm_id)
                     failed = True
                 else:
                     failed = False
             if failed:
                 await asyncio.sleep(self.RETRY_S)
 
-    async def _running_one(self, vm_id: int) -> dict[int, ac.VmSpec]:
+    async def _refresh(self, vm_id: int) -> None:
+        """After a failure: the VM as the backend runs it now (or none)."""
         running = await asyncio.to_thread(self.backend.running)
-        if vm_id not in running:
+        if vm_id in running:
+            self.actual[vm_id] = running[vm_id]
+        else:
             self.actual.pop(vm_id, None)
-            return {}
-        return {vm_id: running[vm_id]}
 
     async def _do(self, op: ac.VmOp) -> None:
         t = time.monotonic()

@@ -136,18 +136,22 @@ class NetnsBackend:
 
     def running(self) -> dict[int, VmSpec]:
         out = {}
-        for name, record in self._records().items():
+        for record in self._records().values():
             try:
                 spec = decode_spec(record["spec"].encode())
             except (KeyError, ValueError, TypeError):
                 continue
-            if _alive(record.get("holder"), "sleep"):
-                out[spec.vm_id] = spec
-            else:
-                self._stop(name, record)  # what is left of a dead VM
+            if _alive(record.get("holder"), "sleep") and _alive(
+                record.get("client"), "routeflow.client"
+            ):
+                out[spec.vm_id] = spec  # a dead or half-started VM is not running:
+                # start() clears what is left of it first
         return out
 
     def start(self, spec: VmSpec) -> None:
+        old = self._read(spec.name)
+        if old is not None:  # what a dead or half-started VM left
+            self._stop(spec.name, old)
         d = self._dir(spec.name)
         os.makedirs(d, exist_ok=True)
         shutil.chown(d, "frr", "frr")
