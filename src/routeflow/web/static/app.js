@@ -282,8 +282,9 @@ function drawTenants(t) {
   } else if (t.error) {
     status.textContent = t.error;
   } else {
-    status.textContent = `from ${t.source}: ${t.networks.length} networks, ` +
-      `${t.routers.length} routers, ${t.nodes.length} nodes`;
+    const n = (k, word) => `${k} ${word}${k === 1 ? "" : "s"}`;
+    status.textContent = `from ${t.source}: ${n(t.networks.length, "network")}, ` +
+      `${n(t.routers.length, "router")}, ${n(t.nodes.length, "node")}`;
   }
   status.className = t.error ? "error" : "";
   replaceRows("#tenant-networks", t.networks.map((n) => el("tr", { "data-id": n.id },
@@ -299,7 +300,8 @@ function drawTenants(t) {
     el("td", {}, f.status))));
   document.getElementById("tenant-nodes").replaceChildren(...t.nodes.map((n) =>
     el("div", { class: "tenant-node", "data-node": n.node },
-      el("h3", {}, `${n.node} `, el("small", {}, `${n.ports.length} ports`)),
+      el("h3", {}, `${n.node} `,
+        el("small", {}, `${n.ports.length} port${n.ports.length === 1 ? "" : "s"}`)),
       el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "port"), el("th", {}, "network"),
         el("th", {}, "addresses"), el("th", {}, "MAC"), el("th", {}, "status"))),
       el("tbody", {}, ...n.ports.map((p) => el("tr", { "data-id": p.id },
