@@ -689,7 +689,9 @@ class KernelView:
                 return
             del cands[key]
         else:
-            nhid = msg.get("RTA_NH_ID")
+            # A local-table route is resolved by its device alone (_resolve): a nexthop
+            # id on it is not what it depends on, so it is indexed by device.
+            nhid = msg.get("RTA_NH_ID") if table != RT_TABLE_LOCAL else None
             kr = _KRoute(table, rtype, _parse_hops(msg), None if nhid is None else int(nhid))
             if cands.get(key) == kr:
                 return
@@ -863,6 +865,8 @@ class KernelView:
         if family == AF_INET6 and gw is not None and _canon6(gw) != gw:
             return None  # not fastnl's text of an address: the general path judges it
         hops = () if oif is None else (_Hop(int(oif), str(gw) if gw else None, 1),)
+        if table == RT_TABLE_LOCAL and family == AF_INET:
+            nhid = None  # as _on_route: a local route depends on its device alone
         kr = _KRoute(table, rtype, hops, None if nhid is None else int(nhid))
         key: _RouteKey
         if family == AF_INET:
