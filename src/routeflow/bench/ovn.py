@@ -25,6 +25,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
+from routeflow.lab.ovs import unix_socket_accepts
 from routeflow.lab.ovsnode import OvsNode, Underlay, run
 from routeflow.lab.poll import poll_until
 from routeflow.lab.procs import ProcessSet, Tracked
@@ -238,8 +239,8 @@ class OvnCentral:
         self.nbctl_daemon = ctl
 
     def _wait(self, path: str, what: str, timeout: float = 15.0) -> None:
-        if not poll_until(lambda: os.path.exists(path), timeout=timeout, interval=0.02):
-            raise OvnError(f"{what} did not start (no {path}); see {self.rundir}/*.log")
+        if not poll_until(lambda: unix_socket_accepts(path), timeout=timeout, interval=0.02):
+            raise OvnError(f"{what} did not start (no listener on {path}); see {self.rundir}/*.log")
 
     def nbctl(self, *args: str, daemon: bool = False, timeout: float = 60) -> str:
         """``ovn-nbctl`` against this NB: a process of its own, or through the daemon."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 
 from routeflow.lab.poll import poll_until
@@ -21,6 +22,18 @@ SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
 class OvsError(RuntimeError):
     pass
+
+
+def unix_socket_accepts(path: str) -> bool:
+    """Whether a unix stream socket accepts a connection. Its file existing is not enough:
+    OVS daemons bind (the file appears) before they listen, and a client in between is
+    refused (seen on a loaded machine: ``database connection failed (Connection refused)``)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+        return True
 
 
 def ovs_env(rundir: str) -> dict[str, str]:
@@ -90,8 +103,8 @@ class OvsInstance:
         self.vsctl("show")
 
     def _wait_for(self, path: str, what: str, timeout: float = 10.0) -> None:
-        if not poll_until(lambda: os.path.exists(path), timeout=timeout, interval=0.05):
-            raise OvsError(f"{what} did not start (no {path}); see {self.rundir}/*.log")
+        if not poll_until(lambda: unix_socket_accepts(path), timeout=timeout, interval=0.05):
+            raise OvsError(f"{what} did not start (no listener on {path}); see {self.rundir}/*.log")
 
     def vsctl(self, *args: str, timeout: int = 10) -> str:
         return self._run("ovs-vsctl", "-t", str(timeout), *args, timeout=timeout + 20)
