@@ -80,6 +80,8 @@ def test_every_stage_passes(check):
         "routed ping across nodes",
         "1450-byte don't-fragment ping",
         "isolation between tenants",
+        "security groups allow and block what their rules say",
+        "rule removed: ping blocked, established connection stays",
         "flows equal the compiler's on every node",
         "port delete removes its flows everywhere",
         "flows equal the compiler's after the delete",
@@ -94,6 +96,13 @@ def test_what_the_stages_saw(check):
     assert "(ttl 63)" in stage["routed ping across nodes"]["detail"]
     assert "12 pings to other tenants' addresses unanswered, 2 to addresses both tenants use" in (
         stage["isolation between tenants"]["detail"]
+    )
+    sg = stage["security groups allow and block what their rules say"]["detail"]
+    assert "b1 -> tcp/22 open, tcp/2222 timeout (both open before: open, open)" in sg, sg
+    assert "ping answered; b2 -> b1 ping blocked" in sg, sg
+    kept = stage["rule removed: ping blocked, established connection stays"]["detail"]
+    assert "ping blocked; the tcp/22 connection opened before still echoes; a new one: open" in (
+        kept
     )
     assert "on no node after" in stage["port delete removes its flows everywhere"]["detail"]
     assert check["port_delete_s"] is not None

@@ -12,8 +12,11 @@ The stages, in order, each timed as the routeflow lab's are (scenarios.CheckResu
    routed across nodes (the MTU holds end to end).
 8. isolation: no VM reaches an address only another tenant has; where both tenants
    use an address, a ping to it reaches the own tenant's VM (its MAC).
-9. flows: every node's br-int holds exactly the compiler's output for that node.
-10. port delete through the API: the port's flows (its cookie) go from every node,
+9. security groups (lab/cloudsg.py): a VM moved to a group allowing tcp/22 from a CIDR
+   and ICMP from a remote group accepts exactly those; removing the ICMP rule blocks
+   ping while an open tcp/22 connection keeps echoing. The lab is restored after.
+10. flows: every node's br-int holds exactly the compiler's output for that node.
+11. port delete through the API: the port's flows (its cookie) go from every node,
     the rest equals the compiler's output again, and the VM is unreachable.
 """
 
@@ -34,6 +37,7 @@ from routeflow.lab.cloud import (
     shared_address_pairs,
 )
 from routeflow.lab.cloudrun import CloudFailure, CloudRun, Lease
+from routeflow.lab.cloudsg import secgroup_stages
 from routeflow.lab.ovs import OvsError
 from routeflow.lab.poll import poll_until
 from routeflow.lab.runner import Terminated
@@ -121,6 +125,7 @@ def stages(run: CloudRun, result: CloudCheckResult, timeout: float) -> None:
     _pings(run, result, "routed ping across nodes", routed_pairs(cloud), 63)
     _mtu_ping(run, result)
     _isolation(run, result, addresses)
+    secgroup_stages(run, result, conn, timeout)
     _flows(run, result, "flows equal the compiler's on every node", timeout)
     _port_delete(run, result, conn, timeout)
 

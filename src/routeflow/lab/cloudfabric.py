@@ -15,7 +15,9 @@ and the floating IPs. Stages after the usual plug and DHCP:
 * the outside reaches a VM through its floating IP (ping; the echo names the VM and the
   reply comes from the floating IP);
 * a floating IP re-associated to another port answers from the new VM within a second
-  (the time is the API call to the first answer, polled every 50 ms).
+  (the time is the API call to the first answer, polled every 50 ms);
+* security groups allow and block what their rules say, and removing a rule leaves an
+  established connection up (lab/cloudsg.py, as in the plain cloud lab's check).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from routeflow.lab.cloud import CloudLab
 from routeflow.lab.cloudcheck import _dhcp, _plug
 from routeflow.lab.cloudrun import CloudFailure, CloudRun, Vm
+from routeflow.lab.cloudsg import secgroup_stages
 from routeflow.lab.ovsnode import EXTERNAL_OFPORT, run
 from routeflow.lab.runner import LabRun
 from routeflow.lab.scenarios import CheckResult, run_check
@@ -259,6 +262,7 @@ def checks(
             fip_stage(crun, result, ext, outside, vm, fip.floating_ip_address, timeout)
         if fips:
             move_stage(crun, result, conn, ext, outside, next(iter(fips.items())))
+        secgroup_stages(crun, result, conn, timeout)  # lab/cloudsg.py: tcp ports, ICMP
     except (CloudFailure, OSError, subprocess.SubprocessError) as exc:
         result.add("cloud", False, 0.0, f"{type(exc).__name__}: {exc}")
     finally:
