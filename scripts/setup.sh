@@ -28,6 +28,9 @@ system() {
     # run privately per run; the Debian services, if systemd starts them, are neither used
     # nor touched.
     packages+=(ovn-central ovn-host)
+    # `routeflow bench tput`: one TCP flow through the tenant data plane (Debian 12's
+    # iperf3 3.12; its daemon is not started: iperf3/start_daemon is false by default).
+    packages+=(iperf3)
 
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: run as root (apt-get, network namespaces, Open vSwitch);" \
@@ -46,6 +49,7 @@ system() {
         # tshark asks whether non-root users may capture: no (tests capture as root).
         echo "wireshark-common wireshark-common/install-setuid boolean false" \
             | debconf-set-selections
+        echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi

@@ -978,6 +978,24 @@ def bench_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, bu
     )
 
 
+@bench.command("tput")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(1, 600),
+    default=10.0,
+    show_default=True,
+    help="iperf3 time per path (one TCP stream)",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+@click.option("--run-dir", default=None, help="where logs and state go")
+def bench_tput(seconds, json_path, run_dir) -> None:
+    """One TCP flow through VXLAN, security groups, the router and NAT, against plain veth."""
+    from routeflow.bench.tput import main_tput
+
+    _require_root()
+    sys.exit(main_tput(seconds, json_path, run_dir, console))
+
+
 @bench.command("tenant-compile")
 @click.option(
     "--ports",
