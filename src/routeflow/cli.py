@@ -988,12 +988,15 @@ def bench_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, bu
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
 @click.option("--run-dir", default=None, help="where logs and state go")
-def bench_tput(seconds, json_path, run_dir) -> None:
+@click.option(
+    "--ovn/--no-ovn", default=True, show_default=True, help="measure OVN's VM to VM paths too"
+)
+def bench_tput(seconds, json_path, run_dir, ovn) -> None:
     """One TCP flow through VXLAN, security groups, the router and NAT, against plain veth."""
     from routeflow.bench.tput import main_tput
 
     _require_root()
-    sys.exit(main_tput(seconds, json_path, run_dir, console))
+    sys.exit(main_tput(seconds, json_path, run_dir, console, ovn))
 
 
 @bench.command("tenant-compile")

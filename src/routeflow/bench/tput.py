@@ -55,7 +55,10 @@ SAME_NET = "VM -> VM, same network, across nodes (VXLAN, SG)"
 ROUTED = "VM -> VM, routed across nodes (VXLAN, SG, router)"
 SNAT = "VM -> outside through SNAT (gateway node)"
 FIP = "outside -> VM through its floating IP (gateway node)"
+OVN_SAME_NET = "OVN: VM -> VM, same network, across nodes (Geneve, ACLs)"
+OVN_ROUTED = "OVN: VM -> VM, routed across nodes (Geneve, ACLs, router)"
 PATHS = (BASELINE, VETH_DEFAULTS, SAME_NET, ROUTED, SNAT, FIP)
+OVN_PATHS = (OVN_SAME_NET, OVN_ROUTED)
 OUTSIDE_IP = "203.0.113.1"
 EXTERNAL_CIDR = "203.0.113.0/24"
 
@@ -357,10 +360,60 @@ def measure_cloud(result: TputResult, run_dir: str, log_level: str,
         run.stop()
 
 
+def measure_ovn(result: TputResult, run_dir: str, progress: Callable[[str], None]) -> None:
+    """The same-network and routed paths through OVN (bench/tenantsys.py's OvnSystem: two
+    chassis on the userspace datapath, Geneve, every port in a port group with ML2/OVN's
+    default security group ACLs, a distributed logical router, OVN's native DHCP)."""
+    from routeflow.bench import tenantplan as tp
+    from routeflow.bench import vms
+    from routeflow.bench.tenantsys import OvnSystem, bring_up_anchors
+
+    sc = tp.scenario(2, 1, 0)
+    system = OvnSystem(sc, os.path.join(run_dir, "ovn"), "geneve")
+    result.tags.append(system.tag)
+    paths = {n: PathResult(n) for n in OVN_PATHS}
+    result.paths.extend(paths.values())
+    try:
+        progress("OVN: central, chassis")
+        system.start()
+        ips = bring_up_anchors(system, sc, vms.write_udhcpc_script(run_dir))
+        a, b = sc.nodes[0], sc.nodes[1]
+        by_name = {vm.name: vm for vm in sc.anchors}
+        src = by_name[f"a-{tp.ROUTED[0]}-{a}"]
+        jobs = [
+            (OVN_SAME_NET, by_name[f"a-{tp.ROUTED[0]}-{b}"]),
+            (OVN_ROUTED, by_name[f"a-{tp.ROUTED[1]}-{b}"]),
+        ]
+        client_ns = system.vm_ns(src)
+        for name, dst in jobs:
+            progress(name)
+            path = paths[name]
+            server_ns = system.vm_ns(dst)
+            if not vms.ping_until_reply(client_ns, ips[dst.name], 30.0):
+                path.problem = f"{src.name} got no ping reply from {dst.name}"
+                continue
+            path.mtu = _mtu(client_ns, "eth0")
+            try:
+                iperf(["ip", "netns", "exec", server_ns], ["ip", "netns", "exec", client_ns],
+                      ips[dst.name], result.seconds, path, result.pids)  # fmt: skip
+            except (TputFailure, OSError, subprocess.SubprocessError) as exc:
+                path.problem = str(exc)
+    except Exception as exc:  # a broken run still reports what it measured
+        for p in paths.values():
+            if p.gbps is None and p.problem is None:
+                p.problem = f"{type(exc).__name__}: {exc}"
+    finally:
+        result.pids += [t.pid for t in system.procs.procs]
+        system.stop()
+        for vm in sc.anchors:  # the VMs' namespaces (their chassis' stop took their ports)
+            _run(["ip", "netns", "delete", system.vm_ns(vm)], check=False)
+
+
 def run_tput_bench(
     seconds: float,
     run_dir: str,
     *,
+    ovn: bool = False,
     log_level: str = "INFO",
     progress: Callable[[str], None] = lambda text: None,
 ) -> TputResult:
@@ -377,6 +430,8 @@ def run_tput_bench(
     progress(VETH_DEFAULTS)
     measure_veth(result, tag, 1500, offload=True, name=VETH_DEFAULTS)
     measure_cloud(result, run_dir, log_level, progress)
+    if ovn:
+        measure_ovn(result, run_dir, progress)
     result.load.append(_load())
     return result
 
@@ -404,16 +459,32 @@ def write_json(result: TputResult, path: str) -> None:
         json.dump({**asdict(result), "ok": result.ok}, fh, indent=1)
 
 
-def main_tput(seconds: float, json_path: str | None, run_dir: str | None, console: Any) -> int:
+def main_tput(
+    seconds: float, json_path: str | None, run_dir: str | None, console: Any, ovn: bool = True
+) -> int:
     from routeflow.lab.runner import Terminated
     from routeflow.lab.scenarios import default_run_dir, install_signal_handlers
 
     run_dir = run_dir or default_run_dir("bench-tput")
+    if ovn:
+        from routeflow.bench.ovn import missing_tools
+
+        missing = missing_tools()
+        if missing:
+            console.print(
+                f"OVN is not installed ({', '.join(missing)} missing): "
+                "apt-get install ovn-central ovn-host, or run with --no-ovn",
+                markup=False,
+            )
+            return 2
     install_signal_handlers()
     try:
         with console.status("bench tput") as status:
             result = run_tput_bench(
-                seconds, run_dir, progress=lambda text: status.update(f"bench tput: {text}")
+                seconds,
+                run_dir,
+                ovn=ovn,
+                progress=lambda text: status.update(f"bench tput: {text}"),
             )
     except TputFailure as exc:
         console.print(str(exc), markup=False)
