@@ -8,6 +8,10 @@ after the other so they never share the CPU; the figure is what the receiver got
   every ratio is to.
 * ``veth, kernel defaults``: the same pair with MTU 1500 and offloads on (TSO/GSO: 64 KB
   segments through the kernel): what a veth does at its best, for scale.
+* ``OVS userspace bridge, one node``: two such veths on one bridge of a private
+  ovs-vswitchd on the userspace datapath (``datapath_type=netdev``, as every node's br-int)
+  forwarding by ``NORMAL``: what the datapath itself costs, before any tunnel, conntrack
+  or tenant pipeline.
 * ``VM -> VM, same network, across nodes``: the cloud lab runner (lab/cloudrun.py: tenant
   server, node agents, a private ovs-vswitchd per node on the userspace datapath) with
   two compute nodes and a gateway node; VXLAN between the nodes, both ports in their
@@ -19,6 +23,9 @@ after the other so they never share the CPU; the figure is what the receiver got
   tunnelled to the gateway node and SNATed there (``ct(nat)``).
 * ``outside -> VM through its floating IP``: DNAT on the gateway node, tunnelled to the
   VM's node, its ingress security group there.
+* with ``ovn``: OVN's same-network and routed VM to VM paths, across two chassis on the
+  userspace datapath with Geneve (bench/tenantsys.py's ``OvnSystem``, the default
+  security group as ML2/OVN writes it: ACLs with conntrack).
 
 Every path reports Gbit/s, the sender's retransmits, the ratio to ``veth``, the MTU of
 its sender and the load average (1 min) before and after it. Everything started is
@@ -51,13 +58,14 @@ __all__ = [
 IPERF_PORT = 5201
 BASELINE = "veth"
 VETH_DEFAULTS = "veth, kernel defaults"
+OVS_PLAIN = "OVS userspace bridge, one node (NORMAL, no tunnel, no SG)"
 SAME_NET = "VM -> VM, same network, across nodes (VXLAN, SG)"
 ROUTED = "VM -> VM, routed across nodes (VXLAN, SG, router)"
 SNAT = "VM -> outside through SNAT (gateway node)"
 FIP = "outside -> VM through its floating IP (gateway node)"
 OVN_SAME_NET = "OVN: VM -> VM, same network, across nodes (Geneve, ACLs)"
 OVN_ROUTED = "OVN: VM -> VM, routed across nodes (Geneve, ACLs, router)"
-PATHS = (BASELINE, VETH_DEFAULTS, SAME_NET, ROUTED, SNAT, FIP)
+PATHS = (BASELINE, VETH_DEFAULTS, OVS_PLAIN, SAME_NET, ROUTED, SNAT, FIP)
 OVN_PATHS = (OVN_SAME_NET, OVN_ROUTED)
 OUTSIDE_IP = "203.0.113.1"
 EXTERNAL_CIDR = "203.0.113.0/24"
@@ -232,6 +240,35 @@ def measure_veth(result: TputResult, tag: str, mtu: int, offload: bool, name: st
                   result.seconds, path, result.pids)  # fmt: skip
     except (TputFailure, OSError, subprocess.SubprocessError) as exc:
         path.problem = str(exc)
+
+
+def measure_ovs(result: TputResult, tag: str, run_dir: str) -> None:
+    """Two VMs (veths as the cloud lab plugs them: MTU 1450, tx offload off) on one
+    bridge of a private ovs-vswitchd on the userspace datapath, forwarding by ``NORMAL``:
+    what the datapath costs before any tunnel, conntrack or tenant pipeline."""
+    from routeflow.lab.ovsnode import OvsNode
+
+    path = PathResult(OVS_PLAIN)
+    result.paths.append(path)
+    node = OvsNode(f"tpo-{tag}", os.path.join(run_dir, "ovs"))
+    try:
+        node.start()
+        node.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev")
+        node.ip("link", "set", "br0", "up")
+        a, b = f"tpv1-{tag}", f"tpv2-{tag}"
+        node.plug_vm(a, "v1", "02:00:00:00:00:01", "10.99.1.1/24", mtu=1450, bridge="br0")
+        node.plug_vm(b, "v2", "02:00:00:00:00:02", "10.99.1.2/24", mtu=1450, bridge="br0")
+        _until_pings(["ip", "netns", "exec", a, "ping", "-c", "1", "-W", "1", "10.99.1.2"],
+                     "OVS bridge")  # fmt: skip
+        path.mtu = _mtu(a, "eth0")
+        iperf(["ip", "netns", "exec", b], ["ip", "netns", "exec", a], "10.99.1.2",
+              result.seconds, path, result.pids)  # fmt: skip
+    except Exception as exc:  # the other paths are still measured
+        path.problem = f"{type(exc).__name__}: {exc}"
+    finally:
+        result.pids += [t.pid for t in node.procs.procs]
+        node.stop()  # its daemons, the VMs' namespaces, its own
+        shutil.rmtree(os.path.join(run_dir, "ovs"), ignore_errors=True)
 
 
 def _cloud() -> Any:
@@ -429,6 +466,8 @@ def run_tput_bench(
     measure_veth(result, tag, 1450, offload=False, name=BASELINE)
     progress(VETH_DEFAULTS)
     measure_veth(result, tag, 1500, offload=True, name=VETH_DEFAULTS)
+    progress(OVS_PLAIN)
+    measure_ovs(result, tag, run_dir)
     measure_cloud(result, run_dir, log_level, progress)
     if ovn:
         measure_ovn(result, run_dir, progress)

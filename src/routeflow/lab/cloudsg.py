@@ -13,9 +13,10 @@ so a probe tests the rule, not the propagation delay.
 1. ``security groups allow and block what their rules say``: before the change both
    ports connect (``default`` admits members); after it tcp/22 connects, tcp/2222 is
    blocked (dropped, so the connect times out: not refused), ICMP passes, and the
-   server can no longer open a connection to the client (it left ``default``, whose
-   ingress admits members only) while the client's pings still get their replies
-   (stateful: the replies are established).
+   server can no longer ping the client (it left ``default``, whose ingress admits
+   members only) while the client's pings still get their replies (stateful: the
+   replies are established); unless the client's groups let ICMP in by address (the
+   cloud-external lab opens ICMP from anywhere): then the server's ping is answered.
 2. ``rule removed: ping blocked, established connection stays``: a TCP connection to
    port 22 is opened and echoes; the ICMP rule is deleted through the API; ping fails,
    and the open connection still echoes (conntrack keeps it: the tcp/22 rule still
@@ -106,6 +107,23 @@ def _ping(run: CloudRun, vm: Vm, ip: str) -> bool:
     return run.ping(vm, ip, wait=BLOCK_WAIT).returncode == 0
 
 
+def icmp_open_to(conn: Any, groups: list[str], ip: str) -> str | None:
+    """The first of ``groups``' ingress rules that lets ICMP from ``ip`` in by address (no
+    remote group): its remote prefix, or None when only members may (the default group)."""
+    import ipaddress
+
+    for group in groups:
+        for rule in conn.network.security_group_rules(security_group_id=group):
+            if rule.direction != "ingress" or rule.ether_type != "IPv4":
+                continue
+            if rule.protocol not in (None, "icmp", "1") or rule.remote_group_id:
+                continue
+            prefix = rule.remote_ip_prefix or "0.0.0.0/0"
+            if ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(prefix):
+                return prefix
+    return None
+
+
 def _applied(run: CloudRun, nodes: set[str], timeout: float) -> bool:
     """Both nodes' br-int equal the compiler's flows for the stored model."""
 
@@ -160,14 +178,23 @@ def secgroup_stages(run: CloudRun, result: CheckResult, conn: Any, timeout: floa
         after = {p: connect(run, client, dst, p) for p in (ALLOWED_PORT, BLOCKED_PORT)}
         pings = run.pings([(client, dst), (server, client.fixed_ip)], wait=BLOCK_WAIT)
         ping_in, ping_out = (r.returncode == 0 for r in pings)
+        # The client's groups admit the server now only by an address rule (the default
+        # group admits members, which the server no longer is; a lab may open ICMP wider).
+        reverse = icmp_open_to(conn, client_groups, dst)
         want = {ALLOWED_PORT: "open", BLOCKED_PORT: "timeout"}
         ok = (
             applied
             and before == {ALLOWED_PORT: "open", BLOCKED_PORT: "open"}
             and after == want
             and ping_in
-            and not ping_out
+            and ping_out == (reverse is not None)
         )
+        if reverse is None:
+            why = "blocked" if not ping_out else "ANSWERED"
+            why += " (not in its group any more)"
+        else:
+            why = "answered" if ping_out else "NOT answered"
+            why += f" ({client.name}'s groups let ICMP in from {reverse})"
         result.add(
             "security groups allow and block what their rules say",
             ok,
@@ -177,7 +204,7 @@ def secgroup_stages(run: CloudRun, result: CheckResult, conn: Any, timeout: floa
             f"{after[ALLOWED_PORT]}, tcp/{BLOCKED_PORT} {after[BLOCKED_PORT]} (both open "
             f"before: {before[ALLOWED_PORT]}, {before[BLOCKED_PORT]}), ping "
             f"{'answered' if ping_in else 'NOT answered'}; {server.name} -> {client.name} "
-            f"ping {'ANSWERED' if ping_out else 'blocked'} (not in its group any more)"
+            f"ping {why}"
             + ("" if applied else "; the agents did not apply the change in time"),
         )
         if not ok:
