@@ -180,10 +180,21 @@ class Connection:
 
     async def send_many(self, msgs: Iterable[AnyMessage]) -> None:
         """Send a batch with one write and one drain."""
+        if self.write_many(msgs):
+            await self._writer.drain()
+
+    def write_many(self, msgs: Iterable[AnyMessage]) -> bool:
+        """Queue a batch with one write, now, without waiting for the peer to take it
+        (``drain`` does): messages written without an ``await`` in between keep the
+        order of the changes they describe. Returns whether there was anything."""
         data = encode_many(msgs, max_frame=self._max_frame)
         if data:
             self._write(data)
-            await self._writer.drain()
+        return bool(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its high-water mark again."""
+        await self._writer.drain()
 
     def _write(self, data: bytes) -> None:
         if self._closed or self._writer.is_closing():

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -45,6 +45,10 @@ from routeflow.rflib.protocol import (
 from routeflow.server.prefixindex import REBUILD_SHARE, PrefixIndex
 
 _UNICAST = RouteKind.UNICAST
+
+#: Most entries per FibMod: a full table (a client's resync, a proxy's full
+#: state) stays in frames far below the codec's limit (about 65 bytes each).
+FIB_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -296,26 +300,71 @@ class RoutingTable:
 
     def dump(self, ct_id: int, dp_id: int | None = None) -> list[Message]:
         """Everything installed for a controller (or one of its datapaths), as ADDs."""
-        out: list[Message] = []
-        for key, nh in sorted(self._nexthops.items(), key=lambda kv: kv[1].nexthop_id):
-            if key[0] == ct_id and (dp_id is None or key[1] == dp_id):
-                out.append(
-                    NextHopMod(
-                        mod=Mod.ADD,
-                        ct_id=key[0],
-                        dp_id=key[1],
-                        nexthop_id=nh.nexthop_id,
-                        buckets=list(nh.buckets),
+        return [m for chunk in self.dump_chunks(ct_id, dp_id) for m in chunk]
+
+    def dump_chunks(
+        self, ct_id: int, dp_id: int | None = None, chunk: int = FIB_CHUNK
+    ) -> Iterator[list[Message]]:
+        """``dump`` a chunk at a time, each made when asked for: at most ``chunk``
+        next hops or FIB entries per chunk, so a full table is never held twice.
+
+        The next hops come first, then each VM's FIB entries in its own order.
+        The generator reads the live table (it keeps only the list of a VM's
+        prefixes while it walks that VM): a chunk describes its prefixes as they
+        are when it is made, and a prefix gone by then is left out. So the
+        chunks may be interleaved with the messages of changes made meanwhile,
+        provided every change's messages reach the receiver before the next
+        chunk is made: then the receiver ends with the table as it is (a change
+        to a prefix already sent comes after it, one to a prefix not yet sent is
+        overtaken by the chunk that holds it). The server's shell keeps to that
+        by writing a change's messages before it awaits anything.
+        """
+        keys = [
+            key
+            for key, _nh in sorted(self._nexthops.items(), key=lambda kv: kv[1].nexthop_id)
+            if key[0] == ct_id and (dp_id is None or key[1] == dp_id)
+        ]
+        for start in range(0, len(keys), chunk):
+            nh_mods: list[Message] = []
+            for key in keys[start : start + chunk]:
+                nh = self._nexthops.get(key)
+                if nh is not None:
+                    nh_mods.append(
+                        NextHopMod(
+                            mod=Mod.ADD,
+                            ct_id=key[0],
+                            dp_id=key[1],
+                            nexthop_id=nh.nexthop_id,
+                            buckets=list(nh.buckets),
+                        )
                     )
-                )
-        by_dp: dict[tuple[int, int], list[FibEntry]] = defaultdict(list)
-        for installed in self._installed.values():
-            for prefix, inst in installed.items():
-                if inst.ct_id == ct_id and (dp_id is None or inst.dp_id == dp_id):
-                    by_dp[(inst.ct_id, inst.dp_id)].append(inst.entry(prefix))
-        for (ct, dp), entries in sorted(by_dp.items()):
-            out += _fib_mods(Mod.ADD, ct, dp, entries)
-        return out
+            if nh_mods:
+                yield nh_mods
+        del keys
+        for vm_id in list(self._installed):
+            prefixes = list(self._installed.get(vm_id, ()))
+            for start in range(0, len(prefixes), chunk):
+                installed = self._installed.get(vm_id)
+                if installed is None:
+                    break
+                by_dp: dict[tuple[int, int], list[FibEntry]] = {}
+                for prefix in prefixes[start : start + chunk]:
+                    inst = installed.get(prefix)
+                    if (
+                        inst is not None
+                        and inst.ct_id == ct_id
+                        and (dp_id is None or inst.dp_id == dp_id)
+                    ):
+                        dp = (inst.ct_id, inst.dp_id)
+                        entries = by_dp.get(dp)
+                        if entries is None:
+                            entries = by_dp[dp] = []
+                        entries.append(inst.entry(prefix))
+                if by_dp:
+                    yield [
+                        FibMod(mod=Mod.ADD, ct_id=ct, dp_id=dp, entries=entries)
+                        for (ct, dp), entries in sorted(by_dp.items())
+                    ]
 
     def installed(self) -> list[tuple[int, int, FibEntry]]:
         return [
@@ -560,11 +609,6 @@ class RoutingTable:
             self._update_buckets(batch, nh_key)
         if not _is_link_local(ip):
             self._refresh(batch, vm_id, f"{ip}/128" if ":" in ip else f"{ip}/32")
-
-
-#: Most entries per FibMod: a full table (a client's resync, a proxy's full
-#: state) stays in frames far below the codec's limit (about 35 bytes each).
-FIB_CHUNK = 10_000
 
 
 def _fib_mods(mod: Mod, ct: int, dp: int, entries: list[FibEntry]) -> list[Message]:

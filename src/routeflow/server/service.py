@@ -612,16 +612,28 @@ class RFServer:
                 + f" (no resync within {self.resync_wait:.0f} s)",
                 logging.WARNING,
             )
-        dump: list[p.Message] = [p.Resync(phase="begin")]
-        dump.extend(
+        # Streamed: each chunk is made from the live table and written at once
+        # (no await in between), then the proxy must take it before the next
+        # one is made. Changes made meanwhile reach the proxy between chunks
+        # (_apply writes them before awaiting), which dump_chunks allows for.
+        head: list[p.Message] = [p.Resync(phase="begin")]
+        head.extend(
             data_plane_map(entry)
             for entry in self.table.entries()
             if entry.state == EntryState.ACTIVE and entry.ct_id == ct_id
         )
-        dump.extend(self.routing.dump(ct_id))
-        dump.append(p.Resync(phase="end"))
-        await conn.send_many(dump)
-        self.event("controller", f"controller {ct_id} has the full state ({len(dump)} messages)")
+        conn.write_many(head)
+        sent = len(head)
+        del head
+        await conn.drain()
+        for chunk in self.routing.dump_chunks(ct_id):
+            conn.write_many(chunk)
+            sent += len(chunk)
+            del chunk
+            await conn.drain()
+        await conn.send_many([p.Resync(phase="end")])
+        sent += 1
+        self.event("controller", f"controller {ct_id} has the full state ({sent} messages)")
 
     def reload_config(self, path: str | None = None) -> list[str]:
         """Re-read the mapping CSV; on any error keep the running config and say why."""
@@ -712,17 +724,28 @@ class RFServer:
                 self._persist("a next-hop id", self.store.kv_delete, name)
             else:
                 self._persist("a next-hop id", self.store.kv_put, name, str(nh_id).encode())
+        # Every message is written before the first await: a full state being
+        # streamed to a proxy meanwhile (_send_full_state) reads the routing
+        # table live, so what this change did must reach the proxy before the
+        # next chunk of it (RoutingTable.dump_chunks).
+        written: list[tuple[str, int, ipc.Connection]] = []
         for (kind, ident), msgs in out.items():
             conn = (self.clients if kind == "vm" else self.proxies).get(ident)
             if conn is None:
                 continue  # delivered as part of the full state on (re)connect
             try:
-                await conn.send_many(msgs)
+                conn.write_many(msgs)
             except (ConnectionError, OSError) as exc:
                 log.warning("sending to %s %#x failed: %s", kind, ident, exc)
             else:
+                written.append((kind, ident, conn))
                 for m in msgs:
                     self.counters[f"tx_{type(m).__name__}"] += 1
+        for kind, ident, conn in written:
+            try:
+                await conn.drain()
+            except (ConnectionError, OSError) as exc:
+                log.warning("sending to %s %#x failed: %s", kind, ident, exc)
         if changed:
             self._tell_news()
         if changed or out:
