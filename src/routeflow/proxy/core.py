@@ -532,9 +532,11 @@ class ProxyCore:
             specs += of.discovery_flows()
         for dp_port, mac in st.router_ports.items():
             specs.extend(self._port_flows(dp_id, dp_port, mac))
-        desired = reconcile.desired_flows(specs, st.fib.values())
-        fdiff = reconcile.diff_flows(desired, read.actual, of.is_ours)
-        flows = reconcile.plan_flows(fdiff, desired, read.actual)
+        # Route flows are compared as they are met, without a desired table of
+        # the whole FIB; what the switch had is consumed by the comparison
+        # (the plan keeps the matches of what it deletes), then let go.
+        flows, fcounts = reconcile.plan_switch(specs, st.fib.values(), read.actual, of.is_ours)
+        read.actual = {}
         groups = {gid: of.nexthop_group(mod) for gid, mod in st.groups.items()}
         gdiff = reconcile.diff_groups(
             {gid: reconcile.group_text(g) for gid, g in groups.items()}, read.groups
@@ -545,9 +547,9 @@ class ProxyCore:
             first.append(WriteFlows(dp_id, tuple(flows.add_now)))
         first += [DeleteFlow(dp_id, k[0], k[1], match) for k, match in flows.delete_now]
         counts = ReconcileCounts(
-            flows_add=len(fdiff.add),
-            flows_delete=len(fdiff.delete),
-            flows_unchanged=fdiff.unchanged,
+            flows_add=fcounts.add,
+            flows_delete=fcounts.delete,
+            flows_unchanged=fcounts.unchanged,
             groups_add=len(gdiff.add),
             groups_modify=len(gdiff.modify),
             groups_delete=len(gdiff.delete),

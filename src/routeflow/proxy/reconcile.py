@@ -297,6 +297,107 @@ def plan_flows(
     return plan
 
 
+@dataclass
+class FlowCounts:
+    """How many flows a plan adds and deletes, and how many it leaves as they are."""
+
+    add: int = 0
+    delete: int = 0
+    unchanged: int = 0
+
+
+def plan_switch(
+    specs: Iterable[of.FlowSpec],
+    fib: Iterable[FibEntry],
+    actual: ActualFlows,
+    is_ours: Callable[[int], bool],
+) -> tuple[FlowPlan, FlowCounts]:
+    """``plan_flows(diff_flows(desired_flows(specs, fib), actual), ...)`` without
+    building the desired table of a full FIB.
+
+    A route flow (a unicast entry whose prefix is in canonical text: nearly all
+    of a big table) is compared with the switch as it is met: its key is popped
+    from ``actual``, so what is left there at the end is what nobody wants.
+    Everything else (the classifier's flows, unusual FIB entries) goes through
+    the small desired table as before. ``fib`` must name each prefix once (as
+    the proxy's FIB, keyed by prefix, does). ``actual`` is consumed: it ends
+    holding the switch's flows no desired flow has the key of.
+
+    Memory: the desired table of a million routes was about 250 MB next to the
+    switch's flows; this keeps a list of the entries to add.
+    """
+    plan = FlowPlan()
+    counts = FlowCounts()
+    small: list[FibEntry] = []
+    add_routes = plan.add_routes
+    pop = actual.pop
+    table = of.TABLE_FIB
+    base = of.PRIO_ROUTE_BASE
+    head = _ROUTE_MATCH_HEAD
+    masks = _MASK_TEXT
+    plens = _PLEN
+    aton = socket.inet_aton
+    ntoa = socket.inet_ntoa
+    from_bytes = int.from_bytes
+    head6 = _ROUTE6_MATCH_HEAD
+    group_texts: dict[int, str] = {}
+    # The classifier's flows are few: their table is built first, and a route
+    # flow of the same key (never from rfserver) takes their place, as in
+    # desired_flows, where FIB entries come after the specs.
+    wanted = desired_flows(specs, ())
+    add = unchanged = 0
+    for entry in fib:
+        if entry.kind == _UNICAST:
+            addr, sep, plen_text = entry.prefix.partition("/")
+            key: FlowKey | None = None
+            if ":" in addr:
+                m6 = _route6_match(addr, _PLEN6.get(plen_text) if sep else 128)
+                if m6 is not None and m6[1].partition("/")[0] == head6 + addr:
+                    key = (table, base + m6[0], m6[1])
+            else:
+                plen = plens.get(plen_text) if sep else 32
+                if plen and addr.count(".") == 3:
+                    try:
+                        raw = aton(addr)
+                    except OSError:
+                        raw = b""
+                    if (
+                        raw
+                        and from_bytes(raw, "big") & _MASKS[plen] == from_bytes(raw, "big")
+                        and ntoa(raw) == addr
+                    ):
+                        m = head + addr if plen == 32 else f"{head}{addr}/{masks[plen]}"
+                        key = (table, base + plen, m)
+            if key is not None:
+                nh = entry.nexthop_id
+                gtext = group_texts.get(nh)
+                if gtext is None:
+                    gtext = group_texts[nh] = f"group:{nh}"
+                if wanted and key in wanted:
+                    del wanted[key]
+                have = pop(key, None)
+                if have is not None and have[0] == gtext:
+                    unchanged += 1
+                else:
+                    add += 1
+                    add_routes.append(entry)
+                continue
+        small.append(entry)
+    # Unusual FIB entries (connected, local, default routes): their flows.
+    desired = wanted
+    desired.update(desired_flows((), small))
+    diff = diff_flows(desired, actual, is_ours)
+    rest = plan_flows(diff, desired, actual)
+    plan.add_now = rest.add_now
+    plan.delete_now = rest.delete_now
+    plan.add_routes += rest.add_routes
+    plan.delete_fib = rest.delete_fib
+    counts.add = add + len(diff.add)
+    counts.delete = len(diff.delete)
+    counts.unchanged = unchanged + diff.unchanged
+    return plan, counts
+
+
 #: xid of reconciliation's raw flow-mods (fibwriter's are 0xE..., flowpipe's 0xF...).
 XID_BASE = 0xD0000000
 CHUNK = 4096
@@ -524,6 +625,9 @@ def read_flow_stats(
     group_texts = _GROUP_TEXTS
     if len(group_texts) > 65536:
         group_texts.clear()
+    # A cookie is a 64-bit int, a new object per entry as unpacked: one per value
+    # instead (a million route flows share a handful).
+    cookies: dict[int, int] = {}
     n = 0
     while offset < end:
         length, table, _s, _ns, prio, _i, _h, _f, cookie, _p, _b = unpack(buf, offset)
@@ -562,7 +666,11 @@ def read_flow_stats(
                 atext = _instructions(buf, mend, offset + length)
             except (_Unusual, struct.error, IndexError):
                 mtext, atext = fallback(buf, offset)
-        into[(table, prio, mtext)] = (atext, cookie, bytes(buf[mpos:mend]))
+        into[(table, prio, mtext)] = (
+            atext,
+            cookies.setdefault(cookie, cookie),
+            bytes(buf[mpos:mend]),
+        )
         offset += length
         n += 1
     return n
