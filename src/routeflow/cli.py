@@ -862,6 +862,26 @@ def bench_churn(stream, speed, timeout, run_dir, json_path) -> None:
     sys.exit(main_churn(stream, speed, run_dir, json_path, timeout, console))
 
 
+@bench.command("bgp")
+@click.argument("table", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 86400),
+    default=None,
+    help="seconds from the first UPDATE to wait for kernel and switch "
+    "(default: 60, or 1 s per 2000 prefixes if more)",
+)
+@click.option("--run-dir", default=None, help="where logs and state go")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
+def bench_bgp(table, timeout, run_dir, json_path) -> None:
+    """FRR end to end: a speaker announces TABLE's IPv4 prefixes to the VM's bgpd; time
+    to the full table in the kernel (zebra) and on the switch, and the switch's lag."""
+    from routeflow.bench.bgprun import main_bgp
+
+    _require_root()
+    sys.exit(main_bgp(table, run_dir, json_path, timeout, console))
+
+
 @bench.command("web")
 @click.option("--routes", type=click.IntRange(1, 4_000_000), default=1_000_000, show_default=True)
 @click.option(
