@@ -67,11 +67,16 @@ class BgpResult:
     switch_s: float | None = None
     #: (switch_s - kernel_s) / kernel_s: routeflow's lag behind the kernel.
     lag_ratio: float | None = None
+    #: The samples before and at kernel_s are this far apart: a lag of 0 (both
+    #: full in the same sample) means a lag of at most this, as a ratio.
+    lag_bound_ratio: float | None = None
     #: (s, bgpd RIB, kernel FIB, switch) at each sample.
     samples: list[tuple[float, int, int, int]] = field(default_factory=list)
     kernel_routes: int | None = None  # `ip route show proto bgp` at the end
     switch_equals_kernel: bool | None = None
     loadavg: list[str] = field(default_factory=list)  # at the start and at the end
+    #: Peak RSS (VmHWM, MB) per daemon kind at the end (rfclient, bgpd, zebra...).
+    rss_peak_mb: dict[str, float] = field(default_factory=dict)
     stages: list[dict] = field(default_factory=list)
 
 
@@ -212,6 +217,10 @@ def run_bgp(
         result.switch_s = _first(samples, 3, n)
         if result.kernel_s and result.switch_s is not None:
             result.lag_ratio = round((result.switch_s - result.kernel_s) / result.kernel_s, 3)
+            at = [s[0] for s in samples].index(result.kernel_s)
+            if at > 0:
+                step = result.switch_s - samples[at - 1][0]
+                result.lag_bound_ratio = round(step / result.kernel_s, 3)
         check.add(
             "bgp: the table in the kernel (zebra's FIB count)",
             result.kernel_s is not None,
@@ -222,7 +231,8 @@ def run_bgp(
             "bgp: the table on the switch",
             result.switch_s is not None,
             result.switch_s or 0.0,
-            f"{samples[-1][3] if samples else 0} of {n}; lag ratio {result.lag_ratio}",
+            f"{samples[-1][3] if samples else 0} of {n}; lag ratio {result.lag_ratio} "
+            f"(at most {result.lag_bound_ratio}: the sampling)",
         )
         # The end state, read in full: kernel = table, switch = kernel.
         kernel = _kernel_bgp(run, sp.switch)
@@ -249,6 +259,9 @@ def run_bgp(
         check.add("lab", False, time.monotonic() - t0, str(exc))
     finally:
         run.stop()
+    result.rss_peak_mb = {
+        kind: round(kib / 1024, 1) for kind, (_n, kib) in sorted(run.memory.items())
+    }
     result.loadavg.append(_loadavg())
     result.stages = check.stages
     result.ok = check.ok
@@ -285,7 +298,15 @@ def main_bgp(
         f"{r.prefixes} IPv4 prefixes ({r.ipv6_left_out} IPv6 left out) from the speaker's "
         f"first UPDATE: sent in {r.speaker_sent_s} s, in bgpd {r.rib_s} s, in the kernel "
         f"(zebra's FIB) {r.kernel_s} s, on the switch {r.switch_s} s; lag ratio "
-        f"(switch - kernel) / kernel {r.lag_ratio}; load {r.loadavg[0]} -> {r.loadavg[-1]}",
+        f"(switch - kernel) / kernel {r.lag_ratio} (at most {r.lag_bound_ratio}: the samples "
+        f"are that far apart); load {r.loadavg[0]} -> {r.loadavg[-1]}",
+        markup=False,
+    )
+    ours = ("rfclient", "rfserver", "rfproxy")
+    console.print(
+        "peak RSS: "
+        + ", ".join(f"{k} {v:g} MB" for k, v in r.rss_peak_mb.items())
+        + f"; routeflow's daemons {sum(r.rss_peak_mb.get(k, 0) for k in ours):.1f} MB",
         markup=False,
     )
     console.print("OK" if r.ok else "FAIL")
