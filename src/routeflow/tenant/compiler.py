@@ -91,6 +91,9 @@ class NodeContext:
     #: A gateway node's external port (0: none) and the MACs its agent learned there.
     external_ofport: int = 0
     neighbours: Mapping[str, str] = field(default_factory=dict)
+    #: bgp mode: the gateway node's uplink (tenant/nat.py Uplink); its flows are there
+    #: whether or not a router is served yet.
+    uplink: nat.Uplink | None = None
 
 
 def diff(old: Iterable[Flow], new: Iterable[Flow]) -> tuple[list[Flow], list[Flow]]:
@@ -376,13 +379,18 @@ class Fragments:
             return self.rule(int(key[1]))  # type: ignore[call-overload]
         if kind == "base":
             f = self.facts
-            return BASE if f.local or f.routers or f.served else frozenset()
+            return BASE if f.local or f.routers or f.served or self.node.uplink else frozenset()
         if kind == "nat":
             node = self.node
             served = [self.cloud.routers[rid] for rid in sorted(self.facts.served)]
             return frozenset(
                 nat.gateway_flows(
-                    self.cloud, served, node.tunnel_ofport, node.external_ofport, node.neighbours
+                    self.cloud,
+                    served,
+                    node.tunnel_ofport,
+                    node.external_ofport,
+                    node.neighbours,
+                    node.uplink,
                 )
             )
         raise ValueError(f"unknown fragment {key}")
@@ -613,7 +621,7 @@ def compile_node(cloud: Cloud, node: NodeContext) -> frozenset[Flow]:
     """Every flow of ``node``'s br-int for the tenant pipeline (see the module docstring)."""
     index = Index.of(cloud)
     facts = node_facts(cloud, index, node)
-    if not facts.local and not facts.served:
+    if not facts.local and not facts.served and node.uplink is None:
         return frozenset()
     frag = Fragments(cloud, index, node, facts)
     flows: set[Flow] = set()

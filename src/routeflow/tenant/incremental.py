@@ -73,6 +73,7 @@ class NodeCompiler:
             node.name, node.bindings, node.tunnel_ofport,
             external_ofport=getattr(node, "external_ofport", 0),
             neighbours=getattr(node, "neighbours", {}),
+            uplink=getattr(node, "uplink", None),
         )  # fmt: skip
         old, before = self.cloud, self.node
         if (
@@ -83,6 +84,7 @@ class NodeCompiler:
             or ctx.external_ofport != before.external_ofport
             or ctx.neighbours != before.neighbours
             or self.facts.served
+            or ctx.uplink is not None
             or nat.served_routers(cloud, ctx.name)
         ):
             return self._rebuild(cloud, ctx)
@@ -101,7 +103,8 @@ class NodeCompiler:
         self.facts = node_facts(cloud, self.index, node)
         frag = Fragments(cloud, self.index, node, self.facts)
         facts = self.facts
-        new = {key: frag(key) for key in frag.all_keys()} if facts.local or facts.served else {}
+        some = facts.local or facts.served or node.uplink is not None
+        new = {key: frag(key) for key in frag.all_keys()} if some else {}
         for key in self.fragments:
             new.setdefault(key, EMPTY)
         self.recompiled = len(new)

@@ -178,6 +178,9 @@ class Node(_Base, frozen=True, kw_only=True):
 
     tunnel_ip: str  # VXLAN endpoint on the underlay
     gateway: bool = False
+    #: False once the server lost the node's session for longer than its grace
+    #: (``--gateway-grace``): a gateway node that is down gets no routers.
+    up: bool = True
 
 
 class FloatingIP(_Base, frozen=True, kw_only=True):

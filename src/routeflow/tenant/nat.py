@@ -35,6 +35,7 @@ only: if the router moves to another gateway node, established connections are l
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -65,7 +66,9 @@ def nat_zone(router: Router) -> int:
 
 
 def gateway_nodes(cloud: Cloud) -> list[Node]:
-    return sorted((n for n in cloud.nodes.values() if n.gateway), key=lambda n: n.id)
+    """The gateway nodes routers are scheduled on: registered and up (a node whose
+    session the server lost for longer than its grace is down: its routers move)."""
+    return sorted((n for n in cloud.nodes.values() if n.gateway and n.up), key=lambda n: n.id)
 
 
 def gateway_node(cloud: Cloud, router: Router) -> Node | None:
@@ -117,7 +120,7 @@ def gateway_of(cloud: Cloud, router: Router) -> Gateway | None:
 def served_routers(cloud: Cloud, node_name: str) -> list[Router]:
     """Routers whose NAT runs on ``node_name``."""
     node = cloud.nodes.get(node_name)
-    if node is None or not node.gateway:
+    if node is None or not node.gateway or not node.up:
         return []
     out = []
     for router in sorted(cloud.routers.values(), key=lambda r: r.id):
@@ -141,9 +144,40 @@ def floating_ips(cloud: Cloud, router: Router) -> list[FloatingIP]:
     )
 
 
-def next_hops(cloud: Cloud, node_name: str) -> list[tuple[str, str, str]]:
+@dataclass(frozen=True)
+class Uplink:
+    """``bgp`` mode: the gateway node's own address on its external link (the next hop
+    of the /32s it announces, answered by ARP on the external port) and the fabric
+    router on that link (where everything to outside goes, whatever the external
+    subnet's ``gateway_ip`` says: the pool is not on-link anywhere)."""
+
+    ip: str
+    next_hop: str
+
+    @property
+    def mac(self) -> str:
+        """A locally administered MAC derived from ``ip`` (02:ee + the address)."""
+        return "02:ee:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(self.ip).packed)
+
+
+def external_vni(cloud: Cloud) -> int | None:
+    """The VNI of the external network a gateway node's one external port carries
+    (the first usable one by id; None: there is none yet)."""
+    for net in sorted(cloud.networks.values(), key=lambda n: n.id):
+        if net.external and net.admin_state_up:
+            return net.segmentation_id
+    return None
+
+
+def next_hops(
+    cloud: Cloud, node_name: str, uplink: Uplink | None = None
+) -> list[tuple[str, str, str]]:
     """(next hop IP, our IP, our MAC) for every served router: what the agent ARPs for
-    on the external port (one entry per next hop)."""
+    on the external port (one entry per next hop). With an ``uplink`` (bgp mode): its
+    one next hop, asked for whether or not a router is served here yet (a router that
+    moves here on failover finds the MAC known)."""
+    if uplink is not None:
+        return [(uplink.next_hop, uplink.ip, uplink.mac)]
     out: dict[str, tuple[str, str, str]] = {}
     for router in served_routers(cloud, node_name):
         gw = gateway_of(cloud, router)
@@ -203,16 +237,50 @@ def _arp_responder(vni: int, ip: str, mac: str, cookie: int) -> Flow:
     )
 
 
+def _to_uplink(vni: int, uplink: Uplink, ip: str, rkey: int, cookie: int) -> Flow:
+    """bgp mode: a frame from outside to the uplink MAC for ``ip`` is router ``rkey``'s."""
+    return Flow(
+        p.L2,
+        p.PRI_PORT,
+        {p.NETWORK_REG: vni, "eth_dst": uplink.mac, "eth_type": ETH_IPV4, "ipv4_dst": ip},
+        (_apply(SetField(p.ROUTER_REG, rkey)), GotoTable(p.UNSNAT)),
+        cookie,
+    )
+
+
 def gateway_flows(
     cloud: Cloud,
     routers: Iterable[Router],
     tunnel_ofport: int,
     external_ofport: int,
     neighbours: Mapping[str, str],
+    uplink: Uplink | None = None,
 ) -> list[Flow]:
-    """Everything a gateway node needs for the routers it serves (see the docstring)."""
+    """Everything a gateway node needs for the routers it serves (see the docstring).
+
+    With an ``uplink`` (bgp mode) the external port answers ARP for the uplink address
+    only; frames from outside come to the uplink MAC and are told apart by their
+    destination (a router's gateway IP or one of its floating IPs, which the node
+    announces as /32s with the uplink address as next hop); frames to outside leave
+    from the uplink MAC to the uplink's next hop."""
     out: list[Flow] = []
     classified: set[int] = set()
+    uvni = external_vni(cloud) if uplink is not None else None
+    if uplink is not None and uvni is not None and external_ofport:
+        nc = p.cookie_of(p.Kind.NETWORK, uvni)
+        classified.add(uvni)
+        out.append(
+            Flow(
+                p.CLASSIFY,
+                p.PRI_PORT,
+                {"in_port": external_ofport},
+                (WriteMetadata(uvni), GotoTable(p.SERVICES)),
+                nc,
+            )
+        )
+        reply = {p.NETWORK_REG: uvni, "eth_type": ETH_ARP, "arp_op": 2}
+        out.append(Flow(p.ARP, p.PRI_HIGH, reply, (_apply(Output(ofsim.CONTROLLER)),), nc))
+        out.append(_arp_responder(uvni, uplink.ip, uplink.mac, nc))
     for router in routers:
         gw = gateway_of(cloud, router)
         if gw is None:
@@ -249,16 +317,19 @@ def gateway_flows(
             )
         )
         # From outside.
-        out.append(_arp_responder(vni, gw.ip, mac, rc))
-        out.append(
-            Flow(
-                p.L2,
-                p.PRI_PORT,
-                {p.NETWORK_REG: vni, "eth_dst": mac},
-                (_apply(SetField(p.ROUTER_REG, rkey)), GotoTable(p.UNSNAT)),
-                rc,
+        if uplink is None:
+            out.append(_arp_responder(vni, gw.ip, mac, rc))
+            out.append(
+                Flow(
+                    p.L2,
+                    p.PRI_PORT,
+                    {p.NETWORK_REG: vni, "eth_dst": mac},
+                    (_apply(SetField(p.ROUTER_REG, rkey)), GotoTable(p.UNSNAT)),
+                    rc,
+                )
             )
-        )
+        else:
+            out.append(_to_uplink(vni, uplink, gw.ip, rkey, rc))
         snat = gw.router.external_gateway_info is not None and (
             gw.router.external_gateway_info.enable_snat
         )
@@ -289,7 +360,7 @@ def gateway_flows(
             )
         else:
             out.append(Flow(p.SNAT, p.PRI_PORT, reg5, (GotoTable(p.EXT_OUT),), rc))
-        hop_mac = neighbours.get(gw.next_hop or "")
+        hop_mac = neighbours.get((gw.next_hop or "") if uplink is None else uplink.next_hop)
         if external_ofport and hop_mac:
             out.append(
                 Flow(
@@ -298,7 +369,7 @@ def gateway_flows(
                     reg5,
                     (
                         _apply(
-                            SetField("eth_src", mac),
+                            SetField("eth_src", mac if uplink is None else uplink.mac),
                             SetField("eth_dst", hop_mac),
                             Output(external_ofport),
                         ),
@@ -310,7 +381,10 @@ def gateway_flows(
             fc = p.cookie_of(p.Kind.FLOATINGIP, fip.key)
             fixed = fip.fixed_ip_address
             assert fixed is not None
-            out.append(_arp_responder(vni, fip.floating_ip_address, mac, fc))
+            if uplink is None:
+                out.append(_arp_responder(vni, fip.floating_ip_address, mac, fc))
+            else:
+                out.append(_to_uplink(vni, uplink, fip.floating_ip_address, rkey, fc))
             out.append(
                 Flow(
                     p.UNSNAT,

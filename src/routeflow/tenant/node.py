@@ -34,9 +34,11 @@ from os_ken.ofproto import ofproto_v1_3
 
 from routeflow.proxy.serverlink import ServerLink
 from routeflow.rflib import protocol as p
+from routeflow.tenant import announce
 from routeflow.tenant import vifs as vifs_mod
 from routeflow.tenant.nodecore import (
     Action,
+    Announce,
     Compiler,
     DhcpReply,
     InstallFlows,
@@ -71,6 +73,10 @@ class NodeSettings:
     secret: bytes | None = None
     gateway: bool = False
     external_ofport: int = 0  # a gateway node's external port on br-int
+    #: bgp mode: the external port's uplink (tenant/nat.py) and the file the node's
+    #: BGP speaker relay follows (tenant/announce.py).
+    uplink: Any = None
+    announce_file: str = ""
     arp_interval: float = 0.5  # how often the external next hops are looked at
     #: Makes the compiler's incremental form (nodecore.Incremental), or None.
     incremental: Callable[[], Any] | None = None
@@ -89,6 +95,7 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
             tunnel_ip=settings.tunnel_ip,
             gateway=settings.gateway,
             external_ofport=settings.external_ofport,
+            uplink=settings.uplink,
             compile=settings.compile,
             incremental=settings.incremental() if settings.incremental else None,
         )
@@ -166,6 +173,15 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
         for action in later:
             if isinstance(action, SendToServer):
                 self.link.send(action.msg)
+            elif isinstance(action, Announce):
+                if self.settings.announce_file:
+                    try:
+                        announce.write_state(
+                            self.settings.announce_file, action.prefixes, action.next_hop
+                        )
+                    except OSError as exc:
+                        log.warning("cannot write %s: %s", self.settings.announce_file, exc)
+                log.info("announce: %s", " ".join(sorted(action.prefixes)) or "nothing")
             elif isinstance(action, DhcpReply) and dp is not None:
                 parser = dp.ofproto_parser
                 ofp = dp.ofproto

@@ -26,6 +26,10 @@ Rules:
 5. A gateway node ARPs for its routers' external next hops on its external port
    (``arp_tick``, driven by the shell's timer) and learns their MACs from the replies
    the pipeline punts (``arp_reply``); a new MAC recompiles (tenant/extarp.py).
+   In bgp mode (an ``uplink``) the one next hop is the uplink's, asked for at once.
+6. In bgp mode a gateway node announces the /32s it serves (tenant/announce.py): after
+   every model change that alters the set, an ``Announce`` with the whole set follows
+   the flow diff (the shell hands it to the node's BGP speaker).
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from routeflow.rflib import protocol as p
-from routeflow.tenant import dhcp, extarp, nat, wire
+from routeflow.tenant import announce, dhcp, extarp, nat, wire
 from routeflow.tenant.model import Cloud, Kind
 
 __all__ = [
+    "Announce",
     "DhcpReply",
     "InstallFlows",
     "NodeCore",
@@ -60,6 +65,7 @@ class NodeView:
     tunnel_ofport: int
     external_ofport: int = 0  # a gateway node's external port (0: none)
     neighbours: Mapping[str, str] = field(default_factory=dict)  # next hop IP -> MAC
+    uplink: nat.Uplink | None = None  # bgp mode: a gateway node's uplink
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +87,15 @@ class DhcpReply:
     frame: bytes
 
 
-Action = SendToServer | InstallFlows[F] | DhcpReply
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """bgp mode (rule 6): the /32s this gateway node announces now, next hop ``next_hop``."""
+
+    prefixes: frozenset[str]
+    next_hop: str
+
+
+Action = SendToServer | InstallFlows[F] | DhcpReply | Announce
 
 Compiler = Callable[[Cloud, NodeView], frozenset[F]]
 Touched = frozenset[tuple[Kind, str]]
@@ -120,6 +134,9 @@ class NodeCore(Generic[F]):
     gateway: bool = False
     tunnel_ofport: int = 0
     external_ofport: int = 0  # set with gateway: the external port's ofport
+    #: bgp mode: the uplink of the external port (tenant/nat.py), and what was announced.
+    uplink: nat.Uplink | None = None
+    announced: frozenset[str] | None = None
     dhcp_rate: float = 5.0
     dhcp_burst: float = 10.0
     #: Optional: the same compiler kept incrementally (``compile`` stays the reference).
@@ -169,7 +186,7 @@ class NodeCore(Generic[F]):
         else:
             self.cloud = self.cloud.apply_all(changes)
             touched = frozenset((c.kind, c.id) for c in changes)
-        return out + self._reconcile(touched)
+        return out + self._reconcile(touched) + self._announce()
 
     def _unplugged_bound_here(self) -> list[Action[F]]:
         assert self.cloud is not None
@@ -215,6 +232,7 @@ class NodeCore(Generic[F]):
             tunnel_ofport=self.tunnel_ofport,
             external_ofport=self.external_ofport if self.gateway else 0,
             neighbours=dict(self.arp.neighbours),
+            uplink=self.uplink if self.gateway else None,
         )
 
     # --- external next hops (rule 5) ------------------------------------------
@@ -222,7 +240,17 @@ class NodeCore(Generic[F]):
     def _hops(self) -> list[tuple[str, str, str]]:
         if not self.gateway or not self.external_ofport or self.cloud is None:
             return []
-        return nat.next_hops(self.cloud, self.name)
+        return nat.next_hops(self.cloud, self.name, self.uplink)
+
+    def _announce(self) -> list[Action[F]]:
+        """Rule 6: the announcement follows the model, after the flows it needs."""
+        if not self.gateway or self.uplink is None or self.cloud is None:
+            return []
+        now = announce.addresses(self.cloud, self.name)
+        if now == self.announced:
+            return []
+        self.announced = now
+        return [Announce(now, self.uplink.ip)]
 
     def arp_tick(self, now: float) -> list[Action[F]]:
         return [DhcpReply(self.external_ofport, f) for f in self.arp.due(self._hops(), now)]

@@ -6,6 +6,13 @@ subscribes to the Repository's changes *before* taking the snapshot (so no
 change falls between the two), sends the full state, then the deltas, and
 turns the node's binding reports into ``repo.bind_port``. A node that connects
 again under the same name replaces its previous session.
+
+A gateway node whose session is lost and not back within ``gateway_grace`` seconds
+is registered again with ``up=False``: the routers scheduled on it move to the other
+gateway nodes (tenant/nat.py), whose agents take over their NAT and, in bgp mode, their
+announcements. Its next hello registers it up again (and routers move back by the
+scheduling rule). Compute nodes stay registered: their ports' tunnels keep working
+headless while an agent restarts.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
+
+import msgspec
 
 from routeflow.rflib import auth, ipc
 from routeflow.rflib import protocol as p
@@ -44,9 +53,14 @@ class NodeRepository(Protocol):
 class NodeServer:
     """The listening link: ``close()`` then ``await wait_closed()`` ends every session."""
 
-    def __init__(self, repo: NodeRepository, secret: bytes | None) -> None:
+    def __init__(
+        self, repo: NodeRepository, secret: bytes | None, gateway_grace: float = 5.0
+    ) -> None:
         self.repo = repo
         self.secret = secret
+        self.gateway_grace = gateway_grace
+        #: Gateway nodes whose session was lost: name -> the timer marking them down.
+        self._going_down: dict[str, asyncio.TimerHandle] = {}
         self.server: asyncio.AbstractServer | None = None
         #: Node name -> its connection (for operators: who is connected).
         self.nodes: dict[str, ipc.Connection] = {}
@@ -68,6 +82,9 @@ class NodeServer:
             self.server.close()
 
     async def wait_closed(self) -> None:
+        for timer in self._going_down.values():
+            timer.cancel()
+        self._going_down.clear()
         for conn in list(self.nodes.values()):
             await conn.close()
         if self.server is not None:
@@ -116,6 +133,9 @@ class NodeServer:
             await old.close()
         self.nodes[session.name] = conn
         self.counters["sessions"] += 1
+        pending = self._going_down.pop(session.name, None)
+        if pending is not None:
+            pending.cancel()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Change] = asyncio.Queue()
 
@@ -147,7 +167,19 @@ class NodeServer:
                     await pump
             if self.nodes.get(session.name) is conn:
                 del self.nodes[session.name]
+                if session.node.gateway:
+                    self._going_down[session.name] = loop.call_later(
+                        self.gateway_grace, self._mark_down, session.node
+                    )
             log.info("node %s disconnected", session.name)
+
+    def _mark_down(self, node: Node) -> None:
+        self._going_down.pop(node.id, None)
+        if node.id in self.nodes:
+            return
+        log.warning("gateway node %s is down: its routers move", node.id)
+        self.counters["gateways_down"] = self.counters.get("gateways_down", 0) + 1
+        self.repo.register_node(msgspec.structs.replace(node, up=False))
 
     async def _carry_out(
         self, conn: ipc.Connection, session: NodeSession, actions: list[Action]
@@ -168,8 +200,10 @@ class NodeServer:
                 log.warning("node %s: %s", session.name, action.reason)
 
 
-async def serve_nodes(repo: NodeRepository, listen: str, secret: bytes | None = None) -> NodeServer:
+async def serve_nodes(
+    repo: NodeRepository, listen: str, secret: bytes | None = None, gateway_grace: float = 5.0
+) -> NodeServer:
     """Listen for node agents on ``listen`` (``tcp:HOST:PORT`` or ``unix:PATH``)."""
-    link = NodeServer(repo, secret)
+    link = NodeServer(repo, secret, gateway_grace)
     link.server = await ipc.serve(listen, link.handle)
     return link

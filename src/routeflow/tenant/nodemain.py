@@ -47,6 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="this node is a gateway node: it NATs for routers scheduled on it, through its "
         "external port (br-int ofport 101)",
     )
+    parser.add_argument(
+        "--uplink-ip",
+        type=_ip,
+        help="bgp mode (with --gateway): this node's own address on its external link, the "
+        "next hop of the /32s it announces (answered by ARP on the external port)",
+    )
+    parser.add_argument(
+        "--uplink-next-hop",
+        type=_ip,
+        help="bgp mode: the fabric router on the external link, where all traffic to outside goes",
+    )
+    parser.add_argument(
+        "--announce-file",
+        default="",
+        help="bgp mode: where the /32s this node serves are written whenever they change "
+        "(JSON); `python -m routeflow.tenant.announce FILE` relays them to ExaBGP",
+    )
     parser.add_argument("--ofp-host", default="127.0.0.1", help="OpenFlow listen address")
     parser.add_argument("--ofp-port", type=int, default=6653, help="OpenFlow listen port")
     parser.add_argument(
@@ -126,6 +143,7 @@ def pipeline(module: str = "", bridge: str = "br-int") -> tuple[Any, Any]:
             view.tunnel_ofport,
             external_ofport=view.external_ofport,
             neighbours=dict(view.neighbours),
+            uplink=view.uplink,
         )
         return compiler.compile_node(cloud, ctx)
 
@@ -158,6 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, AuthError) as exc:
         print(f"routeflow tenant node: {exc}", file=sys.stderr)
         return 2
+    if (args.uplink_ip is None) != (args.uplink_next_hop is None) or (
+        args.uplink_ip is not None and not args.gateway
+    ):
+        print(
+            "routeflow tenant node: --uplink-ip and --uplink-next-hop go together, "
+            "on a --gateway node",
+            file=sys.stderr,
+        )
+        return 2
     try:
         compile_view, codec = pipeline(args.pipeline, args.bridge)
     except (ImportError, AttributeError) as exc:
@@ -171,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         project="os_ken",
     )
     from routeflow.proxy.main import _run_apps
+    from routeflow.tenant.nat import Uplink
     from routeflow.tenant.node import NodeSettings
 
     settings = NodeSettings(
@@ -184,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         gateway=args.gateway,
         # The external port is created at this ofport (lab/ovsnode.py add_external).
         external_ofport=EXTERNAL_OFPORT if args.gateway else 0,
+        uplink=Uplink(args.uplink_ip, args.uplink_next_hop) if args.uplink_ip else None,
+        announce_file=args.announce_file,
         incremental=incremental(args.pipeline),
     )
     with contextlib.suppress(KeyboardInterrupt):

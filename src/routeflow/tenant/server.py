@@ -51,6 +51,8 @@ class ServerConfig:
     name: str | None = None
     lease_ttl: int = 2
     advertise: str | None = None
+    #: Seconds a gateway node's session may stay lost before it is marked down.
+    gateway_grace: float = 5.0
 
 
 def parse_listen(value: str, flag: str) -> tuple[str, int]:
@@ -116,7 +118,9 @@ async def _start_nodes(repo: Repository, config: ServerConfig) -> object:
         )
         return None
     secret = node_secret(config)
-    link = await nodelink.serve_nodes(repo, config.nodes_listen, secret)
+    link = await nodelink.serve_nodes(
+        repo, config.nodes_listen, secret, gateway_grace=config.gateway_grace
+    )
     log.info("node agents connect on %s", config.nodes_listen)
     return link
 

@@ -27,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--nodes-secret-file", help="shared secret of the node sessions")
     parser.add_argument(
+        "--gateway-grace",
+        type=float,
+        default=5.0,
+        help="seconds a gateway node's session may stay lost before the node is marked "
+        "down and its routers move to the other gateway nodes (0: at once)",
+    )
+    parser.add_argument(
         "--name", help="this server's name in the leader election (etcd store only)"
     )
     parser.add_argument(
@@ -60,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         args.name,
         args.lease_ttl,
         args.advertise_url,
+        gateway_grace=max(0.0, args.gateway_grace),
     )
     try:
         build(config)[0].store.close()  # check every flag before serving

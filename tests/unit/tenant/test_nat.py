@@ -187,3 +187,84 @@ def test_incremental_compile_equals_full_with_gateways() -> None:
             cloud = cloud.apply(change)
             nc.update(cloud, ctx, {(change.kind, change.id)})
             assert nc.flows == compile_node(cloud, ctx), (ctx.name, change.kind, change.id)
+
+
+# --- bgp mode: the gateway node's uplink --------------------------------------------
+
+UPLINK = nat.Uplink("172.31.10.2", "172.31.10.1")
+UP_HOP_MAC = "02:00:5e:00:00:0a"
+
+
+def bgp_g1(cloud: Cloud) -> ofsim.Pipeline:
+    ctx = NodeContext(
+        "g1",
+        {},
+        external_ofport=p.EXTERNAL_OFPORT,
+        neighbours={UPLINK.next_hop: UP_HOP_MAC},
+        uplink=UPLINK,
+    )
+    return ofsim.Pipeline(compile_node(cloud, ctx))
+
+
+def test_bgp_mode_snat_leaves_from_the_uplink_to_its_next_hop() -> None:
+    first = only(pipe(CLOUD, "n1").run(from_vm("a1", OUTSIDE)))
+    g1 = bgp_g1(CLOUD)
+    res = g1.run(tunnelled(first))
+    out = only(res)
+    assert out.port == p.EXTERNAL_OFPORT and out.packet["ipv4_src"] == sample.ROUTER_GATEWAY_IP
+    assert (out.packet["eth_src"], out.packet["eth_dst"]) == (UPLINK.mac, UP_HOP_MAC)
+    # The reply comes to the uplink's MAC (the fabric routes the /32 to the uplink IP).
+    reply = {**from_outside(sample.ROUTER_GATEWAY_IP), "eth_dst": UPLINK.mac}
+    back = only(g1.run(reply, conntrack=res.commits))
+    assert back.packet["ipv4_dst"] == IP["a1"]
+    # A floating IP through the uplink.
+    fip = {**from_outside(sample.FLOATING_IP[1], sport=5, dport=22), "eth_dst": UPLINK.mac}
+    assert only(g1.run(fip)).packet["ipv4_dst"] == IP["a3"]
+    # Not to the uplink: nothing (the pool is on-link nowhere, no ARP answers for it).
+    assert g1.run(from_outside(sample.FLOATING_IP[1])).dropped
+
+
+def test_bgp_mode_arp_answers_the_uplink_only_even_with_nothing_served() -> None:
+    def who_has(ip: str) -> dict:
+        return {
+            "in_port": p.EXTERNAL_OFPORT, "eth_src": UP_HOP_MAC, "eth_dst": "ff:ff:ff:ff:ff:ff",
+            "eth_type": 0x0806, "arp_op": 1, "arp_spa": UPLINK.next_hop, "arp_tpa": ip,
+            "arp_sha": UP_HOP_MAC, "arp_tha": "00:00:00:00:00:00",
+        }  # fmt: skip
+
+    plain_ra = msgspec.structs.replace(CLOUD.routers["RA"], external_gateway_info=None)
+    idle = msgspec.structs.replace(CLOUD, routers={**CLOUD.routers, "RA": plain_ra})
+    for cloud in (CLOUD, idle):
+        g1 = bgp_g1(cloud)
+        out = only(g1.run(who_has(UPLINK.ip)))
+        assert out.packet["arp_sha"] == UPLINK.mac and out.packet["arp_spa"] == UPLINK.ip
+        assert g1.run(who_has(sample.FLOATING_IP[1])).dropped
+        answer = {**who_has(UPLINK.ip), "arp_op": 2, "eth_dst": UPLINK.mac}
+        assert g1.run(answer).punted  # the agent learns its next hop before it serves
+    assert nat.next_hops(idle, "g1", UPLINK) == [(UPLINK.next_hop, UPLINK.ip, UPLINK.mac)]
+
+
+def test_a_gateway_node_that_is_down_serves_nothing() -> None:
+    down = msgspec.structs.replace(CLOUD.nodes["g1"], up=False)
+    cloud = msgspec.structs.replace(CLOUD, nodes={**CLOUD.nodes, "g1": down})
+    assert nat.served_routers(cloud, "g1") == []
+    assert pipe(cloud, "n1").run(from_vm("a1", OUTSIDE)).dropped
+
+
+def test_incremental_compile_equals_full_in_bgp_mode() -> None:
+    from routeflow.tenant.incremental import NodeCompiler
+
+    objs = sample.objects()
+    changes = sample.changes(objs) + sample.changes(sample.external_objects(), len(objs) + 1)
+    n = len(changes)
+    down = msgspec.structs.replace(Cloud().apply_all(changes).nodes["g1"], up=False)
+    changes += sample.changes([down], n + 1)
+    ctx = NodeContext(
+        "g1", {}, external_ofport=p.EXTERNAL_OFPORT,
+        neighbours={UPLINK.next_hop: UP_HOP_MAC}, uplink=UPLINK,
+    )  # fmt: skip
+    nc, cloud = NodeCompiler(), Cloud()
+    for change in changes:
+        cloud = cloud.apply(change)
+        nc.update(cloud, ctx, {(change.kind, change.id)})
+        assert nc.flows == compile_node(cloud, ctx), (change.kind, change.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 from os_ken.lib.packet import dhcp as okdhcp
 
 from routeflow.rflib import protocol as p
@@ -111,3 +112,35 @@ def test_dhcp_only_for_plugged_ports_within_the_rate_limit() -> None:
     assert len(c.dhcp_request(1, frame, now=1.5)) == 1
     assert c.dhcp_request(2, frame, now=9.0) == []  # the wrong port
     assert c.counters.dhcp_limited == 1
+
+
+def test_a_bgp_gateway_announces_what_it_serves_after_its_flows_and_follows_moves() -> None:
+    from routeflow.tenant import nat, sample
+    from routeflow.tenant.nodecore import Announce
+
+    uplink = nat.Uplink("172.31.10.2", "172.31.10.1")
+    c: NodeCore[str] = NodeCore(
+        name="g1", tunnel_ip="198.51.100.9", compile=toy_compile, gateway=True,
+        external_ofport=101, uplink=uplink,
+    )  # fmt: skip
+    c.switch_connected(frozenset())
+    model = sample.cloud_external()
+    actions = c.changes(full(model))
+    assert isinstance(actions[0], InstallFlows)
+    assert actions[-1] == Announce(
+        frozenset({f"{sample.ROUTER_GATEWAY_IP}/32", f"{sample.FLOATING_IP[1]}/32"}),
+        uplink.ip,
+    )
+    # The one next hop is asked for on the external port at once.
+    (ask,) = c.arp_tick(0.0)
+    assert isinstance(ask, DhcpReply) and ask.ofport == 101
+    # The floating IP released: withdrawn; nothing else changed: nothing announced.
+    fid = sample.FLOATING_IP[0]
+    gone = Change(kind=Kind.FLOATINGIP, id=fid, revision=model.revision + 1)
+    msg = p.TenantChanges(revision=gone.revision, changes=wire.encode([gone]))
+    assert c.changes(msg)[-1] == Announce(frozenset({f"{sample.ROUTER_GATEWAY_IP}/32"}), uplink.ip)
+    # The node marked down by the server: it withdraws everything.
+    node = msgspec.structs.replace(model.nodes["g1"], up=False)
+    change = Change(kind=Kind.NODE, id="g1", revision=gone.revision + 1, obj=node)
+    msg = p.TenantChanges(revision=change.revision, changes=wire.encode([change]))
+    assert c.changes(msg)[-1] == Announce(frozenset(), uplink.ip)

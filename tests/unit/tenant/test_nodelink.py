@@ -91,3 +91,55 @@ def test_a_wrong_secret_is_refused(tmp_path: Path) -> None:
             await link.wait_closed()
 
     asyncio.run(main())
+
+
+def test_a_lost_gateway_node_is_marked_down_after_its_grace_and_up_again_on_hello(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        repo = MemoryRepo(cloud())
+        link = await serve_nodes(repo, f"unix:{tmp_path}/nodes.sock", SECRET, gateway_grace=0.3)
+
+        def node_link(name: str, gateway: bool) -> ServerLink:
+            hello = p.NodeHello(name=name, tunnel_ip="198.51.100.9", gateway=gateway)
+            return ServerLink(
+                f"unix:{tmp_path}/nodes.sock", lambda: [hello], lambda m: None, secret=SECRET
+            )
+
+        gw, c1 = node_link("g1", True), node_link("c1", False)
+        gw.start()
+        c1.start()
+        try:
+            await until(lambda: {n.id for n in repo.nodes} == {"g1", "c1"})
+            assert all(n.up for n in repo.nodes)
+            gw.stop()
+            c1.stop()
+            lost = asyncio.get_running_loop().time()
+            await until(lambda: [n.id for n in repo.nodes if not n.up] == ["g1"])
+            assert asyncio.get_running_loop().time() - lost >= 0.25  # not before its grace
+            await asyncio.sleep(0.5)
+            assert [n.id for n in repo.nodes if not n.up] == ["g1"]  # c1 never goes down
+            back = node_link("g1", True)
+            back.start()
+            try:
+                await until(lambda: repo.nodes[-1].id == "g1" and repo.nodes[-1].up)
+            finally:
+                back.stop()
+            # Back within the grace: never marked down.
+            downs = link.counters["gateways_down"]
+            again = node_link("g1", True)
+            again.start()
+            await until(lambda: "g1" in link.nodes)
+            again.stop()
+            await until(lambda: "g1" not in link.nodes)
+            again = node_link("g1", True)
+            again.start()
+            await until(lambda: "g1" in link.nodes)
+            await asyncio.sleep(0.5)
+            assert link.counters["gateways_down"] == downs
+            again.stop()
+        finally:
+            link.close()
+            await link.wait_closed()
+
+    asyncio.run(main())
