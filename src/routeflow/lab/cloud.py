@@ -100,13 +100,20 @@ class _TenantSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class _ExternalSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    #: A lab host whose subnet becomes the external network (its switch's VM is the
-    #: next hop); every gateway node's external port joins that host's link.
-    host: str
     #: A lab host elsewhere on the fabric: the checks' "outside".
     outside: str
-    #: ``connected``: the external subnet is that host subnet, carried by OSPF.
+    #: ``connected``: the external subnet is the host subnet of ``host``, carried by
+    #: OSPF. ``bgp``: the external subnet is ``pool``, on-link nowhere; each gateway
+    #: node announces the /32s it serves to its switch's VM (``gateways``).
     mode: str = "connected"
+    #: connected mode: a lab host whose subnet becomes the external network (its
+    #: switch's VM is the next hop); every gateway node's external port joins its link.
+    host: str = ""
+    #: bgp mode: the external network's subnet (router gateways, floating IPs).
+    pool: str = ""
+    #: bgp mode: gateway node -> the lab speaker (``speakers:``) whose port, address
+    #: and AS it takes: its external port and its BGP speaker sit on that link.
+    gateways: dict[str, str] = msgspec.field(default_factory=dict)
     #: VMs given a floating IP (each of a tenant whose routers get the gateway).
     floating_ips: list[str] = msgspec.field(default_factory=list)
 
@@ -172,6 +179,8 @@ class ExternalLab(msgspec.Struct, frozen=True, kw_only=True):
     outside: str
     mode: str
     floating_ips: tuple[str, ...]
+    pool: str = ""
+    gateways: tuple[tuple[str, str], ...] = ()  # (gateway node, speaker), by node
 
 
 class CloudLab(msgspec.Struct, frozen=True, kw_only=True):
@@ -244,17 +253,30 @@ def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab
     external = None
     if spec.external is not None:
         x = spec.external
-        if x.mode != "connected":
-            bad("cloud.external.mode", f"{x.mode!r}: only 'connected' is implemented")
-        if not any(n.gateway for n in nodes):
+        gateway_nodes = [n.name for n in nodes if n.gateway]
+        if x.mode not in ("connected", "bgp"):
+            bad("cloud.external.mode", f"{x.mode!r}: 'connected' or 'bgp'")
+        if not gateway_nodes:
             bad("cloud.nodes", "an external network needs a node with gateway: true")
-        if x.host == x.outside:
-            bad("cloud.external.outside", "must be another host than cloud.external.host")
+        if x.mode == "connected":
+            if not x.host:
+                bad("cloud.external.host", "connected mode needs the external host")
+            if x.host == x.outside:
+                bad("cloud.external.outside", "must be another host than cloud.external.host")
+            if x.pool or x.gateways:
+                bad("cloud.external", "pool and gateways are for mode: bgp")
+        if x.mode == "bgp":
+            _bgp_external(x, gateway_nodes, bad)
         for i, vm in enumerate(x.floating_ips):
             if vm not in vm_names:
                 bad(f"cloud.external.floating_ips[{i}]", f"{vm!r} is not a VM of the cloud")
         external = ExternalLab(
-            host=x.host, outside=x.outside, mode=x.mode, floating_ips=tuple(x.floating_ips)
+            host=x.host,
+            outside=x.outside,
+            mode=x.mode,
+            floating_ips=tuple(x.floating_ips),
+            pool=x.pool,
+            gateways=tuple(sorted(x.gateways.items())),
         )
     if problems:
         return None
@@ -267,6 +289,36 @@ def validate_cloud(spec: CloudSpec, err: Callable[[str, str], None]) -> CloudLab
         tenants=tuple(tenants),
         external=external,
     )
+
+
+def _bgp_external(
+    x: _ExternalSpec, gateway_nodes: list[str], bad: Callable[[str, str], None]
+) -> None:
+    """bgp mode: an IPv4 pool with room, every gateway node on a speaker of its own."""
+    if x.host:
+        bad("cloud.external.host", "bgp mode has no external host (the pool is on-link nowhere)")
+    try:
+        pool = ipaddress.IPv4Network(x.pool)
+        if not 8 <= pool.prefixlen <= 29:
+            bad("cloud.external.pool", f"{x.pool!r}: a /8 to /29")
+    except ValueError as exc:
+        bad("cloud.external.pool", f"{x.pool!r} is not an IPv4 network ({exc})")
+    for node in sorted(set(x.gateways) - set(gateway_nodes)):
+        bad(f"cloud.external.gateways.{node}", "is not a node with gateway: true")
+    for node in gateway_nodes:
+        if node not in x.gateways:
+            bad("cloud.external.gateways", f"gateway node {node!r} has no speaker")
+    if len(set(x.gateways.values())) != len(x.gateways):
+        bad("cloud.external.gateways", "two gateway nodes name the same speaker")
+
+
+def uplink_address(subnet: str, taken: set[str]) -> str:
+    """bgp mode: a gateway node's uplink address, the first host of the speaker's
+    subnet that neither the speaker nor the VM holds."""
+    for host in ipaddress.IPv4Network(subnet, strict=False).hosts():
+        if str(host) not in taken:
+            return str(host)
+    raise ValueError(f"{subnet}: no address left for the uplink")
 
 
 def _vm_ip(

@@ -396,12 +396,19 @@ def run_fabric_cloud_check(
     log_level: str = "INFO",
     on_stage: Any = None,
 ) -> CheckResult:
-    """The routeflow lab's own check, then the cloud's external stages (see above)."""
+    """The routeflow lab's own check, then the cloud's external stages (see above; in
+    bgp mode lab/cloudbgp.py's)."""
+    if cloud.external is not None and cloud.external.mode == "bgp":
+        from routeflow.lab import cloudbgp
+
+        extra = cloudbgp.checks
+    else:
+        extra = checks
     return run_check(
         plan,
         run_dir,
         timeout=timeout,
         log_level=log_level,
         on_stage=on_stage,
-        extra_checks=lambda lab, result: checks(lab, result, cloud, run_dir, timeout, log_level),
+        extra_checks=lambda lab, result: extra(lab, result, cloud, run_dir, timeout, log_level),
     )

@@ -144,6 +144,9 @@ class CloudRun:
     #: its ``*.log`` files stay (a failed check's evidence); without either, all stays.
     remove_run_dir: bool = True
     keep_logs: bool = False
+    #: More arguments for a node's agent (by node name) and for the tenant server.
+    agent_args: dict[str, list[str]] = field(default_factory=dict)
+    server_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.names: RunNames = run_names(self.cloud, self.tag)
@@ -297,7 +300,7 @@ class CloudRun:
             self.python, "-m", "routeflow.cli", "tenant", "server",
             "--listen", f"{host}:{self.api_port}", "--store", f"sqlite:{self.store_path}",
             "--token-file", token_file, "--nodes-listen", f"unix:{self.nodes_sock}",
-            "--log-level", self.log_level,
+            "--log-level", self.log_level, *self.server_args,
         ]  # fmt: skip
         self._daemon("tenant-server", argv)
 
@@ -323,6 +326,7 @@ class CloudRun:
         ]  # fmt: skip
         if gateway:
             argv.append("--gateway")
+        argv += self.agent_args.get(name, [])
         self._daemon(f"agent-{name}", argv, node.env)
 
     def _daemon(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:

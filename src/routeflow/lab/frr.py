@@ -31,7 +31,8 @@ SPEAKER_OUT = "rf-speaker-out"
 def daemons_for(plan: LabPlan, switch: str) -> list[str]:
     """FRR daemons the switch's VM must run, zebra first (bfdd before its clients)."""
     daemons = list(_DAEMONS[plan.vm(switch).routing])
-    if plan.vm(switch).routing == "ospf" and plan.ospf.bfd:
+    vm = plan.vm(switch)
+    if (vm.routing == "ospf" and plan.ospf.bfd) or any(n.bfd for n in vm.bgp_neighbors):
         daemons.insert(1, "bfdd")
     if plan.vm(switch).routing == "ospf" and plan.ipv6:
         daemons.append("ospf6d")
@@ -49,7 +50,8 @@ BFD_PROFILE = "rf-fast"
 
 
 def bfd_config(plan: LabPlan) -> str:
-    """bfdd's own file: the timer profile OSPF's sessions use."""
+    """bfdd's own file: the timer profile OSPF's sessions use (and BGP sessions with
+    speakers that have ``bfd: true``)."""
     return "\n".join(
         [
             "bfd",
@@ -203,7 +205,15 @@ def _bgp(vm: VmPlan) -> list[str]:
             f" neighbor {n.address} description {who}",
             f" neighbor {n.address} timers {BGP_KEEPALIVE} {BGP_HOLDTIME}",
             f" neighbor {n.address} timers connect {BGP_CONNECT_RETRY}",
+            # Updates go out at once (an eBGP session's default waits up to 30 s
+            # between them in "traditional"): a moved /32 must move fast.
+            f" neighbor {n.address} advertisement-interval 0",
         ]
+        if n.bfd:
+            lines += [
+                f" neighbor {n.address} bfd",
+                f" neighbor {n.address} bfd profile {BFD_PROFILE}",
+            ]
     lines += [" !", " address-family ipv4 unicast", "  redistribute connected"]
     for n in vm.bgp_neighbors:
         lines.append(f"  neighbor {n.address} activate")

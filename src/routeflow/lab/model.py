@@ -226,6 +226,9 @@ class _SpeakerSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     gateway: str | None = None
     #: Prefixes it announces (default: none).
     announce: _AnnounceSpec | None = None
+    #: BFD on the VM's session with it (bfdd in the VM, the lab's ospf.bfd_interval and
+    #: bfd_multiplier as timers): a speaker that goes silent is dropped in that time.
+    bfd: bool = False
 
 
 class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -360,6 +363,7 @@ class Speaker(msgspec.Struct, frozen=True, kw_only=True):
     switch: str
     asn: int
     announce: Announce
+    bfd: bool = False
 
 
 class Lab(msgspec.Struct, frozen=True, kw_only=True):
@@ -527,9 +531,14 @@ class _Validator:
         cloud = validate_cloud(spec.cloud, self.err) if spec.cloud is not None else None
         if cloud is not None and cloud.external is not None:
             names = {h.name for h in hosts}
-            for field in ("host", "outside"):
+            fields = ("host", "outside") if cloud.external.mode == "connected" else ("outside",)
+            for field in fields:
                 if getattr(cloud.external, field) not in names:
                     self.err(f"cloud.external.{field}", "is not a host of the lab")
+            by_speaker = {sp.name: sp for sp in speakers}
+            for node, speaker in cloud.external.gateways:
+                if speaker not in by_speaker:
+                    self.err(f"cloud.external.gateways.{node}", f"{speaker!r} is not a speaker")
         if self.errors:
             raise LabError(self.source, self.errors)
         return Lab(
@@ -847,7 +856,11 @@ class _Validator:
             announce = self.announce(sp.announce, f"{path}.announce")
             if as_host is not None and announce is not None and len(self.errors) == before:
                 hosts.append(as_host)
-                out.append(Speaker(name=sp.name, switch=sp.switch, asn=sp.asn, announce=announce))
+                out.append(
+                    Speaker(
+                        name=sp.name, switch=sp.switch, asn=sp.asn, announce=announce, bfd=sp.bfd
+                    )
+                )
         return out
 
     def announce(self, spec: _AnnounceSpec | None, path: str) -> Announce | None:
@@ -1138,6 +1151,7 @@ class BgpNeighbor(msgspec.Struct, frozen=True, kw_only=True):
     switch: str  # the peer switch (or the speaker's name when peer == "speaker")
     port: int  # our port towards the peer
     peer: Literal["vm", "speaker"] = "vm"
+    bfd: bool = False  # BFD on the session (a speaker with bfd: true)
 
 
 class SpeakerPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -1460,6 +1474,7 @@ def plan(lab: Lab) -> LabPlan:
                     switch=sp.name,
                     port=h.dp_port,
                     peer="speaker",
+                    bfd=sp.bfd,
                 )
                 for sp in lab.speakers
                 for h in hosts

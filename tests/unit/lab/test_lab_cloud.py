@@ -177,7 +177,7 @@ switches: [{name: A, dpid: 5}]
 hosts: [{name: h1, switch: A, ip: 172.31.1.100/24}]
 cloud:
   nodes: [{name: c1}]
-  external: {host: h1, outside: nope, mode: bgp, floating_ips: [v9]}
+  external: {host: h1, outside: nope, mode: nat, floating_ips: [v9]}
   tenants:
     - name: t
       networks: [{name: n, cidr: 10.0.0.0/24}]
@@ -187,8 +187,65 @@ cloud:
         parse_lab(bad)
     text = str(info.value)
     for needle in [
-        "cloud.external.mode: 'bgp': only 'connected' is implemented",
+        "cloud.external.mode: 'nat': 'connected' or 'bgp'",
         "cloud.nodes: an external network needs a node with gateway: true",
         "cloud.external.floating_ips[0]: 'v9' is not a VM of the cloud",
     ]:
         assert needle in text, text
+
+
+def test_the_external_network_in_bgp_mode() -> None:
+    from routeflow.lab.cloud import uplink_address
+    from routeflow.lab.model import plan
+
+    lab = load_lab(str(Path(__file__).resolve().parents[3] / "labs" / "cloud-bgp.yaml"))
+    assert lab.cloud is not None and lab.cloud.external is not None
+    x = lab.cloud.external
+    assert (x.mode, x.pool, x.gateways) == (
+        "bgp",
+        "198.18.0.0/24",
+        (("gw1", "gx1"), ("gw2", "gx2")),
+    )
+    p = plan(lab)
+    # The VMs of the gateways' switches peer with their speakers with BFD.
+    a = {n.address: n for n in p.vm("A").bgp_neighbors}
+    assert a["172.31.10.2"].peer == "speaker" and a["172.31.10.2"].bfd
+    assert not any(n.bfd for n in p.vm("B").bgp_neighbors)
+    from routeflow.lab import frr
+
+    conf = frr.frr_config(p, "A")
+    assert " neighbor 172.31.10.2 bfd profile rf-fast" in conf
+    assert " neighbor 10.0.0.2 advertisement-interval 0" in conf
+    assert frr.daemons_for(p, "A") == ["zebra", "bfdd", "bgpd"]
+    assert frr.daemons_for(p, "B") == ["zebra", "bgpd"]
+    assert uplink_address("172.31.10.2/24", {"172.31.10.2", "172.31.10.1"}) == "172.31.10.3"
+    bad = """
+name: x
+routing: bgp
+switches: [{name: A, dpid: 5}]
+hosts: [{name: h1, switch: A, ip: 172.31.1.100/24}]
+speakers: [{name: s1, switch: A, ip: 172.31.2.2/24, asn: 65100}]
+cloud:
+  nodes: [{name: c1}, {name: g1, gateway: true}, {name: g2, gateway: true}]
+  external: {host: h1, outside: h1, mode: bgp, pool: 198.18.0.0/30,
+             gateways: {g1: s1, c1: s1}}
+"""
+    with pytest.raises(LabError) as info:
+        parse_lab(bad)
+    text = str(info.value)
+    for needle in [
+        "cloud.external.host: bgp mode has no external host",
+        "cloud.external.pool: '198.18.0.0/30': a /8 to /29",
+        "cloud.external.gateways.c1: is not a node with gateway: true",
+        "cloud.external.gateways: gateway node 'g2' has no speaker",
+        "cloud.external.gateways: two gateway nodes name the same speaker",
+    ]:
+        assert needle in text, text
+    unknown = (
+        bad.replace("host: h1, ", "")
+        .replace("/30", "/24")
+        .replace("{g1: s1, c1: s1}", "{g1: s1, g2: s9}")
+    )
+    with pytest.raises(LabError) as info:
+        parse_lab(unknown)
+    assert "cloud.external.gateways.g2: 's9' is not a speaker" in str(info.value)
