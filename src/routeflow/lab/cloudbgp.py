@@ -25,6 +25,7 @@ bfdd and zebra), and the gap in the replies is measured (target: under 1 s).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -359,14 +360,18 @@ def parse_ping(lines: list[str]) -> list[tuple[float, int]]:
 
 
 def outage(replies: list[tuple[float, int]], at: float) -> tuple[float, int] | None:
-    """(the gap in replies around ``at``, the echo requests lost in it), or None if no
-    reply came after ``at``."""
+    """(the longest gap between replies from the last one before ``at`` on, the echo
+    requests lost after it), or None if no reply came after ``at``. The longest gap, not
+    the first reply after ``at``: a reply already on its way when the node died may
+    arrive just after it."""
     before = [r for r in replies if r[0] <= at]
     after = [r for r in replies if r[0] > at]
     if not before or not after:
         return None
-    (t0, s0), (t1, s1) = before[-1], after[0]
-    return t1 - t0, s1 - s0 - 1
+    run = [before[-1], *after]
+    gap = max(b[0] - a[0] for a, b in itertools.pairwise(run))
+    lost = (run[-1][1] - run[0][1] + 1) - len({seq for _, seq in run})
+    return gap, lost
 
 
 def failover_stage(

@@ -249,3 +249,18 @@ cloud:
     with pytest.raises(LabError) as info:
         parse_lab(unknown)
     assert "cloud.external.gateways.g2: 's9' is not a speaker" in str(info.value)
+
+
+def test_the_failover_gap_is_the_longest_after_the_kill() -> None:
+    from routeflow.lab.cloudbgp import outage, parse_ping
+
+    lines = [f"[{100 + 0.02 * i:.6f}] 64 bytes from 198.18.0.11: icmp_seq={i} ttl=61 time=1 ms"
+             for i in range(1, 11)]  # fmt: skip
+    lines += ["[100.221000] 64 bytes from 198.18.0.11: icmp_seq=11 ttl=61 time=1 ms"]  # in flight
+    lines += [f"[{100 + 0.02 * i:.6f}] 64 bytes from 198.18.0.11: icmp_seq={i} ttl=61 time=1 ms"
+              for i in range(30, 40)]  # fmt: skip
+    replies = parse_ping(["PING 198.18.0.11 56(84) bytes of data.", *lines])
+    assert len(replies) == 21
+    gap, lost = outage(replies, 100.21)  # type: ignore[misc]
+    assert abs(gap - (100.6 - 100.221)) < 1e-6 and lost == 18
+    assert outage(replies[:11], 100.3) is None
