@@ -408,7 +408,11 @@ def failover_stage(
         at = time.time()
         ext.kill_gateway(node)
 
+        took_over: list[float] = []
+
         def resumed() -> bool:
+            if not took_over and want in ext.gateways[other].announced():
+                took_over.append(time.time() - at)
             got = parse_ping(lines)
             return (
                 bool(got)
@@ -417,7 +421,7 @@ def failover_stage(
                 and (time.time() - got[-1][0] < 0.1)
             )
 
-        poll_until(resumed, timeout=15, interval=0.05)
+        poll_until(resumed, timeout=15, interval=0.01)
         moved = poll_until(lambda: want in ext.gateways[other].announced(), timeout=5).ok
     finally:
         ping.send_signal(signal.SIGINT)
@@ -445,7 +449,13 @@ def failover_stage(
         f"{node} killed (links down, agent/ExaBGP/bfdd SIGKILL): {fip} answered again "
         f"via {other} after {seconds * 1000:.0f} ms, {lost} pings lost at 20 ms "
         f"(target < 1 s: {'met' if seconds < 1.0 else 'missed'}); {want} now announced "
-        f"by {other if moved else 'nobody'}; load {' '.join(load)}",
+        f"by {other if moved else 'nobody'}"
+        + (
+            f" (its agent wrote it {took_over[0] * 1000:.0f} ms after the kill)"
+            if took_over
+            else ""
+        )
+        + f"; load {' '.join(load)}",
     )
 
 
