@@ -1011,12 +1011,19 @@ def bench_tenant(nodes, ports, api_ports, ovn, ovn_encap, json_path, run_dir, bu
 @click.option(
     "--ovn/--no-ovn", default=True, show_default=True, help="measure OVN's VM to VM paths too"
 )
-def bench_tput(seconds, json_path, run_dir, ovn) -> None:
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 20),
+    default=1,
+    show_default=True,
+    help="runs per path, one after the other; the figure is their median",
+)
+def bench_tput(seconds, json_path, run_dir, ovn, repeat) -> None:
     """One TCP flow through VXLAN, security groups, the router and NAT, against plain veth."""
     from routeflow.bench.tput import main_tput
 
     _require_root()
-    sys.exit(main_tput(seconds, json_path, run_dir, console, ovn))
+    sys.exit(main_tput(seconds, json_path, run_dir, console, ovn, repeat))
 
 
 @bench.command("tenant-compile")

@@ -82,6 +82,8 @@ class PathResult:
     retransmits: int | None = None
     mtu: int | None = None
     seconds: float | None = None  # iperf3's own measured interval
+    #: Every run's figure (``repeat`` of them); ``gbps`` is their median.
+    runs_gbps: list[float] = field(default_factory=list)
     load: list[float] = field(default_factory=list)  # before, after
     problem: str | None = None
 
@@ -89,6 +91,8 @@ class PathResult:
 @dataclass
 class TputResult:
     seconds: float
+    #: Runs per path, one after the other; each path's figure is their median.
+    repeat: int = 1
     paths: list[PathResult] = field(default_factory=list)
     load: list[float] = field(default_factory=list)  # 1-min load: start, end
     cores: int = field(default_factory=lambda: os.cpu_count() or 0)
@@ -141,10 +145,13 @@ def result_rows(result: TputResult) -> list[tuple[str, str, str, str, str, str]]
     rows = []
     for p in result.paths:
         r = ratio(p.gbps, base.gbps if base else None)
+        figure = f"{p.gbps:.2f}" if p.gbps is not None else f"- ({p.problem})"
+        if p.gbps is not None and len(p.runs_gbps) > 1:
+            figure += f" ({min(p.runs_gbps):.2f}-{max(p.runs_gbps):.2f})"
         rows.append(
             (
                 p.name,
-                f"{p.gbps:.2f}" if p.gbps is not None else f"- ({p.problem})",
+                figure,
                 f"{r:.2f}x" if r is not None else "-",
                 str(p.retransmits) if p.retransmits is not None else "-",
                 str(p.mtu) if p.mtu is not None else "-",
@@ -174,9 +181,22 @@ def _mtu(ns: str, dev: str) -> int:
 
 
 def iperf(server_ns: list[str], client_ns: list[str], dst: str, seconds: float,
-          path: PathResult, pids: list[int]) -> None:  # fmt: skip
-    """One iperf3 test from ``client_ns`` to a one-off server in ``server_ns`` (argv
-    prefixes that enter the namespaces); fills ``path``; the server's pid goes to ``pids``."""
+          path: PathResult, pids: list[int], repeat: int = 1) -> None:  # fmt: skip
+    """``repeat`` iperf3 tests from ``client_ns`` to a one-off server in ``server_ns`` (argv
+    prefixes that enter the namespaces), one after the other; fills ``path`` with the
+    median run; every server's pid goes to ``pids``."""
+    path.load.append(_load())
+    runs = []
+    for _ in range(repeat):
+        runs.append(_iperf_once(server_ns, client_ns, dst, seconds, pids))
+    path.load.append(_load())
+    path.runs_gbps = [round(r[0], 3) for r in runs]
+    gbps, path.retransmits, path.seconds = sorted(runs)[(len(runs) - 1) // 2]  # the median
+    path.gbps = round(gbps, 3)
+
+
+def _iperf_once(server_ns: list[str], client_ns: list[str], dst: str, seconds: float,
+                pids: list[int]) -> tuple[float, int | None, float]:  # fmt: skip
     server = subprocess.Popen(
         [*server_ns, "iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
         stdout=subprocess.DEVNULL,
@@ -184,7 +204,6 @@ def iperf(server_ns: list[str], client_ns: list[str], dst: str, seconds: float,
     )
     pids.append(server.pid)
     try:
-        path.load.append(_load())
         out = ""
         for _ in range(20):  # until the server listens (its start is not announced)
             r = subprocess.run(
@@ -196,9 +215,7 @@ def iperf(server_ns: list[str], client_ns: list[str], dst: str, seconds: float,
             if "Connection refused" not in out:  # (iperf3 -J exits 0 even then)
                 break
             time.sleep(0.1)
-        path.gbps, path.retransmits, path.seconds = parse_iperf3(out)
-        path.gbps = round(path.gbps, 3)
-        path.load.append(_load())
+        return parse_iperf3(out)
     finally:
         if server.poll() is None:
             server.kill()
@@ -237,7 +254,7 @@ def measure_veth(result: TputResult, tag: str, mtu: int, offload: bool, name: st
         with veth_pair(tag, None if offload else mtu, offload) as (a, b):
             path.mtu = _mtu(a, "eth0")
             iperf(["ip", "netns", "exec", b], ["ip", "netns", "exec", a], "10.99.0.2",
-                  result.seconds, path, result.pids)  # fmt: skip
+                  result.seconds, path, result.pids, result.repeat)  # fmt: skip
     except (TputFailure, OSError, subprocess.SubprocessError) as exc:
         path.problem = str(exc)
 
@@ -262,7 +279,7 @@ def measure_ovs(result: TputResult, tag: str, run_dir: str) -> None:
                      "OVS bridge")  # fmt: skip
         path.mtu = _mtu(a, "eth0")
         iperf(["ip", "netns", "exec", b], ["ip", "netns", "exec", a], "10.99.1.2",
-              result.seconds, path, result.pids)  # fmt: skip
+              result.seconds, path, result.pids, result.repeat)  # fmt: skip
     except Exception as exc:  # the other paths are still measured
         path.problem = f"{type(exc).__name__}: {exc}"
     finally:
@@ -382,7 +399,7 @@ def measure_cloud(result: TputResult, run_dir: str, log_level: str,
             path = paths[name]
             path.mtu = _mtu(client_ns, "eth0")
             try:
-                iperf(server, client, dst, result.seconds, path, result.pids)
+                iperf(server, client, dst, result.seconds, path, result.pids, result.repeat)
             except (TputFailure, OSError, subprocess.SubprocessError) as exc:
                 path.problem = str(exc)
     except Exception as exc:  # a broken run still reports what it measured
@@ -432,7 +449,7 @@ def measure_ovn(result: TputResult, run_dir: str, progress: Callable[[str], None
             path.mtu = _mtu(client_ns, "eth0")
             try:
                 iperf(["ip", "netns", "exec", server_ns], ["ip", "netns", "exec", client_ns],
-                      ips[dst.name], result.seconds, path, result.pids)  # fmt: skip
+                      ips[dst.name], result.seconds, path, result.pids, result.repeat)  # fmt: skip
             except (TputFailure, OSError, subprocess.SubprocessError) as exc:
                 path.problem = str(exc)
     except Exception as exc:  # a broken run still reports what it measured
@@ -450,6 +467,7 @@ def run_tput_bench(
     seconds: float,
     run_dir: str,
     *,
+    repeat: int = 1,
     ovn: bool = False,
     log_level: str = "INFO",
     progress: Callable[[str], None] = lambda text: None,
@@ -457,8 +475,8 @@ def run_tput_bench(
     if shutil.which("iperf3") is None:
         raise TputFailure("iperf3 is not installed (scripts/setup.sh system installs it)")
     os.makedirs(run_dir, exist_ok=True)
-    result = TputResult(seconds=seconds, tool=_run(["iperf3", "--version"]).split("\n")[0],
-                        run_dir=run_dir)  # fmt: skip
+    tool = _run(["iperf3", "--version"]).split("\n")[0]
+    result = TputResult(seconds=seconds, repeat=repeat, tool=tool, run_dir=run_dir)
     result.load.append(_load())
     tag = secrets.token_hex(2)
     result.tags.append(tag)
@@ -478,7 +496,10 @@ def run_tput_bench(
 def print_result(result: TputResult, console: Any) -> None:
     from rich.table import Table
 
-    t = Table(title=f"bench tput: one TCP flow, {result.seconds:g} s per path ({result.tool})")
+    runs = f", median of {result.repeat} runs (min-max)" if result.repeat > 1 else ""
+    t = Table(
+        title=f"bench tput: one TCP flow, {result.seconds:g} s per run{runs} ({result.tool})"
+    )
     for col in ("path", "Gbit/s", "x veth", "retransmits", "MTU", "load"):
         t.add_column(col, justify="left" if col == "path" else "right")
     for row in result_rows(result):
@@ -499,7 +520,12 @@ def write_json(result: TputResult, path: str) -> None:
 
 
 def main_tput(
-    seconds: float, json_path: str | None, run_dir: str | None, console: Any, ovn: bool = True
+    seconds: float,
+    json_path: str | None,
+    run_dir: str | None,
+    console: Any,
+    ovn: bool = True,
+    repeat: int = 1,
 ) -> int:
     from routeflow.lab.runner import Terminated
     from routeflow.lab.scenarios import default_run_dir, install_signal_handlers
@@ -522,6 +548,7 @@ def main_tput(
             result = run_tput_bench(
                 seconds,
                 run_dir,
+                repeat=repeat,
                 ovn=ovn,
                 progress=lambda text: status.update(f"bench tput: {text}"),
             )

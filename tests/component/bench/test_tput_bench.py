@@ -56,3 +56,16 @@ def test_tput_bench_smoke(tmp_path) -> None:
     assert not os.path.exists(tmp_path / "cloud")
     if ovn:
         assert result.path(tput.OVN_SAME_NET).mtu == 1442  # Geneve's overhead
+
+
+def test_repeated_runs_give_their_median() -> None:
+    path = tput.PathResult("veth")
+    pids: list[int] = []
+    with tput.veth_pair("trep", 1450, offload=False) as (a, b):
+        tput.iperf(["ip", "netns", "exec", b], ["ip", "netns", "exec", a], "10.99.0.2", 1,
+                   path, pids, repeat=3)  # fmt: skip
+    assert len(path.runs_gbps) == 3 and all(x > 0 for x in path.runs_gbps)
+    assert path.gbps == sorted(path.runs_gbps)[1]
+    assert len(pids) == 3 and not any(_alive(pid) for pid in pids)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "-trep" not in listed

@@ -57,6 +57,13 @@ def test_rows_give_the_ratio_to_the_veth_baseline() -> None:
     assert rows[2][1:3] == ("- (no route)", "-")
 
 
+def test_rows_show_the_range_of_repeated_runs() -> None:
+    r = _result((tput.BASELINE, 4.0), (tput.SNAT, 0.5))
+    r.paths[1].runs_gbps = [0.5, 0.31, 0.72]
+    assert tput.result_rows(r)[1][1:3] == ("0.50 (0.31-0.72)", "0.12x")
+    assert tput.result_rows(r)[0][1] == "4.00"  # one run: no range
+
+
 def test_ok_only_when_every_path_has_a_figure() -> None:
     assert _result((tput.BASELINE, 4.0), (tput.SNAT, 0.2)).ok
     assert not _result((tput.BASELINE, 4.0), (tput.SNAT, None)).ok
