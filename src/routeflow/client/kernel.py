@@ -11,7 +11,9 @@ list of ``{"id": ..., "weight": ...}`` with the real weight (1 and up).
 
 Scope: IPv4 and IPv6 routes and neighbours. IPv4 routes through IPv6
 gateways (RFC 5549 ``RTA_VIA`` / AF_INET6 nexthop objects, as with BGP
-unnumbered) are still ignored: the switch side cannot resolve them. IPv6
+unnumbered) are refused, not silently dropped: the switch side cannot resolve
+them yet, and ``take_refusals`` tells the shell which prefixes and why (once
+per prefix), which it logs as a warning. IPv6
 link-local prefixes (the per-interface fe80::/64) and multicast prefixes are
 never routes for the switch, but every address of a VM port, link-local ones
 included, is a LOCAL /128: OSPFv3 and ND talk to the router's link-local
@@ -195,6 +197,7 @@ class _Shape:
     impossible: bool
     kind: RouteKind | None  # None: the route cannot be used by the switch
     nexthops: list[NextHop]
+    refusal: str | None = None  # why not, when the operator must be told (RFC 5549)
 
 
 #: A kernel route within its prefix: (table, tos, priority), and for IPv6 a
@@ -276,6 +279,9 @@ class KernelView:
         self._neigh_dirty: dict[_NeighKey, Neighbour | None] = {}
         self._gw_refs: Counter[tuple[int, str]] = Counter()
         self._reconcile_hint = False
+        # Prefixes the switch cannot carry out, and why: reported once each.
+        self._refusals: dict[str, str] = {}
+        self._refused: set[str] = set()
         # Fast path of a full table: what a simple route message of one shape
         # (key, table, type, oif, gateway, nhid) becomes. Shared by every
         # prefix of that shape, so a million routes through one gateway hold
@@ -326,6 +332,11 @@ class KernelView:
         """True once after a change the kernel applies without telling (see module doc)."""
         hint, self._reconcile_hint = self._reconcile_hint, False
         return hint
+
+    def take_refusals(self) -> dict[str, str]:
+        """Prefixes refused since the last call (prefix -> reason), each only once."""
+        out, self._refusals = self._refusals, {}
+        return out
 
     # --- output ----------------------------------------------------------------
 
@@ -883,6 +894,7 @@ class KernelView:
             impossible=self._impossible(kr),
             kind=None if resolved is None else resolved.kind,
             nexthops=[] if resolved is None else resolved.nexthops,
+            refusal=self._refusals.get(prefix),
         )
         self._shapes[shape_key] = shape
         return shape
@@ -899,6 +911,9 @@ class KernelView:
             for hop in kr.hops:
                 by_oif.setdefault(hop.oif, set()).add(prefix)
         kind = shape.kind
+        if shape.refusal is not None and prefix not in self._refused:
+            self._refused.add(prefix)
+            self._refusals[prefix] = shape.refusal
         self._set_route(
             prefix,
             None if kind is None else Route(prefix=prefix, kind=kind, nexthops=shape.nexthops),
@@ -969,16 +984,27 @@ class KernelView:
             return None  # pending nexthop object, blackhole, or no next hop at all
         v6 = ":" in prefix
         weights: dict[tuple[int, str | None], int] = {}
+        cross_family = False
         for hop in hops:
             link = self._links.get(hop.oif)
             if link is None or not link.up:
                 continue  # the kernel marks hops on a down link dead
             port = vm_port_of(link.ifname)
-            if port is None or (hop.gateway is not None and (":" in hop.gateway) != v6):
-                continue  # an IPv4 route through an IPv6 gateway (RFC 5549): not yet
+            if port is None:
+                continue
+            if hop.gateway is not None and (":" in hop.gateway) != v6:
+                cross_family = True  # an IPv4 route through an IPv6 gateway (RFC 5549)
+                continue
             key = (port, hop.gateway)
             weights[key] = weights.get(key, 0) + hop.weight
         if not weights:
+            if cross_family and prefix not in self._refused:
+                self._refused.add(prefix)
+                self._refusals[prefix] = (
+                    "an IPv4 route through an IPv6 next hop (RFC 5549, as BGP unnumbered "
+                    "installs it) is not carried to the switch: its FIB flows rewrite to a "
+                    "next hop resolved by ARP, which an IPv6 neighbour has not"
+                )
             return None
         nexthops = [
             NextHop(vm_port=port, gateway=gw, weight=w)

@@ -499,6 +499,9 @@ class NetlinkWatcher:
                         self.view.feed_many(msgs)
                         changed = self.view.has_changes()
                         hint = self.view.take_reconcile_hint()
+                        refusals = self.view.take_refusals()
+                    for prefix, why in refusals.items():
+                        log.warning("route %s refused: %s", prefix, why)
                     if hint and resync_at is None:
                         resync_at, reason = time.monotonic() + self.reconcile_delay, "reconcile"
                     if changed:
