@@ -163,8 +163,14 @@ def test_ipv6_view_equals_a_fresh_dump_through_link_flaps(ns6, watcher6, silent)
     expected["2001:db8:62::/48"] = uni("2001:db8:62::/48", (1, gw1, 1))
 
     def settled() -> bool:
+        # Routes and neighbours come in separate notifications: wait for both (a loaded
+        # run drained the routes before the second neighbour had been read).
         server.apply(watcher.drain())
-        return server.routes == expected
+        return (
+            server.routes == expected
+            and server.neighbours.get((1, gw1)) == "02:00:00:00:01:02"
+            and server.neighbours.get((2, "2001:db8:2::2")) == "02:00:00:00:02:02"
+        )
 
     until(settled)
     assert server.neighbours[(1, gw1)] == "02:00:00:00:01:02"

@@ -92,7 +92,11 @@ def raw_send(path: str, data: bytes) -> bytes:
         return b"".join(chunks)
 
 
-async def register_port(path: str, vm_id: int, secret: bytes | None = None) -> list:
+async def register_port(
+    path: str, vm_id: int, secret: bytes | None = None, refused: bool = False
+) -> list:
+    """A VM registering a port; what rfserver sent back. ``refused``: read until rfserver
+    closes the connection (up to 15 s: on a loaded machine its Error took over 0.6 s)."""
     conn = await ipc.open_connection(f"unix:{path}")
     hello = p.ClientHello(vm_id=vm_id)
     await conn.send(hello)
@@ -109,7 +113,7 @@ async def register_port(path: str, vm_id: int, secret: bytes | None = None) -> l
         await conn.send(p.PortRegister(vm_id=vm_id, vm_port=1, hwaddress="02:00:00:00:00:01"))
     await asyncio.sleep(0.3)
     try:
-        while (msg := await asyncio.wait_for(conn.recv(), 0.3)) is not None:
+        while (msg := await asyncio.wait_for(conn.recv(), 15 if refused else 0.3)) is not None:
             got.append(msg)
     except (TimeoutError, ConnectionError):
         pass
@@ -183,9 +187,9 @@ def test_authenticated_peer_is_served(secured):
 def test_unauthenticated_peer_is_refused_and_logged(secured, secret):
     d, _right = secured
     if secret is None:
-        got = asyncio.run(register_port(d.sock, 5))
+        got = asyncio.run(register_port(d.sock, 5, refused=True))
     else:
-        got = asyncio.run(register_port(d.sock, 5, secret))
+        got = asyncio.run(register_port(d.sock, 5, secret, refused=True))
     assert vm_ports(d) == []
     assert any(isinstance(m, p.Error) and m.code == "auth-failed" for m in got), got
     assert "refused vm:0x5" in d.log.read_text()
