@@ -874,8 +874,9 @@ def bench_churn(stream, speed, timeout, run_dir, json_path) -> None:
 @click.option("--run-dir", default=None, help="where logs and state go")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
 def bench_bgp(table, timeout, run_dir, json_path) -> None:
-    """FRR end to end: a speaker announces TABLE's IPv4 prefixes to the VM's bgpd; time
-    to the full table in the kernel (zebra) and on the switch, and the switch's lag."""
+    """FRR end to end: a speaker announces TABLE's prefixes (IPv6 by MP-BGP) to the
+    VM's bgpd; time to the full table in the kernel (zebra) and on the switch, and the
+    switch's lag."""
     from routeflow.bench.bgprun import main_bgp
 
     _require_root()

@@ -1,7 +1,7 @@
-"""A minimal BGP speaker for `bench bgp`: announces a table file's IPv4 prefixes.
+"""A minimal BGP speaker for `bench bgp`: announces a table file's prefixes.
 
     python -m routeflow.bench.bgpfeed TABLE --asn 65100 --peer-as 65001 \\
-        --local 192.0.2.2 --peer 192.0.2.1 --go FILE --log FILE
+        --local 192.0.2.2 --peer 192.0.2.1 [--local6 fd00::2] --go FILE --log FILE
 
 ExaBGP takes one API command (or configuration line) per prefix and parses
 each in Python: a full table through it measures ExaBGP. This speaker packs
@@ -14,7 +14,10 @@ session is up, ``notification CODE SUBCODE`` if the peer sends one. It keeps
 the session up with a KEEPALIVE every second (the lab's bgpd holds for 9 s)
 and reads (and drops) whatever the peer sends, until it is killed.
 
-IPv4 unicast only: a table's IPv6 prefixes are left out (counted in the log).
+IPv4 unicast over the IPv4 session; with ``--local6`` also IPv6 unicast over the
+same session (MP-BGP, RFC 4760: MP_REACH_NLRI with that address as the next hop),
+as a dual-stack edge peer sends it. Without ``--local6`` a table's IPv6 prefixes
+are left out (counted in the log).
 """
 
 from __future__ import annotations
@@ -43,9 +46,12 @@ def _message(kind: int, body: bytes) -> bytes:
     return MARKER + struct.pack("!HB", 19 + len(body), kind) + body
 
 
-def open_message(asn: int, router_id: str, hold: int = 90) -> bytes:
-    """OPEN with IPv4 unicast (RFC 4760) and four-octet AS (RFC 6793) capabilities."""
+def open_message(asn: int, router_id: str, hold: int = 90, ipv6: bool = False) -> bytes:
+    """OPEN with IPv4 unicast (and IPv6 unicast with ``ipv6``: RFC 4760) and
+    four-octet AS (RFC 6793) capabilities."""
     caps = bytes((1, 4)) + struct.pack("!HBB", 1, 0, 1)  # multiprotocol: AFI 1, SAFI 1
+    if ipv6:
+        caps += bytes((1, 4)) + struct.pack("!HBB", 2, 0, 1)  # AFI 2 (IPv6), SAFI 1
     caps += bytes((65, 4)) + struct.pack("!I", asn)  # four-octet AS
     params = bytes((2, len(caps))) + caps
     body = struct.pack(
@@ -60,13 +66,16 @@ def open_message(asn: int, router_id: str, hold: int = 90) -> bytes:
 
 
 def nlri(prefix: str) -> bytes:
-    """One IPv4 prefix as NLRI: its length, then the bytes it needs."""
+    """One prefix (either family) as NLRI: its length, then the bytes it needs."""
     addr, _, plen_text = prefix.partition("/")
     plen = int(plen_text)
+    if ":" in addr:
+        return bytes((plen,)) + socket.inet_pton(socket.AF_INET6, addr)[: (plen + 7) // 8]
     return bytes((plen,)) + socket.inet_aton(addr)[: (plen + 7) // 8]
 
 
-def _attributes(path: tuple[int, ...], next_hop: str) -> bytes:
+def _path_attributes(path: tuple[int, ...]) -> bytes:
+    """ORIGIN and AS_PATH (four-octet ASes, RFC 6793)."""
     origin = bytes((0x40, 1, 1, 0))  # IGP
     segs = b""
     for i in range(0, len(path), 255):
@@ -76,32 +85,61 @@ def _attributes(path: tuple[int, ...], next_hop: str) -> bytes:
         as_path = bytes((0x40, 2, len(segs))) + segs
     else:  # extended length
         as_path = bytes((0x50, 2)) + struct.pack("!H", len(segs)) + segs
-    hop = bytes((0x40, 3, 4)) + socket.inet_aton(next_hop)
-    return origin + as_path + hop
+    return origin + as_path
+
+
+def _chunks(prefixes: list[bytes], room: int) -> Iterator[bytes]:
+    """Encoded prefixes joined into runs of at most ``room`` bytes."""
+    part: list[bytes] = []
+    size = 0
+    for p in prefixes:
+        if size + len(p) > room:
+            yield b"".join(part)
+            part, size = [], 0
+        part.append(p)
+        size += len(p)
+    if part:
+        yield b"".join(part)
 
 
 def updates(
-    routes: Iterable[tuple[str, tuple[int, ...]]], asn: int, next_hop: str
+    routes: Iterable[tuple[str, tuple[int, ...]]],
+    asn: int,
+    next_hop: str,
+    next_hop6: str | None = None,
 ) -> Iterator[bytes]:
-    """UPDATE messages announcing ``(prefix, as_path)`` behind ``asn`` via ``next_hop``:
-    prefixes with the same path share messages of at most 4096 bytes."""
+    """UPDATE messages announcing ``(prefix, as_path)`` behind ``asn``: IPv4 prefixes
+    via ``next_hop`` in the NLRI field, IPv6 ones via ``next_hop6`` in MP_REACH_NLRI
+    (one family per message); prefixes with the same path share messages of at most
+    4096 bytes. An IPv6 prefix without ``next_hop6`` is a ValueError."""
     by_path: dict[tuple[int, ...], list[bytes]] = {}
+    by_path6: dict[tuple[int, ...], list[bytes]] = {}
     for prefix, path in routes:
-        by_path.setdefault((asn, *path), []).append(nlri(prefix))
+        into = by_path6 if ":" in prefix else by_path
+        into.setdefault((asn, *path), []).append(nlri(prefix))
+    if by_path6 and next_hop6 is None:
+        raise ValueError("IPv6 prefixes need an IPv6 next hop")
+    hop = bytes((0x40, 3, 4)) + socket.inet_aton(next_hop)
     for path, prefixes in by_path.items():
-        attrs = _attributes(path, next_hop)
-        head = struct.pack("!H", 0) + struct.pack("!H", len(attrs)) + attrs
-        room = MAX_MESSAGE - 19 - len(head)
-        part: list[bytes] = []
-        size = 0
-        for p in prefixes:
-            if size + len(p) > room:
-                yield _message(UPDATE, head + b"".join(part))
-                part, size = [], 0
-            part.append(p)
-            size += len(p)
-        if part:
-            yield _message(UPDATE, head + b"".join(part))
+        attrs = _path_attributes(path) + hop
+        head = struct.pack("!HH", 0, len(attrs)) + attrs
+        for run in _chunks(prefixes, MAX_MESSAGE - 19 - len(head)):
+            yield _message(UPDATE, head + run)
+    if not by_path6:
+        return
+    assert next_hop6 is not None
+    # MP_REACH_NLRI: AFI 2, SAFI 1, next hop (16 bytes, global), reserved, NLRI.
+    mp_fixed = struct.pack("!HBB", 2, 1, 16) + socket.inet_pton(socket.AF_INET6, next_hop6)
+    mp_fixed += b"\x00"
+    for path, prefixes in by_path6.items():
+        common = _path_attributes(path)
+        room = MAX_MESSAGE - 19 - 4 - len(common) - 4 - len(mp_fixed)
+        for run in _chunks(prefixes, room):
+            value = mp_fixed + run
+            # optional, non-transitive, extended length; type 14
+            mp = bytes((0x90, 14)) + struct.pack("!H", len(value)) + value
+            attrs = common + mp
+            yield _message(UPDATE, struct.pack("!HH", 0, len(attrs)) + attrs)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -127,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-as", type=int, required=True)
     parser.add_argument("--local", required=True)
     parser.add_argument("--peer", required=True)
+    parser.add_argument("--local6", default=None, help="IPv6 next hop: announce IPv6 too")
     parser.add_argument("--go", required=True)
     parser.add_argument("--log", required=True)
     args = parser.parse_args(argv)
@@ -136,14 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, TableError) as err:
         print(f"bgpfeed: {err}", file=sys.stderr)
         return 2
-    v4 = [(e.prefix, e.as_path) for e in table if ":" not in e.prefix]
-    log.write(f"prefixes {len(v4)} ipv6-left-out {len(table) - len(v4)}\n")
+    routes = [
+        (e.prefix, e.as_path) for e in table if args.local6 is not None or ":" not in e.prefix
+    ]
+    log.write(f"prefixes {len(routes)} ipv6-left-out {len(table) - len(routes)}\n")
     del table
     # Whole messages per write: a KEEPALIVE goes between two writes, never into one.
     batches: list[bytes] = []
     part: list[bytes] = []
     size = total = 0
-    for msg in updates(v4, args.asn, args.local):
+    for msg in updates(routes, args.asn, args.local, args.local6):
         if size + len(msg) > 65536:
             batches.append(b"".join(part))
             part, size = [], 0
@@ -153,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if part:
         batches.append(b"".join(part))
     log.write(f"packed {total} bytes\n")
-    del v4, part
+    del routes, part
     lock = threading.Lock()
     while True:  # the VM's bgpd may not be up yet
         try:
@@ -165,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(open_message(args.asn, args.local))
+    sock.sendall(open_message(args.asn, args.local, ipv6=args.local6 is not None))
     kind, _body = _read_message(sock)
     if kind != OPEN:
         log.write(f"expected OPEN, got {kind}\n")

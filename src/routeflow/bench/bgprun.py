@@ -3,20 +3,24 @@
 A BGP lab of one switch, one host and one speaker comes up (associations, the
 speaker's ExaBGP session and its one prefix on the switch). ExaBGP is then
 stopped and bgpfeed.py takes the speaker's place (same address, same AS): it
-packs the table file's IPv4 prefixes into UPDATEs, opens its session with the
-VM's bgpd and, once told to, sends them all as fast as the session takes them.
+packs the table file's prefixes into UPDATEs, opens its session with the VM's
+bgpd and, once told to, sends them all as fast as the session takes them. A
+table with IPv6 prefixes makes the lab dual stack: they go over the same session
+(MP-BGP) with the speaker's IPv6 address as next hop, as ExaBGP's would.
 From its first UPDATE on, two counts are sampled every ``interval`` s:
 
-* the kernel: zebra's count of BGP routes in the FIB (``show ip route summary``:
-  a route counts once the kernel has acknowledged its installation), that is
-  FRR's own time to have the table in the kernel;
-* the switch: Open vSwitch's count of flows in the FIB table (``dump-tables``).
+* the kernel: zebra's count of BGP routes in the FIB (``show ip[v6] route
+  summary``, both families summed: a route counts once the kernel has
+  acknowledged its installation), that is FRR's own time to have the table in
+  the kernel;
+* the switch: Open vSwitch's count of flows in the FIB table (``dump-tables``;
+  both families share it).
 
 Both clocks start at the speaker's first UPDATE. The result is the time to the
 full table for each, and routeflow's lag behind the kernel as a ratio,
 ``(switch - kernel) / kernel``. At the end the VM kernel's BGP routes (read
-with ``ip route``) must be exactly the table's prefixes, and the switch's FIB
-flows for those prefixes exactly the kernel's.
+with ``ip route``, per family) must be exactly the table's prefixes, and the switch's
+FIB flows for those prefixes exactly the kernel's.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = ["BgpResult", "run_bgp"]
 LAB = """
 name: benchbgp
 routing: bgp
+ipv6: IPV6
 switches:
   - {name: A, dpid: 0xc8, asn: 65001}
 hosts:
@@ -55,8 +60,9 @@ FIB_TABLE = 1
 @dataclass
 class BgpResult:
     table: str
-    prefixes: int = 0
-    ipv6_left_out: int = 0
+    prefixes: int = 0  # both families
+    prefixes6: int = 0  # of which IPv6
+    ipv6_left_out: int = 0  # always 0 now: IPv6 goes by MP-BGP (kept for old readers)
     ok: bool = False
     problems: list[str] = field(default_factory=list)
     #: From the speaker's first UPDATE: its last UPDATE written, bgpd holding the
@@ -80,18 +86,19 @@ class BgpResult:
     stages: list[dict] = field(default_factory=list)
 
 
-def zebra_bgp_counts(run, switch: str) -> tuple[int, int]:
-    """(RIB, FIB) counts of zebra's BGP routes (eBGP and iBGP), IPv4."""
-    out = run.vtysh(switch, "show ip route summary json")
-    try:
-        data = json.loads(out[out.index("{") :])
-    except ValueError:
-        return -1, -1
+def zebra_bgp_counts(run, switch: str, families: tuple[int, ...] = (4,)) -> tuple[int, int]:
+    """(RIB, FIB) counts of zebra's BGP routes (eBGP and iBGP), summed over ``families``."""
     rib = fib = 0
-    for r in data.get("routes", []):
-        if r.get("type") in ("bgp", "ebgp", "ibgp"):
-            rib += int(r.get("rib", 0))
-            fib += int(r.get("fib", 0))
+    for family in families:
+        out = run.vtysh(switch, f"show {'ip' if family == 4 else 'ipv6'} route summary json")
+        try:
+            data = json.loads(out[out.index("{") :])
+        except ValueError:
+            return -1, -1
+        for r in data.get("routes", []):
+            if r.get("type") in ("bgp", "ebgp", "ibgp"):
+                rib += int(r.get("rib", 0))
+                fib += int(r.get("fib", 0))
     return rib, fib
 
 
@@ -109,14 +116,16 @@ def _table_active(run, switch: str, table: int = FIB_TABLE) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _kernel_bgp(run, switch: str) -> set[str]:
-    """The VM kernel's IPv4 BGP routes, as canonical prefixes (a text read: cheap at 1M)."""
-    out = run.vm_node(switch).cmd("ip -4 route show proto bgp")
+def _kernel_bgp(run, switch: str, family: int = 4) -> set[str]:
+    """The VM kernel's BGP routes of ``family``, as canonical prefixes (a text read:
+    cheap at 1M)."""
+    out = run.vm_node(switch).cmd(f"ip -{family} route show proto bgp")
+    host = "/32" if family == 4 else "/128"
     routes = set()
     for line in out.splitlines():
         dst = line.split(" ", 1)[0]
-        if dst and dst[0].isdigit():
-            routes.add(dst if "/" in dst else f"{dst}/32")
+        if dst and (dst[0].isdigit() or ":" in dst):
+            routes.add(dst if "/" in dst else f"{dst}{host}")
     return routes
 
 
@@ -150,12 +159,13 @@ def run_bgp(
     result = BgpResult(table=table_path)
     result.loadavg.append(_loadavg())
     table = read_table_file(table_path)
-    want = {e.prefix for e in table if ":" not in e.prefix}
-    result.prefixes = len(want)
-    result.ipv6_left_out = len(table) - len(want)
+    want6 = {e.prefix for e in table if ":" in e.prefix}
+    want = {e.prefix for e in table}
+    result.prefixes, result.prefixes6 = len(want), len(want6)
     del table
+    families = (4, 6) if want6 else (4,)
     limit = timeout if timeout is not None else max(60.0, len(want) / 2000)
-    lab = plan(parse_lab(LAB, "<bench bgp>"))
+    lab = plan(parse_lab(LAB.replace("IPV6", "true" if want6 else "false"), "<bench bgp>"))
     (sp,) = lab.speakers
 
     def phase(run, check) -> None:
@@ -164,7 +174,7 @@ def run_bgp(
         exabgp.stop(run, sp)
         t = time.monotonic()
         # The speaker's own prefix goes with its session: the baselines are without it.
-        gone = checks.wait_until(lambda: zebra_bgp_counts(run, sp.switch)[0] == 0, 30)
+        gone = checks.wait_until(lambda: zebra_bgp_counts(run, sp.switch, families)[0] == 0, 30)
         check.add("bgp: ExaBGP's session and prefix gone", gone, time.monotonic() - t)
         if not gone:
             return
@@ -174,6 +184,7 @@ def run_bgp(
             run.python, "-m", "routeflow.bench.bgpfeed", os.path.abspath(table_path),
             "--asn", str(sp.asn), "--peer-as", str(sp.vm_asn), "--local", sp.address,
             "--peer", sp.gateway, "--go", go, "--log", log,
+            *(["--local6", sp.address6] if want6 and sp.address6 else []),
         ]  # fmt: skip
         errlog = open(os.path.join(d, "bgpfeed.out"), "ab")  # noqa: SIM115
         popen = run.host(sp.name).popen(
@@ -196,7 +207,7 @@ def run_bgp(
         samples = result.samples
         n = len(want)
         while time.monotonic() < deadline:
-            rib, fib = zebra_bgp_counts(run, sp.switch)
+            rib, fib = zebra_bgp_counts(run, sp.switch, families)
             sw = _table_active(run, sp.switch) - base
             now = time.time()
             if first is None:
@@ -235,9 +246,12 @@ def run_bgp(
             f"(at most {result.lag_bound_ratio}: the sampling)",
         )
         # The end state, read in full: kernel = table, switch = kernel.
-        kernel = _kernel_bgp(run, sp.switch)
+        kernel: set[str] = set()
+        have: set[str] = set()
+        for family in families:
+            kernel |= _kernel_bgp(run, sp.switch, family)
+            have |= set(checks.fib_flows(run, sp.switch, family)) & want
         result.kernel_routes = len(kernel)
-        have = set(checks.fib_flows(run, sp.switch)) & want
         result.switch_equals_kernel = have == kernel
         check.add(
             "bgp: switch = kernel = table at the end",
@@ -295,7 +309,7 @@ def main_bgp(
         mark = "ok" if s["ok"] else "FAIL"
         console.print(f"  {mark} {s['stage']} ({s['seconds']} s) {s['detail']}", markup=False)
     console.print(
-        f"{r.prefixes} IPv4 prefixes ({r.ipv6_left_out} IPv6 left out) from the speaker's "
+        f"{r.prefixes} prefixes ({r.prefixes6} of them IPv6) from the speaker's "
         f"first UPDATE: sent in {r.speaker_sent_s} s, in bgpd {r.rib_s} s, in the kernel "
         f"(zebra's FIB) {r.kernel_s} s, on the switch {r.switch_s} s; lag ratio "
         f"(switch - kernel) / kernel {r.lag_ratio} (at most {r.lag_bound_ratio}: the samples "

@@ -7,14 +7,28 @@ import ipaddress
 import socket
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routeflow.bench import bgpfeed
 
 
+def _prefixes(nlri: bytes, width: int) -> list[str]:
+    out = []
+    i = 0
+    while i < len(nlri):
+        plen = nlri[i]
+        n = (plen + 7) // 8
+        raw = nlri[i + 1 : i + 1 + n] + bytes(width - n)
+        out.append(str(ipaddress.ip_network((raw if width == 16 else socket.inet_ntoa(raw), plen))))
+        i += 1 + n
+    return out
+
+
 def decode_update(msg: bytes) -> tuple[tuple[int, ...], str, list[str]]:
-    """(AS path, next hop, prefixes) of one UPDATE without withdrawals."""
+    """(AS path, next hop, prefixes) of one UPDATE without withdrawals: IPv4 in the
+    NLRI field with NEXT_HOP, or IPv6 in MP_REACH_NLRI (RFC 4760) and nothing else."""
     assert msg[:16] == b"\xff" * 16
     length, kind = struct.unpack("!HB", msg[16:19])
     assert kind == 2 and length == len(msg) <= 4096
@@ -49,18 +63,22 @@ def decode_update(msg: bytes) -> tuple[tuple[int, ...], str, list[str]]:
             hop = socket.inet_ntoa(value)
         elif code == 1:
             assert value == b"\x00"
+        elif code == 14:
+            assert flags & 0x80 and not flags & 0x40  # optional, non-transitive
+            afi, safi, hlen = struct.unpack("!HBB", value[:4])
+            assert (afi, safi, hlen) == (2, 1, 16) and value[20] == 0  # reserved
+            hop = str(ipaddress.IPv6Address(value[4:20]))
+            assert not nlri  # one family per message
+            return path, hop, _prefixes(value[21:], 16)
     assert seen == [1, 2, 3]  # ORIGIN, AS_PATH, NEXT_HOP: the mandatory ones
-    prefixes = []
-    i = 0
-    while i < len(nlri):
-        plen = nlri[i]
-        n = (plen + 7) // 8
-        raw = nlri[i + 1 : i + 1 + n] + bytes(4 - n)
-        prefixes.append(f"{socket.inet_ntoa(raw)}/{plen}")
-        i += 1 + n
-    return path, hop, prefixes
+    return path, hop, _prefixes(nlri, 4)
 
 
+networks6 = st.builds(
+    lambda addr, plen: str(ipaddress.IPv6Network((addr, plen), strict=False)),
+    st.integers(0, 2**128 - 1),
+    st.integers(0, 128),
+)
 networks = st.builds(
     lambda addr, plen: str(ipaddress.IPv4Network((addr, plen), strict=False)),
     st.integers(0, 2**32 - 1),
@@ -82,6 +100,32 @@ def test_every_prefix_is_announced_once_with_its_path(table):
     assert got == table
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(networks | networks6, st.sampled_from([(), (3356,), (174, 13335)]) | paths))
+def test_both_families_are_announced_once_each_with_their_next_hop(table):
+    got: dict[str, tuple[int, ...]] = {}
+    for msg in bgpfeed.updates(table.items(), 65100, "192.0.2.2", "fd00:2::2"):
+        path, hop, prefixes = decode_update(msg)
+        assert path[0] == 65100 and prefixes
+        for p in prefixes:
+            assert hop == ("fd00:2::2" if ":" in p else "192.0.2.2")
+            assert p not in got
+            got[p] = path[1:]
+    assert got == table
+
+
+def test_ipv6_prefixes_without_an_ipv6_next_hop_are_refused():
+    with pytest.raises(ValueError, match="IPv6 next hop"):
+        list(bgpfeed.updates([("2001:db8::/32", ())], 65100, "192.0.2.2"))
+
+
+def test_a_big_ipv6_table_fills_messages():
+    table = [(f"2001:db8:{i:x}::/48", (3356,)) for i in range(5000)]
+    msgs = list(bgpfeed.updates(table, 65100, "192.0.2.2", "fd00:2::2"))
+    assert all(len(m) <= 4096 for m in msgs)
+    assert len(msgs) == 9  # 7 bytes a /48, about 580 a message
+
+
 def test_a_big_table_fills_messages():
     table = [(f"10.{i >> 8}.{i & 255}.0/24", (3356,)) for i in range(5000)]
     msgs = list(bgpfeed.updates(table, 65100, "192.0.2.2"))
@@ -97,4 +141,10 @@ def test_open_says_ipv4_unicast_and_four_octet_as():
     assert (version, my_as, hold, socket.inet_ntoa(rid)) == (4, 23456, 90, "192.0.2.2")
     caps = msg[29 + 2 : 29 + plen]
     assert bytes((1, 4, 0, 1, 0, 1)) in caps
+    assert bytes((1, 4, 0, 2, 0, 1)) not in caps
     assert bytes((65, 4)) + struct.pack("!I", 4_200_000_000) in caps
+
+
+def test_open_with_ipv6_adds_ipv6_unicast():
+    msg = bgpfeed.open_message(65100, "192.0.2.2", ipv6=True)
+    assert bytes((1, 4, 0, 1, 0, 1)) in msg and bytes((1, 4, 0, 2, 0, 1)) in msg
