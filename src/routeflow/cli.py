@@ -853,13 +853,23 @@ def bench_churn_gen(table_path, seconds, rate, reset_share, seed, output) -> Non
     show_default=True,
     help="seconds after the stream's end to wait for the switch",
 )
+@click.option(
+    "--peer",
+    default=None,
+    help="for a recorded file (MRT updates, bgpdump -m or bgpkit-parser text): the peer "
+    "address whose updates are replayed (default: the one with the most)",
+)
 @click.option("--run-dir", default=None, help="where logs and state go")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
-def bench_churn(stream, speed, timeout, run_dir, json_path) -> None:
-    """Replay an update stream into a VM through a BGP speaker; the switch must follow."""
+def bench_churn(stream, speed, timeout, peer, run_dir, json_path) -> None:
+    """Replay an update stream into a VM through a BGP speaker; the switch must follow.
+
+    STREAM: routeflow's stream text (`bench churn-gen`), an MRT update file (BGP4MP,
+    as RouteViews and RIPE RIS publish them, gzip or bzip2 too) or its `bgpdump -m` /
+    `bgpkit-parser` text; a recorded file is cut to one peer."""
     from routeflow.bench.churnrun import main_churn
 
-    sys.exit(main_churn(stream, speed, run_dir, json_path, timeout, console))
+    sys.exit(main_churn(stream, speed, run_dir, json_path, timeout, console, peer=peer))
 
 
 @bench.command("bgp")

@@ -202,6 +202,24 @@ def test_bench_churn_replays_a_stream_through_a_speaker(run_dir, tmp_path):
     assert r["latency_counted"] >= 300 and r["latency_s"]["p50"] > 0
 
 
+def test_bench_churn_replays_a_real_routers_mrt_updates(run_dir, tmp_path):
+    """`bench churn` on an MRT update file Quagga wrote (tests/data/mrt/quagga_bgp): the
+    busiest peer's 6 prefixes (both families), its session reset 66 s later (all
+    withdrawn) and the re-announcement, at 10x; the switch follows every update."""
+    mrt = os.path.join(os.path.dirname(__file__), "..", "data", "mrt", "quagga_bgp")
+    out = tmp_path / "churn.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "routeflow.cli", "bench", "churn", mrt, "--speed", "10",
+         "--timeout", "30", "--run-dir", run_dir, "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["ok"] and r["updates"] == 18 and r["never_seen"] == 0, r["problems"]
+    assert "peer 192.168.0.10" in r["converted"] and "1 session resets" in r["converted"]
+    assert r["latency_counted"] == 18
+
+
 def test_bench_bgp_carries_a_table_from_a_speaker_to_the_switch(run_dir, tmp_path):
     """`bench bgp` at CI size: 2000 IPv4 and 500 IPv6 prefixes of a made-up table from a
     speaker to the VM's bgpd over one session (IPv6 by MP-BGP); the kernel (zebra) and

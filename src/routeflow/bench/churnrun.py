@@ -64,6 +64,9 @@ class ChurnResult:
     #: bgpd dropped an update; routeflow only has to follow the kernel).
     kernel_vs_final: int = 0
     stages: list[dict] = field(default_factory=list)
+    #: For a recorded file (MRT, bgpdump text): which peer was replayed and what
+    #: was left out (recorded.StreamInfo.summary); empty for our own format.
+    converted: str = ""
 
 
 def _kernel_bgp(run, switch: str) -> set[str]:
@@ -95,6 +98,35 @@ def _read_log(path: str) -> tuple[list[float], bool]:
     return emitted, done
 
 
+def load_stream(path: str, peer: str | None = None) -> tuple[list[churn.Update], str]:
+    """A stream file: routeflow's own text, an MRT update file (BGP4MP: RouteViews,
+    RIPE RIS, BIRD/OpenBGPD/Quagga mrtdump) or ``bgpdump -m`` / ``bgpkit-parser``
+    text of one, cut to one peer (recorded.py). Returns the updates and what the
+    conversion did (empty for our own format). ChurnError names file and line."""
+    from routeflow.bench import recorded
+    from routeflow.bench.table import _first_data_line
+    from routeflow.bench.tablemrt import mrt_records, mrt_type
+
+    if mrt_type(path) is not None:
+        updates, info = recorded.stream_from_records(mrt_records(path), path, peer)
+        return updates, info.summary()
+    if _first_data_line(path, recorded.looks_like_text_records):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                records = list(recorded.parse_text_records(fh, path))
+        except (OSError, UnicodeDecodeError) as err:
+            raise churn.ChurnError(f"{path}: {err}") from None
+        updates, info = recorded.stream_from_records(records, path, peer)
+        return updates, info.summary()
+    if peer is not None:
+        raise churn.ChurnError(f"{path}: --peer is for recorded files (MRT, bgpdump text)")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return churn.parse_stream(fh, path), ""
+    except (OSError, UnicodeDecodeError) as err:
+        raise churn.ChurnError(f"{path}: {err}") from None
+
+
 def run_churn(
     stream_path: str,
     run_dir: str,
@@ -103,14 +135,23 @@ def run_churn(
     interval: float = 0.2,
     timeout: float = 120.0,
     log_level: str = "WARNING",
+    peer: str | None = None,
 ) -> ChurnResult:
     from routeflow.lab.runner import LabFailure, LabRun
     from routeflow.lab.scenarios import CheckResult, converge, install_signal_handlers, start_lab
 
-    with open(stream_path) as fh:
-        updates = churn.parse_stream(fh, stream_path)
+    updates, converted = load_stream(stream_path, peer)
     final = set(churn.final_state(updates))
     result = ChurnResult(stream=stream_path, updates=len(updates), speed=speed)
+    result.converted = converted
+    if not updates:
+        result.problems.append("the stream has no update")
+        return result
+    if converted:  # churnfeed reads our text format: write the converted stream beside the logs
+        os.makedirs(run_dir, exist_ok=True)
+        stream_path = os.path.join(run_dir, "stream.txt")
+        with open(stream_path, "w") as fh:
+            fh.writelines(churn.format_stream(updates, f"from {result.stream}: {converted}"))
     lab = plan(parse_lab(LAB, "<bench churn>"))
     (sp,) = lab.speakers
     stream_prefixes = {u.prefix for u in updates}
@@ -221,19 +262,22 @@ def main_churn(
     json_path: str | None,
     timeout: float,
     console,
+    peer: str | None = None,
 ) -> int:
     from routeflow.lab.scenarios import default_run_dir
 
     try:
-        with open(stream_path) as fh:
-            churn.parse_stream(fh, stream_path)
-    except (OSError, churn.ChurnError) as err:
+        _updates, converted = load_stream(stream_path, peer)
+    except churn.ChurnError as err:
         print(f"bench churn: {err}", file=sys.stderr)
         return 2
+    if converted:
+        console.print(f"{stream_path}: {converted}", markup=False)
+    del _updates
     stream_path = os.path.abspath(stream_path)
     run_dir = run_dir or default_run_dir("bench-churn")
     with console.status("bench churn"):
-        r = run_churn(stream_path, run_dir, speed=speed, timeout=timeout)
+        r = run_churn(stream_path, run_dir, speed=speed, timeout=timeout, peer=peer)
     for s in r.stages:
         mark = "ok" if s["ok"] else "FAIL"
         console.print(f"  {mark} {s['stage']} ({s['seconds']} s) {s['detail']}", markup=False)

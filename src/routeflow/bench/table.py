@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from routeflow.client.fastnl import addr_text
@@ -123,10 +123,42 @@ def read_table(path: str) -> list[TableEntry]:
 
 
 def read_table_file(path: str) -> list[TableEntry]:
-    """A table file or an MRT RIB dump (tablemrt.py), told apart by their first bytes."""
+    """A table file, an MRT RIB dump (tablemrt.py) or one printed as text by
+    ``bgpdump -m`` / ``bgpkit-parser`` (recorded.py), told apart by their start."""
     from routeflow.bench.tablemrt import is_mrt, read_mrt
 
-    return read_mrt(path) if is_mrt(path) else read_table(path)
+    if is_mrt(path):
+        return read_mrt(path)
+    if _first_data_line(path, looks_like_records):
+        from routeflow.bench.churn import ChurnError
+        from routeflow.bench.recorded import parse_text_records, table_from_records
+
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return table_from_records(parse_text_records(fh, path, first_per_prefix=True), path)
+        except ChurnError as err:
+            raise TableError(str(err)) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise TableError(f"{path}: {err}") from None
+    return read_table(path)
+
+
+def looks_like_records(line: str) -> bool:
+    from routeflow.bench.recorded import looks_like_text_records
+
+    return looks_like_text_records(line)
+
+
+def _first_data_line(path: str, test: Callable[[str], bool]) -> bool:
+    """Whether a text file's first line that is neither blank nor a comment passes ``test``."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.strip() and not line.lstrip().startswith("#"):
+                    return test(line)
+    except OSError:
+        return False
+    return False
 
 
 def format_table(entries: Iterable[TableEntry], header: Iterable[str] = ()) -> Iterator[str]:

@@ -87,7 +87,7 @@ def test_text_tables_are_not_mrt(tmp_path):
     ("data", "says"),
     [
         (DUMP[:-5], "rib.mrt"),  # cut in the last record
-        (peer_index() + record(1, b"", kind=16), "not TABLE_DUMP_V2"),  # a BGP4MP update
+        (peer_index() + record(1, b"", kind=16), "is BGP4MP: an update file"),  # a BGP4MP update
         (DUMP[:40] + b"\xff" * 30, "rib.mrt"),
     ],
 )
