@@ -104,6 +104,9 @@ def parse_config(text: str, source: str = "<string>") -> list[ConfigEntry]:
     entries: list[ConfigEntry] = []
     vm_lines: dict[tuple[int, int], int] = {}
     dp_lines: dict[tuple[int, int, int], int] = {}
+    # A switch is mirrored by one VM: two VMs writing one FIB table would fight
+    # over every prefix they share (the default route, every OSPF route).
+    switch_vm: dict[tuple[int, int], tuple[int, int]] = {}
     header_seen = False
 
     for lineno, raw in enumerate(text.split("\n"), start=1):
@@ -139,6 +142,13 @@ def parse_config(text: str, source: str = "<string>") -> list[ConfigEntry]:
             errors.append(
                 f"{where}: dp port (0x{entry.ct_id:x}, 0x{entry.dp_id:x}, {entry.dp_port}) "
                 f"already mapped on line {dp_lines[entry.dp_key]}"
+            )
+        owner = switch_vm.setdefault((entry.ct_id, entry.dp_id), (entry.vm_id, lineno))
+        if owner[0] != entry.vm_id:
+            errors.append(
+                f"{where}: switch (ct 0x{entry.ct_id:x}, dp 0x{entry.dp_id:x}) is already "
+                f"mirrored by vm 0x{owner[0]:x} (line {owner[1]}); one VM per switch, "
+                f"not vm 0x{entry.vm_id:x} too"
             )
         vm_lines.setdefault(entry.vm_key, lineno)
         dp_lines.setdefault(entry.dp_key, lineno)

@@ -92,13 +92,26 @@ def test_field_errors_name_line_and_field(line, message):
 
 
 def test_duplicate_vm_port_names_first_line():
-    text = HEADER + "\n5,2,0,99,1\n1,1,0,99,2\n\n# x\n\n\n5,2,0,99,3\n"
+    text = HEADER + "\n5,2,0,99,1\n1,1,0,98,2\n\n# x\n\n\n5,2,0,99,3\n"
     assert errors_of(text) == [f"{SRC}:9: vm port (0x5, 2) already mapped on line 3"]
 
 
 def test_duplicate_dp_port_names_first_line():
     text = HEADER + "5,1,0,99,1\n6,1,0x0,0x99,1\n"
-    assert errors_of(text) == [f"{SRC}:3: dp port (0x0, 0x99, 1) already mapped on line 2"]
+    assert errors_of(text) == [
+        f"{SRC}:3: dp port (0x0, 0x99, 1) already mapped on line 2",
+        f"{SRC}:3: switch (ct 0x0, dp 0x99) is already mirrored by vm 0x5 (line 2); "
+        "one VM per switch, not vm 0x6 too",
+    ]
+
+
+def test_a_switch_is_mirrored_by_one_vm():
+    """Two VMs writing one switch's FIB would fight over every prefix they share."""
+    text = HEADER + "5,1,0,99,1\n5,2,0,99,2\n6,1,0,99,3\n6,2,1,99,1\n"
+    assert errors_of(text) == [
+        f"{SRC}:4: switch (ct 0x0, dp 0x99) is already mirrored by vm 0x5 (line 2); "
+        "one VM per switch, not vm 0x6 too"
+    ]  # the same dp_id under another controller (line 5) is another switch
 
 
 def test_same_vm_port_in_another_format_is_still_a_duplicate():
@@ -116,7 +129,7 @@ def test_empty_file():
 
 
 def test_headerless_original_form_is_refused_but_its_lines_still_checked():
-    text = "5,1,0,99,1\n6,1,0,99,1\n"
+    text = "5,1,0,99,1\n5,2,0,99,1\n"
     assert errors_of(text) == [
         f"{SRC}:1: missing header: the first line must be 'vm_id,vm_port,ct_id,dp_id,dp_port' "
         "(header-less files are not accepted)",
