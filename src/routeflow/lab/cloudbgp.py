@@ -25,17 +25,13 @@ bfdd and zebra), and the gap in the replies is measured (target: under 1 s).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from routeflow.lab import exabgp
@@ -44,13 +40,14 @@ from routeflow.lab.cloudfabric import External, fip_stage, move_stage, snat_stag
 from routeflow.lab.cloudrun import SRC, CloudRun
 from routeflow.lab.model import SpeakerPlan
 from routeflow.lab.ovsnode import EXTERNAL_OFPORT, run
+from routeflow.lab.pingwatch import measure_outage
 from routeflow.lab.poll import poll_until
 from routeflow.lab.procs import ProcessSet
 from routeflow.lab.runner import FRR_DIR, LabRun
 from routeflow.lab.scenarios import CheckResult
 from routeflow.tenant import announce
 
-__all__ = ["BgpExternal", "failover_stage", "parse_ping"]
+__all__ = ["BgpExternal", "failover_stage"]
 
 HOLD_TIME = 9
 
@@ -346,34 +343,6 @@ def sessions_stage(lab: LabRun, result: CheckResult, ext: BgpExternal, timeout: 
     return ok
 
 
-_PING_LINE = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [\d.]+: icmp_seq=(\d+)")
-
-
-def parse_ping(lines: list[str]) -> list[tuple[float, int]]:
-    """(wall time, icmp_seq) of every reply line of ``ping -D``."""
-    out = []
-    for line in lines:
-        m = _PING_LINE.match(line)
-        if m:
-            out.append((float(m.group(1)), int(m.group(2))))
-    return out
-
-
-def outage(replies: list[tuple[float, int]], at: float) -> tuple[float, int] | None:
-    """(the longest gap between replies from the last one before ``at`` on, the echo
-    requests lost after it), or None if no reply came after ``at``. The longest gap, not
-    the first reply after ``at``: a reply already on its way when the node died may
-    arrive just after it."""
-    before = [r for r in replies if r[0] <= at]
-    after = [r for r in replies if r[0] > at]
-    if not before or not after:
-        return None
-    run = [before[-1], *after]
-    gap = max(b[0] - a[0] for a, b in itertools.pairwise(run))
-    lost = (run[-1][1] - run[0][1] + 1) - len({seq for _, seq in run})
-    return gap, lost
-
-
 def failover_stage(
     crun: CloudRun, result: CheckResult, ext: BgpExternal, outside: list[str], fip: str
 ) -> None:
@@ -385,62 +354,26 @@ def failover_stage(
         return
     node = serving[0]
     other = next(n for n in ext.gateways if n != node)
-    ping = subprocess.Popen(
-        [*outside, "ping", "-n", "-D", "-i", "0.02", "-W", "1", fip],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
+    took_over: list[float] = []
 
-    def read() -> None:
-        assert ping.stdout is not None
-        for line in ping.stdout:
-            lines.append(line)
+    def watch(at: float) -> None:
+        if not took_over and want in ext.gateways[other].announced():
+            took_over.append(time.time() - at)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        if not poll_until(lambda: len(parse_ping(lines)) >= 25, timeout=10, interval=0.05).ok:
-            result.add("gateway failover", False, 0.0, f"no steady ping to {fip} before: {lines}")
-            return
-        load = Path("/proc/loadavg").read_text().split()[:3]
-        at = time.time()
-        ext.kill_gateway(node)
-
-        took_over: list[float] = []
-
-        def resumed() -> bool:
-            if not took_over and want in ext.gateways[other].announced():
-                took_over.append(time.time() - at)
-            got = parse_ping(lines)
-            return (
-                bool(got)
-                and got[-1][0] > at
-                and time.time() - at > 1.0
-                and (time.time() - got[-1][0] < 0.1)
-            )
-
-        poll_until(resumed, timeout=15, interval=0.01)
-        moved = poll_until(lambda: want in ext.gateways[other].announced(), timeout=5).ok
-    finally:
-        ping.send_signal(signal.SIGINT)
-        try:
-            ping.wait(5)
-        except subprocess.TimeoutExpired:
-            ping.kill()
-            ping.wait()
-        reader.join(5)
-    gap = outage(parse_ping(lines), at)
-    if gap is None:
+    seen = measure_outage(outside, fip, lambda: ext.kill_gateway(node), watch)
+    if not seen.steady:
+        result.add("gateway failover", False, 0.0, f"no steady ping to {fip} before: {seen.lines}")
+        return
+    moved = poll_until(lambda: want in ext.gateways[other].announced(), timeout=5).ok
+    if seen.gap is None:
         result.add(
             "gateway failover",
             False,
             time.monotonic() - t,
-            f"{fip} unreachable after {node} was killed (load {' '.join(load)})",
+            f"{fip} unreachable after {node} was killed (load {seen.load})",
         )
         return
-    seconds, lost = gap
+    seconds, lost = seen.gap
     bfd = "BFD" if with_bfd(ext.lab, ext.gateways[node].sp) else "no BFD: the hold time"
     result.add(
         f"gateway failover ({bfd}): floating IP unreachable for",
@@ -455,7 +388,7 @@ def failover_stage(
             if took_over
             else ""
         )
-        + f"; load {' '.join(load)}",
+        + f"; load {seen.load}",
     )
 
 

@@ -35,6 +35,7 @@ from routeflow.lab.cloudcheck import _dhcp, _plug
 from routeflow.lab.cloudrun import CloudFailure, CloudRun, Vm
 from routeflow.lab.cloudsg import secgroup_stages
 from routeflow.lab.ovsnode import EXTERNAL_OFPORT, run
+from routeflow.lab.pingwatch import measure_outage
 from routeflow.lab.runner import LabRun
 from routeflow.lab.scenarios import CheckResult, run_check
 
@@ -109,6 +110,8 @@ class External:
         self.host = lab.plan.host(self.x.host)
         self.outside = lab.plan.host(self.x.outside)
         self.echoes: list[subprocess.Popen[bytes]] = []
+        #: Gateway node -> its external port's device (in the node's namespace).
+        self.ext_devs: dict[str, str] = {}
 
     def ns_of(self, host: str) -> list[str]:
         return ["nsenter", "-t", str(self.lab.host(host).pid), "-n"]
@@ -151,6 +154,7 @@ class External:
             run(["ip", "netns", "exec", ovs.ns, "ethtool", "-K", dev, "tx", "off"], check=False)
             node.cmd(f"ip link set {peer} master brx && ip link set {peer} up")
             node.cmd(f"ethtool -K {peer} tx off")
+            self.ext_devs[gw.name] = dev
             ovs.vsctl(
                 "add-port",
                 "br-int",
@@ -196,6 +200,12 @@ class External:
             )
         return fips
 
+    def kill_gateway(self, node: str) -> None:
+        """The node drops off the external link (its port down) and its agent dies
+        (SIGKILL by recorded pid): its br-int keeps the flows, nothing answers."""
+        run(["ip", "-n", self.crun.nodes[node].ns, "link", "set", self.ext_devs[node], "down"])
+        self.crun.kill(f"agent-{node}")
+
     def start_echoes(self) -> None:
         for name, prefix in [(self.x.outside, self.ns_of(self.x.outside))] + [
             (vm.name, ["ip", "netns", "exec", vm.ns]) for vm in self.crun.vms.values()
@@ -218,7 +228,13 @@ class External:
 def checks(
     lab: LabRun, result: CheckResult, cloud: CloudLab, run_dir: str, timeout: float, log_level: str
 ) -> None:
-    crun = CloudRun(cloud, os.path.join(run_dir, "cloud"), log_level=log_level)
+    # A gateway node whose agent is gone is down at once: its routers move (failover).
+    crun = CloudRun(
+        cloud,
+        os.path.join(run_dir, "cloud"),
+        log_level=log_level,
+        server_args=["--gateway-grace", "0"],
+    )
     ext: External | None = None
     try:
         t = time.monotonic()
@@ -263,6 +279,9 @@ def checks(
         if fips:
             move_stage(crun, result, conn, ext, outside, next(iter(fips.items())))
         secgroup_stages(crun, result, conn, timeout)  # lab/cloudsg.py: tcp ports, ICMP
+        if fips:  # last: it kills a gateway node
+            fip = next(iter(fips.values())).floating_ip_address
+            failover_stage(crun, result, ext, outside, fip)
     except (CloudFailure, OSError, subprocess.SubprocessError) as exc:
         result.add("cloud", False, 0.0, f"{type(exc).__name__}: {exc}")
     finally:
@@ -384,6 +403,69 @@ def move_stage(
         f"{other.name} {took * 1000:.0f} ms after the API call was made (a probe every 20 ms)"
         if got
         else f"{fip.floating_ip_address} still not at {other.name} after 10 s",
+    )
+
+
+def serving_gateway(cloud: Any, fip: str) -> str | None:
+    """The gateway node that NATs floating IP ``fip`` in the model (None: none)."""
+    from routeflow.tenant import nat
+
+    f = next((f for f in cloud.floatingips.values() if f.floating_ip_address == fip), None)
+    router = cloud.routers.get(f.router_id) if f is not None and f.router_id else None
+    node = nat.gateway_node(cloud, router) if router is not None else None
+    return node.id if node is not None else None
+
+
+def failover_stage(
+    crun: CloudRun, result: CheckResult, ext: External, outside: list[str], fip: str
+) -> None:
+    """Kill the gateway node serving ``fip`` under a 20 ms ping from the outside; the
+    stage's time is the longest gap in the replies (target: under 1 s)."""
+    stage = "gateway failover: floating IP unreachable for"
+    t = time.monotonic()
+    node = serving_gateway(crun.snapshot(), fip)
+    gateways = [n.name for n in crun.cloud.nodes if n.gateway]
+    if node is None or len(gateways) < 2:
+        result.add(stage, False, 0.0, f"{fip} served by {node or 'nobody'} of {gateways}")
+        return
+    moved: list[tuple[float, str | None]] = []
+
+    def watch(at: float) -> None:
+        if not moved:
+            now = serving_gateway(crun.snapshot(), fip)
+            if now != node:
+                moved.append((time.time() - at, now))
+
+    seen = measure_outage(outside, fip, lambda: ext.kill_gateway(node), watch)
+    if not seen.steady:
+        result.add(stage, False, 0.0, f"no steady ping to {fip} before: {seen.lines[-3:]}")
+        return
+    after = serving_gateway(crun.snapshot(), fip)
+    if seen.gap is None:
+        result.add(
+            stage,
+            False,
+            time.monotonic() - t,
+            f"{fip} unreachable after {node} was killed (now served by {after}; "
+            f"load {seen.load})",
+        )
+        return
+    seconds, lost = seen.gap
+    ok = after is not None and after != node
+    result.add(
+        stage,
+        ok,
+        seconds,
+        f"{node} killed (external port down, agent SIGKILL): {fip} answered again via "
+        f"{after} after {seconds * 1000:.0f} ms, {lost} pings lost at 20 ms (target < 1 s: "
+        f"{'met' if seconds < 1.0 else 'missed'})"
+        + (
+            f"; the model moved the router to {moved[0][1]} {moved[0][0] * 1000:.0f} ms "
+            "after the kill"
+            if moved
+            else ""
+        )
+        + f"; load {seen.load}",
     )
 
 

@@ -6,7 +6,8 @@ subnet's gateway, whose MAC nothing in the model says. The node agent asks for i
 pipeline punts (``learn``); the compiler gets ``neighbours``. Unresolved next hops are
 asked every ``retry`` seconds, resolved ones refreshed every ``refresh`` seconds (a MAC
 that changes is relearned on the next reply; an entry is never aged out, so a fabric
-that stops answering keeps its last MAC).
+that stops answering keeps its last MAC). ``gratuitous`` is the frame a gateway node
+sends for every address it takes over (nodecore rule 7).
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def request(target_ip: str, sender_ip: str, sender_mac: str) -> bytes:
     arp += ipaddress.IPv4Address(sender_ip).packed + b"\x00" * 6
     arp += ipaddress.IPv4Address(target_ip).packed
     return eth + arp
+
+
+def gratuitous(ip: str, mac: str) -> bytes:
+    """A gratuitous ARP for ``ip`` at ``mac``: a broadcast request whose sender and
+    target address are both ``ip`` (what Linux's arping -U and Neutron send): neighbours
+    that hold ``ip`` take the MAC, switches and bridges learn where ``mac`` is now."""
+    return request(ip, ip, mac)
 
 
 def parse_reply(frame: bytes) -> tuple[str, str] | None:

@@ -137,6 +137,9 @@ class Router(_Base, frozen=True, kw_only=True):
     external_gateway_info: GatewayInfo | None = None
     routes: tuple[HostRoute, ...] = ()
     key: int = 0  # router key for OpenFlow registers; allocated by the server
+    #: The gateway node that NATs for it (tenant/schedule.py: recorded by the server,
+    #: sticky); "" with no external gateway, or before the server recorded one.
+    gateway_node: str = ""
 
 
 class SecurityGroupRule(msgspec.Struct, frozen=True, kw_only=True):

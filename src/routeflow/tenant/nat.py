@@ -1,13 +1,14 @@
 """North-south traffic as flows (pure): router gateways with SNAT, floating IPs, gateway nodes.
 
 A router with ``external_gateway_info`` reaches its external network through one
-**gateway node** (a node registered with ``gateway: true``; with several, router key
-modulo their number, by name). Every node that routes for the router gets a default
-route (below every other route): decrement TTL, set ``eth_dst`` to the router's gateway
-port MAC and tunnel the packet to the gateway node with the external network's VNI
-(the gateway port's MAC tells the gateway node which router it is for); on the gateway
-node itself it goes straight on. So routing stays on the source node and only the NAT
-is central, as Neutron's DVR with a centralised SNAT.
+**gateway node** (a node registered with ``gateway: true`` and up): the one the server
+recorded it on (``Router.gateway_node``, sticky: tenant/schedule.py), or, without a live
+record, router key modulo their number, by name. Every node that routes for the router
+gets a default route (below every other route): decrement TTL, set ``eth_dst`` to the
+router's gateway port MAC and tunnel the packet to the gateway node with the external
+network's VNI (the gateway port's MAC tells the gateway node which router it is for); on
+the gateway node itself it goes straight on. So routing stays on the source node and
+only the NAT is central, as Neutron's DVR with a centralised SNAT.
 
 On the gateway node, in the router's own conntrack zone (``nat_zone``, counted down from
 65535 so it never meets a port's zone, which counts up from 1):
@@ -71,10 +72,26 @@ def gateway_nodes(cloud: Cloud) -> list[Node]:
     return sorted((n for n in cloud.nodes.values() if n.gateway and n.up), key=lambda n: n.id)
 
 
-def gateway_node(cloud: Cloud, router: Router) -> Node | None:
-    """The node that NATs for ``router`` (None: no gateway node registered)."""
+def live_record(cloud: Cloud, router: Router) -> Node | None:
+    """The gateway node ``router`` is recorded on (tenant/schedule.py), if it is a
+    registered gateway node that is up."""
+    node = cloud.nodes.get(router.gateway_node) if router.gateway_node else None
+    return node if node is not None and node.gateway and node.up else None
+
+
+def fallback_node(cloud: Cloud, router: Router) -> Node | None:
+    """Router key modulo the number of live gateway nodes, by name: where a router
+    without a live record goes (None: no gateway node is up)."""
     nodes = gateway_nodes(cloud)
     return nodes[router.key % len(nodes)] if nodes else None
+
+
+def gateway_node(cloud: Cloud, router: Router) -> Node | None:
+    """The node that NATs for ``router`` (None: no gateway node is up): the one it is
+    recorded on while that one is up (sticky, tenant/schedule.py), else the fallback
+    (the server records that same node in the same commit; a model built without the
+    server, as in unit tests, gets the fallback)."""
+    return live_record(cloud, router) or fallback_node(cloud, router)
 
 
 @dataclass(frozen=True)
@@ -184,6 +201,27 @@ def next_hops(
         if gw is not None and gw.next_hop:
             out.setdefault(gw.next_hop, (gw.next_hop, gw.ip, gw.port.mac_address))
     return [out[k] for k in sorted(out)]
+
+
+def claimed_addresses(
+    cloud: Cloud, node_name: str, uplink: Uplink | None = None
+) -> frozenset[tuple[str, str]]:
+    """(IPv4 address, MAC) pairs ``node_name`` answers ARP for on its external port in
+    connected mode: every served router's gateway IP and associated floating IPs, at the
+    gateway port's MAC (the same MAC whichever gateway node serves the router). What
+    the node announces by gratuitous ARP when it takes them over. Empty with an
+    ``uplink`` (bgp mode: outside reaches them by the /32s, through the uplink)."""
+    if uplink is not None:
+        return frozenset()
+    out: set[tuple[str, str]] = set()
+    for router in served_routers(cloud, node_name):
+        gw = gateway_of(cloud, router)
+        if gw is None:
+            continue
+        mac = gw.port.mac_address
+        out.add((gw.ip, mac))
+        out.update((f.floating_ip_address, mac) for f in floating_ips(cloud, router))
+    return frozenset(out)
 
 
 def _apply(*actions: ofsim.Action) -> ApplyActions:

@@ -224,7 +224,7 @@ class TenantNode(app_manager.OSKenApp):  # type: ignore[misc]
                 "full state" if msg.full else "delta",
                 msg.revision,
             )
-            self._handle(self.core.changes, msg)
+            self._handle(self.core.changes, msg, time.monotonic())
         elif isinstance(msg, p.Error):
             log.warning("server says %s: %s", msg.code, msg.detail)
 

@@ -30,6 +30,14 @@ Rules:
 6. In bgp mode a gateway node announces the /32s it serves (tenant/announce.py): after
    every model change that alters the set, an ``Announce`` with the whole set follows
    the flow diff (the shell hands it to the node's BGP speaker).
+7. Connected mode: when a gateway node takes over an address (a router's gateway IP
+   or floating IP, tenant/nat.py ``claimed_addresses``: a router scheduled here, a
+   floating IP associated, a full state after a restart), it sends a gratuitous ARP
+   for it right after the flows that answer it, and once more on the next ARP tick,
+   so bridges and switches on the external link learn where the gateway port's MAC is
+   now and neighbours refresh their entries. A model change handed a clock (``now``)
+   also asks at once for next hops that are due (a router that just moved here), not
+   on the next tick.
 """
 
 from __future__ import annotations
@@ -151,6 +159,9 @@ class NodeCore(Generic[F]):
     arp: extarp.Resolver = field(default_factory=extarp.Resolver)
     #: ``installed`` equals the incremental compiler's output (diffs apply as they are).
     _in_sync: bool = False
+    #: Rule 7: the addresses last claimed, and those to announce again on the next tick.
+    claimed: frozenset[tuple[str, str]] = frozenset()
+    _garp_again: frozenset[tuple[str, str]] = frozenset()
 
     # --- server -------------------------------------------------------------
 
@@ -169,8 +180,8 @@ class NodeCore(Generic[F]):
         self.server_up = False
         return []
 
-    def changes(self, msg: p.TenantChanges) -> list[Action[F]]:
-        """Rule 1; a bad message is counted and dropped, never fatal."""
+    def changes(self, msg: p.TenantChanges, now: float | None = None) -> list[Action[F]]:
+        """Rule 1 (and 5-7 after it); a bad message is counted and dropped, never fatal."""
         try:
             changes = wire.decode(msg.changes)
         except wire.WireError:
@@ -186,7 +197,10 @@ class NodeCore(Generic[F]):
         else:
             self.cloud = self.cloud.apply_all(changes)
             touched = frozenset((c.kind, c.id) for c in changes)
-        return out + self._reconcile(touched) + self._announce()
+        out += self._reconcile(touched) + self._announce() + self._claim()
+        if now is not None:
+            out += self.arp_requests(now)
+        return out
 
     def _unplugged_bound_here(self) -> list[Action[F]]:
         assert self.cloud is not None
@@ -252,8 +266,30 @@ class NodeCore(Generic[F]):
         self.announced = now
         return [Announce(now, self.uplink.ip)]
 
-    def arp_tick(self, now: float) -> list[Action[F]]:
+    def _claim(self) -> list[Action[F]]:
+        """Rule 7: gratuitous ARP for the addresses newly claimed."""
+        if not self.gateway or not self.external_ofport or self.cloud is None:
+            return []
+        now = nat.claimed_addresses(self.cloud, self.name, self.uplink)
+        new = now - self.claimed
+        self.claimed = now
+        self._garp_again = (self._garp_again & now) | new
+        return self._garps(new)
+
+    def _garps(self, addresses: AbstractSet[tuple[str, str]]) -> list[Action[F]]:
+        return [
+            DhcpReply(self.external_ofport, extarp.gratuitous(ip, mac))
+            for ip, mac in sorted(addresses)
+        ]
+
+    def arp_requests(self, now: float) -> list[Action[F]]:
+        """Rule 5: the ARP requests for the external next hops that are due ``now``."""
         return [DhcpReply(self.external_ofport, f) for f in self.arp.due(self._hops(), now)]
+
+    def arp_tick(self, now: float) -> list[Action[F]]:
+        """Rules 5 and 7, on the shell's timer."""
+        again, self._garp_again = self._garp_again, frozenset()
+        return self._garps(again) + self.arp_requests(now)
 
     def arp_reply(self, frame: bytes) -> list[Action[F]]:
         if self.arp.learn(frame, [hop for hop, _, _ in self._hops()]):

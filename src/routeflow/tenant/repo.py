@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from routeflow.rflib.store import StateStore
+from routeflow.tenant import schedule
 from routeflow.tenant.model import (
     KIND_OF,
     Change,
@@ -24,6 +25,7 @@ from routeflow.tenant.model import (
     Node,
     Object,
     Port,
+    Router,
     decode_object,
     encode,
 )
@@ -112,8 +114,11 @@ class Repository:
     def commit(self, puts: Sequence[Object] = (), deletes: Sequence[Delete] = ()) -> list[Change]:
         """Store `puts` (stamped: revision_number + 1, timestamps) and `deletes` atomically.
 
-        Returns the changes, in revision order, after subscribers have seen them.
+        Returns the changes, in revision order, after subscribers have seen them. The
+        gateway node records of routers that the commit calls for (tenant/schedule.py)
+        are part of it, after what called for them.
         """
+        puts = self._scheduled(puts, deletes)
         now = self.clock()
         revision = self._cloud.revision
         changes: list[Change] = []
@@ -149,6 +154,30 @@ class Repository:
                 except Exception:  # a subscriber's bug must not undo a durable commit
                     log.exception("tenant change subscriber failed")
         return changes
+
+    def _scheduled(self, puts: Sequence[Object], deletes: Sequence[Delete]) -> list[Object]:
+        """``puts`` with the router records the commit calls for: a router in ``puts``
+        gets its record in place, the others follow (nodes that apply the commit in
+        order reach the record's node by the fallback first: no router flaps)."""
+        out = list(puts)
+        touched = {KIND_OF[type(o)] for o in out} | {kind for kind, _ in deletes}
+        if not touched & {Kind.ROUTER, Kind.NODE}:
+            return out  # nothing scheduling reads changes
+        preview, revision = self._cloud, self._cloud.revision
+        for obj in out:
+            revision += 1
+            kind = KIND_OF[type(obj)]
+            preview = preview.apply(Change(kind=kind, id=obj.id, revision=revision, obj=obj))
+        for kind, oid in deletes:
+            revision += 1
+            preview = preview.apply(Change(kind=kind, id=oid, revision=revision))
+        moves = schedule.reschedule(preview)
+        for i, obj in enumerate(out):
+            if isinstance(obj, Router) and obj.id in moves:
+                out[i] = msgspec.structs.replace(obj, gateway_node=moves.pop(obj.id))
+        for rid, node in sorted(moves.items()):
+            out.append(msgspec.structs.replace(preview.routers[rid], gateway_node=node))
+        return out
 
     # The node side's interface (tenant.nodelink).
 

@@ -252,7 +252,7 @@ cloud:
 
 
 def test_the_failover_gap_is_the_longest_after_the_kill() -> None:
-    from routeflow.lab.cloudbgp import outage, parse_ping
+    from routeflow.lab.pingwatch import outage, parse_ping
 
     lines = [f"[{100 + 0.02 * i:.6f}] 64 bytes from 198.18.0.11: icmp_seq={i} ttl=61 time=1 ms"
              for i in range(1, 11)]  # fmt: skip

@@ -6,7 +6,7 @@ from routeflow.rflib import ofsim
 from routeflow.tenant import extarp, sample, wire
 from routeflow.tenant import pipeline as p
 from routeflow.tenant.compiler import NodeContext, compile_node
-from routeflow.tenant.model import Cloud
+from routeflow.tenant.model import Change, Cloud, Kind
 from routeflow.tenant.nodecore import DhcpReply, InstallFlows, NodeCore, NodeView
 
 HOP, HOP_MAC = sample.EXTERNAL[3], "02:00:5e:00:00:01"
@@ -57,11 +57,14 @@ def test_gateway_core_learns_its_next_hop_and_opens_the_way_out() -> None:
     )  # fmt: skip
     core.vifs_read({}, p.TUNNEL_OFPORT)
     core.switch_connected(frozenset())
-    (install,) = core.changes(wire.full_state(sample.cloud_external()))
+    install, *garps = core.changes(wire.full_state(sample.cloud_external()))
     assert isinstance(install, InstallFlows)
     assert not [f for f in install.add if f.table == p.EXT_OUT]  # no next hop yet
-    (ask,) = core.arp_tick(0.0)
+    assert len(garps) == 2  # its gateway IP and floating IP, announced (rule 7)
+    *again, ask = core.arp_tick(0.0)
+    assert again == garps  # announced once more on the next tick
     assert isinstance(ask, DhcpReply) and ask.ofport == p.EXTERNAL_OFPORT
+    assert extarp.parse_reply(ask.frame) is None and ask.frame[38:42] == bytes([203, 0, 113, 1])
     (learned,) = core.arp_reply(reply(HOP, HOP_MAC))
     assert isinstance(learned, InstallFlows)
     (out,) = [f for f in learned.add if f.table == p.EXT_OUT]
@@ -71,3 +74,75 @@ def test_gateway_core_learns_its_next_hop_and_opens_the_way_out() -> None:
     plain: NodeCore[ofsim.Flow] = NodeCore(name="n1", tunnel_ip="x", compile=compile_view)
     plain.changes(wire.full_state(sample.cloud_external()))
     assert plain.arp_tick(0.0) == []
+
+
+def test_gratuitous_arp_frame() -> None:
+    frame = extarp.gratuitous("203.0.113.20", "fa:16:3e:00:00:c8")
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == bytes.fromhex("fa163e0000c8")
+    assert frame[20:22] == b"\x00\x01"  # a request ...
+    assert frame[28:32] == frame[38:42] == bytes([203, 0, 113, 20])  # ... for itself
+    assert frame[22:28] == bytes.fromhex("fa163e0000c8")
+
+
+def two_gateways(g1_up: bool = True) -> Cloud:
+    """cloud_external with a second gateway node g2; RA recorded on g1."""
+    import msgspec
+
+    from routeflow.tenant.model import Node
+
+    cloud = sample.cloud_external()
+    g2 = Node(id="g2", name="g2", tunnel_ip="198.51.100.10", gateway=True)
+    ra = msgspec.structs.replace(cloud.routers["RA"], gateway_node="g1")
+    g1 = msgspec.structs.replace(cloud.nodes["g1"], up=g1_up)
+    r = cloud.revision
+    return cloud.apply_all(
+        [
+            Change(kind=Kind.NODE, id="g2", revision=r + 1, obj=g2),
+            Change(kind=Kind.ROUTER, id="RA", revision=r + 2, obj=ra),
+            Change(kind=Kind.NODE, id="g1", revision=r + 3, obj=g1),
+        ]
+    )
+
+
+def test_claimed_addresses_follow_the_router() -> None:
+    from routeflow.tenant import nat
+
+    mac = sample.mac(200)
+    both = {(sample.ROUTER_GATEWAY_IP, mac), (sample.FLOATING_IP[1], mac)}
+    up = two_gateways()
+    assert nat.claimed_addresses(up, "g1") == both and nat.claimed_addresses(up, "g2") == set()
+    down = two_gateways(g1_up=False)  # g1 down: RA falls to g2, which claims the same pair
+    assert nat.claimed_addresses(down, "g1") == set() and nat.claimed_addresses(down, "g2") == both
+    uplink = nat.Uplink("172.31.10.3", "172.31.10.1")
+    assert nat.claimed_addresses(down, "g2", uplink) == set()  # bgp mode: /32s instead
+
+
+def test_a_node_taking_over_announces_and_asks_at_once() -> None:
+    """g2 serves nothing, then RA moves to it (g1 down): the delta installs RA's flows,
+    then gratuitous ARPs for RA's gateway and floating IP (at the gateway port's MAC),
+    then the ARP request for the next hop, without waiting for the timer."""
+    core: NodeCore[ofsim.Flow] = NodeCore(
+        name="g2", tunnel_ip="198.51.100.10", compile=compile_view, gateway=True,
+        external_ofport=p.EXTERNAL_OFPORT,
+    )  # fmt: skip
+    core.vifs_read({}, p.TUNNEL_OFPORT)
+    core.switch_connected(frozenset())
+    up = two_gateways()
+    assert core.changes(wire.full_state(up), now=0.0) == []  # nothing served, nothing said
+    down = two_gateways(g1_up=False)
+    g1 = down.nodes["g1"]  # up=False, as the server registers it
+    delta = wire.delta(Change(kind=Kind.NODE, id="g1", revision=up.revision + 1, obj=g1))
+    install, *garps, ask = core.changes(delta, now=10.0)
+    assert isinstance(install, InstallFlows) and install.add
+    announced = {extarp.gratuitous(ip, mac) for ip, mac in nat_claims(down, "g2")}
+    assert {g.frame for g in garps if isinstance(g, DhcpReply)} == announced and len(garps) == 2
+    assert isinstance(ask, DhcpReply) and ask.frame[38:42] == bytes([203, 0, 113, 1])
+    # The tick repeats the announcement once; the next tick says nothing (asked 0.5 s ago).
+    assert {g.frame for g in core.arp_tick(10.5) if isinstance(g, DhcpReply)} == announced
+    assert core.arp_tick(10.6) == []
+
+
+def nat_claims(cloud: Cloud, node: str) -> frozenset[tuple[str, str]]:
+    from routeflow.tenant import nat
+
+    return nat.claimed_addresses(cloud, node)
