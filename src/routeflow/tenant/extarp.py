@@ -3,8 +3,9 @@
 The NAT pipeline (tenant/nat.py) sends a router's outbound traffic to the external
 subnet's gateway, whose MAC nothing in the model says. The node agent asks for it: a
 ``Resolver`` says which requests to send when (``due``) and learns from the replies the
-pipeline punts (``learn``); the compiler gets ``neighbours``. Unresolved next hops are
-asked every ``retry`` seconds, resolved ones refreshed every ``refresh`` seconds (a MAC
+pipeline punts (``learn``); the compiler gets ``neighbours``. An unresolved next hop is
+asked at once, again after ``first_retry`` seconds, then twice as long each time up to
+every ``retry`` seconds; resolved ones are refreshed every ``refresh`` seconds (a MAC
 that changes is relearned on the next reply; an entry is never aged out, so a fabric
 that stops answering keeps its last MAC). ``gratuitous`` is the frame a gateway node
 sends for every address it takes over (nodecore rule 7).
@@ -65,16 +66,25 @@ class Resolver:
 
     retry: float = 1.0
     refresh: float = 30.0
+    #: An unanswered request is repeated after ``first_retry``, then twice as long
+    #: each time up to ``retry``: one lost frame costs a tenth of a second, not one.
+    first_retry: float = 0.1
     neighbours: dict[str, str] = field(default_factory=dict)
     _asked: dict[str, float] = field(default_factory=dict)
+    _tries: dict[str, int] = field(default_factory=dict)
 
     def due(self, hops: Iterable[tuple[str, str, str]], now: float) -> list[bytes]:
         """ARP requests to send now for ``hops`` ((next hop, our IP, our MAC))."""
         out = []
         for hop, ip, mac in hops:
-            wait = self.refresh if hop in self.neighbours else self.retry
+            if hop in self.neighbours:
+                wait = self.refresh
+            else:
+                tries = self._tries.get(hop, 0)
+                wait = min(self.retry, self.first_retry * 2 ** max(0, tries - 1))
             if now - self._asked.get(hop, -1e18) >= wait:
                 self._asked[hop] = now
+                self._tries[hop] = self._tries.get(hop, 0) + 1
                 out.append(request(hop, ip, mac))
         return out
 
@@ -85,6 +95,7 @@ class Resolver:
         if parsed is None or parsed[0] not in set(wanted):
             return False
         ip, mac = parsed
+        self._tries.pop(ip, None)
         if self.neighbours.get(ip) == mac:
             return False
         self.neighbours[ip] = mac

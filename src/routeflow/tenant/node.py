@@ -77,7 +77,9 @@ class NodeSettings:
     #: BGP speaker relay follows (tenant/announce.py).
     uplink: Any = None
     announce_file: str = ""
-    arp_interval: float = 0.5  # how often the external next hops are looked at
+    #: How often the external next hops are looked at (extarp: an unanswered request is
+    #: repeated after 0.1 s, then backs off; the core keeps the hops per model).
+    arp_interval: float = 0.1
     #: Makes the compiler's incremental form (nodecore.Incremental), or None.
     incremental: Callable[[], Any] | None = None
     ovs_vsctl: tuple[str, ...] = ("ovs-vsctl",)

@@ -162,6 +162,7 @@ class NodeCore(Generic[F]):
     #: Rule 7: the addresses last claimed, and those to announce again on the next tick.
     claimed: frozenset[tuple[str, str]] = frozenset()
     _garp_again: frozenset[tuple[str, str]] = frozenset()
+    _hops_of: tuple[Cloud | None, list[tuple[str, str, str]]] = (None, [])
 
     # --- server -------------------------------------------------------------
 
@@ -252,9 +253,12 @@ class NodeCore(Generic[F]):
     # --- external next hops (rule 5) ------------------------------------------
 
     def _hops(self) -> list[tuple[str, str, str]]:
+        """The external next hops, computed once per model (the timer asks often)."""
         if not self.gateway or not self.external_ofport or self.cloud is None:
             return []
-        return nat.next_hops(self.cloud, self.name, self.uplink)
+        if self._hops_of[0] is not self.cloud:
+            self._hops_of = (self.cloud, nat.next_hops(self.cloud, self.name, self.uplink))
+        return self._hops_of[1]
 
     def _announce(self) -> list[Action[F]]:
         """Rule 6: the announcement follows the model, after the flows it needs."""

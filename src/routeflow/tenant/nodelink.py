@@ -9,10 +9,11 @@ again under the same name replaces its previous session.
 
 A gateway node whose session is lost and not back within ``gateway_grace`` seconds
 is registered again with ``up=False``: the routers scheduled on it move to the other
-gateway nodes (tenant/nat.py), whose agents take over their NAT and, in bgp mode, their
-announcements. Its next hello registers it up again (and routers move back by the
-scheduling rule). Compute nodes stay registered: their ports' tunnels keep working
-headless while an agent restarts.
+gateway nodes (tenant/schedule.py, recorded in the same commit), whose agents take over
+their NAT and, in bgp mode, their announcements. Its next hello registers it up again;
+routers stay where they are (sticky: a move loses NAT state), it gets new routers and
+those of nodes that go down later. Compute nodes stay registered: their ports' tunnels
+keep working headless while an agent restarts.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         help="seconds a gateway node's session may stay lost before the node is marked "
-        "down and its routers move to the other gateway nodes (0: at once)",
+        "down and its routers move to the other gateway nodes (0: at once); they stay "
+        "there when it comes back",
     )
     parser.add_argument(
         "--name", help="this server's name in the leader election (etcd store only)"

@@ -30,16 +30,16 @@ def test_request_and_reply_frames() -> None:
 
 
 def test_resolver_asks_until_answered_then_refreshes() -> None:
-    r = extarp.Resolver(retry=1.0, refresh=30.0)
+    r = extarp.Resolver(retry=1.0, refresh=30.0, first_retry=0.125)
     hops = [(HOP, "203.0.113.10", "fa:16:3e:00:00:c8")]
-    assert len(r.due(hops, 0.0)) == 1
-    assert r.due(hops, 0.5) == []
-    assert len(r.due(hops, 1.0)) == 1
+    # Unanswered: asked at once, after 1/8 s, then 1/4, 1/2, 1 s later, then every 1 s.
+    asked = [t / 1000 for t in range(0, 4000, 5) if r.due(hops, t / 1000)]
+    assert asked == [0.0, 0.125, 0.375, 0.875, 1.875, 2.875, 3.875]
     assert not r.learn(reply("203.0.113.99", HOP_MAC), [HOP])  # not a next hop we want
     assert r.learn(reply(HOP, HOP_MAC), [HOP])
     assert not r.learn(reply(HOP, HOP_MAC), [HOP])  # nothing new
     assert r.neighbours == {HOP: HOP_MAC}
-    assert r.due(hops, 2.0) == [] and len(r.due(hops, 31.0)) == 1
+    assert r.due(hops, 5.0) == [] and len(r.due(hops, 33.875)) == 1  # refreshed after 30 s
 
 
 def compile_view(cloud: Cloud, view: NodeView) -> frozenset[ofsim.Flow]:
@@ -137,9 +137,11 @@ def test_a_node_taking_over_announces_and_asks_at_once() -> None:
     announced = {extarp.gratuitous(ip, mac) for ip, mac in nat_claims(down, "g2")}
     assert {g.frame for g in garps if isinstance(g, DhcpReply)} == announced and len(garps) == 2
     assert isinstance(ask, DhcpReply) and ask.frame[38:42] == bytes([203, 0, 113, 1])
-    # The tick repeats the announcement once; the next tick says nothing (asked 0.5 s ago).
-    assert {g.frame for g in core.arp_tick(10.5) if isinstance(g, DhcpReply)} == announced
-    assert core.arp_tick(10.6) == []
+    # The next tick repeats the announcement once; then the unanswered request only.
+    assert core.arp_tick(10.05) == [*garps]  # not answered, but asked 50 ms ago
+    assert core.arp_tick(10.125) == [ask]  # asked again after 0.1 s
+    assert core.arp_tick(10.25) == []  # next after 0.2 s
+    assert core.arp_tick(10.375) == [ask]
 
 
 def nat_claims(cloud: Cloud, node: str) -> frozenset[tuple[str, str]]:
