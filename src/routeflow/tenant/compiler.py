@@ -95,6 +95,13 @@ class NodeContext:
     #: whether or not a router is served yet.
     uplink: nat.Uplink | None = None
 
+    @property
+    def standing_by(self) -> bool:
+        """A gateway node's external port has flows whether or not a router is served
+        there yet (bgp mode: the uplink; connected mode: ARP replies to the agent, which
+        resolves the next hop before a router moves here)."""
+        return self.uplink is not None or self.external_ofport != 0
+
 
 def diff(old: Iterable[Flow], new: Iterable[Flow]) -> tuple[list[Flow], list[Flow]]:
     """(to delete, to add) turning ``old`` into ``new``.
@@ -379,7 +386,8 @@ class Fragments:
             return self.rule(int(key[1]))  # type: ignore[call-overload]
         if kind == "base":
             f = self.facts
-            return BASE if f.local or f.routers or f.served or self.node.uplink else frozenset()
+            some = f.local or f.routers or f.served or self.node.standing_by
+            return BASE if some else frozenset()
         if kind == "nat":
             node = self.node
             served = [self.cloud.routers[rid] for rid in sorted(self.facts.served)]
@@ -621,7 +629,7 @@ def compile_node(cloud: Cloud, node: NodeContext) -> frozenset[Flow]:
     """Every flow of ``node``'s br-int for the tenant pipeline (see the module docstring)."""
     index = Index.of(cloud)
     facts = node_facts(cloud, index, node)
-    if not facts.local and not facts.served and node.uplink is None:
+    if not facts.local and not facts.served and not node.standing_by:
         return frozenset()
     frag = Fragments(cloud, index, node, facts)
     flows: set[Flow] = set()

@@ -84,7 +84,7 @@ class NodeCompiler:
             or ctx.external_ofport != before.external_ofport
             or ctx.neighbours != before.neighbours
             or self.facts.served
-            or ctx.uplink is not None
+            or ctx.standing_by
             or nat.served_routers(cloud, ctx.name)
         ):
             return self._rebuild(cloud, ctx)
@@ -103,7 +103,7 @@ class NodeCompiler:
         self.facts = node_facts(cloud, self.index, node)
         frag = Fragments(cloud, self.index, node, self.facts)
         facts = self.facts
-        some = facts.local or facts.served or node.uplink is not None
+        some = facts.local or facts.served or node.standing_by
         new = {key: frag(key) for key in frag.all_keys()} if some else {}
         for key in self.fragments:
             new.setdefault(key, EMPTY)

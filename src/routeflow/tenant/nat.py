@@ -36,6 +36,7 @@ only: if the router moves to another gateway node, established connections are l
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -190,9 +191,10 @@ def next_hops(
     cloud: Cloud, node_name: str, uplink: Uplink | None = None
 ) -> list[tuple[str, str, str]]:
     """(next hop IP, our IP, our MAC) for every served router: what the agent ARPs for
-    on the external port (one entry per next hop). With an ``uplink`` (bgp mode): its
-    one next hop, asked for whether or not a router is served here yet (a router that
-    moves here on failover finds the MAC known)."""
+    on the external port (one entry per next hop); on a gateway node that is up, the
+    external network's gateways too, served or not (``standby_mac``, from 0.0.0.0), so
+    a router that moves here on failover finds the MAC known. With an ``uplink`` (bgp
+    mode): its one next hop, asked for whether or not a router is served here yet."""
     if uplink is not None:
         return [(uplink.next_hop, uplink.ip, uplink.mac)]
     out: dict[str, tuple[str, str, str]] = {}
@@ -200,7 +202,26 @@ def next_hops(
         gw = gateway_of(cloud, router)
         if gw is not None and gw.next_hop:
             out.setdefault(gw.next_hop, (gw.next_hop, gw.ip, gw.port.mac_address))
+    node = cloud.nodes.get(node_name)
+    xvni = external_vni(cloud)
+    if node is not None and node.gateway and node.up and xvni is not None:
+        # Standing by: the external network's gateways are asked for too, by ARP probe
+        # (sender 0.0.0.0, RFC 5227) from the node's own MAC: never from a gateway port's
+        # MAC, which bridges would then send to this node instead of the serving one.
+        for net in cloud.networks.values():
+            if net.external and net.segmentation_id == xvni:
+                for subnet in cloud.subnets_of(net.id):
+                    hop = subnet.gateway_ip
+                    if subnet.ip_version == 4 and hop:
+                        out.setdefault(hop, (hop, "0.0.0.0", standby_mac(node_name)))
     return [out[k] for k in sorted(out)]
+
+
+def standby_mac(node_name: str) -> str:
+    """A gateway node's own MAC on its external port (connected mode), for its ARP
+    probes: locally administered, 02:ed + four bytes of the name's SHA-256."""
+    digest = hashlib.sha256(node_name.encode()).digest()
+    return "02:ed:" + ":".join(f"{b:02x}" for b in digest[:4])
 
 
 def claimed_addresses(
@@ -303,22 +324,26 @@ def gateway_flows(
     from the uplink MAC to the uplink's next hop."""
     out: list[Flow] = []
     classified: set[int] = set()
-    uvni = external_vni(cloud) if uplink is not None else None
-    if uplink is not None and uvni is not None and external_ofport:
-        nc = p.cookie_of(p.Kind.NETWORK, uvni)
-        classified.add(uvni)
+    # Whether or not a router is served here yet: the external port is classified into
+    # the external network and ARP replies go to the agent (it resolves the next hop
+    # before a router moves here); bgp mode also answers ARP for the uplink.
+    xvni = external_vni(cloud) if external_ofport else None
+    if xvni is not None:
+        nc = p.cookie_of(p.Kind.NETWORK, xvni)
+        classified.add(xvni)
         out.append(
             Flow(
                 p.CLASSIFY,
                 p.PRI_PORT,
                 {"in_port": external_ofport},
-                (WriteMetadata(uvni), GotoTable(p.SERVICES)),
+                (WriteMetadata(xvni), GotoTable(p.SERVICES)),
                 nc,
             )
         )
-        reply = {p.NETWORK_REG: uvni, "eth_type": ETH_ARP, "arp_op": 2}
+        reply = {p.NETWORK_REG: xvni, "eth_type": ETH_ARP, "arp_op": 2}
         out.append(Flow(p.ARP, p.PRI_HIGH, reply, (_apply(Output(ofsim.CONTROLLER)),), nc))
-        out.append(_arp_responder(uvni, uplink.ip, uplink.mac, nc))
+        if uplink is not None:
+            out.append(_arp_responder(xvni, uplink.ip, uplink.mac, nc))
     for router in routers:
         gw = gateway_of(cloud, router)
         if gw is None:

@@ -117,10 +117,13 @@ def test_claimed_addresses_follow_the_router() -> None:
     assert nat.claimed_addresses(down, "g2", uplink) == set()  # bgp mode: /32s instead
 
 
-def test_a_node_taking_over_announces_and_asks_at_once() -> None:
-    """g2 serves nothing, then RA moves to it (g1 down): the delta installs RA's flows,
-    then gratuitous ARPs for RA's gateway and floating IP (at the gateway port's MAC),
-    then the ARP request for the next hop, without waiting for the timer."""
+def test_a_standby_node_knows_the_next_hop_and_announces_what_it_takes_over() -> None:
+    """g2 serves nothing: it still asks for the external subnet's gateway, by ARP probe
+    from its own MAC (never the gateway port's), at once, and learns it. Then RA moves to
+    it (g1 down): the first install already holds the way out (EXT_OUT to the known MAC),
+    then come gratuitous ARPs for RA's gateway and floating IP at the gateway port's MAC."""
+    from routeflow.tenant import nat
+
     core: NodeCore[ofsim.Flow] = NodeCore(
         name="g2", tunnel_ip="198.51.100.10", compile=compile_view, gateway=True,
         external_ofport=p.EXTERNAL_OFPORT,
@@ -128,20 +131,41 @@ def test_a_node_taking_over_announces_and_asks_at_once() -> None:
     core.vifs_read({}, p.TUNNEL_OFPORT)
     core.switch_connected(frozenset())
     up = two_gateways()
-    assert core.changes(wire.full_state(up), now=0.0) == []  # nothing served, nothing said
+    install, probe = core.changes(wire.full_state(up), now=0.0)
+    assert isinstance(install, InstallFlows) and isinstance(probe, DhcpReply)
+    assert not [f for f in install.add if f.table in (p.SNAT, p.EXT_OUT)]  # no NAT here
+    mine = bytes(int(x, 16) for x in nat.standby_mac("g2").split(":"))
+    assert probe.frame[6:12] == mine and probe.frame[22:28] == mine
+    assert probe.frame[28:32] == bytes(4) and probe.frame[38:42] == bytes([203, 0, 113, 1])
+    assert core.arp_tick(0.05) == []  # asked 50 ms ago
+    assert core.arp_reply(reply(HOP, HOP_MAC, to=nat.standby_mac("g2"))) == []  # no flow
+    assert core.arp.neighbours == {HOP: HOP_MAC}  # but known
     down = two_gateways(g1_up=False)
     g1 = down.nodes["g1"]  # up=False, as the server registers it
     delta = wire.delta(Change(kind=Kind.NODE, id="g1", revision=up.revision + 1, obj=g1))
-    install, *garps, ask = core.changes(delta, now=10.0)
-    assert isinstance(install, InstallFlows) and install.add
+    install, *garps = core.changes(delta, now=10.0)
+    assert isinstance(install, InstallFlows)
+    (out,) = [f for f in install.add if f.table == p.EXT_OUT]
+    assert ofsim.SetField("eth_dst", HOP_MAC) in out.instructions[0].actions  # type: ignore[union-attr]
     announced = {extarp.gratuitous(ip, mac) for ip, mac in nat_claims(down, "g2")}
     assert {g.frame for g in garps if isinstance(g, DhcpReply)} == announced and len(garps) == 2
+    # The next tick repeats the announcement once, then nothing (the hop is known).
+    assert {g.frame for g in core.arp_tick(10.1) if isinstance(g, DhcpReply)} == announced
+    assert core.arp_tick(10.2) == []
+
+
+def test_an_unknown_next_hop_is_asked_on_the_model_change() -> None:
+    """Without a clock (the unit tests' calls) only the timer asks; the shell hands the
+    clock, and a hop the model just made needed is asked at once."""
+    core: NodeCore[ofsim.Flow] = NodeCore(
+        name="g1", tunnel_ip=sample.GATEWAY_NODE[1], compile=compile_view, gateway=True,
+        external_ofport=p.EXTERNAL_OFPORT,
+    )  # fmt: skip
+    core.vifs_read({}, p.TUNNEL_OFPORT)
+    core.switch_connected(frozenset())
+    *_, ask = core.changes(wire.full_state(sample.cloud_external()), now=5.0)
     assert isinstance(ask, DhcpReply) and ask.frame[38:42] == bytes([203, 0, 113, 1])
-    # The next tick repeats the announcement once; then the unanswered request only.
-    assert core.arp_tick(10.05) == [*garps]  # not answered, but asked 50 ms ago
-    assert core.arp_tick(10.125) == [ask]  # asked again after 0.1 s
-    assert core.arp_tick(10.25) == []  # next after 0.2 s
-    assert core.arp_tick(10.375) == [ask]
+    assert ask.frame[28:32] == bytes([203, 0, 113, 10])  # served: from RA's gateway IP
 
 
 def nat_claims(cloud: Cloud, node: str) -> frozenset[tuple[str, str]]:

@@ -268,3 +268,24 @@ def test_incremental_compile_equals_full_in_bgp_mode() -> None:
         cloud = cloud.apply(change)
         nc.update(cloud, ctx, {(change.kind, change.id)})
         assert nc.flows == compile_node(cloud, ctx), (change.kind, change.id)
+
+
+def test_a_standby_gateway_node_punts_arp_replies_and_nothing_else() -> None:
+    """A gateway node serving nothing (RA without a gateway) classifies its external port:
+    the reply to its ARP probe goes to the agent; traffic to a gateway port it does not
+    serve is dropped; a compute node's context (no external port) compiles nothing."""
+    plain_ra = msgspec.structs.replace(CLOUD.routers["RA"], external_gateway_info=None)
+    cloud = msgspec.structs.replace(CLOUD, routers={**CLOUD.routers, "RA": plain_ra})
+    assert nat.served_routers(cloud, "g1") == []
+    standby = nat.standby_mac("g1")
+    assert nat.next_hops(cloud, "g1") == [(sample.EXTERNAL[3], "0.0.0.0", standby)]
+    g1 = pipe(cloud, "g1")
+    answer = {
+        "in_port": p.EXTERNAL_OFPORT, "eth_src": HOP_MAC, "eth_dst": standby,
+        "eth_type": 0x0806, "arp_op": 2, "arp_spa": sample.EXTERNAL[3], "arp_tpa": "0.0.0.0",
+        "arp_sha": HOP_MAC, "arp_tha": standby,
+    }  # fmt: skip
+    assert g1.run(answer).punted
+    assert g1.run(from_outside(sample.FLOATING_IP[1])).dropped
+    ctx = NodeContext("g1", {}, external_ofport=p.EXTERNAL_OFPORT)
+    assert not [f for f in compile_node(cloud, ctx) if f.table in (p.SNAT, p.UNSNAT, p.EXT_OUT)]
