@@ -17,7 +17,12 @@ and the floating IPs. Stages after the usual plug and DHCP:
 * a floating IP re-associated to another port answers from the new VM within a second
   (the time is the API call to the first answer, polled every 50 ms);
 * security groups allow and block what their rules say, and removing a rule leaves an
-  established connection up (lab/cloudsg.py, as in the plain cloud lab's check).
+  established connection up (lab/cloudsg.py, as in the plain cloud lab's check);
+* last, gateway failover: with a ping every 20 ms from the outside to the floating IP,
+  the gateway node serving its router drops off the external link and its agent is
+  SIGKILLed; the stage's time is the longest gap in the replies (lab/pingwatch.py),
+  and it passes when the other gateway node serves the router (the tenant server runs
+  with ``--gateway-grace 0``).
 """
 
 from __future__ import annotations
