@@ -50,13 +50,19 @@ def compile_view(cloud: Cloud, view: NodeView) -> frozenset[ofsim.Flow]:
     return compile_node(cloud, ctx)
 
 
-def test_gateway_core_learns_its_next_hop_and_opens_the_way_out() -> None:
+def gateway_core(name: str, tunnel_ip: str) -> NodeCore[ofsim.Flow]:
+    """A gateway node's core with its external port, its switch connected and empty."""
     core: NodeCore[ofsim.Flow] = NodeCore(
-        name="g1", tunnel_ip=sample.GATEWAY_NODE[1], compile=compile_view, gateway=True,
+        name=name, tunnel_ip=tunnel_ip, compile=compile_view, gateway=True,
         external_ofport=p.EXTERNAL_OFPORT,
     )  # fmt: skip
     core.vifs_read({}, p.TUNNEL_OFPORT)
     core.switch_connected(frozenset())
+    return core
+
+
+def test_gateway_core_learns_its_next_hop_and_opens_the_way_out() -> None:
+    core = gateway_core("g1", sample.GATEWAY_NODE[1])
     install, *garps = core.changes(wire.full_state(sample.cloud_external()))
     assert isinstance(install, InstallFlows)
     assert not [f for f in install.add if f.table == p.EXT_OUT]  # no next hop yet
@@ -124,12 +130,7 @@ def test_a_standby_node_knows_the_next_hop_and_announces_what_it_takes_over() ->
     then come gratuitous ARPs for RA's gateway and floating IP at the gateway port's MAC."""
     from routeflow.tenant import nat
 
-    core: NodeCore[ofsim.Flow] = NodeCore(
-        name="g2", tunnel_ip="198.51.100.10", compile=compile_view, gateway=True,
-        external_ofport=p.EXTERNAL_OFPORT,
-    )  # fmt: skip
-    core.vifs_read({}, p.TUNNEL_OFPORT)
-    core.switch_connected(frozenset())
+    core = gateway_core("g2", "198.51.100.10")
     up = two_gateways()
     install, probe = core.changes(wire.full_state(up), now=0.0)
     assert isinstance(install, InstallFlows) and isinstance(probe, DhcpReply)
@@ -157,12 +158,7 @@ def test_a_standby_node_knows_the_next_hop_and_announces_what_it_takes_over() ->
 def test_an_unknown_next_hop_is_asked_on_the_model_change() -> None:
     """Without a clock (the unit tests' calls) only the timer asks; the shell hands the
     clock, and a hop the model just made needed is asked at once."""
-    core: NodeCore[ofsim.Flow] = NodeCore(
-        name="g1", tunnel_ip=sample.GATEWAY_NODE[1], compile=compile_view, gateway=True,
-        external_ofport=p.EXTERNAL_OFPORT,
-    )  # fmt: skip
-    core.vifs_read({}, p.TUNNEL_OFPORT)
-    core.switch_connected(frozenset())
+    core = gateway_core("g1", sample.GATEWAY_NODE[1])
     *_, ask = core.changes(wire.full_state(sample.cloud_external()), now=5.0)
     assert isinstance(ask, DhcpReply) and ask.frame[38:42] == bytes([203, 0, 113, 1])
     assert ask.frame[28:32] == bytes([203, 0, 113, 10])  # served: from RA's gateway IP
