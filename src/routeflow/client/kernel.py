@@ -9,11 +9,13 @@ Messages are pyroute2 rtnetlink messages, or anything with the same
 ``nhmsg`` class from ``netlink.py`` (pyroute2 0.9.7 has none): ``NHA_GROUP`` is a
 list of ``{"id": ..., "weight": ...}`` with the real weight (1 and up).
 
-Scope: IPv4 and IPv6 routes and neighbours. IPv4 routes through IPv6
-gateways (RFC 5549 ``RTA_VIA`` / AF_INET6 nexthop objects, as with BGP
-unnumbered) are refused, not silently dropped: the switch side cannot resolve
-them yet, and ``take_refusals`` tells the shell which prefixes and why (once
-per prefix), which it logs as a warning. IPv6
+Scope: IPv4 and IPv6 routes and neighbours, and IPv4 routes through IPv6
+gateways (RFC 5549 ``RTA_VIA`` / AF_INET6 nexthop objects, as BGP unnumbered
+installs them): their next hop is the IPv6 neighbour (link-local ones zoned by
+port in rfserver), whose MAC is all the switch needs. A route the switch cannot
+carry for a reason the operator must hear is refused out loud, not dropped
+silently: ``take_refusals`` tells the shell which prefixes and why (once per
+prefix), which it logs as a warning. IPv6
 link-local prefixes (the per-interface fe80::/64) and multicast prefixes are
 never routes for the switch, but every address of a VM port, link-local ones
 included, is a LOCAL /128: OSPFv3 and ND talk to the router's link-local
@@ -197,7 +199,7 @@ class _Shape:
     impossible: bool
     kind: RouteKind | None  # None: the route cannot be used by the switch
     nexthops: list[NextHop]
-    refusal: str | None = None  # why not, when the operator must be told (RFC 5549)
+    refusal: str | None = None  # why not, when the operator must be told
 
 
 #: A kernel route within its prefix: (table, tos, priority), and for IPv6 a
@@ -212,8 +214,8 @@ def _hop_gateway(m: Any) -> str | None:
         return str(gw)
     via = m.get("RTA_VIA")
     if via:
-        # An IPv4 route through an IPv6 neighbour (RFC 5549); kept with a ":" so
-        # that resolution skips it, never mistaken for an on-link hop.
+        # An IPv4 route through an IPv6 neighbour (RFC 5549): a ":" in it tells
+        # resolution so ("::" when the kernel gave no address: never on-link).
         addr = via.get("addr") if hasattr(via, "get") else None
         return str(addr) if addr else "::"
     return None
@@ -992,18 +994,24 @@ class KernelView:
             port = vm_port_of(link.ifname)
             if port is None:
                 continue
-            if hop.gateway is not None and (":" in hop.gateway) != v6:
-                cross_family = True  # an IPv4 route through an IPv6 gateway (RFC 5549)
-                continue
-            key = (port, hop.gateway)
+            gateway = hop.gateway
+            if gateway is not None and (":" in gateway) != v6:
+                if v6:  # an IPv6 route through an IPv4 gateway: nothing Linux makes
+                    cross_family = True
+                    continue
+                # RFC 5549 (BGP unnumbered, extended next hop): an IPv4 route through
+                # an IPv6 neighbour. The switch needs only the neighbour's MAC, which
+                # rfserver resolves from the IPv6 neighbour table like any other.
+                gateway = _canon6(gateway)
+                if gateway is None or gateway == "::":
+                    continue
+            key = (port, gateway)
             weights[key] = weights.get(key, 0) + hop.weight
         if not weights:
             if cross_family and prefix not in self._refused:
                 self._refused.add(prefix)
                 self._refusals[prefix] = (
-                    "an IPv4 route through an IPv6 next hop (RFC 5549, as BGP unnumbered "
-                    "installs it) is not carried to the switch: its FIB flows rewrite to a "
-                    "next hop resolved by ARP, which an IPv6 neighbour has not"
+                    "an IPv6 route through an IPv4 next hop is not carried to the switch"
                 )
             return None
         nexthops = [

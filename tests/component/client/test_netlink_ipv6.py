@@ -272,6 +272,33 @@ def test_poke_makes_the_kernel_solicit_a_link_local_gateway(ns6, watcher6):
 
 
 @needs_root
+def test_ipv4_routes_through_an_ipv6_neighbour_rfc5549(ns6, watcher6):
+    """What FRR's BGP unnumbered installs (``via inet6 fe80::... dev X``, and as
+    nexthop objects): the IPv4 prefixes go through the IPv6 neighbour, which a poke
+    resolves; the view equals a fresh dump."""
+    ns, watcher = ns6, watcher6
+    gw1 = link_local(ns, "peer1")
+    mac = in_netns(ns, get_hwaddr, "peer1")
+    server = Server()
+    server.apply(watcher.snapshot()[0])
+    ip(ns, f"route add 10.66.0.0/16 via inet6 {gw1} dev eth1")
+    ip(ns, f"nexthop add id 81 via {gw1} dev eth1")
+    ip(ns, "route add 10.67.0.0/16 nhid 81")
+    want = {p: uni(p, (1, gw1, 1)) for p in ("10.66.0.0/16", "10.67.0.0/16")}
+    until(
+        lambda: (
+            server.apply(watcher.drain()) or all(server.routes.get(p) == r for p, r in want.items())
+        )
+    )
+    until(lambda: (1, gw1) in watcher.unresolved_gateways())
+    assert in_netns(ns, poke, gw1, "eth1")
+    until(lambda: server.apply(watcher.drain()) or (1, gw1) in server.neighbours)
+    assert server.neighbours[(1, gw1)] == mac
+    until(matches_dump(ns, watcher, server))
+    assert {p: server.routes[p] for p in want} == want
+
+
+@needs_root
 def test_an_ipv6_table_never_reaches_pyroute2(ns6, watcher6):
     """Routes by a gateway, ECMP, nexthop objects and groups: all on fastnl's path.
 

@@ -165,7 +165,8 @@ def test_addresses_are_reported_in_the_contracts_canonical_text():
     }
 
 
-def test_ipv4_routes_through_ipv6_gateways_stay_out_of_scope():
+def test_ipv4_routes_through_ipv6_gateways_go_through_the_ipv6_neighbour():
+    """RFC 5549 (BGP unnumbered): the IPv6 neighbour is the IPv4 route's next hop."""
     view = base_view()
     view.feed(route("10.5.0.0/16", multipath=[(ETH1, "10.0.1.2", 1)]))
     view.feed(nexthop6(7, LL1, ETH2))
@@ -173,8 +174,10 @@ def test_ipv4_routes_through_ipv6_gateways_stay_out_of_scope():
     view.feed(route6("2001:db8:6::/48", nhid=7))
     assert view.routes == {
         "10.5.0.0/16": uni("10.5.0.0/16", (1, "10.0.1.2", 1)),
+        "10.6.0.0/16": uni("10.6.0.0/16", (2, LL1, 1)),
         "2001:db8:6::/48": uni("2001:db8:6::/48", (2, LL1, 1)),
     }
+    assert view.take_refusals() == {}
 
 
 def test_neighbours_link_local_and_global_but_not_multicast():
