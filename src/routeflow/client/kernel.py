@@ -1018,8 +1018,8 @@ class KernelView:
             NextHop(vm_port=port, gateway=gw, weight=w)
             for (port, gw), w in sorted(weights.items(), key=lambda i: (i[0][0], i[0][1] or ""))
         ]
-        gateway = any(nh.gateway is not None for nh in nexthops)
-        kind = RouteKind.UNICAST if gateway else RouteKind.CONNECTED
+        via_gateway = any(nh.gateway is not None for nh in nexthops)
+        kind = RouteKind.UNICAST if via_gateway else RouteKind.CONNECTED
         return Route(prefix=prefix, kind=kind, nexthops=nexthops)
 
     # --- neighbours ------------------------------------------------------------
