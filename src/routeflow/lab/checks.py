@@ -94,6 +94,13 @@ class KernelRoute:
         return bool(self.hops) and all(_VM_PORT.fullmatch(dev) for _gw, dev in self.hops)
 
 
+def _gateway(hop: dict) -> str:
+    """A route's next hop address: ``gateway``, or ``via`` for an IPv4 route through an
+    IPv6 neighbour (RFC 5549: ``"via": {"family": "inet6", "host": "fe80::..."}``)."""
+    via = hop.get("via")
+    return hop.get("gateway") or (via.get("host", "") if isinstance(via, dict) else "")
+
+
 def kernel_route_table(
     run: LabRun, switch: str, family: int = 4, table: str = "main"
 ) -> list[KernelRoute]:
@@ -102,7 +109,7 @@ def kernel_route_table(
     routes = []
     for r in _ip_json(run, switch, f"ip -{family} -j route show table {table}"):
         dst = default if r["dst"] == "default" else r["dst"]
-        hops = tuple((h.get("gateway", ""), h.get("dev", "")) for h in r.get("nexthops") or [r])
+        hops = tuple((_gateway(h), h.get("dev", "")) for h in r.get("nexthops") or [r])
         routes.append(
             KernelRoute(
                 prefix=str(ipaddress.ip_network(dst, strict=False)),
@@ -123,11 +130,11 @@ def kernel_routes(run: LabRun, switch: str) -> dict[str, str]:
     }
 
 
-def kernel_neighbours(run: LabRun, switch: str) -> dict[str, str]:
-    out = run.vm_node(switch).cmd("ip -4 neigh show")
+def kernel_neighbours(run: LabRun, switch: str, family: int = 4) -> dict[str, str]:
+    out = run.vm_node(switch).cmd(f"ip -{family} neigh show")
     neigh = {}
     for line in out.splitlines():
-        m = re.match(r"(\S+) dev eth\d+ lladdr (\S+) (\S+)", line)
+        m = re.match(r"(\S+) dev eth\d+ lladdr (\S+) (?:router )?(\S+)", line)
         if m and m.group(3) in ("REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT"):
             neigh[m.group(1)] = m.group(2).lower()
     return neigh
@@ -149,7 +156,7 @@ def expected_prefixes(run: LabRun) -> dict[str, set[str]]:
     """Every prefix a converged VM must know: all host and link subnets (with --auto, the
     host subnets: the link subnets are rfserver's choice, not the lab file's)."""
     subnets = {str(ipaddress.IPv4Interface(h.ip).network) for h in run.plan.hosts}
-    if not run.auto:
+    if not run.auto and not run.plan.bgp.unnumbered:  # unnumbered links have no subnet
         subnets |= {link.subnet for link in run.plan.links}
     return {vm.switch: set(subnets) for vm in run.plan.vms}
 
@@ -234,6 +241,7 @@ def check_flows(run: LabRun) -> FlowCheck:
     destination MAC to the gateway's MAC as the VM's neighbour table knows it.
     """
     result = FlowCheck(ok=True)
+    unnumbered = run.plan.bgp.unnumbered  # IPv4 routes through IPv6 neighbours
     probed = per_switch(
         run,
         lambda run, sw: (
@@ -242,16 +250,23 @@ def check_flows(run: LabRun) -> FlowCheck:
             fib_flows(run, sw),
             groups(run, sw),
             vm_addresses(run, sw) if run.auto else None,
+            kernel_neighbours(run, sw, 6) if unnumbered else {},
         ),
     )
     for vm in run.plan.vms:
-        routes, neigh, flows, grp, auto_addresses = probed[vm.switch]
+        routes, neigh, flows, grp, auto_addresses, neigh6 = probed[vm.switch]
         want = set(routes)
-        if auto_addresses is None:
-            want |= {f"{iface.ip}/32" for iface in vm.interfaces}  # router addresses
+        if auto_addresses is None:  # router addresses
+            want |= {
+                f"{iface.ip}/32"
+                for iface in vm.interfaces
+                if not (unnumbered and iface.kind == "link")
+            }
         else:
             want |= {f"{ip}/32" for ip in auto_addresses}
-        want |= {f"{ip}/32" for ip in neigh}  # resolved neighbours
+        # Resolved neighbours, but not link-local ones (FRR puts 169.254.0.1 on every
+        # unnumbered link for RFC 5549: meaningful per link only, never a host route).
+        want |= {f"{ip}/32" for ip in neigh if not ip.startswith("169.254.")}
         result.routes += len(routes)
         result.compare(vm.switch, want, flows)
         bad = []
@@ -259,7 +274,7 @@ def check_flows(run: LabRun) -> FlowCheck:
             if gw == "connected" or prefix not in flows:
                 continue
             m = re.match(r"group:(\d+)", flows[prefix])
-            mac = neigh.get(gw)
+            mac = neigh6.get(gw) if ":" in gw else neigh.get(gw)
             if m is None or mac is None:
                 bad.append(f"{prefix} via {gw}: {flows[prefix]}")
                 continue
@@ -540,11 +555,14 @@ def kernel_next_hops(run: LabRun, switch: str, family: int = 4) -> dict[str, fro
     """prefix -> next hops of the VM's routes out of VM ports (frozenset() when on-link).
 
     IPv4 hops carry their gateway; IPv6 ones only the port (OSPFv3 gateways are the
-    neighbour's link-local address, which says no more than the port does).
+    neighbour's link-local address, which says no more than the port does), and so do
+    IPv4 ones through an IPv6 neighbour (BGP unnumbered, RFC 5549).
     """
     return {
         r.prefix: frozenset(
-            Hop(int(dev[3:]), gw if family == 4 else "", "") for gw, dev in r.hops if gw
+            Hop(int(dev[3:]), gw if family == 4 and ":" not in gw else "", "")
+            for gw, dev in r.hops
+            if gw
         )
         for r in kernel_route_table(run, switch, family)
         if r.type == "unicast" and r.out_of_vm_ports()
@@ -595,7 +613,9 @@ def shortest_paths(run: LabRun, where: str, family: int = 4) -> PathCheck:
     if run.auto:  # rfserver chose the addresses: the ports are the evidence
         base = base.only(gateway=False, mac=False)
     if where == "kernel":
-        oracle = base.only(gateway=family == 4, mac=False)
+        # Unnumbered BGP: the kernel's IPv4 next hops are the neighbours' link-local
+        # addresses, so the port is the evidence, as for IPv6.
+        oracle = base.only(gateway=family == 4 and not run.plan.bgp.unnumbered, mac=False)
         probe = kernel_next_hops
     else:
         oracle = base.only(gateway=False, mac=True)

@@ -200,36 +200,39 @@ def _bgp(vm: VmPlan) -> list[str]:
     ]
     for n in vm.bgp_neighbors:
         who = f"speaker-{n.switch}" if n.peer == "speaker" else f"vm-{n.switch}"
+        # Unnumbered: over the interface's link-local address, with the extended next
+        # hop capability FRR turns on for interface peers (RFC 5549).
+        peer = f"{n.key} interface" if n.interface else n.key
         lines += [
-            f" neighbor {n.address} remote-as {n.remote_as}",
-            f" neighbor {n.address} description {who}",
-            f" neighbor {n.address} timers {BGP_KEEPALIVE} {BGP_HOLDTIME}",
-            f" neighbor {n.address} timers connect {BGP_CONNECT_RETRY}",
+            f" neighbor {peer} remote-as {n.remote_as}",
+            f" neighbor {n.key} description {who}",
+            f" neighbor {n.key} timers {BGP_KEEPALIVE} {BGP_HOLDTIME}",
+            f" neighbor {n.key} timers connect {BGP_CONNECT_RETRY}",
             # Updates go out at once (an eBGP session's default waits up to 30 s
             # between them in "traditional"): a moved /32 must move fast.
-            f" neighbor {n.address} advertisement-interval 0",
+            f" neighbor {n.key} advertisement-interval 0",
         ]
         if n.bfd:
             lines += [
-                f" neighbor {n.address} bfd",
-                f" neighbor {n.address} bfd profile {BFD_PROFILE}",
+                f" neighbor {n.key} bfd",
+                f" neighbor {n.key} bfd profile {BFD_PROFILE}",
             ]
     lines += [" !", " address-family ipv4 unicast", "  redistribute connected"]
     for n in vm.bgp_neighbors:
-        lines.append(f"  neighbor {n.address} activate")
+        lines.append(f"  neighbor {n.key} activate")
         if n.peer == "speaker":
             # An external feed (a full table, say) is only learned, never echoed back.
-            lines.append(f"  neighbor {n.address} route-map {SPEAKER_OUT} out")
+            lines.append(f"  neighbor {n.key} route-map {SPEAKER_OUT} out")
     lines.append(" exit-address-family")
     if any(i.address6 for i in vm.interfaces):
-        # Dual stack: IPv6 unicast over the same (IPv4) sessions, MP-BGP. The next
-        # hop FRR sends is its global IPv6 address on the session's interface, one
-        # the peer reaches on-link, as a speaker's own is for the VM.
+        # Dual stack: IPv6 unicast over the same sessions, MP-BGP. The next hop FRR
+        # sends is its global IPv6 address on the session's interface, one the peer
+        # reaches on-link, as a speaker's own is for the VM.
         lines += [" !", " address-family ipv6 unicast", "  redistribute connected"]
         for n in vm.bgp_neighbors:
-            lines.append(f"  neighbor {n.address} activate")
+            lines.append(f"  neighbor {n.key} activate")
             if n.peer == "speaker":
-                lines.append(f"  neighbor {n.address} route-map {SPEAKER_OUT} out")
+                lines.append(f"  neighbor {n.key} route-map {SPEAKER_OUT} out")
         lines.append(" exit-address-family")
     lines.append("!")
     if any(n.peer == "speaker" for n in vm.bgp_neighbors):

@@ -231,6 +231,15 @@ class _SpeakerSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bfd: bool = False
 
 
+class BgpOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Lab-wide BGP options."""
+
+    #: Sessions between VMs over their links' IPv6 link-local addresses (FRR's BGP
+    #: unnumbered, ``neighbor ethN interface``): IPv4 routes then come with IPv6 next
+    #: hops (RFC 5549, extended next hop). Speakers keep their numbered sessions.
+    unnumbered: bool = False
+
+
 class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: The lab's name: 1-24 of [a-z0-9_-]; it also seeds the lab's IPv6 prefix.
     name: str
@@ -246,6 +255,8 @@ class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     routing: Routing = "ospf"
     #: OSPF timers and BFD, for the whole lab.
     ospf: OspfOptions = msgspec.field(default_factory=OspfOptions)
+    #: BGP options, for the whole lab.
+    bgp: BgpOptions = msgspec.field(default_factory=BgpOptions)
     #: The controllers (default: one, ct_id 1, one replica).
     controllers: list[_ControllerSpec] | None = None
     #: How many rfservers on which store, and how control frames are relayed.
@@ -375,6 +386,7 @@ class Lab(msgspec.Struct, frozen=True, kw_only=True):
     ospf: OspfOptions
     controllers: tuple[Controller, ...]
     switches: tuple[Switch, ...]
+    bgp: BgpOptions = BgpOptions()
     links: tuple[Link, ...]
     control: ControlPlane
     hosts: tuple[Host, ...]  # speakers are hosts too, after the declared ones
@@ -546,6 +558,7 @@ class _Validator:
             source=self.source,
             routing=spec.routing,
             ospf=spec.ospf,
+            bgp=spec.bgp,
             controllers=tuple(controllers),
             control=spec.control,
             switches=tuple(switches),
@@ -1152,6 +1165,14 @@ class BgpNeighbor(msgspec.Struct, frozen=True, kw_only=True):
     port: int  # our port towards the peer
     peer: Literal["vm", "speaker"] = "vm"
     bfd: bool = False  # BFD on the session (a speaker with bfd: true)
+    #: Unnumbered (``bgp: {unnumbered: true}``): the session runs over this VM
+    #: interface's link-local address, and ``address`` is only the peer's IPv4 one.
+    interface: str | None = None
+
+    @property
+    def key(self) -> str:
+        """How FRR's configuration names the neighbour."""
+        return self.interface or self.address
 
 
 class SpeakerPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -1293,6 +1314,7 @@ class LabPlan(msgspec.Struct, frozen=True, kw_only=True):
     ospf: OspfOptions
     controllers: tuple[Controller, ...]
     vms: tuple[VmPlan, ...]  # in lab-file switch order
+    bgp: BgpOptions = BgpOptions()
     hosts: tuple[HostPlan, ...]  # in lab-file order (speakers last)
     links: tuple[LinkPlan, ...]  # in lab-file order
     speakers: tuple[SpeakerPlan, ...] = ()
@@ -1463,6 +1485,7 @@ def plan(lab: Lab) -> LabPlan:
                     remote_as=asns[i.peer],
                     switch=i.peer,
                     port=i.port,
+                    interface=i.ifname if lab.bgp.unnumbered else None,
                 )
                 for i in mine
                 if i.kind == "link" and routing[i.peer] == "bgp"
@@ -1500,6 +1523,7 @@ def plan(lab: Lab) -> LabPlan:
         name=lab.name,
         source=lab.source,
         ospf=lab.ospf,
+        bgp=lab.bgp,
         controllers=lab.controllers,
         control=lab.control,
         vms=tuple(vms),

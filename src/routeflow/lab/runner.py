@@ -842,7 +842,10 @@ class LabRun:
             node, f"sysctl-{vm.switch}", ["sysctl", "-q", "-p"], commands.vm_sysctls(ipv6)
         )
         self._run_script(
-            node, f"addresses-{vm.switch}", ["ip", "-batch"], commands.vm_addresses(vm, ipv6)
+            node,
+            f"addresses-{vm.switch}",
+            ["ip", "-batch"],
+            commands.vm_addresses(vm, ipv6, self.plan.bgp.unnumbered),
         )
         if self.plan.ipv6:
             self._ipv6_ready(node, vm.name, [i.address6 for i in vm.interfaces])

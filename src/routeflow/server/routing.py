@@ -685,9 +685,11 @@ def _is_host(prefix: str) -> bool:
 
 
 def _is_link_local(ip: str) -> bool:
-    """Within fe80::/10: an address that means something only on its link."""
+    """Within fe80::/10 or 169.254.0.0/16: an address that means something only on its
+    link (FRR's RFC 5549 routes without RTA_VIA go ``via 169.254.0.1 dev ethN onlink``
+    with that neighbour on every such link, each with its own MAC)."""
     if ":" not in ip:
-        return False
+        return ip.startswith("169.254.")
     head = ip.split(":", 1)[0]
     try:
         return int(head, 16) & 0xFFC0 == 0xFE80 if head else False
@@ -699,9 +701,9 @@ def _neigh_key(vm_port: int, ip: str) -> str:
     """Where a neighbour is kept: its address, zoned with its port if link-local.
 
     Link-local addresses are unique only per link (fe80::1 may well be on
-    every link), so they are resolved by (port, address), and such a key is
-    never taken for a host route. Other addresses keep their plain key, so
-    IPv4 behaves as it always did.
+    every link, FRR's 169.254.0.1 is on every RFC 5549 one), so they are
+    resolved by (port, address), and such a key is never taken for a host
+    route. Other addresses keep their plain key.
     """
     return f"{ip}%{vm_port}" if _is_link_local(ip) else ip
 

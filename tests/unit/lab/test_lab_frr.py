@@ -101,6 +101,32 @@ def test_bgp_config_rftest2() -> None:
     assert "router ospf" not in conf
 
 
+def test_bgp_unnumbered_peers_over_interfaces_and_links_get_no_ipv4() -> None:
+    """``bgp: {unnumbered: true}``: every VM-VM session names its interface (FRR's BGP
+    unnumbered: link-local transport, extended next hop), speakers stay numbered, and
+    the links' interfaces get no IPv4 address (hosts' ones do)."""
+    from routeflow.lab import commands
+
+    lab = plan(load_lab(LABS / "rftest2-unnumbered.yaml"))
+    assert lab.bgp.unnumbered
+    conf = frr_config(lab, "A")
+    bgp = block(conf, "router bgp 65001")
+    vm = lab.vm("A")
+    for i in vm.link_ports:
+        asn = lab.vm(i.peer).asn
+        assert f" neighbor {i.ifname} interface remote-as {asn}" in bgp
+        assert f" neighbor {i.ifname} timers 3 9" in bgp
+        assert f"  neighbor {i.ifname} activate" in bgp
+    assert not any("remote-as" in line and "interface" not in line for line in bgp)
+    lines = commands.vm_addresses(vm, ipv6=False, unnumbered=True)
+    (host,) = [i for i in vm.interfaces if i.kind == "host"]
+    assert [ln for ln in lines if ln.startswith("addr")] == [
+        f"addr replace {host.address} dev {host.ifname}"
+    ]
+    numbered = commands.vm_addresses(vm, ipv6=False)
+    assert len([ln for ln in numbered if ln.startswith("addr")]) == len(vm.interfaces)
+
+
 def test_static_config_rftest2() -> None:
     conf = frr_config(rftest2("static"), "A")
     routes = [line for line in conf.splitlines() if line.startswith("ip route ")]

@@ -96,6 +96,29 @@ def test_one_link_local_address_on_two_ports_is_two_neighbours():
     assert [(b.dp_port, b.dst_hwaddress) for b in update.buckets] == [(2, LL_MAC2)]
 
 
+def test_rfc5549_an_ipv4_route_through_link_local_neighbours_of_either_family():
+    """BGP unnumbered, both ways FRR installs it: ``via inet6 fe80::1`` (RTA_VIA) and
+    ``via 169.254.0.1 onlink`` with that neighbour on every such link. Either resolves
+    per port, and neither is a host route."""
+    for gw in (LL, "169.254.0.1"):
+        t = bound_table()
+        t.add_routes(VM, [via("10.20.0.0/16", (1, gw), (2, gw))])
+        msgs = t.set_neighbours(
+            VM,
+            [
+                Neighbour(vm_port=1, address=gw, hwaddress=LL_MAC1),
+                Neighbour(vm_port=2, address=gw, hwaddress=LL_MAC2),
+            ],
+        )
+        assert not [m for m in msgs if isinstance(m, FibMod)], f"no host route for {gw}"
+        (nh,) = t._nexthops.values()
+        assert sorted((b.dp_port, b.dst_hwaddress) for b in nh.buckets) == [
+            (1, LL_MAC1),
+            (2, LL_MAC2),
+        ]
+        assert sorted(fib(t)) == ["10.20.0.0/16"]
+
+
 def test_global_neighbour_gets_a_host_route_and_loses_it():
     t = bound_table()
     n = Neighbour(vm_port=1, address="2001:db8:1::2", hwaddress="aa:bb:cc:dd:ee:01")
