@@ -165,3 +165,16 @@ def test_ipv6_link_cut_is_rerouted(lab: Lab) -> None:
         lambda: checks.kernel_routes6(run, "A").get(h4.subnet6) == direct, 30
     ), checks.kernel_routes6(run, "A")
     _healthy6(run)
+
+
+def test_static_routes_carry_ipv6_too(run_dir) -> None:
+    """labs/rftest2-v6-static.yaml: no routing protocol, FRR static routes in both
+    families (IPv6 through the peer's global address): converged on shortest paths,
+    pingall and flows matching the kernels, IPv4 and IPv6."""
+    plan = lab_plan("rftest2-v6-static")
+    assert any(":" in r.prefix for vm in plan.vms for r in vm.static_routes)
+    result = scenarios.run_check(plan, run_dir, timeout=60)
+    failed = [s for s in result.stages if not s["ok"]]
+    assert result.ok, f"failed stages: {failed}; logs in {run_dir}"
+    names = " | ".join(s["stage"] for s in result.stages)
+    assert "IPv6 pingall (one round)" in names and "IPv6 flows match kernel routes" in names

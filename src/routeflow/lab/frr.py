@@ -241,5 +241,8 @@ def _bgp(vm: VmPlan) -> list[str]:
 
 
 def _static(vm: VmPlan) -> list[str]:
-    lines = [f"ip route {r.prefix} {r.next_hop}" for r in vm.static_routes]
+    lines = [
+        f"{'ipv6' if ':' in r.prefix else 'ip'} route {r.prefix} {r.next_hop}"
+        for r in vm.static_routes
+    ]
     return [*lines, "!"] if lines else []

@@ -95,7 +95,6 @@ IPV6_ROUTER = 1  # a VM's port on a host subnet, and end a of a link
 IPV6_HOST = 0x100  # the host on its subnet
 IPV6_LINK_BASE = 0x8000  # subnet ID of links[0]; hosts take 1 .. IPV6_LINK_BASE - 1
 #: OSPFv3 (ospf6d) or MP-BGP (IPv6 unicast over the IPv4 sessions) carries the IPv6 routes.
-IPV6_ROUTINGS = ("ospf", "bgp")
 
 
 class LabError(ValueError):
@@ -263,7 +262,7 @@ class _LabSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     control: ControlPlane = msgspec.field(default_factory=ControlPlane)
     #: Where links without a subnet get their /30s.
     link_pool: str = DEFAULT_LINK_POOL
-    #: Dual stack: IPv6 derived for every link and host subnet (needs routing: ospf or bgp).
+    #: Dual stack: IPv6 derived for every link and host subnet (OSPFv3, MP-BGP or static).
     ipv6: bool = False
     #: Tenant networks on compute nodes (lab/cloud.py); with it, ``switches`` may be empty.
     cloud: CloudSpec | None = None
@@ -586,21 +585,8 @@ class _Validator:
             self.err("ospf.bfd_multiplier", f"{ospf.bfd_multiplier} is out of range 2-255")
 
     def check_ipv6(self, switches: list[Switch]) -> None:
-        """IPv6 routes come from OSPFv3 or MP-BGP; the subnet IDs must not run into each other."""
-        if self.spec.routing not in IPV6_ROUTINGS:
-            self.err(
-                "ipv6",
-                f"needs routing: ospf or bgp (this lab routes with {self.spec.routing}); "
-                "IPv6 routes are carried by OSPFv3 or MP-BGP only",
-            )
-        for sw in switches:
-            spec = self.spec.switches[sw.index]
-            if spec.routing is not None and spec.routing not in IPV6_ROUTINGS:
-                self.err(
-                    f"switches[{sw.index}].routing",
-                    f"{spec.routing}: with ipv6: true every switch must route with ospf "
-                    "or bgp (OSPFv3 or MP-BGP carries the IPv6 routes)",
-                )
+        """IPv6 routes come from OSPFv3, MP-BGP or static routes, whichever the switch
+        routes IPv4 with; the subnet IDs must not run into each other."""
         if len(self.spec.hosts) + len(self.spec.speakers) >= IPV6_LINK_BASE:
             self.err("hosts", f"ipv6: true numbers at most {IPV6_LINK_BASE - 1} host subnets")
         if len(self.spec.links) > 0x10000 - IPV6_LINK_BASE:
@@ -1571,9 +1557,13 @@ def switch_ifprefixes(switches: list[tuple[str, int]]) -> dict[str, str]:
     return {name: f"s{i + 1}" for i, (name, _) in enumerate(switches)}
 
 
-def _peer_address(ifaces: dict[str, list[Interface]], iface: Interface) -> str:
+def _peer_address(ifaces: dict[str, list[Interface]], iface: Interface, family: int = 4) -> str:
     assert iface.peer_port is not None
-    return ifaces[iface.peer][iface.peer_port - 1].ip
+    peer = ifaces[iface.peer][iface.peer_port - 1]
+    if family == 6:
+        assert peer.ip6 is not None
+        return peer.ip6
+    return peer.ip
 
 
 def _static_routes(
@@ -1591,11 +1581,19 @@ def _static_routes(
         adj[ln.b].add(ln.a)
     dist = {sw.name: _bfs(sw.name, adj) for sw in lab.switches}
 
-    # Destination subnets and the switches directly attached to them.
+    # Destination subnets and the switches directly attached to them; in a dual-stack
+    # lab the IPv6 ones too, through the peer's global IPv6 address on the link.
     dests: list[tuple[str, tuple[str, ...]]] = [
         (str(ipaddress.IPv4Interface(h.ip).network), (h.switch,)) for h in lab.hosts
     ]
     dests += [(ln.subnet, (ln.a, ln.b)) for ln in lab.links]
+    if lab.ipv6:
+        seen: set[str] = set()
+        for sw in lab.switches:
+            for i in ifaces[sw.name]:
+                if i.subnet6 is not None and i.subnet6 not in seen:
+                    seen.add(i.subnet6)
+                    dests.append((i.subnet6, (sw.name, i.peer) if i.kind == "link" else (sw.name,)))
 
     out: dict[str, tuple[StaticRoute, ...]] = {}
     for sw in lab.switches:
@@ -1616,7 +1614,7 @@ def _static_routes(
                     routes.append(
                         StaticRoute(
                             prefix=prefix,
-                            next_hop=_peer_address(ifaces, i),
+                            next_hop=_peer_address(ifaces, i, 6 if ":" in prefix else 4),
                             port=i.port,
                             hops=d,
                         )

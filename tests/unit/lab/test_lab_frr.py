@@ -127,6 +127,24 @@ def test_bgp_unnumbered_peers_over_interfaces_and_links_get_no_ipv4() -> None:
     assert len([ln for ln in numbered if ln.startswith("addr")]) == len(vm.interfaces)
 
 
+def test_static_routes_in_both_families() -> None:
+    """A dual-stack static lab: every subnet a VM is not on, IPv4 and IPv6, through the
+    first hop of a shortest path; IPv6 through the peer's global address on the link."""
+    lab = plan(load_lab(LABS / "rftest2-v6-static.yaml"))
+    vm = lab.vm("A")
+    v6 = [r for r in vm.static_routes if ":" in r.prefix]
+    v4 = [r for r in vm.static_routes if ":" not in r.prefix]
+    assert len(v6) == len(v4) == 5  # 3 other hosts' subnets, 2 links A is not on
+    conf = frr_config(lab, "A")
+    for r in v6:
+        port = vm.interface(r.port)
+        peer = lab.vm(port.peer).interface(port.peer_port)
+        assert r.next_hop == peer.ip6
+        assert f"ipv6 route {r.prefix} {r.next_hop}" in conf.splitlines()
+    for r in v4:
+        assert f"ip route {r.prefix} {r.next_hop}" in conf.splitlines()
+
+
 def test_static_config_rftest2() -> None:
     conf = frr_config(rftest2("static"), "A")
     routes = [line for line in conf.splitlines() if line.startswith("ip route ")]
