@@ -240,4 +240,7 @@ def test_bench_bgp_carries_a_table_from_a_speaker_to_the_switch(run_dir, tmp_pat
     r = json.loads(out.read_text())
     assert r["ok"] and (r["prefixes"], r["prefixes6"]) == (2500, 500), r["problems"]
     assert r["kernel_routes"] == 2500 and r["switch_equals_kernel"]
-    assert 0 < r["kernel_s"] <= r["switch_s"] and r["lag_ratio"] is not None
+    # Both times reported (the switch may fill a sample before zebra's FIB count does:
+    # zebra counts a route when it reads the kernel's acknowledgement, rfclient acts on
+    # the kernel's notification), and never before the speaker sent anything.
+    assert r["kernel_s"] > 0 and r["switch_s"] > 0 and r["lag_ratio"] is not None

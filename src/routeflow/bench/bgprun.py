@@ -178,6 +178,10 @@ def run_bgp(
         check.add("bgp: ExaBGP's session and prefix gone", gone, time.monotonic() - t)
         if not gone:
             return
+        if want6 and sp.address6:
+            # The IPv6 routes' next hop must be a known neighbour before the baseline:
+            # its host flow appearing mid-run would count as a table prefix.
+            run.vm_node(sp.switch).cmd(f"ping -6 -c 1 -W 1 {sp.address6}")
         time.sleep(1.0)  # the switch follows the kernel
         base = _table_active(run, sp.switch)
         argv = [
