@@ -78,7 +78,7 @@ def config_check(daemon: str, path: str) -> None:
     try:
         values = load(path, _daemon_parser(daemon))
     except ConfigFileError as exc:
-        console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+        console.print(f"{exc}", style="red", markup=False, highlight=False)
         sys.exit(2)
     console.print(f"{path}: ok ({len(values)} settings for routeflow {daemon})", markup=False)
 
@@ -103,16 +103,21 @@ def _load(path: str):
     try:
         return plan(load_lab(path))
     except LabError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"{exc}", style="red", markup=False, highlight=False)
         sys.exit(2)
     except OSError as exc:
-        console.print(f"[red]{path}: {exc.strerror}[/red]")
+        console.print(f"{path}: {exc.strerror}", style="red", markup=False, highlight=False)
         sys.exit(2)
 
 
 def _require_root() -> None:
     if os.geteuid() != 0:
-        console.print("[red]labs need root (network namespaces, Open vSwitch)[/red]")
+        console.print(
+            "labs need root (network namespaces, Open vSwitch)",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
         sys.exit(2)
 
 
@@ -210,11 +215,16 @@ def lab_import(
     try:
         net, nodes, edges, attributes = importer.read_graph(graph)
     except Exception as exc:  # networkx raises many kinds; all mean "not a graph file I read"
-        console.print(f"[red]{graph}: cannot read as GraphML/GML: {exc}[/red]", markup=False)
+        console.print(
+            f"{graph}: cannot read as GraphML/GML: {exc}",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
         sys.exit(2)
     imp = importer.from_graph(name or net, nodes, edges)
     if len(imp.switches) < 1:
-        console.print(f"[red]{graph}: no nodes[/red]")
+        console.print(f"{graph}: no nodes", style="red", markup=False, highlight=False)
         sys.exit(2)
     text = importer.to_yaml(
         imp,
@@ -227,7 +237,7 @@ def lab_import(
     try:
         make_plan(parse_lab(text, output or "<import>"))
     except LabError as exc:  # the importer's own output must always be a valid lab
-        console.print(f"[red]{exc}[/red]", markup=False)
+        console.print(f"{exc}", style="red", markup=False, highlight=False)
         sys.exit(1)
     if output:
         with open(output, "w") as fh:
@@ -248,7 +258,12 @@ def _lab_to_run(file: str, run_dir: str | None, cloud_ok: bool = False):
 
     plan = _load(file)
     if load_lab(file).cloud is not None and not cloud_ok:
-        console.print(f"[red]{file}: a cloud lab runs with `lab check` and `lab up` only[/red]")
+        console.print(
+            f"{file}: a cloud lab runs with `lab check` and `lab up` only",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
         sys.exit(2)
     _require_root()
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
@@ -291,7 +306,12 @@ def lab_check(
         _cloud_check(plan, cloud, run_dir, json_path, timeout, log_level)
     _check_auto(plan, auto)
     if add_switch is not None and add_switch not in {vm.switch for vm in plan.vms}:
-        console.print(f"[red]--add-switch {add_switch}: no such switch in {file}[/red]")
+        console.print(
+            f"--add-switch {add_switch}: no such switch in {file}",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
         sys.exit(2)
     console.print(
         f"lab [bold]{plan.name}[/bold]: {len(plan.vms)} switches, "
@@ -326,7 +346,7 @@ def _check_auto(plan, auto: bool) -> None:
 
     problems = scenarios.auto_problems(plan) if auto else []
     for problem in problems:
-        console.print(f"[red]{plan.source}: {problem}[/red]")
+        console.print(f"{plan.source}: {problem}", style="red", markup=False, highlight=False)
     if problems:
         sys.exit(2)
 
@@ -400,7 +420,12 @@ def _cloud_up(plan, cloud, run_dir: str, log_level: str) -> None:
     from routeflow.lab.runner import Terminated
 
     if plan.vms:
-        console.print(f"[red]{plan.name}: a cloud lab with switches is not supported yet[/red]")
+        console.print(
+            f"{plan.name}: a cloud lab with switches is not supported yet",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
         sys.exit(2)
     scenarios.install_signal_handlers()
     run = CloudRun(cloud, run_dir, log_level=log_level)
@@ -645,7 +670,7 @@ def lab_up(file: str, run_dir: str | None, timeout: float, log_level: str, auto:
     except (KeyboardInterrupt, Terminated):
         console.print("\nstopping...")
     except LabFailure as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"{exc}", style="red", markup=False, highlight=False)
         run.stop()
         sys.exit(1)
     finally:

@@ -1233,7 +1233,7 @@ def print_result(result: FibBenchResult, console) -> None:
         t.add_row(f"CPU while withdrawing: {name}", f"{cpu:.2f} s")
     console.print(t)
     for problem in result.problems:
-        console.print(f"[red]{problem}[/red]", markup=True)
+        console.print(f"{problem}", style="red", markup=False, highlight=False)
     console.print(f"logs: {result.run_dir}", markup=False)
     console.print("[green]OK[/green]" if result.ok else "[red]FAIL[/red]")
 

@@ -416,7 +416,7 @@ def print_result(result: TenantBenchResult, console: Any) -> None:
                 markup=False,
             )
         for problem in s.problems:
-            console.print(f"[red]{s.name}: {problem}[/red]")
+            console.print(f"{s.name}: {problem}", style="red", markup=False, highlight=False)
     if result.routeflow.dhcp_retried:
         console.print(
             f"routeflow: {result.routeflow.dhcp_retried} VMs lost their first DHCP DISCOVER "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -45,14 +46,18 @@ class Imported:
 def switch_names(labels: Iterable[str]) -> list[str]:
     """Lab-file names for node labels: letters and digits of each word, capitalised, joined.
 
-    "Frankfurt am Main" -> "FrankfurtAmMain", "St. Petersburg" -> "StPetersburg". Names are cut
+    "Frankfurt am Main" -> "FrankfurtAmMain", "St. Petersburg" -> "StPetersburg", "Zürich" ->
+    "Zurich". Names are cut
     to :data:`IMPORT_NAME_MAX` characters, start with a letter, and are made unique with a
     numeric suffix (two nodes labelled "Paris" give "Paris" and "Paris2").
     """
     out: list[str] = []
     taken: set[str] = set()
     for i, label in enumerate(labels):
-        words = re.findall(r"[A-Za-z0-9]+", label)
+        # Accents off first ("Zürich" -> "Zurich", "São Paulo" -> "SaoPaulo"), so a
+        # letter outside ASCII neither vanishes nor splits a word.
+        plain = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
+        words = re.findall(r"[A-Za-z0-9]+", plain)
         base = "".join(w[:1].upper() + w[1:] for w in words) or f"n{i + 1}"
         if not base[0].isalpha():
             base = "n" + base
@@ -187,11 +192,34 @@ def read_graph(
     (networkx reads it; Topology Zoo files say where their map came from and when)."""
     import networkx as nx
 
-    g = nx.read_gml(path, label="id") if path.endswith(".gml") else nx.read_graphml(path)
+    g = _read_gml(path) if path.endswith(".gml") else nx.read_graphml(path)
     net = g.graph.get("Network") or g.graph.get("label") or path.rsplit("/", 1)[-1].split(".")[0]
     nodes = [(str(n), str(d.get("label") or n)) for n, d in g.nodes(data=True)]
     edges = [(str(a), str(b)) for a, b in g.edges()]
     return str(net), nodes, edges, {str(k): str(v) for k, v in g.graph.items()}
+
+
+def _read_gml(path: str):
+    """GML is 7-bit ASCII with other characters as HTML entities, and networkx insists;
+    files in the wild (Topology Zoo's among them) hold UTF-8 or Latin-1 labels such as
+    "Zürich": those are escaped the way GML says, then parsed."""
+    import networkx as nx
+
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        text = "".join(c if ord(c) < 128 else f"&#{ord(c)};" for c in text)
+    if "multigraph" not in text:
+        # A repeated edge in a file that did not declare itself a multigraph is a
+        # parallel link (networkx would refuse the file), as GraphML's are.
+        text = re.sub(r"\bgraph\s*\[", "graph [\n  multigraph 1", text, count=1)
+    return nx.parse_gml(text.splitlines(), label="id")
 
 
 def provenance(path: str, attributes: dict[str, str]) -> list[str]:

@@ -204,7 +204,7 @@ def main(
         base = base or os.environ.get("ROUTEFLOW_URL") or DEFAULT_URL
         data = collect(base, token, events)
     except StatusError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"{exc}", style="red", markup=False, highlight=False)
         return 1
     if as_json:
         console.print_json(json.dumps(data))

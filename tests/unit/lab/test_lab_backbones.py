@@ -119,6 +119,11 @@ def test_switch_names_from_labels() -> None:
     names = importer.switch_names(labels)
     assert names[:4] == ["FrankfurtAmMain", "StPetersburg", "Paris", "Paris2"]
     assert names[4] == "n5" and names[5] == "n3Rivers" and names[6] == "R"
+    assert importer.switch_names(["Zürich", "São Paulo", "Kraków"]) == [
+        "Zurich",
+        "SaoPaulo",
+        "Krakow",
+    ]
     assert len({n.lower() for n in names}) == len(names)
     assert all(len(n) <= importer.IMPORT_NAME_MAX for n in importer.switch_names(["x" * 40] * 3))
 
@@ -166,6 +171,29 @@ def test_read_graph_reads_graphml_and_gml(tmp_path) -> None:
         imp = importer.from_graph(net, nodes, edges)
         p = plan(parse_lab(importer.to_yaml(imp, importer.provenance(path, attributes))))
         assert [vm.switch for vm in p.vms] == ["NorthPole", "NO"] and len(p.links) == 2
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_gml_as_found_in_the_wild(tmp_path, encoding) -> None:
+    """Not 7-bit ASCII (networkx refuses such a file) and a repeated edge without
+    "multigraph 1" (networkx refuses that too): read anyway, the repeat a parallel link."""
+    gml = """graph [
+  label "Wild"
+  node [ id 0 label "Zürich" ]
+  node [ id 1 label "Genève" ]
+  node [ id 2 label "Bern" ]
+  edge [ source 0 target 1 ]
+  edge [ source 1 target 2 ]
+  edge [ source 0 target 1 ]
+]
+"""
+    (tmp_path / "w.gml").write_bytes(gml.encode(encoding))
+    net, nodes, edges, _attributes = importer.read_graph(str(tmp_path / "w.gml"))
+    assert net == "Wild" and [label for _id, label in nodes] == ["Zürich", "Genève", "Bern"]
+    assert len(edges) == 3
+    imp = importer.from_graph(net, nodes, edges)
+    p = plan(parse_lab(importer.to_yaml(imp, ["header"])))
+    assert [vm.switch for vm in p.vms] == ["Zurich", "Geneve", "Bern"] and len(p.links) == 3
 
 
 @settings(max_examples=40, deadline=None)
