@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from routeflow.lab.model import LAB_NAME_RE
 
@@ -199,7 +200,7 @@ def read_graph(
     return str(net), nodes, edges, {str(k): str(v) for k, v in g.graph.items()}
 
 
-def _read_gml(path: str):
+def _read_gml(path: str) -> Any:
     """GML is 7-bit ASCII with other characters as HTML entities, and networkx insists;
     files in the wild (Topology Zoo's among them) hold UTF-8 or Latin-1 labels such as
     "Zürich": those are escaped the way GML says, then parsed."""
