@@ -200,8 +200,25 @@ class RoutingTable:
                     fib_add[dp][prefix] = FibEntry(prefix=prefix, kind=_UNICAST, nexthop_id=nh_id)
                     _discard(batch.fib_del, dp, prefix)  # an earlier withdraw in this batch
                     continue
-                if old.nh_key == desired.nh_key and old.kind == _UNICAST:
-                    continue  # the same route again: nothing changes on the switch
+                if old.kind == _UNICAST and old.nh_key is not None:
+                    if old.nh_key == desired.nh_key:
+                        continue  # the same route again: nothing changes on the switch
+                    if (old.ct_id, old.dp_id) == (desired.ct_id, desired.dp_id):
+                        # A prefix moving to another next hop on the same switch
+                        # (a peer going down moves a whole table so): what
+                        # _refresh would do, without working the route out again.
+                        nh_id = self._acquire(batch, desired.nh_key)
+                        new = plan.installed.get(nh_id)
+                        if new is None:
+                            new = plan.installed[nh_id] = desired._replace(nexthop_id=nh_id)
+                        installed[prefix] = new
+                        dp = (new.ct_id, new.dp_id)
+                        fib_add[dp][prefix] = FibEntry(
+                            prefix=prefix, kind=_UNICAST, nexthop_id=nh_id
+                        )
+                        _discard(batch.fib_del, dp, prefix)
+                        self._release(batch, old.nh_key)
+                        continue
             self._refresh(batch, vm_id, prefix)
         self._check_watch(vm_id)
         return self._finish(batch)
