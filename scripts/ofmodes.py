@@ -36,7 +36,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from routeflow.proxy import fastof  # noqa: E402
+from routeflow.proxy import fastof
 
 OFPT_HELLO = 0
 OFPT_ERROR = 1
@@ -51,6 +51,11 @@ BCT_OPEN, BCT_COMMIT = 0, 4
 BF_ATOMIC_ORDERED = 3
 WINDOW = 4096
 DEPTH = 3
+
+
+def _read(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()
 
 
 def cpu_of(pid: int) -> float:
@@ -182,34 +187,39 @@ def main() -> None:
         while not os.path.exists(f"{d}/vs.pid"):
             time.sleep(0.05)
         time.sleep(0.3)
-        vpid = int(open(f"{d}/vs.pid").read())
+        vpid = int(_read(f"{d}/vs.pid"))
         subprocess.run([*vsctl, "add-br", "h28b", "--", "set", "bridge", "h28b",
                         "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure"],
                        check=True, env=env)  # fmt: skip
         of = ["ovs-ofctl", "-O", "OpenFlow13"]
         for g, mac in [(1, "02:00:00:00:00:01"), (2, "02:00:00:00:00:02")] + [
-            (g, "02:00:00:00:01:%02x" % g) for g in range(10, 10 + 256)
+            (g, f"02:00:00:00:01:{g % 256:02x}") for g in range(10, 10 + 256)
         ]:
             subprocess.run([*of, "add-group", "h28b",
                             f"group_id={g},type=indirect,bucket=set_field:{mac}->eth_dst,"
                             "output:LOCAL"], check=True, env=env)  # fmt: skip
         c = Conn(f"{d}/h28b.mgmt")
-        load = open("/proc/loadavg").read().split()[:3]
+        load = _read("/proc/loadavg").split()[:3]
         print(f"n={n} flows, load {' '.join(load)}, ovs {vpid}")
         group = 1
         bid = 100
         for form in args.forms.split(","):
             new = 2 if group == 1 else 1
             if form == "poll":
-                for what in (["dump-aggregate", "h28b", f"table=1,out_group={group}"],
-                             ["dump-tables", "h28b"], ["dump-group-stats", "h28b", f"group_id={group}"]):
+                for what in (
+                    ["dump-aggregate", "h28b", f"table=1,out_group={group}"],
+                    ["dump-tables", "h28b"],
+                    ["dump-group-stats", "h28b", f"group_id={group}"],
+                ):
                     cpu0 = cpu_of(vpid)
                     t0 = time.monotonic()
                     r = subprocess.run([*of, *what], capture_output=True, env=env, check=True)
                     if what[0] == "dump-group-stats":
                         print(r.stdout.decode().strip())
-                    print(f"poll {what[0]}: {time.monotonic() - t0:.3f} s wall, "
-                          f"{cpu_of(vpid) - cpu0:.3f} s ovs cpu")
+                    print(
+                        f"poll {what[0]}: {time.monotonic() - t0:.3f} s wall, "
+                        f"{cpu_of(vpid) - cpu0:.3f} s ovs cpu"
+                    )
                 continue
             if form == "fresh":
                 subprocess.run([*of, "del-flows", "h28b", "table=1"], check=True, env=env)
@@ -251,7 +261,7 @@ def main() -> None:
                 c.paced(msgs)
                 t_add = time.monotonic() - t0
                 c.s.sendall(bundle_ctrl(bid, BCT_COMMIT))
-                c.wait(lambda: len(c.commits) >= ncommit + 2 or len(c.errors) > errs0)
+                c.wait(lambda n0=ncommit, e0=errs0: len(c.commits) >= n0 + 2 or len(c.errors) > e0)
                 extra = f" (adds acked {t_add:.2f} s)"
             else:
                 c.paced(msgs)
@@ -265,7 +275,7 @@ def main() -> None:
                   f"{n / wall:9.0f} flows/s  on group {new}: {got}  errors {len(c.errors) - errs0}"
                   f"{extra}", flush=True)  # fmt: skip
             group = new
-        print("load after", " ".join(open("/proc/loadavg").read().split()[:3]))
+        print("load after", " ".join(_read("/proc/loadavg").split()[:3]))
     finally:
         for p in reversed(procs):
             p.terminate()

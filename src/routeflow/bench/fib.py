@@ -221,26 +221,32 @@ def aggregate_count(run: LabRun, bridge: str, match: str) -> int:
     return int(m.group(1))
 
 
-def group_ref_count(run: LabRun, bridge: str, group_id: int) -> int:
-    """Flows whose actions use group ``group_id``, as OVS counts them (its group
+def group_ref_counts(run: LabRun, bridge: str) -> dict[int, int]:
+    """Flows whose actions use each group, as OVS counts them (its group
     statistics' ref_count: no flow walk, unlike dump-aggregate with out_group,
     which costs the switch about 60 ms of CPU per call at 200k flows)."""
-    out = _ofctl(run, "dump-group-stats", bridge, f"group_id={group_id}")
-    if "group_id=" not in out:
-        return 0  # no such group (any more): no flow can use it
-    m = re.search(r"ref_count=(\d+)", out)
-    if m is None:
-        raise LabFailure(f"unexpected dump-group-stats output: {out!r}")
-    return int(m.group(1))
+    out = _ofctl(run, "dump-group-stats", bridge)
+    return {
+        int(m.group(1)): int(m.group(2))
+        for m in re.finditer(r"group_id=(\d+),.*?ref_count=(\d+)", out)
+    }
 
 
-def _group_of_gateway(run: LabRun, bridge: str, mac: str) -> tuple[int | None, str]:
+def flows_via(run: LabRun, bridge: str, groups: Iterable[int]) -> int:
+    """Flows using any of ``groups`` (a next hop's shards, openflow.GROUP_SHARDS)."""
+    counts = group_ref_counts(run, bridge)
+    return sum(counts.get(g, 0) for g in groups)
+
+
+def _groups_of_gateway(run: LabRun, bridge: str, mac: str) -> tuple[list[int], str]:
+    """Every group that rewrites to ``mac`` (one next hop's shards), sorted."""
     out = _ofctl(run, "dump-groups", bridge)
+    found = []
     for line in out.splitlines():
         m = re.search(r"group_id=(\d+)", line)
         if m and f"set_field:{mac}->eth_dst" in line:
-            return int(m.group(1)), out
-    return None, out
+            found.append(int(m.group(1)))
+    return sorted(found), out
 
 
 # --- reading our daemons from outside --------------------------------------------------
@@ -457,7 +463,7 @@ def _peer_down(
         _go(loader)
         loaders.append(loader)
     dead = [peer_of[(f, 0)] for f in sorted(macs)]
-    on_dead = {f: _group_of_gateway(run, bridge, macs[f])[0] for f in macs}
+    dead_groups = [g for f in macs for g in _groups_of_gateway(run, bridge, macs[f])[0]]
     # Resolved neighbours are host routes too: the dead peers' go with them.
     hosts = sum(
         aggregate_count(
@@ -470,10 +476,7 @@ def _peer_down(
         for p in dead
     )
     want_total = table_active(run, bridge) - len(gone) - hosts
-    dead_groups = [g for g in on_dead.values() if g is not None]
-    profilers = (
-        _start_profilers(run, profile_dir, suffix="-peerdown") if profile_dir else []
-    )
+    profilers = _start_profilers(run, profile_dir, suffix="-peerdown") if profile_dir else []
     t0 = time.monotonic()
     node.cmd(
         "; ".join(
@@ -489,14 +492,15 @@ def _peer_down(
     off = moved = None
     while time.monotonic() - t0 < timeout:
         now = time.monotonic() - t0
-        if off is None and all(_group_of_gateway(run, bridge, m)[0] is None for m in macs.values()):
+        if off is None and not any(_groups_of_gateway(run, bridge, m)[0] for m in macs.values()):
             off = now
         if off is not None and moved is None:
             # Polled through counters OVS keeps (group ref_count, table active
             # count): a flow walk per poll (dump-aggregate out_group, 60-80 ms
             # of the switch's CPU at 200k flows, one per dead group) took the
             # switch's main thread from the flow-mods being timed.
-            on_old = sum(group_ref_count(run, bridge, g) for g in dead_groups)
+            # A group a next hop no longer has holds no flow (OVS deletes them with it).
+            on_old = flows_via(run, bridge, dead_groups)
             if on_old == 0 and table_active(run, bridge) == want_total:
                 moved = now
         if off is not None and moved is not None:
@@ -509,8 +513,7 @@ def _peer_down(
     if moved is not None:
         # Once, untimed: the flows themselves agree with the counters.
         left_on_dead = sum(
-            aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}")
-            for g in dead_groups
+            aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}") for g in dead_groups
         )
         if left_on_dead:
             result.fail(f"peer down: {left_on_dead} flows still use the dead peer's groups")
@@ -689,11 +692,8 @@ def run_fib_bench(
         base = table_active(run, bridge)
         base_via = {}
         for hop in expected:
-            g, _ = _group_of_gateway(run, bridge, peer_of[hop].mac)
-            base_via[hop] = (
-                0
-                if g is None
-                else aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}")
+            base_via[hop] = flows_via(
+                run, bridge, _groups_of_gateway(run, bridge, peer_of[hop].mac)[0]
             )
 
         say(f"loading {routes} routes into the VM kernel and waiting for the switch")
@@ -761,24 +761,27 @@ def run_fib_bench(
         result.ours_s = round(done, 3)
         result.ours_rate = round(routes / done, 1)
 
-        group = None
+        group: list[int] = []  # the first peer's groups (its shards)
         for hop, n in sorted(expected.items()):
             peer = peer_of[hop]
-            g, groups_text = _group_of_gateway(run, bridge, peer.mac)
-            if g is None:
+            gs, groups_text = _groups_of_gateway(run, bridge, peer.mac)
+            if not gs:
                 result.fail(
                     f"no group rewrites to the next hop's MAC {peer.mac}: {groups_text[:300]}"
                 )
                 return result
-            count = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}")
+            # Counted by a flow walk here (untimed), not by the groups' counters.
+            count = sum(
+                aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}") for g in gs
+            )
             if count != n + base_via[hop]:
                 result.fail(
-                    f"{count - base_via[hop]} route flows point at {peer.address}'s group {g}, "
+                    f"{count - base_via[hop]} route flows point at {peer.address}'s groups {gs}, "
                     f"not {n}"
                 )
             if peer == first_peer:
-                group, via_group = g, count
-        if group is None:
+                group, via_group = gs, count
+        if not group:
             result.fail(f"no routes through {first_peer.address}: no next-hop change to time")
             return result
 
@@ -791,28 +794,31 @@ def run_fib_bench(
         if wipe_switch:
             say("SIGKILL rfproxy, wipe the switch, restart rfproxy, wait for the full table")
             _wipe_switch(run, result, bridge, limit)
-            after = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={group}")
+            after = flows_via(run, bridge, group)
             if after != via_group:
                 result.fail(
                     f"after the wipe {after} flows point at {first_peer.address}'s "
-                    f"group {group}, not {via_group}"
+                    f"groups {group}, not {via_group}"
                 )
 
         say("changing the gateway's MAC in the VM")
         t0 = time.monotonic()
         node.cmd(f"{neigh} {NEW_MAC}")
         changed = None
+        gs = []
         while time.monotonic() - t0 < 30:
-            g, _ = _group_of_gateway(run, bridge, NEW_MAC)
-            if g is not None:
+            gs, _ = _groups_of_gateway(run, bridge, NEW_MAC)
+            if gs == group:  # every shard of the next hop
                 changed = time.monotonic() - t0
                 break
             time.sleep(0.002)
-        if changed is None or g != group:
-            result.fail(f"the gateway's group did not take the new MAC (group {g})")
+        if changed is None:
+            result.fail(f"the gateway's groups {group} did not all take the new MAC (have {gs})")
         else:
             result.nexthop_change_s = round(changed, 4)
-            after = aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={group}")
+            after = sum(
+                aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}") for g in group
+            )
             result.nexthop_flows_unchanged = after == via_group and table_active(run, bridge) == (
                 base + routes
             )
@@ -824,7 +830,16 @@ def run_fib_bench(
             macs = {f: peer_of[(f, 0)].mac for f in families}
             macs[first_peer.family] = NEW_MAC  # changed above
             remaining, hosts_gone = _peer_down(
-                run, result, node, bridge, gw_port.ifname, table, spread, peer_of, macs, limit,
+                run,
+                result,
+                node,
+                bridge,
+                gw_port.ifname,
+                table,
+                spread,
+                peer_of,
+                macs,
+                limit,
                 profile_dir=profile_dir,
             )
             base -= hosts_gone

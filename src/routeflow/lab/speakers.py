@@ -43,8 +43,9 @@ def session_state(run: LabRun, sp: SpeakerPlan) -> str:
 
 
 def _groups_to(run: LabRun, sp: SpeakerPlan) -> list[int]:
-    """The groups rewriting to the speaker's MAC on its switch: one per next hop, so
-    one per family when it announces both (its IPv4 and its IPv6 address)."""
+    """The groups rewriting to the speaker's MAC on its switch: a next hop's shards
+    (openflow.GROUP_SHARDS), of one next hop per family when it announces both (its
+    IPv4 and its IPv6 address)."""
     mac = run.plan.host(sp.name).mac
     return [
         gid
@@ -70,19 +71,19 @@ def announced_flows(run: LabRun, sp: SpeakerPlan) -> int:
         flows = _fib_flows(run, sp)
         actions = {f"group:{g}" for g in groups}
         return sum(1 for p in _table_prefixes(sp.announce) if flows.get(p) in actions)
-    group = groups[0]
     bridge = run.bridges[sp.switch]
     total = 0
     for block, _n in exabgp.blocks(sp.announce):
-        out = run.ovs.ofctl(
-            "-O",
-            "OpenFlow13",
-            "dump-aggregate",
-            bridge,
-            f"table={of.TABLE_FIB},out_group={group},ip,nw_dst={block}",
-        )
-        m = re.search(r"flow_count=(\d+)", out)
-        total += int(m.group(1)) if m else 0
+        for group in groups:
+            out = run.ovs.ofctl(
+                "-O",
+                "OpenFlow13",
+                "dump-aggregate",
+                bridge,
+                f"table={of.TABLE_FIB},out_group={group},ip,nw_dst={block}",
+            )
+            m = re.search(r"flow_count=(\d+)", out)
+            total += int(m.group(1)) if m else 0
     return total
 
 

@@ -315,9 +315,14 @@ class ProxyCore:
         existed = msg.nexthop_id in st.groups
         if msg.mod == p.Mod.DELETE:
             st.groups.pop(msg.nexthop_id, None)
-            return self._group(msg.dp_id, of.nexthop_group(msg), "delete") if existed else []
-        st.groups[msg.nexthop_id] = msg
-        return self._group(msg.dp_id, of.nexthop_group(msg), "modify" if existed else "add")
+            command = "delete"
+            if not existed:
+                return []
+        else:
+            st.groups[msg.nexthop_id] = msg
+            command = "modify" if existed else "add"
+        # Every shard of the next hop (openflow.GROUP_SHARDS): the same buckets.
+        return [a for g in of.nexthop_groups(msg) for a in self._group(msg.dp_id, g, command)]
 
     # --- switches ---------------------------------------------------------------------
 
@@ -537,7 +542,7 @@ class ProxyCore:
         # (the plan keeps the matches of what it deletes), then let go.
         flows, fcounts = reconcile.plan_switch(specs, st.fib.values(), read.actual, of.is_ours)
         read.actual = {}
-        groups = {gid: of.nexthop_group(mod) for gid, mod in st.groups.items()}
+        groups = {g.group_id: g for mod in st.groups.values() for g in of.nexthop_groups(mod)}
         gdiff = reconcile.diff_groups(
             {gid: reconcile.group_text(g) for gid, g in groups.items()}, read.groups
         )
@@ -563,7 +568,9 @@ class ProxyCore:
         out: list[Action] = [
             WriteGroup(plan.dp_id, of.GroupSpec(gid, select=False), "delete")
             for gid in plan.stale_groups
-            if st is None or gid not in st.groups
+            if st is None
+            or of.nexthop_of_group(gid) not in st.groups
+            or gid not in of.nexthop_group_ids(of.nexthop_of_group(gid))
         ]
         out.append(Barrier(plan.dp_id))
         return out

@@ -60,6 +60,7 @@ def fib_chunks(
     pack_add6 = fastof.pack_route6_add
     pack_del6 = fastof.pack_route6_delete
     parse6 = fastof.parse_prefix6
+    group = of.route_group  # the next hop's shard for this prefix
     for n, start in enumerate(range(0, len(entries), chunk)):
         part = entries[start : start + chunk]
         xid = XID_BASE + (n & 0x0FFFFFFF)
@@ -99,10 +100,14 @@ def fib_chunks(
                         # of this prefix: an ADD replaces it in place.
                         if ":" in entry.prefix:
                             net6, plen = parse6(entry.prefix)
-                            off += pack_add6(buf, off, xid, net6, plen, entry.nexthop_id)
+                            off += pack_add6(
+                                buf, off, xid, net6, plen, group(entry.nexthop_id, entry.prefix)
+                            )
                         else:
                             net, plen = parse(entry.prefix)
-                            pack_add(buf, off, xid, net, plen, entry.nexthop_id)
+                            pack_add(
+                                buf, off, xid, net, plen, group(entry.nexthop_id, entry.prefix)
+                            )
                             off += _ADD_SIZE
                         count += 1
                         continue

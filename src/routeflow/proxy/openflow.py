@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import zlib
 from dataclasses import dataclass, field
 
 from routeflow.proxy.probe import ETH_TYPE_LLDP
@@ -56,6 +57,49 @@ class Kind:
     RELAY = 6  # datapath relay: a router port's frames to and from its relay link
     VLINK = 7  # virtual-domain control plane: VM port to VM port (proxy/vlinks.py)
     DISCOVERY = 8  # topology discovery: link probes (LLDP) to the controller
+
+
+#: A next hop's route flows are spread over this many groups with the same
+#: buckets ("shards"), chosen by a hash of the prefix. Open vSwitch keeps, per
+#: group, an array of the flows using it, and searches it linearly each time
+#: one of them is deleted or moved to another group: with one group per next
+#: hop, withdrawing or re-routing a full table through one next hop costs time
+#: quadratic in its routes (moving 200k flows out of one group took OVS 4.6 s,
+#: out of 64 groups 1.45 s; see docs/performance.md, "Peer down"). A next-hop
+#: change is then GROUP_SHARDS group-mods, still independent of its routes.
+GROUP_SHARDS = 16
+#: Shard s (1..15) of next hop n is group ``n | s << 28``; shard 0 is group n.
+#: Only next-hop ids below 2**24 are sharded (rfserver counts them from 1 and
+#: reuses freed ones), so every shard stays under OFPG_MAX (0xffffff00).
+SHARD_SHIFT = 28
+_ID_MASK = (1 << SHARD_SHIFT) - 1
+_SHARDED = 1 << 24
+_crc32 = zlib.crc32
+
+
+def route_shard(prefix: str) -> int:
+    """The shard of a route's prefix text (as rfserver sends it): a stable hash."""
+    return _crc32(prefix.encode()) & (GROUP_SHARDS - 1)
+
+
+def route_group(nexthop_id: int, prefix: str) -> int:
+    """The group a route flow of ``prefix`` through next hop ``nexthop_id`` applies."""
+    if nexthop_id >= _SHARDED:
+        return nexthop_id
+    return nexthop_id | (_crc32(prefix.encode()) & (GROUP_SHARDS - 1)) << SHARD_SHIFT
+
+
+def nexthop_group_ids(nexthop_id: int) -> tuple[int, ...]:
+    """Every group of one next hop, shard 0 (the next-hop id itself) first."""
+    if nexthop_id >= _SHARDED:
+        return (nexthop_id,)
+    return tuple(nexthop_id | s << SHARD_SHIFT for s in range(GROUP_SHARDS))
+
+
+def nexthop_of_group(group_id: int) -> int:
+    """The next hop whose shard ``group_id`` is (its id if not a shard)."""
+    nexthop_id = group_id & _ID_MASK
+    return nexthop_id if nexthop_id < _SHARDED else group_id
 
 
 def cookie(kind: int, detail: int = 0) -> int:
@@ -324,7 +368,8 @@ def fib_flows(entry: FibEntry) -> list[FlowSpec]:
         # Hosts not yet resolved: the VM's kernel resolves and forwards them
         # (slow path); each resolved host then gets its own /32 (/128) route.
         return [FlowSpec(TABLE_FIB, prio, _prefix_match(entry.prefix), (ToController(),), c)]
-    return [FlowSpec(TABLE_FIB, prio, _prefix_match(entry.prefix), (Group(entry.nexthop_id),), c)]
+    group = Group(route_group(entry.nexthop_id, entry.prefix))
+    return [FlowSpec(TABLE_FIB, prio, _prefix_match(entry.prefix), (group,), c)]
 
 
 # --- datapath relay ------------------------------------------------------------------------
@@ -453,9 +498,19 @@ def bucket_actions(bucket: Bucket) -> tuple[Action, ...]:
     )
 
 
-def nexthop_group(mod: NextHopMod) -> GroupSpec:
-    """One group per next hop; unresolved (no bucket) punts to the VM via the controller."""
+def nexthop_group(mod: NextHopMod, group_id: int | None = None) -> GroupSpec:
+    """A next hop's group (shard 0 unless ``group_id`` names another of its shards);
+    unresolved (no bucket) punts to the VM via the controller."""
+    gid = mod.nexthop_id if group_id is None else group_id
     if not mod.buckets:
-        return GroupSpec(mod.nexthop_id, False, (((ToController(),), 1),))
+        return GroupSpec(gid, False, (((ToController(),), 1),))
     buckets = tuple((bucket_actions(b), max(1, b.weight)) for b in mod.buckets)
-    return GroupSpec(mod.nexthop_id, len(buckets) > 1, buckets)
+    return GroupSpec(gid, len(buckets) > 1, buckets)
+
+
+def nexthop_groups(mod: NextHopMod) -> list[GroupSpec]:
+    """All the groups of one next hop (its shards, see GROUP_SHARDS): the same buckets."""
+    first = nexthop_group(mod)
+    return [first] + [
+        GroupSpec(gid, first.select, first.buckets) for gid in nexthop_group_ids(mod.nexthop_id)[1:]
+    ]

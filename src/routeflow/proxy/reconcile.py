@@ -21,6 +21,8 @@ from routeflow.proxy import fastof
 from routeflow.proxy import openflow as of
 from routeflow.rflib.protocol import FibEntry, RouteKind
 
+route_group = of.route_group
+
 #: (table, priority, normalised match) identifies a flow on a switch.
 FlowKey = tuple[int, int, str]
 #: Raw OpenFlow bytes as os-ken hands them over (a reply's ``msg.buf``).
@@ -194,17 +196,17 @@ def desired_flows(
     aton = socket.inet_aton
     ntoa = socket.inet_ntoa
     from_bytes = int.from_bytes
-    group_texts: dict[int, str] = {}  # one string per next hop, not per route
+    group_texts: dict[int, str] = {}  # one string per group, not per route
     for entry in fib:
         if entry.kind == _UNICAST:
             addr, sep, plen_text = entry.prefix.partition("/")
             if ":" in addr:
                 m6 = _route6_match(addr, _PLEN6.get(plen_text) if sep else 128)
                 if m6 is not None:
-                    nh = entry.nexthop_id
-                    gtext = group_texts.get(nh)
+                    gid = route_group(entry.nexthop_id, entry.prefix)
+                    gtext = group_texts.get(gid)
                     if gtext is None:
-                        gtext = group_texts[nh] = f"group:{nh}"
+                        gtext = group_texts[gid] = f"group:{gid}"
                     out[(table, base + m6[0], m6[1])] = (gtext, entry)
                     continue
                 plen = None
@@ -219,10 +221,10 @@ def desired_flows(
                 if raw and from_bytes(raw, "big") & _MASKS[plen] == from_bytes(raw, "big"):
                     addr = ntoa(raw)
                     m = head + addr if plen == 32 else f"{head}{addr}/{masks[plen]}"
-                    nh = entry.nexthop_id
-                    gtext = group_texts.get(nh)
+                    gid = route_group(entry.nexthop_id, entry.prefix)
+                    gtext = group_texts.get(gid)
                     if gtext is None:
-                        gtext = group_texts[nh] = f"group:{nh}"
+                        gtext = group_texts[gid] = f"group:{gid}"
                     out[(table, base + plen, m)] = (gtext, entry)
                     continue
         for spec in of.fib_flows(entry):
@@ -369,10 +371,10 @@ def plan_switch(
                         m = head + addr if plen == 32 else f"{head}{addr}/{masks[plen]}"
                         key = (table, base + plen, m)
             if key is not None:
-                nh = entry.nexthop_id
-                gtext = group_texts.get(nh)
+                gid = route_group(entry.nexthop_id, entry.prefix)
+                gtext = group_texts.get(gid)
                 if gtext is None:
-                    gtext = group_texts[nh] = f"group:{nh}"
+                    gtext = group_texts[gid] = f"group:{gid}"
                 if wanted and key in wanted:
                     del wanted[key]
                 have = pop(key, None)
@@ -428,10 +430,10 @@ def raw_chunks(plan: FlowPlan, chunk: int = CHUNK) -> Iterator[tuple[bytes, int]
             prefix = entry.prefix
             if ":" in prefix:
                 net6, plen = parse6(prefix)
-                off += pack_add6(buf, off, xid, net6, plen, entry.nexthop_id)
+                off += pack_add6(buf, off, xid, net6, plen, route_group(entry.nexthop_id, prefix))
             else:
                 net, plen = parse(prefix)
-                pack_add(buf, off, xid, net, plen, entry.nexthop_id)
+                pack_add(buf, off, xid, net, plen, route_group(entry.nexthop_id, prefix))
                 off += add_size
         yield bytes(buf[:off]), len(part)
     delete = fastof.flow_delete_strict

@@ -77,5 +77,5 @@ def switch_pipeline(
     """A physical switch as rfproxy programs it: router ports (port -> MAC), FIB, next hops."""
     return ofsim.Pipeline(
         [sim_flow(s) for s in switch_specs(router_ports, fib)],
-        [sim_group(of.nexthop_group(m)) for m in nexthops],
+        [sim_group(g) for m in nexthops for g in of.nexthop_groups(m)],
     )

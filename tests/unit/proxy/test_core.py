@@ -328,16 +328,27 @@ def test_the_plan_writes_groups_first_and_deletes_stale_groups_last_unless_desir
     c.server_message(nexthop(8))
     c.fib(DP)["10.0.0.0/8"] = FibEntry(prefix="10.0.0.0/8", kind=RouteKind.UNICAST, nexthop_id=7)
     want7 = reconcile.group_text(of.nexthop_group(c.state[DP].groups[7]))
-    (start,) = read_all(c, groups={7: want7, 8: "indirect[]", 9: "indirect[]", 10: "x"})
+    # Next hop 7 has all its shards as desired, 8 only shard 0 (not as desired).
+    have = dict.fromkeys(of.nexthop_group_ids(7), want7)
+    have.update({8: "indirect[]", 9: "indirect[]", 10: "x"})
+    (start,) = read_all(c, groups=have)
     start.read.actual[(0, 300, "in_port=5")] = ("output:CONTROLLER", of.cookie(2, 5), b"m")
     plan = c.plan(start.stream, start.read)
-    assert [(a.group.group_id, a.command) for a in kinds(plan.first, WriteGroup)] == [(8, "modify")]
+    assert [(a.group.group_id, a.command) for a in kinds(plan.first, WriteGroup)] == [
+        *((g, "add") for g in of.nexthop_group_ids(8)[1:]),
+        (8, "modify"),
+    ]
     assert kinds(plan.first, DeleteFlow) == [DeleteFlow(DP, 0, 300, b"m")]
-    assert isinstance(plan.first[0], WriteGroup) and isinstance(plan.first[1], WriteFlows)
+    assert all(isinstance(a, WriteGroup) for a in plan.first[: of.GROUP_SHARDS])
+    assert isinstance(plan.first[of.GROUP_SHARDS], WriteFlows)
     assert [e.prefix for e in plan.flows.add_routes] == ["10.0.0.0/8"]
     assert plan.stale_groups == [9, 10]
     c.server_message(nexthop(10))  # desired again while the flows were written
     assert c.finish(plan) == [WriteGroup(DP, of.GroupSpec(9, select=False), "delete"), Barrier(DP)]
     counts = plan.counts
-    assert (counts.groups_unchanged, counts.groups_modify, counts.groups_delete) == (1, 1, 2)
+    assert (counts.groups_unchanged, counts.groups_modify, counts.groups_delete) == (
+        of.GROUP_SHARDS,
+        1,
+        2,
+    )
     assert "reconciled switch 0x99" in plan.notices()[0].text % plan.notices()[0].args

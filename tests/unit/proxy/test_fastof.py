@@ -23,6 +23,8 @@ DP = _Datapath()
 
 
 def _os_ken(prefix: str, group: int, xid: int, delete: bool) -> bytes:
+    """os-ken's flow-mod of the route ``prefix`` through next hop ``group`` (which
+    applies that next hop's shard for the prefix, openflow.route_group)."""
     (spec,) = of.fib_flows(FibEntry(prefix=prefix, kind=RouteKind.UNICAST, nexthop_id=group))
     msg = ofmsg.flow_mod(DP, spec, delete)
     msg.set_xid(xid)
@@ -43,7 +45,7 @@ prefixes = st.builds(
 def test_route_add_matches_os_ken(prefix, group, xid):
     net, plen = fastof.parse_prefix(prefix)
     buf = bytearray(fastof.FLOW_ADD_SIZE + 5)
-    fastof.pack_route_add(buf, 5, xid, net, plen, group)
+    fastof.pack_route_add(buf, 5, xid, net, plen, of.route_group(group, prefix))
     assert bytes(buf[5:]) == _os_ken(prefix, group, xid, delete=False)
 
 
@@ -61,7 +63,7 @@ def test_every_prefix_length(plen):
     net, got = fastof.parse_prefix(prefix)
     assert got == plen
     buf = bytearray(fastof.FLOW_ADD_SIZE)
-    fastof.pack_route_add(buf, 0, 1, net, plen, 7)
+    fastof.pack_route_add(buf, 0, 1, net, plen, of.route_group(7, prefix))
     assert bytes(buf) == _os_ken(prefix, 7, 1, delete=False)
 
 
@@ -103,7 +105,7 @@ prefixes6 = st.builds(
 def test_route6_add_matches_os_ken(prefix, group, xid):
     net, plen = fastof.parse_prefix6(prefix)
     buf = bytearray(fastof.FLOW6_ADD_SIZE + 5)
-    size = fastof.pack_route6_add(buf, 5, xid, net, plen, group)
+    size = fastof.pack_route6_add(buf, 5, xid, net, plen, of.route_group(group, prefix))
     assert bytes(buf[5 : 5 + size]) == _os_ken(prefix, group, xid, delete=False)
 
 
@@ -121,7 +123,7 @@ def test_every_ipv6_prefix_length():
         net, got = fastof.parse_prefix6(prefix)
         assert got == plen
         buf = bytearray(fastof.FLOW6_ADD_SIZE)
-        size = fastof.pack_route6_add(buf, 0, 1, net, plen, 7)
+        size = fastof.pack_route6_add(buf, 0, 1, net, plen, of.route_group(7, prefix))
         assert bytes(buf[:size]) == _os_ken(prefix, 7, 1, delete=False), prefix
         size = fastof.pack_route6_delete(buf, 0, 2, net, plen)
         assert bytes(buf[:size]) == _os_ken(prefix, 7, 2, delete=True), prefix

@@ -90,7 +90,9 @@ def _old_ipv4_fib_flows(entry: FibEntry) -> list[of.FlowSpec]:
             of.FlowSpec(1, 2000, match, (of.ToController(),), c),
             of.FlowSpec(0, 310, arp, (of.ToController(),), c),
         ]
-    action = of.ToController() if entry.kind == RouteKind.CONNECTED else of.Group(entry.nexthop_id)
+    # Since then: a route applies its next hop's shard for the prefix (GROUP_SHARDS).
+    group = of.Group(of.route_group(entry.nexthop_id, entry.prefix))
+    action = of.ToController() if entry.kind == RouteKind.CONNECTED else group
     return [of.FlowSpec(1, 1000 + net.prefixlen, match, (action,), of.cookie(of.Kind.ROUTE))]
 
 
@@ -144,7 +146,9 @@ def test_ipv6_routes_match_per_the_contract():
         ("eth_type", 0x86DD),
         ("ipv6_dst", ("2001:db8:1::", "ffff:ffff:ffff:ffff::")),
     )
-    assert p64.actions == (of.Group(5),) and p64.cookie == of.cookie(of.Kind.ROUTE)
+    assert p64.actions == (
+        of.Group(of.route_group(5, "2001:db8:1::/64")),
+    ) and p64.cookie == of.cookie(of.Kind.ROUTE)
     (p128,) = flow("2001:db8::7/128")
     assert p128.priority == of.PRIO_ROUTE_BASE + 128
     assert p128.match == (("eth_type", 0x86DD), ("ipv6_dst", "2001:db8::7"))
@@ -179,3 +183,44 @@ def test_ipv6_addresses_are_written_as_the_switch_reports_them():
     )
     (host_bits,) = of.fib_flows(FibEntry(prefix="2001:DB8::1/32", kind=RouteKind.UNICAST))
     assert dict(host_bits.match)["ipv6_dst"] == ("2001:db8::", "ffff:ffff::")
+
+
+def test_a_next_hops_routes_spread_over_its_shards():
+    """Route flows of one next hop use GROUP_SHARDS groups of the same buckets, chosen by
+    the prefix: OVS's cost of removing a flow from a group grows with the group's flows."""
+    prefixes = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(4096)]
+    shards: dict[int, int] = {}
+    for prefix in prefixes:
+        gid = of.route_group(7, prefix)
+        assert gid in of.nexthop_group_ids(7) and of.nexthop_of_group(gid) == 7
+        assert gid == of.route_group(7, prefix)  # stable
+        shards[gid] = shards.get(gid, 0) + 1
+    assert len(shards) == of.GROUP_SHARDS
+    assert min(shards.values()) > 4096 // of.GROUP_SHARDS // 2
+    assert max(shards.values()) < 4096 // of.GROUP_SHARDS * 2
+    # Shard 0 is the next-hop id itself; a next-hop id too large to shard is left alone.
+    assert of.nexthop_group_ids(7)[0] == 7 and len(set(of.nexthop_group_ids(7))) == of.GROUP_SHARDS
+    assert max(of.nexthop_group_ids(2**24 - 1)) <= 0xFFFFFF00  # OFPG_MAX
+    assert of.nexthop_of_group(max(of.nexthop_group_ids(2**24 - 1))) == 2**24 - 1
+    for big in (2**24, 2**28 + 2**24, 0xFFFFFF00):
+        assert of.route_group(big, "10.0.0.0/8") == big and of.nexthop_group_ids(big) == (big,)
+        assert of.nexthop_of_group(big) == big
+
+
+def test_every_shard_of_a_next_hop_has_its_buckets():
+    mod = NextHopMod(
+        mod=Mod.ADD,
+        ct_id=1,
+        dp_id=0x99,
+        nexthop_id=7,
+        buckets=[
+            Bucket(dp_port=2, src_hwaddress="02:00:00:00:00:01", dst_hwaddress="06:0:0:0:0:7")
+        ],
+    )
+    groups = of.nexthop_groups(mod)
+    assert [g.group_id for g in groups] == list(of.nexthop_group_ids(7))
+    assert {(g.select, g.buckets) for g in groups} == {
+        (of.nexthop_group(mod).select, of.nexthop_group(mod).buckets)
+    }
+    (fib,) = of.fib_flows(FibEntry(prefix="10.1.0.0/16", kind=RouteKind.UNICAST, nexthop_id=7))
+    assert fib.actions == (of.Group(of.route_group(7, "10.1.0.0/16")),)

@@ -277,7 +277,11 @@ def test_default_route_is_in_sync_with_what_the_switch_reports():
         table_id=of.TABLE_FIB,
         priority=of.PRIO_ROUTE_BASE,
         match=P.OFPMatch(eth_type=of.ETH_TYPE_IPV4),
-        instructions=[P.OFPInstructionActions(OFP.OFPIT_APPLY_ACTIONS, [P.OFPActionGroup(9)])],
+        instructions=[
+            P.OFPInstructionActions(
+                OFP.OFPIT_APPLY_ACTIONS, [P.OFPActionGroup(of.route_group(9, "0.0.0.0/0"))]
+            )
+        ],
     )
     body = stats_entry(as_stored)
     actual: reconcile.ActualFlows = {}
@@ -376,7 +380,7 @@ def test_dual_stack_raw_flow_stats_and_diff_are_the_old_ones(rports, fib, data):
 # `ovs-ofctl -O OpenFlow13 add-flows` of routeflow's IPv6 flow shapes (OVS's own
 # encoder, not os-ken's): the ff02::/16 punt of router port 1, a /128 and a /64
 # route and ::/0 via group 7, LOCAL fe80::1 of port 1, and an IPv4 /24 route.
-OVS_REPLY = bytes.fromhex(
+_OVS_REPLY_ONE_GROUP = bytes.fromhex(
     "04130270000000020001000000000000008000000000000001d905c0012c0000000000000000000052460200"
     "000000010000000000000000000000000000000000010036800000040000000180000a0286dd80003720ff02"
     "0000000000000000000000000000ffff00000000000000000000000000000000000400180000000000000010"
@@ -392,6 +396,24 @@ OVS_REPLY = bytes.fromhex(
     "00040010000000000016000800000007005001000000000001d905c003e80000000000000000000052460400"
     "00000000000000000000000000000000000000000001000a80000a0286dd0000000000000004001000000000"
     "0016000800000007"
+)
+
+
+def _sharded(reply: bytes, prefixes: list[str]) -> bytes:
+    """The reply as OVS gave it when a next hop was one group (7): each route flow's
+    group action now names the next hop's shard for its prefix (openflow.route_group),
+    flows in the reply's order."""
+    action = bytes.fromhex("0016000800000007")
+    parts = reply.split(action)
+    assert len(parts) == len(prefixes) + 1
+    out = parts[0]
+    for prefix, rest in zip(prefixes, parts[1:], strict=True):
+        out += action[:4] + of.route_group(7, prefix).to_bytes(4, "big") + rest
+    return out
+
+
+OVS_REPLY = _sharded(
+    _OVS_REPLY_ONE_GROUP, ["2001:db8:2::5/128", "2001:db8:1::/64", "10.0.0.0/24", "::/0"]
 )
 
 

@@ -404,12 +404,16 @@ def test_a_wiped_switch_gets_everything_back_groups_first_and_paced(caplog):
         reconcile_from(proxy, dp, b"", [])
         wait_done(proxy)
     assert {k: v[0] for k, v in dp.flows.items()} == desired_now(proxy, dp)
-    assert dp.groups == {7: OFP.OFPGT_INDIRECT, 8: OFP.OFPGT_INDIRECT}
+    # Every shard of both next hops (openflow.GROUP_SHARDS).
+    shards = [*of.nexthop_group_ids(7), *of.nexthop_group_ids(8)]
+    assert dp.groups == dict.fromkeys(shards, OFP.OFPGT_INDIRECT)
     first_flow = next(i for i, e in enumerate(dp.log) if e[0] == "flow")
-    assert all(e[0] == "group" for e in dp.log[:first_flow]) and first_flow == 2
+    assert all(e[0] == "group" for e in dp.log[:first_flow]) and first_flow == len(shards)
     # Paced: the routes went raw, in windows, each acknowledged; none left over.
     assert dp.raw == 3000 and dp.barriers == -(-3000 // 256) and not dp.held
-    assert "reconciled switch 0x99: flows +3008 -0 =0, groups +2 ~0 -0 =0" in caplog.text
+    assert (
+        f"reconciled switch 0x99: flows +3008 -0 =0, groups +{len(shards)} ~0 -0 =0" in caplog.text
+    )
 
 
 def test_stale_flows_go_before_stale_groups_and_foreign_flows_stay():
@@ -424,21 +428,24 @@ def test_stale_flows_go_before_stale_groups_and_foreign_flows_stay():
     on_switch += [ofmsg.flow_mod(DP, s, False) for e in stale_routes for s in of.fib_flows(e)]
     on_switch.append(ofmsg.flow_mod(DP, foreign, False))
     dp.flows, body = switch_of(on_switch)
-    dp.groups = {7: OFP.OFPGT_INDIRECT, 9: OFP.OFPGT_INDIRECT}
-    stale_group = ofmsg.group_mod(DP, of.GroupSpec(9, False, (((of.Output(5),), 1),)), "add")
-    live_group = ofmsg.group_mod(DP, of.nexthop_group(nexthop(7, 2)), "add")
-    reconcile_from(proxy, dp, body, [live_group, stale_group])
+    live, stale = of.nexthop_group_ids(7), of.nexthop_group_ids(9)
+    dp.groups = dict.fromkeys([*live, *stale], OFP.OFPGT_INDIRECT)
+    stale_groups = [
+        ofmsg.group_mod(DP, of.GroupSpec(g, False, (((of.Output(5),), 1),)), "add") for g in stale
+    ]
+    live_groups = [ofmsg.group_mod(DP, g, "add") for g in of.nexthop_groups(nexthop(7, 2))]
+    reconcile_from(proxy, dp, body, [*live_groups, *stale_groups])
     wait_done(proxy)
     want = desired_now(proxy, dp)
     assert {k: v[0] for k, v in dp.flows.items() if k in want} == want
     assert {k for k, (_a, c) in dp.flows.items() if k not in want} == {
         (1, 1024, "eth_type=2048,ipv4_dst=198.51.100.0/255.255.255.0")
     }
-    assert dp.groups == {7: OFP.OFPGT_INDIRECT}
-    # The live group was as desired: neither re-added nor modified.
-    assert [e for e in dp.log if e[0] == "group"] == [("group", OFP.OFPGC_DELETE, 9)]
+    assert dp.groups == dict.fromkeys(live, OFP.OFPGT_INDIRECT)
+    # The live groups were as desired: neither re-added nor modified.
+    assert [e for e in dp.log if e[0] == "group"] == [("group", OFP.OFPGC_DELETE, g) for g in stale]
     last_flow = max(i for i, e in enumerate(dp.log) if e[0] == "flow")
-    deleted_group = dp.log.index(("group", OFP.OFPGC_DELETE, 9))
+    deleted_group = min(dp.log.index(("group", OFP.OFPGC_DELETE, g)) for g in stale)
     assert deleted_group > last_flow
     assert sum(1 for e in dp.log if e[0] == "flow" and e[1][0] == "delete") == 300
 
