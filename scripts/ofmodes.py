@@ -193,7 +193,7 @@ def main() -> None:
                        check=True, env=env)  # fmt: skip
         of = ["ovs-ofctl", "-O", "OpenFlow13"]
         for g, mac in [(1, "02:00:00:00:00:01"), (2, "02:00:00:00:00:02")] + [
-            (g, f"02:00:00:00:01:{g % 256:02x}") for g in range(10, 10 + 256)
+            (g, f"02:00:00:00:01:{g % 256:02x}") for g in range(10, 10 + 1024)
         ]:
             subprocess.run([*of, "add-group", "h28b",
                             f"group_id={g},type=indirect,bucket=set_field:{mac}->eth_dst,"
