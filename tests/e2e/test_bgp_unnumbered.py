@@ -9,16 +9,13 @@ outside routeflow: the VM kernels, ping, ovs-ofctl. One lab serves the module.
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import lab_plan
+from faultkit import converged_lab
 
-from routeflow.lab import checks, scenarios
+from routeflow.lab import checks
 from routeflow.lab.faults import ContinuousPing
 from routeflow.lab.runner import LabRun
 
@@ -27,23 +24,7 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[LabRun]:
-    base = "/tmp/routeflow-tests"
-    os.makedirs(base, mode=0o755, exist_ok=True)
-    run = LabRun(
-        lab_plan("rftest2-unnumbered"),
-        os.path.join(base, f"unnumbered-{os.getpid()}-{secrets.token_hex(2)}"),
-        log_level=os.environ.get("ROUTEFLOW_LOG_LEVEL", "INFO"),
-    )
-    try:
-        t0 = time.monotonic()
-        run.start()
-        result = scenarios.CheckResult(lab=run.plan.name)
-        assert scenarios.converge(run, result, t0, 60), result.stages
-        yield run
-    finally:
-        run.stop()
-        if not os.environ.get("ROUTEFLOW_KEEP_RUNS"):
-            shutil.rmtree(run.run_dir, ignore_errors=True)
+    yield from converged_lab("rftest2-unnumbered", "unnumbered")
 
 
 def bgp_routes(run: LabRun, switch: str) -> list[checks.KernelRoute]:

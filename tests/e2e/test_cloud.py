@@ -8,23 +8,18 @@ process and no namespace behind.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import LABS, ROOT
+from cloudkit import ENV, lab_check, needs_udhcpc, processes_naming
+from conftest import LABS
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/usr/sbin/udhcpc") and not os.path.exists("/sbin/udhcpc"),
-    reason="needs busybox udhcpc (scripts/setup.sh)",
-)
+pytestmark = needs_udhcpc
 
 CLOUD = os.path.join(LABS, "cloud.yaml")
-ENV = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
 
 
 def namespaces(tag: str) -> list[str]:
@@ -32,40 +27,9 @@ def namespaces(tag: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if f"-{tag}" in line]
 
 
-def processes_naming(text: str) -> list[int]:
-    """Pids whose command line mentions ``text`` (the run directory)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if text.encode() in fh.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cloud") / "result.json"
-    run_dir = f"/tmp/routeflow-tests/cloud-check-{os.getpid()}"
-    t = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "routeflow.cli", "lab", "check", CLOUD, "--json", str(out),
-         "--run-dir", run_dir],
-        capture_output=True, text=True, timeout=300, env=ENV,
-    )  # fmt: skip
-    seconds = time.monotonic() - t
-    assert out.exists(), done.stdout + done.stderr
-    result = json.loads(out.read_text())
-    result["exit"] = done.returncode
-    result["output"] = done.stdout + done.stderr
-    print(f"\ncloud lab check: {seconds:.1f} s")
-    for s in result["stages"]:
-        print(f"  {s['stage']}: {s['seconds']:.2f} s {s['detail']}")
-    return result
+    return lab_check("cloud", "cloud-check", tmp_path_factory)
 
 
 def test_every_stage_passes(check):
@@ -94,8 +58,9 @@ def test_what_the_stages_saw(check):
     stage = {s["stage"]: s for s in check["stages"]}
     assert sorted(check["dhcp_lease_s"]) == ["a1", "a2", "a3", "b1", "b2", "b3"]
     assert "(ttl 63)" in stage["routed ping across nodes"]["detail"]
-    assert "12 pings to other tenants' addresses unanswered, 2 to addresses both tenants use" in (
-        stage["isolation between tenants"]["detail"]
+    assert (
+        "12 pings to other tenants' addresses unanswered, 2 to addresses both tenants use"
+        in (stage["isolation between tenants"]["detail"])
     )
     sg = stage["security groups allow and block what their rules say"]["detail"]
     assert "b1 -> tcp/22 open, tcp/2222 timeout (both open before: open, open)" in sg, sg

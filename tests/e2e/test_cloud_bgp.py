@@ -10,51 +10,18 @@ serving it, killed under a 20 ms ping, hands its /32s to the other one.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
-import time
 
 import pytest
-from conftest import LABS, ROOT
+from cloudkit import lab_check, needs_udhcpc, processes_naming, stage
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/usr/sbin/udhcpc") and not os.path.exists("/sbin/udhcpc"),
-    reason="needs busybox udhcpc (scripts/setup.sh)",
-)
-
-LAB = os.path.join(LABS, "cloud-bgp.yaml")
-ENV = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
+pytestmark = needs_udhcpc
 
 
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cloud-bgp") / "result.json"
-    run_dir = f"/tmp/routeflow-tests/cloud-bgp-{os.getpid()}"
-    t = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "routeflow.cli", "lab", "check", LAB, "--json", str(out),
-         "--run-dir", run_dir],
-        capture_output=True, text=True, timeout=300, env=ENV,
-    )  # fmt: skip
-    seconds = time.monotonic() - t
-    assert out.exists(), done.stdout + done.stderr
-    result = json.loads(out.read_text())
-    result["exit"] = done.returncode
-    result["output"] = done.stdout + done.stderr
-    result["run_dir"] = run_dir
-    print(f"\ncloud-bgp lab check: {seconds:.1f} s")
-    for s in result["stages"]:
-        print(f"  {s['stage']}: {s['seconds']:.2f} s {s['detail']}")
-    return result
-
-
-def stage(check, prefix: str) -> dict:
-    found = [s for s in check["stages"] if s["stage"].startswith(prefix)]
-    assert found, [s["stage"] for s in check["stages"]]
-    return found[0]
+    return lab_check("cloud-bgp", "cloud-bgp", tmp_path_factory)
 
 
 def test_every_stage_passes(check):
@@ -92,13 +59,4 @@ def test_gateway_failover_moves_the_announcement_and_traffic_resumes(check):
 
 def test_the_check_leaves_nothing_behind(check):
     assert not os.path.exists(os.path.join(check["run_dir"], "cloud"))
-    left = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    if check["run_dir"].encode() in fh.read():
-                        left.append(pid)
-            except OSError:
-                continue
-    assert left == []
+    assert processes_naming(check["run_dir"]) == []
