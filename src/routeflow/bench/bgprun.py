@@ -116,19 +116,6 @@ def _table_active(run, switch: str, table: int = FIB_TABLE) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _kernel_bgp(run, switch: str, family: int = 4) -> set[str]:
-    """The VM kernel's BGP routes of ``family``, as canonical prefixes (a text read:
-    cheap at 1M)."""
-    out = run.vm_node(switch).cmd(f"ip -{family} route show proto bgp")
-    host = "/32" if family == 4 else "/128"
-    routes = set()
-    for line in out.splitlines():
-        dst = line.split(" ", 1)[0]
-        if dst and (dst[0].isdigit() or ":" in dst):
-            routes.add(dst if "/" in dst else f"{dst}{host}")
-    return routes
-
-
 def _read_log(path: str) -> dict[str, str]:
     out: dict[str, str] = {}
     try:
@@ -253,7 +240,7 @@ def run_bgp(
         kernel: set[str] = set()
         have: set[str] = set()
         for family in families:
-            kernel |= _kernel_bgp(run, sp.switch, family)
+            kernel |= checks.kernel_bgp_prefixes(run, sp.switch, family)
             have |= set(checks.fib_flows(run, sp.switch, family)) & want
         result.kernel_routes = len(kernel)
         result.switch_equals_kernel = have == kernel

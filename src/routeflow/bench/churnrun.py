@@ -15,7 +15,6 @@ update-to-flow latency, from the moment the speaker was handed the update.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -70,11 +69,7 @@ class ChurnResult:
 
 
 def _kernel_bgp(run, switch: str) -> set[str]:
-    out = set()
-    for fam in (4, 6):
-        for r in checks._ip_json(run, switch, f"ip -{fam} -j route show proto bgp"):
-            out.add(str(ipaddress.ip_network(r["dst"], strict=False)))
-    return out
+    return checks.kernel_bgp_prefixes(run, switch, 4) | checks.kernel_bgp_prefixes(run, switch, 6)
 
 
 def _switch(run, sp, prefixes: set[str]) -> set[str]:
@@ -136,11 +131,14 @@ def run_churn(
     timeout: float = 120.0,
     log_level: str = "WARNING",
     peer: str | None = None,
+    loaded: tuple[list[churn.Update], str] | None = None,
 ) -> ChurnResult:
+    """``loaded``: what load_stream(stream_path, peer) gave, when the caller has it
+    (an MRT file of a collector's 15 minutes is not read twice)."""
     from routeflow.lab.runner import LabFailure, LabRun
     from routeflow.lab.scenarios import CheckResult, converge, install_signal_handlers, start_lab
 
-    updates, converted = load_stream(stream_path, peer)
+    updates, converted = loaded if loaded is not None else load_stream(stream_path, peer)
     final = set(churn.final_state(updates))
     result = ChurnResult(stream=stream_path, updates=len(updates), speed=speed)
     result.converted = converted
@@ -267,17 +265,16 @@ def main_churn(
     from routeflow.lab.scenarios import default_run_dir
 
     try:
-        _updates, converted = load_stream(stream_path, peer)
+        loaded = load_stream(stream_path, peer)
     except churn.ChurnError as err:
         print(f"bench churn: {err}", file=sys.stderr)
         return 2
-    if converted:
-        console.print(f"{stream_path}: {converted}", markup=False)
-    del _updates
+    if loaded[1]:
+        console.print(f"{stream_path}: {loaded[1]}", markup=False)
     stream_path = os.path.abspath(stream_path)
     run_dir = run_dir or default_run_dir("bench-churn")
     with console.status("bench churn"):
-        r = run_churn(stream_path, run_dir, speed=speed, timeout=timeout, peer=peer)
+        r = run_churn(stream_path, run_dir, speed=speed, timeout=timeout, peer=peer, loaded=loaded)
     for s in r.stages:
         mark = "ok" if s["ok"] else "FAIL"
         console.print(f"  {mark} {s['stage']} ({s['seconds']} s) {s['detail']}", markup=False)

@@ -125,11 +125,13 @@ def read_table(path: str) -> list[TableEntry]:
 def read_table_file(path: str) -> list[TableEntry]:
     """A table file, an MRT RIB dump (tablemrt.py) or one printed as text by
     ``bgpdump -m`` / ``bgpkit-parser`` (recorded.py), told apart by their start."""
+    # Imported here: both modules build on this one.
+    from routeflow.bench.recorded import looks_like_text_records
     from routeflow.bench.tablemrt import is_mrt, read_mrt
 
     if is_mrt(path):
         return read_mrt(path)
-    if _first_data_line(path, looks_like_records):
+    if _first_data_line(path, looks_like_text_records):
         from routeflow.bench.churn import ChurnError
         from routeflow.bench.recorded import parse_text_records, table_from_records
 
@@ -141,12 +143,6 @@ def read_table_file(path: str) -> list[TableEntry]:
         except (OSError, UnicodeDecodeError) as err:
             raise TableError(f"{path}: {err}") from None
     return read_table(path)
-
-
-def looks_like_records(line: str) -> bool:
-    from routeflow.bench.recorded import looks_like_text_records
-
-    return looks_like_text_records(line)
 
 
 def _first_data_line(path: str, test: Callable[[str], bool]) -> bool:

@@ -14,6 +14,9 @@ record; an update file given as a table (or the other way round) is told so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from routeflow.bench.churn import ChurnError
 from routeflow.bench.recorded import Record
 from routeflow.bench.table import TableEntry, TableError, _entry
@@ -24,7 +27,7 @@ TABLE_DUMP, TABLE_DUMP_V2, BGP4MP, BGP4MP_ET = 12, 13, 16, 17
 PEER_INDEX_TABLE = 1
 #: RIB_IPV4_UNICAST, RIB_IPV6_UNICAST and their ADD-PATH forms (RFC 8050).
 RIB_UNICAST = frozenset({2, 4, 8, 10})
-#: BGP4MP_MESSAGE(_AS4)(_LOCAL)(_ADDPATH) and BGP4MP_STATE_CHANGE(_AS4).
+#: BGP4MP_MESSAGE, _AS4, _LOCAL, _AS4_LOCAL and their ADD-PATH forms (RFC 8050).
 BGP4MP_MESSAGES = frozenset({1, 4, 6, 7, 8, 9, 10, 11})
 BGP4MP_STATE_CHANGES = frozenset({0, 5})
 BGP4MP_ENTRY = 2
@@ -44,15 +47,11 @@ def mrt_type(path: str) -> int | None:
     try:
         with open(path, "rb") as fh:
             magic = fh.read(3)
-        if magic[:2] == b"\x1f\x8b":
-            with gzip.open(path, "rb") as fh:
-                head = fh.read(12)
-        elif magic == b"BZh":
-            with bz2.open(path, "rb") as fh:
-                head = fh.read(12)
-        else:
-            with open(path, "rb") as fh:
-                head = fh.read(12)
+        opener: Callable[..., Any] = (
+            gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic == b"BZh" else open
+        )
+        with opener(path, "rb") as fh:
+            head = fh.read(12)
     except (OSError, EOFError, ValueError):
         return None
     if len(head) < 12:

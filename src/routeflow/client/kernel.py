@@ -996,7 +996,7 @@ class KernelView:
                 continue
             gateway = hop.gateway
             if gateway is not None and (":" in gateway) != v6:
-                if v6:  # an IPv6 route through an IPv4 gateway: nothing Linux makes
+                if v6:  # an IPv6 route through an IPv4 gateway: refused, said once
                     cross_family = True
                     continue
                 # RFC 5549 (BGP unnumbered, extended next hop): an IPv4 route through

@@ -121,6 +121,23 @@ def kernel_route_table(
     return routes
 
 
+def kernel_bgp_prefixes(run: LabRun, switch: str, family: int = 4) -> set[str]:
+    """The VM kernel's BGP routes of ``family`` as canonical prefixes: a text read, not
+    JSON, being cheap at a full table (1M routes); continuation lines of multipath
+    routes (``\tnexthop via ...``) are not prefixes and are passed over."""
+    out = run.vm_node(switch).cmd(f"ip -{family} route show proto bgp")
+    host = "/32" if family == 4 else "/128"
+    routes = set()
+    for line in out.splitlines():
+        dst = line.split(" ", 1)[0]
+        if dst and (dst[0].isdigit() or ":" in dst):
+            dst = dst if "/" in dst else f"{dst}{host}"
+            if ":" in dst and "." in dst:  # inet_ntop's embedded IPv4: Python's text instead
+                dst = str(ipaddress.ip_network(dst, strict=False))
+            routes.add(dst)
+    return routes
+
+
 def kernel_routes(run: LabRun, switch: str) -> dict[str, str]:
     """prefix -> 'connected' | gateway (first) of the VM's IPv4 unicast routes via its ports."""
     return {
@@ -257,16 +274,12 @@ def check_flows(run: LabRun) -> FlowCheck:
         routes, neigh, flows, grp, auto_addresses, neigh6 = probed[vm.switch]
         want = set(routes)
         if auto_addresses is None:  # router addresses
-            want |= {
-                f"{iface.ip}/32"
-                for iface in vm.interfaces
-                if not (unnumbered and iface.kind == "link")
-            }
+            want |= {f"{iface.ip}/32" for iface in vm.ipv4_interfaces(unnumbered)}
         else:
             want |= {f"{ip}/32" for ip in auto_addresses}
         # Resolved neighbours, but not link-local ones (FRR puts 169.254.0.1 on every
         # unnumbered link for RFC 5549: meaningful per link only, never a host route).
-        want |= {f"{ip}/32" for ip in neigh if not ip.startswith("169.254.")}
+        want |= {f"{ip}/32" for ip in neigh if not ipaddress.ip_address(ip).is_link_local}
         result.routes += len(routes)
         result.compare(vm.switch, want, flows)
         bad = []

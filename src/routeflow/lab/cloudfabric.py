@@ -451,8 +451,7 @@ def failover_stage(
             stage,
             False,
             time.monotonic() - t,
-            f"{fip} unreachable after {node} was killed (now served by {after}; "
-            f"load {seen.load})",
+            f"{fip} unreachable after {node} was killed (now served by {after}; load {seen.load})",
         )
         return
     seconds, lost = seen.gap

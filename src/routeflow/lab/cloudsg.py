@@ -204,8 +204,7 @@ def secgroup_stages(run: CloudRun, result: CheckResult, conn: Any, timeout: floa
             f"{after[ALLOWED_PORT]}, tcp/{BLOCKED_PORT} {after[BLOCKED_PORT]} (both open "
             f"before: {before[ALLOWED_PORT]}, {before[BLOCKED_PORT]}), ping "
             f"{'answered' if ping_in else 'NOT answered'}; {server.name} -> {client.name} "
-            f"ping {why}"
-            + ("" if applied else "; the agents did not apply the change in time"),
+            f"ping {why}" + ("" if applied else "; the agents did not apply the change in time"),
         )
         if not ok:
             return

@@ -50,11 +50,7 @@ def vm_addresses(vm: VmPlan, ipv6: bool, unnumbered: bool = False) -> list[str]:
 
     ``unnumbered`` (BGP unnumbered): links between VMs get no IPv4 address; their
     sessions and next hops are the interfaces' IPv6 link-local addresses."""
-    lines = [
-        f"addr replace {i.address} dev {i.ifname}"
-        for i in vm.interfaces
-        if not (unnumbered and i.kind == "link")
-    ]
+    lines = [f"addr replace {i.address} dev {i.ifname}" for i in vm.ipv4_interfaces(unnumbered)]
     if ipv6:  # ip infers the family from the address; no DAD (see runner's docstring)
         lines += [f"addr replace {i.address6} dev {i.ifname} nodad" for i in vm.interfaces]
     return [*lines, *(f"link set {i.ifname} up" for i in vm.interfaces), "link set lo up"]

@@ -1230,6 +1230,11 @@ class VmPlan(msgspec.Struct, frozen=True, kw_only=True):
     def link_ports(self) -> tuple[Interface, ...]:
         return tuple(i for i in self.interfaces if i.kind == "link")
 
+    def ipv4_interfaces(self, unnumbered: bool) -> tuple[Interface, ...]:
+        """The interfaces that carry their IPv4 address: all, or with BGP unnumbered
+        (LabPlan.bgp.unnumbered) the host ports only, links having none."""
+        return tuple(i for i in self.interfaces if not (unnumbered and i.kind == "link"))
+
 
 class HostPlan(msgspec.Struct, frozen=True, kw_only=True):
     """A host and where it plugs in."""
