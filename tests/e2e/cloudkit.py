@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 from conftest import LABS, ROOT
@@ -20,9 +22,11 @@ needs_udhcpc = pytest.mark.skipif(
 ENV = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
 
 
-def lab_check(lab: str, run_tag: str, tmp_path_factory) -> dict:
-    """The --json result of `lab check labs/LAB.yaml`, with its exit code, output and run
-    directory; the stages are printed (with -s) for the closing notes."""
+def lab_check(lab: str, run_tag: str, tmp_path_factory) -> Iterator[dict]:
+    """A module fixture's body: the --json result of `lab check labs/LAB.yaml`, with its
+    exit code, output and run directory (the stages printed, with -s, for the closing
+    notes); the run directory, which a fabric lab keeps for its logs, goes afterwards
+    (ROUTEFLOW_KEEP_RUNS keeps it)."""
     out = tmp_path_factory.mktemp(lab) / "result.json"
     run_dir = f"/tmp/routeflow-tests/{run_tag}-{os.getpid()}"
     t = time.monotonic()
@@ -40,7 +44,9 @@ def lab_check(lab: str, run_tag: str, tmp_path_factory) -> dict:
     print(f"\n{lab} lab check: {seconds:.1f} s")
     for s in result["stages"]:
         print(f"  {s['stage']}: {s['seconds']:.2f} s {s['detail']}")
-    return result
+    yield result
+    if not os.environ.get("ROUTEFLOW_KEEP_RUNS"):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def stage(check: dict, prefix: str) -> dict:

@@ -29,7 +29,7 @@ def namespaces(tag: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
-    return lab_check("cloud", "cloud-check", tmp_path_factory)
+    yield from lab_check("cloud", "cloud-check", tmp_path_factory)
 
 
 def test_every_stage_passes(check):

@@ -22,7 +22,7 @@ pytestmark = needs_udhcpc
 
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
-    return lab_check("cloud-external", "cloud-external", tmp_path_factory)
+    yield from lab_check("cloud-external", "cloud-external", tmp_path_factory)
 
 
 def test_every_stage_passes(check):
