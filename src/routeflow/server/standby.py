@@ -40,6 +40,8 @@ class StandbyView:
         self.status_path = status_path
         self.associations = 0
         self._recount: asyncio.Future | None = None
+        #: A row changed while a recount was reading: its count may miss it.
+        self._recount_again = False
         self.changes = 0
         self.last_change: float | None = None
         self.since = time.time()
@@ -89,16 +91,22 @@ class StandbyView:
     def _changed(self, kind: str) -> None:
         self.changes += 1
         self.last_change = time.time()
-        if kind == "assoc" and self._recount is None:
+        if kind != "assoc":
+            self.write_status()
+        elif self._recount is None:
             # A burst of row writes is one recount, a moment later.
             self._recount = asyncio.ensure_future(self._count_later())
         else:
-            self.write_status()
+            self._recount_again = True
 
     async def _count_later(self) -> None:
         try:
             await asyncio.sleep(0.2)
-            self.associations = len(await asyncio.to_thread(self.store.load_associations))
+            while True:
+                self._recount_again = False
+                self.associations = len(await asyncio.to_thread(self.store.load_associations))
+                if not self._recount_again:  # else a write came during the read: again
+                    break
         except Exception as exc:  # etcd briefly unreachable: the next change recounts
             log.debug("standby recount failed: %s", exc)
         finally:
