@@ -207,28 +207,24 @@ def lab_import(
     ipv6: bool,
     bfd: bool,
 ) -> None:
-    """Make a lab file from a GraphML or GML topology (e.g. the Internet Topology Zoo's)."""
+    """Make a lab file from a topology file: GraphML or GML (e.g. the Internet Topology
+    Zoo's), SNDlib (native or XML) or REPETITA (its IGP weights become OSPF costs)."""
     from routeflow.lab import importer
     from routeflow.lab.model import LabError, parse_lab
     from routeflow.lab.model import plan as make_plan
 
     try:
-        net, nodes, edges, attributes = importer.read_graph(graph)
-    except Exception as exc:  # networkx raises many kinds; all mean "not a graph file I read"
-        console.print(
-            f"{graph}: cannot read as GraphML/GML: {exc}",
-            style="red",
-            markup=False,
-            highlight=False,
-        )
+        src = importer.read_topology(graph)
+    except importer.TopologyFileError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    imp = importer.from_graph(name or net, nodes, edges)
+    imp = importer.from_graph(name or src.name, src.nodes, src.edges, src.costs)
     if len(imp.switches) < 1:
         console.print(f"{graph}: no nodes", style="red", markup=False, highlight=False)
         sys.exit(2)
     text = importer.to_yaml(
         imp,
-        importer.provenance(graph, attributes),
+        importer.provenance(graph, src.attributes, src.kind, src.notes),
         routing=routing,
         hosts=not no_hosts,
         ipv6=ipv6,

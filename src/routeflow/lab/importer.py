@@ -1,11 +1,13 @@
-"""Lab files from public topology files (GraphML or GML, as the Internet Topology Zoo has them).
+"""Lab files from public topology files: GraphML or GML (the Internet Topology Zoo's),
+SNDlib (native text or XML) and REPETITA (with IGP weights, made OSPF costs).
 
 A RouteFlow user brings their own network; research backbones are published as graphs whose
 nodes carry city names ("Frankfurt am Main", "St. Petersburg") and whose edges may repeat
 (two circuits between the same two cities). This module turns such a graph into a lab file:
 one switch per node (name made from its label), one link per edge (parallel edges kept),
-one host per switch. Reading the file is networkx's job (:func:`read_graph`); everything
-else is pure, so the same graph always gives the same lab text.
+one host per switch. Reading GraphML/GML is networkx's job (:func:`read_graph`), the other
+formats lab.topofiles'; everything else is pure, so the same graph always gives the same
+lab text.
 
 What is dropped is said in the file's header, never silently: self-loops (a link needs two
 switches), and nodes outside the largest connected component (a lab must be connected; many
@@ -21,13 +23,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from routeflow.lab import topofiles
 from routeflow.lab.model import LAB_NAME_RE
+from routeflow.lab.topofiles import SourceGraph, TopologyFileError
 
 #: Imported names are cut to this length: long enough for "StPetersburg" or "FrankfurtAmMain",
 #: short enough for tables (the lab file itself accepts up to model.IMPORT_NAME_MAX).
 IMPORT_NAME_MAX = 15
 
-__all__ = ["Imported", "from_graph", "read_graph", "switch_names"]
+__all__ = [
+    "Imported",
+    "SourceGraph",
+    "TopologyFileError",
+    "from_graph",
+    "read_graph",
+    "read_topology",
+    "switch_names",
+]
 
 #: Hosts sit on 172.16.0.0/12, one /24 per switch, so 4096 switches fit and no host subnet
 #: overlaps the default link pool (10.0.0.0/16).
@@ -42,6 +54,8 @@ class Imported:
     switches: list[str]
     links: list[tuple[str, str]]
     dropped: list[str] = field(default_factory=list)
+    #: OSPF cost per link (aligned with ``links``); empty: cost 1 everywhere.
+    costs: list[int] = field(default_factory=list)
 
 
 def switch_names(labels: Iterable[str]) -> list[str]:
@@ -84,6 +98,7 @@ def from_graph(
     name: str,
     nodes: list[tuple[str, str]],
     edges: list[tuple[str, str]],
+    costs: list[int] | None = None,
 ) -> Imported:
     """Reduce a graph (node id, label) + edges (node ids, repeats allowed) to a lab's topology.
 
@@ -95,14 +110,14 @@ def from_graph(
     ids = [n for n, _ in nodes]
     label = dict(nodes)
     adj: dict[str, set[str]] = {n: set() for n in ids}
-    kept_edges: list[tuple[str, str]] = []
-    for a, b in edges:
+    kept_edges: list[tuple[str, str, int]] = []
+    for (a, b), cost in zip(edges, costs or [1] * len(edges), strict=True):
         if a == b:
             dropped.append(f"self-loop on {label.get(a, a)!r}")
             continue
         adj[a].add(b)
         adj[b].add(a)
-        kept_edges.append((a, b))
+        kept_edges.append((a, b, cost))
     # Connected components by BFS, in node order.
     component_of: dict[str, int] = {}
     components: list[list[str]] = []
@@ -125,9 +140,13 @@ def from_graph(
             dropped.append(f"node {label[n]!r} (not connected to the largest component)")
     kept_ids = [n for n in ids if n in keep]
     names = dict(zip(kept_ids, switch_names(label[n] for n in kept_ids), strict=True))
-    links = [(names[a], names[b]) for a, b in kept_edges if a in keep and b in keep]
+    kept = [(a, b, c) for a, b, c in kept_edges if a in keep and b in keep]
     return Imported(
-        name=lab_name(name), switches=[names[n] for n in kept_ids], links=links, dropped=dropped
+        name=lab_name(name),
+        switches=[names[n] for n in kept_ids],
+        links=[(names[a], names[b]) for a, b, _c in kept],
+        dropped=dropped,
+        costs=[c for _a, _b, c in kept] if costs is not None else [],
     )
 
 
@@ -174,8 +193,12 @@ def to_yaml(
     for i, s in enumerate(imp.switches):
         lines.append(f'  - {{name: "{s}", dpid: {i + 1:#x}}}')
     lines.append("links:" if imp.links else "links: []")
-    for a, b in imp.links:
-        lines.append(f'  - ["{a}", "{b}"]')
+    for i, (a, b) in enumerate(imp.links):
+        cost = imp.costs[i] if imp.costs else 1
+        if cost == 1:
+            lines.append(f'  - ["{a}", "{b}"]')
+        else:
+            lines.append(f'  - {{ends: ["{a}", "{b}"], cost: {cost}}}')
     if hosts:
         lines.append("hosts:")
         for i, s in enumerate(imp.switches):
@@ -187,17 +210,45 @@ def to_yaml(
 
 
 def read_graph(
-    path: str,
+    path: str, kind: str | None = None
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]], dict[str, str]]:
     """Network name, nodes (id, label), edges and graph attributes of a GraphML or GML file
     (networkx reads it; Topology Zoo files say where their map came from and when)."""
     import networkx as nx
 
-    g = _read_gml(path) if path.endswith(".gml") else nx.read_graphml(path)
+    gml = kind == "gml" or (kind is None and path.endswith(".gml"))
+    g = _read_gml(path) if gml else nx.read_graphml(path)
     net = g.graph.get("Network") or g.graph.get("label") or path.rsplit("/", 1)[-1].split(".")[0]
     nodes = [(str(n), str(d.get("label") or n)) for n, d in g.nodes(data=True)]
     edges = [(str(a), str(b)) for a, b in g.edges()]
     return str(net), nodes, edges, {str(k): str(v) for k, v in g.graph.items()}
+
+
+def read_topology(path: str) -> SourceGraph:
+    """Any topology file this importer knows, by its content (see topofiles.sniff).
+
+    Raises TopologyFileError naming the file (and line, where there is one)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise TopologyFileError(f"{path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    kind = topofiles.sniff(text, path)
+    if kind in ("graphml", "gml"):
+        try:
+            net, nodes, edges, attributes = read_graph(path, kind)
+        except Exception as exc:  # networkx raises many kinds; all mean "not a graph I read"
+            raise TopologyFileError(f"{path}: cannot read as {kind.upper()}: {exc}") from None
+        return SourceGraph(kind, net, nodes, edges, attributes=attributes)
+    if kind == "unknown":
+        raise TopologyFileError(
+            f"{path}: not a topology file I know (GraphML, GML, SNDlib native or XML, REPETITA)"
+        )
+    return topofiles.parse(kind, text, path)
 
 
 def _read_gml(path: str) -> Any:
@@ -223,9 +274,27 @@ def _read_gml(path: str) -> Any:
     return nx.parse_gml(text.splitlines(), label="id")
 
 
-def provenance(path: str, attributes: dict[str, str]) -> list[str]:
-    """Header lines naming where a graph came from, from what the file itself records."""
+def provenance(
+    path: str, attributes: dict[str, str], kind: str = "graphml", notes: Iterable[str] = ()
+) -> list[str]:
+    """Header lines naming where a graph came from, from what the file itself records
+    (``kind`` as topofiles.sniff says; ``notes``: what reading the file changed)."""
     net = attributes.get("Network") or path.rsplit("/", 1)[-1]
+    if kind in ("sndlib-native", "sndlib-xml", "repetita"):
+        lines = [f"{net}: from {path.rsplit('/', 1)[-1]}."]
+        if kind != "repetita":
+            lines.append("Data: SNDlib (S. Orlowski et al., Networks 55(3), 2010), sndlib.zib.de.")
+        else:
+            lines.append("Data: REPETITA (S. Gay, P. Schaus, S. Vissicchio, 2017).")
+        lines.append(
+            "Made with `routeflow lab import`: one switch per node, one link per edge"
+            " (parallel edges kept),"
+        )
+        lines.append(
+            "one host per switch, "
+            + ("OSPF cost = the file's IGP weight." if kind == "repetita" else "OSPF cost 1.")
+        )
+        return lines + [f"Note: {n}." for n in notes]
     where = ", ".join(v for k in ("GeoLocation", "NetworkDate") if (v := attributes.get(k)))
     lines = [f"{net}" + (f" ({where})" if where else "") + f": from {path.rsplit('/', 1)[-1]}."]
     if "DateObtained" in attributes or "LastAccess" in attributes:
