@@ -497,9 +497,7 @@ def print_result(result: TputResult, console: Any) -> None:
     from rich.table import Table
 
     runs = f", median of {result.repeat} runs (min-max)" if result.repeat > 1 else ""
-    t = Table(
-        title=f"bench tput: one TCP flow, {result.seconds:g} s per run{runs} ({result.tool})"
-    )
+    t = Table(title=f"bench tput: one TCP flow, {result.seconds:g} s per run{runs} ({result.tool})")
     for col in ("path", "Gbit/s", "x veth", "retransmits", "MTU", "load"):
         t.add_column(col, justify="left" if col == "path" else "right")
     for row in result_rows(result):

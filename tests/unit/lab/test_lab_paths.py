@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routeflow.lab import importer
+from routeflow.lab import checks, importer
 from routeflow.lab.model import LabPlan, parse_lab, plan
 from routeflow.lab.paths import Hop, oracle
 
@@ -120,3 +120,25 @@ def test_first_hops_are_exactly_the_links_on_a_shortest_path(graph) -> None:
                 if link.cost + d[peer][y] == d[x][y]:
                     want.add(iface.port)
             assert want and {h.port for h in hops} == want
+
+
+def test_ipv6_ospf_may_use_fewer_equal_cost_paths_but_only_shortest_ones() -> None:
+    """FRR's ospf6d before 9.0 leaves equal-cost next hops out (checks.ospf6d_ecmp_whole):
+    relaxed, a route on some of its shortest paths passes and is counted; a route on a
+    longer path, or on none, still fails. Strict (ospfd, or ospf6d 9.0+): all of them."""
+    o = oracle(rftest2())
+    want = o.hops["B"]["172.31.3.0/24"]
+    assert len(want) == 2
+    one = frozenset(sorted(want)[:1])
+    seen = {sw: dict(table) for sw, table in o.hops.items()}
+    full = checks.compare_paths(o, seen, 4, skip_connected=False, relaxed=True)
+    assert full.ok and full.fewer == 0
+    seen["B"]["172.31.3.0/24"] = one
+    strict = checks.compare_paths(o, seen, 4, skip_connected=False)
+    assert not strict.ok and strict.good == strict.total - 1
+    relaxed = checks.compare_paths(o, seen, 4, skip_connected=False, relaxed=True)
+    assert relaxed.ok and relaxed.fewer == 1 and "1 on fewer" in relaxed.detail()
+    seen["B"]["172.31.3.0/24"] = one | {Hop(1, "", "")}  # port 1 is B's host: not a path
+    assert not checks.compare_paths(o, seen, 4, skip_connected=False, relaxed=True).ok
+    del seen["B"]["172.31.3.0/24"]
+    assert not checks.compare_paths(o, seen, 4, skip_connected=False, relaxed=True).ok
