@@ -252,8 +252,11 @@ class RFProxy(app_manager.OSKenApp):
         def slow(spec: of.FlowSpec, delete: bool) -> bytes | None:
             return None if pipe is None else ofmsg.serialize(dp, ofmsg.flow_mod(dp, spec, delete))
 
-        fib = functools.partial(self.core.fib, msg.dp_id)
-        chunks = fibwriter.fib_chunks(fib, msg, slow, lock=self._lock)
+        def group_add(spec: of.GroupSpec) -> bytes | None:
+            return None if pipe is None else ofmsg.serialize(dp, ofmsg.group_mod(dp, spec, "add"))
+
+        state = functools.partial(self.core.datapath, msg.dp_id)
+        chunks = fibwriter.fib_chunks(state, msg, slow, group_add=group_add, lock=self._lock)
         if pipe is None:
             for _chunk in chunks:  # the desired state follows; nothing to write
                 pass

@@ -111,6 +111,11 @@ class DatapathState:
     router_ports: dict[int, str] = field(default_factory=dict)  # dp_port -> router MAC
     groups: dict[int, p.NextHopMod] = field(default_factory=dict)
     fib: dict[str, p.FibEntry] = field(default_factory=dict)
+    #: The next-hop groups (shards, openflow.GROUP_SHARDS) that exist on the switch
+    #: or are owed to it: a shard is added when a route first uses it (fibwriter,
+    #: before that route's flow), goes when its next hop does, and a
+    #: reconciliation makes it exactly the shards the FIB uses (``plan``).
+    shards: set[int] = field(default_factory=set)
     link_up: dict[int, bool] = field(default_factory=dict)  # dp_port -> link state
 
 
@@ -180,8 +185,13 @@ class ProxyCore:
         return self.synced and dp_id in self.switches and dp_id != self.vs_dpid
 
     def fib(self, dp_id: int) -> dict[str, p.FibEntry]:
-        """The desired FIB of ``dp_id``, for a FibMod to change in place (fibwriter)."""
+        """The desired FIB of ``dp_id``."""
         return self._st(dp_id).fib
+
+    def datapath(self, dp_id: int) -> DatapathState:
+        """The desired state of ``dp_id``, for a FibMod to change in place (its FIB and
+        the shards its routes make: fibwriter)."""
+        return self._st(dp_id)
 
     # --- rfserver -----------------------------------------------------------------------
 
@@ -246,6 +256,7 @@ class ProxyCore:
                 st.router_ports.clear()
                 st.groups.clear()
                 st.fib.clear()
+                st.shards.clear()
             return []
         if msg.phase != "end":
             return []
@@ -311,18 +322,27 @@ class ProxyCore:
         return out
 
     def _nexthop(self, msg: p.NextHopMod) -> list[Action]:
+        """A next hop's groups are the shards its routes made (none before its first
+        route): a change rewrites each of them, a delete removes them."""
         st = self._st(msg.dp_id)
         existed = msg.nexthop_id in st.groups
+        shards = [g for g in of.nexthop_group_ids(msg.nexthop_id) if g in st.shards]
         if msg.mod == p.Mod.DELETE:
             st.groups.pop(msg.nexthop_id, None)
-            command = "delete"
+            st.shards.difference_update(shards)
             if not existed:
                 return []
-        else:
-            st.groups[msg.nexthop_id] = msg
-            command = "modify" if existed else "add"
-        # Every shard of the next hop (openflow.GROUP_SHARDS): the same buckets.
-        return [a for g in of.nexthop_groups(msg) for a in self._group(msg.dp_id, g, command)]
+            return [
+                a
+                for gid in shards
+                for a in self._group(msg.dp_id, of.GroupSpec(gid, select=False), "delete")
+            ]
+        st.groups[msg.nexthop_id] = msg
+        # A shard made while the next hop was unknown is not in st.shards (fibwriter
+        # makes none without buckets): the next reconciliation adds it.
+        return [
+            a for g in of.nexthop_groups(msg, shards) for a in self._group(msg.dp_id, g, "modify")
+        ]
 
     # --- switches ---------------------------------------------------------------------
 
@@ -542,7 +562,14 @@ class ProxyCore:
         # (the plan keeps the matches of what it deletes), then let go.
         flows, fcounts = reconcile.plan_switch(specs, st.fib.values(), read.actual, of.is_ours)
         read.actual = {}
-        groups = {g.group_id: g for mod in st.groups.values() for g in of.nexthop_groups(mod)}
+        # Exactly the shards the routes use (of next hops rfserver described): the
+        # switch's others go after the flows (``finish``), whatever made them.
+        groups: dict[int, of.GroupSpec] = {}
+        for gid in sorted(flows.groups):
+            mod = st.groups.get(of.nexthop_of_group(gid))
+            if mod is not None:
+                groups[gid] = of.nexthop_group(mod, gid)
+        st.shards = set(groups)
         gdiff = reconcile.diff_groups(
             {gid: reconcile.group_text(g) for gid, g in groups.items()}, read.groups
         )
@@ -568,9 +595,7 @@ class ProxyCore:
         out: list[Action] = [
             WriteGroup(plan.dp_id, of.GroupSpec(gid, select=False), "delete")
             for gid in plan.stale_groups
-            if st is None
-            or of.nexthop_of_group(gid) not in st.groups
-            or gid not in of.nexthop_group_ids(of.nexthop_of_group(gid))
+            if st is None or gid not in st.shards
         ]
         out.append(Barrier(plan.dp_id))
         return out

@@ -8,6 +8,12 @@ handled strictly in order: for each, the flows it no longer needs are deleted
 and its flows are (re)added, so one FibMod naming a prefix twice ends as the
 last mention says.
 
+A route on a next-hop shard (openflow.GROUP_SHARDS) no route used before gets
+the shard's group first: its group-add goes ahead of the route's flow-mod in
+the same chunk (``group_add`` encodes it), and the shard is recorded in the
+state's ``shards``. A route through a next hop rfserver has not described
+(never: it sends new next hops before the routes using them) makes no group.
+
 ``fib_chunks`` yields ``(bytes, message count)`` per ``chunk`` entries and
 takes ``lock`` only while it computes a chunk: the caller writes the bytes
 (and may block on a slow switch) without holding the lock, so packet relay
@@ -22,7 +28,8 @@ from typing import Any
 
 from routeflow.proxy import fastof
 from routeflow.proxy import openflow as of
-from routeflow.rflib.protocol import FibEntry, FibMod, Mod, RouteKind
+from routeflow.proxy.core import DatapathState
+from routeflow.rflib.protocol import FibEntry, FibMod, Mod, NextHopMod, RouteKind
 
 __all__ = ["CHUNK", "fib_chunks"]
 
@@ -36,20 +43,27 @@ _DEL_SIZE = fastof.FLOW_DELETE_SIZE
 XID_BASE = 0xE0000000
 
 SlowEncoder = Callable[[of.FlowSpec, bool], bytes | None]
+GroupEncoder = Callable[[of.GroupSpec], bytes | None]
+
+
+def _no_group(_spec: of.GroupSpec) -> None:
+    return None
 
 
 def fib_chunks(
-    fib: Callable[[], dict[str, FibEntry]],
+    state: Callable[[], DatapathState],
     msg: FibMod,
     slow: SlowEncoder,
     *,
+    group_add: GroupEncoder = _no_group,
     lock: Any = None,
     chunk: int = CHUNK,
 ) -> Iterator[tuple[bytes, int]]:
-    """Apply ``msg`` to the FIB returned by ``fib()`` and yield the flow-mods it takes.
+    """Apply ``msg`` to the desired state returned by ``state()`` (its FIB, and the
+    shards its routes make) and yield the group-mods and flow-mods it takes.
 
-    ``slow`` may return None (no switch to encode for): the state is still
-    updated and the chunk then yields nothing for those flows.
+    ``slow`` and ``group_add`` may return None (no switch to encode for): the
+    state is still updated and the chunk then yields nothing for those messages.
     """
     entries = msg.entries
     delete = msg.mod == Mod.DELETE
@@ -70,8 +84,11 @@ def fib_chunks(
         count = 0
         parts: list[bytes] = []  # set when a slow-path message must keep its place
         with guard:
-            table = fib()
+            st = state()
+            table = st.fib
             pop = table.pop
+            shards = st.shards
+            nexthops = st.groups
             for entry in part:
                 old = pop(entry.prefix, None)
                 if delete:
@@ -96,18 +113,21 @@ def fib_chunks(
                         and (old is None or old.kind == _UNICAST)
                         and not entry.prefix.endswith(_DEFAULT)
                     ):
+                        gid = group(entry.nexthop_id, entry.prefix)
+                        if gid not in shards:
+                            # The shard's first route: its group goes first.
+                            if off > seg:
+                                parts.append(bytes(buf[seg:off]))
+                                seg = off
+                            count += _new_shard(gid, entry, nexthops, shards, group_add, parts)
                         # Same (table, priority, match) as any earlier route flow
                         # of this prefix: an ADD replaces it in place.
                         if ":" in entry.prefix:
                             net6, plen = parse6(entry.prefix)
-                            off += pack_add6(
-                                buf, off, xid, net6, plen, group(entry.nexthop_id, entry.prefix)
-                            )
+                            off += pack_add6(buf, off, xid, net6, plen, gid)
                         else:
                             net, plen = parse(entry.prefix)
-                            pack_add(
-                                buf, off, xid, net, plen, group(entry.nexthop_id, entry.prefix)
-                            )
+                            pack_add(buf, off, xid, net, plen, gid)
                             off += _ADD_SIZE
                         count += 1
                         continue
@@ -119,6 +139,10 @@ def fib_chunks(
                 if off > seg:
                     parts.append(bytes(buf[seg:off]))
                     seg = off
+                if slow_flows and entry.kind == _UNICAST:  # a default route: its shard too
+                    gid = group(entry.nexthop_id, entry.prefix)
+                    if gid not in shards:
+                        count += _new_shard(gid, entry, nexthops, shards, group_add, parts)
                 count += _slow_all(slow, slow_flows, False, parts)
                 count += _slow_all(slow, stale, True, parts)
         if parts:
@@ -135,6 +159,27 @@ def fib_chunks(
 #: openflow._prefix_match), which the packed flow-mods cannot express: it takes
 #: the slow path.
 _DEFAULT = "/0"
+
+
+def _new_shard(
+    gid: int,
+    entry: FibEntry,
+    nexthops: dict[int, NextHopMod],
+    shards: set[int],
+    group_add: GroupEncoder,
+    out: list[bytes],
+) -> int:
+    """Record shard ``gid`` of the entry's next hop and encode its group-add into
+    ``out``; the number of messages (none if the next hop is unknown)."""
+    mod = nexthops.get(entry.nexthop_id)
+    if mod is None:
+        return 0
+    shards.add(gid)
+    data = group_add(of.nexthop_group(mod, gid))
+    if data is None:
+        return 0
+    out.append(data)
+    return 1
 
 
 def _slow_all(slow: SlowEncoder, flows: list[of.FlowSpec], delete: bool, out: list[bytes]) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from routeflow.proxy.probe import ETH_TYPE_LLDP
@@ -59,38 +60,43 @@ class Kind:
     DISCOVERY = 8  # topology discovery: link probes (LLDP) to the controller
 
 
-#: A next hop's route flows are spread over this many groups with the same
+#: A next hop's route flows are spread over up to this many groups with the same
 #: buckets ("shards"), chosen by a hash of the prefix. Open vSwitch keeps, per
 #: group, an array of the flows using it, and searches it linearly each time
 #: one of them is deleted or moved to another group: with one group per next
 #: hop, withdrawing or re-routing a full table through one next hop costs time
 #: quadratic in its routes (moving 200k flows out of one group took OVS 4.6 s,
-#: out of 64 groups 1.45 s; see docs/performance.md, "Peer down"). A next-hop
-#: change is then GROUP_SHARDS group-mods, still independent of its routes.
-GROUP_SHARDS = 16
-#: Shard s (1..15) of next hop n is group ``n | s << 28``; shard 0 is group n.
-#: Only next-hop ids below 2**24 are sharded (rfserver counts them from 1 and
-#: reuses freed ones), so every shard stays under OFPG_MAX (0xffffff00).
-SHARD_SHIFT = 28
+#: out of 64 groups 1.45 s; deleting 1.1M flows 13 s from 64 groups, 7.8 s from
+#: 256; see docs/performance.md, "Peer down"). A shard's group exists only once
+#: a route uses it (rfproxy creates it before that route's flow; core.py), so a
+#: next hop with a few routes (a host, a neighbour) has a few groups, and a
+#: next-hop change is one group-mod per shard that exists, independent of its routes.
+GROUP_SHARDS = 256
+#: Shard s (1..GROUP_SHARDS-1) of next hop n is group ``n | s << SHARD_SHIFT`` (the top
+#: bits); shard 0 is group n. Only next-hop ids below ``2**(SHARD_SHIFT - 1)``
+#: are sharded (rfserver counts them from 1 and reuses freed ones), so every
+#: shard stays under OFPG_MAX (0xffffff00); a larger id is its only group.
+SHARD_SHIFT = 32 - (GROUP_SHARDS - 1).bit_length()
 _ID_MASK = (1 << SHARD_SHIFT) - 1
-_SHARDED = 1 << 24
+_SHARDED = 1 << (SHARD_SHIFT - 1)
+_SHARD_MASK = GROUP_SHARDS - 1
 _crc32 = zlib.crc32
 
 
 def route_shard(prefix: str) -> int:
     """The shard of a route's prefix text (as rfserver sends it): a stable hash."""
-    return _crc32(prefix.encode()) & (GROUP_SHARDS - 1)
+    return _crc32(prefix.encode()) & _SHARD_MASK
 
 
 def route_group(nexthop_id: int, prefix: str) -> int:
     """The group a route flow of ``prefix`` through next hop ``nexthop_id`` applies."""
     if nexthop_id >= _SHARDED:
         return nexthop_id
-    return nexthop_id | (_crc32(prefix.encode()) & (GROUP_SHARDS - 1)) << SHARD_SHIFT
+    return nexthop_id | (_crc32(prefix.encode()) & _SHARD_MASK) << SHARD_SHIFT
 
 
 def nexthop_group_ids(nexthop_id: int) -> tuple[int, ...]:
-    """Every group of one next hop, shard 0 (the next-hop id itself) first."""
+    """Every group one next hop may have (its possible shards), shard 0 (the id) first."""
     if nexthop_id >= _SHARDED:
         return (nexthop_id,)
     return tuple(nexthop_id | s << SHARD_SHIFT for s in range(GROUP_SHARDS))
@@ -508,9 +514,14 @@ def nexthop_group(mod: NextHopMod, group_id: int | None = None) -> GroupSpec:
     return GroupSpec(gid, len(buckets) > 1, buckets)
 
 
-def nexthop_groups(mod: NextHopMod) -> list[GroupSpec]:
-    """All the groups of one next hop (its shards, see GROUP_SHARDS): the same buckets."""
+def nexthop_groups(mod: NextHopMod, group_ids: Iterable[int] | None = None) -> list[GroupSpec]:
+    """Groups of one next hop with the same buckets: the shards ``group_ids`` (every
+    possible shard, see GROUP_SHARDS, if None)."""
     first = nexthop_group(mod)
-    return [first] + [
-        GroupSpec(gid, first.select, first.buckets) for gid in nexthop_group_ids(mod.nexthop_id)[1:]
-    ]
+    ids = nexthop_group_ids(mod.nexthop_id) if group_ids is None else group_ids
+    return [GroupSpec(gid, first.select, first.buckets) for gid in ids]
+
+
+def used_groups(fib: Iterable[FibEntry]) -> set[int]:
+    """The groups the route flows of ``fib`` apply (the shards that must exist)."""
+    return {route_group(e.nexthop_id, e.prefix) for e in fib if e.kind == RouteKind.UNICAST}

@@ -275,6 +275,9 @@ class FlowPlan:
     add_routes: list[FibEntry] = field(default_factory=list)
     #: Stale FIB-table flows: (key, the ofp_match the switch reported).
     delete_fib: list[tuple[FlowKey, bytes]] = field(default_factory=list)
+    #: The groups the desired route flows apply (plan_switch): the next-hop shards
+    #: that must exist before they are written.
+    groups: set[int] = field(default_factory=set)
 
 
 def plan_flows(
@@ -394,6 +397,7 @@ def plan_switch(
     plan.delete_now = rest.delete_now
     plan.add_routes += rest.add_routes
     plan.delete_fib = rest.delete_fib
+    plan.groups = set(group_texts) | of.used_groups(small)
     counts.add = add + len(diff.add)
     counts.delete = len(diff.delete)
     counts.unchanged = unchanged + diff.unchanged

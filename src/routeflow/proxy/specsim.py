@@ -74,8 +74,17 @@ def switch_pipeline(
     fib: Iterable[FibEntry],
     nexthops: Iterable[NextHopMod],
 ) -> ofsim.Pipeline:
-    """A physical switch as rfproxy programs it: router ports (port -> MAC), FIB, next hops."""
+    """A physical switch as rfproxy programs it: router ports (port -> MAC), FIB, next hops
+    (each with the shards its routes use, no other group: see openflow.GROUP_SHARDS)."""
+    fib = list(fib)
+    used = of.used_groups(fib)
     return ofsim.Pipeline(
         [sim_flow(s) for s in switch_specs(router_ports, fib)],
-        [sim_group(g) for m in nexthops for g in of.nexthop_groups(m)],
+        [
+            sim_group(g)
+            for m in nexthops
+            for g in of.nexthop_groups(
+                m, [gid for gid in of.nexthop_group_ids(m.nexthop_id) if gid in used]
+            )
+        ],
     )

@@ -6,7 +6,7 @@ identity only); what the core decides is read off the actions it returns.
 
 from __future__ import annotations
 
-from routeflow.proxy import core, reconcile
+from routeflow.proxy import core, fibwriter, reconcile
 from routeflow.proxy import openflow as of
 from routeflow.proxy.actions import (
     Barrier,
@@ -57,6 +57,14 @@ def nexthop(gid: int, mod: p.Mod = p.Mod.ADD, dp_id: int = DP) -> p.NextHopMod:
     return p.NextHopMod(mod=mod, ct_id=1, dp_id=dp_id, nexthop_id=gid, buckets=[bucket])
 
 
+def route(c: ProxyCore, prefix: str, nexthop_id: int, mod: p.Mod = p.Mod.ADD) -> None:
+    """A FibMod of one route, as the shell applies it (fibwriter; nothing encoded)."""
+    entry = FibEntry(prefix=prefix, kind=RouteKind.UNICAST, nexthop_id=nexthop_id)
+    msg = p.FibMod(mod=mod, ct_id=1, dp_id=DP, entries=[entry])
+    for _chunk in fibwriter.fib_chunks(lambda: c.datapath(DP), msg, lambda _s, _d: None):
+        pass
+
+
 def full_state(c: ProxyCore, *msgs: p.Message, fib=()) -> list:
     """rfserver's full state; returns the actions of Resync end."""
     c.server_message(p.Resync(phase="begin"))
@@ -104,10 +112,12 @@ def test_nothing_is_written_before_the_full_state_and_all_of_it_is_recorded():
     c.server_message(p.Resync(phase="begin"))
     assert kinds(c.server_message(dp_map()), WriteFlows) == []
     assert c.server_message(nexthop(7)) == []
+    route(c, "10.0.0.0/8", 7)
     assert not c.writes(DP)
     end = c.server_message(p.Resync(phase="end"))
     assert kinds(end, ReadSwitch) == [ReadSwitch(DP)] and c.writes(DP)
     assert c.state[DP].router_ports == {1: MAC} and set(c.state[DP].groups) == {7}
+    assert c.state[DP].shards == {of.route_group(7, "10.0.0.0/8")}
     # Synced: changes are written at once.
     assert kinds(c.server_message(nexthop(7)), WriteGroup)[0].command == "modify"
     assert kinds(c.server_message(dp_map(port=2, vs_port=2)), WriteFlows) == [
@@ -123,10 +133,10 @@ def test_resync_begin_forgets_rfservers_state_but_not_the_switches():
     c = synced_master((DP, object()))
     c.ports_described(DP, [Port(1, MAC, "p1", False)])
     c.server_message(nexthop(7))
-    c.fib(DP)["10.0.0.0/8"] = FibEntry(prefix="10.0.0.0/8", kind=RouteKind.UNICAST, nexthop_id=7)
+    route(c, "10.0.0.0/8", 7)
     c.server_message(p.Resync(phase="begin"))
     st = c.state[DP]
-    assert (st.router_ports, st.groups, st.fib) == ({}, {}, {})
+    assert (st.router_ports, st.groups, st.fib, st.shards) == ({}, {}, {}, set())
     assert set(st.ports) == {1} and st.link_up == {1: False}
     assert not c.synced
 
@@ -326,29 +336,107 @@ def test_the_plan_writes_groups_first_and_deletes_stale_groups_last_unless_desir
     c = synced_master((DP, object()))
     c.server_message(nexthop(7))
     c.server_message(nexthop(8))
-    c.fib(DP)["10.0.0.0/8"] = FibEntry(prefix="10.0.0.0/8", kind=RouteKind.UNICAST, nexthop_id=7)
+    route(c, "10.0.0.0/8", 7)
+    route(c, "10.2.0.0/16", 7)
+    route(c, "10.1.0.0/16", 8)
+    g7a, g7b = of.route_group(7, "10.0.0.0/8"), of.route_group(7, "10.2.0.0/16")
+    g8, unused7 = of.route_group(8, "10.1.0.0/16"), of.route_group(7, "10.3.0.0/16")
+    assert len({g7a, g7b, unused7, 7}) == 4 and g8 != 8
+    again = of.route_group(10, "10.1.52.0/24")  # shard 0 of next hop 10: group 10
+    assert again == 10
     want7 = reconcile.group_text(of.nexthop_group(c.state[DP].groups[7]))
-    # Next hop 7 has all its shards as desired, 8 only shard 0 (not as desired).
-    have = dict.fromkeys(of.nexthop_group_ids(7), want7)
-    have.update({8: "indirect[]", 9: "indirect[]", 10: "x"})
+    # The switch has two of 7's shards (one no route uses), 8's shard with other
+    # buckets, a group of no next hop (9) and one of an unknown next hop (10).
+    have = {g7a: want7, unused7: want7, g8: "indirect[]", 9: "indirect[]", 10: "x"}
     (start,) = read_all(c, groups=have)
     start.read.actual[(0, 300, "in_port=5")] = ("output:CONTROLLER", of.cookie(2, 5), b"m")
     plan = c.plan(start.stream, start.read)
+    # Exactly the shards the routes use exist before the flows are written.
     assert [(a.group.group_id, a.command) for a in kinds(plan.first, WriteGroup)] == [
-        *((g, "add") for g in of.nexthop_group_ids(8)[1:]),
-        (8, "modify"),
+        (g7b, "add"),
+        (g8, "modify"),
     ]
+    assert all(isinstance(a, WriteGroup) for a in plan.first[:2])
+    assert isinstance(plan.first[2], WriteFlows)
     assert kinds(plan.first, DeleteFlow) == [DeleteFlow(DP, 0, 300, b"m")]
-    assert all(isinstance(a, WriteGroup) for a in plan.first[: of.GROUP_SHARDS])
-    assert isinstance(plan.first[of.GROUP_SHARDS], WriteFlows)
-    assert [e.prefix for e in plan.flows.add_routes] == ["10.0.0.0/8"]
-    assert plan.stale_groups == [9, 10]
-    c.server_message(nexthop(10))  # desired again while the flows were written
-    assert c.finish(plan) == [WriteGroup(DP, of.GroupSpec(9, select=False), "delete"), Barrier(DP)]
+    assert sorted(e.prefix for e in plan.flows.add_routes) == [
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "10.2.0.0/16",
+    ]
+    assert plan.stale_groups == [unused7, 9, 10]
+    assert c.state[DP].shards == {g7a, g7b, g8}
+    # Desired again while the flows were written: a route made its shard.
+    c.server_message(nexthop(10))
+    route(c, "10.1.52.0/24", 10)
+    assert c.finish(plan) == [
+        WriteGroup(DP, of.GroupSpec(unused7, select=False), "delete"),
+        WriteGroup(DP, of.GroupSpec(9, select=False), "delete"),
+        Barrier(DP),
+    ]
     counts = plan.counts
-    assert (counts.groups_unchanged, counts.groups_modify, counts.groups_delete) == (
-        of.GROUP_SHARDS,
-        1,
-        2,
-    )
+    assert (
+        counts.groups_add,
+        counts.groups_unchanged,
+        counts.groups_modify,
+        counts.groups_delete,
+    ) == (1, 1, 1, 3)
     assert "reconciled switch 0x99" in plan.notices()[0].text % plan.notices()[0].args
+
+
+def test_a_next_hops_groups_are_the_shards_its_routes_made():
+    """None before its first route; a change rewrites exactly the shards that exist, a
+    delete removes exactly them (not every possible shard: openflow.GROUP_SHARDS)."""
+    c = synced_master((DP, object()))
+    assert c.server_message(nexthop(7)) == []  # no route yet: no group
+    route(c, "10.0.0.0/8", 7)
+    route(c, "10.1.0.0/16", 7)
+    route(c, "10.1.0.0/16", 7)  # the same route again
+    shards = sorted({of.route_group(7, "10.0.0.0/8"), of.route_group(7, "10.1.0.0/16")})
+    assert sorted(c.state[DP].shards) == shards
+    # The MAC changes: one group-mod per shard that exists.
+    mac = c.server_message(nexthop(7))
+    assert [(a.group.group_id, a.command) for a in kinds(mac, WriteGroup)] == [
+        (g, "modify") for g in shards
+    ]
+    assert {a.group.buckets for a in kinds(mac, WriteGroup)} == {
+        of.nexthop_group(nexthop(7)).buckets
+    }
+    # Another next hop's shards are its own.
+    c.server_message(nexthop(8))
+    route(c, "10.2.0.0/16", 8)
+    gone = c.server_message(nexthop(7, p.Mod.DELETE))
+    assert [(a.group.group_id, a.command) for a in kinds(gone, WriteGroup)] == [
+        (g, "delete") for g in shards
+    ]
+    assert c.state[DP].shards == {of.route_group(8, "10.2.0.0/16")}
+
+
+def test_a_restarted_proxy_keeps_the_shards_the_switch_has():
+    """rfproxy restarts: the switch still has the shards (and flows) of the routes
+    rfserver sends again; the reconciliation writes no group, deletes none."""
+    c = ProxyCore(ct_id=1, replica="b", vs_dpid=VS)
+    c.switch_connected(DP, object())
+    role(c)
+    c.server_message(p.Resync(phase="begin"))
+    c.server_message(nexthop(7))
+    prefixes = [f"10.{i}.0.0/16" for i in range(40)]
+    for prefix in prefixes:
+        route(c, prefix, 7)
+    assert kinds(c.server_message(p.Resync(phase="end")), ReadSwitch) == [ReadSwitch(DP)]
+    text = reconcile.group_text(of.nexthop_group(nexthop(7)))
+    shards = {of.route_group(7, prefix) for prefix in prefixes}
+    assert 1 < len(shards) < of.GROUP_SHARDS
+    c.read_started(DP, 10, 11)
+    st = c.reads[DP]
+    for prefix in prefixes:
+        (spec,) = of.fib_flows(c.state[DP].fib[prefix])
+        key, actions = reconcile.spec_flow(spec)
+        st.actual[key] = (actions, spec.cookie, b"")
+    c.flows_read(DP)
+    (start,) = c.group_reply(DP, 11, dict.fromkeys(shards, text), more=False)
+    plan = c.plan(start.stream, start.read)
+    assert kinds(plan.first, WriteGroup) == [] and plan.flows.add_routes == []
+    assert plan.stale_groups == [] and c.finish(plan) == [Barrier(DP)]
+    assert (plan.counts.groups_unchanged, plan.counts.flows_unchanged) == (len(shards), 40)
+    assert c.state[DP].shards == shards

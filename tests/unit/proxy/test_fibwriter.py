@@ -2,7 +2,9 @@
 
 The bytes are decoded with os-ken's own parser and applied to a model switch
 (ADD replaces a flow with the same table, priority and match; DELETE_STRICT
-removes it), which must end up equal to the flows of the proxy's FIB state.
+removes it; a flow applying a group the switch lacks is refused, as Open
+vSwitch refuses it), which must end up equal to the flows of the proxy's FIB
+state, with exactly the next-hop shards its routes made.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from routeflow.proxy import ofmsg
 from routeflow.proxy import openflow as of
+from routeflow.proxy.core import DatapathState
 from routeflow.proxy.fibwriter import fib_chunks
-from routeflow.rflib.protocol import FibEntry, FibMod, Mod, RouteKind
+from routeflow.rflib.protocol import Bucket, FibEntry, FibMod, Mod, NextHopMod, RouteKind
 
 
 class _Datapath:
@@ -35,16 +38,55 @@ def slow(spec: of.FlowSpec, delete: bool) -> bytes:
     return bytes(msg.buf)
 
 
-def apply(switch: dict, data: bytes) -> int:
+def group_add(spec: of.GroupSpec) -> bytes:
+    msg = ofmsg.group_mod(DP, spec, "add")
+    msg.set_xid(1)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def nexthop(nexthop_id: int) -> NextHopMod:
+    mac = f"06:00:00:00:00:{nexthop_id:02x}"
+    bucket = Bucket(dp_port=2, src_hwaddress="02:00:00:00:00:01", dst_hwaddress=mac)
+    return NextHopMod(mod=Mod.ADD, ct_id=1, dp_id=1, nexthop_id=nexthop_id, buckets=[bucket])
+
+
+def with_nexthops(*ids: int) -> DatapathState:
+    """A desired state whose next hops ``ids`` rfserver has described (no route yet)."""
+    state = DatapathState()
+    state.groups = {n: nexthop(n) for n in ids}
+    return state
+
+
+def apply(switch: dict, data: bytes, groups: dict | None = None) -> int:
+    """Apply flow-mods (and group-adds, into ``groups``: group id -> raw buckets) to ``switch``."""
     off = n = 0
     while off < len(data):
         _v, kind, length, xid = struct.unpack_from("!BBHI", data, off)
+        if kind == 15:  # OFPT_GROUP_MOD
+            assert groups is not None
+            command, _type, group_id = struct.unpack_from("!HBxI", data, off + 8)
+            assert command == ofproto_v1_3.OFPGC_ADD and group_id not in groups
+            groups[group_id] = data[off + 16 : off + length]  # its buckets
+            off += length
+            n += 1
+            continue
         assert kind == 14  # flow-mods only
         fm = ofproto_v1_3_parser.OFPFlowMod.parser(
             DP, 4, kind, length, xid, data[off : off + length]
         )
         key = (fm.table_id, fm.priority, ofmsg.format_match(fm.match))
         if fm.command == ofproto_v1_3.OFPFC_ADD:
+            used = [
+                a.group_id
+                for i in fm.instructions
+                for a in getattr(i, "actions", ())
+                if isinstance(a, ofproto_v1_3_parser.OFPActionGroup)
+            ]
+            if groups is not None and any(g not in groups for g in used):
+                off += length  # refused: OFPBAC_BAD_OUT_GROUP
+                n += 1
+                continue
             switch[key] = ofmsg.format_instructions(fm.instructions)
         else:
             assert fm.command == ofproto_v1_3.OFPFC_DELETE_STRICT
@@ -87,14 +129,18 @@ def fib_mods(prefixes: list[str]):
 
 
 def replay_ends_with_the_desired_flows(sequence: list[FibMod], chunk: int) -> None:
-    """Every packed chunk applied to a model switch: it ends holding exactly the desired flows."""
-    fib: dict[str, FibEntry] = {}
+    """Every packed chunk applied to a model switch: it ends holding exactly the desired
+    flows, and a group for each shard the routes made (each made before its first flow)."""
+    state = with_nexthops(1, 2, 3)
     switch: dict = {}
+    groups: dict = {}
     lock = threading.RLock()
     for msg in sequence:
-        for data, count in fib_chunks(lambda: fib, msg, slow, lock=lock, chunk=chunk):
-            assert apply(switch, data) == count
-    assert switch == desired(fib)
+        chunks = fib_chunks(lambda: state, msg, slow, group_add=group_add, lock=lock, chunk=chunk)
+        for data, count in chunks:
+            assert apply(switch, data, groups) == count
+    assert switch == desired(state.fib)
+    assert set(groups) == state.shards and of.used_groups(state.fib.values()) <= state.shards
 
 
 mods = fib_mods(
@@ -109,7 +155,8 @@ def test_switch_ends_with_exactly_the_desired_flows(sequence, chunk):
 
 
 def test_routes_take_the_fast_path_and_state_follows():
-    fib: dict[str, FibEntry] = {}
+    state = with_nexthops(1, 2, 3)
+    fib = state.fib
     calls = []
 
     def counting_slow(spec, delete):
@@ -125,30 +172,32 @@ def test_routes_take_the_fast_path_and_state_follows():
             for i in range(10_000)
         ],
     )
-    out = list(fib_chunks(lambda: fib, add, counting_slow))
+    out = list(fib_chunks(lambda: state, add, counting_slow))
     assert sum(n for _d, n in out) == 10_000 and len(out) == 3 and not calls
     assert sum(len(d) for d, _n in out) == 10_000 * 88
     assert len(fib) == 10_000
     delete = FibMod(mod=Mod.DELETE, ct_id=1, dp_id=1, entries=add.entries[:5000])
-    out = list(fib_chunks(lambda: fib, delete, counting_slow))
+    out = list(fib_chunks(lambda: state, delete, counting_slow))
     assert sum(n for _d, n in out) == 5000 and len(fib) == 5000 and not calls
 
 
 def test_without_a_switch_the_state_is_still_kept():
-    fib: dict[str, FibEntry] = {}
+    state = DatapathState()
+    fib = state.fib
     msg = FibMod(
         mod=Mod.ADD,
         ct_id=1,
         dp_id=1,
         entries=[FibEntry(prefix="172.31.1.0/24", kind=RouteKind.CONNECTED, dp_port=1)],
     )
-    assert list(fib_chunks(lambda: fib, msg, lambda spec, delete: None)) == []
+    assert list(fib_chunks(lambda: state, msg, lambda spec, delete: None)) == []
     assert list(fib) == ["172.31.1.0/24"]
 
 
 def test_the_default_route_goes_through_os_ken():
     """Its match has no ipv4_dst (a switch stores 0/0 so): not a packed flow-mod."""
-    fib: dict[str, FibEntry] = {}
+    state = with_nexthops(1, 2, 3)
+    fib = state.fib
     calls = []
 
     def counting_slow(spec, delete):
@@ -158,7 +207,7 @@ def test_the_default_route_goes_through_os_ken():
     entry = FibEntry(prefix="0.0.0.0/0", kind=RouteKind.UNICAST, nexthop_id=3)
     for mod in (Mod.ADD, Mod.DELETE):
         msg = FibMod(mod=mod, ct_id=1, dp_id=1, entries=[entry])
-        assert sum(n for _d, n in fib_chunks(lambda: fib, msg, counting_slow)) == 1
+        assert sum(n for _d, n in fib_chunks(lambda: state, msg, counting_slow)) == 1
     assert calls == [((("eth_type", 0x0800),), False), ((("eth_type", 0x0800),), True)]
     assert fib == {}
 
@@ -188,7 +237,8 @@ def test_dual_stack_switch_ends_with_exactly_the_desired_flows(sequence, chunk):
 
 
 def test_ipv6_routes_take_the_fast_path_too():
-    fib: dict[str, FibEntry] = {}
+    state = with_nexthops(1, 2, 3)
+    fib = state.fib
     calls = []
 
     def counting_slow(spec, delete):
@@ -203,7 +253,7 @@ def test_ipv6_routes_take_the_fast_path_too():
         for i in range(5000)
     ]
     add = FibMod(mod=Mod.ADD, ct_id=1, dp_id=1, entries=entries)
-    out = list(fib_chunks(lambda: fib, add, counting_slow))
+    out = list(fib_chunks(lambda: state, add, counting_slow))
     assert sum(n for _d, n in out) == 10_000 and not calls
     assert sum(len(d) for d, _n in out) == 5000 * 112 + 5000 * 96
     switch: dict = {}
@@ -211,13 +261,14 @@ def test_ipv6_routes_take_the_fast_path_too():
         apply(switch, data)
     assert switch == desired(fib)
     delete = FibMod(mod=Mod.DELETE, ct_id=1, dp_id=1, entries=entries[::2])
-    for data, _n in fib_chunks(lambda: fib, delete, counting_slow):
+    for data, _n in fib_chunks(lambda: state, delete, counting_slow):
         apply(switch, data)
     assert not calls and len(fib) == 5000 and switch == desired(fib)
 
 
 def test_the_ipv6_default_route_goes_through_os_ken():
-    fib: dict[str, FibEntry] = {}
+    state = with_nexthops(1, 2, 3)
+    fib = state.fib
     calls = []
 
     def counting_slow(spec, delete):
@@ -227,6 +278,72 @@ def test_the_ipv6_default_route_goes_through_os_ken():
     entry = FibEntry(prefix="::/0", kind=RouteKind.UNICAST, nexthop_id=3)
     for mod in (Mod.ADD, Mod.DELETE):
         msg = FibMod(mod=mod, ct_id=1, dp_id=1, entries=[entry])
-        assert sum(n for _d, n in fib_chunks(lambda: fib, msg, counting_slow)) == 1
+        assert sum(n for _d, n in fib_chunks(lambda: state, msg, counting_slow)) == 1
     assert calls == [((("eth_type", 0x86DD),), False), ((("eth_type", 0x86DD),), True)]
     assert fib == {}
+
+
+# --- next-hop shards made by their first route ------------------------------------------------
+
+
+def messages(data: bytes) -> list[tuple[str, int]]:
+    """("group", group id) per group-add and ("flow", group applied) per route flow-add."""
+    out = []
+    off = 0
+    while off < len(data):
+        _v, kind, length, _xid = struct.unpack_from("!BBHI", data, off)
+        if kind == 15:
+            out.append(("group", struct.unpack_from("!I", data, off + 12)[0]))
+        else:
+            switch: dict = {}
+            apply(switch, data[off : off + length])
+            ((_key, actions),) = switch.items()
+            out.append(("flow", int(actions.rpartition("group:")[2])))
+        off += length
+    return out
+
+
+def test_a_route_on_a_shard_no_route_used_gets_the_group_first():
+    state = with_nexthops(7)
+    a, b = "10.1.0.0/16", "10.2.0.0/16"
+    assert of.route_group(7, a) != of.route_group(7, b)
+    route = [FibEntry(prefix=a, kind=RouteKind.UNICAST, nexthop_id=7)]
+    add = FibMod(mod=Mod.ADD, ct_id=1, dp_id=1, entries=route)
+    ((data, count),) = fib_chunks(lambda: state, add, slow, group_add=group_add)
+    # A next hop with one route has one group: the route's shard, before its flow.
+    assert messages(data) == [("group", of.route_group(7, a)), ("flow", of.route_group(7, a))]
+    assert count == 2 and state.shards == {of.route_group(7, a)}
+    # Again (the same route, and one on another shard): only the new shard is added.
+    more = [*route, FibEntry(prefix=b, kind=RouteKind.UNICAST, nexthop_id=7)]
+    add = FibMod(mod=Mod.ADD, ct_id=1, dp_id=1, entries=more)
+    _first, (data, count) = fib_chunks(lambda: state, add, slow, group_add=group_add, chunk=1)
+    assert messages(_first[0]) == [("flow", of.route_group(7, a))]
+    assert messages(data) == [("group", of.route_group(7, b)), ("flow", of.route_group(7, b))]
+    assert state.shards == {of.route_group(7, a), of.route_group(7, b)}
+    # Deleting the routes leaves the shards (they go with their next hop: core.py).
+    delete = FibMod(mod=Mod.DELETE, ct_id=1, dp_id=1, entries=more)
+    assert [n for _d, n in fib_chunks(lambda: state, delete, slow, group_add=group_add)] == [2]
+    assert len(state.shards) == 2
+
+
+def test_a_default_route_makes_its_shard_too_and_an_unknown_next_hop_none():
+    state = with_nexthops(3)
+    for prefix in ("0.0.0.0/0", "::/0"):
+        add = FibMod(
+            mod=Mod.ADD,
+            ct_id=1,
+            dp_id=1,
+            entries=[FibEntry(prefix=prefix, kind=RouteKind.UNICAST, nexthop_id=3)],
+        )
+        ((data, count),) = fib_chunks(lambda: state, add, slow, group_add=group_add)
+        gid = of.route_group(3, prefix)
+        assert messages(data) == [("group", gid), ("flow", gid)] and count == 2
+    assert state.shards == {of.route_group(3, "0.0.0.0/0"), of.route_group(3, "::/0")}
+    unknown = FibMod(
+        mod=Mod.ADD,
+        ct_id=1,
+        dp_id=1,
+        entries=[FibEntry(prefix="10.0.0.0/8", kind=RouteKind.UNICAST, nexthop_id=9)],
+    )
+    ((data, count),) = fib_chunks(lambda: state, unknown, slow, group_add=group_add)
+    assert count == 1 and len(state.shards) == 2

@@ -31,7 +31,7 @@ def test_longer_prefix_wins_and_local_beats_routes():
     p32 = of.fib_flows(FibEntry(prefix="10.1.2.3/32", kind=RouteKind.UNICAST, nexthop_id=3))[0]
     local = of.fib_flows(FibEntry(prefix="10.1.2.4/32", kind=RouteKind.LOCAL, dp_port=1))
     assert p8.priority < p24.priority < p32.priority < local[0].priority
-    assert p24.actions == (of.Group(2),)
+    assert p24.actions == (of.Group(of.route_group(2, "10.1.2.0/24")),)
     assert dict(p24.match)["ipv4_dst"] == ("10.1.2.0", "255.255.255.0")
     assert dict(p32.match)["ipv4_dst"] == "10.1.2.3"
 
@@ -188,7 +188,8 @@ def test_ipv6_addresses_are_written_as_the_switch_reports_them():
 def test_a_next_hops_routes_spread_over_its_shards():
     """Route flows of one next hop use GROUP_SHARDS groups of the same buckets, chosen by
     the prefix: OVS's cost of removing a flow from a group grows with the group's flows."""
-    prefixes = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(4096)]
+    per = 64
+    prefixes = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(of.GROUP_SHARDS * per)]
     shards: dict[int, int] = {}
     for prefix in prefixes:
         gid = of.route_group(7, prefix)
@@ -196,15 +197,33 @@ def test_a_next_hops_routes_spread_over_its_shards():
         assert gid == of.route_group(7, prefix)  # stable
         shards[gid] = shards.get(gid, 0) + 1
     assert len(shards) == of.GROUP_SHARDS
-    assert min(shards.values()) > 4096 // of.GROUP_SHARDS // 2
-    assert max(shards.values()) < 4096 // of.GROUP_SHARDS * 2
+    assert min(shards.values()) > per // 2
+    assert max(shards.values()) < per * 2
     # Shard 0 is the next-hop id itself; a next-hop id too large to shard is left alone.
     assert of.nexthop_group_ids(7)[0] == 7 and len(set(of.nexthop_group_ids(7))) == of.GROUP_SHARDS
-    assert max(of.nexthop_group_ids(2**24 - 1)) <= 0xFFFFFF00  # OFPG_MAX
-    assert of.nexthop_of_group(max(of.nexthop_group_ids(2**24 - 1))) == 2**24 - 1
-    for big in (2**24, 2**28 + 2**24, 0xFFFFFF00):
+    largest = 2 ** (of.SHARD_SHIFT - 1) - 1  # the largest sharded next-hop id
+    assert max(of.nexthop_group_ids(largest)) <= 0xFFFFFF00  # OFPG_MAX
+    assert {of.nexthop_of_group(g) for g in of.nexthop_group_ids(largest)} == {largest}
+    for big in (largest + 1, 2**of.SHARD_SHIFT - 1, 2**28 + largest + 1, 0xFFFFFF00):
         assert of.route_group(big, "10.0.0.0/8") == big and of.nexthop_group_ids(big) == (big,)
         assert of.nexthop_of_group(big) == big
+
+
+def test_the_groups_a_fib_uses_are_its_routes_shards():
+    """What must exist before the flows: one shard per route at most, none for the rest."""
+    fib = [
+        FibEntry(prefix="10.1.0.0/16", kind=RouteKind.UNICAST, nexthop_id=7),
+        FibEntry(prefix="0.0.0.0/0", kind=RouteKind.UNICAST, nexthop_id=7),
+        FibEntry(prefix="2001:db8::/32", kind=RouteKind.UNICAST, nexthop_id=8),
+        FibEntry(prefix="172.31.1.0/24", kind=RouteKind.CONNECTED, dp_port=1),
+        FibEntry(prefix="172.31.1.1/32", kind=RouteKind.LOCAL, dp_port=1),
+    ]
+    assert of.used_groups(fib) == {
+        of.route_group(7, "10.1.0.0/16"),
+        of.route_group(7, "0.0.0.0/0"),
+        of.route_group(8, "2001:db8::/32"),
+    }
+    assert of.used_groups(fib[3:]) == set()
 
 
 def test_every_shard_of_a_next_hop_has_its_buckets():
@@ -219,6 +238,8 @@ def test_every_shard_of_a_next_hop_has_its_buckets():
     )
     groups = of.nexthop_groups(mod)
     assert [g.group_id for g in groups] == list(of.nexthop_group_ids(7))
+    some = of.nexthop_group_ids(7)[3:5]
+    assert [g.group_id for g in of.nexthop_groups(mod, some)] == list(some)
     assert {(g.select, g.buckets) for g in groups} == {
         (of.nexthop_group(mod).select, of.nexthop_group(mod).buckets)
     }

@@ -104,6 +104,7 @@ def test_no_desired_table_per_route():
         tracemalloc.reset_peak()
         plan, counts = reconcile.plan_switch(specs, fib, {}, of.is_ours)
         _, new_peak = tracemalloc.get_traced_memory()
+        groups = len(plan.groups)  # 4 next hops' shards (openflow.GROUP_SHARDS)
         del plan
         tracemalloc.reset_peak()
         old, _diff = _old(specs, fib, {})
@@ -112,6 +113,8 @@ def test_no_desired_table_per_route():
         tracemalloc.stop()
     assert counts.add == len(old.add_routes) + len(old.add_now) == n + len(specs)
     # The streamed plan: a list of the entries to add (8 bytes each) and small
-    # change; the old one built a key, a text and a tuple per route.
-    assert new_peak < n * 20
+    # change, and a text per group (about 260 bytes each); the old one built a key,
+    # a text and a tuple per route.
+    assert groups == 4 * of.GROUP_SHARDS
+    assert new_peak < n * 20 + groups * 300
     assert new_peak * 10 < old_peak

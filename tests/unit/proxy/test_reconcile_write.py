@@ -66,6 +66,16 @@ def apply_flow_mod(switch: dict, fm) -> tuple:
     return ("delete", key)
 
 
+def _groups_of(fm) -> list[int]:
+    """The groups a flow-mod's actions apply."""
+    return [
+        a.group_id
+        for i in fm.instructions
+        for a in getattr(i, "actions", ())
+        if isinstance(a, P.OFPActionGroup)
+    ]
+
+
 def serialized(msg) -> bytes:
     if msg.xid is None:
         msg.set_xid(1)
@@ -271,13 +281,24 @@ class FakeDatapath:
                 _v, kind, length, xid = struct.unpack_from("!BBHI", data, off)
                 if kind == OFP.OFPT_FLOW_MOD:
                     fm, _n = decode_flow_mod(data, off)
-                    self.log.append(("flow", apply_flow_mod(self.flows, fm)))
+                    missing = [g for g in _groups_of(fm) if g not in self.groups]
+                    if fm.command == OFP.OFPFC_ADD and missing:
+                        # Open vSwitch refuses it (OFPBAC_BAD_OUT_GROUP).
+                        self.log.append(("refused", missing))
+                    else:
+                        self.log.append(("flow", apply_flow_mod(self.flows, fm)))
                     self.raw += reconcile.XID_BASE <= xid < PIPE_XID_BASE
                 elif kind == OFP.OFPT_GROUP_MOD:
                     command, gtype, gid = struct.unpack_from("!HBxI", data, off + 8)
                     self.log.append(("group", command, gid))
                     if command == OFP.OFPGC_DELETE:
                         self.groups.pop(gid, None)
+                        # Open vSwitch deletes the flows that apply it.
+                        applies = f"group:{gid}"
+                        for key in [k for k, v in self.flows.items() if applies in v[0].split(",")]:
+                            del self.flows[key]
+                    elif command == OFP.OFPGC_ADD and gid in self.groups:
+                        self.log.append(("refused", [gid]))  # OFPGMFC_GROUP_EXISTS
                     else:
                         self.groups[gid] = gtype
                 elif kind == OFP.OFPT_MULTIPART_REQUEST:
@@ -404,9 +425,11 @@ def test_a_wiped_switch_gets_everything_back_groups_first_and_paced(caplog):
         reconcile_from(proxy, dp, b"", [])
         wait_done(proxy)
     assert {k: v[0] for k, v in dp.flows.items()} == desired_now(proxy, dp)
-    # Every shard of both next hops (openflow.GROUP_SHARDS).
-    shards = [*of.nexthop_group_ids(7), *of.nexthop_group_ids(8)]
+    # The shards of 7 its routes use (openflow.GROUP_SHARDS); 8 has no route, no group.
+    shards = sorted(of.used_groups(fib))
+    assert {of.nexthop_of_group(g) for g in shards} == {7}
     assert dp.groups == dict.fromkeys(shards, OFP.OFPGT_INDIRECT)
+    assert not [e for e in dp.log if e[0] == "refused"]
     first_flow = next(i for i, e in enumerate(dp.log) if e[0] == "flow")
     assert all(e[0] == "group" for e in dp.log[:first_flow]) and first_flow == len(shards)
     # Paced: the routes went raw, in windows, each acknowledged; none left over.
@@ -428,10 +451,15 @@ def test_stale_flows_go_before_stale_groups_and_foreign_flows_stay():
     on_switch += [ofmsg.flow_mod(DP, s, False) for e in stale_routes for s in of.fib_flows(e)]
     on_switch.append(ofmsg.flow_mod(DP, foreign, False))
     dp.flows, body = switch_of(on_switch)
-    live, stale = of.nexthop_group_ids(7), of.nexthop_group_ids(9)
-    dp.groups = dict.fromkeys([*live, *stale], OFP.OFPGT_INDIRECT)
+    # The switch has every possible shard of 7 (as desired), and 9's (stale):
+    # 7's that no route uses are stale too.
+    live = sorted(of.used_groups(fib))
+    stale = [g for g in of.nexthop_group_ids(7) if g not in live] + list(of.nexthop_group_ids(9))
+    assert 0 < len(live) < of.GROUP_SHARDS
+    dp.groups = dict.fromkeys([*of.nexthop_group_ids(7), *stale], OFP.OFPGT_INDIRECT)
     stale_groups = [
-        ofmsg.group_mod(DP, of.GroupSpec(g, False, (((of.Output(5),), 1),)), "add") for g in stale
+        ofmsg.group_mod(DP, of.GroupSpec(g, False, (((of.Output(5),), 1),)), "add")
+        for g in of.nexthop_group_ids(9)
     ]
     live_groups = [ofmsg.group_mod(DP, g, "add") for g in of.nexthop_groups(nexthop(7, 2))]
     reconcile_from(proxy, dp, body, [*live_groups, *stale_groups])
@@ -503,11 +531,12 @@ def test_a_new_reconciliation_waits_until_the_running_one_has_stopped():
 
 
 def test_a_nexthopmod_for_a_stale_group_waits_until_the_group_is_deleted():
-    """A stale group on the switch must be deleted before a NextHopMod re-adds it.
+    """A stale group on the switch must be deleted before a route re-adds it.
 
     Otherwise the ADD reaches a switch that still has the group (OpenFlow:
     "group exists", the stale buckets stay) and the reconciliation, seeing the
-    group desired again, no longer deletes it.
+    group desired again, no longer deletes it. A next hop's shard is added by
+    the first route through it (fibwriter): 10.1.52.0/24 is on shard 0, group 9.
     """
     dp = FakeDatapath()
     proxy = make_proxy(dp, window=128, depth=1)
@@ -517,14 +546,22 @@ def test_a_nexthopmod_for_a_stale_group_waits_until_the_group_is_deleted():
     dp.hold = True
     reconcile_from(proxy, dp, b"", [stale_group])
     wait_held(dp)
-    readd = threading.Thread(target=proxy.server_message_handler, args=(nexthop(9, 3),))
-    readd.start()
+    route = FibEntry(prefix="10.1.52.0/24", kind=RouteKind.UNICAST, nexthop_id=9)
+    assert of.route_group(9, route.prefix) == 9
+
+    def readd() -> None:
+        proxy.server_message_handler(nexthop(9, 3))
+        proxy.server_message_handler(p.FibMod(mod=p.Mod.ADD, ct_id=1, dp_id=dp.id, entries=[route]))
+
+    thread = threading.Thread(target=readd)
+    thread.start()
     time.sleep(0.2)
-    assert readd.is_alive() and 9 not in proxy.core.state[dp.id].groups  # held back
+    assert thread.is_alive() and 9 not in proxy.core.state[dp.id].groups  # held back
     dp.release()
     wait_done(proxy)
-    readd.join(10)
-    assert not readd.is_alive()
+    thread.join(10)
+    assert not thread.is_alive()
     commands = [e[1] for e in dp.log if e[0] == "group" and e[2] == 9]
     assert commands == [OFP.OFPGC_DELETE, OFP.OFPGC_ADD]
-    assert dp.groups[9] == OFP.OFPGT_INDIRECT and 9 in proxy.core.state[dp.id].groups
+    assert dp.groups[9] == OFP.OFPGT_INDIRECT and 9 in proxy.core.state[dp.id].shards
+    assert dp.flows[(1, 1024, "eth_type=2048,ipv4_dst=10.1.52.0/255.255.255.0")][0] == "group:9"
