@@ -232,14 +232,27 @@ def group_ref_counts(run: LabRun, bridge: str) -> dict[int, int]:
     }
 
 
+def flows_per_group(run: LabRun, bridge: str) -> dict[int, int]:
+    """FIB flows applying each group, counted by one walk of the flows (untimed
+    checks: ``dump-flows``, one call whatever the number of shards, where a
+    ``dump-aggregate out_group=G`` per shard walked the table once per group)."""
+    out = _ofctl(run, "dump-flows", "--no-stats", bridge, f"table={of.TABLE_FIB}")
+    counts: dict[int, int] = {}
+    for m in re.finditer(r"actions=group:(\d+)", out):
+        gid = int(m.group(1))
+        counts[gid] = counts.get(gid, 0) + 1
+    return counts
+
+
 def flows_via(run: LabRun, bridge: str, groups: Iterable[int]) -> int:
-    """Flows using any of ``groups`` (a next hop's shards, openflow.GROUP_SHARDS)."""
+    """Flows using any of ``groups`` (the shards of a next hop its routes made,
+    openflow.GROUP_SHARDS)."""
     counts = group_ref_counts(run, bridge)
     return sum(counts.get(g, 0) for g in groups)
 
 
 def _groups_of_gateway(run: LabRun, bridge: str, mac: str) -> tuple[list[int], str]:
-    """Every group that rewrites to ``mac`` (one next hop's shards), sorted."""
+    """Every group that rewrites to ``mac`` (the shards of one next hop that exist), sorted."""
     out = _ofctl(run, "dump-groups", bridge)
     found = []
     for line in out.splitlines():
@@ -512,9 +525,8 @@ def _peer_down(
     result.cpu_peer_down_s = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1}
     if moved is not None:
         # Once, untimed: the flows themselves agree with the counters.
-        left_on_dead = sum(
-            aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}") for g in dead_groups
-        )
+        per_group = flows_per_group(run, bridge)
+        left_on_dead = sum(per_group.get(g, 0) for g in dead_groups)
         if left_on_dead:
             result.fail(f"peer down: {left_on_dead} flows still use the dead peer's groups")
     kernel = 0.0
@@ -762,6 +774,7 @@ def run_fib_bench(
         result.ours_rate = round(routes / done, 1)
 
         group: list[int] = []  # the first peer's groups (its shards)
+        per_group = flows_per_group(run, bridge)
         for hop, n in sorted(expected.items()):
             peer = peer_of[hop]
             gs, groups_text = _groups_of_gateway(run, bridge, peer.mac)
@@ -771,9 +784,7 @@ def run_fib_bench(
                 )
                 return result
             # Counted by a flow walk here (untimed), not by the groups' counters.
-            count = sum(
-                aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}") for g in gs
-            )
+            count = sum(per_group.get(g, 0) for g in gs)
             if count != n + base_via[hop]:
                 result.fail(
                     f"{count - base_via[hop]} route flows point at {peer.address}'s groups {gs}, "
@@ -816,9 +827,8 @@ def run_fib_bench(
             result.fail(f"the gateway's groups {group} did not all take the new MAC (have {gs})")
         else:
             result.nexthop_change_s = round(changed, 4)
-            after = sum(
-                aggregate_count(run, bridge, f"table={of.TABLE_FIB},out_group={g}") for g in group
-            )
+            per_group = flows_per_group(run, bridge)
+            after = sum(per_group.get(g, 0) for g in group)
             result.nexthop_flows_unchanged = after == via_group and table_active(run, bridge) == (
                 base + routes
             )
