@@ -12,6 +12,9 @@ them), then their group changed from 1 to 2 and back by each message form:
   modify-b  the MODIFY_STRICTs inside one bundle
   del-add   DELETE_STRICT then ADD of each flow
   fresh     ADD of N flows into an empty table (the reference)
+  freshK    the same, spread over K groups (a next hop's K shards, K <= 512)
+  moveK     after freshK: each flow's group changed to one of K other groups
+  del       DELETE_STRICT of each flow
 
 Messages go in windows of 4096 closed by a barrier, at most 3 windows
 unacknowledged (rfproxy's FlowPipe). Reported per form: wall seconds until the
@@ -233,6 +236,12 @@ def main() -> None:
                 subprocess.run([*of, "del-flows", "h28b", "table=1"], check=True, env=env)
                 new = 10
                 msgs = [flow_mod(a, p, 10 + i % k, OFPFC_ADD) for i, (a, p) in enumerate(prefixes)]
+            elif form.startswith("move") and form[4:].isdigit():
+                # After freshK: every flow leaves its group for another of K others,
+                # as a dead next hop's routes leave its K shards (peer down).
+                k = int(form[4:])
+                new = 10 + 512
+                msgs = [flow_mod(a, p, 522 + i % k, OFPFC_ADD) for i, (a, p) in enumerate(prefixes)]
             elif form in ("add", "add-b"):
                 msgs = [flow_mod(a, p, new, OFPFC_ADD) for a, p in prefixes]
             elif form == "add-rev":

@@ -71,7 +71,11 @@ class Kind:
 #: a route uses it (rfproxy creates it before that route's flow; core.py), so a
 #: next hop with a few routes (a host, a neighbour) has a few groups, and a
 #: next-hop change is one group-mod per shard that exists, independent of its routes.
-GROUP_SHARDS = 256
+#: 64 rather than 16 or 256, by measurement (docs/performance.md, "Shards made by
+#: their first route"): at a full table a peer's routes moved as fast with 64 as
+#: with 256, while 256 per next hop made emptying a dead peer's groups and a MAC
+#: change (one group-mod per shard) slower.
+GROUP_SHARDS = 64
 #: Shard s (1..GROUP_SHARDS-1) of next hop n is group ``n | s << SHARD_SHIFT`` (the top
 #: bits); shard 0 is group n. Only next-hop ids below ``2**(SHARD_SHIFT - 1)``
 #: are sharded (rfserver counts them from 1 and reuses freed ones), so every
