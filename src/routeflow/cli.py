@@ -198,6 +198,13 @@ def lab_plan(file: str) -> None:
 @click.option("--no-hosts", is_flag=True, help="no host per switch")
 @click.option("--ipv6", is_flag=True, help="dual-stack lab")
 @click.option("--bfd", is_flag=True, help="BFD on every OSPF link")
+@click.option(
+    "--control-plane",
+    type=click.Choice(["classic", "virtual"]),
+    default=None,
+    help="hellos over the physical links (classic) or VM to VM (virtual); default: "
+    "virtual with --bfd, the lab default (classic) without",
+)
 def lab_import(
     graph: str,
     output: str | None,
@@ -206,6 +213,7 @@ def lab_import(
     no_hosts: bool,
     ipv6: bool,
     bfd: bool,
+    control_plane: str | None,
 ) -> None:
     """Make a lab file from a topology file: GraphML or GML (e.g. the Internet Topology
     Zoo's), SNDlib (native or XML) or REPETITA (its IGP weights become OSPF costs)."""
@@ -229,6 +237,7 @@ def lab_import(
         hosts=not no_hosts,
         ipv6=ipv6,
         bfd=bfd,
+        control_plane=control_plane,
     )
     try:
         make_plan(parse_lab(text, output or "<import>"))

@@ -217,3 +217,15 @@ def test_any_graph_imports_to_a_valid_lab(graph) -> None:
     # every derived Linux name fits and none repeats
     names = [vm.port_ifname(i.port) for vm in p.vms for i in vm.interfaces]
     assert len(set(names)) == len(names) and all(len(x) <= IFNAMSIZ for x in names)
+
+
+def test_an_imported_lab_with_bfd_keeps_hellos_off_the_relay() -> None:
+    """BFD through the packet-in relay does not hold at backbone size on 2 cores: an
+    imported lab with BFD gets the virtual-domain control plane unless told otherwise."""
+    imp = importer.from_graph("t", [("0", "A"), ("1", "B")], [("0", "1")])
+    with_bfd = plan(parse_lab(importer.to_yaml(imp, ["h"], bfd=True)))
+    assert with_bfd.ospf.bfd and with_bfd.control_plane == "virtual"
+    told = plan(parse_lab(importer.to_yaml(imp, ["h"], bfd=True, control_plane="classic")))
+    assert told.ospf.bfd and told.control_plane == "classic"
+    plain = importer.to_yaml(imp, ["h"])
+    assert "control_plane" not in plain and plan(parse_lab(plain)).control_plane == "classic"
