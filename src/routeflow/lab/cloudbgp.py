@@ -287,7 +287,7 @@ class BgpExternal(External):
             run(["ip", "-n", ns, "link", "set", dev, "down"])
         self.crun.kill(f"agent-{node}")
         for t in [t for t in self.speaker_procs.procs if t.name.endswith(f"@{node}")]:
-            os.kill(t.pid, signal.SIGKILL)
+            t.signal(signal.SIGKILL)
             if t.popen is not None:
                 t.popen.wait(10)
         self.killed.add(node)

@@ -345,10 +345,11 @@ class CloudRun:
         """Send ``sig`` to the daemon recorded as ``name`` (``tenant-server``, ``agent-c1``)
         and, unless it is SIGSTOP/SIGCONT, reap it and forget it (chaos tests)."""
         tracked = next(t for t in self.procs.procs if t.name == name)
-        os.kill(tracked.pid, sig)
+        tracked.signal(sig)
         if sig not in (signal.SIGSTOP, signal.SIGCONT):
             if tracked.popen is not None:
                 tracked.popen.wait(timeout=10)
+            tracked.forget()
             self.procs.procs.remove(tracked)
 
     def restart_server(self) -> None:

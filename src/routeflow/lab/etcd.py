@@ -10,7 +10,6 @@ election 500 ms), which also lowers etcd's minimum lease TTL to about 0.75 s.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -226,8 +225,7 @@ class EtcdCluster:
         if t is None:
             raise RuntimeError(f"etcd member {i} of {self.name} is not running")
         if t.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(t.pid, sig)
+            t.signal(sig)
         if t.popen is not None:
             try:
                 t.popen.wait(timeout=10.0)
@@ -264,15 +262,13 @@ class EtcdCluster:
         """
         tracked = [t for t in self._procs.procs if t.alive()]
         for t in tracked:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(t.pid, signal.SIGTERM)
+            t.signal(signal.SIGTERM)
         wait_exited(tracked, timeout)
         for t in tracked:
             if t.alive():
                 # Expected for the raft leader (see above): not worth a warning.
                 log.info("%s (pid %d) still handing over after SIGTERM; killing", t.name, t.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(t.pid, signal.SIGKILL)
+                t.signal(signal.SIGKILL)
         self._procs.stop_all()  # reaps; every process is gone by now
         self._tracked = [None] * self.members
 

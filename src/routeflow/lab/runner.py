@@ -946,8 +946,7 @@ class LabRun:
         """Kill one process this lab started (by its recorded pid) and forget it."""
         for t in list(self.procs.procs):
             if t.name == name:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(t.pid, sig)
+                t.signal(sig)
                 self.procs.stop_one(t)  # reaps it (and escalates if sig was ignored)
                 if name == "rfproxy" or (self.proxy is not None and self.proxy.pid == t.pid):
                     self.proxy = None
