@@ -101,6 +101,8 @@ def links_discovered(run: LabRun, result: CheckResult, timeout: float) -> bool:
 
     ok = checks.wait_until(done, timeout, 0.25)
     detail = f"{len(have & want)}/{len(want)} directed links"
+    if want - have:
+        detail += f", missing: {sorted(want - have)[:3]}"
     if have - want:
         detail += f", {len(have - want)} not in the lab file: {sorted(have - want)[:3]}"
     result.add("switch links discovered", ok, time.monotonic() - t, detail)
