@@ -87,11 +87,6 @@ _SHARD_MASK = GROUP_SHARDS - 1
 _crc32 = zlib.crc32
 
 
-def route_shard(prefix: str) -> int:
-    """The shard of a route's prefix text (as rfserver sends it): a stable hash."""
-    return _crc32(prefix.encode()) & _SHARD_MASK
-
-
 def route_group(nexthop_id: int, prefix: str) -> int:
     """The group a route flow of ``prefix`` through next hop ``nexthop_id`` applies."""
     if nexthop_id >= _SHARDED:
