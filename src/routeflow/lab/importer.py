@@ -225,15 +225,21 @@ def to_yaml(
 
 
 def read_graph(
-    path: str, kind: str | None = None
+    path: str, kind: str | None = None, text: str | None = None
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]], dict[str, str]]:
     """Network name, nodes (id, label), edges and graph attributes of a GraphML or GML file
-    (networkx reads it; Topology Zoo files say where their map came from and when)."""
+    (networkx reads it; Topology Zoo files say where their map came from and when).
+    ``text``: a GML file's content, already read and decoded (read_topology)."""
     import networkx as nx
 
-    gml = kind == "gml" or (kind is None and path.endswith(".gml"))
-    g = _read_gml(path) if gml else nx.read_graphml(path)
-    net = g.graph.get("Network") or g.graph.get("label") or path.rsplit("/", 1)[-1].split(".")[0]
+    if kind == "gml" or (kind is None and path.endswith(".gml")):
+        if text is None:
+            with open(path, "rb") as fh:
+                text = topofiles.decode(fh.read())
+        g = _parse_gml(text)
+    else:
+        g = nx.read_graphml(path)
+    net = g.graph.get("Network") or g.graph.get("label") or topofiles.file_stem(path)
     nodes = [(str(n), str(d.get("label") or n)) for n, d in g.nodes(data=True)]
     edges = [(str(a), str(b)) for a, b in g.edges()]
     return str(net), nodes, edges, {str(k): str(v) for k, v in g.graph.items()}
@@ -248,14 +254,11 @@ def read_topology(path: str) -> SourceGraph:
             raw = fh.read()
     except OSError as exc:
         raise TopologyFileError(f"{path}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    text = topofiles.decode(raw)
     kind = topofiles.sniff(text, path)
     if kind in ("graphml", "gml"):
         try:
-            net, nodes, edges, attributes = read_graph(path, kind)
+            net, nodes, edges, attributes = read_graph(path, kind, text)
         except Exception as exc:  # networkx raises many kinds; all mean "not a graph I read"
             raise TopologyFileError(f"{path}: cannot read as {kind.upper()}: {exc}") from None
         return SourceGraph(kind, net, nodes, edges, attributes=attributes)
@@ -266,21 +269,13 @@ def read_topology(path: str) -> SourceGraph:
     return topofiles.parse(kind, text, path)
 
 
-def _read_gml(path: str) -> Any:
+def _parse_gml(text: str) -> Any:
     """GML is 7-bit ASCII with other characters as HTML entities, and networkx insists;
     files in the wild (Topology Zoo's among them) hold UTF-8 or Latin-1 labels such as
     "Zürich": those are escaped the way GML says, then parsed."""
     import networkx as nx
 
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
+    if not text.isascii():
         text = "".join(c if ord(c) < 128 else f"&#{ord(c)};" for c in text)
     if "multigraph" not in text:
         # A repeated edge in a file that did not declare itself a multigraph is a

@@ -76,8 +76,17 @@ def parse(kind: str, text: str, origin: str) -> SourceGraph:
     raise TopologyFileError(f"{origin}: not a format read here ({kind})")
 
 
-def _stem(origin: str) -> str:
-    return origin.rsplit("/", 1)[-1].split(".")[0] or "imported"
+def file_stem(path: str) -> str:
+    """A file's name without directory and extension: a network's name when the file has none."""
+    return path.rsplit("/", 1)[-1].split(".")[0] or "imported"
+
+
+def decode(raw: bytes) -> str:
+    """Topology files in the wild are UTF-8 or Latin-1 (the Topology Zoo's GML has both)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 # SNDlib native: sections "NAME (" ... ")" of one item per line; only NODES and LINKS
@@ -88,7 +97,7 @@ _NATIVE_LINK = re.compile(r"^(\S+)\s*\(\s*(\S+)\s+(\S+)\s*\)")
 
 
 def parse_sndlib_native(text: str, origin: str) -> SourceGraph:
-    name = _stem(origin)
+    name = file_stem(origin)
     nodes: list[tuple[str, str]] = []
     edges: list[tuple[str, str]] = []
     section: str | None = None
@@ -193,7 +202,7 @@ def parse_sndlib_xml(text: str, origin: str) -> SourceGraph:
         child.tag.rsplit("}", 1)[-1]: (child.text or "").strip()
         for child in (meta_el if meta_el is not None else [])
     }
-    name = _stem(origin)
+    name = file_stem(origin)
     return SourceGraph("sndlib-xml", name, nodes, edges, attributes={**meta, "Network": name})
 
 
@@ -231,7 +240,7 @@ def parse_repetita(text: str, origin: str) -> SourceGraph:
     nodes: list[tuple[str, str]] = []
     for _lineno, cols in take(count("NODES"), "nodes"):
         nodes.append((str(len(nodes)), cols[0] if cols else f"n{len(nodes)}"))
-    directed: list[tuple[int, int, int, int]] = []  # (lineno, src, dst, weight)
+    directed: list[tuple[int, int, int]] = []  # (src, dst, weight)
     for lineno, cols in take(count("EDGES"), "edges"):
         if len(cols) < 4:
             raise TopologyFileError(f"{origin}:{lineno}: expected 'label src dest weight ...'")
@@ -245,30 +254,30 @@ def parse_repetita(text: str, origin: str) -> SourceGraph:
             if not 0 <= end < len(nodes):
                 last = len(nodes) - 1
                 raise TopologyFileError(f"{origin}:{lineno}: node index {end} out of 0-{last}")
-        directed.append((lineno, src, dst, weight))
+        directed.append((src, dst, weight))
     # Pair the two directions of each link: per pair of nodes, a row with a reverse row of
     # the same weight first (parallel links may weigh differently), what is left in file
     # order; a link is placed where its first row is.
     by_pair: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
-    for k, (_lineno, src, dst, _w) in enumerate(directed):
+    for k, (src, dst, _w) in enumerate(directed):
         fw, bw = by_pair.setdefault((min(src, dst), max(src, dst)), ([], []))
         (fw if src <= dst else bw).append(k)
     placed: list[tuple[int, int]] = []  # (first row, weight)
     differing = 0
     for fw, bw in by_pair.values():
         for k in list(fw):
-            same = next((j for j in bw if directed[j][3] == directed[k][3]), None)
+            same = next((j for j in bw if directed[j][2] == directed[k][2]), None)
             if same is not None:
                 fw.remove(k)
                 bw.remove(same)
-                placed.append((min(k, same), directed[k][3]))
+                placed.append((min(k, same), directed[k][2]))
         for k, j in zip(fw, bw, strict=False):
             differing += 1
-            placed.append((min(k, j), max(directed[k][3], directed[j][3])))
+            placed.append((min(k, j), max(directed[k][2], directed[j][2])))
         n = min(len(fw), len(bw))
-        placed += [(k, directed[k][3]) for k in fw[n:] + bw[n:]]
+        placed += [(k, directed[k][2]) for k in fw[n:] + bw[n:]]
     placed.sort()
-    edges = [(str(directed[k][1]), str(directed[k][2])) for k, _w in placed]
+    edges = [(str(directed[k][0]), str(directed[k][1])) for k, _w in placed]
     weights = [w for _k, w in placed]
     notes: list[str] = []
     if differing:
@@ -283,10 +292,10 @@ def parse_repetita(text: str, origin: str) -> SourceGraph:
         weights = [max(1, w) for w in weights]
     return SourceGraph(
         "repetita",
-        _stem(origin),
+        file_stem(origin),
         nodes,
         edges,
         costs=weights,
-        attributes={"Network": _stem(origin)},
+        attributes={"Network": file_stem(origin)},
         notes=notes,
     )
