@@ -94,7 +94,6 @@ NODE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 IPV6_ROUTER = 1  # a VM's port on a host subnet, and end a of a link
 IPV6_HOST = 0x100  # the host on its subnet
 IPV6_LINK_BASE = 0x8000  # subnet ID of links[0]; hosts take 1 .. IPV6_LINK_BASE - 1
-#: OSPFv3 (ospf6d) or MP-BGP (IPv6 unicast over the IPv4 sessions) carries the IPv6 routes.
 
 
 class LabError(ValueError):
