@@ -864,12 +864,26 @@ class KernelView:
                             self._index(prefix, kr, add=False)
                         self._add_simple(prefix, shape)
                     return
-        elif shape is not None and self._kroutes.get(prefix) is shape.cands:
-            self._del_simple(prefix, shape)
-            return
+        else:
+            old = self._kroutes.get(prefix)
+            if shape is not None and old is shape.cands:
+                self._del_simple(prefix, shape.kroute)
+                return
+            if old is not None and len(old) == 1:
+                # The removal of the one route stored, though not by the shape it came
+                # with: that shape was forgotten (a nexthop object or link changed, as
+                # zebra's do all the time) or it came by a dump. Compared by value: an
+                # IPv6 route zebra moves to another peer is a removal then an addition.
+                simple = self._simple_kroute(shape_key)
+                if simple is not None and old.get(simple[0]) == simple[1]:
+                    self._del_simple(prefix, simple[1])
+                    return
         self._on_route(note_dict((prefix, shape_key, deleted, nlflags)), deleted)
 
-    def _make_shape(self, shape_key: Shape, prefix: str) -> _Shape | None:
+    @staticmethod
+    def _simple_kroute(shape_key: Shape) -> tuple[_RouteKey, _KRoute] | None:
+        """The route a simple message of ``shape_key`` stands for, under the key the
+        general path files it by; None if the general path must judge it."""
         family, table, tos, prio, rtype, flags, oif, gw, nhid = shape_key
         if table not in (RT_TABLE_MAIN, RT_TABLE_LOCAL) or (flags or 0) & RTM_F_CLONED:
             return None
@@ -889,6 +903,13 @@ class KernelView:
             key = (table, 0, prio, -1 if nhid is not None else 0 if gw else (oif or 0))
         else:
             return None
+        return key, kr
+
+    def _make_shape(self, shape_key: Shape, prefix: str) -> _Shape | None:
+        simple = self._simple_kroute(shape_key)
+        if simple is None:
+            return None
+        key, kr = simple
         resolved = self._resolve(prefix, kr)
         shape = _Shape(
             cands={key: kr},
@@ -921,9 +942,9 @@ class KernelView:
             None if kind is None else Route(prefix=prefix, kind=kind, nexthops=shape.nexthops),
         )
 
-    def _del_simple(self, prefix: str, shape: _Shape) -> None:
+    def _del_simple(self, prefix: str, kr: _KRoute) -> None:
         del self._kroutes[prefix]
-        self._index(prefix, shape.kroute, add=False)
+        self._index(prefix, kr, add=False)
         self._set_route(prefix, None)
 
     def _impossible(self, kr: _KRoute) -> bool:

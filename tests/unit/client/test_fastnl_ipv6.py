@@ -334,3 +334,41 @@ def test_cut_messages_go_to_the_general_decoder(cut):
     data = dict(captured())["bench routes v6 add"][0]
     out = fastnl.parse(data[:cut], _raw)
     assert out == [("raw", data[:cut])] or all(o[0] != "raw" for o in out)
+
+
+class CountingView(KernelView):
+    """KernelView counting the messages its fast paths handed to the general path."""
+
+    general = 0
+
+    def _on_route(self, msg, deleted):
+        self.general += 1
+        super()._on_route(msg, deleted)
+
+
+def test_zebras_move_of_an_ipv6_route_stays_on_the_fast_path():
+    """zebra moves an IPv6 route to another peer by removing it and adding the new one,
+    and adds nexthop objects as it goes (each one makes the view forget its shapes):
+    the removal is still recognised as the one route stored, by value. Before, each
+    went the general way: a fifth of rfclient's CPU when a peer of 50k IPv6 routes
+    went down."""
+    view, reference = CountingView(1), GeneralView(1)
+    old_hop, new_hop = nexthop_msg(7, 1, "2001:db8:1::100"), nexthop_msg(8, 2, "2001:db8:2::100")
+    prefixes = [f"2001:db8:{i:x}::" for i in range(1, 40)]
+
+    def route(kind, dst, nhid, gw, oif, flags=0x600):
+        return kernel_route6(kind, dst, 48, 254, 1, 20, gw, oif, nhid, flags)
+
+    steps = [old_hop, *(route(24, p, 7, "2001:db8:1::100", 1) for p in prefixes), new_hop]
+    for p in prefixes:
+        steps += [route(25, p, 7, "2001:db8:1::100", 1, 0), route(24, p, 8, "2001:db8:2::100", 2)]
+    for v in (view, reference):
+        v.feed_many(links())
+        for data in steps:
+            v.feed_many(fastnl.parse(data, slow) if v is view else slow(data))
+    assert view.general == 0
+    assert view.routes == reference.routes
+    assert view.drain() == reference.drain()
+    assert {p: r.nexthops for p, r in view.routes.items() if p.startswith("2001:db8:")} == {
+        f"{p}/48": [NextHop(2, "2001:db8:2::100")] for p in prefixes
+    }
