@@ -913,14 +913,25 @@ def bench_churn(stream, speed, timeout, peer, run_dir, json_path) -> None:
 )
 @click.option("--run-dir", default=None, help="where logs and state go")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results as JSON")
-def bench_bgp(table, timeout, run_dir, json_path) -> None:
+@click.option(
+    "--peer-down",
+    is_flag=True,
+    help="two peers offer the table (the second with longer paths); once the switch "
+    "forwards it all via the first, the first shuts its session down (Cease): time "
+    "until the kernel (zebra) and the switch have every prefix on the second",
+)
+@click.option(
+    "--profile", "profile_dir", default=None, help="py-spy the daemons (peer down) into this dir"
+)
+def bench_bgp(table, timeout, run_dir, json_path, peer_down, profile_dir) -> None:
     """FRR end to end: a speaker announces TABLE's prefixes (IPv6 by MP-BGP) to the
     VM's bgpd; time to the full table in the kernel (zebra) and on the switch, and the
     switch's lag."""
     from routeflow.bench.bgprun import main_bgp
 
     _require_root()
-    sys.exit(main_bgp(table, run_dir, json_path, timeout, console))
+    code = main_bgp(table, run_dir, json_path, timeout, console, peer_down, profile_dir)
+    sys.exit(code)
 
 
 @bench.command("web")

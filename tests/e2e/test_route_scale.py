@@ -220,11 +220,13 @@ def test_bench_churn_replays_a_real_routers_mrt_updates(run_dir, tmp_path):
     assert r["latency_counted"] == 18
 
 
-def test_bench_bgp_carries_a_table_from_a_speaker_to_the_switch(run_dir, tmp_path):
-    """`bench bgp` at CI size: 2000 IPv4 and 500 IPv6 prefixes of a made-up table from a
-    speaker to the VM's bgpd over one session (IPv6 by MP-BGP); the kernel (zebra) and
-    the switch get them all, the switch ends exactly as the kernel, and both times and
-    the lag ratio are reported."""
+def test_bench_bgp_carries_a_table_to_the_switch_and_follows_a_peer_going_down(run_dir, tmp_path):
+    """`bench bgp --peer-down` at CI size: 2000 IPv4 and 500 IPv6 prefixes of a made-up
+    table from two speakers to the VM's bgpd, one session each (IPv6 by MP-BGP); the
+    kernel (zebra) and the switch get them all, the switch ends exactly as the kernel,
+    and both times and the lag ratio are reported. Then the preferred peer shuts its
+    session down: zebra moves every route to the other peer in the kernel, the switch
+    every flow to its groups, both timed."""
     table = tmp_path / "table.txt"
     cli = [sys.executable, "-m", "routeflow.cli", "bench"]
     subprocess.run(
@@ -233,7 +235,8 @@ def test_bench_bgp_carries_a_table_from_a_speaker_to_the_switch(run_dir, tmp_pat
     )  # fmt: skip
     out = tmp_path / "bgp.json"
     proc = subprocess.run(
-        [*cli, "bgp", str(table), "--timeout", "60", "--run-dir", run_dir, "--json", str(out)],
+        [*cli, "bgp", str(table), "--peer-down", "--timeout", "60", "--run-dir", run_dir,
+         "--json", str(out)],
         capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -244,3 +247,8 @@ def test_bench_bgp_carries_a_table_from_a_speaker_to_the_switch(run_dir, tmp_pat
     # zebra counts a route when it reads the kernel's acknowledgement, rfclient acts on
     # the kernel's notification), and never before the speaker sent anything.
     assert r["kernel_s"] > 0 and r["switch_s"] > 0 and r["lag_ratio"] is not None
+    # Peer down: every route moved (zebra's kernel provider did at least one update per
+    # prefix), kernel and switch end on the survivor, both times and the lag reported.
+    assert r["peers"] == 2 and r["down_kernel_updates"] >= 2500
+    assert (r["down_kernel_via_survivor"], r["down_switch_via_survivor"]) == (2500, 2500)
+    assert r["down_kernel_s"] > 0 and r["down_switch_s"] > 0 and r["down_lag_ratio"] is not None

@@ -14,6 +14,14 @@ session is up, ``notification CODE SUBCODE`` if the peer sends one. It keeps
 the session up with a KEEPALIVE every second (the lab's bgpd holds for 9 s)
 and reads (and drops) whatever the peer sends, until it is killed.
 
+``--prepend N`` puts its own AS N more times at the head of every path (a backup
+peer: the VM's bgpd prefers the other peer's shorter paths). With ``--down
+FILE``, once the table is sent and FILE exists, the speaker goes down as a peer
+shut down by its operator does: it logs ``down WALLTIME``, sends a NOTIFICATION
+(Cease, Administrative Shutdown: RFC 4486), closes the session and exits; the
+VM's bgpd drops every route it learnt from it at once (no graceful restart: the
+OPEN offers none).
+
 IPv4 unicast over the IPv4 session; with ``--local6`` also IPv6 unicast over the
 same session (MP-BGP, RFC 4760: MP_REACH_NLRI with that address as the next hop),
 as a dual-stack edge peer sends it. Without ``--local6`` a table's IPv6 prefixes
@@ -38,6 +46,7 @@ __all__ = ["nlri", "open_message", "updates"]
 MARKER = b"\xff" * 16
 MAX_MESSAGE = 4096
 OPEN, UPDATE, NOTIFICATION, KEEPALIVE = 1, 2, 3, 4
+CEASE, ADMINISTRATIVE_SHUTDOWN = 6, 2  # RFC 4486
 AS_TRANS = 23456
 KEEPALIVE_MSG = MARKER + struct.pack("!HB", 19, KEEPALIVE)
 
@@ -102,21 +111,28 @@ def _chunks(prefixes: list[bytes], room: int) -> Iterator[bytes]:
         yield b"".join(part)
 
 
+def notification(code: int, subcode: int) -> bytes:
+    return _message(NOTIFICATION, bytes((code, subcode)))
+
+
 def updates(
     routes: Iterable[tuple[str, tuple[int, ...]]],
     asn: int,
     next_hop: str,
     next_hop6: str | None = None,
+    prepend: int = 0,
 ) -> Iterator[bytes]:
-    """UPDATE messages announcing ``(prefix, as_path)`` behind ``asn``: IPv4 prefixes
-    via ``next_hop`` in the NLRI field, IPv6 ones via ``next_hop6`` in MP_REACH_NLRI
-    (one family per message); prefixes with the same path share messages of at most
-    4096 bytes. An IPv6 prefix without ``next_hop6`` is a ValueError."""
+    """UPDATE messages announcing ``(prefix, as_path)`` behind ``asn`` (``1 + prepend``
+    times): IPv4 prefixes via ``next_hop`` in the NLRI field, IPv6 ones via
+    ``next_hop6`` in MP_REACH_NLRI (one family per message); prefixes with the same
+    path share messages of at most 4096 bytes. An IPv6 prefix without ``next_hop6`` is
+    a ValueError."""
     by_path: dict[tuple[int, ...], list[bytes]] = {}
     by_path6: dict[tuple[int, ...], list[bytes]] = {}
+    own = (asn,) * (1 + prepend)
     for prefix, path in routes:
         into = by_path6 if ":" in prefix else by_path
-        into.setdefault((asn, *path), []).append(nlri(prefix))
+        into.setdefault((*own, *path), []).append(nlri(prefix))
     if by_path6 and next_hop6 is None:
         raise ValueError("IPv6 prefixes need an IPv6 next hop")
     hop = bytes((0x40, 3, 4)) + socket.inet_aton(next_hop)
@@ -168,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local6", default=None, help="IPv6 next hop: announce IPv6 too")
     parser.add_argument("--go", required=True)
     parser.add_argument("--log", required=True)
+    parser.add_argument("--prepend", type=int, default=0, help="own AS this many more times")
+    parser.add_argument("--down", default=None, help="once this file exists: Cease, exit")
     args = parser.parse_args(argv)
     log = open(args.log, "w", buffering=1)  # noqa: SIM115
     try:
@@ -184,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     batches: list[bytes] = []
     part: list[bytes] = []
     size = total = 0
-    for msg in updates(routes, args.asn, args.local, args.local6):
+    for msg in updates(routes, args.asn, args.local, args.local6, args.prepend):
         if size + len(msg) > 65536:
             batches.append(b"".join(part))
             part, size = [], 0
@@ -244,8 +262,17 @@ def main(argv: list[str] | None = None) -> int:
         with lock:
             sock.sendall(batch)
     log.write(f"last {time.time():.6f}\ndone\n")
-    while True:
-        time.sleep(3600)
+    if args.down is None:
+        while True:
+            time.sleep(3600)
+    while not os.path.exists(args.down):
+        time.sleep(0.005)
+    with lock:  # no KEEPALIVE after the NOTIFICATION
+        log.write(f"down {time.time():.6f}\n")
+        sock.sendall(notification(CEASE, ADMINISTRATIVE_SHUTDOWN))
+        sock.shutdown(socket.SHUT_WR)
+        log.write("notified\n")
+        os._exit(0)
 
 
 if __name__ == "__main__":

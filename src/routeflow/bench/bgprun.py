@@ -21,10 +21,30 @@ full table for each, and routeflow's lag behind the kernel as a ratio,
 ``(switch - kernel) / kernel``. At the end the VM kernel's BGP routes (read
 with ``ip route``, per family) must be exactly the table's prefixes, and the switch's
 FIB flows for those prefixes exactly the kernel's.
+
+``--peer-down`` makes it an edge router with two transit peers: a second speaker
+x2 (another AS) announces the same table with its AS once more on every path, so
+the VM's bgpd prefers x1 everywhere and holds x2's paths as the alternative. Once
+the switch forwards every prefix via x1, x1 goes down as a peer shut down by its
+operator does (NOTIFICATION Cease/Administrative Shutdown, then the session
+closes): bgpd re-selects x2 for every prefix, zebra replaces each route in the
+kernel, routeflow moves each flow to x2's groups. Timed from the NOTIFICATION:
+
+* the kernel: zebra's kernel dataplane provider's count of completed updates
+  (``show zebra dplane providers``, "out") reaching what the event cost it in
+  the end (one per moved route, counted once all is quiet), that is FRR's own
+  time to have the whole table on the surviving peer in the kernel;
+* the switch: no table flow left on x1's groups (OVS's group ref_counts, minus
+  x1's own host flow, which stays: x1's address is still a neighbour).
+
+At the end every kernel route must go via x2 and every table flow to x2's groups.
+This is the real case of a peer going down, FRR deciding; `bench fib --peer-down`
+is the harder one, routes replaced by a loader at netlink speed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -32,12 +52,13 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from ipaddress import ip_address
 
 from routeflow.bench.table import TableError, read_table_file
 from routeflow.lab import checks, exabgp, speakers
 from routeflow.lab.model import parse_lab, plan
 
-__all__ = ["BgpResult", "run_bgp"]
+__all__ = ["BgpResult", "kernel_out_count", "routes_via", "run_bgp"]
 
 LAB = """
 name: benchbgp
@@ -53,6 +74,14 @@ speakers:
     ip: 192.0.2.2/30
     asn: 65100
     announce: {count: 1, start: 198.51.100.0, prefixlen: 24}
+"""
+#: --peer-down: the backup transit peer (its paths one AS longer).
+BACKUP_SPEAKER = """
+  - name: x2
+    switch: A
+    ip: 192.0.2.6/30
+    asn: 65200
+    announce: {count: 1, start: 198.51.101.0, prefixlen: 24}
 """
 FIB_TABLE = 1
 
@@ -84,6 +113,59 @@ class BgpResult:
     #: Peak RSS (VmHWM, MB) per daemon kind at the end (rfclient, bgpd, zebra...).
     rss_peak_mb: dict[str, float] = field(default_factory=dict)
     stages: list[dict] = field(default_factory=list)
+    #: --peer-down (two peers, x1 preferred, x1 goes down), from x1's NOTIFICATION:
+    peers: int = 1
+    down_kernel_s: float | None = None  # zebra's kernel updates all done
+    down_switch_s: float | None = None  # no table flow left on x1's groups
+    down_kernel_updates: int | None = None  # what the event cost zebra's kernel provider
+    #: (switch - kernel) / kernel, and its bound from the sampling as above.
+    down_lag_ratio: float | None = None
+    down_lag_bound_ratio: float | None = None
+    #: (s, kernel updates done, table flows still on x1) at each sample.
+    down_samples: list[tuple[float, int, int]] = field(default_factory=list)
+    down_kernel_via_survivor: int | None = None  # kernel BGP routes via x2 at the end
+    down_switch_via_survivor: int | None = None  # table flows on x2's groups at the end
+    #: CPU seconds each process used from the NOTIFICATION to the end of the sampling.
+    down_cpu_s: dict[str, float] = field(default_factory=dict)
+
+
+_PROVIDER_OUT = re.compile(r"^\s*Kernel\b.*?\bin: (\d+),.*?\bout: (\d+)", re.M)
+
+
+def kernel_out_count(text: str) -> tuple[int, int] | None:
+    """(in, out) of zebra's kernel dataplane provider in ``show zebra dplane
+    providers`` ("Kernel (1): in: 5008, q: 0, q_max: 100, out: 5008, ..."): updates
+    handed to it, and updates the kernel has completed. None if absent."""
+    m = _PROVIDER_OUT.search(text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def routes_via(text: str, family: int = 4) -> dict[str, str]:
+    """prefix -> first gateway of each route in ``ip -FAMILY route show`` text ("" when
+    it has none); a multipath route's continuation lines (``\tnexthop via ...``)
+    give its first hop. Prefixes as kernel_bgp_prefixes writes them."""
+    out: dict[str, str] = {}
+    last = None
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if line[0].isspace():
+            if last is not None and not out[last] and "via" in words[:-1]:
+                out[last] = words[words.index("via") + 1]
+            continue
+        dst = words[0]
+        if dst == "default":
+            dst = "0.0.0.0/0" if family == 4 else "::/0"
+        elif not (dst[0].isdigit() or ":" in dst):
+            continue
+        if "/" not in dst:
+            dst += "/128" if family == 6 else "/32"
+        if ":" in dst and "." in dst:  # inet_ntop's embedded IPv4: Python's text instead
+            dst = str(ipaddress.ip_network(dst, strict=False))
+        out[dst] = words[words.index("via") + 1] if "via" in words[:-1] else ""
+        last = dst
+    return out
 
 
 def zebra_bgp_counts(run, switch: str, families: tuple[int, ...] = (4,)) -> tuple[int, int]:
@@ -132,6 +214,161 @@ def _first(samples, index: int, want: int) -> float | None:
     return next((s[0] for s in samples if s[index] >= want), None)
 
 
+def _start_feed(run, sp, index: int, table_path: str, go: str, ipv6: bool):
+    """Start bgpfeed in speaker ``sp``'s place: (process, its log, its --down file).
+    Speaker ``index`` puts its AS ``index`` more times on its paths (x1 preferred)."""
+    d = exabgp.speaker_dir(run, sp)
+    log, down = os.path.join(d, "bgpfeed.log"), os.path.join(d, "bgpfeed.down")
+    argv = [
+        run.python, "-m", "routeflow.bench.bgpfeed", os.path.abspath(table_path),
+        "--asn", str(sp.asn), "--peer-as", str(sp.vm_asn), "--local", sp.address,
+        "--peer", sp.gateway, "--go", go, "--log", log, "--down", down,
+        "--prepend", str(index),
+        *(["--local6", sp.address6] if ipv6 and sp.address6 else []),
+    ]  # fmt: skip
+    errlog = open(os.path.join(d, "bgpfeed.out"), "ab")  # noqa: SIM115
+    popen = run.host(sp.name).popen(
+        argv, stdin=subprocess.DEVNULL, stdout=errlog, stderr=subprocess.STDOUT
+    )
+    errlog.close()
+    run.procs.add_popen(f"bgpfeed@{sp.name}", popen)
+    return popen, log, down
+
+
+def _kernel_updates(run, switch: str) -> tuple[int, int]:
+    text = run.vtysh(switch, "show zebra dplane providers")
+    counts = kernel_out_count(text)
+    if counts is None:
+        raise RuntimeError(f"no kernel provider in `show zebra dplane providers`: {text!r}")
+    return counts
+
+
+def _peer_down(
+    run, check, result: BgpResult, sps, feed, want, families, base, limit, interval, profile_dir
+):
+    """x1 goes down (see the module docstring); times kernel and switch from its NOTIFICATION."""
+    from routeflow.bench.fib import (
+        aggregate_count,
+        cpu_of,
+        flows_via,
+        groups_of_gateway,
+        start_profilers,
+        stop_profilers,
+    )
+
+    dead, alive = sps
+    bridge = run.bridges[dead.switch]
+    n = len(want)
+    neigh = checks.kernel_neighbours(run, dead.switch)
+    macs = {sp.name: neigh.get(sp.address, "") for sp in sps}
+    if "" in macs.values():
+        check.add("peer down: both peers are neighbours", False, 0.0, f"MACs {macs}")
+        return
+    dead_groups = groups_of_gateway(run, bridge, macs[dead.name])[0]
+    # The dead peer's own address stays a neighbour (only its session went): its host
+    # flows stay on its groups and are not table prefixes.
+    hosts = aggregate_count(run, bridge, f"table={FIB_TABLE},ip,nw_dst={dead.address}/32")
+    if 6 in families and dead.address6:
+        hosts += aggregate_count(
+            run, bridge, f"table={FIB_TABLE},ipv6,ipv6_dst={dead.address6}/128"
+        )
+
+    def quiet() -> bool:
+        before = _kernel_updates(run, dead.switch)
+        time.sleep(0.5)
+        now = _kernel_updates(run, dead.switch)
+        return now == before and now[0] == now[1]
+
+    t = time.monotonic()
+    settled = checks.wait_until(
+        lambda: flows_via(run, bridge, dead_groups) - hosts == n and quiet(), max(60.0, limit)
+    )
+    check.add(
+        "peer down: every prefix via x1 before (shorter paths)",
+        settled,
+        time.monotonic() - t,
+        f"{flows_via(run, bridge, dead_groups) - hosts} of {n} on x1's groups",
+    )
+    if not settled:
+        return
+    names = ("rfserver", "rfproxy", f"rfclient@{dead.switch}")
+    profilers = start_profilers(run, profile_dir, names, "-peerdown") if profile_dir else []
+    _in0, out0 = _kernel_updates(run, dead.switch)
+    popen, log, down = feed
+    who = (*names, "ovs-vswitchd", f"bgpd@{dead.switch}", f"zebra@{dead.switch}")
+    cpu0 = cpu_of(run, who)
+    open(down, "w").close()
+    t = time.monotonic()
+    if not checks.wait_until(lambda: "down" in _read_log(log) or popen.poll() is not None, 10):
+        check.add("peer down: x1 sent its NOTIFICATION", False, time.monotonic() - t)
+        return
+    t0 = float(_read_log(log)["down"])
+    samples = result.down_samples
+    deadline = time.monotonic() + limit
+    switch_done = None
+    last_change = time.monotonic()
+    last_out = out0
+    while time.monotonic() < deadline:
+        ins, out = _kernel_updates(run, dead.switch)
+        on_dead = flows_via(run, bridge, dead_groups) - hosts
+        now = time.time() - t0
+        samples.append((round(now, 3), out - out0, on_dead))
+        if out != last_out:
+            last_out, last_change = out, time.monotonic()
+        if switch_done is None and on_dead == 0 and _table_active(run, dead.switch) - base == n:
+            switch_done = now
+        # Done when the switch is and zebra's kernel work has been quiet for a second.
+        if switch_done is not None and ins == out and time.monotonic() - last_change > 1.0:
+            break
+        time.sleep(interval)
+    cpu1 = cpu_of(run, who)
+    result.down_cpu_s = {k.split("@")[0]: round(cpu1[k] - cpu0[k], 2) for k in who}
+    stop_profilers(profilers)
+    total = _kernel_updates(run, dead.switch)[1] - out0
+    result.down_kernel_updates = total
+    result.down_kernel_s = next((s[0] for s in samples if s[1] >= total), None) if total else None
+    result.down_switch_s = None if switch_done is None else round(switch_done, 3)
+    k, sw = result.down_kernel_s, result.down_switch_s
+    if k and sw is not None:
+        result.down_lag_ratio = round(max(0.0, sw - k) / k, 3)
+        at = [s[0] for s in samples].index(k)
+        before = samples[at - 1][0] if at > 0 else 0.0
+        result.down_lag_bound_ratio = round((k - before) / k, 3)
+    check.add(
+        "peer down: the kernel on x2 (zebra's kernel updates done)",
+        k is not None and total >= n,
+        k or 0.0,
+        f"{total} kernel updates for {n} prefixes",
+    )
+    check.add(
+        "peer down: the switch off x1, every prefix on x2",
+        sw is not None,
+        sw or 0.0,
+        f"{samples[-1][2] if samples else '?'} table flows left on x1; "
+        f"lag ratio {result.down_lag_ratio} (at most {result.down_lag_bound_ratio}: the sampling)",
+    )
+    # The end state, read in full: every kernel route via x2, every table flow on x2's groups.
+    alive_hops = {ip_address(a) for a in (alive.address, alive.address6) if a}
+    alive_groups = set(groups_of_gateway(run, bridge, macs[alive.name])[0])
+    kernel_ok = flows_ok = 0
+    for family in families:
+        node = run.vm_node(dead.switch)
+        via = routes_via(node.cmd(f"ip -{family} route show proto bgp"), family)
+        kernel_ok += sum(
+            1 for p, gw in via.items() if p in want and gw and ip_address(gw) in alive_hops
+        )
+        for p, action in checks.fib_flows(run, dead.switch, family).items():
+            m = re.fullmatch(r"group:(\d+)", action)
+            flows_ok += p in want and m is not None and int(m.group(1)) in alive_groups
+    result.down_kernel_via_survivor, result.down_switch_via_survivor = kernel_ok, flows_ok
+    check.add(
+        "peer down: kernel and switch via x2 at the end",
+        kernel_ok == n and flows_ok == n,
+        0.0,
+        f"kernel {kernel_ok} of {n} routes via x2, switch {flows_ok} of {n} flows on x2's groups",
+    )
+
+
 def run_bgp(
     table_path: str,
     run_dir: str,
@@ -139,6 +376,8 @@ def run_bgp(
     interval: float = 0.1,
     timeout: float | None = None,
     log_level: str = "WARNING",
+    peer_down: bool = False,
+    profile_dir: str | None = None,
 ) -> BgpResult:
     from routeflow.lab.runner import LabFailure, LabRun
     from routeflow.lab.scenarios import CheckResult, converge, install_signal_handlers, start_lab
@@ -152,44 +391,47 @@ def run_bgp(
     del table
     families = (4, 6) if want6 else (4,)
     limit = timeout if timeout is not None else max(60.0, len(want) / 2000)
-    lab = plan(parse_lab(LAB.replace("IPV6", "true" if want6 else "false"), "<bench bgp>"))
-    (sp,) = lab.speakers
+    text = LAB.replace("IPV6", "true" if want6 else "false") + (BACKUP_SPEAKER if peer_down else "")
+    lab = plan(parse_lab(text, "<bench bgp>"))
+    sps = lab.speakers
+    sp = sps[0]
+    result.peers = len(sps)
 
     def phase(run, check) -> None:
-        d = exabgp.speaker_dir(run, sp)
-        go, log = os.path.join(d, "bgpfeed.go"), os.path.join(d, "bgpfeed.log")
-        exabgp.stop(run, sp)
+        go = os.path.join(run.run_dir, "bgpfeed.go")
+        log = os.path.join(exabgp.speaker_dir(run, sp), "bgpfeed.log")  # x1's: the clock
+        for each in sps:
+            exabgp.stop(run, each)
         t = time.monotonic()
-        # The speaker's own prefix goes with its session: the baselines are without it.
+        # The speakers' own prefixes go with their sessions: the baselines are without them.
         gone = checks.wait_until(lambda: zebra_bgp_counts(run, sp.switch, families)[0] == 0, 30)
         check.add("bgp: ExaBGP's session and prefix gone", gone, time.monotonic() - t)
         if not gone:
             return
-        if want6 and sp.address6:
-            # The IPv6 routes' next hop must be a known neighbour before the baseline:
-            # its host flow appearing mid-run would count as a table prefix.
-            run.vm_node(sp.switch).cmd(f"ping -6 -c 1 -W 1 {sp.address6}")
+        for each in sps:
+            if want6 and each.address6:
+                # The IPv6 routes' next hop must be a known neighbour before the baseline:
+                # its host flow appearing mid-run would count as a table prefix.
+                run.vm_node(each.switch).cmd(f"ping -6 -c 1 -W 1 {each.address6}")
         time.sleep(1.0)  # the switch follows the kernel
         base = _table_active(run, sp.switch)
-        argv = [
-            run.python, "-m", "routeflow.bench.bgpfeed", os.path.abspath(table_path),
-            "--asn", str(sp.asn), "--peer-as", str(sp.vm_asn), "--local", sp.address,
-            "--peer", sp.gateway, "--go", go, "--log", log,
-            *(["--local6", sp.address6] if want6 and sp.address6 else []),
-        ]  # fmt: skip
-        errlog = open(os.path.join(d, "bgpfeed.out"), "ab")  # noqa: SIM115
-        popen = run.host(sp.name).popen(
-            argv, stdin=subprocess.DEVNULL, stdout=errlog, stderr=subprocess.STDOUT
-        )
-        errlog.close()
-        run.procs.add_popen(f"bgpfeed@{sp.name}", popen)
+        feeds = [
+            _start_feed(run, each, i, table_path, go, bool(want6)) for i, each in enumerate(sps)
+        ]
         t = time.monotonic()
         up = checks.wait_until(
-            lambda: "established" in _read_log(log) or popen.poll() is not None,
+            lambda: all(
+                "established" in _read_log(flog) or p.poll() is not None for p, flog, _ in feeds
+            ),
             max(60.0, len(want) / 20000),
         )
-        up = up and "established" in _read_log(log)
-        check.add("bgp: speaker's session up (table packed)", up, time.monotonic() - t)
+        up = up and all("established" in _read_log(flog) for _p, flog, _ in feeds)
+        check.add(
+            "bgp: speakers' sessions up (table packed)" if peer_down
+            else "bgp: speaker's session up (table packed)",
+            up,
+            time.monotonic() - t,
+        )  # fmt: skip
         if not up:
             return
         open(go, "w").close()
@@ -208,7 +450,7 @@ def run_bgp(
                 samples.append((round(now - first, 3), rib, fib, sw))
             if fib >= n and sw >= n:
                 break
-            if popen.poll() is not None:
+            if any(p.poll() is not None for p, _, _ in feeds):
                 break
             time.sleep(interval)
         info = _read_log(log)
@@ -251,6 +493,9 @@ def run_bgp(
             f"kernel {len(kernel)} BGP routes, table {n}, switch {len(have)}; "
             f"kernel ^ table {len(kernel ^ want)}, switch ^ kernel {len(have ^ kernel)}",
         )
+        if peer_down and check.ok:
+            args = (sps, feeds[0], want, families, base, limit, interval, profile_dir)
+            _peer_down(run, check, result, *args)
 
     check = CheckResult(lab=lab.name, run_dir=run_dir)
     t0 = time.monotonic()
@@ -285,6 +530,8 @@ def main_bgp(
     json_path: str | None,
     timeout: float | None,
     console,
+    peer_down: bool = False,
+    profile_dir: str | None = None,
 ) -> int:
     from routeflow.lab.scenarios import default_run_dir
 
@@ -295,7 +542,9 @@ def main_bgp(
         return 2
     run_dir = run_dir or default_run_dir("bench-bgp")
     with console.status("bench bgp"):
-        r = run_bgp(table_path, run_dir, timeout=timeout)
+        r = run_bgp(
+            table_path, run_dir, timeout=timeout, peer_down=peer_down, profile_dir=profile_dir
+        )
     for s in r.stages:
         mark = "ok" if s["ok"] else "FAIL"
         console.print(f"  {mark} {s['stage']} ({s['seconds']} s) {s['detail']}", markup=False)
@@ -307,6 +556,15 @@ def main_bgp(
         f"are that far apart); load {r.loadavg[0]} -> {r.loadavg[-1]}",
         markup=False,
     )
+    if r.peers > 1:
+        console.print(
+            f"peer down (x1, preferred for every prefix, sends Cease; x2 offers them all): "
+            f"the kernel on x2 after {r.down_kernel_s} s ({r.down_kernel_updates} zebra kernel "
+            f"updates), the switch after {r.down_switch_s} s; lag ratio (switch - kernel) / "
+            f"kernel {r.down_lag_ratio} (at most {r.down_lag_bound_ratio}: the sampling); "
+            "CPU meanwhile: " + ", ".join(f"{k} {v:g} s" for k, v in r.down_cpu_s.items()),
+            markup=False,
+        )
     ours = ("rfclient", "rfserver", "rfproxy")
     console.print(
         "peak RSS: "

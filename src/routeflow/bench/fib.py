@@ -251,7 +251,7 @@ def flows_via(run: LabRun, bridge: str, groups: Iterable[int]) -> int:
     return sum(counts.get(g, 0) for g in groups)
 
 
-def _groups_of_gateway(run: LabRun, bridge: str, mac: str) -> tuple[list[int], str]:
+def groups_of_gateway(run: LabRun, bridge: str, mac: str) -> tuple[list[int], str]:
     """Every group that rewrites to ``mac`` (the shards of one next hop that exist), sorted."""
     out = _ofctl(run, "dump-groups", bridge)
     found = []
@@ -294,10 +294,13 @@ def _cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_of(run: LabRun, names: Iterable[str]) -> dict[str, float]:
+    """CPU seconds (user + system) each named lab process has used so far."""
+    return {name: _cpu_s(_pid(run, name)) for name in names}
+
+
 def _cpu_all(run: LabRun) -> dict[str, float]:
-    out = {name: _cpu_s(_pid(run, name)) for name in DAEMONS}
-    out["ovs-vswitchd"] = _cpu_s(_pid(run, "ovs-vswitchd"))
-    return out
+    return cpu_of(run, (*DAEMONS, "ovs-vswitchd"))
 
 
 # --- the phases ------------------------------------------------------------------------
@@ -476,7 +479,7 @@ def _peer_down(
         _go(loader)
         loaders.append(loader)
     dead = [peer_of[(f, 0)] for f in sorted(macs)]
-    dead_groups = [g for f in macs for g in _groups_of_gateway(run, bridge, macs[f])[0]]
+    dead_groups = [g for f in macs for g in groups_of_gateway(run, bridge, macs[f])[0]]
     # Resolved neighbours are host routes too: the dead peers' go with them.
     hosts = sum(
         aggregate_count(
@@ -489,7 +492,7 @@ def _peer_down(
         for p in dead
     )
     want_total = table_active(run, bridge) - len(gone) - hosts
-    profilers = _start_profilers(run, profile_dir, suffix="-peerdown") if profile_dir else []
+    profilers = start_profilers(run, profile_dir, suffix="-peerdown") if profile_dir else []
     t0 = time.monotonic()
     node.cmd(
         "; ".join(
@@ -505,7 +508,7 @@ def _peer_down(
     off = moved = None
     while time.monotonic() - t0 < timeout:
         now = time.monotonic() - t0
-        if off is None and not any(_groups_of_gateway(run, bridge, m)[0] for m in macs.values()):
+        if off is None and not any(groups_of_gateway(run, bridge, m)[0] for m in macs.values()):
             off = now
         if off is not None and moved is None:
             # Polled through counters OVS keeps (group ref_count, table active
@@ -521,7 +524,7 @@ def _peer_down(
         _fail_if_dead(run)
         time.sleep(0.002 if off is None else 0.05)
     cpu1 = _cpu_all(run)
-    _stop_profilers(profilers)
+    stop_profilers(profilers)
     result.cpu_peer_down_s = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1}
     if moved is not None:
         # Once, untimed: the flows themselves agree with the counters.
@@ -705,7 +708,7 @@ def run_fib_bench(
         base_via = {}
         for hop in expected:
             base_via[hop] = flows_via(
-                run, bridge, _groups_of_gateway(run, bridge, peer_of[hop].mac)[0]
+                run, bridge, groups_of_gateway(run, bridge, peer_of[hop].mac)[0]
             )
 
         say(f"loading {routes} routes into the VM kernel and waiting for the switch")
@@ -724,7 +727,7 @@ def run_fib_bench(
                 stdin=subprocess.PIPE,
             )
             _go(loader)  # the clock starts once the loader has packed the table
-        profilers = _start_profilers(run, profile_dir) if profile_dir else []
+        profilers = start_profilers(run, profile_dir) if profile_dir else []
         cpu0 = _cpu_all(run)
         t0 = time.monotonic()
         if table is None:
@@ -757,7 +760,7 @@ def run_fib_bench(
         )
         out = loader.communicate()[0]
         cpu1 = _cpu_all(run)
-        _stop_profilers(profilers)
+        stop_profilers(profilers)
         profilers = []
         relay_ping.send_signal(signal.SIGINT)
         result.relay_ping = _ping_summary(relay_ping.communicate(timeout=10)[0])
@@ -777,7 +780,7 @@ def run_fib_bench(
         per_group = flows_per_group(run, bridge)
         for hop, n in sorted(expected.items()):
             peer = peer_of[hop]
-            gs, groups_text = _groups_of_gateway(run, bridge, peer.mac)
+            gs, groups_text = groups_of_gateway(run, bridge, peer.mac)
             if not gs:
                 result.fail(
                     f"no group rewrites to the next hop's MAC {peer.mac}: {groups_text[:300]}"
@@ -818,7 +821,7 @@ def run_fib_bench(
         changed = None
         gs = []
         while time.monotonic() - t0 < 30:
-            gs, _ = _groups_of_gateway(run, bridge, NEW_MAC)
+            gs, _ = groups_of_gateway(run, bridge, NEW_MAC)
             if gs == group:  # every shard of the next hop
                 changed = time.monotonic() - t0
                 break
@@ -911,7 +914,7 @@ def run_fib_bench(
     except LabFailure as exc:
         result.fail(str(exc))
     finally:
-        _stop_profilers(profilers)
+        stop_profilers(profilers)
         if relay_ping is not None and relay_ping.poll() is None:
             relay_ping.kill()
             relay_ping.wait()
@@ -958,13 +961,13 @@ def _restart_proxy(
     t0, pid, log_at = _spawn_proxy(run)
     profilers = []
     if profile_dir and pid is not None:
-        profilers = _start_profilers(run, profile_dir, names=("rfproxy",), suffix="-restart")
+        profilers = start_profilers(run, profile_dir, names=("rfproxy",), suffix="-restart")
     try:
         found = _wait_reconciled(run, log_at, t0 + timeout)
         if found is not None:
             result.restart_reconcile_s = round(time.monotonic() - t0, 3)
     finally:
-        _stop_profilers(profilers)
+        stop_profilers(profilers)
     hwm = _status_kb(pid, "VmHWM") if pid else None
     if hwm is not None:
         result.restart_rss_peak_mb = round(hwm / 1024, 1)
@@ -1124,7 +1127,7 @@ def _ping_summary(text: str) -> dict[str, float]:
     return out
 
 
-def _start_profilers(
+def start_profilers(
     run: LabRun, out_dir: str, names: tuple[str, ...] = DAEMONS, suffix: str = ""
 ) -> list[subprocess.Popen]:
     """py-spy on each daemon (collapsed stacks), for the load (or restart) phase only."""
@@ -1161,7 +1164,7 @@ def _start_profilers(
     return procs
 
 
-def _stop_profilers(procs: list[subprocess.Popen]) -> None:
+def stop_profilers(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         proc.send_signal(signal.SIGINT)
     for proc in procs:

@@ -148,3 +148,20 @@ def test_open_says_ipv4_unicast_and_four_octet_as():
 def test_open_with_ipv6_adds_ipv6_unicast():
     msg = bgpfeed.open_message(65100, "192.0.2.2", ipv6=True)
     assert bytes((1, 4, 0, 1, 0, 1)) in msg and bytes((1, 4, 0, 2, 0, 1)) in msg
+
+
+def test_prepend_repeats_the_own_as_ahead_of_each_path():
+    table = {"10.0.0.0/8": (3356,), "10.1.0.0/16": ()}
+    got = {}
+    for msg in bgpfeed.updates(table.items(), 65200, "192.0.2.6", prepend=1):
+        path, _hop, prefixes = decode_update(msg)
+        for p in prefixes:
+            got[p] = path
+    assert got == {"10.0.0.0/8": (65200, 65200, 3356), "10.1.0.0/16": (65200, 65200)}
+
+
+def test_the_peer_down_notification_is_cease_administrative_shutdown():
+    msg = bgpfeed.notification(bgpfeed.CEASE, bgpfeed.ADMINISTRATIVE_SHUTDOWN)
+    assert msg[:16] == b"\xff" * 16
+    assert struct.unpack("!HB", msg[16:19]) == (21, 3)  # RFC 4271 4.5, RFC 4486
+    assert msg[19:] == bytes((6, 2))

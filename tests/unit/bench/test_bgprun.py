@@ -1,0 +1,54 @@
+"""bench/bgprun.py's readers of FRR and iproute2 text: what `bench bgp --peer-down`
+times and checks is read from these."""
+
+from __future__ import annotations
+
+from routeflow.bench.bgprun import kernel_out_count, routes_via
+
+# `show zebra dplane providers` of FRR 8.4.4 (Debian 12), after a 5000-prefix table.
+PROVIDERS = """Zebra dataplane providers:
+Kernel (1): in: 5008, q: 0, q_max: 100, out: 5007, q: 5008, q_max: 5008
+"""
+
+
+def test_kernel_provider_counts_are_read():
+    assert kernel_out_count(PROVIDERS) == (5008, 5007)
+
+
+def test_no_kernel_provider_is_none_not_zero():
+    # Zero would look like "nothing done yet" and time the kernel wrong.
+    assert kernel_out_count("Zebra dataplane providers:\n") is None
+    assert kernel_out_count("% Unknown command: show zebra dplane providers") is None
+
+
+def test_routes_via_reads_gateways_of_both_families():
+    v4 = (
+        "10.0.0.0/8 nhid 12 via 192.0.2.6 dev eth3 proto bgp metric 20 \n"
+        "198.51.100.7 nhid 12 via 192.0.2.6 dev eth3 proto bgp metric 20 \n"
+        "default nhid 10 via 192.0.2.2 dev eth2 proto bgp metric 20 \n"
+        "203.0.113.0/24 dev eth1 proto bgp scope link metric 20 \n"
+    )
+    assert routes_via(v4, 4) == {
+        "10.0.0.0/8": "192.0.2.6",
+        "198.51.100.7/32": "192.0.2.6",
+        "0.0.0.0/0": "192.0.2.2",
+        "203.0.113.0/24": "",
+    }
+    v6 = (
+        "2001:db8::/32 nhid 20 via fd00:0:2::100 dev eth3 proto bgp metric 20 pref medium\n"
+        "::ffff:10.1.0.0/112 nhid 20 via fd00:0:2::100 dev eth3 proto bgp metric 20 pref medium\n"
+    )
+    assert routes_via(v6, 6) == {
+        "2001:db8::/32": "fd00:0:2::100",
+        "::ffff:a01:0/112": "fd00:0:2::100",  # as kernel_bgp_prefixes writes it
+    }
+
+
+def test_a_multipath_route_is_read_by_its_first_hop():
+    text = (
+        "10.0.0.0/8 proto bgp metric 20 \n"
+        "\tnexthop via 192.0.2.2 dev eth2 weight 1 \n"
+        "\tnexthop via 192.0.2.6 dev eth3 weight 1 \n"
+        "10.1.0.0/16 via 192.0.2.6 dev eth3 proto bgp metric 20 \n"
+    )
+    assert routes_via(text, 4) == {"10.0.0.0/8": "192.0.2.2", "10.1.0.0/16": "192.0.2.6"}
