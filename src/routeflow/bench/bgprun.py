@@ -239,7 +239,9 @@ def _kernel_updates(run, switch: str) -> tuple[int, int]:
     text = run.vtysh(switch, "show zebra dplane providers")
     counts = kernel_out_count(text)
     if counts is None:
-        raise RuntimeError(f"no kernel provider in `show zebra dplane providers`: {text!r}")
+        from routeflow.lab.runner import LabFailure
+
+        raise LabFailure(f"no kernel provider in zebra's `show zebra dplane providers`: {text!r}")
     return counts
 
 
@@ -299,10 +301,12 @@ def _peer_down(
     cpu0 = cpu_of(run, who)
     open(down, "w").close()
     t = time.monotonic()
-    if not checks.wait_until(lambda: "down" in _read_log(log) or popen.poll() is not None, 10):
+    checks.wait_until(lambda: "down" in _read_log(log) or popen.poll() is not None, 10)
+    sent = _read_log(log).get("down")
+    if sent is None:
         check.add("peer down: x1 sent its NOTIFICATION", False, time.monotonic() - t)
         return
-    t0 = float(_read_log(log)["down"])
+    t0 = float(sent)
     samples = result.down_samples
     deadline = time.monotonic() + limit
     switch_done = None
