@@ -518,11 +518,21 @@ def expected_prefixes6(run: LabRun) -> dict[str, set[str]]:
 
 
 def routes_converged6(run: LabRun) -> tuple[int, int]:
-    have = total = 0
-    for switch, prefixes in expected_prefixes6(run).items():
-        have += len(prefixes & set(kernel_routes6(run, switch)))
-        total += len(prefixes)
+    have, total, _missing = routes_missing6(run)
     return have, total
+
+
+def routes_missing6(run: LabRun) -> tuple[int, int, dict[str, list[str]]]:
+    """(prefixes in VM kernels, prefixes wanted, switch -> the prefixes its VM lacks)."""
+    have = total = 0
+    missing: dict[str, list[str]] = {}
+    for switch, prefixes in expected_prefixes6(run).items():
+        got = prefixes & set(kernel_routes6(run, switch))
+        have += len(got)
+        total += len(prefixes)
+        if got != prefixes:
+            missing[switch] = sorted(prefixes - got)
+    return have, total, missing
 
 
 def check_flows6(run: LabRun) -> FlowCheck:

@@ -227,9 +227,27 @@ def converge6(run: LabRun, result: CheckResult, timeout: float) -> bool:
         return have == total
 
     ok = checks.wait_until(done, timeout)
-    have, total = checks.routes_converged6(run)
-    result.add("IPv6 routes in VM kernels", ok, time.monotonic() - t, f"{have}/{total} prefixes")
+    have, total, missing = checks.routes_missing6(run)
+    detail = f"{have}/{total} prefixes"
+    if missing:
+        detail += "; missing at " + "; ".join(
+            f"{sw}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"
+            for sw, v in list(missing.items())[:6]
+        )
+        _save_ospf6_state(run, sorted(missing))
+    result.add("IPv6 routes in VM kernels", ok, time.monotonic() - t, detail)
     return ok and on_shortest_paths(run, result, timeout, "kernel", 6)
+
+
+def _save_ospf6_state(run: LabRun, switches: list[str]) -> None:
+    """What OSPFv3 says in the VMs that lack routes, for whoever reads the run
+    directory after the lab is gone (ospf6-at-failure.txt)."""
+    path = os.path.join(run.run_dir, "ospf6-at-failure.txt")
+    commands = ("show ipv6 ospf6 neighbor", "show ipv6 ospf6 database", "show ipv6 route ospf6")
+    with open(path, "w") as fh:
+        for sw in switches:
+            for command in commands:
+                fh.write(f"=== {sw}: {command}\n{run.vtysh(sw, command)}\n")
 
 
 def ipv6_checks(run: LabRun, result: CheckResult, t0: float, timeout: float) -> None:

@@ -202,3 +202,23 @@ def test_check_flows6_flags_a_gateway_route_that_does_not_use_a_group() -> None:
     ]
     result = checks.check_flows6(FakeRun(flows))
     assert not result.ok and list(result.bad_rewrite) == ["A"]
+
+
+def test_a_vm_lacking_ipv6_routes_leaves_its_ospfv3_state_in_the_run_dir(tmp_path):
+    """The lab is gone when its check is read: what OSPFv3 said in the VMs that lacked
+    routes is kept (ospf6-at-failure.txt), neighbours first."""
+    from types import SimpleNamespace
+
+    from routeflow.lab import scenarios
+
+    asked = []
+
+    def vtysh(switch, command):
+        asked.append((switch, command))
+        return f"{switch} answers {command}"
+
+    scenarios._save_ospf6_state(SimpleNamespace(run_dir=str(tmp_path), vtysh=vtysh), ["DE", "ME"])
+    text = (tmp_path / "ospf6-at-failure.txt").read_text()
+    assert "=== DE: show ipv6 ospf6 neighbor\nDE answers show ipv6 ospf6 neighbor\n" in text
+    assert [sw for sw, _ in asked] == ["DE"] * 3 + ["ME"] * 3
+    assert asked[0][1] == "show ipv6 ospf6 neighbor"
