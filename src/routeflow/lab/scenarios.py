@@ -243,7 +243,12 @@ def _save_ospf6_state(run: LabRun, switches: list[str]) -> None:
     """What OSPFv3 says in the VMs that lack routes, for whoever reads the run
     directory after the lab is gone (ospf6-at-failure.txt)."""
     path = os.path.join(run.run_dir, "ospf6-at-failure.txt")
-    commands = ("show ipv6 ospf6 neighbor", "show ipv6 ospf6 database", "show ipv6 route ospf6")
+    commands = (
+        "show ipv6 ospf6 neighbor",
+        "show ipv6 ospf6 database",
+        "show ipv6 ospf6 route",  # ospf6d's own table: what it computed
+        "show ipv6 route ospf6",  # zebra's: what it installed
+    )
     with open(path, "w") as fh:
         for sw in switches:
             for command in commands:

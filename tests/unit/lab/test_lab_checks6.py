@@ -220,5 +220,5 @@ def test_a_vm_lacking_ipv6_routes_leaves_its_ospfv3_state_in_the_run_dir(tmp_pat
     scenarios._save_ospf6_state(SimpleNamespace(run_dir=str(tmp_path), vtysh=vtysh), ["DE", "ME"])
     text = (tmp_path / "ospf6-at-failure.txt").read_text()
     assert "=== DE: show ipv6 ospf6 neighbor\nDE answers show ipv6 ospf6 neighbor\n" in text
-    assert [sw for sw, _ in asked] == ["DE"] * 3 + ["ME"] * 3
+    assert [sw for sw, _ in asked] == ["DE"] * 4 + ["ME"] * 4
     assert asked[0][1] == "show ipv6 ospf6 neighbor"
