@@ -44,7 +44,6 @@ is the harder one, routes replaced by a loader at netlink speed.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -143,9 +142,10 @@ def kernel_out_count(text: str) -> tuple[int, int] | None:
 def routes_via(text: str, family: int = 4) -> dict[str, str]:
     """prefix -> first gateway of each route in ``ip -FAMILY route show`` text ("" when
     it has none); a multipath route's continuation lines (``\tnexthop via ...``)
-    give its first hop. Prefixes as kernel_bgp_prefixes writes them."""
+    give its first hop. Prefixes as checks.route_dst writes them."""
     out: dict[str, str] = {}
     last = None
+    default = "0.0.0.0/0" if family == 4 else "::/0"
     for line in text.splitlines():
         words = line.split()
         if not words:
@@ -154,15 +154,9 @@ def routes_via(text: str, family: int = 4) -> dict[str, str]:
             if last is not None and not out[last] and "via" in words[:-1]:
                 out[last] = words[words.index("via") + 1]
             continue
-        dst = words[0]
-        if dst == "default":
-            dst = "0.0.0.0/0" if family == 4 else "::/0"
-        elif not (dst[0].isdigit() or ":" in dst):
+        dst = default if words[0] == "default" else checks.route_dst(words[0], family)
+        if dst is None:
             continue
-        if "/" not in dst:
-            dst += "/128" if family == 6 else "/32"
-        if ":" in dst and "." in dst:  # inet_ntop's embedded IPv4: Python's text instead
-            dst = str(ipaddress.ip_network(dst, strict=False))
         out[dst] = words[words.index("via") + 1] if "via" in words[:-1] else ""
         last = dst
     return out

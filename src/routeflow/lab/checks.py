@@ -123,19 +123,26 @@ def kernel_route_table(
     return routes
 
 
+def route_dst(word: str, family: int) -> str | None:
+    """The destination ``ip -FAMILY route`` printed first on a line, as a canonical prefix;
+    None if the word is none (a continuation line's ``nexthop``, or ``default``)."""
+    if not word or not (word[0].isdigit() or ":" in word):
+        return None
+    dst = word if "/" in word else f"{word}{'/32' if family == 4 else '/128'}"
+    if ":" in dst and "." in dst:  # inet_ntop's embedded IPv4: Python's text instead
+        dst = str(ipaddress.ip_network(dst, strict=False))
+    return dst
+
+
 def kernel_bgp_prefixes(run: LabRun, switch: str, family: int = 4) -> set[str]:
     """The VM kernel's BGP routes of ``family`` as canonical prefixes: a text read, not
     JSON, being cheap at a full table (1M routes); continuation lines of multipath
     routes (``\tnexthop via ...``) are not prefixes and are passed over."""
     out = run.vm_node(switch).cmd(f"ip -{family} route show proto bgp")
-    host = "/32" if family == 4 else "/128"
     routes = set()
     for line in out.splitlines():
-        dst = line.split(" ", 1)[0]
-        if dst and (dst[0].isdigit() or ":" in dst):
-            dst = dst if "/" in dst else f"{dst}{host}"
-            if ":" in dst and "." in dst:  # inet_ntop's embedded IPv4: Python's text instead
-                dst = str(ipaddress.ip_network(dst, strict=False))
+        dst = route_dst(line.split(" ", 1)[0], family)
+        if dst is not None:
             routes.add(dst)
     return routes
 
