@@ -1,23 +1,28 @@
 """The manual's walkthrough, docs/examples/rftest1-by-hand.sh, works as the manual says.
 
 The script builds rftest1 by hand (Open vSwitch bridges, VM and host namespaces, the three
-daemons from config files) and pings h1 -> h2 through the switch. It runs here in a network
-and mount namespace of its own (`unshare`), with a private Open vSwitch, so its fixed names
-(br-s1, vm1, h1, h2) meet nothing else on the machine; its `down` stops what `up` started,
-and whatever is left is killed by the pids it recorded.
+daemons from config files) and pings h1 -> h2 through the switch. It runs here in network,
+mount and pid namespaces of its own (`unshare`), with a private Open vSwitch, so its fixed
+names (br-s1, vm1, h1, h2) meet nothing else on the machine, and its `down`, which stops
+daemons by the pids it wrote, can only ever signal processes of its own. Whatever is left
+(the private Open vSwitch) dies with the namespace's first process: the kernel kills every
+process of a pid namespace when its init exits, and unshare's --kill-child makes that
+init die with unshare itself (a timeout here). Killing by recorded pids from outside, as
+this test once did, could hit a stranger if one of those daemons had died and its pid
+been handed on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from routeflow.lab.ovs import unix_socket_accepts
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "docs" / "examples" / "rftest1-by-hand.sh"
@@ -68,20 +73,17 @@ def test_rftest1_by_hand_routes_h1_to_h2(tmp_path: Path) -> None:
         "STATE": str(tmp_path / "state"),
         "ROUTEFLOW": str(routeflow),
     }
-    try:
-        proc = subprocess.run(
-            ["unshare", "--net", "--mount", "--fork", "bash", "-c", INSIDE],
-            env=env, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-    finally:
-        for pidfile in [*ovs.glob("*.pid"), *(tmp_path / "run").glob("*.pid")]:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+    proc = subprocess.run(
+        ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
+         "bash", "-c", INSIDE],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
     logs = "".join(
         f"\n--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
         for log in sorted((tmp_path / "run").glob("*.log"))
     )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}{logs}"
+    assert not unix_socket_accepts(str(ovs / "db.sock"))  # the private OVS went with its namespace
     for daemon in ("server", "proxy", "client"):
         assert f"settings for routeflow {daemon})" in proc.stdout  # config check: ok
     assert "3 received, 0% packet loss" in proc.stdout
