@@ -190,7 +190,7 @@ class Net:
 
     def stop_server(self) -> None:
         assert self.server is not None
-        os.kill(self.server.pid, signal.SIGTERM)
+        self.server.signal(signal.SIGTERM)
         self.procs.stop_one(self.server)
         with contextlib.suppress(OSError):
             os.unlink(self.status)
@@ -303,19 +303,19 @@ def test_links_are_discovered_age_out_go_down_with_their_port_and_survive_a_rest
     )  # fmt: skip
     net.vm.close()
     assert net.proxy is not None
-    os.kill(net.proxy.pid, signal.SIGSTOP)  # so that rfserver's first view is the store's
+    net.proxy.signal(signal.SIGSTOP)  # so that rfserver's first view is the store's
     try:
         net.start_server()
         wait_for("the stored links", lambda: net.state().get("links") is not None)
         assert net.links() == silent and net.links(confirmed=False) == silent
     finally:
-        os.kill(net.proxy.pid, signal.SIGCONT)
+        net.proxy.signal(signal.SIGCONT)
     net.vm = FakeVm(net.sock, net.inject)
     wait_for("every link confirmed again", lambda: net.links(confirmed=True) == ALL, 25)
 
     # rfproxy killed and restarted: its table starts empty, but the full table it owes
     # rfserver waits a hold time of probing, so no link leaves rfserver meanwhile.
-    os.kill(net.proxy.pid, signal.SIGKILL)
+    net.proxy.signal(signal.SIGKILL)
     net.procs.stop_one(net.proxy)
     net.start_proxy()
     deadline = time.monotonic() + 8.0

@@ -225,7 +225,7 @@ class Lab:
     def kill_proxy(self) -> None:
         """SIGKILL, as a crash: nothing gets to clean up the switch."""
         assert self.proxy is not None
-        os.kill(self.proxy.pid, signal.SIGKILL)
+        self.proxy.signal(signal.SIGKILL)
         self.procs.stop_one(self.proxy)
 
     def flows(self) -> dict[tuple, float]:
