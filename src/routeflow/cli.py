@@ -923,14 +923,26 @@ def bench_churn(stream, speed, timeout, peer, run_dir, json_path) -> None:
 @click.option(
     "--profile", "profile_dir", default=None, help="py-spy the daemons (peer down) into this dir"
 )
-def bench_bgp(table, timeout, run_dir, json_path, peer_down, profile_dir) -> None:
+@click.option(
+    "--split-cpus",
+    is_flag=True,
+    help="with --peer-down: the VM (FRR, rfclient) on CPU 0, rfserver, rfproxy and Open "
+    "vSwitch on CPU 1 during the event, as separate machines would have them",
+)
+def bench_bgp(table, timeout, run_dir, json_path, peer_down, profile_dir, split_cpus) -> None:
     """FRR end to end: a speaker announces TABLE's prefixes (IPv6 by MP-BGP) to the
     VM's bgpd; time to the full table in the kernel (zebra) and on the switch, and the
     switch's lag."""
     from routeflow.bench.bgprun import main_bgp
 
     _require_root()
-    code = main_bgp(table, run_dir, json_path, timeout, console, peer_down, profile_dir)
+    if split_cpus and not peer_down:
+        raise click.BadParameter("needs --peer-down", param_hint="--split-cpus")
+    if split_cpus and len(os.sched_getaffinity(0)) < 2:
+        raise click.BadParameter("needs two CPUs", param_hint="--split-cpus")
+    code = main_bgp(
+        table, run_dir, json_path, timeout, console, peer_down, profile_dir, split=split_cpus
+    )
     sys.exit(code)
 
 

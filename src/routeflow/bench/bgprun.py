@@ -44,6 +44,7 @@ is the harder one, routes replaced by a loader at netlink speed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -126,6 +127,8 @@ class BgpResult:
     down_switch_via_survivor: int | None = None  # table flows on x2's groups at the end
     #: CPU seconds each process used from the NOTIFICATION to the end of the sampling.
     down_cpu_s: dict[str, float] = field(default_factory=dict)
+    #: --split-cpus: which lab processes ran on which CPU during the event.
+    down_pinned: dict[str, list[str]] = field(default_factory=dict)
 
 
 _PROVIDER_OUT = re.compile(r"^\s*Kernel\b.*?\bin: (\d+),.*?\bout: (\d+)", re.M)
@@ -239,8 +242,50 @@ def _kernel_updates(run, switch: str) -> tuple[int, int]:
     return counts
 
 
+def pin_threads(pid: int, cpus: set[int]) -> bool:
+    """Every thread of ``pid`` onto ``cpus`` (threads it starts later inherit it); False if
+    it is gone. sched_setaffinity(pid) alone would move only its main thread."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(int(tid), cpus)
+    return True
+
+
+def split_cpus(run, vm_switch: str) -> dict[str, list[str]]:
+    """Put the VM (its FRR daemons and rfclient) on CPU 0 and the switch side (rfserver,
+    rfproxy, Open vSwitch) on CPU 1: a deployment's split, where they are different
+    machines, on a two-core one. Everything else (the speakers, this bench) stays free."""
+    sides: dict[str, list[str]] = {"0": [], "1": []}
+    switch_side = ("rfserver", "rfproxy", "ovs-vswitchd", "ovsdb-server")
+    for t in run.procs.procs:
+        if t.name.endswith(f"@{vm_switch}"):
+            cpu = "0"
+        elif t.name.split("@")[0] in switch_side:
+            cpu = "1"
+        else:
+            continue
+        if pin_threads(t.pid, {int(cpu)}):
+            sides[cpu].append(t.name)
+    return sides
+
+
 def _peer_down(
-    run, check, result: BgpResult, sps, feed, want, families, base, limit, interval, profile_dir
+    run,
+    check,
+    result: BgpResult,
+    sps,
+    feed,
+    want,
+    families,
+    base,
+    limit,
+    interval,
+    profile_dir,
+    split: bool = False,
 ):
     """x1 goes down (see the module docstring); times kernel and switch from its NOTIFICATION."""
     from routeflow.bench.fib import (
@@ -287,6 +332,8 @@ def _peer_down(
     )
     if not settled:
         return
+    if split:
+        result.down_pinned = split_cpus(run, dead.switch)
     names = ("rfserver", "rfproxy", f"rfclient@{dead.switch}")
     profilers = start_profilers(run, profile_dir, names, "-peerdown") if profile_dir else []
     _in0, out0 = _kernel_updates(run, dead.switch)
@@ -376,6 +423,7 @@ def run_bgp(
     log_level: str = "WARNING",
     peer_down: bool = False,
     profile_dir: str | None = None,
+    split: bool = False,
 ) -> BgpResult:
     from routeflow.lab.runner import LabFailure, LabRun
     from routeflow.lab.scenarios import CheckResult, converge, install_signal_handlers, start_lab
@@ -493,7 +541,7 @@ def run_bgp(
         )
         if peer_down and check.ok:
             args = (sps, feeds[0], want, families, base, limit, interval, profile_dir)
-            _peer_down(run, check, result, *args)
+            _peer_down(run, check, result, *args, split=split)
 
     check = CheckResult(lab=lab.name, run_dir=run_dir)
     t0 = time.monotonic()
@@ -530,6 +578,7 @@ def main_bgp(
     console,
     peer_down: bool = False,
     profile_dir: str | None = None,
+    split: bool = False,
 ) -> int:
     from routeflow.lab.scenarios import default_run_dir
 
@@ -541,7 +590,12 @@ def main_bgp(
     run_dir = run_dir or default_run_dir("bench-bgp")
     with console.status("bench bgp"):
         r = run_bgp(
-            table_path, run_dir, timeout=timeout, peer_down=peer_down, profile_dir=profile_dir
+            table_path,
+            run_dir,
+            timeout=timeout,
+            peer_down=peer_down,
+            profile_dir=profile_dir,
+            split=split,
         )
     for s in r.stages:
         mark = "ok" if s["ok"] else "FAIL"
@@ -563,6 +617,12 @@ def main_bgp(
             "CPU meanwhile: " + ", ".join(f"{k} {v:g} s" for k, v in r.down_cpu_s.items()),
             markup=False,
         )
+        if r.down_pinned:
+            console.print(
+                "split CPUs: "
+                + "; ".join(f"CPU {c}: {', '.join(n)}" for c, n in r.down_pinned.items()),
+                markup=False,
+            )
     ours = ("rfclient", "rfserver", "rfproxy")
     console.print(
         "peak RSS: "

@@ -3,7 +3,12 @@ times and checks is read from these."""
 
 from __future__ import annotations
 
-from routeflow.bench.bgprun import kernel_out_count, routes_via
+import os
+import subprocess
+import sys
+import time
+
+from routeflow.bench.bgprun import kernel_out_count, pin_threads, routes_via
 
 # `show zebra dplane providers` of FRR 8.4.4 (Debian 12), after a 5000-prefix table.
 PROVIDERS = """Zebra dataplane providers:
@@ -52,3 +57,41 @@ def test_a_multipath_route_is_read_by_its_first_hop():
         "10.1.0.0/16 via 192.0.2.6 dev eth3 proto bgp metric 20 \n"
     )
     assert routes_via(text, 4) == {"10.0.0.0/8": "192.0.2.2", "10.1.0.0/16": "192.0.2.6"}
+
+
+def _allowed(pid: int) -> dict[int, set[int]]:
+    return {int(tid): os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_pinning_moves_every_thread_and_threads_started_later():
+    # --split-cpus: sched_setaffinity(pid) alone would leave OVS's and rfproxy's other
+    # threads free to run on the other side's CPU.
+    cpu = min(os.sched_getaffinity(0))
+    code = (
+        "import threading, time, sys\n"
+        "for _ in range(3): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "print('up', flush=True); sys.stdin.readline()\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "print('more', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline() == "up\n"
+        assert pin_threads(proc.pid, {cpu})
+        before = _allowed(proc.pid)
+        assert len(before) == 4 and all(c == {cpu} for c in before.values()), before
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "more\n"
+        after = _allowed(proc.pid)
+        assert len(after) == 5 and all(c == {cpu} for c in after.values()), after
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{proc.pid}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not pin_threads(proc.pid, {cpu})  # gone: said, not raised
