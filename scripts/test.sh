@@ -43,12 +43,15 @@ t0=$(now)
 
 cpu_log=$(mktemp /tmp/routeflow-test-cpu.XXXXXX)
 cpu_tmp=$(mktemp -d /tmp/routeflow-test-unit.XXXXXX)
+# Where a test worker killed by SIGTERM/SIGHUP says so (tests/conftest.py).
+ROUTEFLOW_TEST_SIGNALS=$(mktemp /tmp/routeflow-test-signals.XXXXXX)
+export ROUTEFLOW_TEST_SIGNALS
 # A session (and process group) of its own, so that an interrupted run stops it whole.
 setsid -w bash "$self" cpu "$cpu_tmp" >"$cpu_log" 2>&1 &
 cpu_pid=$!
 cleanup() {
     kill -- "-$cpu_pid" 2>/dev/null
-    rm -rf "$cpu_log" "$cpu_tmp"
+    rm -rf "$cpu_log" "$cpu_tmp" "$ROUTEFLOW_TEST_SIGNALS"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -63,5 +66,9 @@ wait "$cpu_pid"
 cpu_rc=$?
 echo "--- mypy and unit tests (ran next to the labs, at nice 10) ---"
 cat "$cpu_log"
+if [ -s "$ROUTEFLOW_TEST_SIGNALS" ]; then
+    echo "test: test workers killed by a signal:"
+    sed 's/^/  /' "$ROUTEFLOW_TEST_SIGNALS"
+fi
 echo "test: labs exit $labs_rc ($labs_s s), mypy+unit exit $cpu_rc; $(($(now) - t0)) s in all"
 [ "$labs_rc" -eq 0 ] && [ "$cpu_rc" -eq 0 ]

@@ -23,6 +23,8 @@ the blob that replays it (``@reproduce_failure``), and nothing is saved (a fresh
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,44 @@ def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectRep
         report.outcome = "failed"
         report.longrepr = f"{NOT_IN_CI}: {_skip_reason(report.longrepr)}"
     return report
+
+
+# A pytest-xdist worker that dies of a signal shows only as "worker 'gw0' crashed" (twice
+# in CI, once traced to a lab signalling a reused pid). A worker that is sent SIGTERM or
+# SIGHUP now says so, and in which test, before it dies of it as it would have: one line
+# appended to $ROUTEFLOW_TEST_SIGNALS (pytest holds the test's stderr in a file that dies
+# with the worker), which scripts/test.sh repeats at the end of its output. SIGKILL cannot
+# be caught; a crash of the interpreter itself is pytest's faulthandler's to report.
+_running: list[str] = []
+
+
+def _say_and_die(signum: int, frame: object) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    test = _running[-1] if _running else "no test"
+    line = f"{worker} (pid {os.getpid()}) got {signal.Signals(signum).name} in {test}\n"
+    path = os.environ.get("ROUTEFLOW_TEST_SIGNALS")
+    try:
+        if path:
+            with open(path, "a") as fh:
+                fh.write(line)
+        else:
+            sys.__stderr__.write(line)  # type: ignore[union-attr]
+    finally:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, _say_and_die)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    _running.append(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
