@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
-from routeflow.bench.bgprun import kernel_out_count, pin_threads, routes_via
+import pytest
+
+from routeflow.bench.bgprun import kernel_out_count, pin_threads, routes_via, split_cpus
+from routeflow.lab.procs import ProcessSet
 
 # `show zebra dplane providers` of FRR 8.4.4 (Debian 12), after a 5000-prefix table.
 PROVIDERS = """Zebra dataplane providers:
@@ -95,3 +99,25 @@ def test_pinning_moves_every_thread_and_threads_started_later():
     while os.path.exists(f"/proc/{proc.pid}") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not pin_threads(proc.pid, {cpu})  # gone: said, not raised
+
+
+def test_split_puts_the_vm_on_cpu_0_and_the_switch_side_on_cpu_1():
+    if not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("needs CPUs 0 and 1")
+    procs = ProcessSet()
+    names = ("zebra@A", "bgpd@A", "rfclient@A", "zebra@B", "rfserver", "rfproxy",
+             "ovs-vswitchd", "ovsdb-server", "bgpfeed@x1")  # fmt: skip
+    try:
+        for name in names:
+            procs.add_popen(name, subprocess.Popen(["sleep", "60"]))
+        sides = split_cpus(SimpleNamespace(procs=procs), "A")
+        assert sides == {
+            "0": ["zebra@A", "bgpd@A", "rfclient@A"],
+            "1": ["rfserver", "rfproxy", "ovs-vswitchd", "ovsdb-server"],
+        }
+        allowed = {t.name: os.sched_getaffinity(t.pid) for t in procs.procs}
+        assert allowed["rfclient@A"] == {0} and allowed["ovs-vswitchd"] == {1}
+        # Another VM and the speakers stay free.
+        assert allowed["zebra@B"] == allowed["bgpfeed@x1"] == os.sched_getaffinity(0)
+    finally:
+        procs.stop_all()
