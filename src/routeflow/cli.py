@@ -926,8 +926,8 @@ def bench_churn(stream, speed, timeout, peer, run_dir, json_path) -> None:
 @click.option(
     "--split-cpus",
     is_flag=True,
-    help="with --peer-down: the VM (FRR, rfclient) on CPU 0, rfserver, rfproxy and Open "
-    "vSwitch on CPU 1 during the event, as separate machines would have them",
+    help="with --peer-down: the VM (FRR, rfclient) on one CPU, rfserver, rfproxy and Open "
+    "vSwitch on another during the event, as separate machines would have them",
 )
 def bench_bgp(table, timeout, run_dir, json_path, peer_down, profile_dir, split_cpus) -> None:
     """FRR end to end: a speaker announces TABLE's prefixes (IPv6 by MP-BGP) to the

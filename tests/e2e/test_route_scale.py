@@ -226,7 +226,8 @@ def test_bench_bgp_carries_a_table_to_the_switch_and_follows_a_peer_going_down(r
     kernel (zebra) and the switch get them all, the switch ends exactly as the kernel,
     and both times and the lag ratio are reported. Then the preferred peer shuts its
     session down: zebra moves every route to the other peer in the kernel, the switch
-    every flow to its groups, both timed."""
+    every flow to its groups, both timed, with the VM and the switch side on CPUs of
+    their own (--split-cpus)."""
     table = tmp_path / "table.txt"
     cli = [sys.executable, "-m", "routeflow.cli", "bench"]
     subprocess.run(
@@ -235,8 +236,8 @@ def test_bench_bgp_carries_a_table_to_the_switch_and_follows_a_peer_going_down(r
     )  # fmt: skip
     out = tmp_path / "bgp.json"
     proc = subprocess.run(
-        [*cli, "bgp", str(table), "--peer-down", "--timeout", "60", "--run-dir", run_dir,
-         "--json", str(out)],
+        [*cli, "bgp", str(table), "--peer-down", "--split-cpus", "--timeout", "60",
+         "--run-dir", run_dir, "--json", str(out)],
         capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -252,3 +253,7 @@ def test_bench_bgp_carries_a_table_to_the_switch_and_follows_a_peer_going_down(r
     assert r["peers"] == 2 and r["down_kernel_updates"] >= 2500
     assert (r["down_kernel_via_survivor"], r["down_switch_via_survivor"]) == (2500, 2500)
     assert r["down_kernel_s"] > 0 and r["down_switch_s"] > 0 and r["down_lag_ratio"] is not None
+    # --split-cpus: the VM's FRR and rfclient on one CPU, the switch side on another.
+    vm_side, switch_side = (sorted(names) for names in r["down_pinned"].values())
+    assert vm_side == ["bgpd@A", "rfclient@A", "zebra@A"]
+    assert switch_side == ["ovs-vswitchd", "ovsdb-server", "rfproxy", "rfserver"]

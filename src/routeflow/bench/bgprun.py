@@ -250,26 +250,31 @@ def pin_threads(pid: int, cpus: set[int]) -> bool:
     except OSError:
         return False
     for tid in tids:
-        with contextlib.suppress(OSError):  # a thread that just ended
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
             os.sched_setaffinity(int(tid), cpus)
     return True
 
 
 def split_cpus(run, vm_switch: str) -> dict[str, list[str]]:
-    """Put the VM (its FRR daemons and rfclient) on CPU 0 and the switch side (rfserver,
-    rfproxy, Open vSwitch) on CPU 1: a deployment's split, where they are different
-    machines, on a two-core one. Everything else (the speakers, this bench) stays free."""
-    sides: dict[str, list[str]] = {"0": [], "1": []}
+    """Put the VM (its FRR daemons and rfclient) on one CPU and the switch side (rfserver,
+    rfproxy, Open vSwitch) on another: a deployment's split, where they are different
+    machines, on a two-core one. Everything else (the speakers, this bench) stays free.
+    Returns the names pinned, by CPU."""
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) < 2:
+        raise ValueError(f"splitting needs two CPUs; this process may use {mine}")
+    vm_cpu, switch_cpu = mine[0], mine[1]
+    sides: dict[str, list[str]] = {str(vm_cpu): [], str(switch_cpu): []}
     switch_side = ("rfserver", "rfproxy", "ovs-vswitchd", "ovsdb-server")
     for t in run.procs.procs:
         if t.name.endswith(f"@{vm_switch}"):
-            cpu = "0"
+            cpu = vm_cpu
         elif t.name.split("@")[0] in switch_side:
-            cpu = "1"
+            cpu = switch_cpu
         else:
             continue
-        if pin_threads(t.pid, {int(cpu)}):
-            sides[cpu].append(t.name)
+        if pin_threads(t.pid, {cpu}):
+            sides[str(cpu)].append(t.name)
     return sides
 
 

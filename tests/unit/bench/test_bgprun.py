@@ -101,9 +101,10 @@ def test_pinning_moves_every_thread_and_threads_started_later():
     assert not pin_threads(proc.pid, {cpu})  # gone: said, not raised
 
 
-def test_split_puts_the_vm_on_cpu_0_and_the_switch_side_on_cpu_1():
-    if not {0, 1} <= os.sched_getaffinity(0):
-        pytest.skip("needs CPUs 0 and 1")
+def test_split_puts_the_vm_on_one_cpu_and_the_switch_side_on_another():
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    first, second = sorted(os.sched_getaffinity(0))[:2]
     procs = ProcessSet()
     names = ("zebra@A", "bgpd@A", "rfclient@A", "zebra@B", "rfserver", "rfproxy",
              "ovs-vswitchd", "ovsdb-server", "bgpfeed@x1")  # fmt: skip
@@ -112,11 +113,11 @@ def test_split_puts_the_vm_on_cpu_0_and_the_switch_side_on_cpu_1():
             procs.add_popen(name, subprocess.Popen(["sleep", "60"]))
         sides = split_cpus(SimpleNamespace(procs=procs), "A")
         assert sides == {
-            "0": ["zebra@A", "bgpd@A", "rfclient@A"],
-            "1": ["rfserver", "rfproxy", "ovs-vswitchd", "ovsdb-server"],
+            str(first): ["zebra@A", "bgpd@A", "rfclient@A"],
+            str(second): ["rfserver", "rfproxy", "ovs-vswitchd", "ovsdb-server"],
         }
         allowed = {t.name: os.sched_getaffinity(t.pid) for t in procs.procs}
-        assert allowed["rfclient@A"] == {0} and allowed["ovs-vswitchd"] == {1}
+        assert allowed["rfclient@A"] == {first} and allowed["ovs-vswitchd"] == {second}
         # Another VM and the speakers stay free.
         assert allowed["zebra@B"] == allowed["bgpfeed@x1"] == os.sched_getaffinity(0)
     finally:
