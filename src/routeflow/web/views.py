@@ -622,7 +622,9 @@ def snapshot(server: RFServer, base: dict | None = None, events_limit: int = 50)
     flow_rows = []
     for sw in flows(v):
         for f in sw["flows"]:
-            flow_rows.append({"dp_id": sw["dp_id"], **f})
+            # stats_time: the page marks a row that grew since its switch's previous
+            # sample, whatever else redraws the table in between.
+            flow_rows.append({"dp_id": sw["dp_id"], "stats_time": sw["stats_time"], **f})
     return {
         "summary": summary(v, base),
         "topology": topology(v, base),

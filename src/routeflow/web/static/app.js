@@ -210,24 +210,43 @@ function drawRoutes(rows) {
     el("td", {}, r.installed ? "yes" : "no"))));
 }
 
-const lastPackets = new Map();
+// flow key -> its counters at its switch's last two stats samples. A row "grew" when the
+// latest sample counted more packets than the one before; a redraw for anything else
+// (a route, an event) arrives with the same sample and keeps the mark.
+const samples = new Map();
+
+function grewSinceLastSample(key, r) {
+  const s = samples.get(key);
+  if (s === undefined) {
+    samples.set(key, { time: r.stats_time, packets: r.packets, before: undefined });
+    return false;
+  }
+  if (s.time !== r.stats_time) {
+    s.before = s.packets;
+    s.time = r.stats_time;
+    s.packets = r.packets;
+  }
+  return s.before !== undefined && s.packets > s.before;
+}
 
 function drawFlows(rows) {
   fillSelect("flow-switch", [...new Set(rows.map((r) => r.dp_id))]);
   const dp = document.getElementById("flow-switch").value;
   const fibOnly = document.getElementById("flow-fib-only").checked;
+  const grew = new Map(rows.map((r) => {
+    const key = `${r.dp_id}|${r.table}|${r.priority}|${r.match}`;
+    return [key, grewSinceLastSample(key, r)];
+  }));
+  for (const key of samples.keys()) if (!grew.has(key)) samples.delete(key);  // flows gone
   const shown = rows.filter((r) => (!dp || r.dp_id === dp) && (!fibOnly || r.table === 1));
   replaceRows("#flows-table", shown.map((r) => {
     const key = `${r.dp_id}|${r.table}|${r.priority}|${r.match}`;
-    const before = lastPackets.get(key);
-    const tr = el("tr", { "data-flow": key, "data-packets": r.packets,
-                          class: before !== undefined && r.packets > before ? "grew" : "" },
+    return el("tr", { "data-flow": key, "data-packets": r.packets,
+                      class: grew.get(key) ? "grew" : "" },
       el("td", {}, r.dp_id), el("td", {}, r.table), el("td", {}, r.priority),
       el("td", { class: "wrap" }, r.match), el("td", {}, r.actions),
       el("td", { class: "num" }, fmt(r.packets)), el("td", { class: "num" }, fmt(r.bytes)));
-    return tr;
   }));
-  for (const r of rows) lastPackets.set(`${r.dp_id}|${r.table}|${r.priority}|${r.match}`, r.packets);
 }
 
 function drawControllers(rows) {
