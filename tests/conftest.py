@@ -107,8 +107,8 @@ def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectRep
     return report
 
 
-# A pytest-xdist worker that dies of a signal shows only as "worker 'gw0' crashed" (twice
-# in CI, once traced to a lab signalling a reused pid). A worker that is sent SIGTERM or
+# A pytest-xdist worker that dies of a signal shows only as "worker 'gw0' crashed" (in CI:
+# once a lab signalling a reused pid, then SIGPIPE, see below). A worker sent SIGTERM or
 # SIGHUP now says so, and in which test, before it dies of it as it would have: one line
 # appended to $ROUTEFLOW_TEST_SIGNALS (pytest holds the test's stderr in a file that dies
 # with the worker), which scripts/test.sh repeats at the end of its output. SIGKILL cannot
@@ -146,3 +146,15 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     finally:
         _running.pop()
+
+
+@pytest.fixture(autouse=True)
+def _sigpipe_stays_ignored() -> object:
+    """Python ignores SIGPIPE, so a write to a closed socket raises BrokenPipeError. A
+    library that restores the default on import (mrtparse did) turns every later such
+    write in this worker into a silent death ("worker crashed", in another test): the
+    test that let that happen fails here instead."""
+    yield
+    if signal.getsignal(signal.SIGPIPE) != signal.SIG_IGN:
+        previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        pytest.fail(f"SIGPIPE was left at {previous!r} (a module imported here reset it)")

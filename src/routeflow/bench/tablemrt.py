@@ -14,6 +14,9 @@ record; an update file given as a table (or the other way round) is told so.
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -90,9 +93,38 @@ def _path_of(attributes: list) -> tuple[int, ...]:
     return path
 
 
+_import_lock = threading.Lock()
+
+
+def _mrt_reader() -> Any:
+    """mrtparse's Reader, imported without what mrtparse does on import.
+
+    On import mrtparse sets SIGPIPE to SIG_DFL for the whole process (right for its
+    command-line tool piped into `head`, wrong in a library): from then on a write to a
+    socket or pipe whose reader has gone kills the process silently instead of raising
+    BrokenPipeError. That killed a pytest worker once the MRT tests had run in it (a
+    client writing to a server that had refused it). Its call is skipped for SIGPIPE.
+    """
+    with _import_lock:
+        if "mrtparse" not in sys.modules:
+            real = signal.signal
+
+            def keep_sigpipe(signum, handler):
+                if signum == signal.SIGPIPE:
+                    return signal.getsignal(signum)
+                return real(signum, handler)
+
+            signal.signal = keep_sigpipe  # type: ignore[assignment]
+            try:
+                import mrtparse  # noqa: F401
+            finally:
+                signal.signal = real
+    return sys.modules["mrtparse"].Reader
+
+
 def read_mrt(path: str) -> list[TableEntry]:
     """The prefixes of a RIB dump with their first peer's AS path, in dump order."""
-    from mrtparse import Reader
+    Reader = _mrt_reader()
 
     out: list[TableEntry] = []
     seen: set[str] = set()
@@ -146,7 +178,7 @@ def mrt_records(path: str) -> list[Record]:
     """The announcements, withdrawals and session changes of an MRT update file
     (BGP4MP, BGP4MP_ET), in file order; keepalives, opens and other AFIs/SAFIs
     (only unicast is taken) are skipped. A RIB dump is refused with a pointer."""
-    from mrtparse import Reader
+    Reader = _mrt_reader()
 
     out: list[Record] = []
     try:

@@ -6,6 +6,8 @@ import bz2
 import gzip
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -96,3 +98,24 @@ def test_damaged_dumps_name_the_file(tmp_path, data, says):
     path.write_bytes(data)
     with pytest.raises(TableError, match=says):
         read_mrt(str(path))
+
+
+def test_reading_mrt_leaves_sigpipe_alone(tmp_path):
+    # mrtparse sets SIGPIPE to SIG_DFL on import; after that a write to a closed socket
+    # killed the process (a pytest worker, once) instead of raising BrokenPipeError.
+    dump = tmp_path / "rib.mrt"
+    dump.write_bytes(peer_index() + rib(0, "192.0.2.0/24", [[65001, 65002]]))
+    code = f"""
+import signal, socket
+from routeflow.bench.tablemrt import read_mrt
+assert [e.prefix for e in read_mrt({str(dump)!r})] == ["192.0.2.0/24"]
+assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN, signal.getsignal(signal.SIGPIPE)
+a, b = socket.socketpair()
+b.close()
+try:
+    a.sendall(b"x" * 100000)
+except BrokenPipeError:
+    print("raised")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "raised\n"), (r.returncode, r.stderr[-500:])
