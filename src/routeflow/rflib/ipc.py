@@ -238,6 +238,26 @@ class Connection:
             raise StopAsyncIteration
         return msg
 
+    async def refuse(self, msg: AnyMessage, linger: float = 1.0) -> None:
+        """Send ``msg`` (an Error) and close so that the peer does read it.
+
+        Closing right after the send could lose it: a peer still writing (its hello
+        pipelined with what follows) leaves unread data at our close, its kernel then
+        reports a reset, and an asyncio peer drops what it had received but not yet
+        read. So: send, close our writing half, discard whatever the peer still sends
+        until it closes too or ``linger`` seconds pass (a lingering close, as HTTP
+        servers do), then close.
+        """
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            await self.send(msg)
+            if self._writer.can_write_eof():
+                self._writer.write_eof()
+            self._writer.transport.resume_reading()  # whoever paused it: the rest is discarded
+            async with asyncio.timeout(linger):
+                while await self._reader.read(READ_SIZE):
+                    pass
+        await self.close()
+
     async def close(self) -> None:
         if self._closed:
             return

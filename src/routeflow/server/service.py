@@ -315,8 +315,7 @@ class RFServer:
         self.counters["auth_failures"] += 1
         self.event("auth", f"refused {who} from {conn.peer}: {why}", logging.WARNING)
         self._write_status()
-        with contextlib.suppress(ConnectionError, OSError):
-            await conn.send(p.Error(code="auth-failed", detail="authentication failed"))
+        await conn.refuse(p.Error(code="auth-failed", detail="authentication failed"))
         return False
 
     async def _client_session(self, conn: ipc.Connection, vm_id: int) -> None:

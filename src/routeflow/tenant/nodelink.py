@@ -123,8 +123,7 @@ class NodeServer:
             return True
         self.counters["auth_failures"] += 1
         log.warning("refused %s from %s: authentication failed", who, conn.peer)
-        with contextlib.suppress(ConnectionError, OSError):
-            await conn.send(p.Error(code="auth-failed", detail="authentication failed"))
+        await conn.refuse(p.Error(code="auth-failed", detail="authentication failed"))
         return False
 
     async def _run(self, conn: ipc.Connection, session: NodeSession) -> None:

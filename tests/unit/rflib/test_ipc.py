@@ -557,3 +557,59 @@ def test_reconnecting_client_validates_arguments():
 def test_module_exports():
     assert set(ipc.__all__) <= set(dir(ipc))
     assert isinstance(parse_address("unix:/x"), ipc.Address)
+
+
+# --- refusing a peer -----------------------------------------------------------------
+
+
+def _refusal_seen(address: str, lingering: bool) -> list:
+    """A peer sends its hello, then more (50 batches) without waiting for an answer, and
+    reads only after a pause; the server refuses it after the hello. What does the peer
+    read?"""
+    refusal = protocol.Error(code="auth-failed", detail="authentication failed")
+
+    async def handler(conn: Connection) -> None:
+        await conn.recv()  # the hello
+        # What the peer sends from now on stays in the kernel unread, as what arrives
+        # between the server's last read and its close does (rarely: a CI run once).
+        conn._writer.transport.pause_reading()
+        await asyncio.sleep(0.3)
+        if lingering:
+            await conn.refuse(refusal)
+        else:
+            await conn.send(refusal)  # and the handler returns: closed at once
+
+    async def main() -> list:
+        server = await serve(address, handler)
+        try:
+            conn = await open_connection(server_address(server))
+            await conn.send(HELLO)
+            got: list = []
+            try:
+                await asyncio.sleep(0.05)  # the server has read the hello, and only it
+                for _ in range(50):
+                    await conn.send_many(BATCH)
+                await asyncio.sleep(0.6)  # the server has answered and closed by now
+                while (msg := await conn.recv()) is not None:
+                    got.append(msg)
+            except ConnectionError:
+                pass
+            await conn.close()
+            return got
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return run(main())
+
+
+def test_a_refused_peer_reads_why_even_while_it_was_still_sending(address):
+    got = _refusal_seen(address, lingering=True)
+    assert [m.code for m in got if isinstance(m, protocol.Error)] == ["auth-failed"], got
+
+
+def test_closing_right_after_the_refusal_can_lose_it_on_a_unix_socket(sock_dir):
+    # Why refuse() lingers: unread data at the server's close makes the peer's kernel
+    # report a reset, and asyncio then drops what it had received but not yet read.
+    got = _refusal_seen(f"unix:{sock_dir}/rf.sock", lingering=False)
+    assert got == []
