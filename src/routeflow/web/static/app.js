@@ -215,6 +215,10 @@ function drawRoutes(rows) {
 // (a route, an event) arrives with the same sample and keeps the mark.
 const samples = new Map();
 
+function flowKey(r) {
+  return `${r.dp_id}|${r.table}|${r.priority}|${r.match}`;
+}
+
 function grewSinceLastSample(key, r) {
   const s = samples.get(key);
   if (s === undefined) {
@@ -234,13 +238,13 @@ function drawFlows(rows) {
   const dp = document.getElementById("flow-switch").value;
   const fibOnly = document.getElementById("flow-fib-only").checked;
   const grew = new Map(rows.map((r) => {
-    const key = `${r.dp_id}|${r.table}|${r.priority}|${r.match}`;
+    const key = flowKey(r);
     return [key, grewSinceLastSample(key, r)];
   }));
   for (const key of samples.keys()) if (!grew.has(key)) samples.delete(key);  // flows gone
   const shown = rows.filter((r) => (!dp || r.dp_id === dp) && (!fibOnly || r.table === 1));
   replaceRows("#flows-table", shown.map((r) => {
-    const key = `${r.dp_id}|${r.table}|${r.priority}|${r.match}`;
+    const key = flowKey(r);
     return el("tr", { "data-flow": key, "data-packets": r.packets,
                       class: grew.get(key) ? "grew" : "" },
       el("td", {}, r.dp_id), el("td", {}, r.table), el("td", {}, r.priority),
