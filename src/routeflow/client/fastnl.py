@@ -481,15 +481,23 @@ def _route(data: Any, off: int, end: int, kind: int) -> dict[str, Any] | None:
 _LEN_KIND = struct.Struct("=IHH")
 
 
-def parse(data: Any, fallback: Fallback, size: int | None = None) -> list[Any]:
-    """Every netlink message in ``data[:size]``; routes fast, the rest via ``fallback``.
+def parse(
+    data: Any,
+    fallback: Fallback,
+    size: int | None = None,
+    start: int = 0,
+    out: list[Any] | None = None,
+) -> list[Any]:
+    """Every netlink message in ``data[start:size]``; routes fast, the rest via ``fallback``.
 
     ``fallback(message_bytes)`` must return the decoded messages of exactly
     that one message (pyroute2's ``Marshal.parse`` does). ``data`` may be a
-    reused bytearray: nothing returned refers to it.
+    reused bytearray: nothing returned refers to it. The messages are
+    appended to ``out`` if given (and it is returned).
     """
-    out: list[Any] = []
-    off = 0
+    if out is None:
+        out = []
+    off = start
     if size is None:
         size = len(data)
     while off + 16 <= size:

@@ -59,6 +59,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from routeflow.client import fastnl
 from routeflow.client.kernel import KernelView
+from routeflow.client.mmsg import MultiReader, Truncated
 from routeflow.rflib.mapping import encode_mapping_frame
 from routeflow.rflib.protocol import Message
 
@@ -97,7 +98,8 @@ CLONE_NEWNET = 0x40000000
 DEFAULT_RCVBUF = 256 * 1024 * 1024
 _RECV_SIZE = 1 << 20
 _NLHDR = struct.Struct("=IHHII")
-#: Datagrams read before the view is updated and the daemon woken up.
+#: Datagrams read before the view is updated and the daemon woken up (at most:
+#: recvmmsg calls of MultiReader.slots each).
 _READ_BATCH = 512
 
 
@@ -459,6 +461,8 @@ class NetlinkWatcher:
 
     def _loop(self, sock: socket.socket) -> None:
         buf = bytearray(_RECV_SIZE)
+        reader = MultiReader(sock) if MultiReader.available() else None
+        parse, parse_slow = fastnl.parse, self._parse_slow
         resync_at: float | None = None  # a full dump is due at that time
         reason = ""
         while not self._stopping:
@@ -471,11 +475,24 @@ class NetlinkWatcher:
             if sock in readable:
                 msgs: list[Any] = []
                 try:
-                    for _ in range(_READ_BATCH):
-                        n = sock.recv_into(buf)
-                        msgs += fastnl.parse(buf, self._parse_slow, n)
+                    if reader is None:
+                        for _ in range(_READ_BATCH):
+                            n = sock.recv_into(buf)
+                            parse(buf, parse_slow, n, 0, msgs)
+                    else:
+                        slot, data = reader.slot, reader.buf
+                        for _ in range(_READ_BATCH // reader.slots or 1):
+                            start = 0
+                            for size in reader.read():
+                                parse(data, parse_slow, start + size, start, msgs)
+                                start += slot
                 except BlockingIOError:
                     pass
+                except Truncated as err:
+                    log.warning("%s: reloading the whole kernel state", err)
+                    _discard_queued(sock, buf)
+                    resync_at, reason = time.monotonic(), "truncated"
+                    msgs = []
                 except OSError as err:
                     # ENOBUFS: notifications were lost. Anything else is unexpected;
                     # either way only a full reload can tell what the kernel holds.
