@@ -54,6 +54,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from ipaddress import ip_address
 
+from routeflow.bench import tablestats
 from routeflow.bench.table import TableError, read_table_file
 from routeflow.lab import checks, exabgp, speakers
 from routeflow.lab.model import parse_lab, plan
@@ -182,6 +183,9 @@ def zebra_bgp_counts(run, switch: str, families: tuple[int, ...] = (4,)) -> tupl
 
 
 def _table_active(run, switch: str, table: int = FIB_TABLE) -> int:
+    count = tablestats.table_active(run.ovs.rundir, run.bridges[switch], table)
+    if count is not None:
+        return count  # a kept connection: no process per poll (tablestats.py)
     out = subprocess.run(
         ["ovs-ofctl", "-O", "OpenFlow13", "dump-tables", run.bridges[switch]],
         capture_output=True,
@@ -559,6 +563,7 @@ def run_bgp(
     except LabFailure as exc:
         check.add("lab", False, time.monotonic() - t0, str(exc))
     finally:
+        tablestats.close_all()
         run.stop()
     result.rss_peak_mb = {
         kind: round(kib / 1024, 1) for kind, (_n, kib) in sorted(run.memory.items())

@@ -52,7 +52,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
-from routeflow.bench import fibtable, nlroutes, tablepeers
+from routeflow.bench import fibtable, nlroutes, tablepeers, tablestats
 from routeflow.bench.table import TableEntry, TableError, read_table_file, table_stats
 from routeflow.lab import checks
 from routeflow.lab.model import LabPlan, parse_lab, plan
@@ -206,7 +206,11 @@ _TABLE_ACTIVE = re.compile(r"table (\d+):\s*\n\s*active=(\d+)")
 
 
 def table_active(run: LabRun, bridge: str, table: int = of.TABLE_FIB) -> int:
-    """Flows in one table, as OVS counts them (cheap: no flow walk)."""
+    """Flows in one table, as OVS counts them (cheap: no flow walk, and no process
+    started per poll, see tablestats.py)."""
+    count = tablestats.table_active(run.ovs.rundir, bridge, table)
+    if count is not None:
+        return count
     for m in _TABLE_ACTIVE.finditer(_ofctl(run, "dump-tables", bridge)):
         if int(m.group(1)) == table:
             return int(m.group(2))
@@ -914,6 +918,7 @@ def run_fib_bench(
     except LabFailure as exc:
         result.fail(str(exc))
     finally:
+        tablestats.close_all()
         stop_profilers(profilers)
         if relay_ping is not None and relay_ping.poll() is None:
             relay_ping.kill()
