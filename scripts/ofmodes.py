@@ -12,6 +12,7 @@ them), then their group changed from 1 to 2 and back by each message form:
   modify-b  the MODIFY_STRICTs inside one bundle
   del-add   DELETE_STRICT then ADD of each flow
   fresh     ADD of N flows into an empty table (the reference)
+  fresh-b   the same inside one bundle (what ``ovs-ofctl --bundle`` does)
   freshK    the same, spread over K groups (a next hop's K shards, K <= 512)
   moveK     after freshK: each flow's group changed to one of K other groups
   del       DELETE_STRICT of each flow
@@ -224,7 +225,7 @@ def main() -> None:
                         f"{cpu_of(vpid) - cpu0:.3f} s ovs cpu"
                     )
                 continue
-            if form == "fresh":
+            if form in ("fresh", "fresh-b"):
                 subprocess.run([*of, "del-flows", "h28b", "table=1"], check=True, env=env)
                 new = 1
                 msgs = [flow_mod(a, p, new, OFPFC_ADD) for a, p in prefixes]
