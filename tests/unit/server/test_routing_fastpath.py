@@ -157,3 +157,33 @@ def test_a_full_table_is_sent_in_bounded_fibmods():
         mods = [m for m in msgs if isinstance(m, FibMod)]
         assert [len(m.entries) for m in mods] == [FIB_CHUNK, FIB_CHUNK, 5]
         assert all(len(codec.encode(m)) < codec.DEFAULT_MAX_FRAME // 4 for m in mods)
+
+
+_OCTET = st.one_of(
+    st.integers(0, 255).map(str),
+    st.integers(0, 999).map(lambda n: f"0{n}"),  # leading zeros
+    st.integers(256, 99999).map(str),
+    st.sampled_from(["", " 1", "1 ", "0x1", "+1", "-1", "1\x00", "\u0661"]),
+)
+
+
+@given(
+    st.lists(_OCTET, min_size=3, max_size=5).map(".".join),
+    st.one_of(st.integers(0, 40).map(str), st.sampled_from(["", "024", "+8", " 8", "8 "])),
+    st.booleans(),
+)
+@settings(max_examples=3000, deadline=None)
+def test_normalise_agrees_with_ipaddress_on_any_text(addr, plen, slash):
+    """The fast path (inet_pton alone) accepts exactly what ipaddress calls canonical."""
+    import ipaddress
+
+    prefix = f"{addr}/{plen}" if slash else addr
+    try:
+        want: str | type = str(ipaddress.IPv4Network(prefix, strict=False))
+    except ValueError:
+        want = ValueError
+    try:
+        got: str | type = _normalise(prefix)
+    except ValueError:
+        got = ValueError
+    assert got == want
