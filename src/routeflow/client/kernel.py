@@ -200,6 +200,9 @@ class _Shape:
     kind: RouteKind | None  # None: the route cannot be used by the switch
     nexthops: list[NextHop]
     refusal: str | None = None  # why not, when the operator must be told
+    #: (vm_port, gateway) of each hop with a gateway: the references a route of
+    #: this shape holds in KernelView._gw_refs, made once rather than per route.
+    gw_refs: tuple[tuple[int, str], ...] = ()
 
 
 #: A kernel route within its prefix: (table, tos, priority), and for IPv6 a
@@ -911,13 +914,15 @@ class KernelView:
             return None
         key, kr = simple
         resolved = self._resolve(prefix, kr)
+        nexthops = [] if resolved is None else resolved.nexthops
         shape = _Shape(
             cands={key: kr},
             kroute=kr,
             impossible=self._impossible(kr),
             kind=None if resolved is None else resolved.kind,
-            nexthops=[] if resolved is None else resolved.nexthops,
+            nexthops=nexthops,
             refusal=self._refusals.get(prefix),
+            gw_refs=tuple((nh.vm_port, nh.gateway) for nh in nexthops if nh.gateway is not None),
         )
         self._shapes[shape_key] = shape
         return shape
@@ -928,19 +933,33 @@ class KernelView:
         self._kroutes[prefix] = shape.cands
         kr = shape.kroute
         if kr.nhid is not None:
-            self._by_nhid.setdefault(kr.nhid, set()).add(prefix)
+            users = self._by_nhid.get(kr.nhid)
+            if users is None:
+                users = self._by_nhid[kr.nhid] = set()
+            users.add(prefix)
         else:
             by_oif = self._by_oif
             for hop in kr.hops:
-                by_oif.setdefault(hop.oif, set()).add(prefix)
+                users = by_oif.get(hop.oif)
+                if users is None:
+                    users = by_oif[hop.oif] = set()
+                users.add(prefix)
         kind = shape.kind
         if shape.refusal is not None and prefix not in self._refused:
             self._refused.add(prefix)
             self._refusals[prefix] = shape.refusal
-        self._set_route(
-            prefix,
-            None if kind is None else Route(prefix=prefix, kind=kind, nexthops=shape.nexthops),
-        )
+        route = None if kind is None else Route(prefix=prefix, kind=kind, nexthops=shape.nexthops)
+        routes = self._routes
+        if route is not None and prefix not in routes:
+            # A new usable route, the bulk of a full table: what _set_route does
+            # then, with the gateway references counted once per shape.
+            self._route_dirty.setdefault(prefix, None)
+            routes[prefix] = route
+            gw_refs = self._gw_refs
+            for ref in shape.gw_refs:
+                gw_refs[ref] += 1
+            return
+        self._set_route(prefix, route)
 
     def _del_simple(self, prefix: str, kr: _KRoute) -> None:
         del self._kroutes[prefix]
