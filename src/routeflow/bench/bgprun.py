@@ -13,8 +13,9 @@ From its first UPDATE on, two counts are sampled every ``interval`` s:
   summary``, both families summed: a route counts once the kernel has
   acknowledged its installation), that is FRR's own time to have the table in
   the kernel;
-* the switch: Open vSwitch's count of flows in the FIB table (``dump-tables``;
-  both families share it).
+* the switch: Open vSwitch's count of flows in the FIB table (table stats over
+  one kept OpenFlow connection, tablestats.py, or ``dump-tables`` if that
+  fails; both families share it).
 
 Both clocks start at the speaker's first UPDATE. The result is the time to the
 full table for each, and routeflow's lag behind the kernel as a ratio,
