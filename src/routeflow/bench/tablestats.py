@@ -34,6 +34,11 @@ _MP = struct.Struct("!HH4x")
 _TABLE = struct.Struct("!B3xIQQ")  # ofp_table_stats: table_id, active_count, lookups, matches
 
 
+def mgmt_path(rundir: str, bridge: str) -> str:
+    """The management socket ovs-vswitchd opens for ``bridge`` under its OVS_RUNDIR."""
+    return os.path.join(rundir, f"{bridge}.mgmt")
+
+
 class StatsError(OSError):
     """The switch refused or broke the connection."""
 
@@ -50,7 +55,7 @@ class TableStats:
         try:
             self._sock.connect(path)
             self._sock.sendall(_HEADER.pack(OFP_VERSION, OFPT_HELLO, 8, self._next_xid()))
-            version, kind, _body = self._read()
+            version, kind, _body, _xid = self._read_xid()
             if kind != OFPT_HELLO:
                 raise StatsError(f"{path}: expected HELLO, got message type {kind}")
             if version < OFP_VERSION:
@@ -61,7 +66,7 @@ class TableStats:
 
     @classmethod
     def of_bridge(cls, rundir: str, bridge: str) -> TableStats:
-        return cls(os.path.join(rundir, f"{bridge}.mgmt"))
+        return cls(mgmt_path(rundir, bridge))
 
     def close(self) -> None:
         self._sock.close()
@@ -109,10 +114,6 @@ class TableStats:
         self._xid = (self._xid + 1) & 0xFFFFFFFF
         return self._xid
 
-    def _read(self) -> tuple[int, int, bytes]:
-        version, kind, body, _xid = self._read_xid()
-        return version, kind, body
-
     def _read_xid(self) -> tuple[int, int, bytes, int]:
         while True:
             if len(self._buf) >= 8:
@@ -136,7 +137,7 @@ _KEPT: dict[str, TableStats] = {}
 def table_active(rundir: str, bridge: str, table: int) -> int | None:
     """Flows in ``table`` of ``bridge`` over a kept connection; None if the switch
     cannot be asked so (the caller falls back to ovs-ofctl, which says why)."""
-    path = os.path.join(rundir, f"{bridge}.mgmt")
+    path = mgmt_path(rundir, bridge)
     try:
         stats = _KEPT.get(path)
         if stats is None:

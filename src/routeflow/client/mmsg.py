@@ -7,9 +7,9 @@ is a million system calls, a quarter of rfclient's CPU while a table loads
 (py-spy, ``routeflow bench fib --profile``). One recvmmsg fills up to
 ``slots`` buffers per call.
 
-A datagram longer than its slot comes back cut (MSG_TRUNC); the reader says
-so and doubles its slots, and the caller reloads the kernel state, the same
-recovery as for a receive-buffer overflow.
+A datagram longer than its slot comes back cut (MSG_TRUNC); the reader raises
+Truncated, an OSError (EMSGSIZE), and doubles its slots, so the caller's
+recovery from a failed receive (reload the kernel state) covers it.
 """
 
 from __future__ import annotations
@@ -74,8 +74,11 @@ _RESULT = struct.Struct(
 assert _RESULT.size == ctypes.sizeof(_Mmsghdr)
 
 
-class Truncated(Exception):
+class Truncated(OSError):
     """A datagram was longer than a slot: what it said is lost."""
+
+    def __init__(self, slot: int) -> None:
+        super().__init__(errno.EMSGSIZE, f"a netlink datagram was longer than {slot} bytes")
 
 
 class MultiReader:
@@ -84,7 +87,7 @@ class MultiReader:
     ``read()`` returns the sizes of the datagrams that arrived; datagram ``i``
     is ``buf[i * slot : i * slot + sizes[i]]``. Raises BlockingIOError when
     nothing is queued, OSError for a socket error (ENOBUFS: notifications were
-    lost), Truncated after growing its slots.
+    lost), Truncated (an OSError too) after growing its slots.
     """
 
     def __init__(self, sock: socket.socket, slots: int = 128, slot: int = 16 * 1024) -> None:
@@ -125,5 +128,5 @@ class MultiReader:
             cut = self.slot
             if self.slot < MAX_SLOT:
                 self._alloc(self.slot * 2)
-            raise Truncated(f"a netlink datagram was longer than {cut} bytes")
+            raise Truncated(cut)
         return sizes

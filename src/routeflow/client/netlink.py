@@ -59,7 +59,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from routeflow.client import fastnl
 from routeflow.client.kernel import KernelView
-from routeflow.client.mmsg import MultiReader, Truncated
+from routeflow.client.mmsg import MultiReader
 from routeflow.rflib.mapping import encode_mapping_frame
 from routeflow.rflib.protocol import Message
 
@@ -488,14 +488,10 @@ class NetlinkWatcher:
                                 start += slot
                 except BlockingIOError:
                     pass
-                except Truncated as err:
-                    log.warning("%s: reloading the whole kernel state", err)
-                    _discard_queued(sock, buf)
-                    resync_at, reason = time.monotonic(), "truncated"
-                    msgs = []
                 except OSError as err:
-                    # ENOBUFS: notifications were lost. Anything else is unexpected;
-                    # either way only a full reload can tell what the kernel holds.
+                    # ENOBUFS: notifications were lost. Anything else (a datagram cut
+                    # short, mmsg.Truncated, or the unexpected) loses one too; either
+                    # way only a full reload can tell what the kernel holds.
                     if err.errno == errno.ENOBUFS:
                         self.overflows += 1
                         log.warning(
@@ -509,7 +505,8 @@ class NetlinkWatcher:
                     # emptied: discard what is queued (the dump supersedes it) so the
                     # next overflow, during or after the dump, is reported too.
                     _discard_queued(sock, buf)
-                    resync_at, reason = time.monotonic(), "overflow"
+                    resync_at = time.monotonic()
+                    reason = "overflow" if err.errno == errno.ENOBUFS else "receive error"
                     msgs = []
                 if msgs:
                     with self._lock:
