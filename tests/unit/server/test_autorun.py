@@ -130,8 +130,9 @@ def test_a_gone_switch_loses_its_vm_after_the_grace_and_a_restart_adopts_the_res
         assert backend.calls[-1] == "stop 0x6" and set(backend.vms) == {5}
         runner.stop()
         # a new runner (rfserver restarted, with no store): adopts vm-5, starts nothing;
-        # its switch comes back after a while, within the grace
-        again, _m, events, _w = _runner(backend, grace=0.2)
+        # its switch comes back after a while, well within the grace (a loop stalled
+        # past the grace would run its expiry in the same turn as the wake-up below)
+        again, _m, events, _w = _runner(backend, grace=2.0)
         await again.start()
         await asyncio.sleep(0.1)
         again.switch_up(1, 5)
