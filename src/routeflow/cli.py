@@ -445,6 +445,12 @@ def _cloud_up(plan, cloud, run_dir: str, log_level: str) -> None:
             for tenant in cloud.tenants:
                 for vm in tenant.vms:
                     run.plug(vm.name, vm.node, ports[vm.name])
+        with console.status("waiting for the node agents to bind the VMs' ports..."):
+            # as `lab check` does: DHCP before the agent's flows are in is dropped, and a
+            # loaded machine can take longer than udhcpc's retries to get there
+            missing = run.wait_active(list(run.vms.values()), timeout=60.0)
+        if missing:
+            raise CloudFailure(f"ports not ACTIVE after 60 s: {', '.join(missing)}")
         for vm in run.vms.values():
             lease = run.dhcp(vm)
             console.print(

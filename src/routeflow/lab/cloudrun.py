@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -538,14 +539,19 @@ class CloudRun:
         lease_file = os.path.join(self.run_dir, f"lease-{vm.name}")
         with contextlib.suppress(FileNotFoundError):
             os.remove(lease_file)
-        tries = max(1, int(timeout / 0.5))
+        tries = max(1, math.ceil(timeout))  # each try waits -T 1 s for an offer
         argv = [
             "ip", "netns", "exec", vm.ns, "env", f"LEASE_FILE={lease_file}",
             "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", str(tries), "-T", "1", "-A", "1",
             "-O", "mtu", "-s", script,
         ]  # fmt: skip
         t = time.monotonic()
-        r = _run(argv, timeout=timeout + 10)
+        try:
+            r = _run(argv, timeout=timeout + 10)
+        except subprocess.TimeoutExpired:
+            raise CloudFailure(
+                f"{vm.name}: udhcpc got no lease and did not give up in {timeout + 10:.0f} s"
+            ) from None
         seconds = time.monotonic() - t
         if r.returncode != 0 or not os.path.exists(lease_file):
             said = (r.stderr or r.stdout)[-300:]
